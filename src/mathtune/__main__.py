@@ -1,0 +1,3 @@
+from mathtune.cli import main
+
+raise SystemExit(main())

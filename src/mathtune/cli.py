@@ -1,0 +1,201 @@
+"""Command line: parses arguments and dispatches to one stage module each. No logic here.
+
+    mathtune run CONFIG [--set key=value ...] [--out DIR]
+    mathtune train CONFIG [--set ...] [--out DIR] [--overwrite]
+    mathtune eval --model M [--adapter DIR] [--data SOURCE] [--split test] [--limit N]
+                  [--prompt chat|cot8|plain5] [--samples K] [--out DIR]
+    mathtune score FILE.jsonl [--out FILE]
+    mathtune report RUN_DIR
+    mathtune compare RUN_DIR RUN_DIR ...
+    mathtune export RUN_DIR --merged OUT
+    mathtune demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from mathtune.errors import MathtuneError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _batch_size(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, like every other user mistake
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def config_args(sp):
+        sp.add_argument("config", help="YAML config (every key optional; defaults = the reference experiment)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, e.g. --set train.epochs=1")
+        sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+
+    sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
+    config_args(sp)
+    sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
+
+    sp = sub.add_parser("train", help="LoRA fine-tuning only")
+    config_args(sp)
+    sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
+
+    sp = sub.add_parser("eval", help="benchmark a model on GSM8K")
+    sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
+    sp.add_argument("--adapter", help="PEFT adapter folder to attach")
+    sp.add_argument("--data", default="openai/gsm8k", help="hub dataset id or folder with train.jsonl/test.jsonl")
+    sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
+    sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
+    sp.add_argument("--prompt", default="chat", help="chat | cot8 | plain5")
+    sp.add_argument("--samples", type=_positive_int, default=1, help="completions per problem (majority vote)")
+    sp.add_argument("--temperature", type=_nonneg_float, help="sampling temperature (default 0; 0.7 when --samples > 1)")
+    sp.add_argument("--max-new-tokens", type=_positive_int, default=512)
+    sp.add_argument("--batch-size", type=_batch_size, default="auto")
+    sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
+    sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
+    sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
+
+    sp = sub.add_parser("score", help="re-score completions produced anywhere")
+    sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line")
+    sp.add_argument("--out", type=Path, help="scored JSONL (default: stdout summary only)")
+
+    sp = sub.add_parser("report", help="rebuild analysis.json and the report from a run folder")
+    sp.add_argument("run_dir", type=Path)
+
+    sp = sub.add_parser("compare", help="side-by-side table of finished runs")
+    sp.add_argument("run_dirs", type=Path, nargs="+")
+
+    sp = sub.add_parser("export", help="write the base model with the adapter merged in")
+    sp.add_argument("run_dir", type=Path)
+    sp.add_argument("--merged", type=Path, required=True, help="output folder for the merged model")
+
+    sub.add_parser("demo", help="the whole pipeline on a small real model, on CPU, offline")
+    return p
+
+
+def _cmd_run(args) -> None:
+    from mathtune.config import load_config
+    from mathtune.pipeline import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    run_experiment(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+
+
+def _cmd_train(args) -> None:
+    from mathtune.config import load_config
+    from mathtune.train import run_train
+
+    config = load_config(args.config, args.overrides)
+    run_train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+
+
+def _cmd_eval(args) -> None:
+    from mathtune.evaluate import EvalRequest, evaluate
+
+    temperature = args.temperature
+    if temperature is None:
+        temperature = 0.7 if args.samples > 1 else 0.0
+    if args.samples > 1 and temperature == 0.0:
+        raise MathtuneError("--samples > 1 needs --temperature > 0 (greedy samples are all the same)")
+    request = EvalRequest(
+        model=args.model,
+        adapter=args.adapter,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        prompt=args.prompt,
+        samples=args.samples,
+        temperature=temperature,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
+    evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name)
+
+
+def _cmd_score(args) -> None:
+    from mathtune.evaluate import score_file
+
+    score_file(args.file, args.out)
+
+
+def _cmd_report(args) -> None:
+    from mathtune.pipeline import rebuild_report
+
+    rebuild_report(args.run_dir)
+
+
+def _cmd_compare(args) -> None:
+    from mathtune.compare import compare_runs
+
+    print(compare_runs(args.run_dirs))
+
+
+def _cmd_export(args) -> None:
+    from mathtune.export import export_merged
+
+    export_merged(args.run_dir, args.merged)
+
+
+def _cmd_demo(args) -> None:
+    from mathtune.demo import run_demo
+
+    run_demo()
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "train": _cmd_train,
+    "eval": _cmd_eval,
+    "score": _cmd_score,
+    "report": _cmd_report,
+    "compare": _cmd_compare,
+    "export": _cmd_export,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Quiet the libraries' own chatter; our progress bars and messages are what users read.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    try:
+        COMMANDS[args.command](args)
+    except MathtuneError as err:
+        print(f"mathtune: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mathtune: interrupted", file=sys.stderr)
+        return 130
+    return 0

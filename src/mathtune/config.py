@@ -1,0 +1,213 @@
+"""Experiment configuration: one YAML file plus `--set a.b=value` overrides.
+
+Every key is optional; the defaults are the reference experiment (LoRA on Qwen2-1.5B,
+GSM8K, r=8, alpha=16, dropout 0.1, lr 2e-4, 3 epochs, patience 5, 90/10 split).
+Unknown keys and wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mathtune.errors import MathtuneError
+
+PROMPTS = ("chat", "cot8", "plain5")
+
+
+class _Section(BaseModel):
+    # extra="forbid": a typo in a key must fail loudly, never be silently ignored.
+    # strict: "3" is not an int and "yes" is not a bool; YAML already gives real types.
+    model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = "Qwen/Qwen2-1.5B"
+    """Hub id, local folder, or a .gguf file (dequantized on load, cached as safetensors)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """auto = bfloat16 on a GPU, float32 on a CPU."""
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    """auto = sdpa (its varlen path keeps packed examples apart through position ids)."""
+
+
+class DataConfig(_Section):
+    source: str = "openai/gsm8k"
+    """Hub dataset id (config `main`) or a local folder holding train.jsonl and test.jsonl."""
+    val_fraction: float = Field(0.10, gt=0.0, lt=1.0)
+    """Share of the train split held out for validation (seeded, stable)."""
+    max_length: int = Field(512, gt=0)
+    """Longest training example in tokens (prompt + answer)."""
+    prompt: Literal["chat", "cot8", "plain5"] = "chat"
+    """Prompt format used for training (the same builder evaluation uses)."""
+    train_limit: int | None = Field(None, gt=0)
+    """Use only the first N training problems after the seeded split (quick runs)."""
+
+
+class LoraConfig(_Section):
+    r: int = Field(8, gt=0)
+    """LoRA rank."""
+    alpha: int = Field(16, gt=0)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout on the LoRA branch."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases are trained."""
+    target_modules: str | list[str] = "all-linear"
+    """Module names to adapt, or 'all-linear' (every linear layer except the LM head)."""
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3.0, gt=0)
+    """Passes over the training split."""
+    learning_rate: float = Field(2.0e-4, gt=0)
+    """Peak learning rate."""
+    batch_size: int = Field(16, gt=0)
+    """Examples (or packed sequences) per device per step."""
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    """Micro-batches per optimizer step."""
+    early_stopping_patience: int | None = Field(5, ge=1)
+    """Stop after this many evaluations without a better eval_loss; null disables."""
+    eval_every_steps: int = Field(50, gt=0)
+    """Validation (and checkpoint) interval in optimizer steps."""
+    logging_steps: int = Field(1, gt=0)
+    """Training metrics are logged every this many steps."""
+    packing: bool = True
+    """Pack several examples per sequence; attention stays within each example."""
+    gpu_hourly_usd: float = Field(2.0, ge=0)
+    """Price of one GPU-hour, for the cost estimate (not applied on CPU)."""
+    report_to: list[str] = ["tensorboard"]
+    """Experiment trackers: tensorboard, mlflow, wandb, trackio (when installed), or []."""
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
+    """Share of steps with linear learning-rate warm-up."""
+    lr_scheduler_type: str = "cosine"
+    """transformers scheduler name."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory on large models."""
+
+
+class EvalConfig(_Section):
+    split: Literal["test", "train", "validation"] = "test"
+    """Which split to benchmark; 'test' is the standard GSM8K benchmark."""
+    limit: int | None = Field(None, gt=0)
+    """Evaluate only the first N problems."""
+    prompt: Literal["chat", "cot8", "plain5"] = "chat"
+    """Prompt format: chat (zero-shot chat template), cot8 (8-shot CoT), plain5 (5-shot)."""
+    max_new_tokens: int = Field(512, gt=0)
+    """Generation budget; a completion that hits it is marked truncated."""
+    batch_size: int | Literal["auto"] = "auto"
+    """Problems per generation batch; auto finds the largest that fits."""
+    samples: int = Field(1, gt=0)
+    """Completions per problem; >1 majority-votes the answer (self-consistency)."""
+    temperature: float = Field(0.0, ge=0.0)
+    """0 = greedy. Must be > 0 when samples > 1."""
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError("must be a positive integer or 'auto'")
+        return v
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self) -> "EvalConfig":
+        if self.samples > 1 and self.temperature == 0.0:
+            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
+        return self
+
+
+class ReportConfig(_Section):
+    formats: list[Literal["md", "html"]] = ["md", "html"]
+    """Report files to write."""
+
+
+class Config(_Section):
+    name: str = "qwen2-1.5b-gsm8k-lora"
+    """Experiment name, shown in the report."""
+    seed: int = 42
+    """Seeds the split, the few-shot draw, LoRA init and data order."""
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    lora: LoraConfig = LoraConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    report: ReportConfig = ReportConfig()
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown config key '{key}'"
+    msg = first["msg"]
+    if "input" in first and not isinstance(first["input"], dict):
+        msg += f" (got {first['input']!r})"
+    return f"{origin}: config key '{key}': {msg}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` -> (["a", "b"], value), the value typed as YAML types it."""
+    if "=" not in text:
+        raise MathtuneError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise MathtuneError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise MathtuneError(f"--set {text}: '{part}' is not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise MathtuneError(_format_validation_error(err, origin)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults when path is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    origin = "config"
+    if path is not None:
+        path = Path(path)
+        origin = str(path)
+        if not path.is_file():
+            raise MathtuneError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise MathtuneError(f"{path}:{where} is not valid YAML") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise MathtuneError(f"{path}: the top level must be a mapping of config keys")
+        data = loaded
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data, origin)
+
+
+def config_to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def config_from_yaml_text(text: str, origin: str) -> Config:
+    return config_from_dict(yaml.safe_load(text) or {}, origin)

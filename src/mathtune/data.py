@@ -1,0 +1,141 @@
+"""GSM8K loading, validation and the seeded train/validation split.
+
+A source is a hub dataset id (loaded with `datasets`, config `main`) or a local folder
+holding `train.jsonl` and `test.jsonl` in GSM8K's own format: one JSON object per line
+with `question` and `answer`, the answer ending in `#### N`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mathtune.errors import MathtuneError
+from mathtune.score import extract_gold
+
+HUB_DEFAULT = "openai/gsm8k"
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    """Stable id: the source split and the 0-based line (row) index, e.g. 'test-17'."""
+    question: str
+    answer: str
+    """The full gold solution, ending in '#### N'."""
+    gold: str
+    """The normalized gold number."""
+
+
+def resolve_source(source: str) -> str:
+    """MATHTUNE_DATA, when set, replaces the hub default (so offline machines need no edits)."""
+    env = os.environ.get("MATHTUNE_DATA")
+    if env and source == HUB_DEFAULT:
+        return env
+    return source
+
+
+def _looks_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(source))
+
+
+def _make_problem(obj: object, pid: str, where: str) -> Problem:
+    if not isinstance(obj, dict):
+        raise MathtuneError(f"{where}: expected a JSON object with 'question' and 'answer'")
+    question, answer = obj.get("question"), obj.get("answer")
+    if not isinstance(question, str) or not question.strip():
+        raise MathtuneError(f"{where}: missing or empty 'question'")
+    if not isinstance(answer, str) or "####" not in answer:
+        raise MathtuneError(f"{where}: 'answer' must be a solution ending in '#### N'")
+    try:
+        gold = extract_gold(answer)
+    except ValueError:
+        raise MathtuneError(f"{where}: the text after '####' is not a number") from None
+    return Problem(id=pid, question=question, answer=answer, gold=gold)
+
+
+def read_jsonl_problems(path: Path, split: str) -> list[Problem]:
+    if not path.is_file():
+        raise MathtuneError(f"data file not found: {path}")
+    problems = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
+                problems.append(_make_problem(obj, f"{split}-{len(problems)}", where))
+    except (OSError, UnicodeDecodeError) as err:
+        raise MathtuneError(f"cannot read {path}: {err}") from None
+    if not problems:
+        raise MathtuneError(f"{path}: no problems in file")
+    return problems
+
+
+def _load_hub(source: str, split: str) -> list[Problem]:
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(source, "main", split=split)
+    except Exception as err:  # network, unknown id, missing config: all one user-facing failure
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MathtuneError(
+            f"cannot load dataset '{source}' from the hub ({first}); "
+            "pass a local folder with train.jsonl and test.jsonl, or set MATHTUNE_DATA"
+        ) from None
+    return [_make_problem(row, f"{split}-{i}", f"{source}[{split}][{i}]") for i, row in enumerate(rows)]
+
+
+def load_source_split(source: str, split: str) -> list[Problem]:
+    """The raw 'train' or 'test' split of a source."""
+    source = resolve_source(source)
+    if _looks_local(source):
+        folder = Path(os.path.expanduser(source))
+        if not folder.is_dir():
+            raise MathtuneError(f"data folder not found: {folder}")
+        return read_jsonl_problems(folder / f"{split}.jsonl", split)
+    return _load_hub(source, split)
+
+
+def split_train_val(problems: list[Problem], val_fraction: float, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """Seeded, stable 90/10-style split.
+
+    Each problem is ranked by sha256(seed, question): the ranking depends on nothing but the
+    seed and the text, so every machine and every Python version gets the same ids, and
+    adding problems to the file does not reshuffle the existing ones. Both halves keep the
+    source order.
+    """
+    n_val = round(len(problems) * val_fraction)
+    if n_val == 0:
+        raise MathtuneError(
+            f"validation split is empty: {len(problems)} problems x val_fraction {val_fraction} rounds to 0"
+        )
+    if n_val >= len(problems):
+        raise MathtuneError(f"training split is empty: val_fraction {val_fraction} takes all {len(problems)} problems")
+
+    def rank(p: Problem) -> str:
+        return hashlib.sha256(f"{seed}\x00{p.question}".encode()).hexdigest()
+
+    val_ids = {p.id for p in sorted(problems, key=rank)[:n_val]}
+    train = [p for p in problems if p.id not in val_ids]
+    val = [p for p in problems if p.id in val_ids]
+    return train, val
+
+
+def load_split(source: str, split: str, *, val_fraction: float = 0.10, seed: int = 42) -> list[Problem]:
+    """'train' and 'validation' come from the seeded split of the source's train split;
+    'test' is the source's test split, which training never reads."""
+    if split not in SPLITS:
+        raise MathtuneError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+    if split == "test":
+        return load_source_split(source, "test")
+    train, val = split_train_val(load_source_split(source, "train"), val_fraction, seed)
+    return train if split == "train" else val

@@ -1,0 +1,9 @@
+"""The one exception type that means "the user gave us something wrong".
+
+The CLI prints it as a single line on stderr and exits non-zero, without a traceback.
+Anything else that escapes is a bug in mathtune and keeps its traceback.
+"""
+
+
+class MathtuneError(Exception):
+    """A user-facing error: bad input, missing file, unknown key, unusable model."""

@@ -1,0 +1,175 @@
+"""The three prompt formats, shared by training and evaluation so the two cannot drift.
+
+* chat   -- zero-shot through the tokenizer's chat template; asks for step-by-step work and
+            a final line `#### N`. Training uses the same rendered prompt with the gold
+            solution as the assistant turn.
+* cot8   -- the 8 fixed chain-of-thought exemplars of Wei et al. (2022), as used by the
+            field's reference GSM8K CoT evaluation: "Q: ...\\nA: ... The answer is N."
+            joined by blank lines, ending in "Q: {question}\\nA:".
+* plain5 -- "Question: ...\\nAnswer: ..." with 5 exemplars drawn (seeded) from the train
+            split, ending in "Question: {question}\\nAnswer:".
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from mathtune.data import Problem
+from mathtune.errors import MathtuneError
+
+CHAT_INSTRUCTION = (
+    "Solve the following math problem step by step. "
+    "End your response with the final answer on its own line in the form '#### <number>'."
+)
+
+# ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
+# templates render the same turns.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+COT8_EXEMPLARS: tuple[tuple[str, str], ...] = (
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. "
+        "After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally. Then there were 21 trees after some more were planted. "
+        "So there must have been 21 - 15 = 6. The answer is 6.",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. "
+        "After eating 35, they had 74 - 35 = 39. The answer is 39.",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. "
+        "How many lollipops did Jason give to Denny?",
+        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. "
+        "So he gave Denny 20 - 12 = 8. The answer is 8.",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. "
+        "How many toys does he have now?",
+        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
+        "5 + 4 = 9. The answer is 9.",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, "
+        "from monday to thursday. How many computers are now in the server room?",
+        "There were originally 9 computers. For each of 4 days, 5 more computers were added. "
+        "So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29.",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. "
+        "How many golf balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. "
+        "After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33.",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. "
+        "So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8.",
+    ),
+)
+
+PLAIN_SHOTS = 5
+
+# Turn-end markers of the chat models we target, and the start of a hallucinated next
+# question in the few-shot formats. Generation stops at the first of them in each row.
+_CHAT_STOPS = ("<|im_end|>", "<|endoftext|>", "</s>")
+STOP_STRINGS = {
+    "chat": _CHAT_STOPS,
+    "cot8": ("Q:", "\n\n\n") + _CHAT_STOPS,
+    "plain5": ("Question:", "\n\n\n") + _CHAT_STOPS,
+}
+
+_CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass(frozen=True)
+class PromptBuilder:
+    """Renders the prompt text of one format; the few-shot exemplars are fixed at construction."""
+
+    kind: str
+    fewshot: tuple[Problem, ...] = ()
+
+    def render(self, question: str, tokenizer=None) -> str:
+        if self.kind == "chat":
+            return render_chat_prompt(question, tokenizer)
+        if self.kind == "cot8":
+            shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
+            return "\n\n".join(shots + [f"Q: {question}\nA:"])
+        shots = [f"Question: {p.question}\nAnswer: {clean_solution(p.answer)}" for p in self.fewshot]
+        return "\n\n".join(shots + [f"Question: {question}\nAnswer:"])
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return STOP_STRINGS[self.kind]
+
+
+def clean_solution(answer: str) -> str:
+    """GSM8K solution without its calculator annotations: '16-3=<<16-3=13>>13' -> '16-3=13'."""
+    return _CALC_ANNOTATION.sub("", answer)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+
+
+def chat_messages(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\n{question}"}]
+
+
+def render_chat_prompt(question: str, tokenizer) -> str:
+    if tokenizer is None:
+        raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
+
+
+def training_pair(problem: Problem, tokenizer, kind: str = "chat") -> tuple[str, str]:
+    """(prompt, completion) for supervised fine-tuning: the evaluation prompt, then the gold
+    solution as the answer, closed by the turn-end token so the model learns to stop."""
+    builder = PromptBuilder(kind)
+    prompt = builder.render(problem.question, tokenizer)
+    completion = clean_solution(problem.answer)
+    if kind == "chat":
+        completion += end_of_turn(tokenizer)
+    return prompt, completion
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text that closes an assistant turn in the chat template (e.g. '<|im_end|>')."""
+    ensure_chat_template(tokenizer)
+    probe = "\x00PROBE\x00"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenize=False
+    )
+    tail = rendered.split(probe, 1)[1]
+    return tail.rstrip("\n") or (tokenizer.eos_token or "")
+
+
+def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple[Problem, ...]:
+    if len(train) < k:
+        raise MathtuneError(f"plain5 needs at least {k} training problems for its exemplars, found {len(train)}")
+    rng = random.Random(seed)
+    return tuple(rng.sample(train, k))
+
+
+def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42) -> PromptBuilder:
+    if kind not in STOP_STRINGS:
+        raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(STOP_STRINGS)})")
+    if kind == "plain5":
+        if train is None:
+            raise ValueError("plain5 needs the train split for its exemplars")
+        return PromptBuilder(kind, draw_fewshot(train, seed))
+    return PromptBuilder(kind)

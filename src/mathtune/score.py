@@ -1,0 +1,128 @@
+"""Answer extraction and exact-match scoring: pure functions over strings.
+
+    mathtune score completions.jsonl [--out scored.jsonl]
+
+Two extractors, named as in the field's reference evaluator (lm-evaluation-harness):
+
+* strict   -- the model stated its final answer in an expected form: `#### N`,
+              `The answer is N`, `The final answer is N` or `\\boxed{N}` (first such statement).
+* flexible -- the last number anywhere in the text.
+
+Deliberate differences from lm-evaluation-harness's `strict-match` / `flexible-extract`
+filters (each is covered by a test in tests/test_score.py):
+
+1. Numbers are compared as numbers, not strings: `18.0`, `18.00`, `$18` and `18` are equal.
+   lm-eval compares strings after deleting `,` `$` and one trailing `.`, so `18.0 != 18`.
+2. `The answer is N` needs no character after N. lm-eval's gsm8k-cot pattern
+   `The answer is (\\-?[0-9\\.\\,]+).` ends in an unescaped `.` that must consume one more
+   character, so "The answer is 18" at the very end of a text is read as "1".
+3. A number is digits with optional thousands groups and one decimal part. `1,800` is 1800;
+   `1,8` is not a number 18 (it reads as 1 then 8); a sentence-final `.` is never part of it.
+   lm-eval's flexible pattern `(-?[$0-9.,]{2,})|(-?[0-9]+)` also matches runs such as `...`,
+   `,,` or `$.` and then fails the comparison on them.
+4. Every prompt accepts all four strict forms (plus markdown bold, `$`, and a `:` after
+   "answer is"); lm-eval's chat/plain task only accepts `#### N`, its CoT task only
+   `The answer is N.`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from decimal import Decimal, InvalidOperation
+
+# A number as people write it in GSM8K solutions: optional sign, optional $, digits with
+# optional comma thousands groups, optional decimals. "1,8" deliberately does not match as one.
+_NUM = r"-?\$?\s?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+NUMBER_RE = re.compile(r"(?<![\d.,])" + _NUM)
+
+# Characters a model puts between "answer is" and the number: spaces, markdown bold,
+# a colon, a dollar sign, LaTeX inline-math openers.
+_GAP = r"[\s:*$\\(\[{]*"
+STRICT_RES = [
+    re.compile(r"####\s*\**\s*(" + _NUM + ")"),
+    re.compile(r"the\s+(?:final\s+)?answer\s+is" + _GAP + r"(?:\\text\{\s*)?(" + _NUM + ")", re.I),
+    re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\\?(" + _NUM + ")"),
+]
+
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-"})
+
+
+def normalize_number(text: str | None) -> str | None:
+    """'$1,800.00' -> '1800', '-5' -> '-5', '0.50' -> '0.5'; None when not a number."""
+    if text is None:
+        return None
+    cleaned = text.translate(_MINUS_SIGNS).replace("$", "").replace(",", "").replace(" ", "")
+    if cleaned.count("-") > 1:
+        return None
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if not value.is_finite():
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _first_strict_match(text: str) -> str | None:
+    best: tuple[int, str] | None = None
+    for pattern in STRICT_RES:
+        m = pattern.search(text)
+        if m and (best is None or m.start() < best[0]):
+            best = (m.start(), m.group(1))
+    return best[1] if best else None
+
+
+def extract_strict(completion: str) -> str | None:
+    """The first explicitly stated final answer, normalized; None when the model stated none."""
+    if not completion:
+        return None
+    return normalize_number(_first_strict_match(completion.translate(_MINUS_SIGNS)))
+
+
+def extract_flexible(completion: str) -> str | None:
+    """The last number in the text, normalized; None when there is no number at all."""
+    if not completion:
+        return None
+    matches = NUMBER_RE.findall(completion.translate(_MINUS_SIGNS))
+    return normalize_number(matches[-1]) if matches else None
+
+
+def extract_gold(answer: str) -> str:
+    """Gold number from a GSM8K solution ('... #### 18') or a bare number ('18', '1,800')."""
+    text = answer.strip()
+    if "####" in text:
+        text = text.rsplit("####", 1)[1].strip()
+    gold = normalize_number(text)
+    if gold is None:
+        raise ValueError(f"gold answer is not a number: {text[:40]!r}")
+    return gold
+
+
+def numbers_equal(pred: str | None, gold: str) -> bool:
+    if pred is None:
+        return False
+    return Decimal(pred) == Decimal(gold)
+
+
+def score_completion(completion: str, gold: str) -> dict:
+    """The four fields DESIGN.md adds to every record."""
+    pred_strict = extract_strict(completion)
+    pred_flexible = extract_flexible(completion)
+    return {
+        "pred_strict": pred_strict,
+        "pred_flexible": pred_flexible,
+        "correct_strict": numbers_equal(pred_strict, gold),
+        "correct_flexible": numbers_equal(pred_flexible, gold),
+    }
+
+
+def majority_vote(preds: list[str | None]) -> str | None:
+    """Most common non-null answer; ties go to the answer seen first (deterministic)."""
+    counts = Counter(p for p in preds if p is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(p for p in preds if p is not None and counts[p] == top)

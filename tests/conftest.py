@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny import build_tiny_model, corpus_from_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GSM8K = Path(os.environ.get("MATHTUNE_TEST_GSM8K", REPO.parent / "shared" / "gsm8k"))
+
+
+@pytest.fixture(scope="session")
+def gsm8k_dir() -> Path:
+    """The full GSM8K (7,473 train / 1,319 test) that sits beside the repo."""
+    if not (SHARED_GSM8K / "test.jsonl").is_file():
+        pytest.skip(f"GSM8K not found at {SHARED_GSM8K}")
+    return SHARED_GSM8K
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(tmp_path_factory, gsm8k_dir) -> Path:
+    """The first 60 train and 24 test problems of GSM8K, as a local data folder."""
+    out = tmp_path_factory.mktemp("gsm8k-small")
+    for split, n in (("train", 60), ("test", 24)):
+        lines = (gsm8k_dir / f"{split}.jsonl").read_text().splitlines()[:n]
+        (out / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, small_data_dir) -> Path:
+    """A random 2-layer, 32-wide Qwen2 with a ~1k-token BPE tokenizer and a ChatML template."""
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    corpus = corpus_from_jsonl(small_data_dir / "train.jsonl", small_data_dir / "test.jsonl")
+    return build_tiny_model(out, corpus)
