@@ -21,8 +21,10 @@ filters (each is covered by a test in tests/test_score.py):
    lm-eval's flexible pattern `(-?[$0-9.,]{2,})|(-?[0-9]+)` also matches runs such as `...`,
    `,,` or `$.` and then fails the comparison on them.
 4. Every prompt accepts all four strict forms (plus markdown bold, `$`, and a `:` after
-   "answer is"); lm-eval's chat/plain task only accepts `#### N`, its CoT task only
-   `The answer is N.`.
+   "answer is"); lm-eval's chat/plain task only accepts `#### N` with no `$`, its CoT task
+   only `The answer is N.` with no `$`.
+5. The strict answer is the first stated one, as in lm-eval; the flexible answer is the last
+   number (lm-eval: the last match of its pattern).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from decimal import Decimal, InvalidOperation
 # A number as people write it in GSM8K solutions: optional sign, optional $, digits with
 # optional comma thousands groups, optional decimals. "1,8" deliberately does not match as one.
 _NUM = r"-?\$?\s?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
-NUMBER_RE = re.compile(r"(?<![\d.,])" + _NUM)
+NUMBER_RE = re.compile(r"(?<![\d.])" + _NUM)
 
 # Characters a model puts between "answer is" and the number: spaces, markdown bold,
 # a colon, a dollar sign, LaTeX inline-math openers.

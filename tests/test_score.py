@@ -1,0 +1,172 @@
+"""Answer extraction on literal strings, and agreement with the field's reference filters."""
+
+import json
+import re
+
+import pytest
+
+from mathtune.score import (
+    extract_flexible,
+    extract_gold,
+    extract_strict,
+    majority_vote,
+    normalize_number,
+    score_completion,
+)
+
+
+@pytest.mark.parametrize(
+    "text, strict, flexible",
+    [
+        ("She makes 9 * 2 = 18 dollars.\n#### 18", "18", "18"),
+        ("The answer is 18", "18", "18"),  # no final period
+        ("The answer is 18.", "18", "18"),
+        ("The final answer is 18", "18", "18"),
+        ("#### $18", "18", "18"),
+        ("It costs $18.", None, "18"),
+        ("#### 1,800", "1800", "1800"),
+        ("#### 18.00", "18", "18"),
+        ("#### 18.0", "18", "18"),
+        ("#### 0.50", "0.5", "0.5"),
+        ("The temperature fell to -5. The answer is -5.", "-5", "-5"),
+        ("The answer is \u22125", "-5", "-5"),  # unicode minus
+        ("So the total is \\boxed{42}.", "42", "42"),
+        ("\\boxed{\\$1,250}", "1250", "1250"),
+        ("The answer is **18**.", "18", "18"),
+        ("**The final answer is: $18.50**", "18.5", "18.5"),
+        ("#### **25**", "25", "25"),
+        ("The answer is: 1,000,000.", "1000000", "1000000"),
+        ("The answer is 18. That is 3 more than 15.", "18", "15"),  # a number after the final answer
+        ("#### 18\nNext question: 5 apples", "18", "5"),
+        ("", None, None),
+        ("I don't know.", None, None),
+        ("1,8", None, "8"),  # not a thousands group: two numbers, never 18
+        ("Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 14", None, "14"),
+    ],
+)
+def test_extractors_on_literal_strings(text, strict, flexible):
+    assert extract_strict(text) == strict
+    assert extract_flexible(text) == flexible
+
+
+@pytest.mark.parametrize(
+    "raw, norm",
+    [("18", "18"), ("18.0", "18"), ("$18", "18"), ("18.00", "18"), ("1,800", "1800"), ("-5", "-5"),
+     ("$-5", "-5"), ("0.250", "0.25"), ("abc", None), (None, None), ("--5", None)],
+)
+def test_normalize_number(raw, norm):
+    assert normalize_number(raw) == norm
+
+
+def test_numbers_compare_as_numbers():
+    for text in ("#### 18", "#### 18.0", "#### $18", "#### 18.00", "The answer is 18.0."):
+        assert score_completion(text, "18")["correct_strict"], text
+    assert not score_completion("#### 1,8", "18")["correct_strict"]
+    assert score_completion("#### 1,800", "1800")["correct_strict"]
+    assert not score_completion("#### 5", "-5")["correct_strict"]
+    assert score_completion("#### -5", "-5")["correct_strict"]
+
+
+def test_score_fields_for_empty_output():
+    assert score_completion("", "7") == {
+        "pred_strict": None, "pred_flexible": None, "correct_strict": False, "correct_flexible": False,
+    }
+
+
+def test_gold_from_solution_or_bare_number():
+    assert extract_gold("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\n#### 18") == "18"
+    assert extract_gold("1,800") == "1800"
+    assert extract_gold(" -3 ") == "-3"
+    with pytest.raises(ValueError):
+        extract_gold("#### many")
+
+
+def test_majority_vote_ignores_none_and_breaks_ties_by_first_seen():
+    assert majority_vote(["3", None, "4", "4", None, None]) == "4"
+    assert majority_vote(["5", "6", "6", "5"]) == "5"
+    assert majority_vote([None, None]) is None
+
+
+# --- the field's reference evaluator, lm-evaluation-harness, re-implemented from its task
+# definitions (gsm8k: strict-match / flexible-extract; gsm8k_cot: strict-match) so that
+# every disagreement with mathtune is a known, deliberate one.
+
+def lm_eval_strict(text):
+    m = re.findall(r"#### (\-?[0-9\.\,]+)", text)
+    return m[0] if m else "[invalid]"
+
+
+def lm_eval_cot_strict(text):
+    m = re.findall(r"The answer is (\-?[0-9\.\,]+).", text)
+    return m[0] if m else "[invalid]"
+
+
+def lm_eval_flexible(text):
+    m = re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text)
+    if not m:
+        return "[invalid]"
+    last = m[-1]
+    return last[0] or last[1]
+
+
+def lm_eval_exact_match(pred, gold_solution):
+    def clean(s):
+        for pattern in (",", r"\$", r"(?s).*#### ", r"\.$"):
+            s = re.sub(pattern, "", s)
+        return s.strip()
+    return clean(pred) == clean(gold_solution)
+
+
+def test_agrees_with_lm_eval_on_every_gold_solution(gsm8k_dir):
+    """Fed the 1,319 gold solutions as completions, both extractors of both tools say correct."""
+    rows = [json.loads(line) for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()]
+    assert len(rows) == 1319
+    for row in rows:
+        ours = score_completion(row["answer"], extract_gold(row["answer"]))
+        assert ours["correct_strict"] and ours["correct_flexible"]
+        assert lm_eval_exact_match(lm_eval_strict(row["answer"]), row["answer"])
+        assert lm_eval_exact_match(lm_eval_flexible(row["answer"]), row["answer"])
+
+
+AGREEMENT_CASES = [
+    ("So she has 5 left.\n#### 5", "#### 5"),
+    ("3 + 4 = 7\n#### 7", "#### 8"),
+    ("#### 1,200", "#### 1200"),
+    ("No answer given.", "#### 3"),
+    ("#### -12", "#### -12"),
+]
+
+
+@pytest.mark.parametrize("completion, gold", AGREEMENT_CASES)
+def test_same_verdict_as_lm_eval_on_ordinary_outputs(completion, gold):
+    ours = score_completion(completion, extract_gold(gold))
+    assert ours["correct_strict"] == lm_eval_exact_match(lm_eval_strict(completion), gold)
+    assert ours["correct_flexible"] == lm_eval_exact_match(lm_eval_flexible(completion), gold)
+
+
+def test_deliberate_difference_unescaped_period_in_cot_pattern():
+    text = "2 + 16 = 18. The answer is 18"
+    assert lm_eval_cot_strict(text) == "1"  # the '.' eats the '8'
+    assert extract_strict(text) == "18"
+
+
+def test_deliberate_difference_numbers_not_strings():
+    assert not lm_eval_exact_match(lm_eval_strict("#### 18.0"), "#### 18")
+    assert score_completion("#### 18.0", "18")["correct_strict"]
+
+
+def test_deliberate_difference_dollar_after_answer_is():
+    text = "The answer is $18."
+    assert lm_eval_cot_strict(text) == "[invalid]"
+    assert extract_strict(text) == "18"
+
+
+def test_deliberate_difference_dollar_after_hashes():
+    assert lm_eval_strict("#### $40") == "[invalid]"
+    assert score_completion("#### $40", "40")["correct_strict"]
+
+
+def test_deliberate_difference_flexible_junk_runs():
+    text = "The total is 42 ..."
+    assert lm_eval_flexible(text) == "..."  # a run of dots counts as a 'number' there
+    assert extract_flexible(text) == "42"
