@@ -1,0 +1,132 @@
+from fractions import Fraction
+
+import pytest
+
+from mathtune.taxonomy import (
+    CATEGORIES,
+    PRECEDENCE,
+    arithmetic_slips,
+    classify_error,
+    count_reasoning_steps,
+    evaluate_arithmetic,
+    find_equations,
+    gold_chain_values,
+)
+
+JANET = (
+    "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
+    "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer\u2019s market.\n#### 18"
+)
+
+
+def record(completion, pred_strict=None, pred_flexible=None, *, gold="18", answer=JANET, truncated=False):
+    return {
+        "completion": completion,
+        "answer": answer,
+        "gold": gold,
+        "pred_strict": pred_strict,
+        "pred_flexible": pred_flexible,
+        "correct_strict": pred_strict == gold,
+        "correct_flexible": pred_flexible == gold,
+        "truncated": truncated,
+    }
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3 + 4", 7),
+        ("(3 + 4) x $2", 14),
+        ("1,200 / 3", 400),
+        ("2 × 3 ÷ 4", Fraction(3, 2)),
+        ("-5 + 2", -3),
+        ("50% * 20", 10),
+        ("3 \\times 4", 12),
+        ("0.1 + 0.2", Fraction(3, 10)),
+    ],
+)
+def test_evaluate_arithmetic(text, value):
+    assert evaluate_arithmetic(text) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["__import__('os').system('true')", "2 ** 10", "abs(-3)", "(3 + 4", "3 +", "1 / 0", "9" * 300],
+)
+def test_evaluate_arithmetic_refuses_anything_else(text):
+    with pytest.raises(ValueError):
+        evaluate_arithmetic(text)
+
+
+def test_find_equations_reads_gold_annotations_and_prose():
+    assert [(left, result) for left, _, result in find_equations(JANET)] == [("16-3-4", "9"), ("9*2", "18")]
+    assert find_equations("Let x = 5. The price is = 3") == []
+
+
+def test_arithmetic_slips_on_literal_strings():
+    assert arithmetic_slips("7 * 8 = 54 eggs") == ["7 * 8 = 54 (is 56)"]
+    assert arithmetic_slips("He had 5. 3 + 4 = 8 apples.") == ["3 + 4 = 8 (is 7)"]
+    # Rounding to the places the result shows is not a slip; neither are 1,200-style numbers,
+    # chained equalities, x as a multiplication sign, or algebra the parser cannot read.
+    assert arithmetic_slips("10/3 = 3.33 and 7 / 2 = 3.5") == []
+    assert arithmetic_slips("2 x $1,200 = $2,400") == []
+    assert arithmetic_slips("2*3 = 3*2 = 6") == []
+    assert arithmetic_slips("Let x = 5, so 2x + 3 = 13") == []
+    assert arithmetic_slips("<<16-3-4=9>>9 and <<9*2=19>>19") == ["9*2 = 19 (is 18)"]
+    assert arithmetic_slips("5 - 8 = -3") == []
+
+
+def test_gold_chain():
+    assert count_reasoning_steps(JANET) == 2
+    assert gold_chain_values(JANET) == [9, 18]
+    assert count_reasoning_steps("Just 5.\n#### 5") == 0
+
+
+def test_correct_strict_has_no_category():
+    assert classify_error(record("... #### 18", "18", "18")) is None
+
+
+def test_truncated_before_stating_an_answer():
+    assert classify_error(record("16 - 3 = 13, then 13 - 4 = 9, then", None, "9", truncated=True)) == "truncated"
+    # Stated a (wrong) answer, then ran on: the budget is not why it is wrong.
+    assert classify_error(record("16 - 3 - 4 = 9. #### 9 and then", "9", "9", truncated=True)) == "missing_or_extra_step"
+
+
+def test_format_failure():
+    assert classify_error(record("She makes 9 * 2 = 18 dollars", None, "18")) == "format_failure"
+    assert classify_error(record("I cannot tell.", None, None)) == "format_failure"
+
+
+def test_arithmetic_slip_beats_step_rules():
+    assert classify_error(record("16 - 3 - 4 = 9. 9 * 2 = 16. #### 16", "16", "16")) == "arithmetic_slip"
+
+
+def test_missing_or_extra_step():
+    # Stopped one step early: 9 is an intermediate value of the gold chain.
+    assert classify_error(record("16 - 3 - 4 = 9 eggs. #### 9", "9", "9")) == "missing_or_extra_step"
+    # One operation too many, with a number of the gold solution: 18 * 2.
+    assert classify_error(record("9 * 2 = 18, twice: 18 * 2 = 36. #### 36", "36", "36")) == "missing_or_extra_step"
+    # 18 * 7 is one operation away too, but 7 appears nowhere in the gold solution.
+    assert classify_error(record("9 * 2 = 18, 18 * 7 = 126. #### 126", "126", "126")) == "misread_question"
+
+
+def test_misread_question():
+    assert classify_error(record("16 - 3 = 13 eggs. 13 * 3 = 39. #### 39", "39", "39")) == "misread_question"
+
+
+def test_script_in_completion_is_just_text():
+    assert classify_error(record("<script>alert(1)</script> #### 39", "39", "39")) == "misread_question"
+
+
+def test_every_wrong_record_gets_exactly_one_known_category():
+    completions = [
+        ("", None, None, False),
+        ("#### 18", "18", "18", False),
+        ("7 * 8 = 54 #### 54", "54", "54", True),
+        ("9 * 2 = 18", None, "18", True),
+        ("#### 1,000", "1000", "1000", False),
+    ]
+    for text, strict, flexible, truncated in completions:
+        category = classify_error(record(text, strict, flexible, truncated=truncated))
+        assert category is None or category in CATEGORIES
+    assert set(PRECEDENCE) == set(CATEGORIES)
