@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from mathtune.config import Config, load_config
+from mathtune.errors import MathtuneError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_the_reference_experiment():
+    c = Config()
+    assert c.model.name_or_path == "Qwen/Qwen2-1.5B"
+    assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.bias) == (8, 16, 0.1, "none")
+    assert (c.train.learning_rate, c.train.epochs, c.train.gradient_accumulation_steps) == (2e-4, 3, 1)
+    assert c.train.early_stopping_patience == 5
+    assert c.data.val_fraction == 0.10
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "src/mathtune/configs").glob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    load_config(path)
+
+
+def test_reference_config_equals_defaults():
+    assert load_config(REPO / "configs" / "qwen2-1.5b-gsm8k-lora.yaml") == Config()
+
+
+def test_overrides_are_typed_like_yaml(tmp_path):
+    c = load_config(None, ["train.epochs=1", "eval.limit=10", "train.packing=false", "lora.target_modules=[q_proj, v_proj]",
+                           "eval.batch_size=auto", "name=x"])
+    assert c.train.epochs == 1 and c.eval.limit == 10 and c.train.packing is False
+    assert c.lora.target_modules == ["q_proj", "v_proj"] and c.eval.batch_size == "auto" and c.name == "x"
+
+
+@pytest.mark.parametrize(
+    "yaml_text, key",
+    [
+        ("lora: {rank: 8}", "lora.rank"),
+        ("trian: {epochs: 1}", "trian"),
+        ("train: {epochs: three}", "train.epochs"),
+        ("lora: {r: 0}", "lora.r"),
+        ("eval: {prompt: fancy}", "eval.prompt"),
+        ("eval: {samples: 4}", "eval"),  # samples > 1 at temperature 0
+        ("data: {val_fraction: 1.5}", "data.val_fraction"),
+        ("eval: {batch_size: 0}", "eval.batch_size"),
+    ],
+)
+def test_bad_keys_and_types_name_the_key(tmp_path, yaml_text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(MathtuneError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert f"'{key}" in msg and "\n" not in msg
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(MathtuneError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochs: [1, 2\n")
+    with pytest.raises(MathtuneError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(MathtuneError, match="key=value"):
+        load_config(None, ["train.epochs"])
