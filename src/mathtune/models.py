@@ -181,16 +181,23 @@ def check_adapter_fits(model, adapter_dir: Path) -> None:
                 )
 
 
-def attach_adapter(model, adapter: str | Path):
-    from peft import PeftModel
-
+def check_adapter_folder(adapter: str | Path) -> Path:
     adapter_dir = Path(adapter)
+    if not adapter_dir.is_dir():
+        raise MathtuneError(f"adapter folder not found: {adapter}")
     if not (adapter_dir / "adapter_config.json").is_file():
         raise MathtuneError(f"not a PEFT adapter folder (no adapter_config.json): {adapter}")
     try:
         json.loads((adapter_dir / "adapter_config.json").read_text())
     except json.JSONDecodeError:
         raise MathtuneError(f"{adapter_dir / 'adapter_config.json'}: malformed JSON") from None
+    return adapter_dir
+
+
+def attach_adapter(model, adapter: str | Path):
+    from peft import PeftModel
+
+    adapter_dir = check_adapter_folder(adapter)
     check_adapter_fits(model, adapter_dir)
     try:
         return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)

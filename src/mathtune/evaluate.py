@@ -1,0 +1,369 @@
+"""The GSM8K benchmark of one model (optionally with a LoRA adapter).
+
+    mathtune eval --model Qwen/Qwen2-1.5B [--adapter DIR] [--limit N] [--prompt chat|cot8|plain5]
+
+Writes OUT/eval/NAME.jsonl (one scored record per problem, in problem order) and
+OUT/eval/NAME.summary.json. While it runs, finished batches go to NAME.partial.jsonl, so a
+killed evaluation started again with the same arguments continues where it stopped; the
+final files appear only when every problem is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mathtune.data import Problem, load_split, resolve_source
+from mathtune.errors import MathtuneError
+from mathtune.generate import Generation, generate_batch, pick_batch_size
+from mathtune.prompts import PromptBuilder, make_prompt_builder
+from mathtune.score import extract_gold, majority_vote, numbers_equal, score_completion
+from mathtune.stats import wilson_interval
+from mathtune.taxonomy import classify_error
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything that determines an evaluation's results (batch size does not: greedy
+    decoding in fp32 gives the same tokens at any batch size, and a test checks it)."""
+
+    model: str
+    adapter: str | None = None
+    data: str = "openai/gsm8k"
+    split: str = "test"
+    limit: int | None = None
+    prompt: str = "chat"
+    samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 512
+    batch_size: int | str = "auto"
+    dtype: str = "auto"
+    seed: int = 42
+    val_fraction: float = 0.10
+
+    def identity(self) -> dict:
+        ident = asdict(self)
+        ident.pop("batch_size")
+        ident["data"] = resolve_source(self.data)
+        return ident
+
+
+def default_name(request: EvalRequest) -> str:
+    stem = Path(request.model.rstrip("/")).name.removesuffix(".gguf")
+    if request.adapter:
+        stem += "+" + Path(request.adapter.rstrip("/")).name
+    stem += f"-{request.prompt}"
+    if request.samples > 1:
+        stem += f"-sc{request.samples}"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", stem)
+
+
+def protocol_text(request: EvalRequest, n: int) -> str:
+    prompt = {
+        "chat": "zero-shot chat template, asks for '#### N'",
+        "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
+        "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
+    }[request.prompt]
+    decoding = (
+        "greedy"
+        if request.samples == 1 and request.temperature == 0
+        else f"{request.samples} samples at T={request.temperature}, majority vote"
+    )
+    return (
+        f"GSM8K {request.split}, {n} problems; prompt {request.prompt} ({prompt}); {decoding}; "
+        f"max_new_tokens {request.max_new_tokens}; strict = stated final answer, flexible = last number; "
+        "numbers compared as numbers"
+    )
+
+
+# ---------------------------------------------------------------------------- records
+
+
+def build_record(problem: Problem, prompt: str, generations: list[Generation]) -> dict:
+    """One scored line of eval/NAME.jsonl. With several samples the answer is the majority
+    vote; every sample is kept under 'samples'."""
+    scored = [score_completion(g.completion, problem.gold) for g in generations]
+    record = {"id": problem.id, "question": problem.question, "answer": problem.answer, "gold": problem.gold,
+              "prompt": prompt}
+    if len(generations) == 1:
+        g = generations[0]
+        record.update(completion=g.completion, **scored[0],
+                      num_generated_tokens=g.num_generated_tokens, truncated=g.truncated)
+    else:
+        vote_strict = majority_vote([s["pred_strict"] for s in scored])
+        vote_flexible = majority_vote([s["pred_flexible"] for s in scored])
+        # The shown completion is one that produced the voted answer.
+        shown = next((i for i, s in enumerate(scored) if vote_strict is not None and s["pred_strict"] == vote_strict),
+                     next((i for i, s in enumerate(scored) if s["pred_flexible"] == vote_flexible), 0))
+        voted = {"pred_strict": vote_strict, "pred_flexible": vote_flexible,
+                 "correct_strict": numbers_equal(vote_strict, problem.gold),
+                 "correct_flexible": numbers_equal(vote_flexible, problem.gold)}
+        record.update(completion=generations[shown].completion, **voted,
+                      num_generated_tokens=sum(g.num_generated_tokens for g in generations),
+                      truncated=generations[shown].truncated)
+        record["samples"] = [
+            {"completion": g.completion, **s, "num_generated_tokens": g.num_generated_tokens, "truncated": g.truncated}
+            for g, s in zip(generations, scored)
+        ]
+    record["error_category"] = classify_error(record)
+    return record
+
+
+def summarize(records: list[dict], request: EvalRequest, *, wall_time_s: float, batch_size: int,
+              device: str, dtype: str) -> dict:
+    n = len(records)
+    correct_strict = sum(r["correct_strict"] for r in records)
+    correct_flexible = sum(r["correct_flexible"] for r in records)
+    tokens = sum(r["num_generated_tokens"] for r in records)
+    return {
+        "n": n,
+        "accuracy_strict": correct_strict / n,
+        "accuracy_flexible": correct_flexible / n,
+        "ci95_strict": list(wilson_interval(correct_strict, n)),
+        "ci95_flexible": list(wilson_interval(correct_flexible, n)),
+        "correct_strict": correct_strict,
+        "correct_flexible": correct_flexible,
+        "generated_tokens": tokens,
+        "truncated": sum(r["truncated"] for r in records),
+        "wall_time_s": round(wall_time_s, 3),
+        "problems_per_s": n / wall_time_s if wall_time_s > 0 else None,
+        "tokens_per_s": tokens / wall_time_s if wall_time_s > 0 else None,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": dtype,
+        "protocol": protocol_text(request, n),
+        **request.identity(),
+    }
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_partial(path: Path) -> dict[str, dict]:
+    """Records of a killed run. A line cut off mid-write by the kill is dropped (and redone)."""
+    done: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            done[rec["id"]] = rec
+    return done
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    records: Path
+    summary: Path
+    partial: Path
+    partial_meta: Path
+
+    @classmethod
+    def for_name(cls, out_dir: Path, name: str) -> "EvalPaths":
+        d = Path(out_dir) / "eval"
+        return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
+                   d / f"{name}.partial.json")
+
+
+def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
+    """The summary of an already finished evaluation of the same request, else None."""
+    if not (paths.records.is_file() and paths.summary.is_file()):
+        return None
+    summary = json.loads(paths.summary.read_text())
+    ident = request.identity()
+    if all(summary.get(k) == v for k, v in ident.items()):
+        return summary
+    return None
+
+
+# ---------------------------------------------------------------------------- stage
+
+
+def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
+    if request.prompt not in ("chat", "cot8", "plain5"):
+        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of chat, cot8, plain5)")
+    problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed)
+    if request.limit is not None:
+        problems = problems[: request.limit]
+    train = None
+    if request.prompt == "plain5":
+        train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed)
+        exclude = {p.question for p in problems}
+        train = [p for p in train if p.question not in exclude]
+    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed)
+
+
+def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
+             quiet: bool = False) -> dict:
+    """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
+    (the pipeline evaluates base and tuned without loading twice)."""
+    if request.samples < 1:
+        raise MathtuneError("--samples must be at least 1")
+    if request.samples > 1 and request.temperature == 0:
+        raise MathtuneError("samples > 1 needs a temperature > 0")
+    name = name or default_name(request)
+    paths = EvalPaths.for_name(out_dir, name)
+    problems, builder = load_problems(request)  # data errors surface before the slow model load
+    done = finished_summary(paths, request)
+    if done is not None:
+        if not quiet:
+            print(f"eval/{name}: already finished for these settings ({paths.summary})")
+        return done
+
+    if model is None:
+        from mathtune.models import check_adapter_folder, load_model
+
+        if request.adapter is not None:
+            check_adapter_folder(request.adapter)  # before the slow model load
+
+        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter)
+
+    paths.records.parent.mkdir(parents=True, exist_ok=True)
+    ident = request.identity()
+    if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
+        # Results of different settings under the same name: they must not be mixed in.
+        paths.partial.unlink(missing_ok=True)
+    _write_json_atomic(paths.partial_meta, ident)
+    done_records = _read_partial(paths.partial)
+    prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
+
+    # Longest prompts first: similar lengths share a batch (little padding), and an
+    # out-of-memory error shows up on the first batch, not halfway through.
+    pending = [p for p in problems if p.id not in done_records]
+    lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in pending}
+    pending.sort(key=lambda p: -lengths[p.id])
+
+    device = str(next(model.parameters()).device)
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if request.samples > 1:
+        torch.manual_seed(request.seed + len(done_records))
+    bar = tqdm(total=len(problems), initial=len(done_records), unit="problem", desc=f"eval {name}",
+               disable=quiet, dynamic_ncols=True)
+    start = time.perf_counter()
+    cursor = 0
+
+    with paths.partial.open("a", encoding="utf-8") as partial:
+
+        def run_batch(batch_size: int) -> None:
+            nonlocal cursor
+            batch = pending[cursor: cursor + batch_size]
+            generations = generate_batch(
+                model, tokenizer, [prompts[p.id] for p in batch],
+                max_new_tokens=request.max_new_tokens,
+                stop_strings=builder.stop_strings,
+                add_special_tokens=request.prompt != "chat",
+                samples=request.samples,
+                temperature=request.temperature,
+            )
+            for problem, gens in zip(batch, generations):
+                record = build_record(problem, prompts[problem.id], gens)
+                partial.write(json.dumps(record, ensure_ascii=False) + "\n")
+                done_records[problem.id] = record
+            partial.flush()
+            cursor += len(batch)
+            bar.update(len(batch))
+
+        batch_size = request.batch_size if request.batch_size != "auto" else 1
+        if pending:
+            batch_size = pick_batch_size(request.batch_size, run_batch)
+            while cursor < len(pending):
+                run_batch(batch_size)
+    bar.close()
+    wall = time.perf_counter() - start
+
+    records = [done_records[p.id] for p in problems]
+    summary = summarize(records, request, wall_time_s=wall, batch_size=batch_size, device=device, dtype=dtype)
+    if len(pending) < len(problems):
+        summary["resumed_from"] = len(problems) - len(pending)
+        summary["wall_time_note"] = "wall time and speed cover only the problems run after the resume"
+    summary["platform"] = {"python": platform.python_version(), "torch": torch.__version__}
+    _write_jsonl_atomic(paths.records, records)
+    _write_json_atomic(paths.summary, summary)
+    paths.partial.unlink(missing_ok=True)
+    paths.partial_meta.unlink(missing_ok=True)
+    if not quiet:
+        _print_summary(name, summary, paths)
+    return summary
+
+
+def _print_summary(name: str, s: dict, paths: EvalPaths) -> None:
+    lo, hi = s["ci95_strict"]
+    flo, fhi = s["ci95_flexible"]
+    print(
+        f"{name}: strict {s['accuracy_strict']:.1%} [{lo:.1%}, {hi:.1%}]  "
+        f"flexible {s['accuracy_flexible']:.1%} [{flo:.1%}, {fhi:.1%}]  "
+        f"n={s['n']}  truncated={s['truncated']}  "
+        + (f"{s['problems_per_s']:.2f} problems/s" if s["problems_per_s"] else "")
+    )
+    print(f"records: {paths.records}\nsummary: {paths.summary}")
+
+
+# ---------------------------------------------------------------------------- score
+
+
+def score_file(path: Path, out: Path | None = None) -> dict:
+    """`mathtune score`: add pred_strict, pred_flexible, correct_strict, correct_flexible to
+    every line of a JSONL of completions; print a JSON summary line."""
+    if not path.is_file():
+        raise MathtuneError(f"file not found: {path}")
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise MathtuneError(f"cannot read {path}: {err}") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("completion"), str) or "answer" not in row:
+            raise MathtuneError(f"{where}: each line needs a string 'completion' and an 'answer'")
+        try:
+            gold = extract_gold(str(row["answer"]))
+        except ValueError:
+            raise MathtuneError(f"{where}: 'answer' is neither a number nor a solution ending in '#### N'") from None
+        row.update(score_completion(row["completion"], gold))
+        rows.append(row)
+    if not rows:
+        raise MathtuneError(f"{path}: no lines to score")
+    out = out or path.with_name(path.stem + ".scored.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _write_jsonl_atomic(out, rows)
+    n = len(rows)
+    cs, cf = sum(r["correct_strict"] for r in rows), sum(r["correct_flexible"] for r in rows)
+    summary = {
+        "n": n,
+        "accuracy_strict": cs / n,
+        "accuracy_flexible": cf / n,
+        "ci95_strict": list(wilson_interval(cs, n)),
+        "ci95_flexible": list(wilson_interval(cf, n)),
+        "out": str(out),
+    }
+    print(json.dumps(summary))
+    return summary

@@ -1,0 +1,206 @@
+"""Generation and the eval stage on the tiny random Qwen2 (fp32, CPU)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mathtune.cli import main
+from mathtune.evaluate import EvalRequest, evaluate
+from mathtune.generate import cut_at_stop, generate_batch
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    return model, tok
+
+
+def _prompts(tok, n=7):
+    from mathtune.prompts import make_prompt_builder
+
+    qs = ["Tom has 3 apples and buys 4 more. How many?", "What is 2 + 2?",
+          "A farmer has 12 cows, sells 5 and buys 9. How many cows does he have now, after all of that trading?",
+          "Half of 10?", "Sam reads 20 pages a day for 3 days and 5 more on the fourth. Total pages?",
+          "x", "If a pen costs $3, how much do 7 pens cost?"]
+    return [make_prompt_builder("chat").render(q, tok) for q in qs[:n]]
+
+
+def test_greedy_is_the_same_at_any_batch_size(tiny):
+    model, tok = tiny
+    prompts = _prompts(tok)
+    kwargs = dict(max_new_tokens=24, stop_strings=("<|im_end|>",))
+    one = [generate_batch(model, tok, [p], **kwargs)[0][0] for p in prompts]
+    three = [g[0] for i in range(0, len(prompts), 3) for g in generate_batch(model, tok, prompts[i:i + 3], **kwargs)]
+    seven = [g[0] for g in generate_batch(model, tok, prompts, **kwargs)]
+    assert one == three == seven
+    assert any(g.num_generated_tokens > 0 for g in one)
+
+
+def test_truncation_flag_and_token_counts(tiny):
+    model, tok = tiny
+    gens = [g[0] for g in generate_batch(model, tok, _prompts(tok), max_new_tokens=5, stop_strings=())]
+    for g in gens:
+        assert g.num_generated_tokens <= 5
+        assert g.truncated == (g.num_generated_tokens == 5)
+
+
+def test_each_row_is_cut_at_its_own_stop_string():
+    assert cut_at_stop("3 + 4 = 7. The answer is 7.\n\nQ: next", ("Q:", "\n\n\n")) == ("3 + 4 = 7. The answer is 7.\n\n", True)
+    assert cut_at_stop("no stop here", ("Q:",)) == ("no stop here", False)
+
+
+def test_sampling_returns_k_per_prompt(tiny):
+    model, tok = tiny
+    torch.manual_seed(0)
+    out = generate_batch(model, tok, _prompts(tok, 2), max_new_tokens=8, stop_strings=(), samples=3, temperature=1.0)
+    assert [len(o) for o in out] == [3, 3]
+
+
+def _read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_writes_scored_records_and_summary(tiny_model_dir, small_data_dir, tmp_path):
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=6, max_new_tokens=16, batch_size=4)
+    summary = evaluate(req, tmp_path, name="base", quiet=True)
+    recs = _read(tmp_path / "eval" / "base.jsonl")
+    assert [r["id"] for r in recs] == [f"test-{i}" for i in range(6)]
+    fields = {"id", "question", "answer", "completion", "pred_strict", "pred_flexible", "correct_strict",
+              "correct_flexible", "num_generated_tokens", "truncated", "error_category", "prompt", "gold"}
+    assert all(fields <= set(r) for r in recs)
+    assert all((r["error_category"] is None) == r["correct_strict"] for r in recs)
+    on_disk = json.loads((tmp_path / "eval" / "base.summary.json").read_text())
+    assert on_disk["n"] == 6 and on_disk == summary
+    assert summary["accuracy_strict"] == sum(r["correct_strict"] for r in recs) / 6
+    lo, hi = summary["ci95_strict"]
+    assert 0 <= lo <= summary["accuracy_strict"] <= hi <= 1
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["base.jsonl", "base.summary.json"]
+
+
+def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
+    """A partial file from a killed run (including a line cut mid-write) is continued."""
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=8, max_new_tokens=12, batch_size=2)
+    full = tmp_path / "full"
+    evaluate(req, full, name="m", quiet=True)
+    expected = _read(full / "eval" / "m.jsonl")
+
+    resumed = tmp_path / "resumed"
+    (resumed / "eval").mkdir(parents=True)
+    (resumed / "eval" / "m.partial.json").write_text(json.dumps(req.identity()))
+    marker = dict(expected[3], completion="FROM THE FIRST RUN")
+    partial = [json.dumps(expected[0]), json.dumps(marker), json.dumps(expected[5])[:40]]
+    (resumed / "eval" / "m.partial.jsonl").write_text("\n".join(partial))
+    summary = evaluate(req, resumed, name="m", quiet=True)
+    got = _read(resumed / "eval" / "m.jsonl")
+    assert got[3]["completion"] == "FROM THE FIRST RUN"  # kept, not redone
+    assert [r["id"] for r in got] == [r["id"] for r in expected]
+    assert [r["completion"] for i, r in enumerate(got) if i != 3] == [r["completion"] for i, r in enumerate(expected) if i != 3]
+    assert summary["resumed_from"] == 2
+    assert not (resumed / "eval" / "m.partial.jsonl").exists()
+
+
+def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp_path):
+    """SIGKILL a real `mathtune eval` process mid-run; the same command finishes the job."""
+    cmd = [sys.executable, "-m", "mathtune", "eval", "--model", str(tiny_model_dir), "--data", str(small_data_dir),
+           "--limit", "24", "--max-new-tokens", "48", "--batch-size", "1", "--out", str(tmp_path), "--name", "k"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "eval" / "k.partial.jsonl"
+    import time
+
+    deadline = time.time() + 120
+    while time.time() < deadline and (not partial.exists() or len(partial.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    n_before = len(partial.read_text().splitlines())
+    assert 3 <= n_before < 24 and not (tmp_path / "eval" / "k.jsonl").exists()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    summary = json.loads((tmp_path / "eval" / "k.summary.json").read_text())
+    assert summary["n"] == 24 and summary["resumed_from"] >= n_before - 1
+
+
+def test_self_consistency_records_every_sample_and_the_vote(tiny_model_dir, small_data_dir, tmp_path):
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3,
+                      samples=4, temperature=1.0)
+    evaluate(req, tmp_path, name="sc", quiet=True)
+    for r in _read(tmp_path / "eval" / "sc.jsonl"):
+        assert len(r["samples"]) == 4
+        from mathtune.score import majority_vote
+
+        assert r["pred_flexible"] == majority_vote([s["pred_flexible"] for s in r["samples"]])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "{missing}"], "data folder not found"),
+        (["--prompt", "fancy"], "unknown prompt"),
+        (["--limit", "0"], "positive integer"),
+        (["--limit", "-3"], "positive integer"),
+        (["--samples", "0"], "positive integer"),
+        (["--model", "{missing}"], "model path not found"),
+        (["--data", "{bad}"], "malformed JSON"),
+        (["--adapter", "{missing}"], "adapter"),
+    ],
+)
+def test_bad_input_is_one_line_and_nothing_written(tiny_model_dir, small_data_dir, tmp_path, capsys, args, message):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "test.jsonl").write_text('{"question": "q", "answer": "#### 1"}\n{broken\n')
+    subs = {"{missing}": str(tmp_path / "does-not-exist"), "{bad}": str(bad)}
+    base = {"--model": str(tiny_model_dir), "--data": str(small_data_dir)}
+    for flag, value in zip(args[::2], args[1::2]):
+        base[flag] = subs.get(value, value)
+    argv = ["eval", "--out", str(tmp_path / "out"), "--limit", "2"]
+    for flag, value in base.items():
+        argv += [flag, value]
+    with pytest.raises(SystemExit) if message == "positive integer" else _no_raise():
+        code = main(argv)
+        assert code == 1
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert message in last and "Traceback" not in err
+    assert last.startswith(("mathtune: error:", "mathtune eval: error:"))
+    assert not (tmp_path / "out" / "eval").exists() or not any((tmp_path / "out" / "eval").iterdir())
+
+
+class _no_raise:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_adapter_for_another_base_model_is_a_clear_error(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config.from_pretrained(tiny_model_dir)
+    config.hidden_size, config.intermediate_size = 48, 96
+    other = get_peft_model(Qwen2ForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    other.save_pretrained(tmp_path / "adapter")
+    code = main(["eval", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter"),
+                 "--data", str(small_data_dir), "--limit", "1", "--out", str(tmp_path / "out")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1 and "does not fit this model" in last and "in_features=32" in last
+
+
+def test_adapter_is_applied(tiny_model_dir, small_data_dir, tmp_path):
+    """A non-zero LoRA changes the output: --adapter really reaches the model."""
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    req = dict(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=10, batch_size=3)
+    plain = evaluate(EvalRequest(**req), tmp_path / "a", name="x", quiet=True)
+    tuned = evaluate(EvalRequest(**req, adapter=str(tmp_path / "adapter")), tmp_path / "b", name="x", quiet=True)
+    assert tuned["adapter"] and not plain["adapter"]
+    a, b = _read(tmp_path / "a" / "eval" / "x.jsonl"), _read(tmp_path / "b" / "eval" / "x.jsonl")
+    assert [r["completion"] for r in a] != [r["completion"] for r in b]
