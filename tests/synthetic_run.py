@@ -14,6 +14,7 @@ from pathlib import Path
 from mathtune.config import Config, config_to_yaml
 from mathtune.prompts import clean_solution
 from mathtune.score import extract_gold, score_completion
+from mathtune.stats import wilson_interval
 from mathtune.taxonomy import classify_error, gold_chain_values
 
 PROTOCOL = "GSM8K test, zero-shot chat prompt, greedy, max_new_tokens 64, strict = '#### N'"
@@ -66,7 +67,8 @@ def eval_summary(records: list[dict], model: str, adapter: str | None) -> dict:
     n = len(records)
     cs = sum(r["correct_strict"] for r in records)
     cf = sum(r["correct_flexible"] for r in records)
-    return {"n": n, "accuracy_strict": cs / n, "accuracy_flexible": cf / n, "correct_strict": cs,
+    return {"n": n, "accuracy_strict": cs / n, "accuracy_flexible": cf / n, "ci95_strict": list(wilson_interval(cs, n)),
+            "ci95_flexible": list(wilson_interval(cf, n)), "correct_strict": cs,
             "correct_flexible": cf, "generated_tokens": 1234, "truncated": sum(r["truncated"] for r in records),
             "wall_time_s": 61.25, "problems_per_s": n / 61.25, "tokens_per_s": 20.1, "model": model,
             "adapter": adapter, "prompt": "chat", "max_new_tokens": 64, "samples": 1, "temperature": 0.0,
