@@ -1,0 +1,145 @@
+import json
+
+import pytest
+
+from mathtune.analyze import (
+    TREND_THRESHOLD_PCT,
+    build_analysis,
+    ngram_overlap,
+    read_training_curves,
+    run_analysis,
+    training_trend,
+)
+from mathtune.errors import MathtuneError
+from mathtune.taxonomy import CATEGORIES
+from synthetic_run import write_run
+
+
+@pytest.fixture(scope="module")
+def plateau_run(tmp_path_factory, gsm8k_dir):
+    return write_run(tmp_path_factory.mktemp("plateau"), gsm8k_dir, shape="plateaued")
+
+
+@pytest.mark.parametrize("shape, verdict", [("improving", "still improving"), ("plateaued", "plateaued"),
+                                            ("overfitting", "overfitting")])
+def test_trend_verdict_follows_the_curves(tmp_path, gsm8k_dir, shape, verdict):
+    run = write_run(tmp_path, gsm8k_dir, shape=shape)
+    training = build_analysis(run)["training"]
+    assert training["trend"]["verdict"] == verdict
+    # The recommendation names the verdict and quotes the numbers behind it.
+    rec = training["recommendation"]
+    assert rec.lower().startswith(verdict)
+    assert f"{training['trend']['validation_change_pct']:+.1f}%" in rec
+
+
+def test_trend_rules_on_hand_made_curves():
+    def curves(train, val):
+        return {"train": {"step": list(range(1, len(train) + 1)), "loss": train},
+                "validation": {"step": [i * 10 for i in range(1, len(val) + 1)], "loss": val}}
+
+    flat = [1.0] * 20
+    assert training_trend(curves(flat, [1.0, 1.0, 1.0]))["verdict"] == "plateaued"
+    falling = [2.0 - 0.05 * i for i in range(20)]
+    assert training_trend(curves(falling, [1.2, 1.3, 1.4]))["verdict"] == "overfitting"
+    assert training_trend(curves(falling, [1.4, 1.3, 1.2]))["verdict"] == "still improving"
+    # Without validation the training curve decides.
+    assert training_trend(curves(falling, []))["verdict"] == "still improving"
+    assert training_trend(curves(flat, []))["definition"]["threshold_pct"] == TREND_THRESHOLD_PCT
+
+
+def test_eval_lines_merged_or_separate(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 2.0, "mean_token_accuracy": 0.5},
+            {"step": 2, "loss": 1.5, "mean_token_accuracy": 0.6, "eval_loss": 1.7, "eval_mean_token_accuracy": 0.55},
+            {"step": 3, "loss": 1.2, "mean_token_accuracy": 0.7},
+            {"step": 3, "eval_loss": 1.4, "eval_mean_token_accuracy": 0.65},
+            {"step": 3, "train_runtime": 12.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curves = read_training_curves(path)
+    assert curves["train"]["step"] == [1, 2, 3] and curves["train"]["loss"] == [2.0, 1.5, 1.2]
+    assert curves["validation"]["step"] == [2, 3] and curves["validation"]["loss"] == [1.7, 1.4]
+
+
+def test_benchmark_is_paired_on_id(plateau_run):
+    bench = build_analysis(plateau_run)["benchmark"]
+    base, tuned = bench["models"]["base"], bench["models"]["tuned"]
+    assert base["n"] == tuned["n"] == 24
+    paired = bench["paired"]
+    s = paired["strict"]
+    assert s["improved"] - s["regressed"] == tuned["strict"]["correct"] - base["strict"]["correct"]
+    assert s["ci95_pp"][0] <= s["difference_pp"] <= s["ci95_pp"][1]
+    assert 0 < s["mcnemar_p"] <= 1
+    assert bench["protocol"].startswith("GSM8K test")
+
+
+def test_shuffled_tuned_file_gives_the_same_paired_numbers(tmp_path, gsm8k_dir):
+    run = write_run(tmp_path, gsm8k_dir)
+    before = build_analysis(run)["benchmark"]["paired"]
+    path = run / "eval" / "tuned.jsonl"
+    path.write_text("".join(reversed(path.read_text().splitlines(keepends=True))))
+    after = build_analysis(run)["benchmark"]["paired"]
+    for key in ("improved", "regressed", "difference_pp", "mcnemar_p"):
+        assert before["strict"][key] == after["strict"][key]
+
+
+def test_errors_every_wrong_answer_counted_once(plateau_run):
+    analysis = build_analysis(plateau_run)
+    for model in ("base", "tuned"):
+        wrong = analysis["benchmark"]["models"][model]["n"] - analysis["benchmark"]["models"][model]["strict"]["correct"]
+        assert sum(analysis["errors"]["counts"][model].values()) == wrong
+        assert sum(r["n"] for r in analysis["errors"]["accuracy_by_steps"][model]) == 24
+    examples = analysis["errors"]["examples"]
+    assert set(examples) == set(CATEGORIES)
+    assert all(len(v) <= 3 for v in examples.values())
+    assert all(ex["completion"] for v in examples.values() for ex in v)
+
+
+def test_contamination_finds_the_leaked_question(plateau_run):
+    c = build_analysis(plateau_run)["contamination"]
+    assert c["available"] and c["n"] == 13
+    assert c["test_questions_half_overlapping"] == 1
+    assert sum(c["histogram_counts"]) == c["test_questions"]
+
+
+def test_ngram_overlap_on_literal_strings():
+    q = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    result = ngram_overlap([q], [q.upper(), "too short to have a thirteen gram"])
+    assert result["test_questions_with_any_overlap"] == 1
+    assert result["histogram_counts"][-1] == 1 and result["histogram_counts"][0] == 1
+
+
+def test_unreachable_data_source_is_recorded_not_raised(tmp_path, gsm8k_dir):
+    run = write_run(tmp_path, gsm8k_dir)
+    config = (run / "config.yaml").read_text().replace(str(tmp_path / "data"), str(tmp_path / "gone"))
+    (run / "config.yaml").write_text(config)
+    c = build_analysis(run)["contamination"]
+    assert c["available"] is False and "not reachable" in c["reason"]
+
+
+def test_eval_only_folder(tmp_path, gsm8k_dir):
+    run = write_run(tmp_path, gsm8k_dir, with_train=False)
+    analysis = build_analysis(run)
+    assert analysis["training"] == {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    assert analysis["seed_claim"]["available"] is False
+    assert analysis["benchmark"]["paired"]["available"]
+
+
+def test_seed_claim_puts_token_accuracy_next_to_exact_match(plateau_run):
+    claim = build_analysis(plateau_run)["seed_claim"]
+    assert claim["token_accuracy_validation_end_pct"] > claim["gsm8k_exact_match_strict_pct"]
+    assert "teacher-forced" in claim["why_they_differ"]
+    assert f"{claim['gsm8k_exact_match_strict_pct']}%" in claim["why_they_differ"]
+
+
+def test_run_analysis_writes_json_atomically(plateau_run):
+    path = run_analysis(plateau_run)
+    assert path == plateau_run / "analysis.json"
+    assert json.loads(path.read_text())["schema_version"] == 1
+    assert not list(plateau_run.glob(".analysis.json.*"))
+
+
+def test_empty_or_missing_folder_is_a_user_error(tmp_path):
+    with pytest.raises(MathtuneError, match="nothing to analyze"):
+        build_analysis(tmp_path)
+    with pytest.raises(MathtuneError, match="not found"):
+        build_analysis(tmp_path / "missing")
