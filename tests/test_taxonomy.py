@@ -130,3 +130,17 @@ def test_every_wrong_record_gets_exactly_one_known_category():
         category = classify_error(record(text, strict, flexible, truncated=truncated))
         assert category is None or category in CATEGORIES
     assert set(PRECEDENCE) == set(CATEGORIES)
+
+
+def test_gold_solutions_rarely_look_like_slips(gsm8k_dir):
+    # GSM8K's own solutions are (nearly) all correct arithmetic, with and without their
+    # <<a*b=c>> annotations; the few hits are genuine typos in the dataset ("8*3 = 240").
+    import json
+
+    from mathtune.prompts import clean_solution
+
+    answers = [json.loads(line)["answer"] for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()]
+    flagged = sum(1 for a in answers for text in (a, clean_solution(a)) if arithmetic_slips(text))
+    assert flagged / (2 * len(answers)) < 0.01
+    checked = sum(len(find_equations(a)) for a in answers)
+    assert checked > 2 * len(answers)  # and the finder does read most of their equations

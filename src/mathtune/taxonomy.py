@@ -160,13 +160,14 @@ def evaluate_arithmetic(text: str) -> Fraction:
 # --- equations in free text ------------------------------------------------------------
 
 _EQUALS_RE = re.compile(r"(?<![<>=!])=(?!=)")
-_RESULT_RE = re.compile(r"\s*\$?\s*(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?![\d,]*\.?\d)")
-# After the result: another operator and operand means "a = b + c" style, not a result.
-_CONTINUES_RE = re.compile(r"\s*(?:[-+*/×÷xX]\s*[\d($]|%|\\times|\\div)")
+# A letter right after the number makes it an algebraic term ("= 1.2Y"), not a result.
+_RESULT_RE = re.compile(r"\s*\$?\s*(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?![\d,]*\.?\d|[A-Za-z])")
+# After the result: another operator and operand ("a = b + c", "8/3 = 24/Y") means it is not a result.
+_CONTINUES_RE = re.compile(r"\s*(?:[-+*/×÷xX]\s*[\d($A-Za-z]|%|\\times|\\div)")
 # Characters that can make up the left side; the left side is the longest run of them
 # that parses, so "He had 5. 3 + 4 = 7" checks "3 + 4".
 _LEFT_CHARS_RE = re.compile(r"[\d\s.,$()+\-*/×·∙÷−–xX%]*$")
-_OPERAND_START_RE = re.compile(r"[\d($.\-]")
+_OPERAND_START_RE = re.compile(r"(?<![\d.])[\d($\-]")
 
 
 def find_equations(text: str) -> list[tuple[str, Fraction, str]]:
@@ -187,6 +188,11 @@ def find_equations(text: str) -> list[tuple[str, Fraction, str]]:
         candidate = left_text[run.start():] if run else ""
         for start_at in (s.start() for s in _OPERAND_START_RE.finditer(candidate)):
             expression = candidate[start_at:]
+            before = candidate[:start_at].rstrip()
+            # Only drop text that ends a sentence ("He had 5. 3 + 4 = 7"); dropping part of an
+            # expression ("60 students x 2/3", "8 x 1 1/2") would check something never written.
+            if before and before[-1] not in ".,":
+                break
             if len(expression) > _MAX_EXPRESSION_CHARS:
                 continue
             try:
