@@ -143,3 +143,20 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
         build_analysis(tmp_path)
     with pytest.raises(MathtuneError, match="not found"):
         build_analysis(tmp_path / "missing")
+
+
+def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, gsm8k_dir):
+    run = write_run(tmp_path, gsm8k_dir)
+    with (run / "train" / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 101, "loss": NaN, "mean_token_accuracy": NaN}\n')
+        fh.write('{"step": 102, "loss": 0.5}\n')
+    (run / "train" / "summary.json").write_text("{}")
+    path = run_analysis(run)
+    text = path.read_text()
+    assert "NaN" not in text
+    training = json.loads(text)["training"]
+    assert training["curves"]["train"]["step"][-1] == 102
+    assert training["cost_usd"] is None and training["best_step"] is None
+    from mathtune.report import build_report
+
+    assert "n/a" in build_report(run)[-2].read_text()  # report.md shows the gaps as n/a

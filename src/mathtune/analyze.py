@@ -109,6 +109,15 @@ def _signed(value: float | None, unit: str = "%") -> str:
 # --- training ---------------------------------------------------------------------------------
 
 
+def _finite(value: Any) -> bool:
+    # A diverged step logs NaN or inf; it cannot be averaged and is not valid JSON to store.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return value if _finite(value) else None
+
+
 def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]]:
     """Train and eval series from metrics.jsonl. Eval values may sit in the same object as the
     train values of their step or in a separate object with the same step; both are read."""
@@ -119,10 +128,10 @@ def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]
         if not isinstance(step, (int, float)):
             continue
         step = int(step)
-        if isinstance(row.get("loss"), (int, float)):
-            train[step] = {"loss": row["loss"], "acc": row.get("mean_token_accuracy"), "epoch": row.get("epoch")}
-        if isinstance(row.get("eval_loss"), (int, float)):
-            evals[step] = {"loss": row["eval_loss"], "acc": row.get("eval_mean_token_accuracy"), "epoch": row.get("epoch")}
+        if _finite(row.get("loss")):
+            train[step] = {"loss": row["loss"], "acc": _finite_or_none(row.get("mean_token_accuracy")), "epoch": row.get("epoch")}
+        if _finite(row.get("eval_loss")):
+            evals[step] = {"loss": row["eval_loss"], "acc": _finite_or_none(row.get("eval_mean_token_accuracy")), "epoch": row.get("epoch")}
 
     def series(points: dict[int, dict]) -> dict[str, list]:
         steps = sorted(points)
@@ -329,7 +338,8 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "trainable_params": summary.get("trainable_params"),
         "total_params": summary.get("total_params"),
         "device": summary.get("device"),
-        "cost_usd": _r(summary.get("cost_usd"), 2),
+        # Cents for real runs; a short GPU test run still shows a non-zero cost.
+        "cost_usd": _r(summary.get("cost_usd"), 2 if (summary.get("cost_usd") or 0) >= 1 else 4),
         "gpu_hourly_usd": summary.get("gpu_hourly_usd"),
         "cost_note": summary.get("cost_note"),
     }
@@ -376,7 +386,7 @@ def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
 
 
 def paired_comparison(base: list[dict], tuned: list[dict]) -> dict[str, Any]:
-    by_id = {r["id"]: r for r in base}
+    by_id = {r["id"]: r for r in base if r.get("id") is not None}
     common = [(by_id[r["id"]], r) for r in tuned if r.get("id") in by_id]
     result: dict[str, Any] = {
         "n_paired": len(common),

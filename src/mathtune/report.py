@@ -342,7 +342,7 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
         out["loss.png"] = _figure_bytes(fig)
 
         def as_pct(values):
-            return [None if v is None else v * 100 for v in values]
+            return [float("nan") if v is None else v * 100 for v in values]  # a gap in the line
 
         fig, ax = plt.subplots(figsize=(8, 4))
         ax.plot(curves["train"]["step"], as_pct(curves["train"]["mean_token_accuracy"]), label="train", lw=1)
