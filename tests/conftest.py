@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -35,3 +36,49 @@ def tiny_model_dir(tmp_path_factory, small_data_dir) -> Path:
     out = tmp_path_factory.mktemp("tiny-qwen2")
     corpus = corpus_from_jsonl(small_data_dir / "train.jsonl", small_data_dir / "test.jsonl")
     return build_tiny_model(out, corpus)
+
+
+def tiny_train_config(tiny_model_dir: Path, data_dir: Path, *overrides: str):
+    """A training config on the tiny model and the small data: a few CPU steps."""
+    from mathtune.config import load_config
+
+    base = [
+        "name=tiny",
+        f"model.name_or_path={tiny_model_dir}",
+        f"data.source={data_dir}",
+        "data.train_limit=16",
+        "train.batch_size=2",
+        "train.epochs=1",
+        "train.eval_every_steps=2",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """The tiny model's matrices are too small to share between threads; on a busy 2-core
+    machine a second OpenMP thread makes each of them ~100x slower, not faster."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_model_dir, small_data_dir) -> Path:
+    """One finished `mathtune train` run on the tiny model, shared by the read-only tests."""
+    from mathtune.train import run_train
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    with torch_threads(1):
+        return run_train(tiny_train_config(tiny_model_dir, small_data_dir), run_dir)

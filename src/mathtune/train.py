@@ -1,0 +1,489 @@
+"""LoRA fine-tuning on GSM8K: the training stage of a run.
+
+    mathtune train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
+    torchrun --nproc-per-node 2 -m mathtune train CONFIG [--out DIR]      (data parallel)
+
+TRL's SFTTrainer does the training and PEFT the LoRA adapter; this module builds their
+inputs from the config, keeps the run folder consistent, and writes what later stages read:
+
+    RUN_DIR/config.yaml            the resolved config
+    RUN_DIR/train/metrics.jsonl    one line per logged step (train and eval fields merged)
+    RUN_DIR/train/summary.json     wall time, tokens, memory, parameters, best step, cost
+    RUN_DIR/train/checkpoints/     resumable checkpoints (the best and the latest are kept)
+    RUN_DIR/train/tensorboard/     TensorBoard events (when train.report_to has tensorboard)
+    RUN_DIR/adapter/               the adapter with the best eval_loss (PEFT format)
+
+Running the same command again skips a finished run and resumes a killed one from its last
+complete checkpoint, continuing the same metrics file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from mathtune.config import Config, config_from_yaml_text, config_to_yaml
+from mathtune.data import Problem, training_splits
+from mathtune.errors import MathtuneError
+from mathtune.models import load_model, load_tokenizer, resolve_dtype
+from mathtune.prompts import training_pair
+
+# The sections that decide what gets trained; eval.* and report.* may change between a
+# training run and a later evaluation of it.
+TRAINING_KEYS = ("seed", "model", "data", "lora", "train")
+
+# The fields of one metrics.jsonl line, in order. Train steps carry the first group, eval
+# steps the second; a step that is both carries both (merged into one line).
+TRAIN_FIELDS = ("loss", "mean_token_accuracy", "learning_rate", "grad_norm", "entropy", "num_input_tokens_seen")
+EVAL_FIELDS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy")
+
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
+
+
+def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
+    """Train (or resume, or skip) the run in out_dir; returns the run folder."""
+    from accelerate import PartialState
+
+    run_dir = Path(out_dir)
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU, nccl on
+    # GPU); in a plain process it is a no-op.
+    state = PartialState()
+
+    # --- setup: every user mistake is raised here, before the run folder is touched ---
+    status = inspect_run_dir(run_dir, config, overwrite)
+    if status == "done":
+        if state.is_main_process:
+            print(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
+        return run_dir
+    check_trackers(config.train.report_to)
+    tokenizer = load_tokenizer(config.model.name_or_path)  # the data checks need no weights
+    train_set, val_set, data_counts = build_datasets(config, tokenizer)
+    model, _ = load_model(
+        config.model.name_or_path,
+        dtype=config.model.dtype,
+        attn_implementation=config.model.attn_implementation,
+        device="cpu",  # the Trainer moves it to this process's device
+    )
+    peft_config = make_lora_config(config, model)
+
+    checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
+    if state.is_main_process:
+        prepare_run_dir(run_dir, config, fresh=checkpoint is None)
+        if checkpoint is not None:
+            truncate_metrics(run_dir / "train" / "metrics.jsonl", checkpoint_step(checkpoint))
+            print(f"resuming from {checkpoint}")
+    state.wait_for_everyone()
+
+    trainer = build_trainer(
+        config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None
+    )
+
+    # --- train ---
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # --- save ---
+    # load_best_model_at_end has put the best checkpoint's adapter back into the model.
+    if state.is_main_process:
+        save_adapter(trainer.model, run_dir / "adapter")
+        summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
+        write_json_atomic(run_dir / "train" / "summary.json", summary)
+        print(
+            f"training done: best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f}), "
+            f"{summary['global_step']} steps in {summary['wall_time_s']:.0f} s; adapter in {run_dir / 'adapter'}"
+        )
+    state.wait_for_everyone()
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------
+# The run folder
+
+
+def training_part(config: Config) -> dict:
+    return config.model_dump(mode="json", include=set(TRAINING_KEYS))
+
+
+def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
+    """'done', 'resume' or 'fresh', without writing anything. A folder holding another
+    config's training is an error unless overwrite is set."""
+    adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    summary_done = (run_dir / "train" / "summary.json").is_file()
+    has_training = (run_dir / "train").exists() or (run_dir / "adapter").exists()
+    saved = run_dir / "config.yaml"
+    if overwrite:
+        return "fresh"
+    if saved.is_file():
+        try:
+            previous = config_from_yaml_text(saved.read_text(), str(saved))
+        except MathtuneError:
+            raise MathtuneError(f"{saved} is not a valid mathtune config; use --overwrite or another --out") from None
+        if training_part(previous) != training_part(config):
+            keys = differing_keys(training_part(previous), training_part(config))
+            raise MathtuneError(
+                f"{run_dir} holds a run of a different config (differs in {', '.join(keys[:5])}); "
+                "use --overwrite to replace it, or another --out"
+            )
+    elif has_training:
+        raise MathtuneError(f"{run_dir} holds training output but no config.yaml; use --overwrite or another --out")
+    if adapter_done and summary_done:
+        return "done"
+    return "resume" if last_complete_checkpoint(run_dir / "train" / "checkpoints") else "fresh"
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += differing_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
+    """Write config.yaml; on a fresh start, clear what an earlier attempt of this stage left."""
+    if fresh:
+        for stale in (run_dir / "train", run_dir / "adapter"):
+            shutil.rmtree(stale, ignore_errors=True)
+    (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_CHECKPOINT.match(path.name).group(1))
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that was written to the end. Hand-written because
+    transformers' get_last_checkpoint takes the newest folder even when a kill interrupted
+    its writing; trainer_state.json is the last file the Trainer writes into it."""
+    if not folder.is_dir():
+        return None
+    complete = [
+        p for p in folder.iterdir() if _CHECKPOINT.match(p.name) and (p / "trainer_state.json").is_file()
+    ]
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of steps after the checkpoint we resume from: the resumed run logs
+    them again, and the file must have no duplicates."""
+    if not path.is_file():
+        return
+    kept = [line for line in read_jsonl(path) if line["step"] <= step]
+    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
+
+
+# ---------------------------------------------------------------------------------------
+# Data, LoRA, trainer
+
+
+def check_trackers(report_to: list[str]) -> None:
+    for name in report_to:
+        if name not in TRACKERS:
+            raise MathtuneError(f"train.report_to: unknown tracker '{name}' (expected {', '.join(TRACKERS)})")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise MathtuneError(f"train.report_to: '{name}' is not installed (pip install {name})")
+
+
+def text_length(tokenizer, prompt: str, completion: str) -> int:
+    """Tokens of one training example as TRL tokenizes it, including the eos it appends
+    to a completion that lacks one."""
+    if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
+        completion += tokenizer.eos_token
+    return len(tokenizer(text=prompt + completion)["input_ids"])
+
+
+def build_datasets(config: Config, tokenizer):
+    """Prompt/completion datasets (TRL then puts the loss on completion tokens only).
+
+    Examples longer than data.max_length are dropped, not truncated: a cut answer has no
+    '#### N' line and no turn end, so it would teach the model to ramble and never stop."""
+    from datasets import Dataset
+
+    train, val = training_splits(
+        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
+    )
+
+    def rows(problems: list[Problem], split: str) -> tuple[list[dict], int]:
+        kept, lengths = [], []
+        for problem in problems:
+            prompt, completion = training_pair(problem, tokenizer, config.data.prompt)
+            n = text_length(tokenizer, prompt, completion)
+            lengths.append(n)
+            if n <= config.data.max_length:
+                kept.append({"prompt": prompt, "completion": completion})
+        if not kept:
+            raise MathtuneError(
+                f"data.max_length {config.data.max_length} cuts the answer of every {split} example "
+                f"(the shortest needs {min(lengths)} tokens)"
+            )
+        return kept, len(problems) - len(kept)
+
+    train_rows, train_dropped = rows(train, "training")
+    val_rows, val_dropped = rows(val, "validation")
+    counts = {
+        "train_examples": len(train_rows),
+        "val_examples": len(val_rows),
+        "dropped_too_long": {"train": train_dropped, "validation": val_dropped},
+    }
+    if train_dropped or val_dropped:
+        print(
+            f"dropped {train_dropped} training and {val_dropped} validation examples longer than "
+            f"data.max_length={config.data.max_length}"
+        )
+    return Dataset.from_list(train_rows), Dataset.from_list(val_rows), counts
+
+
+def make_lora_config(config: Config, model):
+    """PEFT's LoraConfig, after checking that the target modules exist: PEFT only fails
+    when nothing matches, so a typo in one name of a list would silently adapt less."""
+    from peft import LoraConfig
+
+    lora = config.lora
+    targets = lora.target_modules
+    names = [name for name, _ in model.named_modules() if name]
+    if targets != "all-linear":
+        if isinstance(targets, str):
+            matched = [n for n in names if re.fullmatch(targets, n)]
+            if not matched:
+                raise MathtuneError(f"lora.target_modules '{targets}' matches no module of the model")
+        else:
+            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+            if missing:
+                examples = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+                raise MathtuneError(
+                    f"lora.target_modules {missing} match no module of the model "
+                    f"(its linear layers: {', '.join(examples)})"
+                )
+            if any(t == "lm_head" or t.endswith(".lm_head") for t in targets):
+                raise MathtuneError("lora.target_modules: 'lm_head' cannot be adapted (TRL scores it directly)")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias=lora.bias,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True):
+    from trl import SFTConfig, SFTTrainer
+
+    t = config.train
+    dtype = resolve_dtype(config.model.dtype)
+    if "tensorboard" in t.report_to:
+        # transformers 5 dropped TrainingArguments.logging_dir; this variable replaces it.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "train" / "tensorboard")
+    args = SFTConfig(
+        output_dir=str(run_dir / "train" / "checkpoints"),
+        run_name=config.name,
+        seed=config.seed,
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a share of the steps
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        activation_checkpointing=t.gradient_checkpointing,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        # Data: prompt/completion form, loss on the completion only; packing is TRL's
+        # best-fit-decreasing, which keeps examples whole and passes per-example position
+        # ids, from which transformers builds a block-diagonal mask (tests/test_train_packing.py).
+        max_length=config.data.max_length,
+        packing=t.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        # Validation, checkpoints, best model. Checkpoints are written at every evaluation,
+        # so the best one is always on disk; save_total_limit keeps the best and the latest.
+        eval_strategy="steps",
+        eval_steps=t.eval_every_steps,
+        eval_on_start=eval_on_start,  # the untrained model's eval_loss, as the curve's start
+        save_strategy="steps",
+        save_steps=t.eval_every_steps,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        # Logging
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=list(t.report_to) or "none",
+        include_num_input_tokens_seen="non_padding",
+        # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
+    if t.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Writes train/metrics.jsonl: one line per logged step, the train and eval logs of a
+    step merged. The Trainer logs a step's training metrics, then evaluates and logs again,
+    then saves a checkpoint; so when a checkpoint exists its step's line is complete on
+    disk, and a resume that truncates the file after that step leaves no gap and no
+    duplicate. Written by hand: the Trainer's own log_history lives inside checkpoints and
+    is lost between them."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.elapsed_before = 0.0  # training time of earlier sessions of a resumed run
+        self.started = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        if self.path.is_file():
+            lines = read_jsonl(self.path)
+            self.elapsed_before = lines[-1].get("elapsed_s", 0.0) if lines else 0.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # "train_loss" marks the end-of-training summary log, which is not a step.
+        if not state.is_world_process_zero or not logs or "train_loss" in logs:
+            return
+        fields = {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs}
+        if not fields:
+            return
+        lines = read_jsonl(self.path) if self.path.is_file() else []
+        merged = bool(lines) and lines[-1]["step"] == state.global_step
+        record = lines.pop() if merged else {"step": state.global_step}
+        record.update(fields)
+        record["epoch"] = round(state.epoch or 0.0, 4)
+        record["elapsed_s"] = round(self.elapsed(), 3)
+        lines.append(order_record(record))
+        if merged:  # the eval log of a step already written for training: replace its line
+            write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+        else:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(lines[-1]) + "\n")
+
+
+def order_record(record: dict) -> dict:
+    order = ("step", "epoch") + TRAIN_FIELDS + EVAL_FIELDS + ("elapsed_s",)
+    return {k: record[k] for k in order if k in record}
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs
+
+
+def save_adapter(model, target: Path) -> None:
+    """Save into a sibling folder and rename, so adapter/ is never half-written."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def peak_memory() -> tuple[int, str]:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
+
+
+def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path | None) -> dict:
+    import peft
+    import transformers
+    import trl
+
+    state, metrics_path = trainer.state, Path(trainer.args.output_dir).parent / "metrics.jsonl"
+    lines = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    wall = lines[-1]["elapsed_s"] if lines else 0.0
+    tokens = int(state.num_input_tokens_seen)
+    memory, memory_kind = peak_memory()
+    on_gpu = torch.cuda.is_available()
+    world = trainer.args.world_size
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    best_step = state.best_global_step
+    hourly = config.train.gpu_hourly_usd
+    return {
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs_completed": round(state.epoch or 0.0, 4),
+        "best_step": best_step,
+        "best_eval_loss": state.best_metric,
+        "best_checkpoint": os.path.relpath(state.best_model_checkpoint, metrics_path.parent.parent)
+        if state.best_model_checkpoint
+        else None,
+        "stopped_early": state.global_step < state.max_steps,
+        "early_stopping_patience": config.train.early_stopping_patience,
+        "train_examples": data_counts["train_examples"],
+        "val_examples": data_counts["val_examples"],
+        "dropped_too_long": data_counts["dropped_too_long"],
+        "wall_time_s": wall,
+        "tokens_seen": tokens,
+        "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "trainable_params": trainable,
+        "total_params": total,
+        "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+        "world_size": world,
+        "dtype": str(resolve_dtype(config.model.dtype)).removeprefix("torch."),
+        "gpu_hourly_usd": hourly,
+        "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
+        "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
+        "resumed_from_step": checkpoint_step(resumed_from) if resumed_from else None,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "trl": trl.__version__,
+            "peft": peft.__version__,
+        },
+    }
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by a kill mid-write; everything after it is lost too
+    return lines
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
