@@ -55,8 +55,9 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
 
     run_dir = Path(out_dir)
     # Under torchrun / accelerate launch this joins the process group (gloo on CPU, nccl on
-    # GPU); in a plain process it is a no-op.
-    state = PartialState()
+    # GPU); in a plain process it is a no-op. Without cpu=True accelerate does not treat
+    # several CPU processes as data-parallel.
+    state = PartialState(cpu=not torch.cuda.is_available())
 
     # --- setup: every user mistake is raised here, before the run folder is touched ---
     status = inspect_run_dir(run_dir, config, overwrite)
@@ -331,6 +332,7 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
         ddp_find_unused_parameters=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # and so several CPU processes are data-parallel (gloo)
     )
     callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
     if t.early_stopping_patience is not None:
