@@ -1,0 +1,93 @@
+"""The trained adapter loads with plain PEFT and with mathtune's loader, and
+`mathtune export --merged` writes a plain transformers model that generates what
+base + adapter generates."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mathtune import cli
+from mathtune.export import export_merged
+from mathtune.models import load_model
+from mathtune.prompts import render_chat_prompt
+
+QUESTIONS = [
+    "Tom has 3 apples and buys 5 more. How many apples does he have?",
+    "A train travels 60 miles in 2 hours. What is its speed?",
+    "Sara had 20 dollars and spent 7. How much is left?",
+]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def greedy(model, tokenizer, max_new_tokens: int = 16) -> list[list[int]]:
+    outputs = []
+    for question in QUESTIONS:
+        ids = tokenizer(render_chat_prompt(question, tokenizer), return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+        outputs.append(out[0, ids["input_ids"].shape[1] :].tolist())
+    return outputs
+
+
+@pytest.fixture
+def strong_adapter_run(trained_run, tmp_path) -> Path:
+    """A copy of the trained run whose LoRA B matrices are made large, so base and tuned
+    models clearly disagree (a few tiny-model steps barely move them)."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    path = run_dir / "adapter" / "adapter_model.safetensors"
+    weights = load_file(str(path))
+    generator = torch.Generator().manual_seed(0)
+    for key, value in weights.items():
+        if ".lora_B." in key:
+            weights[key] = torch.randn(value.shape, generator=generator) * 0.5
+    save_file(weights, str(path), metadata={"format": "pt"})
+    return run_dir
+
+
+def test_adapter_loads_with_plain_peft_and_mathtune(trained_run, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    plain = PeftModel.from_pretrained(base, str(trained_run / "adapter"))
+    ours, tokenizer = load_model(str(tiny_model_dir), adapter=str(trained_run / "adapter"), device="cpu")
+    ids = tokenizer(render_chat_prompt(QUESTIONS[0], tokenizer), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(plain(input_ids=ids).logits, ours(input_ids=ids).logits)
+
+
+def test_merged_model_generates_what_base_plus_adapter_generates(strong_adapter_run, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = export_merged(strong_adapter_run, tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tuned, _ = load_model(str(tiny_model_dir), adapter=str(strong_adapter_run / "adapter"), device="cpu")
+    base, _ = load_model(str(tiny_model_dir), device="cpu")
+
+    assert greedy(merged, tokenizer) == greedy(tuned, tokenizer)
+    assert greedy(base, tokenizer) != greedy(tuned, tokenizer)  # the adapter matters
+    ids = tokenizer(render_chat_prompt(QUESTIONS[1], tokenizer), return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, tuned(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_export_errors_are_one_line(trained_run, tmp_path, capsys):
+    empty_run = tmp_path / "empty"
+    empty_run.mkdir()
+    assert cli.main(["export", str(empty_run), "--merged", str(tmp_path / "m1")]) == 1
+    assert "has no trained adapter" in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "file").write_text("x")
+    assert cli.main(["export", str(trained_run), "--merged", str(taken)]) == 1
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert not (tmp_path / "m1").exists()
