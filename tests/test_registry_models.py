@@ -64,6 +64,7 @@ def test_parts_are_concatenated_in_order_and_verified(cache, fake, capsys):
     progress = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[")]
     assert [ln.split()[0] for ln in progress] == ["[1/3]", "[2/3]", "[3/3]"]
     assert sorted(p.name for p in (cache / "models").iterdir()) == ["fake-model.gguf"]
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_checksum_mismatch_raises_and_keeps_nothing(cache, fake):

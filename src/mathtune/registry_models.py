@@ -175,6 +175,7 @@ def fetch(
                 f"{entry.name}: sha256 mismatch (got {digest.hexdigest()[:16]}…, expected "
                 f"{entry.sha256[:16]}…); nothing was kept"
             )
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a model cache is not a secret
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
