@@ -54,9 +54,9 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     from accelerate import PartialState
 
     run_dir = Path(out_dir)
-    # Under torchrun / accelerate launch this joins the process group (gloo on CPU, nccl on
-    # GPU); in a plain process it is a no-op. Without cpu=True accelerate does not treat
-    # several CPU processes as data-parallel.
+    # Under torchrun this joins the process group (gloo on CPU, nccl on GPU); in a plain
+    # process it is a no-op. Without cpu=True accelerate does not treat several CPU
+    # processes as data-parallel.
     state = PartialState(cpu=not torch.cuda.is_available())
 
     # --- setup: every user mistake is raised here, before the run folder is touched ---
@@ -77,6 +77,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     peft_config = make_lora_config(config, model)
 
     checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
+    state.wait_for_everyone()  # every process has read the folder before the main one changes it
     if state.is_main_process:
         prepare_run_dir(run_dir, config, fresh=checkpoint is None)
         if checkpoint is not None:
