@@ -72,11 +72,23 @@ def dequantize_gguf(gguf: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     # Write into a temporary sibling and rename: a crash never leaves a half cache behind.
+    # Qwen chat models end a turn with <|im_end|> but the GGUF records only one eos; keep
+    # both turn-end tokens so plain transformers users (and merged exports) stop too.
+    stops = [t for t in (tokenizer.convert_tokens_to_ids(x) for x in ("<|im_end|>", "<|endoftext|>"))
+             if isinstance(t, int) and t != tokenizer.unk_token_id]
+    if len(stops) == 2:
+        model.generation_config.eos_token_id = stops
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Another process (a second training rank, say) finished the same cache first.
+            if not (target / "config.json").is_file():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
