@@ -198,4 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mathtune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mathtune compare ... | head`
+        sys.stderr.close()
+        return 0
     return 0

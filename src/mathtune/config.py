@@ -43,7 +43,8 @@ class DataConfig(_Section):
     prompt: Literal["chat", "cot8", "plain5"] = "chat"
     """Prompt format used for training (the same builder evaluation uses)."""
     train_limit: int | None = Field(None, gt=0)
-    """Use only the first N training problems after the seeded split (quick runs)."""
+    """Use only the first N training problems after the seeded split (quick runs); the
+    validation half is cut in proportion, to ceil(N * val_fraction / (1 - val_fraction))."""
 
 
 class LoraConfig(_Section):

@@ -1,0 +1,83 @@
+"""The whole experiment in one run folder: train, evaluate base and tuned, analyze, report.
+
+    mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml [--set key=value ...] [--out DIR]
+
+Stages talk through files (DESIGN.md's run folder). Each stage is skipped when its outputs
+already exist for the same resolved config, so a crashed run started again with the same
+command continues where it stopped: training from its last checkpoint, evaluation from its
+last finished batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mathtune.config import Config
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
+
+
+def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
+    e = config.eval
+    return EvalRequest(
+        model=config.model.name_or_path,
+        adapter=str(adapter) if adapter is not None else None,
+        data=config.data.source,
+        split=e.split,
+        limit=e.limit,
+        prompt=e.prompt,
+        samples=e.samples,
+        temperature=e.temperature,
+        max_new_tokens=e.max_new_tokens,
+        batch_size=e.batch_size,
+        dtype=config.model.dtype,
+        seed=config.seed,
+        val_fraction=config.data.val_fraction,
+    )
+
+
+def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
+    """Both benchmarks on one loaded base model: the tuned one is the same weights with the
+    adapter attached (not merged), so the comparison isolates the adapter."""
+    base_req = eval_request(config, None)
+    tuned_req = eval_request(config, run_dir / "adapter")
+    todo = [(name, req) for name, req in (("base", base_req), ("tuned", tuned_req))
+            if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
+    if not todo:
+        print("eval: base and tuned already finished")
+        return
+    from mathtune.models import attach_adapter, load_model
+
+    model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
+                                  attn_implementation=config.model.attn_implementation)
+    for name, req in todo:
+        if req.adapter is not None:
+            model = attach_adapter(model, req.adapter)
+            model.eval()
+        evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer)
+
+
+def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
+    from mathtune.train import run_train
+
+    run_dir = Path(run_dir)
+    run_train(config, run_dir, overwrite=overwrite)
+    evaluate_base_and_tuned(config, run_dir)
+    report = rebuild_report(run_dir)
+    return report
+
+
+def rebuild_report(run_dir: Path) -> Path:
+    """analysis.json and the report from the files in run_dir; never runs a model."""
+    from mathtune.analyze import run_analysis
+    from mathtune.errors import MathtuneError
+    from mathtune.report import build_report
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MathtuneError(f"run folder not found: {run_dir}")
+    run_analysis(run_dir)
+    written = build_report(run_dir)
+    main = next((p for p in written if p.suffix == ".html"), written[0] if written else run_dir)
+    for path in written:
+        print(f"report: {path}")
+    return main
