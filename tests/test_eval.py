@@ -196,7 +196,12 @@ def test_adapter_is_applied(tiny_model_dir, small_data_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                 init_lora_weights=False))
+    with torch.no_grad():  # a large update, so greedy text surely changes
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 5.0)
     peft_model.save_pretrained(tmp_path / "adapter")
     req = dict(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=10, batch_size=3)
     plain = evaluate(EvalRequest(**req), tmp_path / "a", name="x", quiet=True)

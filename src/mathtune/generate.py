@@ -85,22 +85,20 @@ def generate_batch(
     sampling = samples > 1 or temperature > 0
     # Every decoding knob set explicitly: `generate` fills any field left None from the
     # model's own generation_config.json, and Qwen's instruct models ship do_sample, top_p 0.8,
-    # top_k 20 and a repetition penalty that must not leak into a benchmark that says "greedy".
+    # top_k 20 and a repetition penalty that must not leak into a benchmark that says "greedy"
+    # (or into sampling at a stated temperature). The warpers only act when sampling.
+    warpers = dict(temperature=temperature, top_p=1.0, top_k=0, min_p=0.0, typical_p=1.0) if sampling else {}
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
         do_sample=sampling,
         num_beams=1,
-        temperature=temperature if sampling else 1.0,
-        top_p=1.0,
-        top_k=0,
-        min_p=0.0,
-        typical_p=1.0,
         repetition_penalty=1.0,
         no_repeat_ngram_size=0,
         num_return_sequences=samples,
         eos_token_id=stops,
         pad_token_id=pad_id,
         stop_strings=[s for s in stop_strings if s not in _SPECIAL_STOPS] or None,
+        **warpers,
     )
     out = model.generate(
         **enc,

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from mathtune.data import Problem
 from mathtune.errors import MathtuneError
 
+# "Explain first, then the answer": small instruct models told only to end with '#### N'
+# tend to write that line at once, without any working (seen on Qwen2.5-Coder-0.5B).
 CHAT_INSTRUCTION = (
-    "Solve the following math problem step by step. "
-    "End your response with the final answer on its own line in the form '#### <number>'."
+    "Solve the following math problem. First explain your reasoning step by step, "
+    "then write the final answer on its own line as '#### <number>'."
 )
 
 # ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
@@ -126,7 +128,7 @@ def ensure_chat_template(tokenizer) -> None:
 
 
 def chat_messages(question: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\n{question}"}]
+    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
 
 
 def render_chat_prompt(question: str, tokenizer) -> str:
