@@ -10,9 +10,10 @@ last finished batch.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from mathtune.config import Config
+from mathtune.config import Config, config_to_yaml
 from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
 
 
@@ -57,13 +58,26 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
-    from mathtune.train import run_train
+    """Returns the path of the main report file."""
+    from mathtune.train import run_train, write_text_atomic
 
     run_dir = Path(run_dir)
-    run_train(config, run_dir, overwrite=overwrite)
+    run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
+    if overwrite:
+        clear_downstream(run_dir)
+    # Training only reads the training keys; eval.* and report.* may have changed since, and
+    # config.yaml must say what this run actually used.
+    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
     evaluate_base_and_tuned(config, run_dir)
-    report = rebuild_report(run_dir)
-    return report
+    return rebuild_report(run_dir)
+
+
+def clear_downstream(run_dir: Path) -> None:
+    """What the evaluation and report stages of an overwritten run left behind."""
+    shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    shutil.rmtree(run_dir / "figures", ignore_errors=True)
+    for name in ("analysis.json", "report.md", "report.html"):
+        (run_dir / name).unlink(missing_ok=True)
 
 
 def rebuild_report(run_dir: Path) -> Path:

@@ -1,0 +1,106 @@
+"""`mathtune run` end to end on the tiny model: the exact files a run leaves, report numbers
+traceable to analysis.json, stage skipping on a re-run, and `mathtune report` alone."""
+
+import json
+import re
+
+import pytest
+
+from mathtune.cli import main
+
+EXPECTED_FILES = {
+    "config.yaml",
+    "train/metrics.jsonl",
+    "train/summary.json",
+    "adapter/adapter_config.json",
+    "adapter/adapter_model.safetensors",
+    "adapter/README.md",  # PEFT's model card
+    "eval/base.jsonl",
+    "eval/base.summary.json",
+    "eval/tuned.jsonl",
+    "eval/tuned.summary.json",
+    "analysis.json",
+    "report.md",
+    "report.html",
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, small_data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    argv = ["run", "-", "--out", str(out)]
+    overrides = [
+        f"model.name_or_path={tiny_model_dir}", f"data.source={small_data_dir}", "data.train_limit=16",
+        "data.max_length=512", "train.epochs=1", "train.batch_size=4", "train.eval_every_steps=2",
+        "train.report_to=[]", "eval.limit=6", "eval.max_new_tokens=12", "eval.batch_size=3", "name=tiny",
+    ]
+    config = out.parent / "tiny.yaml"
+    config.write_text("seed: 3\n")
+    argv[1] = str(config)
+    for o in overrides:
+        argv += ["--set", o]
+    assert main(argv) == 0
+    return out, argv
+
+
+def _files(root):
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def test_run_leaves_exactly_the_designed_files(run_dir):
+    out, _ = run_dir
+    files = _files(out)
+    top_level = {f for f in files if not f.startswith(("train/checkpoints/", "train/runs/", "train/tensorboard", "figures/"))}
+    assert top_level == EXPECTED_FILES
+    assert any(f.startswith("figures/") and f.endswith(".png") for f in files)
+    assert any(f.startswith("train/checkpoints/checkpoint-") for f in files)
+    assert not any(".partial" in f or f.endswith(".tmp") for f in files)
+
+
+def test_every_number_in_the_report_is_in_analysis_json(run_dir):
+    out, _ = run_dir
+    analysis_text = (out / "analysis.json").read_text()
+    analysis_numbers = {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", analysis_text)}
+    report = (out / "report.md").read_text()
+    # Model text (fenced code blocks) is quoted from eval/*.jsonl, not a figure of the report.
+    prose = re.sub(r"```.*?```", "", report, flags=re.S)
+    prose = re.sub(r"\S*/\S*", "", prose)  # file paths name folders, they are not figures
+    missing = []
+    for token in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])", prose):
+        if float(token) not in analysis_numbers:
+            missing.append(token)
+    assert not missing, f"numbers in report.md not found in analysis.json: {sorted(set(missing))[:20]}"
+
+
+def test_eval_records_match_the_summaries(run_dir):
+    out, _ = run_dir
+    for name in ("base", "tuned"):
+        recs = [json.loads(line) for line in (out / "eval" / f"{name}.jsonl").read_text().splitlines()]
+        summary = json.loads((out / "eval" / f"{name}.summary.json").read_text())
+        assert summary["n"] == len(recs) == 6
+        assert summary["correct_strict"] == sum(r["correct_strict"] for r in recs)
+    tuned = json.loads((out / "eval" / "tuned.summary.json").read_text())
+    assert tuned["adapter"].endswith("adapter")
+
+
+def test_rerun_skips_finished_stages_and_report_rebuilds(run_dir, capsys):
+    out, argv = run_dir
+    before = (out / "eval" / "base.jsonl").stat().st_mtime_ns
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "already finished" in printed and "report:" in printed
+    assert (out / "eval" / "base.jsonl").stat().st_mtime_ns == before
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").is_file()
+
+
+def test_compare_two_runs(run_dir, capsys):
+    out, _ = run_dir
+    assert main(["compare", str(out), str(out)]) == 0
+    assert "tiny" in capsys.readouterr().out
+
+
+def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
