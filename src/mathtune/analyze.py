@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
+from mathtune.runfiles import read_jsonl, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, arithmetic_slips, classify_error, count_reasoning_steps
 
@@ -57,38 +56,11 @@ def _read_json(path: Path) -> Any:
         raise MathtuneError(f"{path}: malformed JSON ({err.msg}, line {err.lineno})") from None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise MathtuneError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
-    return rows
-
-
 def load_run_config(run_dir: Path) -> Config | None:
     path = run_dir / "config.yaml"
     if not path.is_file():
         return None
     return config_from_yaml_text(path.read_text(encoding="utf-8"), str(path))
-
-
-def write_json_atomically(path: Path, data: Any) -> None:
-    """A reader never sees half a file: write a temp file beside it, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:
@@ -123,7 +95,7 @@ def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]
     train values of their step or in a separate object with the same step; both are read."""
     train: dict[int, dict] = {}
     evals: dict[int, dict] = {}
-    for row in _read_jsonl(metrics_path):
+    for row in read_jsonl(metrics_path):
         step = row.get("step")
         if not isinstance(step, (int, float)):
             continue
@@ -205,7 +177,7 @@ def training_trend(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
     still improving: the validation loss (or the training loss, without validation) falls
     by more than the threshold. plateaued: neither.
     """
-    train, val = curves["train"], curves["validation"]
+    val = curves["validation"]
     definition = {
         "train_window": f"last {round(FINAL_STRETCH_FRACTION * 100)}% of the logged step range",
         "validation_window_points": VALIDATION_TREND_POINTS,
@@ -509,7 +481,7 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
         return {"available": False, "reason": "no evaluation in this run (no eval/*.jsonl)"}, {}
     records_by_model, models = {}, {}
     for name, path in files.items():
-        records = _read_jsonl(path)
+        records = read_jsonl(path)
         summary_path = path.with_name(f"{name}.summary.json")
         summary = _read_json(summary_path) if summary_path.is_file() else {}
         records_by_model[name] = records
@@ -693,5 +665,5 @@ def run_analysis(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     analysis = build_analysis(run_dir)
     path = run_dir / "analysis.json"
-    write_json_atomically(path, analysis)
+    write_json_atomic(path, analysis)
     return path

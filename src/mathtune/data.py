@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from mathtune.errors import MathtuneError
+from mathtune.runfiles import iter_jsonl
 from mathtune.score import extract_gold
 
 HUB_DEFAULT = "openai/gsm8k"
@@ -62,20 +62,7 @@ def _make_problem(obj: object, pid: str, where: str) -> Problem:
 def read_jsonl_problems(path: Path, split: str) -> list[Problem]:
     if not path.is_file():
         raise MathtuneError(f"data file not found: {path}")
-    problems = []
-    try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
-                problems.append(_make_problem(obj, f"{split}-{len(problems)}", where))
-    except (OSError, UnicodeDecodeError) as err:
-        raise MathtuneError(f"cannot read {path}: {err}") from None
+    problems = [_make_problem(obj, f"{split}-{i}", where) for i, (where, obj) in enumerate(iter_jsonl(path))]
     if not problems:
         raise MathtuneError(f"{path}: no problems in file")
     return problems

@@ -11,7 +11,6 @@ final files appear only when every problem is done.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import time
@@ -25,6 +24,7 @@ from mathtune.data import Problem, load_split, resolve_source
 from mathtune.errors import MathtuneError
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.prompts import PromptBuilder, make_prompt_builder
+from mathtune.runfiles import iter_jsonl, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.score import extract_gold, majority_vote, numbers_equal, score_completion
 from mathtune.stats import wilson_interval
 from mathtune.taxonomy import classify_error
@@ -147,33 +147,6 @@ def summarize(records: list[dict], request: EvalRequest, *, wall_time_s: float, 
 # ---------------------------------------------------------------------------- files
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _write_jsonl_atomic(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def _read_partial(path: Path) -> dict[str, dict]:
-    """Records of a killed run. A line cut off mid-write by the kill is dropped (and redone)."""
-    done: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            done[rec["id"]] = rec
-    return done
-
-
 @dataclass(frozen=True)
 class EvalPaths:
     records: Path
@@ -246,8 +219,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
         # Results of different settings under the same name: they must not be mixed in.
         paths.partial.unlink(missing_ok=True)
-    _write_json_atomic(paths.partial_meta, ident)
-    done_records = _read_partial(paths.partial)
+    write_json_atomic(paths.partial_meta, ident)
+    # A line cut off mid-write by a kill is dropped, and its problem redone.
+    done_records = {r["id"]: r for r in read_jsonl_until_torn(paths.partial)}
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
 
     # Longest prompts first: similar lengths share a batch (little padding), and an
@@ -300,8 +274,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         summary["resumed_from"] = len(problems) - len(pending)
         summary["wall_time_note"] = "wall time and speed cover only the problems run after the resume"
     summary["platform"] = {"python": platform.python_version(), "torch": torch.__version__}
-    _write_jsonl_atomic(paths.records, records)
-    _write_json_atomic(paths.summary, summary)
+    write_jsonl_atomic(paths.records, records)
+    write_json_atomic(paths.summary, summary)
     paths.partial.unlink(missing_ok=True)
     paths.partial_meta.unlink(missing_ok=True)
     if not quiet:
@@ -330,18 +304,7 @@ def score_file(path: Path, out: Path | None = None) -> dict:
     if not path.is_file():
         raise MathtuneError(f"file not found: {path}")
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise MathtuneError(f"cannot read {path}: {err}") from None
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
+    for where, row in iter_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("completion"), str) or "answer" not in row:
             raise MathtuneError(f"{where}: each line needs a string 'completion' and an 'answer'")
         try:
@@ -354,7 +317,7 @@ def score_file(path: Path, out: Path | None = None) -> dict:
         raise MathtuneError(f"{path}: no lines to score")
     out = out or path.with_name(path.stem + ".scored.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _write_jsonl_atomic(out, rows)
+    write_jsonl_atomic(out, rows)
     n = len(rows)
     cs, cf = sum(r["correct_strict"] for r in rows), sum(r["correct_flexible"] for r in rows)
     summary = {

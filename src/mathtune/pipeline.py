@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
+from mathtune.runfiles import write_atomic
 from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
 
 
@@ -59,7 +60,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
     """Returns the path of the main report file."""
-    from mathtune.train import run_train, write_text_atomic
+    from mathtune.train import run_train
 
     run_dir = Path(run_dir)
     run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
@@ -67,7 +68,7 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
         clear_downstream(run_dir)
     # Training only reads the training keys; eval.* and report.* may have changed since, and
     # config.yaml must say what this run actually used.
-    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+    write_atomic(run_dir / "config.yaml", config_to_yaml(config))
     evaluate_base_and_tuned(config, run_dir)
     return rebuild_report(run_dir)
 

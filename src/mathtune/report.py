@@ -14,13 +14,12 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mathtune.errors import MathtuneError
+from mathtune.runfiles import write_atomic
 
 FIGURE_NAMES = (
     "loss.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
@@ -490,17 +489,6 @@ def render_html(blocks: list, title: str, figures: dict[str, bytes]) -> str:
     )
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def build_report(run_dir: Path) -> list[Path]:
     """Write report.md, report.html (as config report.formats asks) and figures/*.png from
     RUN_DIR/analysis.json; returns the paths written."""
@@ -520,7 +508,7 @@ def build_report(run_dir: Path) -> list[Path]:
     for name in FIGURE_NAMES:
         path = figure_dir / name
         if name in figures:
-            _write_atomically(path, figures[name])
+            write_atomic(path, figures[name])
             written.append(path)
         else:
             path.unlink(missing_ok=True)  # a figure from an earlier build would no longer match
@@ -529,11 +517,11 @@ def build_report(run_dir: Path) -> list[Path]:
     formats = analysis["run"].get("report_formats") or ["md", "html"]
     if "md" in formats:
         path = run_dir / "report.md"
-        _write_atomically(path, render_markdown(blocks).encode("utf-8"))
+        write_atomic(path, render_markdown(blocks).encode("utf-8"))
         written.append(path)
     if "html" in formats:
         path = run_dir / "report.html"
         title = f"mathtune report: {analysis['run']['name']}"
-        _write_atomically(path, render_html(blocks, title, figures).encode("utf-8"))
+        write_atomic(path, render_html(blocks, title, figures).encode("utf-8"))
         written.append(path)
     return written

@@ -34,6 +34,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml
 from mathtune.data import Problem, training_splits
 from mathtune.errors import MathtuneError
+from mathtune.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.models import load_model, load_tokenizer, resolve_dtype
 from mathtune.prompts import training_pair
 
@@ -160,7 +161,7 @@ def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
         for stale in (run_dir / "train", run_dir / "adapter"):
             shutil.rmtree(stale, ignore_errors=True)
     (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", config_to_yaml(config))
+    write_atomic(run_dir / "config.yaml", config_to_yaml(config))
 
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -187,8 +188,8 @@ def truncate_metrics(path: Path, step: int) -> None:
     them again, and the file must have no duplicates."""
     if not path.is_file():
         return
-    kept = [line for line in read_jsonl(path) if line["step"] <= step]
-    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
+    kept = [line for line in read_jsonl_until_torn(path) if line["step"] <= step]
+    write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ class MetricsFileCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
         if self.path.is_file():
-            lines = read_jsonl(self.path)
+            lines = read_jsonl_until_torn(self.path)
             self.elapsed_before = lines[-1].get("elapsed_s", 0.0) if lines else 0.0
 
     def elapsed(self) -> float:
@@ -378,7 +379,7 @@ class MetricsFileCallback(TrainerCallback):
         fields = {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs}
         if not fields:
             return
-        lines = read_jsonl(self.path) if self.path.is_file() else []
+        lines = read_jsonl_until_torn(self.path) if self.path.is_file() else []
         merged = bool(lines) and lines[-1]["step"] == state.global_step
         record = lines.pop() if merged else {"step": state.global_step}
         record.update(fields)
@@ -386,7 +387,7 @@ class MetricsFileCallback(TrainerCallback):
         record["elapsed_s"] = round(self.elapsed(), 3)
         lines.append(order_record(record))
         if merged:  # the eval log of a step already written for training: replace its line
-            write_text_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+            write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
         else:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(lines[-1]) + "\n")
@@ -423,7 +424,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     import trl
 
     state, metrics_path = trainer.state, Path(trainer.args.output_dir).parent / "metrics.jsonl"
-    lines = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    lines = read_jsonl_until_torn(metrics_path) if metrics_path.is_file() else []
     wall = lines[-1]["elapsed_s"] if lines else 0.0
     tokens = int(state.num_input_tokens_seen)
     memory, memory_kind = peak_memory()
@@ -471,22 +472,3 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     }
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    lines = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a kill mid-write; everything after it is lost too
-    return lines
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")

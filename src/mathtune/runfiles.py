@@ -1,0 +1,72 @@
+"""Reading and writing the run folder's files.
+
+Every write goes to a temporary file beside the target and is renamed over it, so a crash
+never leaves half a file behind and a reader never sees one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mathtune.errors import MathtuneError
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    """(\"file:line\", object) for every non-blank line; a malformed line is a one-line
+    error naming the file and the line."""
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}:{lineno}"
+                try:
+                    yield where, json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise MathtuneError(f"cannot read {path}: {err}") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def read_jsonl_until_torn(path: Path) -> list[dict]:
+    """The lines of a file that a killed process was appending to: everything before the
+    first line cut off mid-write (which, and whatever follows it, is redone)."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
