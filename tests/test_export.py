@@ -91,3 +91,18 @@ def test_export_errors_are_one_line(trained_run, tmp_path, capsys):
     assert cli.main(["export", str(trained_run), "--merged", str(taken)]) == 1
     assert "already exists and is not empty" in capsys.readouterr().err
     assert not (tmp_path / "m1").exists()
+
+
+def test_eval_merges_adapter_only_when_exact(strong_adapter_run, tiny_model_dir):
+    """`mathtune eval --adapter` folds a float32 adapter into the weights (same greedy tokens
+    as the unmerged PEFT model); in bf16 it keeps the adapter separate."""
+    from peft import PeftModel
+
+    adapter = str(strong_adapter_run / "adapter")
+    unmerged, tokenizer = load_model(str(tiny_model_dir), adapter=adapter, device="cpu")
+    merged, _ = load_model(str(tiny_model_dir), adapter=adapter, device="cpu", merge_adapter=True)
+    assert isinstance(unmerged, PeftModel) and not isinstance(merged, PeftModel)
+    assert greedy(merged, tokenizer) == greedy(unmerged, tokenizer)
+    bf16, _ = load_model(str(tiny_model_dir), dtype="bfloat16", adapter=adapter, device="cpu",
+                         merge_adapter=True)
+    assert isinstance(bf16, PeftModel)

@@ -170,3 +170,30 @@ def test_deliberate_difference_flexible_junk_runs():
     text = "The total is 42 ..."
     assert lm_eval_flexible(text) == "..."  # a run of dots counts as a 'number' there
     assert extract_flexible(text) == "42"
+
+
+# The shape Qwen2.5-Coder-0.5B-Instruct gives under the chat prompt on most GSM8K problems:
+# '####' misread as a markdown heading, the real answer stated last.
+HEADING_FIRST = (
+    "#### 1. **Eggs left**\n16 - 3 - 4 = 9 eggs.\n"
+    "#### 2. **Revenue**\n9 * 2 = 18 dollars.\n\nThus she makes \\(\\boxed{18}\\) dollars."
+)
+
+
+def test_deliberate_difference_last_stated_answer_counts():
+    text = "#### 10\nLet me work it out: 9 * 2 = 18.\nThe final answer is 18."
+    assert lm_eval_strict(text) == "10"  # lm-eval takes the first '####'
+    assert extract_strict(text) == "18"
+    assert extract_strict(HEADING_FIRST) == "18"
+    assert lm_eval_exact_match(lm_eval_strict(HEADING_FIRST), "#### 18") is False
+
+
+def test_deliberate_difference_numbered_heading_is_not_an_answer():
+    text = "#### 1. **Understanding the problem**\nShe has 9 eggs left."
+    assert lm_eval_strict(text) == "1."
+    assert extract_strict(text) is None
+    assert extract_flexible(text) == "9"
+    # An answer line that ends in a period, or a number with more digits, still counts.
+    assert extract_strict("#### 18.") == "18"
+    assert extract_strict("#### 10. \n") == "10"
+    assert extract_strict("#### 1,8") is None

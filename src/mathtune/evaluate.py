@@ -212,7 +212,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         if request.adapter is not None:
             check_adapter_folder(request.adapter)  # before the slow model load
 
-        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter)
+        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
+                                      merge_adapter=True)
 
     paths.records.parent.mkdir(parents=True, exist_ok=True)
     ident = request.identity()

@@ -38,8 +38,9 @@ def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
 
 
 def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
-    """Both benchmarks on one loaded base model: the tuned one is the same weights with the
-    adapter attached (not merged), so the comparison isolates the adapter."""
+    """Both benchmarks on one loaded base model, base first: the tuned one is the same
+    weights plus the adapter (merged in float32, see attach_adapter), so the comparison
+    isolates the adapter."""
     base_req = eval_request(config, None)
     tuned_req = eval_request(config, run_dir / "adapter")
     todo = [(name, req) for name, req in (("base", base_req), ("tuned", tuned_req))
@@ -53,7 +54,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
                                   attn_implementation=config.model.attn_implementation)
     for name, req in todo:
         if req.adapter is not None:
-            model = attach_adapter(model, req.adapter)
+            model = attach_adapter(model, req.adapter, merge=True)
             model.eval()
         evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer)
 

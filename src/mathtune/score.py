@@ -5,7 +5,7 @@
 Two extractors, named as in the field's reference evaluator (lm-evaluation-harness):
 
 * strict   -- the model stated its final answer in an expected form: `#### N`,
-              `The answer is N`, `The final answer is N` or `\\boxed{N}` (first such statement).
+              `The answer is N`, `The final answer is N` or `\\boxed{N}` (the last such statement).
 * flexible -- the last number anywhere in the text.
 
 Deliberate differences from lm-evaluation-harness's `strict-match` / `flexible-extract`
@@ -23,8 +23,14 @@ filters (each is covered by a test in tests/test_score.py):
 4. Every prompt accepts all four strict forms (plus markdown bold, `$`, and a `:` after
    "answer is"); lm-eval's chat/plain task only accepts `#### N` with no `$`, its CoT task
    only `The answer is N.` with no `$`.
-5. The strict answer is the first stated one, as in lm-eval; the flexible answer is the last
-   number (lm-eval: the last match of its pattern).
+5. The strict answer is the last stated one; lm-eval takes the first. Small chat models asked
+   for `#### N` often open with a markdown heading (`#### 1. **Understanding the problem**`)
+   or a premature `#### 10` line, then work the problem and end with `\\boxed{22}`: their
+   final answer is the last one they state. (Under the few-shot prompts the stop strings
+   leave one statement, so first and last agree there.) The flexible answer is the last
+   number, as in lm-eval.
+6. A `####` heading followed by list numbering (`#### 1. Text` on one line) is not an answer;
+   lm-eval reads it as 1.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ NUMBER_RE = re.compile(r"(?<![\d.])" + _NUM)
 # a colon, a dollar sign, LaTeX inline-math openers.
 _GAP = r"[\s:*$\\(\[{]*"
 STRICT_RES = [
-    re.compile(r"####\s*\**\s*(" + _NUM + ")"),
+    # The number must end there (no more digits) and not be list numbering: "#### 1. Text".
+    re.compile(r"####\s*\**\s*(" + _NUM + r")(?!\d|,\d|\.\d|\.[ \t]+\S)"),
     re.compile(r"the\s+(?:final\s+)?answer\s+is" + _GAP + r"(?:\\text\{\s*)?(" + _NUM + ")", re.I),
     re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\\?(" + _NUM + ")"),
 ]
@@ -68,20 +75,20 @@ def normalize_number(text: str | None) -> str | None:
     return format(value.normalize(), "f")
 
 
-def _first_strict_match(text: str) -> str | None:
+def _last_strict_match(text: str) -> str | None:
     best: tuple[int, str] | None = None
     for pattern in STRICT_RES:
-        m = pattern.search(text)
-        if m and (best is None or m.start() < best[0]):
-            best = (m.start(), m.group(1))
+        for m in pattern.finditer(text):
+            if best is None or m.start() > best[0]:
+                best = (m.start(), m.group(1))
     return best[1] if best else None
 
 
 def extract_strict(completion: str) -> str | None:
-    """The first explicitly stated final answer, normalized; None when the model stated none."""
+    """The last explicitly stated final answer, normalized; None when the model stated none."""
     if not completion:
         return None
-    return normalize_number(_first_strict_match(completion.translate(_MINUS_SIGNS)))
+    return normalize_number(_last_strict_match(completion.translate(_MINUS_SIGNS)))
 
 
 def extract_flexible(completion: str) -> str | None:
