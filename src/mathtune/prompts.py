@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from mathtune.data import Problem
 from mathtune.errors import MathtuneError
 
-# "Explain first, then the answer": small instruct models told only to end with '#### N'
-# tend to write that line at once, without any working (seen on Qwen2.5-Coder-0.5B).
+# Worded so that small instruct models work before they answer. Measured on the first 16
+# GSM8K test problems with Qwen2.5-Coder-0.5B-Instruct: "...then write the final answer on
+# its own line as '#### <number>'" made 15 of 16 replies open with a '####' line (a markdown
+# heading or a bare guess), and a few LoRA steps on GSM8K solutions then turned that opening
+# into an answer with no working at all; this wording: 1 of 16.
 CHAT_INSTRUCTION = (
-    "Solve the following math problem. First explain your reasoning step by step, "
-    "then write the final answer on its own line as '#### <number>'."
+    "Solve the math problem below. Explain your reasoning step by step. After the reasoning, "
+    "end with a line of the form '#### <number>' that gives the final answer."
 )
 
 # ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
