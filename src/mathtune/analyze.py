@@ -228,6 +228,10 @@ def training_recommendation(trend: dict, summary: dict, curves: dict, config: Co
     )
     train_text = f"training loss changed {_signed(train_change)} over the final stretch" if train_change is not None else ""
     facts = "; ".join(t for t in (val_text, train_text) if t)
+    # The verdict rests on the validation change (the training change without validation):
+    # the threshold clause goes right after that one, the other fact after it.
+    decider, other = (val_text, train_text) if val_change is not None else (train_text, "")
+    other = f"; {other}" if other else ""
     best_step, best_loss = summary.get("best_step"), _r(summary.get("best_eval_loss"), 4)
     epochs = config.train.epochs if config else None
     if verdict == "overfitting":
@@ -242,13 +246,13 @@ def training_recommendation(trend: dict, summary: dict, curves: dict, config: Co
         more = f" than the {epochs} used" if epochs is not None else ""
         stopped = " even though early stopping fired" if summary.get("stopped_early") else ""
         return (
-            f"Still improving: {facts}, more than the {TREND_THRESHOLD_PCT}% threshold{stopped}. "
+            f"Still improving: {decider}, more than the {TREND_THRESHOLD_PCT}% threshold{stopped}{other}. "
             f"More epochs{more} are likely to lower the validation loss further; whether that lifts "
             "GSM8K exact match must be measured, not assumed."
         )
     if verdict == "plateaued":
         return (
-            f"Plateaued: {facts}, within the {TREND_THRESHOLD_PCT}% threshold. More epochs of the same "
+            f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
             f"recipe are unlikely to help; the best checkpoint is step {best_step} (validation loss "
             f"{best_loss}). Change the recipe instead (learning rate, LoRA rank, data) to go further."
         )
