@@ -11,6 +11,7 @@ summary.json's figures and the loss / token-accuracy curve from metrics.jsonl.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -45,6 +46,8 @@ def main() -> None:
     summary = json.loads((run_dir / "train" / "summary.json").read_text())
     lines = [json.loads(line) for line in (run_dir / "train" / "metrics.jsonl").read_text().splitlines()]
     record = {
+        "date": datetime.date.today().isoformat(),
+        "bench": "train",
         "model": args.model,
         "overrides": overrides[1:],
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
