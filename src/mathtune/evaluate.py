@@ -11,6 +11,7 @@ final files appear only when every problem is done.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import time
@@ -24,7 +25,8 @@ from mathtune.data import Problem, load_split, resolve_source
 from mathtune.errors import MathtuneError
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.prompts import PromptBuilder, make_prompt_builder
-from mathtune.runfiles import iter_jsonl, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
+from mathtune.runfiles import (iter_jsonl, read_jsonl_until_torn, repair_jsonl, write_json_atomic,
+                               write_jsonl_atomic)
 from mathtune.score import extract_gold, majority_vote, numbers_equal, score_completion
 from mathtune.stats import wilson_interval
 from mathtune.taxonomy import classify_error
@@ -160,6 +162,46 @@ class EvalPaths:
         return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
                    d / f"{name}.partial.json")
 
+    def partial_for_rank(self, rank: int) -> Path:
+        """Each process of a sharded evaluation appends to a file of its own."""
+        return self.partial.with_name(self.partial.name.removesuffix(".jsonl") + f".rank{rank}.jsonl")
+
+    def partial_files(self) -> list[Path]:
+        """The partial records of one process or of several (a resume may use another count)."""
+        stem = self.partial.name.removesuffix(".jsonl")
+        found = [self.partial] + sorted(self.partial.parent.glob(f"{stem}.rank*.jsonl"))
+        return [f for f in found if f.is_file()]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the processes of a torchrun / accelerate launch."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> "Shard":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        # Joins the process group (gloo on CPU, nccl on GPU); cpu=True makes several CPU
+        # processes a group rather than one process each.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes)
+
+    def wait(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
 
 def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
     """The summary of an already finished evaluation of the same request, else None."""
@@ -192,7 +234,11 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
              quiet: bool = False) -> dict:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
-    (the pipeline evaluates base and tuned without loading twice)."""
+    (the pipeline evaluates base and tuned without loading twice).
+
+    Under torchrun (or accelerate launch) every process takes a share of the problems and
+    appends to its own partial file; the first process merges them into the same records
+    and summary one process writes."""
     if request.samples < 1:
         raise MathtuneError("--samples must be at least 1")
     if request.samples > 1 and request.temperature == 0:
@@ -205,6 +251,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         if not quiet:
             print(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
+    shard = Shard.current()
 
     if model is None:
         from mathtune.models import check_adapter_folder, load_model
@@ -215,73 +262,131 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
                                       merge_adapter=True)
 
-    paths.records.parent.mkdir(parents=True, exist_ok=True)
     ident = request.identity()
-    if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
-        # Results of different settings under the same name: they must not be mixed in.
-        paths.partial.unlink(missing_ok=True)
-    write_json_atomic(paths.partial_meta, ident)
+    if shard.is_main:
+        paths.records.parent.mkdir(parents=True, exist_ok=True)
+        if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
+            # Results of different settings under the same name: they must not be mixed in.
+            for stale in paths.partial_files():
+                stale.unlink(missing_ok=True)
+        for partial_file in paths.partial_files():
+            repair_jsonl(partial_file)
+        write_json_atomic(paths.partial_meta, ident)
+    shard.wait()
     # A line cut off mid-write by a kill is dropped, and its problem redone.
-    done_records = {r["id"]: r for r in read_jsonl_until_torn(paths.partial)}
+    done_records = {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
+    shard.wait()  # every process has read the same records before any appends more
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
 
-    # Longest prompts first: similar lengths share a batch (little padding), and an
-    # out-of-memory error shows up on the first batch, not halfway through.
+    # Longest prompts first: similar lengths are prefilled together (little padding), and an
+    # out-of-memory error shows up at the start, not halfway through. Processes take every
+    # world_size-th problem of that order, so each gets a similar mix of lengths.
     pending = [p for p in problems if p.id not in done_records]
     lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in pending}
     pending.sort(key=lambda p: -lengths[p.id])
+    mine = pending[shard.rank::shard.world_size]
 
     device = str(next(model.parameters()).device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
     if request.samples > 1:
-        torch.manual_seed(request.seed + len(done_records))
-    bar = tqdm(total=len(problems), initial=len(done_records), unit="problem", desc=f"eval {name}",
-               disable=quiet, dynamic_ncols=True)
+        torch.manual_seed(request.seed + len(done_records) + shard.rank)
+    bar = tqdm(total=len(problems) if shard.world_size == 1 else len(mine),
+               initial=len(done_records) if shard.world_size == 1 else 0, unit="problem",
+               desc=f"eval {name}", disable=quiet or not shard.is_main, dynamic_ncols=True)
     start = time.perf_counter()
-    cursor = 0
+    own_partial = paths.partial if shard.world_size == 1 else paths.partial_for_rank(shard.rank)
+    with own_partial.open("a", encoding="utf-8") as partial:
 
-    with paths.partial.open("a", encoding="utf-8") as partial:
-
-        def run_batch(batch_size: int) -> None:
-            nonlocal cursor
-            batch = pending[cursor: cursor + batch_size]
-            generations = generate_batch(
-                model, tokenizer, [prompts[p.id] for p in batch],
-                max_new_tokens=request.max_new_tokens,
-                stop_strings=builder.stop_strings,
-                add_special_tokens=request.prompt != "chat",
-                samples=request.samples,
-                temperature=request.temperature,
-            )
-            for problem, gens in zip(batch, generations):
-                record = build_record(problem, prompts[problem.id], gens)
-                partial.write(json.dumps(record, ensure_ascii=False) + "\n")
-                done_records[problem.id] = record
+        def write(problem: Problem, generations: list[Generation]) -> None:
+            record = build_record(problem, prompts[problem.id], generations)
+            partial.write(json.dumps(record, ensure_ascii=False) + "\n")
             partial.flush()
-            cursor += len(batch)
-            bar.update(len(batch))
+            done_records[problem.id] = record
+            bar.update(1)
 
-        batch_size = request.batch_size if request.batch_size != "auto" else 1
-        if pending:
-            batch_size = pick_batch_size(request.batch_size, run_batch)
-            while cursor < len(pending):
-                run_batch(batch_size)
+        batch_size = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
     bar.close()
+    shard.wait()
     wall = time.perf_counter() - start
+    if not shard.is_main:
+        shard.wait()  # the first process writes the merged files
+        return json.loads(paths.summary.read_text())
 
+    done_records = {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
+    missing = [p.id for p in problems if p.id not in done_records]
+    if missing:
+        raise MathtuneError(f"eval/{name}: {len(missing)} problems have no record after generation (e.g. {missing[0]})")
     records = [done_records[p.id] for p in problems]
     summary = summarize(records, request, wall_time_s=wall, batch_size=batch_size, device=device, dtype=dtype)
+    summary["world_size"] = shard.world_size
     if len(pending) < len(problems):
         summary["resumed_from"] = len(problems) - len(pending)
         summary["wall_time_note"] = "wall time and speed cover only the problems run after the resume"
     summary["platform"] = {"python": platform.python_version(), "torch": torch.__version__}
     write_jsonl_atomic(paths.records, records)
     write_json_atomic(paths.summary, summary)
-    paths.partial.unlink(missing_ok=True)
+    for used in paths.partial_files():
+        used.unlink(missing_ok=True)
     paths.partial_meta.unlink(missing_ok=True)
+    shard.wait()
     if not quiet:
         _print_summary(name, summary, paths)
     return summary
+
+
+def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
+                    stop_strings: tuple[str, ...], on_done) -> int:
+    """Generate for every problem, calling on_done(problem, generations) as each finishes;
+    returns the batch size used. The engine (shared prefix, refilled batch) where the
+    model's cache allows it, else batched `generate`. Out of GPU memory, the batch halves
+    and the unfinished problems go on."""
+    from mathtune import engine
+
+    texts = [prompts[p.id] for p in problems]
+    kwargs = dict(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
+                  add_special_tokens=request.prompt != "chat", samples=request.samples,
+                  temperature=request.temperature)
+    if not problems:
+        return request.batch_size if request.batch_size != "auto" else 1
+    if not engine.supports(model):
+        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done)
+
+    size = request.batch_size
+    if size == "auto":
+        longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        size = engine.auto_batch_size(model, longest + request.max_new_tokens, request.samples)
+    remaining = list(range(len(problems)))
+    while remaining:
+        finished: set[int] = set()
+        try:
+            for i, generations in engine.generate_stream(model, tokenizer, [texts[j] for j in remaining],
+                                                         batch_size=size, **kwargs):
+                on_done(problems[remaining[i]], generations)
+                finished.add(i)
+            remaining = []
+        except torch.cuda.OutOfMemoryError:
+            if size == 1:
+                raise
+            size = max(1, size // 2)
+            torch.cuda.empty_cache()
+            remaining = [j for i, j in enumerate(remaining) if i not in finished]
+    return size
+
+
+def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:
+    cursor = 0
+
+    def run_batch(batch_size: int) -> None:
+        nonlocal cursor
+        chunk = slice(cursor, cursor + batch_size)
+        for problem, generations in zip(problems[chunk], generate_batch(model, tokenizer, texts[chunk], **kwargs)):
+            on_done(problem, generations)
+        cursor += len(problems[chunk])
+
+    batch_size = pick_batch_size(request.batch_size, run_batch)
+    while cursor < len(problems):
+        run_batch(batch_size)
+    return batch_size
 
 
 def _print_summary(name: str, s: dict, paths: EvalPaths) -> None:

@@ -155,7 +155,8 @@ def load_model(
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Under torchrun each process has its own GPU.
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else "cpu"
     model.to(device)
     model.eval()
     return model, tokenizer

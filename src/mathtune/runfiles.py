@@ -70,3 +70,15 @@ def read_jsonl_until_torn(path: Path) -> list[dict]:
             except json.JSONDecodeError:
                 break
     return rows
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a file that a killed process was appending to back to its intact lines, so that
+    appending may go on: a torn last line is dropped, never joined to the next record."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8")
+    rows = read_jsonl_until_torn(path)
+    intact = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if intact != text:
+        write_atomic(path, intact)

@@ -1,0 +1,119 @@
+"""The evaluation decoder (shared-prefix cache, refilled batch) against plain batch-1 generate."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from mathtune.engine import common_prefix_length, generate_stream, supports
+from mathtune.generate import generate_batch
+from mathtune.prompts import STOP_STRINGS, make_prompt_builder
+
+QUESTIONS = [
+    "Tom has 3 apples and buys 4 more. How many?",
+    "What is 2 + 2?",
+    "A farmer has 12 cows, sells 5 and buys 9. How many cows does he have now, after all of that trading?",
+    "Half of 10?",
+    "Sam reads 20 pages a day for 3 days and 5 more on the fourth. Total pages?",
+    "x",
+    "If a pen costs $3, how much do 7 pens cost?",
+    "A train leaves at 3 pm and travels 60 miles an hour for 2 hours. How far does it go?",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    # The saved tiny model greedily writes nothing but newlines; wider weights make every row
+    # write different text, so a token that goes wrong shows.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0, 0.3)
+    return model, tok
+
+
+def _stream(model, tok, prompts, **kwargs):
+    out = dict(generate_stream(model, tok, prompts, **kwargs))
+    assert sorted(out) == list(range(len(prompts)))  # every prompt comes back exactly once
+    return [out[i] for i in range(len(prompts))]
+
+
+def test_common_prefix_leaves_every_prompt_a_token():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert common_prefix_length([[7], [7, 8]]) == 0
+    assert common_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+@pytest.mark.parametrize("kind", ["chat", "cot8"])
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_greedy_tokens_equal_batch1_generate(tiny, one_thread, kind, batch_size):
+    """fp32: the shared prefix, the refills and the dropped rows change no token."""
+    model, tok = tiny
+    assert supports(model)
+    builder = make_prompt_builder(kind)
+    prompts = [builder.render(q, tok) for q in QUESTIONS]
+    stops = STOP_STRINGS[kind]
+    kwargs = dict(max_new_tokens=20, stop_strings=stops, add_special_tokens=kind != "chat")
+    reference = [generate_batch(model, tok, [p], **kwargs)[0] for p in prompts]
+    got = _stream(model, tok, prompts, batch_size=batch_size, **kwargs)
+    assert got == reference
+    if batch_size == 8:
+        # the same with the prefix recomputed per row, so the test also covers the plain path
+        assert _stream(model, tok, prompts, batch_size=batch_size, share_prefix=False, **kwargs) == reference
+
+
+def _greedy_ids(model, tok, prompt, n):
+    """Batch-1 greedy token ids from plain generate, cut at the first turn-end token."""
+    from mathtune.generate import stop_token_ids
+
+    enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=stop_token_ids(tok, model),
+                         pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:].tolist()
+    stops = set(stop_token_ids(tok, model))
+    return next((out[:i] for i, t in enumerate(out) if t in stops), out)
+
+
+def test_rows_stop_where_their_text_first_holds_a_stop_string(tiny, one_thread):
+    """Each row stops at the first token after which its text holds a stop string, is cut
+    there, and counts the tokens it produced up to that point."""
+    model, tok = tiny
+    builder = make_prompt_builder("chat")
+    prompts = [builder.render(q, tok) for q in QUESTIONS]
+    free = [_greedy_ids(model, tok, p, 30) for p in prompts]
+    texts = [tok.decode(ids, skip_special_tokens=True) for ids in free]
+    # Stop strings taken from what the model writes, so several rows really stop early.
+    stops = tuple(sorted({t[12:14] for t in texts[:4] if len(t) > 16 and t[12:14].strip()}))
+    assert stops
+    expected = []
+    for ids in free:
+        n = next((i for i in range(1, len(ids) + 1)
+                  if any(s in tok.decode(ids[:i], skip_special_tokens=True) for s in stops)), None)
+        if n is None:
+            expected.append(None)  # no stop string: compared with generate below
+            continue
+        text = tok.decode(ids[:n], skip_special_tokens=True)
+        expected.append(text[: min(text.find(s) for s in stops if s in text)])
+        expected[-1] = (expected[-1], n)
+    assert sum(e is not None for e in expected) >= 2
+    got = _stream(model, tok, prompts, batch_size=3, max_new_tokens=30, stop_strings=stops)
+    for (g,), e, p in zip(got, expected, prompts):
+        if e is None:
+            assert g == generate_batch(model, tok, [p], max_new_tokens=30, stop_strings=())[0][0]
+        else:
+            assert (g.completion, g.num_generated_tokens, g.truncated) == (e[0], e[1], False)
+
+
+def test_samples_are_seeded_and_grouped(tiny, one_thread):
+    model, tok = tiny
+    prompts = [make_prompt_builder("chat").render(q, tok) for q in QUESTIONS[:4]]
+    kwargs = dict(max_new_tokens=12, stop_strings=(), samples=3, temperature=1.0, batch_size=2)
+    torch.manual_seed(5)
+    a = _stream(model, tok, prompts, **kwargs)
+    torch.manual_seed(5)
+    b = _stream(model, tok, prompts, **kwargs)
+    assert a == b and all(len(g) == 3 for g in a)
+    # at temperature 1 on a random model the samples of one prompt differ
+    assert any(len({s.completion for s in g}) > 1 for g in a)
