@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_train_config
+from mathtune.attention import training_attention
 from mathtune.models import load_model, load_tokenizer
 from mathtune.train import build_datasets, build_trainer, make_lora_config
 
@@ -21,7 +22,8 @@ def make_trainer(tmp_path, tiny_model_dir, small_data_dir, *overrides):
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.report_to=[]", *overrides)
     tokenizer = load_tokenizer(config.model.name_or_path)
     train_set, val_set, _ = build_datasets(config, tokenizer)
-    model, _ = load_model(config.model.name_or_path, device="cpu")
+    attn = training_attention(config.model.attn_implementation, config.train.packing)  # as run_train does
+    model, _ = load_model(config.model.name_or_path, attn_implementation=attn, device="cpu")
     (tmp_path / "train").mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(
         config, tmp_path, model, tokenizer, train_set, val_set, make_lora_config(config, model), eval_on_start=False
@@ -84,18 +86,21 @@ def per_example_losses(logits, labels, position_ids) -> list[torch.Tensor]:
     return losses
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "mathtune_segments"])
 def test_packed_examples_do_not_attend_to_each_other(attn, tmp_path, tiny_model_dir, small_data_dir):
     trainer, _, _ = make_trainer(tmp_path, tiny_model_dir, small_data_dir)
     batch = next(iter(trainer.get_train_dataloader()))
     ids, labels, pos = batch["input_ids"], batch["labels"], batch["position_ids"]
-    model, _ = load_model(str(tiny_model_dir), attn_implementation=attn, device="cpu")
+    model, _ = load_model(str(tiny_model_dir), attn_implementation=training_attention(attn, True), device="cpu")
+    # What the padding-free collator passes besides the tokens: the examples' boundaries.
+    bounds = {k: batch[k] for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")}
 
     with torch.no_grad():
         # transformers builds the block-diagonal mask from position_ids only when there is
         # no attention_mask and no KV cache; TRL's compute_loss passes use_cache=False. A
         # bare forward with the default cache silently lets the examples see each other.
-        packed = per_example_losses(model(input_ids=ids, position_ids=pos, use_cache=False).logits, labels, pos)
+        logits = model(input_ids=ids, position_ids=pos, use_cache=False, **bounds).logits
+        packed = per_example_losses(logits, labels, pos)
         starts = (pos[0] == 0).nonzero().flatten().tolist() + [ids.shape[1]]
         alone = []
         for a, b in zip(starts[:-1], starts[1:]):
@@ -115,7 +120,7 @@ def test_packed_examples_do_not_attend_to_each_other(attn, tmp_path, tiny_model_
         trainer_loss = trainer.compute_loss(trainer.model, dict(batch))
     counts = [(labels[0, a + 1 : b] != -100).sum() for a, b in zip(starts[:-1], starts[1:])]
     expected = sum(loss * n for loss, n in zip(alone, counts)) / sum(counts)
-    if attn == "sdpa":  # the trainer's model is the sdpa one
+    if attn == trainer.model.config._attn_implementation:  # the attention training uses
         torch.testing.assert_close(trainer_loss, expected, rtol=1e-5, atol=1e-5)
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 
+from mathtune.attention import training_attention
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml
 from mathtune.data import Problem, training_splits
 from mathtune.errors import MathtuneError
@@ -72,7 +73,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     model, _ = load_model(
         config.model.name_or_path,
         dtype=config.model.dtype,
-        attn_implementation=config.model.attn_implementation,
+        attn_implementation=training_attention(config.model.attn_implementation, config.train.packing),
         device="cpu",  # the Trainer moves it to this process's device
     )
     peft_config = make_lora_config(config, model)
@@ -362,12 +363,12 @@ class MetricsFileCallback(TrainerCallback):
         self.path = path
         self.elapsed_before = 0.0  # training time of earlier sessions of a resumed run
         self.started = time.monotonic()
+        self.lines: list[dict] = []  # the file's lines, kept here so a log never re-reads it
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
-        if self.path.is_file():
-            lines = read_jsonl_until_torn(self.path)
-            self.elapsed_before = lines[-1].get("elapsed_s", 0.0) if lines else 0.0
+        self.lines = read_jsonl_until_torn(self.path) if self.path.is_file() else []
+        self.elapsed_before = self.lines[-1].get("elapsed_s", 0.0) if self.lines else 0.0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
@@ -379,7 +380,7 @@ class MetricsFileCallback(TrainerCallback):
         fields = {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs}
         if not fields:
             return
-        lines = read_jsonl_until_torn(self.path) if self.path.is_file() else []
+        lines = self.lines
         merged = bool(lines) and lines[-1]["step"] == state.global_step
         record = lines.pop() if merged else {"step": state.global_step}
         record.update(fields)
