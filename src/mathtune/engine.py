@@ -30,6 +30,9 @@ import torch
 
 from mathtune.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, stop_token_ids
 
+# Whether generate_stream shares the prompts' common prefix by default (the eval speed
+# benchmark switches it off to measure what it contributes).
+SHARE_PREFIX = True
 # Stop strings are short; the last few tokens hold any that the newest token completes.
 _STOP_TAIL_TOKENS = 8
 # Prompt tokens run through the model in one prefill forward (bounds its activations).
@@ -163,7 +166,7 @@ def generate_stream(
     batch_size: int = 8,
     prefill_size: int | None = None,
     prefill_tokens: int | None = None,
-    share_prefix: bool = True,
+    share_prefix: bool | None = None,
 ) -> Iterator[tuple[int, list[Generation]]]:
     """Yield (prompt index, its `samples` generations) as each prompt finishes.
 
@@ -183,6 +186,7 @@ def generate_stream(
     prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
 
     # --- the shared prefix, run once ---
+    share_prefix = SHARE_PREFIX if share_prefix is None else share_prefix
     prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
     prefix_kv = None
     if prefix_len > 0:
@@ -225,12 +229,22 @@ def generate_stream(
     def finished(row: _Row) -> bool:
         return row.stopped_by_token or row.stopped_by_string or len(row.tokens) >= max_new_tokens
 
+    # A stop string can only be completed by a token whose text holds the string's last
+    # character; only after such a token is the row's tail decoded (per token id, cached).
+    last_chars = {s[-1] for s in text_stops}
+    may_complete: dict[int, bool] = {}
+
     def push(row: _Row, token: int) -> None:
         if token in stop_set:
             row.stopped_by_token = True
             return
         row.tokens.append(token)
-        if text_stops:
+        if not text_stops:
+            return
+        if token not in may_complete:
+            text = tokenizer.decode([token], skip_special_tokens=True)
+            may_complete[token] = any(c in text for c in last_chars) or "\ufffd" in text
+        if may_complete[token]:
             tail = tokenizer.decode(row.tokens[-_STOP_TAIL_TOKENS:], skip_special_tokens=True)
             row.stopped_by_string = any(s in tail for s in text_stops)
 
