@@ -1,0 +1,69 @@
+"""Model shapes with random weights, for timing where no real weights can be had.
+
+Speed does not depend on the weights' values, only on the shapes; the tokenizer and the
+text are real (the Qwen2.5 tokenizer, GSM8K), so every sequence has its real length.
+
+    folder = build_shape("qwen2-1.5b", tokenizer_dir, out_dir, dtype=torch.bfloat16)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+# Qwen2-1.5B's config.json, field for field where it shapes the computation.
+SHAPES = {
+    "qwen2-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+                       max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6),
+    # For trying the bench scripts on a CPU in seconds: the real vocabulary, a tiny body.
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
+                 max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6),
+}
+
+
+def build_shape(name: str, tokenizer_dir: Path, out_dir: Path, dtype: torch.dtype = torch.float32) -> Path:
+    """Write a random-weight model of this shape with the given tokenizer to out_dir."""
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    if name not in SHAPES:
+        raise SystemExit(f"unknown shape {name!r} (known: {', '.join(SHAPES)})")
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").is_file():
+        return out_dir
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    config = Qwen2Config(**SHAPES[name], eos_token_id=stops[1], bos_token_id=stops[1], pad_token_id=stops[1])
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen2ForCausalLM(config).to(dtype)
+    model.generation_config.eos_token_id = stops
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def machine() -> dict:
+    """The device and library versions a result was measured with."""
+    import os
+    import platform
+
+    import transformers
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for lib in ("peft", "trl", "accelerate", "lm_eval", "liger_kernel"):
+        try:
+            info[lib] = __import__(lib).__version__
+        except (ImportError, AttributeError):
+            pass
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    else:
+        info["device"] = f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return info
