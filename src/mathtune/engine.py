@@ -74,6 +74,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     stopped_by_token: bool = False
     stopped_by_string: bool = False
+    done: bool = False
 
 
 class _Batch:
@@ -180,7 +181,8 @@ def generate_stream(
     stops = stop_token_ids(tokenizer, model)
     stop_set = set(stops)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    text_stops = tuple(s for s in stop_strings if s)
+    # Turn-end markers are special tokens, matched by id (decoded text never holds them).
+    text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
     ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
     prefill_size = prefill_size or max(1, batch_size // 4)
     prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
@@ -259,40 +261,50 @@ def generate_stream(
     pending_done: dict[int, dict[int, Generation]] = {}
     next_tokens = torch.empty(0, dtype=torch.long, device=device)
 
-    while queue or batch.rows:
-        # Refill: new prompts into the free places, several at a time.
-        free = batch_size - len({row.prompt_index for row in batch.rows})
-        if queue and (free >= prefill_size or not batch.rows):
+    def record(rows: list[_Row], tokens: list[int]) -> Iterator[tuple[int, list[Generation]]]:
+        """Give each running row its chosen token; yield the prompts whose rows all finished."""
+        for row, token in zip(rows, tokens):
+            if row.done:
+                continue
+            push(row, token)
+            if finished(row):
+                row.done = True
+                done = pending_done.setdefault(row.prompt_index, {})
+                done[row.sample] = result(row)
+                if len(done) == samples:
+                    yield row.prompt_index, [done[s] for s in range(samples)]
+                    del pending_done[row.prompt_index]
+
+    while True:
+        # Finished rows stay (decoded, their tokens ignored) until enough have piled up to be
+        # worth the copy of the cache that removing them costs, or their places are refilled.
+        running = [i for i, row in enumerate(batch.rows) if not row.done]
+        free = batch_size - len({batch.rows[i].prompt_index for i in running})
+        refill = bool(queue) and (free >= prefill_size or not running)
+        finished_rows = len(batch) - len(running)
+        if finished_rows and (refill or not running or finished_rows >= max(1, len(batch) // 4)):
+            batch.keep(running)
+            next_tokens = next_tokens[running] if running else next_tokens[:0]
+        if refill:
             while queue and free > 0:
                 # As many as fit in one prefill forward (the queue is longest first).
                 take = max(1, min(free, prefill_tokens // max(1, len(ids[queue[0]]) - prefix_len)))
                 group, queue = queue[:take], queue[take:]
                 free -= take
                 new, logits = prefill(group)
+                first = _pick(logits, temperature)
                 batch.add(new)
-                next_tokens = torch.cat([next_tokens, _pick(logits, temperature)])
-        # Record the chosen tokens; retire finished rows.
-        chosen = next_tokens.tolist()
-        keep = []
-        for i, (row, token) in enumerate(zip(batch.rows, chosen)):
-            push(row, token)
-            if not finished(row):
-                keep.append(i)
+                next_tokens = torch.cat([next_tokens, first])
+                yield from record(new.rows, first.tolist())
+        if not any(not row.done for row in batch.rows):
+            if queue:
                 continue
-            done = pending_done.setdefault(row.prompt_index, {})
-            done[row.sample] = result(row)
-            if len(done) == samples:
-                yield row.prompt_index, [done[s] for s in range(samples)]
-                del pending_done[row.prompt_index]
-        if len(keep) < len(batch):
-            batch.keep(keep)
-            next_tokens = next_tokens[keep] if keep else next_tokens[:0]
-        if not batch.rows:
-            continue
-        # One decoding step for every row still running.
+            return
+        # One decoding step for every row in the batch.
         mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=device)], dim=1)
         out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=batch.next_pos[:, None],
                     past_key_values=batch.cache, use_cache=True)
         batch.mask = mask
         batch.next_pos = batch.next_pos + 1
         next_tokens = _pick(out.logits[:, -1, :].float(), temperature)
+        yield from record(batch.rows, next_tokens.tolist())

@@ -304,7 +304,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
             done_records[problem.id] = record
             bar.update(1)
 
-        batch_size = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
+        batch_size, decoder = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
     bar.close()
     shard.wait()
     wall = time.perf_counter() - start
@@ -319,6 +319,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     records = [done_records[p.id] for p in problems]
     summary = summarize(records, request, wall_time_s=wall, batch_size=batch_size, device=device, dtype=dtype)
     summary["world_size"] = shard.world_size
+    summary["decoder"] = decoder
     if len(pending) < len(problems):
         summary["resumed_from"] = len(problems) - len(pending)
         summary["wall_time_note"] = "wall time and speed cover only the problems run after the resume"
@@ -335,9 +336,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
 
 
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
-                    stop_strings: tuple[str, ...], on_done) -> int:
+                    stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
     """Generate for every problem, calling on_done(problem, generations) as each finishes;
-    returns the batch size used. The engine (shared prefix, refilled batch) where the
+    returns the batch size used and which decoder ran. The engine (shared prefix, refilled batch) where the
     model's cache allows it, else batched `generate`. Out of GPU memory, the batch halves
     and the unfinished problems go on."""
     from mathtune import engine
@@ -347,9 +348,9 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
                   add_special_tokens=request.prompt != "chat", samples=request.samples,
                   temperature=request.temperature)
     if not problems:
-        return request.batch_size if request.batch_size != "auto" else 1
+        return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
     if not engine.supports(model):
-        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done)
+        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done), "transformers generate"
 
     size = request.batch_size
     if size == "auto":
@@ -370,7 +371,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
             size = max(1, size // 2)
             torch.cuda.empty_cache()
             remaining = [j for i, j in enumerate(remaining) if i not in finished]
-    return size
+    return size, "mathtune engine (shared prefix, refilled batch)"
 
 
 def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:
