@@ -276,7 +276,10 @@ def run_worker(args, path: str) -> dict:
         cmd = [sys.executable, __file__, "--worker", path, "--result", str(out)] + args.passthrough
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"{path} failed:\n{proc.stderr[-4000:]}")
+            # Recorded, not fatal: a path that runs out of memory is a result too.
+            why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}"
+            print(f"{path} failed: {why}\n{proc.stderr[-2000:]}", file=sys.stderr)
+            return {"failed": why}
         return json.loads(out.read_text())
 
 
@@ -328,10 +331,12 @@ def main() -> None:
     for path in args.paths.split(","):
         print(f"{path} ...", flush=True)
         r = run_worker(args, path)
+        results["paths"][path] = r
+        if "failed" in r:
+            continue
         r["achieved_tflops"] = total_flops / r["seconds"] / 1e12
         r["mfu"] = total_flops / r["seconds"] / peak
-        results["paths"][path] = r
-    if {"mathtune", "trl"} <= set(results["paths"]):
+    if all(p in results["paths"] and "failed" not in results["paths"][p] for p in ("mathtune", "trl")):
         m, t = results["paths"]["mathtune"], results["paths"]["trl"]
         results["speedup_tokens_per_s"] = m["tokens_per_s"] / t["tokens_per_s"]
         results["same_real_tokens"] = m["real_tokens"] == t["real_tokens"]
@@ -348,8 +353,11 @@ def print_table(res: dict) -> None:
           f"batch {res['batch_size']}, max_length {res['max_length']}, {res['epochs']} epoch(s)")
     print("path          | attention         | packing | ckpt  | steps | real tokens | tokens/s | step s | "
           "peak GiB | loss before | mean loss | TFLOP/s | MFU   | x TRL")
-    base = res["paths"].get("trl", {}).get("tokens_per_s")
+    base = res["paths"].get("trl", {}).get("tokens_per_s")  # None when TRL did not run or failed
     for name, r in res["paths"].items():
+        if "failed" in r:
+            print(f"{name:13s} | failed: {r['failed']}")
+            continue
         print(f"{name:13s} | {r['attention']:17s} | {str(r['packing']):7s} | {str(r['gradient_checkpointing']):5s} | "
               f"{r['steps']:5d} | {r['real_tokens']:11d} | {r['tokens_per_s']:8.1f} | {r['step_s']:6.2f} | "
               f"{r['peak_memory_bytes'] / 2**30:8.2f} | {r['untrained_loss']:11.4f} | {r['mean_loss']:9.4f} | "
