@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-DEFAULT_DATA = os.environ.get("MATHTUNE_DATA", str(HERE.parent.parent / "shared" / "gsm8k"))
-DEFAULT_TOKENIZER = str(HERE.parent.parent / "shared" / "qwen2.5-tokenizer")
 
 
 def _problems_and_prompts(args, tokenizer):
@@ -148,12 +145,10 @@ def run_worker(args, path: str, prompt: str) -> dict:
 
 
 def main() -> None:
+    from shapes import add_model_arguments
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="hub id, folder or .gguf")
-    src.add_argument("--shape", help="random weights of this shape (bench/shapes.py), with --tokenizer")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
-    p.add_argument("--data", default=DEFAULT_DATA)
+    add_model_arguments(p)
     p.add_argument("--limit", type=int, default=16)
     p.add_argument("--prompts", default="cot8,chat")
     p.add_argument("--prompt", help=argparse.SUPPRESS)
@@ -179,18 +174,11 @@ def main() -> None:
         args.result.write_text(json.dumps(run_named(args.worker, args)))
         return
 
-    from shapes import build_shape, machine
+    from shapes import machine, resolve_model
 
-    if args.shape:
-        import torch
+    from mathtune.models import resolve_dtype
 
-        from mathtune.models import resolve_dtype
-
-        folder = Path(tempfile.gettempdir()) / f"mathtune-shape-{args.shape}-{args.dtype}"
-        args.model = str(build_shape(args.shape, Path(args.tokenizer), folder, resolve_dtype(args.dtype)))
-        del torch
-    if not args.model:
-        raise SystemExit("give --model PATH or --shape NAME")
+    args.model = resolve_model(args, resolve_dtype(args.dtype))
     args.passthrough = [
         "--model", args.model, "--data", args.data, "--limit", str(args.limit), "--max-new-tokens",
         str(args.max_new_tokens), "--batch-size", str(args.batch_size), "--batch1-sample", str(args.batch1_sample),

@@ -8,10 +8,16 @@ text are real (the Qwen2.5 tokenizer, GSM8K), so every sequence has its real len
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
+
+_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = os.environ.get("MATHTUNE_DATA", str(_ROOT.parent / "shared" / "gsm8k"))
+DEFAULT_TOKENIZER = str(_ROOT.parent / "shared" / "qwen2.5-tokenizer")
 
 # Qwen2-1.5B's config.json, field for field where it shapes the computation.
 SHAPES = {
@@ -67,3 +73,22 @@ def machine() -> dict:
     else:
         info["device"] = f"cpu ({platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     return info
+
+
+def add_model_arguments(parser) -> None:
+    """--model / --shape / --tokenizer / --data, as both bench scripts take them."""
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", help="hub id, folder or .gguf")
+    src.add_argument("--shape", help=f"random weights of this shape ({', '.join(SHAPES)}), with --tokenizer")
+    parser.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
+    parser.add_argument("--data", default=DEFAULT_DATA)
+
+
+def resolve_model(args, dtype: torch.dtype) -> str:
+    """The model folder: --model as given, or --shape built once into the temp folder."""
+    if args.shape:
+        folder = Path(tempfile.gettempdir()) / f"mathtune-shape-{args.shape}-{args.dtype}"
+        return str(build_shape(args.shape, Path(args.tokenizer), folder, dtype))
+    if not args.model:
+        raise SystemExit("give --model PATH or --shape NAME")
+    return args.model

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -43,8 +42,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-DEFAULT_DATA = os.environ.get("MATHTUNE_DATA", str(HERE.parent.parent / "shared" / "gsm8k"))
-DEFAULT_TOKENIZER = str(HERE.parent.parent / "shared" / "qwen2.5-tokenizer")
 # Dense peak TFLOP/s (no sparsity) by device name fragment: (bf16, fp32 without TF32).
 GPU_PEAK_TFLOPS = {"H100": (989.0, 67.0), "H200": (989.0, 67.0), "A100": (312.0, 19.5)}
 
@@ -284,12 +281,10 @@ def run_worker(args, path: str) -> dict:
 
 
 def main() -> None:
+    from shapes import add_model_arguments
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", help="hub id, folder or .gguf")
-    src.add_argument("--shape", help="random weights of this shape (bench/shapes.py), with --tokenizer")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
-    p.add_argument("--data", default=DEFAULT_DATA)
+    add_model_arguments(p)
     p.add_argument("--limit", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-length", type=int, default=256)
@@ -307,16 +302,12 @@ def main() -> None:
         args.result.write_text(json.dumps(run_named(args.worker, args)))
         return
 
-    from shapes import build_shape, machine
+    from shapes import machine, resolve_model
 
     from mathtune.models import resolve_dtype
 
     dtype = resolve_dtype(args.dtype)
-    if args.shape:
-        folder = Path(tempfile.gettempdir()) / f"mathtune-shape-{args.shape}-{args.dtype}"
-        args.model = str(build_shape(args.shape, Path(args.tokenizer), folder, dtype))
-    if not args.model:
-        raise SystemExit("give --model PATH or --shape NAME")
+    args.model = resolve_model(args, dtype)
     args.passthrough = ["--model", args.model, "--data", args.data, "--limit", str(args.limit), "--batch-size",
                         str(args.batch_size), "--max-length", str(args.max_length), "--epochs", str(args.epochs),
                         "--dtype", args.dtype]
