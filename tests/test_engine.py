@@ -117,3 +117,19 @@ def test_samples_are_seeded_and_grouped(tiny, one_thread):
     assert a == b and all(len(g) == 3 for g in a)
     # at temperature 1 on a random model the samples of one prompt differ
     assert any(len({s.completion for s in g}) > 1 for g in a)
+
+
+def test_unmerged_adapter_decodes_like_generate(tiny, one_thread):
+    """bf16/fp16 evaluation keeps a LoRA adapter unmerged: the engine drives the PEFT model."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.eval()
+    try:
+        prompts = [make_prompt_builder("chat").render(q, tok) for q in QUESTIONS[:5]]
+        kwargs = dict(max_new_tokens=12, stop_strings=())
+        reference = [generate_batch(peft_model, tok, [p], **kwargs)[0] for p in prompts]
+        assert _stream(peft_model, tok, prompts, batch_size=2, **kwargs) == reference
+    finally:
+        peft_model.unload()  # the module-scoped tiny model goes back to plain

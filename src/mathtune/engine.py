@@ -146,6 +146,14 @@ def common_prefix_length(token_lists: list[list[int]]) -> int:
     return max(n, 0)
 
 
+def _cache_keyword(model) -> str:
+    """transformers 5.2x renamed forward's `past_key_values` to `cache` (the old name warns)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Greedy argmax, or a draw from softmax(logits / T); logits are float32."""
     if temperature > 0:
@@ -186,6 +194,7 @@ def generate_stream(
     ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
     prefill_size = prefill_size or max(1, batch_size // 4)
     prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
+    cache_kw = _cache_keyword(model)
 
     # --- the shared prefix, run once ---
     share_prefix = SHARE_PREFIX if share_prefix is None else share_prefix
@@ -193,7 +202,7 @@ def generate_stream(
     prefix_kv = None
     if prefix_len > 0:
         cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([ids[0][:prefix_len]], device=device), past_key_values=cache,
+        model(input_ids=torch.tensor([ids[0][:prefix_len]], device=device), **{cache_kw: cache},
               use_cache=True, logits_to_keep=1)
         prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -216,7 +225,7 @@ def generate_stream(
                 cache.update(keys.expand(k, -1, -1, -1).contiguous(), values.expand(k, -1, -1, -1).contiguous(),
                              layer_idx)
             mask = torch.cat([torch.ones((k, prefix_len), dtype=torch.long, device=device), smask], dim=1)
-        out = model(input_ids=inp, attention_mask=mask, position_ids=pos, past_key_values=cache,
+        out = model(input_ids=inp, attention_mask=mask, position_ids=pos, **{cache_kw: cache},
                     use_cache=True, logits_to_keep=1)
         logits = out.logits[:, -1, :].float()
         next_pos = pos[:, -1] + 1
@@ -303,7 +312,7 @@ def generate_stream(
         # One decoding step for every row in the batch.
         mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=device)], dim=1)
         out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=batch.next_pos[:, None],
-                    past_key_values=batch.cache, use_cache=True)
+                    **{cache_kw: batch.cache}, use_cache=True)
         batch.mask = mask
         batch.next_pos = batch.next_pos + 1
         next_tokens = _pick(out.logits[:, -1, :].float(), temperature)
