@@ -312,7 +312,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         shard.wait()  # the first process writes the merged files
         return json.loads(paths.summary.read_text())
 
-    done_records = {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
+    if shard.world_size > 1:  # the other processes' records are only on disk
+        done_records = {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
     missing = [p.id for p in problems if p.id not in done_records]
     if missing:
         raise MathtuneError(f"eval/{name}: {len(missing)} problems have no record after generation (e.g. {missing[0]})")
@@ -337,7 +338,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
 
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
                     stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
-    """Generate for every problem, calling on_done(problem, generations) as each finishes;
+    """Generate for every problem (given longest prompt first), calling on_done(problem,
+    generations) as each finishes;
     returns the batch size used and which decoder ran. The engine (shared prefix, refilled batch) where the
     model's cache allows it, else batched `generate`. Out of GPU memory, the batch halves
     and the unfinished problems go on."""
@@ -354,7 +356,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
 
     size = request.batch_size
     if size == "auto":
-        longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        longest = len(tokenizer(texts[0], add_special_tokens=False)["input_ids"])  # problems come longest first
         size = engine.auto_batch_size(model, longest + request.max_new_tokens, request.samples)
     remaining = list(range(len(problems)))
     while remaining:

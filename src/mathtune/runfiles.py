@@ -32,8 +32,12 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+def jsonl_text(rows: list[dict]) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+
+
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_atomic(path, jsonl_text(rows))
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
@@ -77,8 +81,6 @@ def repair_jsonl(path: Path) -> None:
     appending may go on: a torn last line is dropped, never joined to the next record."""
     if not path.is_file():
         return
-    text = path.read_text(encoding="utf-8")
-    rows = read_jsonl_until_torn(path)
-    intact = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    if intact != text:
+    intact = jsonl_text(read_jsonl_until_torn(path))
+    if intact != path.read_text(encoding="utf-8"):
         write_atomic(path, intact)
