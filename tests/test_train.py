@@ -17,7 +17,7 @@ from mathtune.errors import MathtuneError
 from mathtune.train import EVAL_FIELDS, TRAIN_FIELDS, run_train
 
 SUMMARY_KEYS = {
-    "global_step", "max_steps", "epochs_completed", "best_step", "best_eval_loss", "best_checkpoint",
+    "method", "global_step", "max_steps", "epochs_completed", "best_step", "best_eval_loss", "best_checkpoint",
     "stopped_early", "early_stopping_patience", "train_examples", "val_examples", "dropped_too_long",
     "wall_time_s", "tokens_seen", "tokens_seen_kind", "tokens_per_s", "peak_memory_bytes",
     "peak_memory_kind", "trainable_params", "total_params", "device", "world_size", "dtype",

@@ -60,7 +60,63 @@ class LoraConfig(_Section):
     """Module names to adapt, or 'all-linear' (every linear layer except the LM head)."""
 
 
+# Reward names GRPO accepts (mathtune.grpo.REWARDS holds the functions).
+GRPO_REWARDS = ("exact_match", "format")
+
+
+class RftConfig(_Section):
+    samples: int = Field(4, gt=0)
+    """Solutions sampled from the base model per training problem."""
+    keep: int = Field(1, gt=0)
+    """At most this many distinct strictly correct solutions kept per problem."""
+    temperature: float = Field(0.7, ge=0.0)
+    """Sampling temperature (0 = greedy, only with samples: 1)."""
+    max_new_tokens: int = Field(512, gt=0)
+    """Generation budget per sampled solution; a truncated one is never kept."""
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self) -> "RftConfig":
+        if self.samples > 1 and self.temperature == 0.0:
+            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
+        return self
+
+
+class GrpoConfig(_Section):
+    group_size: int = Field(4, ge=2)
+    """Completions sampled per prompt; rewards are compared within each group (TRL's
+    num_generations). train.batch_size counts completions and must be a multiple of it."""
+    max_completion_length: int = Field(512, gt=0)
+    """Generation budget per completion."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature of the completions."""
+    beta: float = Field(0.04, ge=0.0)
+    """KL coefficient against the base model (the adapter switched off); 0 drops the KL term."""
+    rewards: dict[str, float] = {"exact_match": 1.0}
+    """Reward name -> weight. exact_match: 1 when the strict scorer finds the gold answer;
+    format: 1 when the completion states a final answer in a strict form at all."""
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimizer steps (default: train.epochs over the prompts)."""
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("needs at least one reward")
+        unknown = [k for k in v if k not in GRPO_REWARDS]
+        if unknown:
+            raise ValueError(f"unknown reward '{unknown[0]}' (expected one of {', '.join(GRPO_REWARDS)})")
+        return v
+
+
 class TrainConfig(_Section):
+    method: Literal["sft", "rft", "grpo"] = "sft"
+    """sft: LoRA on the gold solutions (the seed's recipe); rft: LoRA on the base model's own
+    strictly correct samples (gold where none is correct); grpo: TRL's GRPO with the strict
+    exact-match scorer as the reward."""
+    rft: RftConfig = RftConfig()
+    """Settings of method rft."""
+    grpo: GrpoConfig = GrpoConfig()
+    """Settings of method grpo."""
     epochs: float = Field(3.0, gt=0)
     """Passes over the training split."""
     learning_rate: float = Field(2.0e-4, gt=0)
@@ -87,6 +143,16 @@ class TrainConfig(_Section):
     """transformers scheduler name."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on large models."""
+
+    @model_validator(mode="after")
+    def _grpo_batch_holds_groups(self) -> "TrainConfig":
+        if self.method == "grpo" and (self.batch_size * self.gradient_accumulation_steps) % self.grpo.group_size:
+            raise ValueError(
+                f"with method grpo, batch_size x gradient_accumulation_steps "
+                f"({self.batch_size * self.gradient_accumulation_steps}) must be a multiple of grpo.group_size "
+                f"({self.grpo.group_size})"
+            )
+        return self
 
 
 class EvalConfig(_Section):

@@ -158,7 +158,11 @@ class EvalPaths:
 
     @classmethod
     def for_name(cls, out_dir: Path, name: str) -> "EvalPaths":
-        d = Path(out_dir) / "eval"
+        return cls.in_folder(Path(out_dir) / "eval", name)
+
+    @classmethod
+    def in_folder(cls, folder: Path, name: str) -> "EvalPaths":
+        d = Path(folder)
         return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
                    d / f"{name}.partial.json")
 
@@ -232,9 +236,10 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
 
 
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
-             quiet: bool = False) -> dict:
+             quiet: bool = False, paths: EvalPaths | None = None) -> dict:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
-    (the pipeline evaluates base and tuned without loading twice).
+    (the pipeline evaluates base and tuned without loading twice), and paths to write
+    somewhere other than OUT/eval/NAME.* (RFT keeps its samples in train/).
 
     Under torchrun (or accelerate launch) every process takes a share of the problems and
     appends to its own partial file; the first process merges them into the same records
@@ -244,7 +249,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if request.samples > 1 and request.temperature == 0:
         raise MathtuneError("samples > 1 needs a temperature > 0")
     name = name or default_name(request)
-    paths = EvalPaths.for_name(out_dir, name)
+    paths = paths or EvalPaths.for_name(out_dir, name)
     problems, builder = load_problems(request)  # data errors surface before the slow model load
     done = finished_summary(paths, request)
     if done is not None:

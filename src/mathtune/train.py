@@ -68,12 +68,27 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
             print(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
         return run_dir
     check_trackers(config.train.report_to)
+    method = config.train.method
     tokenizer = load_tokenizer(config.model.name_or_path)  # the data checks need no weights
-    train_set, val_set, data_counts = build_datasets(config, tokenizer)
+    train_problems, val_problems = training_splits(
+        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
+    )
+    if method == "grpo":
+        from datasets import Dataset
+
+        from mathtune.grpo import prompt_rows
+
+        train_set, val_set = Dataset.from_list(prompt_rows(config, tokenizer, train_problems)), None
+        data_counts = {"train_examples": len(train_set), "val_examples": 0,
+                       "dropped_too_long": {"train": 0, "validation": 0}}
+    else:
+        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems)
     model, _ = load_model(
         config.model.name_or_path,
         dtype=config.model.dtype,
-        attn_implementation=training_attention(config.model.attn_implementation, config.train.packing),
+        # GRPO trains on unpacked, padded batches
+        attn_implementation=training_attention(config.model.attn_implementation,
+                                               config.train.packing and method != "grpo"),
         device="cpu",  # the Trainer moves it to this process's device
     )
     peft_config = make_lora_config(config, model)
@@ -87,9 +102,26 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
             print(f"resuming from {checkpoint}")
     state.wait_for_everyone()
 
-    trainer = build_trainer(
-        config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None
-    )
+    recipe_stats = None
+    if method == "rft":
+        from mathtune.rft import rft_training_pairs
+
+        def fits(prompt: str, completion: str) -> bool:
+            return text_length(tokenizer, prompt, completion) <= config.data.max_length
+
+        pairs, recipe_stats = rft_training_pairs(config, run_dir, model, tokenizer, train_problems, fits)
+        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems,
+                                                         train_pairs=pairs)
+
+    if method == "grpo":
+        from mathtune.grpo import build_grpo_trainer, step_fields, FIELD_ORDER
+
+        callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
+        trainer = build_grpo_trainer(config, run_dir, model, tokenizer, train_set, peft_config, callbacks)
+    else:
+        trainer = build_trainer(
+            config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None
+        )
 
     # --- train ---
     if torch.cuda.is_available():
@@ -101,11 +133,13 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     if state.is_main_process:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
+        if recipe_stats is not None:
+            summary["rft"] = recipe_stats
         write_json_atomic(run_dir / "train" / "summary.json", summary)
-        print(
-            f"training done: best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f}), "
-            f"{summary['global_step']} steps in {summary['wall_time_s']:.0f} s; adapter in {run_dir / 'adapter'}"
-        )
+        best = (f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})"
+                if summary["best_step"] is not None else "adapter of the last step")
+        print(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
+              f"adapter in {run_dir / 'adapter'}")
     state.wait_for_everyone()
     return run_dir
 
@@ -157,10 +191,15 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
-    """Write config.yaml; on a fresh start, clear what an earlier attempt of this stage left."""
+    """Write config.yaml; on a fresh start, clear what an earlier attempt of this stage left,
+    except RFT's samples (they are reused only when their settings match, see rft.py)."""
     if fresh:
-        for stale in (run_dir / "train", run_dir / "adapter"):
-            shutil.rmtree(stale, ignore_errors=True)
+        shutil.rmtree(run_dir / "adapter", ignore_errors=True)
+        if (run_dir / "train").is_dir():
+            for stale in (run_dir / "train").iterdir():
+                if stale.name.startswith("rft_samples."):
+                    continue
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
 
@@ -213,21 +252,23 @@ def text_length(tokenizer, prompt: str, completion: str) -> int:
     return len(tokenizer(text=prompt + completion)["input_ids"])
 
 
-def build_datasets(config: Config, tokenizer):
-    """Prompt/completion datasets (TRL then puts the loss on completion tokens only).
+def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None, val: list[Problem] | None = None,
+                   *, train_pairs: list[tuple[str, str]] | None = None):
+    """Prompt/completion datasets (TRL then puts the loss on completion tokens only): the
+    gold solutions, or for training the given (prompt, completion) pairs (RFT's samples).
+    Validation is always on the gold solutions.
 
     Examples longer than data.max_length are dropped, not truncated: a cut answer has no
     '#### N' line and no turn end, so it would teach the model to ramble and never stop."""
     from datasets import Dataset
 
-    train, val = training_splits(
-        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
-    )
+    if train is None or val is None:
+        train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
+                                     train_limit=config.data.train_limit)
 
-    def rows(problems: list[Problem], split: str) -> tuple[list[dict], int]:
+    def rows(pairs: list[tuple[str, str]], split: str) -> tuple[list[dict], int]:
         kept, lengths = [], []
-        for problem in problems:
-            prompt, completion = training_pair(problem, tokenizer, config.data.prompt)
+        for prompt, completion in pairs:
             n = text_length(tokenizer, prompt, completion)
             lengths.append(n)
             if n <= config.data.max_length:
@@ -237,10 +278,13 @@ def build_datasets(config: Config, tokenizer):
                 f"data.max_length {config.data.max_length} cuts the answer of every {split} example "
                 f"(the shortest needs {min(lengths)} tokens)"
             )
-        return kept, len(problems) - len(kept)
+        return kept, len(pairs) - len(kept)
 
-    train_rows, train_dropped = rows(train, "training")
-    val_rows, val_dropped = rows(val, "validation")
+    def gold(problems: list[Problem]) -> list[tuple[str, str]]:
+        return [training_pair(problem, tokenizer, config.data.prompt) for problem in problems]
+
+    train_rows, train_dropped = rows(gold(train) if train_pairs is None else train_pairs, "training")
+    val_rows, val_dropped = rows(gold(val), "validation")
     counts = {
         "train_examples": len(train_rows),
         "val_examples": len(val_rows),
@@ -359,8 +403,12 @@ class MetricsFileCallback(TrainerCallback):
     duplicate. Written by hand: the Trainer's own log_history lives inside checkpoints and
     is lost between them."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fields_of=None, order: tuple[str, ...] | None = None):
         self.path = path
+        # What one log contributes to a line (SFT: the TRAIN_FIELDS and EVAL_FIELDS it has;
+        # GRPO: mathtune.grpo.step_fields), and the order of a line's keys.
+        self.fields_of = fields_of or (lambda logs: {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs})
+        self.order = ("step", "epoch") + (order or TRAIN_FIELDS + EVAL_FIELDS) + ("elapsed_s",)
         self.elapsed_before = 0.0  # training time of earlier sessions of a resumed run
         self.started = time.monotonic()
         self.lines: list[dict] = []  # the file's lines, kept here so a log never re-reads it
@@ -377,7 +425,7 @@ class MetricsFileCallback(TrainerCallback):
         # "train_loss" marks the end-of-training summary log, which is not a step.
         if not state.is_world_process_zero or not logs or "train_loss" in logs:
             return
-        fields = {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs}
+        fields = self.fields_of(logs)
         if not fields:
             return
         lines = self.lines
@@ -386,17 +434,12 @@ class MetricsFileCallback(TrainerCallback):
         record.update(fields)
         record["epoch"] = round(state.epoch or 0.0, 4)
         record["elapsed_s"] = round(self.elapsed(), 3)
-        lines.append(order_record(record))
+        lines.append({k: record[k] for k in self.order if k in record} | record)
         if merged:  # the eval log of a step already written for training: replace its line
             write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
         else:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(lines[-1]) + "\n")
-
-
-def order_record(record: dict) -> dict:
-    order = ("step", "epoch") + TRAIN_FIELDS + EVAL_FIELDS + ("elapsed_s",)
-    return {k: record[k] for k in order if k in record}
 
 
 # ---------------------------------------------------------------------------------------
@@ -436,6 +479,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     best_step = state.best_global_step
     hourly = config.train.gpu_hourly_usd
     return {
+        "method": config.train.method,
         "global_step": state.global_step,
         "max_steps": state.max_steps,
         "epochs_completed": round(state.epoch or 0.0, 4),

@@ -1,0 +1,163 @@
+"""Rejection-sampling fine-tuning (RFT): the training examples of `train.method: rft`.
+
+    train: {method: rft, rft: {samples: 4, keep: 1, temperature: 0.7, max_new_tokens: 512}}
+
+1. The base model samples `rft.samples` solutions per training problem (seeded, at
+   `rft.temperature`) through the decoder and scorer of `mathtune eval`; every sample is
+   kept with its score in RUN_DIR/train/rft_samples.jsonl (one line per problem), which
+   resumes like an evaluation and is reused by a rerun of the same settings.
+2. Per problem, the strictly correct samples that stopped on their own and fit
+   data.max_length are kept, deduplicated, at most `rft.keep`; a problem with none keeps
+   its gold solution instead.
+3. LoRA SFT trains on those (train.py), validated on the gold solutions of the same
+   validation split as the sft method, with the same early stopping.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from mathtune.config import Config
+from mathtune.data import Problem
+from mathtune.errors import MathtuneError
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate
+from mathtune.prompts import end_of_turn, training_pair
+from mathtune.runfiles import read_jsonl_until_torn
+
+SAMPLES_NAME = "rft_samples"
+
+
+def sample_paths(run_dir: Path) -> EvalPaths:
+    """train/rft_samples.jsonl and its summary (and partial files while sampling runs)."""
+    return EvalPaths.in_folder(Path(run_dir) / "train", SAMPLES_NAME)
+
+
+def sampling_request(config: Config) -> EvalRequest:
+    """The evaluation request whose records are the samples: the training split (after the
+    seeded split and data.train_limit, the same problems SFT trains on) under the training
+    prompt."""
+    rft = config.train.rft
+    return EvalRequest(
+        model=config.model.name_or_path,
+        data=config.data.source,
+        split="train",
+        limit=config.data.train_limit,
+        prompt=config.data.prompt,
+        samples=rft.samples,
+        temperature=rft.temperature,
+        max_new_tokens=rft.max_new_tokens,
+        batch_size="auto",
+        dtype=config.model.dtype,
+        seed=config.seed,
+        val_fraction=config.data.val_fraction,
+    )
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def scored_samples(record: dict) -> list[dict]:
+    """The samples of one eval record: under 'samples' when there are several, else the
+    record itself."""
+    return record["samples"] if "samples" in record else [record]
+
+
+def select_solutions(record: dict, keep: int, fits: Callable[[str], bool] = lambda _: True) -> list[str]:
+    """Up to `keep` distinct completions of one problem that are strictly correct, not cut
+    by the token budget, and fit the training length; in sample order."""
+    chosen, seen = [], set()
+    for sample in scored_samples(record):
+        if not sample["correct_strict"] or sample.get("truncated"):
+            continue
+        key = _normalized(sample["completion"])
+        if not key or key in seen or not fits(sample["completion"]):
+            continue
+        seen.add(key)
+        chosen.append(sample["completion"])
+        if len(chosen) == keep:
+            break
+    return chosen
+
+
+def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems: list[Problem],
+                       fits: Callable[[str, str], bool]) -> tuple[list[tuple[str, str]], dict]:
+    """(prompt, completion) pairs for SFT, and the counts the run records. `fits(prompt,
+    completion)` says whether an example fits data.max_length. Samples the base model first
+    unless train/rft_samples.jsonl already holds these settings' samples."""
+    request = sampling_request(config)
+    paths = sample_paths(run_dir)
+    summary = _sample(request, run_dir, model, tokenizer, paths)
+    records = {r["id"]: r for r in read_jsonl_until_torn(paths.records)}
+    closing = end_of_turn(tokenizer) if config.data.prompt == "chat" else ""
+
+    pairs: list[tuple[str, str]] = []
+    with_correct = from_model = correct_samples = 0
+    for problem in problems:
+        record = records.get(problem.id)
+        if record is None:
+            raise MathtuneError(f"{paths.records} has no samples for {problem.id}; delete it to sample again")
+        correct = sum(bool(s["correct_strict"]) for s in scored_samples(record))
+        correct_samples += correct
+        with_correct += correct > 0
+        # The prompt SFT would train on (for plain5 that is the zero-shot form), the model's
+        # own solutions in place of the gold one.
+        prompt, gold_completion = training_pair(problem, tokenizer, config.data.prompt)
+        chosen = select_solutions(record, config.train.rft.keep, lambda c: fits(prompt, c + closing))
+        from_model += len(chosen)
+        pairs += [(prompt, c + closing) for c in chosen] or [(prompt, gold_completion)]
+    kept = len(pairs)
+    stats = {
+        "problems": len(problems),
+        "samples_per_problem": request.samples,
+        "temperature": request.temperature,
+        "max_new_tokens": request.max_new_tokens,
+        "keep_per_problem": config.train.rft.keep,
+        "sampled_solutions": len(problems) * request.samples,
+        "strictly_correct_samples": correct_samples,
+        "problems_with_correct_sample": with_correct,
+        "solutions_kept": kept,
+        "kept_from_model": from_model,
+        "kept_from_gold": kept - from_model,
+        "share_from_model": from_model / kept if kept else None,
+        "sample_accuracy_strict": correct_samples / (len(problems) * request.samples) if problems else None,
+        "sampling_generated_tokens": summary.get("generated_tokens"),
+        "sampling_wall_time_s": summary.get("wall_time_s"),
+        "sampling_reused": summary.get("_reused", False),
+        "samples_file": "train/rft_samples.jsonl",
+    }
+    print(
+        f"rft: {with_correct} of {len(problems)} problems have a strictly correct sample; kept {kept} solutions, "
+        f"{from_model} from the model and {kept - from_model} gold"
+    )
+    return pairs, stats
+
+
+def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPaths) -> dict:
+    """Run (or resume, or reuse) the sampling; the model is put in eval mode and, where a
+    GPU is present, on it, with an attention the decoder supports."""
+    from mathtune.evaluate import finished_summary
+
+    done = finished_summary(paths, request)
+    if done is not None:
+        print(f"rft: reusing the samples in {paths.records}")
+        return {**done, "_reused": True}
+    import torch
+
+    was_training = model.training
+    attn = getattr(model.config, "_attn_implementation", None)
+    if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("sdpa")  # the decoder's per-row masks need sdpa or eager
+    if torch.cuda.is_available():
+        import os
+
+        model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
+    model.eval()
+    try:
+        summary = evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME)
+    finally:
+        if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
+            model.set_attn_implementation(attn)
+        model.train(was_training)
+    return summary
