@@ -1,4 +1,7 @@
+import json
+
 import pytest
+import yaml
 
 from mathtune.compare import compare_runs
 from mathtune.errors import MathtuneError
@@ -15,8 +18,54 @@ def test_side_by_side_table(tmp_path, gsm8k_dir):
     # Keys that are the same in both runs are not listed.
     assert not any("lora.r" in line for line in lines)
     assert any(line.startswith("| tuned accuracy, strict (95% CI) | 50.0% [31.4, 68.6] |") for line in lines)
-    assert "| training cost | $2.07 | n/a |" in lines
+    assert "| training cost (RFT sampling included) | $2.07 | n/a |" in lines
     assert "| training wall time | 62.1 min | n/a |" in lines
+    assert "| method | sft | sft |" in lines
+    # base 10/24, tuned 12/24 strict in the synthetic run: 5 improved, 3 regressed
+    paired = "+8.3 [-12.5, +29.2], p 0.727, +5/-3 of 24"
+    assert f"| tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed) | {paired} | {paired} |" in lines
+
+
+def test_methods_side_by_side_paired_on_the_same_problems(tmp_path, gsm8k_dir):
+    """An RFT and a GRPO run against an SFT run: what each trained on, the paired difference of
+    each tuned model to the SFT one, and RFT's sampling time counted in the totals."""
+    sft = write_run(tmp_path, gsm8k_dir, name="sft")
+    rft = write_run(tmp_path, gsm8k_dir, name="rft")
+    grpo = write_run(tmp_path, gsm8k_dir, name="grpo", with_train=False)
+    for run, method in ((rft, "rft"), (grpo, "grpo")):
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        config["train"]["method"] = method
+        (run / "config.yaml").write_text(yaml.safe_dump(config))
+    summary = json.loads((rft / "train" / "summary.json").read_text())
+    summary["method"] = "rft"
+    summary["rft"] = {"problems": 10, "problems_with_correct_sample": 6, "solutions_kept": 10, "kept_from_model": 6,
+                      "kept_from_gold": 4, "share_from_model": 0.6, "sampling_wall_time_s": 600.0,
+                      "sampling_reused": False, "samples_per_problem": 4, "sampled_solutions": 40,
+                      "strictly_correct_samples": 15, "sample_accuracy_strict": 0.375}
+    (rft / "train" / "summary.json").write_text(json.dumps(summary))
+    (grpo / "train").mkdir()
+    (grpo / "train" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "loss": 0.0, "reward": r, "mixed_groups": 0.5, "kl": 0.001 * s,
+                    "completion_length": 200.0}) + "\n" for s, r in zip(range(1, 9), (0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.6))))
+    # GRPO's tuned model gets the first two problems the SFT one got wrong right.
+    records = [json.loads(line) for line in (grpo / "eval" / "tuned.jsonl").read_text().splitlines()]
+    flipped = [r["id"] for r in records if not r["correct_strict"]][:2]
+    for r in records:
+        if r["id"] in flipped:
+            r["correct_strict"] = True
+    (grpo / "eval" / "tuned.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    lines = compare_runs([sft, rft, grpo]).splitlines()
+    assert "| method | sft | rft | grpo |" in lines
+    row = next(line for line in lines if line.startswith("| tuned - sft tuned, strict, paired |"))
+    assert row.split(" | ")[2].startswith("+0.0 [+0.0, +0.0]") and row.split(" | ")[3].startswith("+8.3 [")
+    assert "+2/-0 of 24" in row
+    assert "| base results identical to sft's | - | yes | yes |" in lines
+    data = next(line for line in lines if line.startswith("| training data / reward |"))
+    assert "kept 10 solutions, 6 from the model (60.0%); 6 of 10 problems had a correct sample" in data
+    assert "mean reward 0.2 -> 0.55 over 8 steps; mixed groups 50.0%" in data
+    assert "| RFT sampling wall time | 0.0 min | 10.0 min | 0.0 min |" in lines
+    assert "| total wall time | 64.1 min | 74.1 min | 2.0 min |" in lines
 
 
 def test_missing_or_unfinished_run_is_a_one_line_error(tmp_path, gsm8k_dir):

@@ -19,6 +19,7 @@ from typing import Any
 
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
+from mathtune.recipe_analysis import analyze_recipe
 from mathtune.runfiles import read_jsonl, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, arithmetic_slips, classify_error, count_reasoning_steps
@@ -264,6 +265,10 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
     summary_path = run_dir / "train" / "summary.json"
     if not metrics_path.is_file():
         return {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    if config is not None and config.train.method == "grpo":
+        return {"available": False, "reason": (
+            "method grpo maximises a reward and has no supervised loss curve or validation loss; its reward, "
+            "KL and completion length per step are in the GRPO section")}
     curves = read_training_curves(metrics_path)
     if not curves["train"]["step"]:
         return {"available": False, "reason": "train/metrics.jsonl holds no logged training step"}
@@ -603,7 +608,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     config = load_run_config(run_dir)
     training = analyze_training(run_dir, config)
     benchmark, records_by_model = analyze_benchmark(run_dir)
-    if not training["available"] and not benchmark["available"]:
+    recipe = analyze_recipe(run_dir, config)
+    if not training["available"] and not benchmark["available"] and not recipe.get("grpo", {}).get("available"):
         raise MathtuneError(f"{run_dir} holds neither train/metrics.jsonl nor eval/*.jsonl: nothing to analyze")
     errors = analyze_errors(records_by_model) if records_by_model else {"available": False, "reason": benchmark.get("reason")}
     if records_by_model:
@@ -620,6 +626,7 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
         "training": training,
         "benchmark": benchmark,
         "errors": errors,
+        "recipe": recipe,
         "contamination": analyze_contamination(config, records_by_model),
         "seed_claim": seed_claim(training, benchmark),
     }
@@ -633,6 +640,7 @@ def recommendations(analysis: dict) -> list[str]:
     training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
     if training.get("available"):
         out.append(training["recommendation"])
+    out += analysis.get("recipe", {}).get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):
         out.append(paired["verdict"])

@@ -2,9 +2,12 @@
 
     mathtune compare RUN_DIR RUN_DIR ...
 
-Reads each run's config.yaml, eval/*.summary.json and train/summary.json (never a model) and
-returns a Markdown table: the config keys that differ between the runs, then accuracies
-with their 95% intervals as the evaluation stage recorded them, cost and wall time.
+Reads each run's config.yaml, eval/*.jsonl, eval/*.summary.json, train/summary.json and
+train/metrics.jsonl (never a model) and returns a Markdown table: the training method and
+the config keys that differ between the runs; accuracies with their 95% intervals as the
+evaluation stage recorded them; each tuned model's paired difference against its base and
+against the first run's tuned model (same problems, joined on id); what RFT kept and how
+GRPO's reward moved; wall time and cost, RFT's sampling included.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mathtune.analyze import paired_comparison
 from mathtune.config import config_from_yaml_text
 from mathtune.errors import MathtuneError
+from mathtune.recipe_analysis import analyze_recipe
+from mathtune.runfiles import read_jsonl
 from mathtune.stats import wilson_interval
 
 MODELS = ("base", "tuned")
@@ -53,12 +59,54 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
     if not evals:
         raise MathtuneError(f"{run_dir} is unfinished: no eval/base.summary.json or eval/tuned.summary.json yet")
     train_path = run_dir / "train" / "summary.json"
+    records = {m: run_dir / "eval" / f"{m}.jsonl" for m in MODELS}
     return {
         "dir": run_dir,
         "config": _flatten(config.model_dump(mode="json")),
         "evals": evals,
+        "records": {m: read_jsonl(p) for m, p in records.items() if p.is_file()},
         "train": _read_json(train_path) if train_path.is_file() else None,
+        "recipe": analyze_recipe(run_dir, config),
     }
+
+
+def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
+    """b - a on strict exact match, paired on problem id: points, bootstrap 95% interval, McNemar p."""
+    if not a or not b:
+        return "n/a"
+    paired = paired_comparison(a, b)
+    if not paired.get("available"):
+        return "n/a (no common problems)"
+    s = paired["strict"]
+    lo, hi = s["ci95_pp"]
+    return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
+            f"+{s['improved']}/-{s['regressed']} of {paired['n_paired']}")
+
+
+def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
+    if not a or not b:
+        return "n/a"
+    key = lambda rs: {r["id"]: (r.get("completion"), r.get("correct_strict")) for r in rs}  # noqa: E731
+    return "yes" if key(a) == key(b) else "no"
+
+
+def _recipe_cell(recipe: dict) -> str:
+    method = recipe.get("method", "sft")
+    if method == "rft" and recipe["rft"].get("available"):
+        r = recipe["rft"]
+        return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
+                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {r['problems']} problems "
+                "had a correct sample")
+    if method == "grpo" and recipe["grpo"].get("available"):
+        g = recipe["grpo"]
+        return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
+                f"mixed groups {g['mixed_groups_mean_pct']}%")
+    return "gold solutions" if method == "sft" else "n/a"
+
+
+def _sampling_seconds(r: dict) -> float:
+    rft = (r["train"] or {}).get("rft") or {}
+    return 0.0 if rft.get("sampling_reused") else float(rft.get("sampling_wall_time_s") or 0.0)
 
 
 def _accuracy_cell(summary: dict | None, kind: str) -> str:
@@ -87,7 +135,8 @@ def compare_runs(run_dirs: list[Path]) -> str:
     header = ["", *(r["dir"].name or str(r["dir"]) for r in runs)]
     rows: list[list[str]] = []
 
-    keys = sorted({k for r in runs for k in r["config"]})
+    rows.append(["method", *(_show(r["config"].get("train.method", "sft")) for r in runs)])
+    keys = sorted({k for r in runs for k in r["config"]} - {"train.method"})
     differing = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
     for key in differing:
         rows.append([f"config: {key}", *(_show(r["config"].get(key)) for r in runs)])
@@ -101,17 +150,41 @@ def compare_runs(run_dirs: list[Path]) -> str:
             rows.append([f"{model} accuracy, {kind} (95% CI)", *(_accuracy_cell(r["evals"].get(model), kind) for r in runs)])
     protocols = [_show((r["evals"].get("tuned") or r["evals"].get("base") or {}).get("protocol")) for r in runs]
     rows.append(["protocol", *protocols])
+    first = runs[0]
+    rows.append(["tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed)",
+                 *(_paired_cell(r["records"].get("base"), r["records"].get("tuned")) for r in runs)])
+    if len(runs) > 1:
+        name = first["dir"].name
+        rows.append([f"base results identical to {name}'s", "-",
+                     *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
+        rows.append([f"tuned - {name} tuned, strict, paired", "-",
+                     *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
+    rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
 
     def train_value(r: dict, key: str, fmt=str) -> str:
         value = (r["train"] or {}).get(key)
         return "n/a" if value is None else fmt(value)
 
     rows.append(["best step", *(train_value(r, "best_step") for r in runs)])
+    if any(_sampling_seconds(r) for r in runs):
+        rows.append(["RFT sampling wall time", *(f"{_sampling_seconds(r) / 60:.1f} min" for r in runs)])
     rows.append(["training wall time", *(train_value(r, "wall_time_s", lambda s: f"{s / 60:.1f} min") for r in runs)])
-    rows.append(["training cost", *(train_value(r, "cost_usd", lambda c: f"${c:.2f}") for r in runs)])
+
+    def cost(r: dict) -> str:
+        t = r["train"] or {}
+        if t.get("cost_usd") is None:
+            return "n/a"
+        # RFT's sampling ran on the same GPUs before training; price it the same way.
+        sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
+        return f"${t['cost_usd'] + sampling:.2f}"
+
+    rows.append(["training cost (RFT sampling included)", *(cost(r) for r in runs)])
+    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values()) for r in runs]
+    rows.append(["evaluation wall time", *(f"{e / 60:.1f} min" for e in eval_seconds)])
     rows.append([
-        "evaluation wall time",
-        *(f"{sum(s.get('wall_time_s') or 0 for s in r['evals'].values()) / 60:.1f} min" for r in runs),
+        "total wall time",
+        *(f"{(_sampling_seconds(r) + ((r['train'] or {}).get('wall_time_s') or 0) + e) / 60:.1f} min"
+          for r, e in zip(runs, eval_seconds)),
     ])
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

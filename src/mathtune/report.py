@@ -23,7 +23,7 @@ from mathtune.runfiles import write_atomic
 
 FIGURE_NAMES = (
     "loss.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
-    "contamination.png",
+    "contamination.png", "grpo.png",
 )
 MODEL_COLORS = {"base": "#8c8c8c", "tuned": "#1f77b4"}
 
@@ -67,6 +67,11 @@ class ModelText:
     text: str
 
 
+def sentence(text: str) -> str:
+    """First letter upper-cased, the rest as written (str.capitalize would lower 'KL', 'GRPO')."""
+    return text[:1].upper() + text[1:]
+
+
 def show(value: Any) -> str:
     """A stored value as text, unchanged; the report formats, it does not compute."""
     if value is None:
@@ -98,7 +103,7 @@ def show_signed(value: Any, unit: str = "") -> str:
 def training_blocks(training: dict, figures: set[str]) -> list:
     blocks: list = [Heading(2, "Training")]
     if not training.get("available"):
-        return blocks + [Para(training.get("reason", "no training in this run").capitalize() + ".")]
+        return blocks + [Para(sentence(training.get("reason", "no training in this run")) + ".")]
     d, dec, stretch, trend = training["definitions"], training["loss_decrease"], training["final_stretch"], training["trend"]
     blocks.append(Table(
         ["", "train loss", "validation loss"],
@@ -161,7 +166,7 @@ def training_blocks(training: dict, figures: set[str]) -> list:
 def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
     blocks: list = [Heading(2, "GSM8K benchmark")]
     if not benchmark.get("available"):
-        return blocks + [Para(benchmark.get("reason", "no evaluation in this run").capitalize() + ".")]
+        return blocks + [Para(sentence(benchmark.get("reason", "no evaluation in this run")) + ".")]
     level = benchmark["ci_level_pct"]
     blocks.append(Para(f"Protocol: {benchmark['protocol']}."))
     if not benchmark["same_protocol"]:
@@ -202,6 +207,71 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
         blocks.append(Para(f"No paired comparison: {paired.get('reason')}."))
     if "accuracy.png" in figures:
         blocks.append(Figure("accuracy.png", f"GSM8K exact match with {level}% Wilson intervals."))
+    return blocks
+
+
+def recipe_blocks(recipe: dict, figures: set[str]) -> list:
+    """The training method, and what RFT kept or how GRPO's reward moved."""
+    method = recipe.get("method", "sft")
+    blocks: list = [Heading(2, f"Training method: {method}"), Para(sentence(recipe.get("description", method)) + ".")]
+    if method == "rft":
+        r = recipe["rft"]
+        if not r.get("available"):
+            return blocks + [Para(sentence(r["reason"]) + ".")]
+        blocks.append(Table(["RFT", "value"], [
+            ["training problems", show(r["problems"])],
+            ["samples per problem (temperature, max new tokens)",
+             f"{show(r['samples_per_problem'])} ({show(r['temperature'])}, {show(r['max_new_tokens'])})"],
+            ["strictly correct samples", f"{show(r['strictly_correct_samples'])} of {show(r['sampled_solutions'])} "
+                                         f"({show_pct(r['sample_accuracy_strict_pct'])})"],
+            ["problems with at least one strictly correct sample",
+             f"{show(r['problems_with_correct_sample'])} ({show_pct(r['problems_with_correct_sample_pct'])})"],
+            ["solutions kept for training (at most per problem)", f"{show(r['solutions_kept'])} ({show(r['keep_per_problem'])})"],
+            ["from the model / from the gold solutions", f"{show(r['kept_from_model'])} / {show(r['kept_from_gold'])}"],
+            ["share from the model", show_pct(r["share_from_model_pct"])],
+            ["sampling: generated tokens, wall time",
+             f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
+             + (" (reused from an earlier attempt)" if r.get("sampling_reused") else "")],
+        ]))
+        d = r["definitions"]
+        blocks.append(Para(f"Kept: {d['kept']}. Share from the model: {d['share_from_model']}. "
+                           f"Every sample is in {r['samples_file']}."))
+    elif method == "grpo":
+        g = recipe["grpo"]
+        if not g.get("available"):
+            return blocks + [Para(sentence(g["reason"]) + ".")]
+        settings = g.get("settings") or {}
+        rows = [
+            ["steps (prompts per step x group size)",
+             f"{show(g['steps'])} ({show(g['prompts_per_step'])} x {show(settings.get('group_size'))})"],
+            ["rewards (weights)", show(", ".join(f"{k}: {v}" for k, v in (settings.get("rewards") or {}).items()))],
+            ["KL coefficient beta, temperature, learning rate",
+             f"{show(settings.get('beta'))}, {show(settings.get('temperature'))}, {show(g['learning_rate'])}"],
+            ["mean reward, start -> end", f"{show(g['reward']['start'])} -> {show(g['reward']['end'])}"],
+        ]
+        for name, ends in g["per_reward"].items():
+            rows.append([f"reward '{name}', start -> end", f"{show(ends['start'])} -> {show(ends['end'])}"])
+        rows += [
+            ["groups with mixed rewards (mean over steps)", show_pct(g["mixed_groups_mean_pct"])],
+            ["KL to the base model, start -> end",
+             f"{show(g['kl']['start'])} -> {show(g['kl']['end'])}" if g.get("kl") else "not computed (beta 0)"],
+            ["completion length in tokens, start -> end",
+             f"{show(g['completion_length']['start'])} -> {show(g['completion_length']['end'])}"],
+            ["completions cut by max_completion_length, start -> end",
+             f"{show(g['truncated_share']['start'])} -> {show(g['truncated_share']['end'])}"],
+            ["wall time (per step)", f"{show(g['wall_time_s'])} s ({show(g['wall_time_per_step_s'])} s)"],
+            ["tokens (prompts and completions)", show(g["tokens_seen"])],
+            ["device", show(g["device"])],
+            ["estimated cost", (f"${g['cost_usd']}" if g.get("cost_usd") is not None else "n/a")
+             + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
+        ]
+        blocks.append(Table(["GRPO", "value"], rows))
+        d = g["definitions"]
+        blocks.append(Para(f"Reward: {d['reward']}. Mixed groups: {d['mixed_groups']}. KL: {d['kl']}. "
+                           f"Windows: {d['window']}. The adapter is the one of the last step."))
+        if "grpo.png" in figures:
+            blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
+                                             "completion length (right)."))
     return blocks
 
 
@@ -290,6 +360,8 @@ def report_blocks(analysis: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
     blocks.append(Heading(2, "Recommendations"))
     blocks.append(Bullets(analysis["recommendations"] or ["Nothing to recommend: the run holds too little data."]))
+    if analysis.get("recipe", {}).get("method", "sft") != "sft":
+        blocks += recipe_blocks(analysis["recipe"], figures)
     blocks += training_blocks(analysis["training"], figures)
     blocks += benchmark_blocks(analysis["benchmark"], figures)
     blocks += seed_claim_blocks(analysis["seed_claim"])
@@ -397,6 +469,22 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
                title="Accuracy by number of reasoning steps")
         ax.legend()
         out["accuracy_by_steps.png"] = _figure_bytes(fig)
+
+    grpo = analysis.get("recipe", {}).get("grpo", {})
+    if grpo.get("available"):
+        c = grpo["curves"]
+
+        def series(key):
+            return [float("nan") if v is None else v for v in c[key]]
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        left.plot(c["step"], series("reward"), "o-", label="mean reward", color="#1f77b4")
+        left.plot(c["step"], series("mixed_groups"), "s--", label="groups with mixed rewards", color="#ff7f0e")
+        left.set(xlabel="optimizer step", ylabel="reward / share", ylim=(-0.05, 1.05), title="GRPO reward")
+        left.legend()
+        right.plot(c["step"], series("completion_length"), "o-", color="#2ca02c")
+        right.set(xlabel="optimizer step", ylabel="tokens", title="Mean completion length")
+        out["grpo.png"] = _figure_bytes(fig)
 
     contamination = analysis["contamination"]
     if contamination.get("available"):
