@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
 
-    sp = sub.add_parser("train", help="LoRA fine-tuning only")
+    sp = sub.add_parser("train", help="LoRA training only (train.method: sft, rft or grpo)")
     config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
 

@@ -136,10 +136,18 @@ def compare_runs(run_dirs: list[Path]) -> str:
     rows: list[list[str]] = []
 
     rows.append(["method", *(_show(r["config"].get("train.method", "sft")) for r in runs)])
+
+    def setting(r: dict, key: str) -> Any:
+        # train.rft.* and train.grpo.* mean something only in a run of that method.
+        for method in ("rft", "grpo"):
+            if key.startswith(f"train.{method}.") and r["config"].get("train.method") != method:
+                return "-"
+        return r["config"].get(key)
+
     keys = sorted({k for r in runs for k in r["config"]} - {"train.method"})
-    differing = [k for k in keys if len({json.dumps(r["config"].get(k), sort_keys=True) for r in runs}) > 1]
+    differing = [k for k in keys if len({json.dumps(setting(r, k), sort_keys=True) for r in runs}) > 1]
     for key in differing:
-        rows.append([f"config: {key}", *(_show(r["config"].get(key)) for r in runs)])
+        rows.append([f"config: {key}", *(_show(setting(r, key)) for r in runs)])
     if not differing and len(runs) > 1:
         rows.append(["config", *("identical" for _ in runs)])
 
