@@ -246,3 +246,30 @@ def test_bad_recipe_settings_are_one_line_errors(setting, message, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_grpo_run_is_analyzed_by_reward_not_loss(tmp_path, tiny_model_dir, small_data_dir, one_thread):
+    from mathtune.pipeline import rebuild_report
+    from mathtune.train import run_train
+
+    config = tiny_train_config(tiny_model_dir, small_data_dir, "train.method=grpo", "train.batch_size=4",
+                               "train.grpo.group_size=2", "train.grpo.max_steps=4", "train.grpo.max_completion_length=8",
+                               "train.grpo.rewards={exact_match: 1.0, format: 0.1}", "train.report_to=[]")
+    run_dir = run_train(config, tmp_path / "grpo")
+    lines = read_jsonl(run_dir / "train" / "metrics.jsonl")
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all({"reward", "mixed_groups", "kl", "completion_length", "reward_exact_match", "reward_format"} <= set(line)
+               for line in lines)
+    assert all(0.0 <= line["mixed_groups"] <= 1.0 and line["completion_length"] <= 8 for line in lines)
+    summary = json.loads((run_dir / "train" / "summary.json").read_text())
+    assert summary["method"] == "grpo" and summary["best_step"] is None and summary["global_step"] == 4
+
+    rebuild_report(run_dir)
+    analysis = json.loads((run_dir / "analysis.json").read_text())
+    assert not analysis["training"]["available"]  # a GRPO loss is no loss curve to judge
+    grpo = analysis["recipe"]["grpo"]
+    assert grpo["steps"] == 4 and grpo["curves"]["reward"] == [line["reward"] for line in lines]
+    assert grpo["prompts_per_step"] == 2 and set(grpo["per_reward"]) == {"exact_match", "format"}
+    assert (run_dir / "figures" / "grpo.png").is_file()
+    report = (run_dir / "report.md").read_text()
+    assert "## Training method: grpo" in report and "figures/grpo.png" in report
