@@ -133,3 +133,16 @@ def test_unmerged_adapter_decodes_like_generate(tiny, one_thread):
         assert _stream(peft_model, tok, prompts, batch_size=2, **kwargs) == reference
     finally:
         peft_model.unload()  # the module-scoped tiny model goes back to plain
+
+
+def test_cpu_auto_batch_counts_rows_not_problems():
+    """With k samples a problem is k rows; on a CPU the row count stays CPU_BATCH_SIZE."""
+    import torch
+
+    from mathtune.engine import auto_batch_size
+    from mathtune.generate import CPU_BATCH_SIZE
+
+    model = torch.nn.Linear(2, 2)
+    assert auto_batch_size(model, 600) == CPU_BATCH_SIZE
+    assert auto_batch_size(model, 600, samples=4) == CPU_BATCH_SIZE // 4
+    assert auto_batch_size(model, 600, samples=10 * CPU_BATCH_SIZE) == 1

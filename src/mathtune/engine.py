@@ -45,7 +45,7 @@ def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
     its float32 logits. Too many still halves on out-of-memory (evaluate.decode_problems)."""
     device = next(model.parameters()).device
     if device.type != "cuda":
-        return CPU_BATCH_SIZE
+        return max(1, CPU_BATCH_SIZE // samples)  # CPU_BATCH_SIZE counts rows, and a problem has `samples` rows
     cfg = model.config.get_text_config()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
