@@ -197,3 +197,20 @@ def test_deliberate_difference_numbered_heading_is_not_an_answer():
     assert extract_strict("#### 18.") == "18"
     assert extract_strict("#### 10. \n") == "10"
     assert extract_strict("#### 1,8") is None
+
+
+def test_long_digit_runs_score_without_error(tmp_path, capsys):
+    """A looping model writes thousands of digits; Python's int() refuses more than 4300."""
+    import json
+
+    from mathtune import cli
+    from mathtune.score import score_completion
+
+    long_number = "9" * 5000
+    scored = score_completion(f"so\n#### {long_number}", "18")
+    assert scored["pred_strict"] == long_number and scored["correct_strict"] is False
+    assert score_completion("1" * 1_000_000 + " then 18", "18")["correct_flexible"] is True
+    rows = tmp_path / "c.jsonl"
+    rows.write_text(json.dumps({"completion": f"#### {long_number}.000", "answer": "#### 18"}) + "\n")
+    assert cli.main(["score", str(rows)]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy_strict"] == 0.0

@@ -70,9 +70,12 @@ def normalize_number(text: str | None) -> str | None:
         return None
     if not value.is_finite():
         return None
-    if value == value.to_integral_value():
-        return str(int(value))
-    return format(value.normalize(), "f")
+    # Formatted from the Decimal itself: int() refuses more than 4300 digits (a looping model
+    # writes such runs) and normalize() would round to 28 significant digits.
+    digits = format(value, "f")
+    if "." in digits:
+        digits = digits.rstrip("0").rstrip(".")
+    return "0" if digits in ("-0", "0") else digits
 
 
 def _last_strict_match(text: str) -> str | None:
