@@ -105,8 +105,9 @@ def _recipe_cell(recipe: dict) -> str:
 
 
 def _sampling_seconds(r: dict) -> float:
+    # The samples are this run's own even when a resumed attempt reused them: count them once.
     rft = (r["train"] or {}).get("rft") or {}
-    return 0.0 if rft.get("sampling_reused") else float(rft.get("sampling_wall_time_s") or 0.0)
+    return float(rft.get("sampling_wall_time_s") or 0.0)
 
 
 def _accuracy_cell(summary: dict | None, kind: str) -> str:
