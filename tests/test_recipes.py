@@ -76,9 +76,13 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
     assert stats["share_from_model"] == pytest.approx(0.75)
     assert stats["sampling_reused"] is True
 
-    # A sample too long for data.max_length is not kept either; with none left, gold again.
+    assert stats["correct_samples_too_long"] == 0
+
+    # A sample too long for data.max_length is not kept either (and is counted); with none
+    # left, gold again.
     pairs, stats = rft_training_pairs(config, tmp_path, None, tokenizer, problems, lambda p, c: "A." in c)
     assert stats["kept_from_model"] == 0 and pairs[2] == training_pair(p2, tokenizer, "chat")
+    assert stats["correct_samples_too_long"] == 1 + 3  # p0: its one distinct right sample; p2: B, C, D (A is cut)
 
 
 def test_rft_run_samples_trains_and_records_counts(tmp_path, tiny_model_dir, small_data_dir, one_thread):

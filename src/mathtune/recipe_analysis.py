@@ -70,7 +70,8 @@ def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
         "available": True,
         **{k: stats.get(k) for k in (
             "problems", "samples_per_problem", "temperature", "max_new_tokens", "keep_per_problem",
-            "sampled_solutions", "strictly_correct_samples", "problems_with_correct_sample", "solutions_kept",
+            "sampled_solutions", "strictly_correct_samples", "problems_with_correct_sample",
+            "correct_samples_too_long", "max_length", "solutions_kept",
             "kept_from_model", "kept_from_gold", "sampling_generated_tokens", "sampling_wall_time_s",
             "sampling_reused", "samples_file")},
         "share_from_model_pct": share,
@@ -83,6 +84,12 @@ def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
             "share_from_model": "kept solutions written by the model / all training solutions (the rest are gold)",
         },
     }
+    if stats.get("correct_samples_too_long"):
+        recommendations.append(
+            f"{stats['correct_samples_too_long']} distinct strictly correct RFT samples were longer than "
+            f"data.max_length={stats['max_length']} tokens and were not trained on; a larger data.max_length "
+            "would keep them."
+        )
     if share is not None and share < LOW_SHARE_FROM_MODEL_PCT:
         recommendations.append(
             f"Only {share}% of the RFT training solutions came from the model ({stats['kept_from_model']} of "

@@ -226,6 +226,8 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
                                          f"({show_pct(r['sample_accuracy_strict_pct'])})"],
             ["problems with at least one strictly correct sample",
              f"{show(r['problems_with_correct_sample'])} ({show_pct(r['problems_with_correct_sample_pct'])})"],
+            ["distinct correct samples left out as longer than data.max_length",
+             f"{show(r.get('correct_samples_too_long'))} ({show(r.get('max_length'))} tokens)"],
             ["solutions kept for training (at most per problem)", f"{show(r['solutions_kept'])} ({show(r['keep_per_problem'])})"],
             ["from the model / from the gold solutions", f"{show(r['kept_from_model'])} / {show(r['kept_from_gold'])}"],
             ["share from the model", show_pct(r["share_from_model_pct"])],

@@ -64,21 +64,23 @@ def scored_samples(record: dict) -> list[dict]:
     return record["samples"] if "samples" in record else [record]
 
 
-def select_solutions(record: dict, keep: int, fits: Callable[[str], bool] = lambda _: True) -> list[str]:
+def select_solutions(record: dict, keep: int, fits: Callable[[str], bool] = lambda _: True) -> tuple[list[str], int]:
     """Up to `keep` distinct completions of one problem that are strictly correct, not cut
-    by the token budget, and fit the training length; in sample order."""
-    chosen, seen = [], set()
+    by the token budget, and fit the training length, in sample order; and how many
+    distinct strictly correct ones were left out for their length."""
+    chosen, seen, too_long = [], set(), 0
     for sample in scored_samples(record):
         if not sample["correct_strict"] or sample.get("truncated"):
             continue
         key = _normalized(sample["completion"])
-        if not key or key in seen or not fits(sample["completion"]):
+        if not key or key in seen:
             continue
         seen.add(key)
-        chosen.append(sample["completion"])
-        if len(chosen) == keep:
-            break
-    return chosen
+        if not fits(sample["completion"]):
+            too_long += 1
+        elif len(chosen) < keep:
+            chosen.append(sample["completion"])
+    return chosen, too_long
 
 
 def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems: list[Problem],
@@ -93,7 +95,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
     closing = end_of_turn(tokenizer) if config.data.prompt == "chat" else ""
 
     pairs: list[tuple[str, str]] = []
-    with_correct = from_model = correct_samples = 0
+    with_correct = from_model = correct_samples = too_long = 0
     for problem in problems:
         record = records.get(problem.id)
         if record is None:
@@ -104,8 +106,9 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         # The prompt SFT would train on (for plain5 that is the zero-shot form), the model's
         # own solutions in place of the gold one.
         prompt, gold_completion = training_pair(problem, tokenizer, config.data.prompt)
-        chosen = select_solutions(record, config.train.rft.keep, lambda c: fits(prompt, c + closing))
+        chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(prompt, c + closing))
         from_model += len(chosen)
+        too_long += left_out
         pairs += [(prompt, c + closing) for c in chosen] or [(prompt, gold_completion)]
     kept = len(pairs)
     stats = {
@@ -117,6 +120,8 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         "sampled_solutions": len(problems) * request.samples,
         "strictly_correct_samples": correct_samples,
         "problems_with_correct_sample": with_correct,
+        "correct_samples_too_long": too_long,
+        "max_length": config.data.max_length,
         "solutions_kept": kept,
         "kept_from_model": from_model,
         "kept_from_gold": kept - from_model,
