@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
     assert stats["correct_samples_too_long"] == 1 + 3  # p0: its one distinct right sample; p2: B, C, D (A is cut)
 
 
-def test_rft_run_samples_trains_and_records_counts(tmp_path, tiny_model_dir, small_data_dir, one_thread):
+def test_rft_run_samples_trains_and_records_counts(tmp_path, tiny_model_dir, small_data_dir, one_thread, capsys):
     from mathtune.train import run_train
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.method=rft", "train.rft.samples=2",
@@ -101,6 +102,17 @@ def test_rft_run_samples_trains_and_records_counts(tmp_path, tiny_model_dir, sma
     assert rft["strictly_correct_samples"] == correct
     assert rft["kept_from_model"] + rft["kept_from_gold"] == rft["solutions_kept"] == summary["train_examples"]
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+    # Another run with the same sampling settings (here: another data.max_length) may start
+    # from these samples: copied into a new folder, they are reused, not drawn again.
+    seeded = tmp_path / "seeded" / "train"
+    seeded.mkdir(parents=True)
+    for f in (run_dir / "train").glob("rft_samples.*"):
+        shutil.copy(f, seeded / f.name)
+    other = config.model_copy(update={"data": config.data.model_copy(update={"max_length": 400})})
+    run_train(other, seeded.parent)
+    assert "rft: reusing the samples" in capsys.readouterr().out
+    assert read_jsonl(seeded / "rft_samples.jsonl") == records
 
 
 # --------------------------------------------------------------------------- GRPO

@@ -157,7 +157,11 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     config's training is an error unless overwrite is set."""
     adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     summary_done = (run_dir / "train" / "summary.json").is_file()
-    has_training = (run_dir / "train").exists() or (run_dir / "adapter").exists()
+    # RFT's samples alone are not a training run: they carry their own settings and are
+    # reused only when those match (rft.py), so a folder may be seeded with them.
+    train_files = [f for f in (run_dir / "train").iterdir() if not f.name.startswith("rft_samples.")] \
+        if (run_dir / "train").is_dir() else []
+    has_training = bool(train_files) or (run_dir / "adapter").exists()
     saved = run_dir / "config.yaml"
     if overwrite:
         return "fresh"
