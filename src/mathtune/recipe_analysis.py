@@ -72,8 +72,8 @@ def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
             "problems", "samples_per_problem", "temperature", "max_new_tokens", "keep_per_problem",
             "sampled_solutions", "strictly_correct_samples", "problems_with_correct_sample",
             "correct_samples_too_long", "max_length", "solutions_kept",
-            "kept_from_model", "kept_from_gold", "sampling_generated_tokens", "sampling_wall_time_s",
-            "sampling_reused", "samples_file")},
+            "kept_from_model", "kept_from_gold", "sampling_generated_tokens", "sampling_reused", "samples_file")},
+        "sampling_wall_time_s": _r(stats.get("sampling_wall_time_s"), 1),
         "share_from_model_pct": share,
         "problems_with_correct_sample_pct": _pct(stats["problems_with_correct_sample"] / stats["problems"])
         if stats.get("problems") else None,
