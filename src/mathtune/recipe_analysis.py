@@ -147,7 +147,8 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
                             "only those carry a learning signal",
             "kl": "mean per-token KL of the policy to the base model (the adapter switched off)",
             "window": f"start and end are the means of the first and last {round(WINDOW_FRACTION * 100)}% of the "
-                      "logged steps",
+                      "logged steps; every step draws other prompts, so a change between them mixes what the "
+                      "model learned with how hard those prompts are",
         },
     }
     if mixed_pct is not None and mixed_pct < LOW_MIXED_GROUPS_PCT:
