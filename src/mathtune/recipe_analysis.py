@@ -85,10 +85,11 @@ def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
         },
     }
     if stats.get("correct_samples_too_long"):
+        n = stats["correct_samples_too_long"]
         recommendations.append(
-            f"{stats['correct_samples_too_long']} distinct strictly correct RFT samples were longer than "
-            f"data.max_length={stats['max_length']} tokens and were not trained on; a larger data.max_length "
-            "would keep them."
+            f"{n} distinct strictly correct RFT sample{'s were' if n > 1 else ' was'} longer than "
+            f"data.max_length={stats['max_length']} tokens and not trained on; a larger data.max_length "
+            f"would keep {'them' if n > 1 else 'it'}."
         )
     if share is not None and share < LOW_SHARE_FROM_MODEL_PCT:
         recommendations.append(

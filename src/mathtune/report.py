@@ -233,7 +233,7 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
             ["share from the model", show_pct(r["share_from_model_pct"])],
             ["sampling: generated tokens, wall time",
              f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
-             + (" (reused from an earlier attempt)" if r.get("sampling_reused") else "")],
+             + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
         ]))
         d = r["definitions"]
         blocks.append(Para(f"Kept: {d['kept']}. Share from the model: {d['share_from_model']}. "
