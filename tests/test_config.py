@@ -64,3 +64,16 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(bad)
     with pytest.raises(MathtuneError, match="key=value"):
         load_config(None, ["train.epochs"])
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads 1e-3 as a string; people write learning rates that way."""
+    from mathtune.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  learning_rate: 1e-4\n  gpu_hourly_usd: 2E0\n")
+    config = load_config(path, ["train.grpo.beta=4e-2"])
+    assert config.train.learning_rate == 1e-4 and config.train.gpu_hourly_usd == 2.0
+    assert config.train.grpo.beta == 0.04
+    path.write_text("name: 1e-4x\n")
+    assert load_config(path).name == "1e-4x"  # not a number: stays text

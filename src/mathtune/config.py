@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,6 +204,22 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads 1e-3 and 2E5 as floats. PyYAML follows YAML 1.1, where a
+    float needs a dot ('1.0e-3'), so 'learning_rate: 1e-3' would arrive as a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only, no objects
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
@@ -222,7 +239,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise MathtuneError(f"--set expects key=value, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
@@ -258,7 +275,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise MathtuneError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = _load_yaml(path.read_text())
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
@@ -277,4 +294,4 @@ def config_to_yaml(config: Config) -> str:
 
 
 def config_from_yaml_text(text: str, origin: str) -> Config:
-    return config_from_dict(yaml.safe_load(text) or {}, origin)
+    return config_from_dict(_load_yaml(text) or {}, origin)
