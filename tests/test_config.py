@@ -77,3 +77,32 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     assert config.train.grpo.beta == 0.04
     path.write_text("name: 1e-4x\n")
     assert load_config(path).name == "1e-4x"  # not a number: stays text
+
+
+def test_key_errors_name_their_source_and_suggest(tmp_path, capsys):
+    from mathtune import cli
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  learning_rte: 1.0e-4\n  epocs: 2\n")
+    assert cli.main(["train", str(config)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"mathtune: error: {config}: unknown config keys 'train.learning_rte' (did you mean "
+                   "'train.learning_rate'?), 'train.epocs' (did you mean 'train.epochs'?)")
+    config.write_text("name: x\n")
+    assert cli.main(["train", str(config), "--set", "train.learning_rte=1e-4"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "mathtune: error: --set train.learning_rte=1e-4: unknown config key 'train.learning_rte' "
+        "(did you mean 'train.learning_rate'?)")
+    assert cli.main(["train", str(config), "--set", "lora.r=0"]) == 1
+    assert capsys.readouterr().err.startswith("mathtune: error: --set lora.r=0: config key 'lora.r'")
+
+
+def test_version_and_bare_command(capsys):
+    from mathtune import __version__, cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"mathtune {__version__}"
+    assert cli.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: mathtune") and "compare" in out and "demo" in out

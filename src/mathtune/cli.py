@@ -51,7 +51,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mathtune import __version__
+
     p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
+    p.add_argument("--version", action="version", version=f"mathtune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def config_args(sp):
@@ -186,7 +189,11 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # bare `mathtune`: the usage and the commands
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     # Quiet the libraries' own chatter; our progress bars and messages are what users read.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

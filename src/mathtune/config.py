@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the key.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -220,15 +221,46 @@ def _load_yaml(text: str):
     return yaml.load(text, Loader=_Loader)  # a SafeLoader: plain data only, no objects
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    first = err.errors()[0]
+def _section_fields(loc: tuple) -> list[str]:
+    """The keys allowed in the config section at loc (for 'did you mean')."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _format_validation_error(err: ValidationError, origin: str, overrides: list[str] = ()) -> str:
+    errors = err.errors()
+
+    def source(loc: tuple) -> str:
+        # A key set (or replaced) by --set is reported as coming from --set, not the file.
+        found = origin
+        for text in overrides:
+            path = parse_override(text)[0]
+            if tuple(path) == tuple(str(p) for p in loc[: len(path)]):
+                found = f"--set {text}"
+        return found
+
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        names = []
+        for e in unknown:
+            parent, name = e["loc"][:-1], str(e["loc"][-1])
+            close = difflib.get_close_matches(name, _section_fields(parent), n=1)
+            hint = f" (did you mean '{'.'.join([*map(str, parent), close[0]])}'?)" if close else ""
+            names.append(f"'{'.'.join(map(str, e['loc']))}'{hint}")
+        plural = "s" if len(names) > 1 else ""
+        return f"{source(unknown[0]['loc'])}: unknown config key{plural} {', '.join(names)}"
+    first = errors[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown config key '{key}'"
     msg = first["msg"]
     if "input" in first and not isinstance(first["input"], dict):
         msg += f" (got {first['input']!r})"
-    return f"{origin}: config key '{key}': {msg}"
+    return f"{source(first['loc'])}: config key '{key}': {msg}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -258,11 +290,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def config_from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+def config_from_dict(data: dict[str, Any], origin: str = "config", overrides: list[str] = ()) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise MathtuneError(_format_validation_error(err, origin)) from None
+        raise MathtuneError(_format_validation_error(err, origin, overrides)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -286,7 +318,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise MathtuneError(f"{path}: the top level must be a mapping of config keys")
         data = loaded
     data = apply_overrides(data, overrides or [])
-    return config_from_dict(data, origin)
+    return config_from_dict(data, origin, overrides or [])
 
 
 def config_to_yaml(config: Config) -> str:
