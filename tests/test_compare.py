@@ -64,7 +64,11 @@ def test_methods_side_by_side_paired_on_the_same_problems(tmp_path, gsm8k_dir):
     data = next(line for line in lines if line.startswith("| training data / reward |"))
     assert "kept 10 solutions, 6 from the model (60.0%); 6 of 10 problems had a correct sample" in data
     assert "mean reward 0.2 -> 0.55 over 8 steps; mixed groups 50.0%" in data
-    assert "| RFT sampling wall time | 0.0 min | 10.0 min | 0.0 min |" in lines
+    assert "| RFT sampling wall time | 0 s | 10.0 min | 0 s |" in lines
+    assert "| evaluation wall time | 2.0 min | 2.0 min | 2.0 min |" in lines
+    # one shared protocol: said once, under the table, not repeated per column
+    assert not any(line.startswith("| protocol") for line in lines)
+    assert lines[-1].startswith("Protocol of every run: GSM8K test")
     assert "| total wall time | 64.1 min | 74.1 min | 2.0 min |" in lines
 
 
@@ -80,3 +84,16 @@ def test_missing_or_unfinished_run_is_a_one_line_error(tmp_path, gsm8k_dir):
     with pytest.raises(MathtuneError, match="unfinished") as err:
         compare_runs([run])
     assert "\n" not in str(err.value)
+
+
+def test_different_protocols_are_shown_per_run_with_a_warning(tmp_path, gsm8k_dir):
+    a = write_run(tmp_path, gsm8k_dir, name="a")
+    b = write_run(tmp_path, gsm8k_dir, name="b")
+    for model in ("base", "tuned"):
+        path = b / "eval" / f"{model}.summary.json"
+        summary = json.loads(path.read_text())
+        summary["protocol"] = "GSM8K test, cot8"
+        path.write_text(json.dumps(summary))
+    lines = compare_runs([a, b]).splitlines()
+    assert any(line.startswith("| protocol |") and "GSM8K test, cot8 |" in line for line in lines)
+    assert lines[-1].startswith("Warning: the runs were evaluated under different protocols")

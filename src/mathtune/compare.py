@@ -104,6 +104,10 @@ def _recipe_cell(recipe: dict) -> str:
     return "gold solutions" if method == "sft" else "n/a"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def _sampling_seconds(r: dict) -> float:
     # The samples are this run's own even when a resumed attempt reused them: count them once.
     rft = (r["train"] or {}).get("rft") or {}
@@ -158,7 +162,9 @@ def compare_runs(run_dirs: list[Path]) -> str:
         for kind in ("strict", "flexible"):
             rows.append([f"{model} accuracy, {kind} (95% CI)", *(_accuracy_cell(r["evals"].get(model), kind) for r in runs)])
     protocols = [_show((r["evals"].get("tuned") or r["evals"].get("base") or {}).get("protocol")) for r in runs]
-    rows.append(["protocol", *protocols])
+    shared_protocol = len(set(protocols)) == 1
+    if not shared_protocol:
+        rows.append(["protocol", *protocols])
     first = runs[0]
     rows.append(["tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed)",
                  *(_paired_cell(r["records"].get("base"), r["records"].get("tuned")) for r in runs)])
@@ -176,8 +182,8 @@ def compare_runs(run_dirs: list[Path]) -> str:
 
     rows.append(["best step", *(train_value(r, "best_step") for r in runs)])
     if any(_sampling_seconds(r) for r in runs):
-        rows.append(["RFT sampling wall time", *(f"{_sampling_seconds(r) / 60:.1f} min" for r in runs)])
-    rows.append(["training wall time", *(train_value(r, "wall_time_s", lambda s: f"{s / 60:.1f} min") for r in runs)])
+        rows.append(["RFT sampling wall time", *(_duration(_sampling_seconds(r)) for r in runs)])
+    rows.append(["training wall time", *(train_value(r, "wall_time_s", _duration) for r in runs)])
 
     def cost(r: dict) -> str:
         t = r["train"] or {}
@@ -189,16 +195,20 @@ def compare_runs(run_dirs: list[Path]) -> str:
 
     rows.append(["training cost (RFT sampling included)", *(cost(r) for r in runs)])
     eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values()) for r in runs]
-    rows.append(["evaluation wall time", *(f"{e / 60:.1f} min" for e in eval_seconds)])
+    rows.append(["evaluation wall time", *(_duration(e) for e in eval_seconds)])
     rows.append([
         "total wall time",
-        *(f"{(_sampling_seconds(r) + ((r['train'] or {}).get('wall_time_s') or 0) + e) / 60:.1f} min"
+        *(_duration(_sampling_seconds(r) + ((r['train'] or {}).get('wall_time_s') or 0) + e)
           for r, e in zip(runs, eval_seconds)),
     ])
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if len({p for p in protocols}) > 1:
+    if shared_protocol and len(runs) > 1:
+        lines += ["", f"Protocol of every run: {protocols[0]}."]
+    elif shared_protocol:
+        lines += ["", f"Protocol: {protocols[0]}."]
+    if not shared_protocol:
         lines.append("")
         lines.append("Warning: the runs were evaluated under different protocols; their accuracies are not comparable.")
     return "\n".join(lines)
