@@ -20,10 +20,7 @@ adapter is the one of the last step.
 
 from __future__ import annotations
 
-import os
 from typing import Callable
-
-import torch
 
 from mathtune.config import Config
 from mathtune.data import Problem
@@ -95,31 +92,17 @@ def build_grpo_trainer(config: Config, run_dir, model, tokenizer, train_set, pef
     (tests use it to reward one chosen completion)."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from mathtune.models import resolve_dtype
+    from mathtune.train import trainer_arguments
 
-    t, g = config.train, config.train.grpo
-    dtype = resolve_dtype(config.model.dtype)
+    g = config.train.grpo
     if reward_funcs is None:
         reward_funcs = [REWARDS[name] for name in g.rewards]
         weights = list(g.rewards.values())
     else:
         weights = None
-    if "tensorboard" in t.report_to:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "train" / "tensorboard")
     args = GRPOConfig(
-        output_dir=str(run_dir / "train" / "checkpoints"),
-        run_name=config.name,
-        seed=config.seed,
-        num_train_epochs=t.epochs,
+        **trainer_arguments(config, run_dir),
         max_steps=g.max_steps if g.max_steps is not None else -1,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_ratio,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        activation_checkpointing=t.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
         num_generations=g.group_size,
         max_completion_length=g.max_completion_length,
         temperature=g.temperature,
@@ -128,16 +111,7 @@ def build_grpo_trainer(config: Config, run_dir, model, tokenizer, train_set, pef
         # The policy's and the reference's log-probabilities must come from the same
         # function; LoRA dropout would make them differ at every token.
         disable_dropout=True,
-        eval_strategy="no",
-        save_strategy="steps",
-        save_steps=t.eval_every_steps,
-        save_total_limit=2,
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        report_to=list(t.report_to) or "none",
-        ddp_find_unused_parameters=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(),
+        eval_strategy="no",  # no validation loss; checkpoints only
     )
     return GRPOTrainer(
         model=model,

@@ -152,16 +152,20 @@ def training_part(config: Config) -> dict:
     return config.model_dump(mode="json", include=set(TRAINING_KEYS))
 
 
+def training_outputs(run_dir: Path) -> list[Path]:
+    """What the training stage wrote into train/. RFT's samples are not among them: they
+    carry their own settings and are reused only when those match (rft.py), so a folder
+    may be seeded with them and a fresh start keeps them."""
+    folder = run_dir / "train"
+    return [f for f in folder.iterdir() if not f.name.startswith("rft_samples.")] if folder.is_dir() else []
+
+
 def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh', without writing anything. A folder holding another
     config's training is an error unless overwrite is set."""
     adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     summary_done = (run_dir / "train" / "summary.json").is_file()
-    # RFT's samples alone are not a training run: they carry their own settings and are
-    # reused only when those match (rft.py), so a folder may be seeded with them.
-    train_files = [f for f in (run_dir / "train").iterdir() if not f.name.startswith("rft_samples.")] \
-        if (run_dir / "train").is_dir() else []
-    has_training = bool(train_files) or (run_dir / "adapter").exists()
+    has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()
     saved = run_dir / "config.yaml"
     if overwrite:
         return "fresh"
@@ -199,11 +203,8 @@ def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
     except RFT's samples (they are reused only when their settings match, see rft.py)."""
     if fresh:
         shutil.rmtree(run_dir / "adapter", ignore_errors=True)
-        if (run_dir / "train").is_dir():
-            for stale in (run_dir / "train").iterdir():
-                if stale.name.startswith("rft_samples."):
-                    continue
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+        for stale in training_outputs(run_dir):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
 
@@ -335,15 +336,15 @@ def make_lora_config(config: Config, model):
     )
 
 
-def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True):
-    from trl import SFTConfig, SFTTrainer
-
+def trainer_arguments(config: Config, run_dir: Path) -> dict:
+    """The TrainingArguments every method shares (optimizer, schedule, batch, precision,
+    checkpoints, logging, devices); SFT and GRPO add their own to these."""
     t = config.train
     dtype = resolve_dtype(config.model.dtype)
     if "tensorboard" in t.report_to:
         # transformers 5 dropped TrainingArguments.logging_dir; this variable replaces it.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "train" / "tensorboard")
-    args = SFTConfig(
+    return dict(
         output_dir=str(run_dir / "train" / "checkpoints"),
         run_name=config.name,
         seed=config.seed,
@@ -352,11 +353,31 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         lr_scheduler_type=t.lr_scheduler_type,
         warmup_steps=t.warmup_ratio,  # a float < 1 is a share of the steps
         per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         activation_checkpointing=t.gradient_checkpointing,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
+        # Checkpoints every eval_every_steps; save_total_limit keeps the best and the latest.
+        save_strategy="steps",
+        save_steps=t.eval_every_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=list(t.report_to) or "none",
+        # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # and so several CPU processes are data-parallel (gloo)
+    )
+
+
+def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True):
+    from trl import SFTConfig, SFTTrainer
+
+    t = config.train
+    args = SFTConfig(
+        **trainer_arguments(config, run_dir),
+        per_device_eval_batch_size=t.batch_size,
         # Data: prompt/completion form, loss on the completion only; packing is TRL's
         # best-fit-decreasing, which keeps examples whole and passes per-example position
         # ids, from which transformers builds a block-diagonal mask (tests/test_train_packing.py).
@@ -364,26 +385,15 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         packing=t.packing,
         packing_strategy="bfd",
         completion_only_loss=True,
-        # Validation, checkpoints, best model. Checkpoints are written at every evaluation,
-        # so the best one is always on disk; save_total_limit keeps the best and the latest.
+        # Validation and the best model. Checkpoints are written at every evaluation, so the
+        # best one is always on disk.
         eval_strategy="steps",
         eval_steps=t.eval_every_steps,
         eval_on_start=eval_on_start,  # the untrained model's eval_loss, as the curve's start
-        save_strategy="steps",
-        save_steps=t.eval_every_steps,
-        save_total_limit=2,
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        # Logging
-        logging_steps=t.logging_steps,
-        logging_first_step=True,
-        report_to=list(t.report_to) or "none",
         include_num_input_tokens_seen="non_padding",
-        # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
-        ddp_find_unused_parameters=False,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        use_cpu=not torch.cuda.is_available(),  # and so several CPU processes are data-parallel (gloo)
     )
     callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
     if t.early_stopping_patience is not None:
