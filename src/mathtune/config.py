@@ -66,7 +66,17 @@ class LoraConfig(_Section):
 GRPO_REWARDS = ("exact_match", "format")
 
 
-class RftConfig(_Section):
+class _Sampled(_Section):
+    """A section with `samples` and `temperature` fields (RFT's sampling, evaluation)."""
+
+    @model_validator(mode="after")
+    def _sampling_needs_temperature(self):
+        if self.samples > 1 and self.temperature == 0.0:
+            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
+        return self
+
+
+class RftConfig(_Sampled):
     samples: int = Field(4, gt=0)
     """Solutions sampled from the base model per training problem."""
     keep: int = Field(1, gt=0)
@@ -75,12 +85,6 @@ class RftConfig(_Section):
     """Sampling temperature (0 = greedy, only with samples: 1)."""
     max_new_tokens: int = Field(512, gt=0)
     """Generation budget per sampled solution; a truncated one is never kept."""
-
-    @model_validator(mode="after")
-    def _sampling_needs_temperature(self) -> "RftConfig":
-        if self.samples > 1 and self.temperature == 0.0:
-            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
-        return self
 
 
 class GrpoConfig(_Section):
@@ -157,7 +161,7 @@ class TrainConfig(_Section):
         return self
 
 
-class EvalConfig(_Section):
+class EvalConfig(_Sampled):
     split: Literal["test", "train", "validation"] = "test"
     """Which split to benchmark; 'test' is the standard GSM8K benchmark."""
     limit: int | None = Field(None, gt=0)
@@ -179,12 +183,6 @@ class EvalConfig(_Section):
         if isinstance(v, int) and v <= 0:
             raise ValueError("must be a positive integer or 'auto'")
         return v
-
-    @model_validator(mode="after")
-    def _sampling_needs_temperature(self) -> "EvalConfig":
-        if self.samples > 1 and self.temperature == 0.0:
-            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
-        return self
 
 
 class ReportConfig(_Section):
