@@ -19,7 +19,6 @@ from typing import Any
 
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
-from mathtune.recipe_analysis import analyze_recipe
 from mathtune.runfiles import read_jsonl, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, arithmetic_slips, classify_error, count_reasoning_steps
@@ -118,16 +117,17 @@ def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]
     return {"train": series(train), "validation": series(evals)}
 
 
-def window_size(n_points: int) -> int:
-    return max(1, math.ceil(n_points * SMOOTHING_WINDOW_FRACTION))
+def window_size(n_points: int, fraction: float = SMOOTHING_WINDOW_FRACTION) -> int:
+    return max(1, math.ceil(n_points * fraction))
 
 
-def first_last_window_means(values: list[float | None]) -> tuple[float | None, float | None]:
+def first_last_window_means(values: list[float | None],
+                            fraction: float = SMOOTHING_WINDOW_FRACTION) -> tuple[float | None, float | None]:
     """Mean of the first and of the last window of a curve (the smoothed start and end)."""
     present = [v for v in values if isinstance(v, (int, float))]
     if not present:
         return None, None
-    w = window_size(len(present))
+    w = window_size(len(present), fraction)
     return sum(present[:w]) / w, sum(present[-w:]) / w
 
 
@@ -608,6 +608,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     config = load_run_config(run_dir)
     training = analyze_training(run_dir, config)
     benchmark, records_by_model = analyze_benchmark(run_dir)
+    from mathtune.recipe_analysis import analyze_recipe  # it builds on this module's helpers
+
     recipe = analyze_recipe(run_dir, config)
     if not training["available"] and not benchmark["available"] and not recipe.get("grpo", {}).get("available"):
         raise MathtuneError(f"{run_dir} holds neither train/metrics.jsonl nor eval/*.jsonl: nothing to analyze")

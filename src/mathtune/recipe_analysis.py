@@ -10,10 +10,10 @@ TRL's logs). Never runs a model.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
+from mathtune.analyze import _pct, _r, first_last_window_means, window_size
 from mathtune.config import Config
 from mathtune.runfiles import read_jsonl
 
@@ -31,21 +31,6 @@ DESCRIPTIONS = {
     "grpo": ("GRPO (TRL's GRPOTrainer) with a LoRA adapter: completions sampled in groups per prompt, "
              "rewarded by mathtune's strict exact-match scorer, each compared with its group's mean"),
 }
-
-
-def _pct(value: float | None, digits: int = 1) -> float | None:
-    return None if value is None else round(value * 100, digits)
-
-
-def _r(value: float | None, digits: int = 3) -> float | None:
-    return None if value is None else round(value, digits)
-
-
-def _window_means(values: list[float]) -> tuple[float | None, float | None, int]:
-    if not values:
-        return None, None, 0
-    w = max(1, math.ceil(len(values) * WINDOW_FRACTION))
-    return sum(values[:w]) / w, sum(values[-w:]) / w, w
 
 
 def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
@@ -113,9 +98,10 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
         curves[key] = [r.get(key) for r in rows]
 
     def ends(key: str, digits: int = 3) -> dict[str, Any]:
-        values = [v for v in curves[key] if isinstance(v, (int, float))]
-        first, last, w = _window_means(values)
-        return {"start": _r(first, digits), "end": _r(last, digits), "window_steps": w}
+        present = sum(isinstance(v, (int, float)) for v in curves[key])
+        first, last = first_last_window_means(curves[key], WINDOW_FRACTION)
+        return {"start": _r(first, digits), "end": _r(last, digits),
+                "window_steps": window_size(present, WINDOW_FRACTION) if present else 0}
 
     mixed = [v for v in curves["mixed_groups"] if isinstance(v, (int, float))]
     mixed_pct = _pct(sum(mixed) / len(mixed)) if mixed else None
