@@ -204,11 +204,8 @@ def compare_runs(run_dirs: list[Path]) -> str:
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if shared_protocol and len(runs) > 1:
-        lines += ["", f"Protocol of every run: {protocols[0]}."]
-    elif shared_protocol:
-        lines += ["", f"Protocol: {protocols[0]}."]
-    if not shared_protocol:
-        lines.append("")
-        lines.append("Warning: the runs were evaluated under different protocols; their accuracies are not comparable.")
+    if shared_protocol:
+        lines += ["", f"Protocol{' of every run' if len(runs) > 1 else ''}: {protocols[0]}."]
+    else:
+        lines += ["", "Warning: the runs were evaluated under different protocols; their accuracies are not comparable."]
     return "\n".join(lines)
