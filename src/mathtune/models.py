@@ -128,6 +128,13 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def process_device() -> torch.device:
+    """This process's GPU (under torchrun each process has its own), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -155,8 +162,7 @@ def load_model(
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     if device is None:
-        # Under torchrun each process has its own GPU.
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else "cpu"
+        device = process_device()
     model.to(device)
     model.eval()
     return model, tokenizer

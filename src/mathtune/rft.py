@@ -21,7 +21,8 @@ from typing import Callable
 from mathtune.config import Config
 from mathtune.data import Problem
 from mathtune.errors import MathtuneError
-from mathtune.evaluate import EvalPaths, EvalRequest, evaluate
+from mathtune.models import process_device
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
 from mathtune.prompts import end_of_turn, training_pair
 from mathtune.runfiles import read_jsonl_until_torn
 
@@ -142,22 +143,15 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
 def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPaths) -> dict:
     """Run (or resume, or reuse) the sampling; the model is put in eval mode and, where a
     GPU is present, on it, with an attention the decoder supports."""
-    from mathtune.evaluate import finished_summary
-
     done = finished_summary(paths, request)
     if done is not None:
         print(f"rft: reusing the samples in {paths.records}")
         return {**done, "_reused": True}
-    import torch
-
     was_training = model.training
     attn = getattr(model.config, "_attn_implementation", None)
     if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("sdpa")  # the decoder's per-row masks need sdpa or eager
-    if torch.cuda.is_available():
-        import os
-
-        model.to(torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))))
+    model.to(process_device())
     model.eval()
     try:
         summary = evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME)
