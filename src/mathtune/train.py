@@ -69,10 +69,11 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
         return run_dir
     check_trackers(config.train.report_to)
     method = config.train.method
-    tokenizer = load_tokenizer(config.model.name_or_path)  # the data checks need no weights
+    # Data first (no network for a local folder), then the tokenizer (no weights yet).
     train_problems, val_problems = training_splits(
         config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
     )
+    tokenizer = load_tokenizer(config.model.name_or_path)
     if method == "grpo":
         from datasets import Dataset
 
