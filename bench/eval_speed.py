@@ -113,11 +113,16 @@ WORKERS = {"mathtune": worker_mathtune, "lm-eval": worker_lm_eval, "batch1": wor
 
 
 def run_named(name: str, args) -> dict:
-    """'mathtune', 'mathtune:b8', 'mathtune:b8:noprefix', 'lm-eval', 'lm-eval:b32', 'batch1'."""
+    """'mathtune', 'mathtune:b8', 'mathtune:b8:noprefix', 'mathtune:cudnn' (cuDNN attention left on
+    where the GPU has it, see mathtune.models.use_shape_free_attention), 'lm-eval', 'lm-eval:b32', 'batch1'."""
+    import os
+
     base, *opts = name.split(":")
     kwargs = {}
     for opt in opts:
-        if opt.startswith("b") and opt[1:].isdigit():
+        if opt == "cudnn" and base == "mathtune":
+            os.environ["MATHTUNE_CUDNN_SDPA"] = "1"  # this worker process only
+        elif opt.startswith("b") and opt[1:].isdigit():
             kwargs["batch_size"] = int(opt[1:])
         elif opt == "noprefix" and base == "mathtune":
             kwargs["share_prefix"] = False
@@ -132,7 +137,11 @@ def run_worker(args, path: str, prompt: str) -> dict:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--worker", path, "--prompt", prompt, "--result", str(out)] + args.passthrough
         start = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.path_timeout)
+        except subprocess.TimeoutExpired:
+            # A lower bound is a result too: the path ran longer than this.
+            return {"timed_out_s": args.path_timeout}
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(f"{path} ({prompt}) failed:\n{proc.stderr[-4000:]}")
@@ -159,7 +168,9 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--paths", default="mathtune,lm-eval,batch1",
                    help="comma-separated; mathtune and lm-eval take options: mathtune:b8 (batch 8), "
-                        "mathtune:b8:noprefix (no shared prefix), lm-eval:b32")
+                        "mathtune:b8:noprefix (no shared prefix), mathtune:cudnn (cuDNN attention on), lm-eval:b32")
+    p.add_argument("--path-timeout", type=float, default=None,
+                   help="stop a path after this many seconds and record that it took longer")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.add_argument("--results", type=Path, default=HERE / "results_eval_speed.jsonl", help="append a row here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -197,8 +208,13 @@ def main() -> None:
         runs = {}
         for path in paths:
             print(f"[{prompt}] {path} ...", flush=True)
-            runs[path] = run_worker(args, path, prompt)
-            r = runs[path]
+            r = run_worker(args, path, prompt)
+            if "timed_out_s" in r:
+                print(f"[{prompt}] {path}: still running after {r['timed_out_s']:.0f} s, stopped", flush=True)
+                results.setdefault("timed_out", {}).setdefault(prompt, {})[path] = r["timed_out_s"]
+                continue
+            print(f"[{prompt}] {path}: {r['wall_s']:.2f} s", flush=True)
+            runs[path] = r
             r["correct_strict"] = [score_completion(c, g)["correct_strict"] for c, g in zip(r["completions"], golds)]
         row = {}
         for path, r in runs.items():
@@ -208,8 +224,12 @@ def main() -> None:
                          "problems_per_s": round(n / r["wall_s"], 4)}
             if "load_s" in r:
                 row[path]["load_s"] = round(r["load_s"], 2)
+        for path, limit_s in results.get("timed_out", {}).get(prompt, {}).items():
+            row[path] = {"timed_out_s": limit_s}
+            if "mathtune" in runs:  # its process ran longer than this: the ratio of process times is at least this
+                row[path]["wall_over_mathtune_at_least"] = round(limit_s / runs["mathtune"]["process_s"], 3)
         if "lm-eval" in runs:
-            for path in (p for p in row if p != "batch1"):  # batch1 runs a sample, without its load
+            for path in (p for p in row if p != "batch1" and "wall_s" in row[p]):  # batch1 runs a sample, without its load
                 row[path]["lm_eval_wall_over_this"] = round(runs["lm-eval"]["wall_s"] / runs[path]["wall_s"], 3)
         if "mathtune" in runs and "lm-eval" in runs:
             m, h = runs["mathtune"], runs["lm-eval"]
@@ -239,6 +259,10 @@ def print_table(prompt: str, row: dict) -> None:
             print(f"  {path:20s} | {r['problems']:5d} | {str(r['batch_size']):>5s} | {r['wall_s']:9.2f} | "
                   f"{r['problems_per_s']:8.3f} | {r['generated_tokens']:7d} | {r['correct_strict']:4d} | "
                   f"{r.get('lm_eval_wall_over_this', '')}")
+        elif isinstance(r, dict) and "timed_out_s" in r:
+            bound = r.get("wall_over_mathtune_at_least")
+            print(f"  {path:20s} | stopped after {r['timed_out_s']:.0f} s"
+                  + (f" | wall / mathtune's at least {bound}" if bound else ""))
     for key in ("speedup_vs_lm_eval", "same_strict_verdict", "same_text_as_lm_eval", "parity_with_batch1",
                 "batch1_s_per_problem"):
         if key in row:

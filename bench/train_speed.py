@@ -86,13 +86,18 @@ class Meter:
         class Clock(TrainerCallback):
             def on_step_begin(self, args, state, control, **kw):
                 meter._sync()
+                meter.step_start = time.perf_counter()
                 if meter.first is None:
-                    meter.first = time.perf_counter()
+                    meter.first = meter.step_start
+                    meter.batches_before_second = None
 
             def on_step_end(self, args, state, control, **kw):
                 meter._sync()
                 meter.last = time.perf_counter()
                 meter.steps += 1
+                if meter.steps == 1:  # the first step pays one-time set-up (kernel selection, allocations)
+                    meter.first_step_s = meter.last - meter.step_start
+                    meter.batches_before_second = len(meter.batches)
 
         trainer.add_callback(Clock())
 
@@ -113,7 +118,12 @@ class Meter:
             peak, kind = torch.cuda.max_memory_allocated(), "cuda_max_allocated"
         else:
             peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_max_rss"
-        return {"steps": self.steps, "seconds": seconds, "real_tokens": tokens, "label_tokens": labels,
+        later = {}
+        if self.steps > 1:
+            later_tokens = sum(b[2] for b in self.batches[self.batches_before_second:])
+            later = {"first_step_s": self.first_step_s,
+                     "tokens_per_s_after_first_step": later_tokens / (seconds - self.first_step_s)}
+        return {**later, "steps": self.steps, "seconds": seconds, "real_tokens": tokens, "label_tokens": labels,
                 "tokens_per_s": tokens / seconds, "step_s": seconds / self.steps,
                 "mean_loss": sum(b[0] * b[1] for b in self.batches) / labels, "peak_memory_bytes": peak,
                 "peak_memory_kind": kind}
@@ -181,12 +191,17 @@ WORKERS = {"mathtune": worker_mathtune, "trl": worker_trl}
 
 
 def run_named(name: str, args) -> dict:
-    """'mathtune', 'mathtune:sdpa' (dense-mask packing), 'trl', 'trl:nockpt' (no gradient
-    checkpointing), 'trl:packing' (TRL's own padding-free packing)."""
+    """'mathtune', 'mathtune:sdpa' (dense-mask packing), 'mathtune:cudnn' (cuDNN attention left on
+    where the GPU has it, see mathtune.models.use_shape_free_attention), 'trl', 'trl:nockpt' (no
+    gradient checkpointing), 'trl:packing' (TRL's own padding-free packing)."""
+    import os
+
     base, *opts = name.split(":")
     kwargs = {}
     for opt in opts:
-        if base == "mathtune" and opt in ("sdpa", "eager"):
+        if base == "mathtune" and opt == "cudnn":
+            os.environ["MATHTUNE_CUDNN_SDPA"] = "1"  # this worker process only
+        elif base == "mathtune" and opt in ("sdpa", "eager"):
             kwargs["attention"] = opt
         elif base == "trl" and opt == "nockpt":
             kwargs["checkpointing"] = False
@@ -291,7 +306,7 @@ def main() -> None:
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--paths", default="mathtune,trl",
-                   help="comma-separated; ablations: mathtune:sdpa, trl:nockpt, trl:packing")
+                   help="comma-separated; ablations: mathtune:sdpa, mathtune:cudnn, trl:nockpt, trl:packing")
     p.add_argument("--json", type=Path)
     p.add_argument("--results", type=Path, default=HERE / "results_train_speed.jsonl", help="append a row here")
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -353,9 +368,16 @@ def print_table(res: dict) -> None:
               f"{r['steps']:5d} | {r['real_tokens']:11d} | {r['tokens_per_s']:8.1f} | {r['step_s']:6.2f} | "
               f"{r['peak_memory_bytes'] / 2**30:8.2f} | {r['untrained_loss']:11.4f} | {r['mean_loss']:9.4f} | "
               f"{r['achieved_tflops']:7.3f} | {r['mfu']:5.1%} | " + (f"{r['tokens_per_s'] / base:.2f}" if base else ""))
+    later = {n: r for n, r in res["paths"].items() if "tokens_per_s_after_first_step" in r}
+    if later:
+        print("after the first step (one-time set-up left out): " + ", ".join(
+            f"{n} {r['tokens_per_s_after_first_step']:.1f} tokens/s (first step {r['first_step_s']:.2f} s)"
+            for n, r in later.items()))
     if "speedup_tokens_per_s" in res:
         print(f"mathtune / TRL defaults, tokens/s: {res['speedup_tokens_per_s']:.2f}x "
               f"(same real tokens: {res['same_real_tokens']})")
+        if all(n in later for n in ("mathtune", "trl")):
+            print(f"  after the first step: {later['mathtune']['tokens_per_s_after_first_step'] / later['trl']['tokens_per_s_after_first_step']:.2f}x")
     print(f"peak: {res['peak_flops'] / 1e12:.2f} TFLOP/s ({res['peak_source']})")
 
 
