@@ -135,6 +135,22 @@ def process_device() -> torch.device:
     return torch.device("cpu")
 
 
+def use_shape_free_attention() -> bool:
+    """Keep PyTorch's attention off its cuDNN kernels on a GPU; True when it switched them off.
+
+    On Hopper-class GPUs recent PyTorch releases try cuDNN's fused attention first. cuDNN
+    builds an execution plan for every new combination of batch, query length and key length
+    (tens of milliseconds on the host each, then cached). mathtune's attention changes those on
+    almost every call: training runs one causal call per packed example, each its own length,
+    and the evaluation decoder's cache grows by a token per step. Flash and memory-efficient
+    attention take any shape without a plan. MATHTUNE_CUDNN_SDPA=1 leaves cuDNN on, so that the
+    benchmark can compare the two."""
+    if not torch.cuda.is_available() or os.environ.get("MATHTUNE_CUDNN_SDPA") == "1":
+        return False
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    return True
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -149,6 +165,7 @@ def load_model(
     attach_adapter)."""
     from transformers import AutoModelForCausalLM
 
+    use_shape_free_attention()
     path = resolve_model_path(name_or_path)
     tokenizer = load_tokenizer(path)
     try:
