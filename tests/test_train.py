@@ -22,6 +22,7 @@ SUMMARY_KEYS = {
     "wall_time_s", "tokens_seen", "tokens_seen_kind", "tokens_per_s", "peak_memory_bytes",
     "peak_memory_kind", "trainable_params", "total_params", "device", "world_size", "dtype",
     "gpu_hourly_usd", "cost_usd", "cost_note", "resumed_from_step", "versions",
+    "model", "dtype_requested", "attention", "batch_size", "data_identity",
 }
 
 
@@ -75,6 +76,9 @@ def test_summary_schema_and_best_step(trained_run):
     assert summary["best_step"] == best["step"]
     assert summary["best_eval_loss"] == pytest.approx(best["eval_loss"])
     assert summary["device"] == "cpu" and summary["cost_usd"] is None
+    assert summary["dtype"] == "float32" and summary["attention"] == "mathtune_segments"
+    assert summary["data_identity"]["kind"] == "local" and len(summary["data_identity"]["sha256"]) == 64
+    assert summary["versions"]["mathtune"] and summary["versions"]["trl"]
     assert summary["cost_note"] == "not applicable on CPU"
     assert summary["peak_memory_kind"] == "cpu_max_rss" and summary["peak_memory_bytes"] > 0
     assert summary["tokens_seen"] == lines[-1]["num_input_tokens_seen"] > 0

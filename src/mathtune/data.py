@@ -82,6 +82,32 @@ def _load_hub(source: str, split: str) -> list[Problem]:
     return [_make_problem(row, f"{split}-{i}", f"{source}[{split}][{i}]") for i, row in enumerate(rows)]
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_identity(source: str, split: str) -> dict:
+    """Which data a split came from, exactly: a local file's absolute path and sha256, or the
+    hub id with the revision the hub reports (None where it cannot be asked)."""
+    source = resolve_source(source)
+    if _looks_local(source):
+        path = (Path(os.path.expanduser(source)) / f"{split}.jsonl").resolve()
+        return {"kind": "local", "split": split, "path": str(path), "sha256": file_sha256(path)}
+    revision = None
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+        try:  # the commit the hub serves now, best effort: unreachable, it stays None
+            from huggingface_hub import HfApi
+
+            revision = HfApi().dataset_info(source, timeout=10).sha
+        except Exception:
+            pass
+    return {"kind": "hub", "split": split, "id": source, "config": "main", "revision": revision}
+
+
 def load_source_split(source: str, split: str) -> list[Problem]:
     """The raw 'train' or 'test' split of a source."""
     source = resolve_source(source)

@@ -33,11 +33,12 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 from mathtune.attention import training_attention
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml
-from mathtune.data import Problem, training_splits
+from mathtune.data import Problem, data_identity, training_splits
 from mathtune.errors import MathtuneError
 from mathtune.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.models import load_model, load_tokenizer, resolve_dtype
 from mathtune.prompts import training_pair
+from mathtune.provenance import library_versions
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
@@ -478,10 +479,6 @@ def peak_memory() -> tuple[int, str]:
 
 
 def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path | None) -> dict:
-    import peft
-    import transformers
-    import trl
-
     state, metrics_path = trainer.state, Path(trainer.args.output_dir).parent / "metrics.jsonl"
     lines = read_jsonl_until_torn(metrics_path) if metrics_path.is_file() else []
     wall = lines[-1]["elapsed_s"] if lines else 0.0
@@ -495,6 +492,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     hourly = config.train.gpu_hourly_usd
     return {
         "method": config.train.method,
+        "model": config.model.name_or_path,
         "global_step": state.global_step,
         "max_steps": state.max_steps,
         "epochs_completed": round(state.epoch or 0.0, 4),
@@ -518,17 +516,20 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "total_params": total,
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "world_size": world,
-        "dtype": str(resolve_dtype(config.model.dtype)).removeprefix("torch."),
+        # What ran: the base weights' dtype and the attention the model was built with.
+        "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "dtype_requested": config.model.dtype,
+        "attention": getattr(trainer.model.config, "_attn_implementation", None),
+        "batch_size": config.train.batch_size,
+        "data_identity": data_identity(config.data.source, "train"),
         "gpu_hourly_usd": hourly,
         "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
         "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
         "resumed_from_step": checkpoint_step(resumed_from) if resumed_from else None,
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "trl": trl.__version__,
-            "peft": peft.__version__,
-        },
+        **({"rate_note": "wall time and tokens/s count the steps kept from every session, each timed when it "
+                         "ran; steps lost after the last checkpoint were redone and count once"}
+           if resumed_from else {}),
+        "versions": library_versions(),
     }
 
 
