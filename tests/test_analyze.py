@@ -29,7 +29,8 @@ def test_trend_verdict_follows_the_curves(tmp_path, gsm8k_dir, shape, verdict):
     # The recommendation names the verdict and quotes the numbers behind it.
     rec = training["recommendation"]
     assert rec.lower().startswith(verdict)
-    assert f"{training['trend']['validation_change_pct']:+.1f}%" in rec
+    dec = training["trend"]["validation_decrease_pct"]
+    assert f"validation loss {'fell' if dec > 0 else 'rose'} {abs(dec):.1f}% over the last 3 evaluations" in rec
 
 
 def test_trend_rules_on_hand_made_curves():
@@ -45,6 +46,22 @@ def test_trend_rules_on_hand_made_curves():
     # Without validation the training curve decides.
     assert training_trend(curves(falling, []))["verdict"] == "still improving"
     assert training_trend(curves(flat, []))["definition"]["threshold_pct"] == TREND_THRESHOLD_PCT
+
+
+def test_no_verdict_from_too_few_points():
+    """Two validation points or two logged steps make no trend, and the text says what to run."""
+    from mathtune.analyze import training_recommendation
+
+    two = {"train": {"step": [1, 2], "loss": [2.0, 1.0], "epoch": [0.5, 1.0]},
+           "validation": {"step": [0, 2], "loss": [2.0, 2.0], "epoch": [0, 1.0]}}
+    trend = training_trend(two)
+    assert trend["verdict"] == "not enough points" and trend["validation_points_used"] == 2
+    rec = training_recommendation(trend, {"global_step": 2}, two, None)
+    assert rec.startswith("Not enough validation points for a verdict: 2 evaluations")
+    assert "unlikely to help" not in rec and "train.eval_every_steps" in rec
+    no_val = {"train": two["train"], "validation": {"step": [], "loss": [], "epoch": []}}
+    assert training_trend(no_val)["verdict"] == "not enough points"
+    assert "train.logging_steps" in training_recommendation(training_trend(no_val), {}, no_val, None)
 
 
 def test_eval_lines_merged_or_separate(tmp_path):

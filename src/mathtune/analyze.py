@@ -19,6 +19,7 @@ from typing import Any
 
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
+from mathtune.provenance import run_provenance
 from mathtune.runfiles import read_jsonl, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, arithmetic_slips, classify_error, count_reasoning_steps
@@ -31,9 +32,14 @@ SMOOTHING_WINDOW_FRACTION = 0.10
 FINAL_STRETCH_FRACTION = 0.10
 """The final stretch = the last 10% of the logged step range."""
 VALIDATION_TREND_POINTS = 3
-"""The validation trend is read from the last 3 evaluations."""
+"""The validation trend is read from the last 3 evaluations; with fewer there is no verdict."""
+MIN_STRETCH_POINTS = 5
+"""The training trend needs a line through at least 5 logged losses: the final stretch, widened
+to the last 5 logged points when it holds fewer."""
 TREND_THRESHOLD_PCT = 1.0
 """A change smaller than 1% of the loss over a window counts as flat."""
+SIGN_CONVENTION = ("every decrease is (start - end) / start x 100: positive when the loss fell, negative "
+                   "when it rose")
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -76,6 +82,13 @@ def _pct(proportion: float | None) -> float | None:
 
 def _signed(value: float | None, unit: str = "%") -> str:
     return "n/a" if value is None else f"{value:+.1f}{unit}"
+
+
+def _moved(decrease: float | None) -> str:
+    """A decrease in words, so that no sign has to be read: 'fell 2.3%', 'rose 2.3%'."""
+    if decrease is None:
+        return "n/a"
+    return "did not change" if decrease == 0 else f"{'fell' if decrease > 0 else 'rose'} {abs(decrease):.1f}%"
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -151,59 +164,76 @@ def final_stretch(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
     first_step, last_step = train["step"][0], train["step"][-1]
     start = last_step - (last_step - first_step) * FINAL_STRETCH_FRACTION
 
-    def change(series: dict[str, list]) -> float | None:
+    def points(series: dict[str, list]) -> list[tuple]:
         pts = [(s, v) for s, v in zip(series["step"], series["loss"]) if s >= start]
-        if len(pts) < 2:  # a sparse curve: use its last two points so there is a slope at all
-            pts = list(zip(series["step"], series["loss"]))[-2:]
-        return linear_change_pct([p[0] for p in pts], [p[1] for p in pts])
+        if len(pts) < MIN_STRETCH_POINTS:  # a sparse curve: widen to its last points
+            pts = list(zip(series["step"], series["loss"]))[-MIN_STRETCH_POINTS:]
+        return pts
 
-    train_change = change(train)
-    val_change = change(curves["validation"]) if len(curves["validation"]["step"]) >= 2 else None
+    def decrease(pts: list[tuple]) -> float | None:
+        if len(pts) < 2:
+            return None
+        change = linear_change_pct([p[0] for p in pts], [p[1] for p in pts])
+        return None if change is None else _r(-change)
+
+    train_pts, val_pts = points(train), points(curves["validation"])
     return {
         "available": True,
         "fraction_pct": round(FINAL_STRETCH_FRACTION * 100),
         "from_step": math.floor(start),
         "to_step": last_step,
-        "train_decrease_pct": _r(-train_change) if train_change is not None else None,
-        "validation_decrease_pct": _r(-val_change) if val_change is not None else None,
+        "train_points": len(train_pts),
+        "validation_points": len(val_pts),
+        "train_decrease_pct": decrease(train_pts),
+        "validation_decrease_pct": decrease(val_pts),
     }
 
 
 def training_trend(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
-    """'still improving', 'plateaued' or 'overfitting' from the last windows of the curves.
+    """'still improving', 'plateaued' or 'overfitting' from the last windows of the curves, or
+    'not enough points' when the windows hold too few losses for a line to mean anything.
 
-    train window: the final stretch (last 10% of the step range), change of a fitted line.
-    validation window: the last 3 evaluations, change of a fitted line.
-    overfitting: validation rises by more than the threshold while training loss falls.
-    still improving: the validation loss (or the training loss, without validation) falls
-    by more than the threshold. plateaued: neither.
+    validation window: the last VALIDATION_TREND_POINTS evaluations, decrease of a fitted line.
+    train window: the final stretch (at least MIN_STRETCH_POINTS logged losses), likewise.
+    With a validation curve the verdict rests on it; the training curve decides only in a run
+    without validation.
     """
     val = curves["validation"]
     definition = {
-        "train_window": f"last {round(FINAL_STRETCH_FRACTION * 100)}% of the logged step range",
+        "train_window": (f"last {round(FINAL_STRETCH_FRACTION * 100)}% of the logged step range, at least "
+                         f"{MIN_STRETCH_POINTS} logged points"),
         "validation_window_points": VALIDATION_TREND_POINTS,
+        "min_train_points": MIN_STRETCH_POINTS,
         "threshold_pct": TREND_THRESHOLD_PCT,
+        "sign": SIGN_CONVENTION,
         "rule": (
             "overfitting: validation loss rises by more than the threshold over its window while "
             "training loss falls; still improving: validation loss (training loss when there is no "
-            "validation) falls by more than the threshold; plateaued: otherwise"
+            "validation) falls by more than the threshold; plateaued: otherwise; not enough points: the "
+            "deciding window holds fewer points than it needs"
         ),
     }
     stretch = final_stretch(curves)
-    train_change = None if not stretch["available"] or stretch["train_decrease_pct"] is None else -stretch["train_decrease_pct"]
+    train_points = stretch.get("train_points", len(curves["train"]["step"]))
+    train_dec = stretch.get("train_decrease_pct") if train_points >= MIN_STRETCH_POINTS else None
     val_pts = list(zip(val["step"], val["loss"]))[-VALIDATION_TREND_POINTS:]
-    val_change = _r(linear_change_pct([p[0] for p in val_pts], [p[1] for p in val_pts])) if len(val_pts) >= 2 else None
+    enough_val = len(val_pts) >= VALIDATION_TREND_POINTS
+    val_change = linear_change_pct([p[0] for p in val_pts], [p[1] for p in val_pts]) if enough_val else None
+    val_dec = _r(-val_change) if val_change is not None else None
     result = {
         "definition": definition,
-        "train_change_pct": train_change,
-        "validation_change_pct": val_change,
-        "validation_window_steps": [val_pts[0][0], val_pts[-1][0]] if len(val_pts) >= 2 else None,
+        "train_decrease_pct": train_dec,
+        "validation_decrease_pct": val_dec,
+        "train_points_used": train_points,
+        "validation_points_used": len(val_pts),
+        "validation_window_steps": [val_pts[0][0], val_pts[-1][0]] if val_pts else None,
     }
-    if train_change is None and val_change is None:
-        return {**result, "verdict": "insufficient data"}
-    if val_change is not None and val_change > TREND_THRESHOLD_PCT and train_change is not None and train_change < 0:
+    decider = val_dec if val["step"] else train_dec
+    if decider is None:
+        return {**result, "verdict": "not enough points"}
+    if val_dec is not None and val_dec < -TREND_THRESHOLD_PCT and train_dec is not None and train_dec > 0:
         verdict = "overfitting"
-    elif (val_change if val_change is not None else train_change) < -TREND_THRESHOLD_PCT:
+    elif decider > TREND_THRESHOLD_PCT:
         verdict = "still improving"
     else:
         verdict = "plateaued"
@@ -219,20 +249,30 @@ def _epochs_at(curves: dict, step: int | None) -> float | None:
 
 
 def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
-    """What to do next, from the verdict and the numbers behind it."""
+    """What to do next, from the verdict and the numbers behind it (each named with its window)."""
     verdict = trend["verdict"]
-    val_change, train_change = trend["validation_change_pct"], trend["train_change_pct"]
+    val_dec, train_dec = trend["validation_decrease_pct"], trend["train_decrease_pct"]
     window = trend["validation_window_steps"]
     val_text = (
-        f"validation loss changed {_signed(val_change)} over the last {VALIDATION_TREND_POINTS} evaluations "
-        f"(steps {window[0]} to {window[1]})" if val_change is not None else "there is no validation curve"
+        f"validation loss {_moved(val_dec)} over the last {trend['validation_points_used']} evaluations "
+        f"(steps {window[0]} to {window[1]})" if val_dec is not None else ""
     )
-    train_text = f"training loss changed {_signed(train_change)} over the final stretch" if train_change is not None else ""
-    facts = "; ".join(t for t in (val_text, train_text) if t)
-    # The verdict rests on the validation change (the training change without validation):
-    # the threshold clause goes right after that one, the other fact after it.
-    decider, other = (val_text, train_text) if val_change is not None else (train_text, "")
+    train_text = (f"training loss {_moved(train_dec)} over the final stretch ({trend['train_points_used']} "
+                  "logged points)" if train_dec is not None else "")
+    if verdict == "not enough points":
+        steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
+        if curves["validation"]["step"]:
+            every = max(1, steps // (VALIDATION_TREND_POINTS + 1)) if steps else None
+            how = (f"set train.eval_every_steps to {every} or less (this run took {steps} steps), or train longer"
+                   if every else "evaluate more often (train.eval_every_steps) or train longer")
+            return (f"Not enough validation points for a verdict: {trend['validation_points_used']} evaluations, and "
+                    f"the trend needs the last {VALIDATION_TREND_POINTS}. To get one, {how}.")
+        return (f"Not enough training-loss points for a verdict: {trend['train_points_used']} logged, and the trend "
+                f"needs {MIN_STRETCH_POINTS}. To get one, log more often (train.logging_steps) or train longer, "
+                "and keep a validation split (data.val_fraction).")
+    decider, other = (val_text, train_text) if val_dec is not None else (train_text, "")
     other = f"; {other}" if other else ""
+    facts = "; ".join(t for t in (val_text, train_text) if t)
     best_step, best_loss = summary.get("best_step"), _r(summary.get("best_eval_loss"), 4)
     epochs = config.train.epochs if config else None
     if verdict == "overfitting":
@@ -251,13 +291,11 @@ def training_recommendation(trend: dict, summary: dict, curves: dict, config: Co
             f"More epochs{more} are likely to lower the validation loss further; whether that lifts "
             "GSM8K exact match must be measured, not assumed."
         )
-    if verdict == "plateaued":
-        return (
-            f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
-            f"recipe are unlikely to help; the best checkpoint is step {best_step} (validation loss "
-            f"{best_loss}). Change the recipe instead (learning rate, LoRA rank, data) to go further."
-        )
-    return "Too few logged steps to judge the training trend; log more often (train.logging_steps, train.eval_every_steps)."
+    return (
+        f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
+        f"recipe are unlikely to help; the best checkpoint is step {best_step} (validation loss "
+        f"{best_loss}). Change the recipe instead (learning rate, LoRA rank, data) to go further."
+    )
 
 
 def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
@@ -299,6 +337,7 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
                 "first- and last-window means"
             ),
             "window_fraction_pct": round(SMOOTHING_WINDOW_FRACTION * 100),
+            "sign": SIGN_CONVENTION,
         },
         "curves": curves,
         "loss_decrease": {"train": loss_decrease(curves["train"]), "validation": loss_decrease(curves["validation"])},
@@ -616,13 +655,16 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     errors = analyze_errors(records_by_model) if records_by_model else {"available": False, "reason": benchmark.get("reason")}
     if records_by_model:
         errors["available"] = True
+    provenance = run_provenance(run_dir)
     analysis = {
         "schema_version": SCHEMA_VERSION,
         "run": {
             "name": config.name if config else run_dir.name,
-            "base_model": config.model.name_or_path if config else None,
-            "data_source": config.data.source if config else None,
+            # An evaluation-only folder has no config; its summaries still say what ran.
+            "base_model": config.model.name_or_path if config else provenance["model"],
+            "data_source": config.data.source if config else provenance["data"],
             "report_formats": list(config.report.formats) if config else ["md", "html"],
+            "provenance": provenance,
         },
         "config": config.model_dump(mode="json") if config else None,
         "training": training,
