@@ -1,3 +1,5 @@
+import inspect
+import re
 from fractions import Fraction
 
 import pytest
@@ -5,12 +7,17 @@ import pytest
 from mathtune.taxonomy import (
     CATEGORIES,
     PRECEDENCE,
+    ROUNDING_TOLERANCE,
+    RULES,
+    STEP_NEIGHBOURS,
     arithmetic_slips,
     classify_error,
     count_reasoning_steps,
+    equation_is_consistent,
     evaluate_arithmetic,
     find_equations,
     gold_chain_values,
+    rounding_tolerance,
 )
 
 JANET = (
@@ -144,3 +151,104 @@ def test_gold_solutions_rarely_look_like_slips(gsm8k_dir):
     assert flagged / (2 * len(answers)) < 0.01
     checked = sum(len(find_equations(a)) for a in answers)
     assert checked > 2 * len(answers)  # and the finder does read most of their equations
+
+
+# --- the rules as written are the rules as coded ------------------------------------------
+
+_EQUATION_IN_TEXT_RE = re.compile(r"\d+(?:\.\d+)? [-+*/] \d+(?:\.\d+)? = \d+(?:\.\d+)?")
+
+
+def _slip_rule_examples() -> tuple[list[str], list[str]]:
+    """The equations the arithmetic-slip rule text calls not slips, and those it calls slips."""
+    text = RULES["arithmetic_slip"]
+    assert text.count("not slips: ") == 1 and text.count("; slips: ") == 1, text
+    passing, slipping = text.split("not slips: ")[1].split("; slips: ")
+    return _EQUATION_IN_TEXT_RE.findall(passing), _EQUATION_IN_TEXT_RE.findall(slipping)
+
+
+def test_every_category_has_a_rule_and_every_rule_a_category():
+    returned = set(re.findall(r'return "(\w+)"', inspect.getsource(classify_error)))
+    assert returned == set(CATEGORIES) == set(PRECEDENCE) == set(RULES)
+    for category, text in RULES.items():
+        assert isinstance(text, str) and len(text) > 40, category
+
+
+def test_arithmetic_slip_rule_states_the_tolerance_the_code_uses():
+    text = RULES["arithmetic_slip"]
+    whole, cents = rounding_tolerance("7"), rounding_tolerance("7.00")
+    assert whole == ROUNDING_TOLERANCE and cents == ROUNDING_TOLERANCE / 100
+    assert f"up to {float(whole):g} for a whole number" in text
+    assert f"{float(cents):g} for an amount in cents" in text
+    assert "GSM8K" in text  # says why there is a tolerance at all
+    # The code draws the line exactly where the text says, on both sides of it.
+    for stated, tolerance in (("7", whole), ("3.33", cents)):
+        for sign in (1, -1):
+            edge = Fraction(stated) + sign * tolerance
+            assert equation_is_consistent(edge, stated)
+            assert not equation_is_consistent(edge + sign * tolerance / 1000, stated)
+
+
+def test_arithmetic_slip_rule_examples_are_classified_as_written():
+    passing, slipping = _slip_rule_examples()
+    # The cases the rule must spell out, on both sides of the tolerance.
+    assert "15 / 2 = 7" in passing
+    assert "15 / 2 = 6" in slipping and "3 * 4 = 13" in slipping
+    for equation in passing:
+        assert arithmetic_slips(f"So {equation} loaves.") == [], equation
+    for equation in slipping:
+        assert len(arithmetic_slips(f"So {equation} loaves.")) == 1, equation
+    # And through the classifier: within the tolerance the answer falls through to the later
+    # rules (7 is no value of the gold chain, nor one operation from 18: misread question).
+    assert classify_error(record("15 / 2 = 7 loaves. #### 7", "7", "7")) == "misread_question"
+    assert classify_error(record("15 / 2 = 6 loaves. #### 6", "6", "6")) == "arithmetic_slip"
+    assert classify_error(record("3 * 4 = 13 eggs. #### 13", "13", "13")) == "arithmetic_slip"
+    assert "15 / 2 = 7" in RULES["misread_question"]
+
+
+def test_missing_or_extra_step_rule_names_the_operations_the_code_tries():
+    text = RULES["missing_or_extra_step"]
+    written = re.findall(r"\b(?:gold|x) [-+*/] (?:gold|x)\b", text)
+    assert written == [name for name, _ in STEP_NEIGHBOURS]
+    gold, x = Fraction(18), Fraction(4)  # 4 is written in JANET and is no value of its chain
+    for name in written:
+        value = evaluate_arithmetic(name.replace("gold", str(gold)).replace("x", str(x)))
+        prediction = str(value.numerator) if value.denominator == 1 else str(float(value))
+        assert classify_error(record(f"#### {prediction}", prediction, prediction)) == "missing_or_extra_step", name
+    # An operation the text does not list is not one step away: x / gold.
+    assert classify_error(record("#### 0.2", "0.2", "0.2", gold="20", answer="5 * 4 = <<5*4=20>>20\n#### 20")) != (
+        "missing_or_extra_step"
+    )
+
+
+def _error_section(rules: dict) -> list:
+    from mathtune.report import error_blocks
+
+    models = ["base", "tuned"]
+    return error_blocks({
+        "available": True,
+        "categories": list(CATEGORIES),
+        "precedence": list(PRECEDENCE),
+        "rules": rules,
+        "counts": {m: {c: 0 for c in CATEGORIES} for m in models},
+        "accuracy_by_steps": {m: [] for m in models},
+        "step_bucket_max": 6,
+        "examples": {c: [] for c in CATEGORIES},
+    }, set())
+
+
+def test_report_prints_the_rules_verbatim():
+    # The report prints analysis.json's rules as stored (every number it shows must be found
+    # there), so the taxonomy's text has to reach it whole, tolerance and examples included.
+    from mathtune.report import render_html, render_markdown
+
+    blocks = _error_section(dict(RULES))
+    markdown = render_markdown(blocks)
+    for category, text in RULES.items():
+        assert f"- {category.replace('_', ' ')}: {text}" in markdown
+    assert "0.5 for a whole number" in render_html(blocks, "t", {})
+
+
+def test_analysis_json_carries_the_rules_as_coded():
+    from mathtune.analyze import analyze_errors
+
+    assert analyze_errors({"tuned": []})["rules"] == RULES

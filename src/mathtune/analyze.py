@@ -22,7 +22,7 @@ from mathtune.errors import MathtuneError
 from mathtune.provenance import run_provenance
 from mathtune.runfiles import read_jsonl, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
-from mathtune.taxonomy import CATEGORIES, PRECEDENCE, arithmetic_slips, classify_error, count_reasoning_steps
+from mathtune.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 
 SCHEMA_VERSION = 1
 
@@ -506,16 +506,7 @@ def analyze_errors(records_by_model: dict[str, list[dict]]) -> dict[str, Any]:
     return {
         "categories": list(CATEGORIES),
         "precedence": list(PRECEDENCE),
-        "rules": {
-            "truncated": "the completion hit max_new_tokens before stating a final answer",
-            "format_failure": "the last number is right but no final answer in the expected form, or no number at all",
-            "arithmetic_slip": "an equation 'a op b = c' in the completion whose left side does not give c",
-            "missing_or_extra_step": (
-                "the prediction is an intermediate value of the gold chain, or one operation "
-                "(+, -, x, /) with a number of the gold solution away from the gold answer"
-            ),
-            "misread_question": "arithmetic consistent, none of the above, answer wrong",
-        },
+        "rules": dict(RULES),  # written from the constants classify_error uses
         "counts": counts,
         "accuracy_by_steps": by_steps,
         "step_bucket_max": MAX_STEP_BUCKET,

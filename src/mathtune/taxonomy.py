@@ -5,20 +5,16 @@ categories. The rules read only the model's completion and the gold solution, ne
 
 Precedence (the first rule that applies wins; `None` when the strict answer is right):
 
-1. truncated            -- the completion hit max_new_tokens before stating a final answer
-                           (pred_strict is missing). A model that stated an answer and then ran
-                           on did not fail *because* of the budget, so it falls through.
-2. format_failure       -- the last number in the text is right but no final answer was
-                           stated in the expected form, or the completion holds no number.
-3. arithmetic_slip      -- the completion contains an equation `a op b = c` whose left side
-                           does not evaluate to `c` (within the rounding `c` is written with).
-4. missing_or_extra_step -- the prediction equals an intermediate value of the gold chain
-                           (a step left out), or is one operation away from the gold answer:
-                           gold + x, gold - x, x - gold, gold * x or gold / x with x any
-                           number written in the gold solution (a step added or undone).
-5. misread_question     -- the arithmetic is consistent, none of the above applies, and the
-                           answer is wrong: the model solved a different problem.
+1. truncated             -- out of tokens before stating a final answer.
+2. format_failure        -- no final answer stated in an expected form; the last number is
+                            right, or there is no number.
+3. arithmetic_slip       -- an equation `a op b = c` whose left side does not give `c`, beyond
+                            the rounding that ROUNDING_TOLERANCE allows.
+4. missing_or_extra_step -- the prediction is a gold-chain value, or one of STEP_NEIGHBOURS.
+5. misread_question      -- none of the above: the model solved a different problem.
 
+The exact wording of each rule, shown in the report, is `RULES`, built from the same constants
+the code below uses; tests/test_taxonomy.py checks the two against each other.
 "The prediction" is the strict answer when the model stated one, else the flexible one.
 Arithmetic is checked with the small recursive-descent parser below (numbers, + - * /,
 parentheses, postfix %); nothing is ever passed to Python's eval.
@@ -205,11 +201,39 @@ def find_equations(text: str) -> list[tuple[str, Fraction, str]]:
     return found
 
 
-def equation_is_consistent(value: Fraction, result_text: str) -> bool:
-    """True when the stated result is the value rounded to the decimal places the result is
-    written with (10 / 3 = 3.33 and 7 / 2 = 3.5 are fine; 7 * 8 = 54 is a slip)."""
+# How far a stated result may sit from the exact value of its left side before the equation
+# counts as a slip, in units of the last decimal place the result is written with: half a unit,
+# i.e. 0.5 for a whole number and 0.005 for an amount in cents, so c may be the exact value
+# rounded to the places it shows (an exact half may go either way).
+# Why any tolerance: GSM8K's reference solutions round in a few known places, and a model that
+# imitates them is not wrong. A "how many whole loaves/boxes/cycles" division drops the
+# remainder ("13 / 6 = 2 full cycles") and money is rounded to cents ("31 / 3 = 10.33"), so
+# 15 / 2 = 7 may be a deliberate whole-number answer. The allowance is rounding to the
+# nearest, not any floor or ceiling (that would also excuse genuine slips such as 10 / 3 = 4),
+# so a floor that drops more than half ("23 / 3 = 7 boxes") still counts as a slip.
+# Measured once with find_equations over GSM8K's 8,792 train and test solutions: those two are
+# the only genuine roundings; the other inexact results are typos or mixed numbers
+# ("3 / 2 = 1 1/2", "17/3 = 5 and 2/3") whose result the finder reads as the whole part, and the
+# allowance also spares those whose fraction is a half or less.
+ROUNDING_TOLERANCE = Fraction(1, 2)
+
+# Equations the arithmetic-slip rule text quotes, with whether each is a slip. RULES
+# prints them and the tests check each against arithmetic_slips, so the two cannot drift apart.
+ROUNDING_EXAMPLES = (("15 / 2 = 7", False), ("15 / 2 = 8", False), ("10 / 3 = 3.33", False),
+                     ("15 / 2 = 6", True), ("17 / 3 = 5", True), ("3 * 4 = 13", True))
+
+
+def rounding_tolerance(result_text: str) -> Fraction:
+    """The allowed distance for a result written as result_text: ROUNDING_TOLERANCE units of
+    its last decimal place (0.5 for "7", 0.005 for "3.33")."""
     places = len(result_text.split(".", 1)[1]) if "." in result_text else 0
-    return abs(value - Fraction(result_text)) <= Fraction(1, 2 * 10**places)
+    return ROUNDING_TOLERANCE / 10**places
+
+
+def equation_is_consistent(value: Fraction, result_text: str) -> bool:
+    """True when the stated result is within rounding_tolerance(result_text) of the value
+    (10 / 3 = 3.33, 7 / 2 = 3.5 and 15 / 2 = 7 are fine; 7 * 8 = 54 is a slip)."""
+    return abs(value - Fraction(result_text)) <= rounding_tolerance(result_text)
 
 
 def arithmetic_slips(completion: str) -> list[str]:
@@ -267,18 +291,28 @@ def gold_solution_numbers(answer: str) -> set[Fraction]:
     return numbers
 
 
+# The answers one operation away from the gold answer, with x another number written in the
+# gold solution: a step added (gold + x, gold * x, ...) or one undone. Each entry is its
+# written form and its value (None where undefined).
+STEP_NEIGHBOURS = (
+    ("gold + x", lambda gold, x: gold + x),
+    ("gold - x", lambda gold, x: gold - x),
+    ("x - gold", lambda gold, x: x - gold),
+    ("gold * x", lambda gold, x: gold * x),
+    ("gold / x", lambda gold, x: gold / x if x != 0 else None),
+)
+
+
 def is_missing_or_extra_step(prediction: Fraction, gold: Fraction, answer: str) -> bool:
     if prediction == gold:
         return False
     if prediction in gold_chain_values(answer):
         return True
-    for x in gold_solution_numbers(answer) - {gold}:
-        neighbours = [gold + x, gold - x, x - gold, gold * x]
-        if x != 0:
-            neighbours.append(gold / x)
-        if prediction in neighbours:
-            return True
-    return False
+    return any(
+        prediction == neighbour(gold, x)
+        for x in gold_solution_numbers(answer) - {gold}
+        for _, neighbour in STEP_NEIGHBOURS
+    )
 
 
 # --- the classifier ------------------------------------------------------------------------
@@ -309,3 +343,47 @@ def classify_error(record: dict) -> str | None:
     if prediction is not None and gold is not None and is_missing_or_extra_step(prediction, gold, answer):
         return "missing_or_extra_step"
     return "misread_question"
+
+
+# --- the rules as written -----------------------------------------------------------------
+
+
+def _rounding_examples(is_slip: bool) -> list[str]:
+    return [equation for equation, slip in ROUNDING_EXAMPLES if slip == is_slip]
+
+
+def _join(items: list[str], word: str) -> str:
+    return ", ".join(items[:-1]) + f" {word} " + items[-1] if len(items) > 1 else "".join(items)
+
+
+RULES: dict[str, str] = {
+    "truncated": (
+        "the completion hit max_new_tokens before stating a final answer (one that stated an answer "
+        "and then ran on is judged by the later rules)"
+    ),
+    "format_failure": (
+        "no final answer stated in an expected form, and either the last number in the text is "
+        "right or the text holds no number at all"
+    ),
+    "arithmetic_slip": (
+        "an equation 'a op b = c' in the completion whose left side does not give c, allowing for "
+        f"rounding: c may differ from the exact value by up to {_format_fraction(rounding_tolerance('1'))} "
+        f"for a whole number or {_format_fraction(rounding_tolerance('1.00'))} for an amount in cents "
+        f"({_format_fraction(ROUNDING_TOLERANCE)} of a unit in the last decimal place c is written with), "
+        "as GSM8K's own solutions round to whole items and to cents; this is rounding to the nearest, so "
+        "a floor division that drops more than that is still a slip; not slips: "
+        + _join(_rounding_examples(False), "and") + "; slips: " + _join(_rounding_examples(True), "and")
+    ),
+    "missing_or_extra_step": (
+        "the prediction equals the result of one of the gold solution's calculator steps (a step "
+        "left out), or is one operation away from the gold answer: "
+        + _join([name for name, _ in STEP_NEIGHBOURS], "or")
+        + ", with x any other number written in the gold solution (a step added or undone)"
+    ),
+    "misread_question": (
+        "the answer is wrong and no rule above applies, so every equation passes the arithmetic-slip "
+        f"check, rounding included (an equation such as {_rounding_examples(False)[0]} does not make "
+        "an answer an arithmetic slip): the model solved a different problem"
+    ),
+}
+"""The written rule of each category, as the report shows it; built from the constants above."""
