@@ -177,3 +177,17 @@ def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, g
     from mathtune.report import build_report
 
     assert "n/a" in build_report(run)[-2].read_text()  # report.md shows the gaps as n/a
+
+
+def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_dir, tmp_path):
+    """No config.yaml: the summaries still say what ran, and analysis.json carries it."""
+    from mathtune.evaluate import EvalRequest, evaluate
+
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
+    evaluate(req, tmp_path, name="base", quiet=True)
+    run = build_analysis(tmp_path)["run"]
+    assert run["base_model"] == str(tiny_model_dir)
+    assert run["data_source"].startswith(str((small_data_dir / "test.jsonl").resolve()) + " (sha256 ")
+    (stage,) = run["provenance"]["stages"]
+    assert stage["stage"] == "eval base" and stage["dtype"] == "float32" and stage["attention"] == "sdpa"
+    assert stage["versions"]["mathtune"] and stage["batch_size"] == 3

@@ -121,16 +121,18 @@ def training_blocks(training: dict, figures: set[str]) -> list:
         f" The final stretch is steps {stretch['from_step']} to {stretch['to_step']}: {d['final_stretch']}."
         if stretch.get("available") else ""
     )
-    blocks.append(Para(f"Loss decrease: {d['loss_decrease']}.{stretch_text}"))
+    blocks.append(Para(f"Loss decrease: {d['loss_decrease']}.{stretch_text} Sign: {d.get('sign', 'n/a')}."))
     if "loss.png" in figures:
         blocks.append(Figure("loss.png", "Training and validation loss per step (dotted line: best step)."))
     rule = trend["definition"]
+    # The verdict with the points it used; what to do about it is under Recommendations.
     blocks.append(Para(
-        f"Trend verdict: **{trend['verdict']}**. Training window: {rule['train_window']}; validation window: "
-        f"the last {rule['validation_window_points']} evaluations; threshold {rule['threshold_pct']}%. "
-        f"Rule: {rule['rule']}."
+        f"Trend verdict: **{trend['verdict']}**. Validation: decrease {show_pct(trend.get('validation_decrease_pct'))} "
+        f"over the last {show(trend.get('validation_points_used'))} evaluations (the window needs "
+        f"{rule['validation_window_points']}); training: decrease {show_pct(trend.get('train_decrease_pct'))} over "
+        f"{show(trend.get('train_points_used'))} logged points of the final stretch (needs "
+        f"{show(rule.get('min_train_points'))}). Threshold {rule['threshold_pct']}%. Rule: {rule['rule']}."
     ))
-    blocks.append(Para(training["recommendation"]))
     acc = training["token_accuracy"]
     blocks.append(Table(
         ["mean token accuracy (teacher-forced next-token accuracy, NOT problem-solving accuracy)", "start", "end"],
@@ -356,10 +358,26 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     return blocks
 
 
+def provenance_blocks(provenance: dict) -> list:
+    """What each stage ran with, as its summary recorded it."""
+    stages = provenance.get("stages") or []
+    if not stages:
+        return []
+
+    def versions(v: dict) -> str:
+        return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
+
+    rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
+             show(s["device"]), show(s["dtype"]), show(s["attention"]), show(s["batch_size"]), versions(s["versions"])]
+            for s in stages]
+    return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows)]
+
+
 def report_blocks(analysis: dict, figures: set[str]) -> list:
     run = analysis["run"]
     blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
     blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
+    blocks += provenance_blocks(run.get("provenance") or {})
     blocks.append(Heading(2, "Recommendations"))
     blocks.append(Bullets(analysis["recommendations"] or ["Nothing to recommend: the run holds too little data."]))
     if analysis.get("recipe", {}).get("method", "sft") != "sft":
