@@ -73,3 +73,31 @@ def test_missing_folder_and_file(tmp_path):
 def test_env_replaces_hub_default(monkeypatch, small_data_dir):
     monkeypatch.setenv("MATHTUNE_DATA", str(small_data_dir))
     assert len(load_split("openai/gsm8k", "test")) == 24
+
+
+def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch, tmp_path):
+    """Without a network, a name that is not a local folder fails at once with one line that
+    says the folder is missing; nothing waits on the hub client's retries."""
+    import time
+
+    from mathtune import hub
+    from mathtune.data import load_source_split
+    from mathtune.models import resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+              "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "MATHTUNE_DATA"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setattr(hub, "_reachable", False)
+    start = time.monotonic()
+    with pytest.raises(MathtuneError, match=r"^data folder not found: data/gsm8k \(no such local path"):
+        load_source_split("data/gsm8k", "test")
+    with pytest.raises(MathtuneError, match=r"^model path not found: Qwen/Qwen2-1.5B-typo \(no such local path"):
+        resolve_model_path("Qwen/Qwen2-1.5B-typo")
+    assert time.monotonic() - start < 5
+    # Offline mode asked for: the library's own cache decides, no verdict here.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.hub_unavailable("model", "Qwen/Qwen2-1.5B") is None
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub, "_reachable", True)
+    assert hub.hub_unavailable("data", "openai/gsm8k") is None

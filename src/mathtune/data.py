@@ -69,6 +69,11 @@ def read_jsonl_problems(path: Path, split: str) -> list[Problem]:
 
 
 def _load_hub(source: str, split: str) -> list[Problem]:
+    from mathtune.hub import hub_unavailable
+
+    why = hub_unavailable("data", source)
+    if why:  # a mistyped local path, or no network: say so now, not after the client's retries
+        raise MathtuneError(why)
     try:
         import datasets
 

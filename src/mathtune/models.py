@@ -102,6 +102,11 @@ def _first_line(err: BaseException) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """Hub ids pass through; local paths must exist; .gguf files become their cached folder."""
     if not _is_local(name_or_path):
+        from mathtune.hub import hub_unavailable
+
+        why = hub_unavailable("model", name_or_path, cached_file="config.json")
+        if why:  # a mistyped local path, or no network: say so now, not after the client's retries
+            raise MathtuneError(why)
         return name_or_path
     path = Path(os.path.expanduser(name_or_path))
     if not path.exists():

@@ -1,0 +1,63 @@
+"""Whether a name that is not a local path can come from the Hugging Face hub, asked once and
+quickly, so that a mistyped local path or a machine without a network gets one clear line
+instead of a minute of the hub client's retries.
+
+    why = hub_unavailable("model", "Qwen/Qwen2-1.5B", cached_file="config.json")
+    if why: raise MathtuneError(why)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+_reachable: bool | None = None
+
+
+def _set(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """True when a TCP connection to the hub's host opens within timeout_s (asked once per
+    process). Behind a proxy the direct connection says nothing, so it counts as reachable
+    and the hub client decides."""
+    global _reachable
+    if _reachable is None:
+        if any(os.environ.get(v) for v in _PROXY_VARIABLES):
+            _reachable = True
+        else:
+            host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+            try:
+                socket.create_connection((host, 443), timeout=timeout_s).close()
+                _reachable = True
+            except OSError:
+                _reachable = False
+    return _reachable
+
+
+def _in_cache(repo_id: str, filename: str, repo_type: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, filename, repo_type=repo_type), str)
+    except Exception:  # not a valid repo id, or no cache: not there
+        return False
+
+
+def hub_unavailable(kind: str, name: str, *, cached_file: str | None = None, repo_type: str = "model") -> str | None:
+    """None when `name` may be fetched from the hub (or the user asked for offline mode, where
+    the library reads its own cache); else the error line to show. kind: 'model' or 'data'."""
+    if any(_set(v) for v in _OFFLINE_VARIABLES):
+        return None
+    if cached_file and _in_cache(name, cached_file, repo_type):
+        return None
+    if hub_reachable():
+        return None
+    folder = "model path" if kind == "model" else "data folder"
+    offline = "HF_HUB_OFFLINE=1" if kind == "model" else "HF_DATASETS_OFFLINE=1"
+    return (f"{folder} not found: {name} (no such local path, and the Hugging Face hub, where a name like "
+            f"this would come from, cannot be reached from this machine; for a copy in the hub cache set {offline})")
