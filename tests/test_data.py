@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,25 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub, "_reachable", True)
     assert hub.hub_unavailable("data", "openai/gsm8k") is None
+
+
+def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
+    """The published splits are GSM8K (their text, whatever the JSON spacing); the shipped
+    demo problems and any other file are named as what they are."""
+    from mathtune.data import DEMO_DATA_NAME, data_identity
+    from mathtune.demo import shipped_demo_data
+
+    real = Path(__file__).resolve().parents[2] / "shared" / "gsm8k"
+    if real.is_dir():
+        assert data_identity(str(real), "test")["name"] == "GSM8K"
+        respaced = tmp_path / "respaced"
+        respaced.mkdir()
+        lines = (real / "test.jsonl").read_text().splitlines()
+        (respaced / "test.jsonl").write_text("".join(json.dumps(json.loads(x), indent=None, ensure_ascii=False) + "\n"
+                                                     for x in lines))
+        assert data_identity(str(respaced), "test")["name"] == "GSM8K"
+        (respaced / "test.jsonl").write_text("\n".join(lines[:100]) + "\n")  # a slice is not GSM8K
+        assert data_identity(str(respaced), "test")["name"].startswith("local data respaced (not GSM8K")
+    assert data_identity(str(shipped_demo_data()), "test")["name"] == DEMO_DATA_NAME
+    assert data_identity("openai/gsm8k", "test")["name"] == "GSM8K"
+    assert data_identity(str(shipped_demo_data()), "validation")["path"].endswith("train.jsonl")

@@ -80,6 +80,18 @@ def test_eval_writes_scored_records_and_summary(tiny_model_dir, small_data_dir, 
     lo, hi = summary["ci95_strict"]
     assert 0 <= lo <= summary["accuracy_strict"] <= hi <= 1
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["base.jsonl", "base.summary.json"]
+    # What ran, not what was asked: the dtype and attention of the loaded model, the versions, the data's bytes.
+    import hashlib
+
+    assert summary["dtype_requested"] == "auto" and summary["dtype"] == "float32"
+    assert summary["attention"] == "sdpa" and summary["device"] == "cpu" and summary["batch_size"] == 4
+    assert {"mathtune", "torch", "transformers", "peft", "trl", "accelerate"} <= set(summary["platform"])
+    test_file = (small_data_dir / "test.jsonl").resolve()
+    assert summary["data_identity"] == {"kind": "local", "split": "test", "path": str(test_file),
+                                        "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest(),
+                                        "name": f"local data {small_data_dir.name} (not GSM8K's published test split)"}
+    # A slice of GSM8K in a file of its own is not called GSM8K: its text differs from the published split.
+    assert summary["protocol"].startswith(f"local data {small_data_dir.name} (not GSM8K's published test split) test,")
 
 
 def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
@@ -102,6 +114,10 @@ def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
     assert [r["completion"] for i, r in enumerate(got) if i != 3] == [r["completion"] for i, r in enumerate(expected) if i != 3]
     assert summary["resumed_from"] == 2
     assert not (resumed / "eval" / "m.partial.jsonl").exists()
+    # The two kept records carry no timing: the rates count only the six this run decoded and timed.
+    assert summary["untimed_problems"] == 2 and summary["timed_problems"] == 6 and len(summary["sessions"]) == 1
+    assert summary["problems_per_s"] == pytest.approx(6 / summary["wall_time_s"])
+    assert "rate_note" in summary and all("_timing" not in r for r in got)
 
 
 def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp_path):
@@ -119,9 +135,21 @@ def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp
     proc.wait()
     n_before = len(partial.read_text().splitlines())
     assert 3 <= n_before < 24 and not (tmp_path / "eval" / "k.jsonl").exists()
+    from mathtune.runfiles import read_jsonl_until_torn
+
+    first = read_jsonl_until_torn(partial)  # the killed session's whole lines
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     summary = json.loads((tmp_path / "eval" / "k.summary.json").read_text())
-    assert summary["n"] == 24 and summary["resumed_from"] >= n_before - 1
+    assert summary["n"] == 24 and summary["resumed_from"] == len(first)
+    # Speed after a resume: each session's own problems over its own time, summed.
+    killed, rerun = summary["sessions"]
+    assert killed["problems"] == len(first) and rerun["problems"] == 24 - len(first)
+    assert killed["wall_time_s"] == max(r["_timing"]["elapsed_s"] for r in first)
+    assert killed["generated_tokens"] == sum(r["num_generated_tokens"] for r in first)
+    assert summary["wall_time_s"] == pytest.approx(killed["wall_time_s"] + rerun["wall_time_s"])
+    assert summary["problems_per_s"] == pytest.approx(24 / summary["wall_time_s"])
+    assert summary["tokens_per_s"] == pytest.approx(summary["generated_tokens"] / summary["wall_time_s"])
+    assert summary["untimed_problems"] == 0
 
 
 def test_self_consistency_records_every_sample_and_the_vote(tiny_model_dir, small_data_dir, tmp_path):
@@ -139,7 +167,7 @@ def test_self_consistency_records_every_sample_and_the_vote(tiny_model_dir, smal
     "args, message",
     [
         (["--data", "{missing}"], "data folder not found"),
-        (["--prompt", "fancy"], "unknown prompt"),
+        (["--prompt", "fancy"], "invalid choice: 'fancy'"),
         (["--limit", "0"], "positive integer"),
         (["--limit", "-3"], "positive integer"),
         (["--samples", "0"], "positive integer"),
@@ -159,7 +187,7 @@ def test_bad_input_is_one_line_and_nothing_written(tiny_model_dir, small_data_di
     argv = ["eval", "--out", str(tmp_path / "out"), "--limit", "2"]
     for flag, value in base.items():
         argv += [flag, value]
-    with pytest.raises(SystemExit) if message == "positive integer" else _no_raise():
+    with pytest.raises(SystemExit) if message in ("positive integer", "invalid choice: 'fancy'") else _no_raise():
         code = main(argv)
         assert code == 1
     err = capsys.readouterr().err.strip()
@@ -209,3 +237,13 @@ def test_adapter_is_applied(tiny_model_dir, small_data_dir, tmp_path):
     assert tuned["adapter"] and not plain["adapter"]
     a, b = _read(tmp_path / "a" / "eval" / "x.jsonl"), _read(tmp_path / "b" / "eval" / "x.jsonl")
     assert [r["completion"] for r in a] != [r["completion"] for r in b]
+
+
+def test_eval_json_prints_only_the_summary(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    argv = ["eval", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "2",
+            "--max-new-tokens", "4", "--out", str(tmp_path), "--name", "j", "--json"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out)
+    assert out.count("\n") == 1 and summary["n"] == 2
+    assert summary == json.loads((tmp_path / "eval" / "j.summary.json").read_text())

@@ -17,7 +17,7 @@ import torch
 from conftest import tiny_train_config, torch_threads
 from mathtune import cli
 from mathtune.data import training_splits
-from mathtune.evaluate import build_record, summarize
+from mathtune.evaluate import build_record, session_timing, summarize
 from mathtune.generate import Generation
 from mathtune.runfiles import write_json_atomic, write_jsonl_atomic
 
@@ -58,8 +58,8 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
     paths = sample_paths(tmp_path)
     paths.records.parent.mkdir(parents=True)
     write_jsonl_atomic(paths.records, records)
-    write_json_atomic(paths.summary, summarize(records, request, wall_time_s=1.0, batch_size=4, device="cpu",
-                                               dtype="float32"))
+    write_json_atomic(paths.summary, summarize(records, request, timing=session_timing(records), batch_size=4,
+                                               device="cpu", dtype="float32"))
 
     pairs, stats = rft_training_pairs(config, tmp_path, None, tokenizer, problems, lambda p, c: True)
 

@@ -95,22 +95,60 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# GSM8K's published splits (openai/grade-school-math, 7,473 train and 1,319 test problems),
+# fingerprinted by their text rather than their bytes, so that a copy written with other JSON
+# spacing or escaping is still recognised: sha256 over "question NUL answer NEWLINE" per problem,
+# in file order. Any other file (a subset, an edit, other problems) is not called GSM8K.
+GSM8K_CONTENT_SHA256 = {
+    "train": "17791e939e35e50749e1b669b7a932de00a780e3415be4c36a7a38e00515d8e0",
+    "test": "288f91040ca635f5233fe60c9789c0392ef354580f2a11ce0024d8efbc632c50",
+}
+GSM8K_HUB_ID = "openai/gsm8k"
+DEMO_DATA_NAME = "GSM8K-style demo problems (not GSM8K)"
+
+
+def content_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    for _, obj in iter_jsonl(path):
+        if isinstance(obj, dict):
+            digest.update(f"{obj.get('question')}\x00{obj.get('answer')}\n".encode())
+    return digest.hexdigest()
+
+
+def _demo_folder() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("mathtune") / "demo_data")).resolve()
+
+
 def data_identity(source: str, split: str) -> dict:
     """Which data a split came from, exactly: a local file's absolute path and sha256, or the
-    hub id with the revision the hub reports (None where it cannot be asked)."""
+    hub id with the revision the hub reports (None where it cannot be asked); and its name:
+    'GSM8K' only for the hub's openai/gsm8k or a file with GSM8K's published text."""
     source = resolve_source(source)
+    file_split = "train" if split == "validation" else split  # validation is carved from train
     if _looks_local(source):
-        path = (Path(os.path.expanduser(source)) / f"{split}.jsonl").resolve()
-        return {"kind": "local", "split": split, "path": str(path), "sha256": file_sha256(path)}
+        folder = Path(os.path.expanduser(source)).resolve()
+        path = folder / f"{file_split}.jsonl"
+        if folder == _demo_folder():
+            name = DEMO_DATA_NAME
+        elif content_sha256(path) == GSM8K_CONTENT_SHA256.get(file_split):
+            name = "GSM8K"
+        else:
+            name = f"local data {folder.name} (not GSM8K's published {file_split} split)"
+        return {"kind": "local", "name": name, "split": split, "path": str(path), "sha256": file_sha256(path)}
+    from mathtune.hub import hub_reachable
+
     revision = None
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False"):
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False") and hub_reachable():
         try:  # the commit the hub serves now, best effort: unreachable, it stays None
             from huggingface_hub import HfApi
 
             revision = HfApi().dataset_info(source, timeout=10).sha
         except Exception:
             pass
-    return {"kind": "hub", "split": split, "id": source, "config": "main", "revision": revision}
+    name = "GSM8K" if source == GSM8K_HUB_ID else f"hub dataset {source}"
+    return {"kind": "hub", "name": name, "split": split, "id": source, "config": "main", "revision": revision}
 
 
 def load_source_split(source: str, split: str) -> list[Problem]:

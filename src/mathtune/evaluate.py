@@ -10,21 +10,23 @@ final files appear only when every problem is done.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
-import platform
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from mathtune.data import Problem, load_split, resolve_source
+from mathtune.data import Problem, data_identity, load_split, resolve_source
 from mathtune.errors import MathtuneError
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.prompts import PromptBuilder, make_prompt_builder
+from mathtune.provenance import library_versions
 from mathtune.runfiles import (iter_jsonl, read_jsonl_until_torn, repair_jsonl, write_json_atomic,
                                write_jsonl_atomic)
 from mathtune.score import extract_gold, majority_vote, numbers_equal, score_completion
@@ -68,7 +70,7 @@ def default_name(request: EvalRequest) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", stem)
 
 
-def protocol_text(request: EvalRequest, n: int) -> str:
+def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str:
     prompt = {
         "chat": "zero-shot chat template, asks for '#### N'",
         "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
@@ -80,7 +82,7 @@ def protocol_text(request: EvalRequest, n: int) -> str:
         else f"{request.samples} samples at T={request.temperature}, majority vote"
     )
     return (
-        f"GSM8K {request.split}, {n} problems; prompt {request.prompt} ({prompt}); {decoding}; "
+        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} ({prompt}); {decoding}; "
         f"max_new_tokens {request.max_new_tokens}; strict = stated final answer, flexible = last number; "
         "numbers compared as numbers"
     )
@@ -119,12 +121,51 @@ def build_record(problem: Problem, prompt: str, generations: list[Generation]) -
     return record
 
 
-def summarize(records: list[dict], request: EvalRequest, *, wall_time_s: float, batch_size: int,
-              device: str, dtype: str) -> dict:
+# Each record in a partial file carries when it was written: (session id, process rank,
+# seconds since that session's decoding began). The merged records drop it; the summary keeps
+# the per-session totals, so a resumed evaluation's speed counts only the work it timed.
+_TIMING = "_timing"
+
+
+def session_timing(records: list[dict]) -> dict:
+    """Problems, tokens and wall time of each decoding session found in the records, and the
+    rates over the timed work only. A session's wall time is its slowest process's last record."""
+    sessions: dict[str, dict] = {}
+    for r in records:
+        mark = r.get(_TIMING)
+        if mark is None:
+            continue
+        s = sessions.setdefault(mark["session"], {"started": mark["started"], "problems": 0,
+                                                  "generated_tokens": 0, "ranks": {}})
+        s["problems"] += 1
+        s["generated_tokens"] += r["num_generated_tokens"]
+        s["ranks"][mark["rank"]] = max(s["ranks"].get(mark["rank"], 0.0), mark["elapsed_s"])
+    listed = [{"started": s["started"], "problems": s["problems"], "generated_tokens": s["generated_tokens"],
+               "wall_time_s": round(max(s["ranks"].values()), 3)}
+              for s in sorted(sessions.values(), key=lambda s: s["started"])]
+    wall = sum(s["wall_time_s"] for s in listed)
+    problems = sum(s["problems"] for s in listed)
+    tokens = sum(s["generated_tokens"] for s in listed)
+    return {"sessions": listed, "wall_time_s": round(wall, 3), "timed_problems": problems,
+            "untimed_problems": len(records) - problems,
+            "problems_per_s": problems / wall if wall > 0 else None,
+            "tokens_per_s": tokens / wall if wall > 0 else None}
+
+
+def _summary_identity(request: EvalRequest) -> dict:
+    """The request as a summary holds it: what was asked for; `dtype` is what ran."""
+    ident = request.identity()
+    ident["dtype_requested"] = ident.pop("dtype")
+    return ident
+
+
+def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
+              device: str, dtype: str, attention: str | None = None) -> dict:
     n = len(records)
     correct_strict = sum(r["correct_strict"] for r in records)
     correct_flexible = sum(r["correct_flexible"] for r in records)
     tokens = sum(r["num_generated_tokens"] for r in records)
+    identity = data_identity(request.data, request.split)
     return {
         "n": n,
         "accuracy_strict": correct_strict / n,
@@ -135,14 +176,15 @@ def summarize(records: list[dict], request: EvalRequest, *, wall_time_s: float, 
         "correct_flexible": correct_flexible,
         "generated_tokens": tokens,
         "truncated": sum(r["truncated"] for r in records),
-        "wall_time_s": round(wall_time_s, 3),
-        "problems_per_s": n / wall_time_s if wall_time_s > 0 else None,
-        "tokens_per_s": tokens / wall_time_s if wall_time_s > 0 else None,
+        **timing,
         "batch_size": batch_size,
         "device": device,
         "dtype": dtype,
-        "protocol": protocol_text(request, n),
-        **request.identity(),
+        "attention": attention,
+        "protocol": protocol_text(request, n, identity["name"]),
+        **_summary_identity(request),
+        "data_name": identity["name"],
+        "data_identity": identity,
     }
 
 
@@ -200,6 +242,16 @@ class Shard:
         state = PartialState(cpu=not torch.cuda.is_available())
         return cls(state.process_index, state.num_processes)
 
+    def same_for_all(self, value):
+        """The first process's value, in every process."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def wait(self) -> None:
         if self.world_size > 1:
             import torch.distributed as dist
@@ -212,7 +264,7 @@ def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
     summary = json.loads(paths.summary.read_text())
-    ident = request.identity()
+    ident = _summary_identity(request)
     if all(summary.get(k) == v for k, v in ident.items()):
         return summary
     return None
@@ -293,6 +345,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
 
     device = str(next(model.parameters()).device)
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    attention = getattr(model.config, "_attn_implementation", None)
+    session = shard.same_for_all(uuid.uuid4().hex[:12])
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if request.samples > 1:
         torch.manual_seed(request.seed + len(done_records) + shard.rank)
     bar = tqdm(total=len(problems) if shard.world_size == 1 else len(mine),
@@ -304,6 +359,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
 
         def write(problem: Problem, generations: list[Generation]) -> None:
             record = build_record(problem, prompts[problem.id], generations)
+            record[_TIMING] = {"session": session, "started": started, "rank": shard.rank,
+                               "elapsed_s": round(time.perf_counter() - start, 3)}
             partial.write(json.dumps(record, ensure_ascii=False) + "\n")
             partial.flush()
             done_records[problem.id] = record
@@ -312,7 +369,6 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         batch_size, decoder = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
     bar.close()
     shard.wait()
-    wall = time.perf_counter() - start
     if not shard.is_main:
         shard.wait()  # the first process writes the merged files
         return json.loads(paths.summary.read_text())
@@ -322,14 +378,18 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     missing = [p.id for p in problems if p.id not in done_records]
     if missing:
         raise MathtuneError(f"eval/{name}: {len(missing)} problems have no record after generation (e.g. {missing[0]})")
-    records = [done_records[p.id] for p in problems]
-    summary = summarize(records, request, wall_time_s=wall, batch_size=batch_size, device=device, dtype=dtype)
+    timed = [done_records[p.id] for p in problems]
+    records = [{k: v for k, v in r.items() if k != _TIMING} for r in timed]
+    summary = summarize(records, request, timing=session_timing(timed), batch_size=batch_size, device=device,
+                        dtype=dtype, attention=attention)
     summary["world_size"] = shard.world_size
     summary["decoder"] = decoder
     if len(pending) < len(problems):
         summary["resumed_from"] = len(problems) - len(pending)
-        summary["wall_time_note"] = "wall time and speed cover only the problems run after the resume"
-    summary["platform"] = {"python": platform.python_version(), "torch": torch.__version__}
+    if len(summary["sessions"]) > 1 or summary["untimed_problems"]:
+        summary["rate_note"] = ("wall time and rates add up the decoding sessions' own problems and time; a "
+                                "problem cut off by an interruption was redone and counts once")
+    summary["platform"] = library_versions()
     write_jsonl_atomic(paths.records, records)
     write_json_atomic(paths.summary, summary)
     for used in paths.partial_files():
