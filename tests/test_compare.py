@@ -86,7 +86,9 @@ def test_missing_or_unfinished_run_is_a_one_line_error(tmp_path, gsm8k_dir):
     assert "\n" not in str(err.value)
 
 
-def test_different_protocols_are_shown_per_run_with_a_warning(tmp_path, gsm8k_dir):
+def test_different_protocols_are_refused_unless_forced_and_then_marked(tmp_path, gsm8k_dir, capsys):
+    from mathtune.cli import main
+
     a = write_run(tmp_path, gsm8k_dir, name="a")
     b = write_run(tmp_path, gsm8k_dir, name="b")
     for model in ("base", "tuned"):
@@ -94,6 +96,31 @@ def test_different_protocols_are_shown_per_run_with_a_warning(tmp_path, gsm8k_di
         summary = json.loads(path.read_text())
         summary["protocol"] = "GSM8K test, cot8"
         path.write_text(json.dumps(summary))
-    lines = compare_runs([a, b]).splitlines()
+    assert main(["compare", str(a), str(b)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mathtune: error: the runs' accuracies were measured on different data or protocols")
+    assert "--force" in err and err.count("\n") == 1
+    lines = compare_runs([a, b], force=True).splitlines()
     assert any(line.startswith("| protocol |") and "GSM8K test, cot8 |" in line for line in lines)
-    assert lines[-1].startswith("Warning: the runs were evaluated under different protocols")
+    assert lines[-1].startswith("Warning (--force): the runs were evaluated on different data or under different")
+    # Different data files (same protocol) are refused the same way.
+    c = write_run(tmp_path, gsm8k_dir, name="c")
+    path = c / "eval" / "base.summary.json"
+    summary = json.loads(path.read_text())
+    summary["data_identity"] = {"kind": "local", "path": "/elsewhere/test.jsonl", "sha256": "0" * 64}
+    path.write_text(json.dumps(summary))
+    with pytest.raises(MathtuneError, match="different data or protocols"):
+        compare_runs([a, c])
+
+
+def test_compare_json_is_the_table_and_the_raw_figures(tmp_path, gsm8k_dir, capsys):
+    from mathtune.cli import main
+
+    a = write_run(tmp_path, gsm8k_dir, name="a")
+    b = write_run(tmp_path, gsm8k_dir, name="b")
+    assert main(["compare", str(a), str(b), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["header"] == ["", "a", "b"] and data["comparable"] is True
+    tuned = json.loads((a / "eval" / "tuned.summary.json").read_text())
+    assert data["runs"][0]["evals"]["tuned"]["accuracy_strict"] == tuned["accuracy_strict"]
+    assert all(len(row) == 3 for row in data["rows"])

@@ -106,3 +106,50 @@ def test_version_and_bare_command(capsys):
     assert cli.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: mathtune") and "compare" in out and "demo" in out
+
+
+def test_print_config_shows_every_key_resolved_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    from mathtune.cli import main
+    from mathtune.config import Config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  learning_rate: 1e-4\n")
+    assert main(["run", str(config), "--set", "train.epochs=1", "--print-config", "--out", str(tmp_path / "r")]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["learning_rate"] == 1e-4 and printed["train"]["epochs"] == 1
+    assert set(printed) == set(Config.model_fields)  # every section, defaults filled in
+    assert printed["lora"]["r"] == Config().lora.r
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "train", "eval", "score", "report", "compare", "export", "demo"])
+def test_every_command_help_has_an_example(command, capsys):
+    from mathtune.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert "example" in text and f"mathtune {command}" in text
+
+
+def test_reference_config_lists_every_key():
+    """The shipped reference config names every key of the schema (with its default value)."""
+    import yaml
+
+    from mathtune.config import Config
+
+    written = yaml.safe_load((REPO / "configs" / "qwen2-1.5b-gsm8k-lora.yaml").read_text())
+    resolved = Config().model_dump(mode="json")
+
+    def keys(tree: dict, prefix: str = "") -> set[str]:
+        out = set()
+        for k, v in tree.items():
+            out.add(prefix + k)
+            if isinstance(v, dict) and not k.endswith("rewards"):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(written) == keys(resolved)

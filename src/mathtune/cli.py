@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -50,18 +51,55 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default (where it has one and the text does not already say
+    it), and the examples as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+EXAMPLES = {
+    "run": "examples:\n  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml\n"
+           "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --set eval.limit=200 --out runs/quick\n"
+           "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --print-config",
+    "train": "examples:\n  mathtune train configs/qwen2-1.5b-gsm8k-rft.yaml --out runs/rft\n"
+             "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml --set train.learning_rate=1e-4",
+    "eval": "examples:\n  mathtune eval --model Qwen/Qwen2-1.5B --limit 200\n"
+            "  mathtune eval --model Qwen/Qwen2-1.5B --adapter runs/qwen2-1.5b-gsm8k-lora/adapter --prompt cot8\n"
+            "  mathtune eval --model ./my-model --data ../gsm8k --samples 8 --temperature 0.7",
+    "score": "examples:\n  mathtune score runs/eval/eval/base.jsonl\n"
+             "  mathtune score samples_gsm8k_2026-11-27.jsonl --out rescored.jsonl",
+    "report": "example:\n  mathtune report runs/qwen2-1.5b-gsm8k-lora",
+    "compare": "example:\n  mathtune compare runs/sft runs/rft runs/grpo",
+    "export": "example:\n  mathtune export runs/qwen2-1.5b-gsm8k-lora --merged merged/qwen2-1.5b-gsm8k",
+    "demo": "example:\n  mathtune demo",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mathtune import __version__
 
     p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
     p.add_argument("--version", action="version", version=f"mathtune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add = sub.add_parser
+
+    def add_parser(name: str, **kwargs):
+        return add(name, formatter_class=_Help, epilog=EXAMPLES[name], description=kwargs.get("help"), **kwargs)
+
+    sub.add_parser = add_parser
 
     def config_args(sp):
         sp.add_argument("config", help="YAML config (every key optional; defaults = the reference experiment)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.epochs=1")
         sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+        sp.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, every default filled in, and exit")
 
     sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
     config_args(sp)
@@ -77,47 +115,66 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default="openai/gsm8k", help="hub dataset id or folder with train.jsonl/test.jsonl")
     sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
     sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
-    sp.add_argument("--prompt", default="chat", help="chat | cot8 | plain5")
+    sp.add_argument("--prompt", default="chat", choices=["chat", "cot8", "plain5"], help="prompt format")
     sp.add_argument("--samples", type=_positive_int, default=1, help="completions per problem (majority vote)")
     sp.add_argument("--temperature", type=_nonneg_float, help="sampling temperature (default 0; 0.7 when --samples > 1)")
-    sp.add_argument("--max-new-tokens", type=_positive_int, default=512)
-    sp.add_argument("--batch-size", type=_batch_size, default="auto")
-    sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    sp.add_argument("--max-new-tokens", type=_positive_int, default=512, help="generation budget per completion")
+    sp.add_argument("--batch-size", type=_batch_size, default="auto",
+                    help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
+    sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                    help="auto: bfloat16 on a GPU, float32 on a CPU")
     sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
     sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
+    sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")
     sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line")
     sp.add_argument("--out", type=Path, help="scored JSONL (default: stdout summary only)")
 
     sp = sub.add_parser("report", help="rebuild analysis.json and the report from a run folder")
-    sp.add_argument("run_dir", type=Path)
+    sp.add_argument("run_dir", type=Path, help="a run folder (from run, train or eval)")
 
     sp = sub.add_parser("compare", help="side-by-side table of finished runs")
-    sp.add_argument("run_dirs", type=Path, nargs="+")
+    sp.add_argument("run_dirs", type=Path, nargs="+", help="two or more run folders; the first is the reference")
+    sp.add_argument("--force", action="store_true",
+                    help="compare accuracies measured on different data or protocols (marked in the output)")
+    sp.add_argument("--json", action="store_true", help="print the table and each run's figures as JSON")
 
     sp = sub.add_parser("export", help="write the base model with the adapter merged in")
-    sp.add_argument("run_dir", type=Path)
+    sp.add_argument("run_dir", type=Path, help="a trained run folder (holds adapter/)")
     sp.add_argument("--merged", type=Path, required=True, help="output folder for the merged model")
 
     sub.add_parser("demo", help="the whole pipeline on a small real model, on CPU, offline")
     return p
 
 
-def _cmd_run(args) -> None:
-    from mathtune.config import load_config
-    from mathtune.pipeline import run_experiment
+def _config(args):
+    """The resolved config; with --print-config it is printed and the command stops."""
+    from mathtune.config import config_to_yaml, load_config
 
     config = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(config_to_yaml(config), end="")
+        return None
+    return config
+
+
+def _cmd_run(args) -> None:
+    from mathtune.pipeline import run_experiment
+
+    config = _config(args)
+    if config is None:
+        return
     run_experiment(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
 
 
 def _cmd_train(args) -> None:
-    from mathtune.config import load_config
     from mathtune.train import run_train
 
-    config = load_config(args.config, args.overrides)
+    config = _config(args)
+    if config is None:
+        return
     run_train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
 
 
@@ -143,7 +200,9 @@ def _cmd_eval(args) -> None:
         dtype=args.dtype,
         seed=args.seed,
     )
-    evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name)
+    summary = evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json)
+    if args.json:
+        print(json.dumps(summary))
 
 
 def _cmd_score(args) -> None:
@@ -159,9 +218,10 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from mathtune.compare import compare_runs
+    from mathtune.compare import compare_table, render_markdown
 
-    print(compare_runs(args.run_dirs))
+    table = compare_table(args.run_dirs, force=args.force)
+    print(json.dumps(table) if args.json else render_markdown(table))
 
 
 def _cmd_export(args) -> None:

@@ -132,11 +132,34 @@ def _show(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def compare_runs(run_dirs: list[Path]) -> str:
+def _evaluated_on(summary: dict) -> str:
+    """The data and protocol an accuracy was measured on, as one comparable string."""
+    ident = summary.get("data_identity") or {}
+    data = (f"{ident.get('path')} sha256 {ident.get('sha256')}" if ident.get("kind") == "local"
+            else f"{ident.get('id') or summary.get('data')} revision {ident.get('revision')}")
+    return f"{data} | split {summary.get('split')} | {summary.get('protocol')}"
+
+
+def compare_runs(run_dirs: list[Path], *, force: bool = False) -> str:
     """A Markdown table with one column per run."""
+    return render_markdown(compare_table(run_dirs, force=force))
+
+
+def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any]:
+    """The table as data: header, rows of cells, and the protocol note; plus each run's raw
+    accuracy figures. Accuracies measured on different data (another file, split, problem
+    count or prompt) are refused unless force is set, and then marked."""
     if not run_dirs:
         raise MathtuneError("compare needs at least one run folder")
     runs = [load_run_facts(Path(d)) for d in run_dirs]
+    measured = {}
+    for r in runs:
+        for model, summary in r["evals"].items():
+            measured.setdefault(_evaluated_on(summary), []).append(f"{r['dir'].name}/{model}")
+    if len(measured) > 1 and not force:
+        listing = "; ".join(f"{', '.join(names)}: {key}" for key, names in measured.items())
+        raise MathtuneError(f"the runs' accuracies were measured on different data or protocols ({listing}); "
+                            "pass --force to compare them anyway")
     header = ["", *(r["dir"].name or str(r["dir"]) for r in runs)]
     rows: list[list[str]] = []
 
@@ -202,10 +225,19 @@ def compare_runs(run_dirs: list[Path]) -> str:
           for r, e in zip(runs, eval_seconds)),
     ])
 
+    if shared_protocol and len(measured) <= 1:
+        note = f"Protocol{' of every run' if len(runs) > 1 else ''}: {protocols[0]}."
+    else:
+        note = ("Warning (--force): the runs were evaluated on different data or under different protocols; "
+                "their accuracies are not comparable.")
+    raw = [{"dir": str(r["dir"]), "evals": {m: {k: s.get(k) for k in (
+        "n", "accuracy_strict", "accuracy_flexible", "ci95_strict", "ci95_flexible", "protocol", "data_identity",
+        "wall_time_s")} for m, s in r["evals"].items()}} for r in runs]
+    return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw}
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    header, rows = table["header"], table["rows"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if shared_protocol:
-        lines += ["", f"Protocol{' of every run' if len(runs) > 1 else ''}: {protocols[0]}."]
-    else:
-        lines += ["", "Warning: the runs were evaluated under different protocols; their accuracies are not comparable."]
-    return "\n".join(lines)
+    return "\n".join(lines + ["", table["note"]])
