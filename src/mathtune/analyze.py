@@ -41,6 +41,7 @@ TREND_THRESHOLD_PCT = 1.0
 SIGN_CONVENTION = ("every decrease is (start - end) / start x 100: positive when the loss fell, negative "
                    "when it rose")
 
+UNNAMED_DATA = "data not named in the summary"
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 CI_LEVEL_PCT = 95
@@ -289,7 +290,7 @@ def training_recommendation(trend: dict, summary: dict, curves: dict, config: Co
         return (
             f"Still improving: {decider}, more than the {TREND_THRESHOLD_PCT}% threshold{stopped}{other}. "
             f"More epochs{more} are likely to lower the validation loss further; whether that lifts "
-            "GSM8K exact match must be measured, not assumed."
+            "benchmark exact match must be measured, not assumed."
         )
     return (
         f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
@@ -397,7 +398,8 @@ def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
             "ci95_pct": [_pct(lo), _pct(hi)],
         }
     out["truncated"] = sum(1 for r in records if r.get("truncated"))
-    for key in ("model", "adapter", "prompt", "max_new_tokens", "samples", "temperature", "device", "dtype", "protocol"):
+    for key in ("model", "adapter", "prompt", "max_new_tokens", "samples", "temperature", "device", "dtype", "protocol",
+                "data_name"):
         out[key] = summary.get(key)
     out["wall_time_s"] = _r(summary.get("wall_time_s"), 1)
     out["problems_per_s"] = _r(summary.get("problems_per_s"), 2)
@@ -526,8 +528,11 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
         records_by_model[name] = records
         models[name] = model_accuracy(records, summary)
     protocols = {m["protocol"] for m in models.values() if m.get("protocol")}
+    names = sorted({m.get("data_name") or UNNAMED_DATA for m in models.values()})
     out: dict[str, Any] = {
         "available": True,
+        # 'GSM8K' only when the evaluation recorded GSM8K's own data (see data.data_identity).
+        "data_name": " / ".join(names),
         "ci_level_pct": CI_LEVEL_PCT,
         "interval": "Wilson score interval",
         "protocol": " | ".join(sorted(protocols)) if protocols else "not recorded",
@@ -613,16 +618,18 @@ def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     token_val = training["token_accuracy"]["validation"]["end_pct"]
     exact = tuned["strict"]["accuracy_pct"]
     token = token_val if token_val is not None else token_train
+    data_name = tuned.get("data_name") or UNNAMED_DATA
     return {
         "available": True,
         "token_accuracy_train_end_pct": token_train,
         "token_accuracy_validation_end_pct": token_val,
         "gsm8k_exact_match_strict_pct": exact,
+        "data_name": data_name,
         "protocol": tuned.get("protocol"),
         "why_they_differ": (
             f"Mean token accuracy ({token}%) is teacher-forced: at every position the model is handed "
             "the gold solution so far and only has to guess the next token, so one wrong digit costs one "
-            f"token; GSM8K exact match ({exact}%) makes the model write the whole solution itself, where "
+            f"token; exact match on {data_name} ({exact}%) makes the model write the whole solution itself, where "
             "one early mistake carries through to a wrong final number."
         ),
     }

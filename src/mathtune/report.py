@@ -166,7 +166,7 @@ def training_blocks(training: dict, figures: set[str]) -> list:
 
 
 def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
-    blocks: list = [Heading(2, "GSM8K benchmark")]
+    blocks: list = [Heading(2, f"Benchmark: {benchmark['data_name']}" if benchmark.get("available") else "Benchmark")]
     if not benchmark.get("available"):
         return blocks + [Para(sentence(benchmark.get("reason", "no evaluation in this run")) + ".")]
     level = benchmark["ci_level_pct"]
@@ -208,7 +208,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
     else:
         blocks.append(Para(f"No paired comparison: {paired.get('reason')}."))
     if "accuracy.png" in figures:
-        blocks.append(Figure("accuracy.png", f"GSM8K exact match with {level}% Wilson intervals."))
+        blocks.append(Figure("accuracy.png", f"Exact match on {benchmark['data_name']} with {level}% Wilson intervals."))
     return blocks
 
 
@@ -280,7 +280,7 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
 
 
 def seed_claim_blocks(claim: dict) -> list:
-    blocks: list = [Heading(2, "Token accuracy is not GSM8K accuracy")]
+    blocks: list = [Heading(2, "Token accuracy is not problem-solving accuracy")]
     if not claim.get("available"):
         return blocks + [Para(f"Not available: {claim.get('reason')}.")]
     blocks.append(Table(
@@ -289,7 +289,8 @@ def seed_claim_blocks(claim: dict) -> list:
             ["mean token accuracy at the end of training, train (teacher-forced)", show_pct(claim["token_accuracy_train_end_pct"])],
             ["mean token accuracy at the end of training, validation (teacher-forced)",
              show_pct(claim["token_accuracy_validation_end_pct"])],
-            ["GSM8K exact match of the tuned model, strict", show_pct(claim["gsm8k_exact_match_strict_pct"])],
+            [f"exact match of the tuned model on {claim['data_name']}, strict",
+             show_pct(claim["gsm8k_exact_match_strict_pct"])],
         ],
     ))
     return blocks + [Para(claim["why_they_differ"])]
@@ -443,7 +444,7 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
         claim = analysis["seed_claim"]
         if claim.get("available") and claim["gsm8k_exact_match_strict_pct"] is not None:
             ax.axhline(claim["gsm8k_exact_match_strict_pct"], ls="--", color="#2ca02c",
-                       label="GSM8K exact match of the tuned model (strict)")
+                       label=f"exact match of the tuned model on {claim['data_name']} (strict)")
         ax.set(xlabel="optimizer step", ylabel="%", ylim=(0, 100),
                title="Mean token accuracy: teacher-forced, NOT problem-solving accuracy")
         ax.legend(loc="lower right")
@@ -461,7 +462,7 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
                    yerr=_error_bars(values, [m[k]["ci95_pct"] for k in ("strict", "flexible")]),
                    capsize=4, label=name, color=MODEL_COLORS.get(name))
         ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(2)], ["strict", "flexible"])
-        ax.set(ylabel="exact match %", ylim=(0, 100), title=f"GSM8K accuracy ({benchmark['ci_level_pct']}% Wilson)")
+        ax.set(ylabel="exact match %", ylim=(0, 100), title=f"{benchmark['data_name']}: accuracy ({benchmark['ci_level_pct']}% Wilson)")
         ax.legend()
         out["accuracy.png"] = _figure_bytes(fig)
 
