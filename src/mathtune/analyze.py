@@ -74,7 +74,7 @@ def _r(value: float | None, digits: int = 1) -> float | None:
     """Round for display; None stays None (shown as n/a)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
-    return round(float(value), digits)
+    return round(float(value), digits) + 0.0  # + 0.0: no "-0.0"
 
 
 def _pct(proportion: float | None) -> float | None:
@@ -165,11 +165,12 @@ def final_stretch(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
     first_step, last_step = train["step"][0], train["step"][-1]
     start = last_step - (last_step - first_step) * FINAL_STRETCH_FRACTION
 
-    def points(series: dict[str, list]) -> list[tuple]:
-        pts = [(s, v) for s, v in zip(series["step"], series["loss"]) if s >= start]
-        if len(pts) < MIN_STRETCH_POINTS:  # a sparse curve: widen to its last points
-            pts = list(zip(series["step"], series["loss"]))[-MIN_STRETCH_POINTS:]
-        return pts
+    train_pts = [(s, v) for s, v in zip(train["step"], train["loss"]) if s >= start]
+    if len(train_pts) < MIN_STRETCH_POINTS:  # a sparse curve: widen to its last points
+        train_pts = list(zip(train["step"], train["loss"]))[-MIN_STRETCH_POINTS:]
+        start = min(start, train_pts[0][0])
+    # Validation over the same steps (no widening of its own: its points are few and far apart).
+    val_pts = [(s, v) for s, v in zip(curves["validation"]["step"], curves["validation"]["loss"]) if s >= start]
 
     def decrease(pts: list[tuple]) -> float | None:
         if len(pts) < 2:
@@ -177,7 +178,6 @@ def final_stretch(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
         change = linear_change_pct([p[0] for p in pts], [p[1] for p in pts])
         return None if change is None else _r(-change)
 
-    train_pts, val_pts = points(train), points(curves["validation"])
     return {
         "available": True,
         "fraction_pct": round(FINAL_STRETCH_FRACTION * 100),
@@ -330,7 +330,9 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
             ),
             "final_stretch": (
                 f"decrease of a least-squares line fitted to the losses logged in the last "
-                f"{round(FINAL_STRETCH_FRACTION * 100)}% of the step range, in % of its starting value"
+                f"{round(FINAL_STRETCH_FRACTION * 100)}% of the step range (widened to the last "
+                f"{MIN_STRETCH_POINTS} logged training losses when it holds fewer), in % of its starting value; "
+                "validation over the same steps, where it has at least 2 points"
             ),
             "token_accuracy": (
                 "teacher-forced next-token accuracy on the solution tokens (the model sees the gold "
