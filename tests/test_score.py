@@ -212,5 +212,5 @@ def test_long_digit_runs_score_without_error(tmp_path, capsys):
     assert score_completion("1" * 1_000_000 + " then 18", "18")["correct_flexible"] is True
     rows = tmp_path / "c.jsonl"
     rows.write_text(json.dumps({"completion": f"#### {long_number}.000", "answer": "#### 18"}) + "\n")
-    assert cli.main(["score", str(rows)]) == 0
+    assert cli.main(["score", str(rows), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy_strict"] == 0.0

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -26,6 +27,7 @@ from mathtune.data import Problem, data_identity, load_split, resolve_source
 from mathtune.errors import MathtuneError
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.prompts import PromptBuilder, make_prompt_builder
+from mathtune import terminal
 from mathtune.provenance import library_versions
 from mathtune.runfiles import (iter_jsonl, read_jsonl_until_torn, repair_jsonl, write_json_atomic,
                                write_jsonl_atomic)
@@ -305,7 +307,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     problems, builder = load_problems(request)  # data errors surface before the slow model load
     done = finished_summary(paths, request)
     if done is not None:
-        if not quiet:
+        if not (quiet or terminal.QUIET):
             print(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
     shard = Shard.current()
@@ -352,7 +354,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         torch.manual_seed(request.seed + len(done_records) + shard.rank)
     bar = tqdm(total=len(problems) if shard.world_size == 1 else len(mine),
                initial=len(done_records) if shard.world_size == 1 else 0, unit="problem",
-               desc=f"eval {name}", disable=quiet or not shard.is_main, dynamic_ncols=True)
+               desc=f"eval {name}", disable=quiet or terminal.QUIET or not shard.is_main, dynamic_ncols=True,
+               # not a terminal (CI, a pipe): a plain line now and then, not a redraw per problem
+               mininterval=0.1 if sys.stderr.isatty() else terminal.PLAIN_EVERY_S)
     start = time.perf_counter()
     own_partial = paths.partial if shard.world_size == 1 else paths.partial_for_rank(shard.rank)
     with own_partial.open("a", encoding="utf-8") as partial:
@@ -396,7 +400,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         used.unlink(missing_ok=True)
     paths.partial_meta.unlink(missing_ok=True)
     shard.wait()
-    if not quiet:
+    if not (quiet or terminal.QUIET):
         _print_summary(name, summary, paths)
     return summary
 
@@ -474,9 +478,15 @@ def _print_summary(name: str, s: dict, paths: EvalPaths) -> None:
 
 def score_file(path: Path, out: Path | None = None) -> dict:
     """`mathtune score`: add pred_strict, pred_flexible, correct_strict, correct_flexible to
-    every line of a JSONL of completions; print a JSON summary line."""
+    every line of a JSONL of completions (or an lm-eval samples file), write them to `out`
+    (default FILE.scored.jsonl) and return the summary."""
     if not path.is_file():
         raise MathtuneError(f"file not found: {path}")
+    from mathtune.lmeval_samples import score_lmeval_samples
+
+    lmeval_summary = score_lmeval_samples(path, out)  # None unless an lm-eval --log_samples file
+    if lmeval_summary is not None:
+        return lmeval_summary
     rows = []
     for where, row in iter_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("completion"), str) or "answer" not in row:
@@ -502,5 +512,4 @@ def score_file(path: Path, out: Path | None = None) -> dict:
         "ci95_flexible": list(wilson_interval(cf, n)),
         "out": str(out),
     }
-    print(json.dumps(summary))
     return summary
