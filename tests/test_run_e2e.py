@@ -22,6 +22,7 @@ EXPECTED_FILES = {
     "analysis.json",
     "report.md",
     "report.html",
+    "run.log",  # every trainer log line and library warning the terminal leaves out
 }
 
 
@@ -104,3 +105,33 @@ def test_compare_two_runs(run_dir, capsys):
 def test_report_on_a_missing_folder_is_one_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_terminal_is_clean_and_run_log_keeps_the_rest(tiny_model_dir, small_data_dir, tmp_path, capfd):
+    """No raw trainer dicts on the terminal; every logged step in run.log; --quiet leaves only
+    the final paths."""
+    config = tmp_path / "t.yaml"
+    config.write_text("name: t\n")
+    settings = [f"model.name_or_path={tiny_model_dir}", f"data.source={small_data_dir}", "data.train_limit=8",
+                "train.epochs=1", "train.batch_size=4", "train.eval_every_steps=1", "train.report_to=[]",
+                "eval.limit=2", "eval.max_new_tokens=4"]
+    overrides = [x for s in settings for x in ("--set", s)]
+    assert main(["run", str(config), "--out", str(tmp_path / "loud"), *overrides]) == 0
+    out, err = capfd.readouterr()
+    assert "{'loss'" not in out + err and "{'eval_loss'" not in out + err and "Warning" not in out + err
+    assert "training done (sft)" in out
+    logged = [json.loads(line) for line in (tmp_path / "loud" / "run.log").read_text().splitlines()
+              if line.startswith("{")]
+    steps = [line["step"] for line in logged if "loss" in line]
+    metrics = [json.loads(line) for line in (tmp_path / "loud" / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert steps and set(steps) == {m["step"] for m in metrics if "loss" in m}
+
+    from mathtune import terminal
+
+    try:
+        assert main(["run", str(config), "--out", str(tmp_path / "quiet"), "--quiet", *overrides]) == 0
+    finally:
+        terminal.QUIET = False
+    out, err = capfd.readouterr()
+    assert [line.split(": ")[0] for line in out.splitlines()] == ["report", "report"]
+    assert err.strip() == ""

@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
         sp.add_argument("--print-config", action="store_true",
                         help="print the resolved config, every default filled in, and exit")
+        sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
 
     sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
     config_args(sp)
@@ -127,10 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
+    sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")
-    sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line")
-    sp.add_argument("--out", type=Path, help="scored JSONL (default: stdout summary only)")
+    sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line, or an "
+                    "lm-evaluation-harness --log_samples file (samples_TASK_DATE.jsonl; detected)")
+    sp.add_argument("--out", type=Path, help="where to write the scored lines (default: FILE.scored.jsonl beside FILE)")
+    sp.add_argument("--json", action="store_true", help="print the summary as JSON")
 
     sp = sub.add_parser("report", help="rebuild analysis.json and the report from a run folder")
     sp.add_argument("run_dir", type=Path, help="a run folder (from run, train or eval)")
@@ -208,7 +212,19 @@ def _cmd_eval(args) -> None:
 def _cmd_score(args) -> None:
     from mathtune.evaluate import score_file
 
-    score_file(args.file, args.out)
+    s = score_file(args.file, args.out)
+    if args.json:
+        print(json.dumps(s))
+        return
+    lo, hi = s["ci95_strict"]
+    flo, fhi = s["ci95_flexible"]
+    print(f"strict {s['accuracy_strict']:.1%} [{lo:.1%}, {hi:.1%}]  flexible {s['accuracy_flexible']:.1%} "
+          f"[{flo:.1%}, {fhi:.1%}]  n={s['n']}")
+    for name, figures in (s.get("lm_eval") or {}).items():
+        differ = figures.get("exact_match_differ")
+        print(f"lm-eval {name}: exact_match {figures.get('exact_match')}"
+              + (f", differs from mathtune's {figures.get('compared_with')} on {differ} problems" if differ is not None else ""))
+    print(f"scored lines: {s['out']}")
 
 
 def _cmd_report(args) -> None:
@@ -257,6 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     # Quiet the libraries' own chatter; our progress bars and messages are what users read.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # The libraries' own bars (loading weights, mapping a dataset) are short; ours show the stages.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before main (a test, a notebook): the variable came too late
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if getattr(args, "quiet", False):
+        from mathtune import terminal
+
+        terminal.QUIET = True
     try:
         COMMANDS[args.command](args)
     except MathtuneError as err:

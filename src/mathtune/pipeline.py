@@ -16,6 +16,7 @@ from pathlib import Path
 from mathtune.config import Config, config_to_yaml
 from mathtune.runfiles import write_atomic
 from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
+from mathtune.terminal import run_log, say
 
 
 def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
@@ -46,7 +47,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
     todo = [(name, req) for name, req in (("base", base_req), ("tuned", tuned_req))
             if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
     if not todo:
-        print("eval: base and tuned already finished")
+        say("eval: base and tuned already finished")
         return
     from mathtune.models import attach_adapter, load_model
 
@@ -70,7 +71,8 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     # Training only reads the training keys; eval.* and report.* may have changed since, and
     # config.yaml must say what this run actually used.
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
-    evaluate_base_and_tuned(config, run_dir)
+    with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
+        evaluate_base_and_tuned(config, run_dir)
     return rebuild_report(run_dir)
 
 
@@ -94,6 +96,10 @@ def rebuild_report(run_dir: Path) -> Path:
     run_analysis(run_dir)
     written = build_report(run_dir)
     main = next((p for p in written if p.suffix == ".html"), written[0] if written else run_dir)
+    figures = [p for p in written if p.suffix == ".png"]
     for path in written:
-        print(f"report: {path}")
+        if path.suffix != ".png":
+            print(f"report: {path}")  # a final path: printed under --quiet too
+    if figures:
+        say(f"figures: {len(figures)} in {figures[0].parent}")
     return main

@@ -39,6 +39,7 @@ from mathtune.runfiles import read_jsonl_until_torn, write_atomic, write_json_at
 from mathtune.models import load_model, load_tokenizer, resolve_dtype
 from mathtune.prompts import training_pair
 from mathtune.provenance import library_versions
+from mathtune.terminal import replace_progress, run_log, say
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
@@ -66,8 +67,14 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     status = inspect_run_dir(run_dir, config, overwrite)
     if status == "done":
         if state.is_main_process:
-            print(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
+            say(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
         return run_dir
+    # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
+    with run_log(run_dir, start=False) as log:
+        return _train(config, run_dir, state, status, log)
+
+
+def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     check_trackers(config.train.report_to)
     method = config.train.method
     # Data first (no network for a local folder), then the tokenizer (no weights yet).
@@ -99,9 +106,10 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     state.wait_for_everyone()  # every process has read the folder before the main one changes it
     if state.is_main_process:
         prepare_run_dir(run_dir, config, fresh=checkpoint is None)
+        log.start()
         if checkpoint is not None:
             truncate_metrics(run_dir / "train" / "metrics.jsonl", checkpoint_step(checkpoint))
-            print(f"resuming from {checkpoint}")
+            say(f"resuming from {checkpoint}")
     state.wait_for_everyone()
 
     recipe_stats = None
@@ -126,6 +134,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
         )
 
     # --- train ---
+    replace_progress(trainer, run_dir / "run.log", f"train ({method})")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -140,7 +149,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
         write_json_atomic(run_dir / "train" / "summary.json", summary)
         best = (f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})"
                 if summary["best_step"] is not None else "adapter of the last step")
-        print(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
+        say(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
               f"adapter in {run_dir / 'adapter'}")
     state.wait_for_everyone()
     return run_dir
