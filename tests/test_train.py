@@ -220,3 +220,8 @@ def test_folder_of_another_config_is_refused_unless_overwrite(trained_run, tmp_p
     # eval.* and report.* do not decide what is trained: the finished training is reused
     same_training = tiny_train_config(model_dir, data_dir, "eval.limit=3")
     assert train_mod.inspect_run_dir(run_dir, same_training, overwrite=False) == "done"
+    # Many differences: five named, the rest counted.
+    many = tiny_train_config(model_dir, data_dir, "lora.r=4", "lora.alpha=8", "lora.dropout=0.2", "train.epochs=2",
+                             "train.learning_rate=1e-3", "train.warmup_ratio=0.1", "seed=7")
+    with pytest.raises(MathtuneError, match=r"\(differs in [a-z_., ]+ and 2 more\)"):
+        train_mod.inspect_run_dir(run_dir, many, overwrite=False)

@@ -32,7 +32,7 @@ def test_two_processes_make_one_run(tmp_path, tiny_model_dir, small_data_dir):
     assert summary["world_size"] == 2
     lines = [json.loads(line) for line in (out / "train" / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(summary["global_step"] + 1))
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "config.yaml", "train"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "config.yaml", "run.log", "train"]
     assert sorted(p.name for p in (out / "train").iterdir()) == ["checkpoints", "metrics.jsonl", "summary.json", "tensorboard"]
     assert len(list((out / "train" / "tensorboard").iterdir())) == 1  # one events file, from the main process
     assert load_file(str(out / "adapter" / "adapter_model.safetensors"))

@@ -188,7 +188,8 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
         if training_part(previous) != training_part(config):
             keys = differing_keys(training_part(previous), training_part(config))
             raise MathtuneError(
-                f"{run_dir} holds a run of a different config (differs in {', '.join(keys[:5])}); "
+                f"{run_dir} holds a run of a different config (differs in {', '.join(keys[:5])}"
+                f"{f' and {len(keys) - 5} more' if len(keys) > 5 else ''}); "
                 "use --overwrite to replace it, or another --out"
             )
     elif has_training:
