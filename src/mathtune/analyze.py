@@ -264,7 +264,8 @@ def training_recommendation(trend: dict, summary: dict, curves: dict, config: Co
         steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
         if curves["validation"]["step"]:
             every = max(1, steps // (VALIDATION_TREND_POINTS + 1)) if steps else None
-            how = (f"set train.eval_every_steps to {every} or less (this run took {steps} steps), or train longer"
+            how = (f"set train.eval_every_steps to {every}{' or less' if every > 1 else ''} (this run took {steps} "
+                   "steps), or train longer"
                    if every else "evaluate more often (train.eval_every_steps) or train longer")
             return (f"Not enough validation points for a verdict: {trend['validation_points_used']} evaluations, and "
                     f"the trend needs the last {VALIDATION_TREND_POINTS}. To get one, {how}.")
