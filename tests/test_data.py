@@ -120,7 +120,7 @@ def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
                                                      for x in lines))
         assert data_identity(str(respaced), "test")["name"] == "GSM8K"
         (respaced / "test.jsonl").write_text("\n".join(lines[:100]) + "\n")  # a slice is not GSM8K
-        assert data_identity(str(respaced), "test")["name"].startswith("local data respaced (not GSM8K")
+        assert data_identity(str(respaced), "test")["name"].startswith("local file respaced/test.jsonl (not GSM8K")
     assert data_identity(str(shipped_demo_data()), "test")["name"] == DEMO_DATA_NAME
     assert data_identity("openai/gsm8k", "test")["name"] == "GSM8K"
     assert data_identity(str(shipped_demo_data()), "validation")["path"].endswith("train.jsonl")

@@ -89,9 +89,9 @@ def test_eval_writes_scored_records_and_summary(tiny_model_dir, small_data_dir, 
     test_file = (small_data_dir / "test.jsonl").resolve()
     assert summary["data_identity"] == {"kind": "local", "split": "test", "path": str(test_file),
                                         "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest(),
-                                        "name": f"local data {small_data_dir.name} (not GSM8K's published test split)"}
+                                        "name": f"local file {small_data_dir.name}/test.jsonl (not GSM8K's published test split)"}
     # A slice of GSM8K in a file of its own is not called GSM8K: its text differs from the published split.
-    assert summary["protocol"].startswith(f"local data {small_data_dir.name} (not GSM8K's published test split) test,")
+    assert summary["protocol"].startswith(f"local file {small_data_dir.name}/test.jsonl (not GSM8K's published test split) test,")
 
 
 def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):

@@ -163,3 +163,29 @@ def test_html_renders_in_headless_chromium_with_its_images(run, tmp_path):
     saturation = pixels.max(axis=-1) - pixels.min(axis=-1)
     assert (saturation > 0.3).sum() > 2_000, "no figure rendered"
     assert np.isfinite(pixels).all()
+
+
+def test_summary_first_and_contents_link_every_section(run):
+    page = (run / "report.html").read_text()
+    headings = re.findall(r'<h2 id="([^"]+)">', page)
+    assert headings[0] == "summary"  # the one-screen summary comes before everything else
+    nav = re.search(r'<nav class="toc">(.*?)</nav>', page, re.S).group(1)
+    assert re.findall(r'href="#([^"]+)"', nav) == headings[1:]
+    markdown = (run / "report.md").read_text()
+    assert "## Summary" in markdown.split("## What ran")[0]
+    assert "@media print" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_html_prints_to_pdf_in_headless_chromium(run, tmp_path):
+    pdf = tmp_path / "report.pdf"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}", "--no-pdf-header-footer",
+           (run / "report.html").resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
+    assert pages >= 2, "the report should span pages, not be cut to one"
+    assert len(data) > 50_000, "the figures should be in the PDF"

@@ -135,7 +135,7 @@ def data_identity(source: str, split: str) -> dict:
         elif content_sha256(path) == GSM8K_CONTENT_SHA256.get(file_split):
             name = "GSM8K"
         else:
-            name = f"local data {folder.name} (not GSM8K's published {file_split} split)"
+            name = f"local file {folder.name}/{file_split}.jsonl (not GSM8K's published {file_split} split)"
         return {"kind": "local", "name": name, "split": split, "path": str(path), "sha256": file_sha256(path)}
     from mathtune.hub import hub_reachable
 

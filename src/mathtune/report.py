@@ -374,10 +374,57 @@ def provenance_blocks(provenance: dict) -> list:
     return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows)]
 
 
+@dataclass
+class Contents:
+    """The table of contents: every level-2 heading after it, linked by its anchor."""
+
+
+def anchor(text: str) -> str:
+    """The id of a heading: lower case, words joined by '-' (GitHub's Markdown rule for plain text)."""
+    import re
+
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip().replace(" ", "-")
+
+
+def summary_blocks(analysis: dict) -> list:
+    """One screen: base vs tuned with intervals and the paired test, time and cost, verdicts."""
+    blocks: list = [Heading(2, "Summary")]
+    benchmark, training = analysis["benchmark"], analysis["training"]
+    rows = []
+    if benchmark.get("available"):
+        for name, m in benchmark["models"].items():
+            rows.append([f"{name}: exact match on {benchmark['data_name']}, strict",
+                         f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])} "
+                         f"of {show(m['n'])}"])
+        paired = benchmark["paired"]
+        if paired.get("available"):
+            p = paired["strict"]
+            rows.append(["tuned - base, strict, paired",
+                         f"{show_signed(p['difference_pp'])} points {show_interval(p['ci95_pp'], '')}, "
+                         f"McNemar p {p['mcnemar_p_display']}"])
+        for name, m in benchmark["models"].items():
+            rows.append([f"evaluation time, {name}", f"{show(m.get('wall_time_s'))} s"])
+    if training.get("available"):
+        rows.append(["training time", f"{show(training['wall_time_min'])} min on {show(training['device'])}"])
+        cost = training.get("cost_usd")
+        rows.append(["training cost", f"${cost}" if cost is not None else show(training.get("cost_note"))])
+    if rows:
+        blocks.append(Table(["", "measured"], rows))
+    verdicts = [v for v in (training.get("trend", {}).get("verdict") if training.get("available") else None,
+                            benchmark.get("paired", {}).get("verdict") if benchmark.get("available") else None) if v]
+    if verdicts:
+        blocks.append(Bullets([f"Training trend: {verdicts[0]}." if len(verdicts) == 2 else verdicts[0]]
+                              + ([verdicts[1]] if len(verdicts) == 2 else [])))
+    return blocks
+
+
 def report_blocks(analysis: dict, figures: set[str]) -> list:
     run = analysis["run"]
     blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
     blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
+    blocks += summary_blocks(analysis)
+    blocks.append(Contents())
+    blocks.append(Heading(2, "What ran"))
     blocks += provenance_blocks(run.get("provenance") or {})
     blocks.append(Heading(2, "Recommendations"))
     blocks.append(Bullets(analysis["recommendations"] or ["Nothing to recommend: the run holds too little data."]))
@@ -531,10 +578,16 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _contents(blocks: list, after: int) -> list[Heading]:
+    return [b for b in blocks[after + 1:] if isinstance(b, Heading) and b.level == 2]
+
+
 def render_markdown(blocks: list) -> str:
     parts = []
-    for b in blocks:
-        if isinstance(b, Heading):
+    for i, b in enumerate(blocks):
+        if isinstance(b, Contents):
+            parts.append("Contents: " + " · ".join(f"[{h.text}](#{anchor(h.text)})" for h in _contents(blocks, i)))
+        elif isinstance(b, Heading):
             parts.append("#" * b.level + " " + b.text)
         elif isinstance(b, Para):
             parts.append(b.text)
@@ -561,6 +614,16 @@ img { max-width: 100%; border: 1px solid #eee; }
 figure { margin: 1em 0; }
 pre { background: #f7f7f7; padding: 0.6em; white-space: pre-wrap; word-wrap: break-word; border-left: 3px solid #ccc; }
 .label { font-size: 0.85em; color: #666; margin-bottom: 0; }
+nav.toc ol { columns: 2; margin-top: 0.3em; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 10.5pt; }
+  nav.toc { display: none; }
+  h1, h2, h3 { break-after: avoid; page-break-after: avoid; }
+  table, figure, pre, tr { break-inside: avoid; page-break-inside: avoid; }
+  h2 { break-before: auto; }
+  img { max-width: 100%; max-height: 9cm; border: none; }
+  a { color: inherit; text-decoration: none; }
+}
 """
 
 
@@ -573,9 +636,12 @@ def _html_inline(text: str) -> str:
 
 def render_html(blocks: list, title: str, figures: dict[str, bytes]) -> str:
     body = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            body.append(f"<h{b.level}>{html.escape(b.text)}</h{b.level}>")
+    for i, b in enumerate(blocks):
+        if isinstance(b, Contents):
+            links = "".join(f'<li><a href="#{anchor(h.text)}">{html.escape(h.text)}</a></li>' for h in _contents(blocks, i))
+            body.append(f'<nav class="toc"><p class="label">Contents</p><ol>{links}</ol></nav>')
+        elif isinstance(b, Heading):
+            body.append(f'<h{b.level} id="{anchor(b.text)}">{html.escape(b.text)}</h{b.level}>')
         elif isinstance(b, Para):
             body.append(f"<p>{_html_inline(b.text)}</p>")
         elif isinstance(b, Bullets):
