@@ -23,6 +23,7 @@ EXPECTED_FILES = {
     "report.md",
     "report.html",
     "run.log",  # every trainer log line and library warning the terminal leaves out
+    "plan.json",  # the plan printed before the run, kept to set beside what happened
 }
 
 
@@ -135,3 +136,14 @@ def test_terminal_is_clean_and_run_log_keeps_the_rest(tiny_model_dir, small_data
     out, err = capfd.readouterr()
     assert [line.split(": ")[0] for line in out.splitlines()] == ["report", "report"]
     assert err.strip() == ""
+
+
+def test_plan_is_set_beside_what_happened(run_dir):
+    out, _ = run_dir
+    analysis = json.loads((out / "analysis.json").read_text())
+    plan = json.loads((out / "plan.json").read_text())
+    rows = {r["figure"]: r for r in analysis["plan"]["rows"]}
+    assert rows["optimizer steps"]["planned"] == plan["optimizer_steps"]
+    assert rows["optimizer steps"]["actual"] == analysis["training"]["global_step"]
+    assert abs(plan["optimizer_steps"] - analysis["training"]["global_step"]) <= 1  # packing, estimated
+    assert "plan (cpu) and actual" in (out / "report.md").read_text()

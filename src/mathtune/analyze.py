@@ -675,6 +675,9 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
         "contamination": analyze_contamination(config, records_by_model),
         "seed_claim": seed_claim(training, benchmark),
     }
+    from mathtune.plan import plan_vs_actual
+
+    analysis["plan"] = plan_vs_actual(run_dir, training, benchmark)
     analysis["recommendations"] = recommendations(analysis)
     return analysis
 

@@ -2,6 +2,7 @@
 
     mathtune run CONFIG [--set key=value ...] [--out DIR]
     mathtune train CONFIG [--set ...] [--out DIR] [--overwrite]
+    mathtune plan CONFIG [--set ...] [--device h100|a100|cpu]
     mathtune eval --model M [--adapter DIR] [--data SOURCE] [--split test] [--limit N]
                   [--prompt chat|cot8|plain5] [--samples K] [--out DIR]
     mathtune score FILE.jsonl [--out FILE]
@@ -66,6 +67,8 @@ EXAMPLES = {
     "run": "examples:\n  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml\n"
            "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --set eval.limit=200 --out runs/quick\n"
            "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --print-config",
+    "plan": "examples:\n  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --device h100\n"
+            "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --json",
     "train": "examples:\n  mathtune train configs/qwen2-1.5b-gsm8k-rft.yaml --out runs/rft\n"
              "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml --set train.learning_rate=1e-4",
     "eval": "examples:\n  mathtune eval --model Qwen/Qwen2-1.5B --limit 200\n"
@@ -109,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="LoRA training only (train.method: sft, rft or grpo)")
     config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
+
+    sp = sub.add_parser("plan", help="what a run will do and cost: tokens, steps, FLOPs, time, memory; loads no weights")
+    config_args(sp)
+    sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
 
     sp = sub.add_parser("eval", help="benchmark a model on GSM8K")
     sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
@@ -180,6 +188,16 @@ def _cmd_train(args) -> None:
     if config is None:
         return
     run_train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+
+
+def _cmd_plan(args) -> None:
+    from mathtune.plan import format_plan, make_plan
+
+    config = _config(args)
+    if config is None:
+        return
+    plan = make_plan(config, device=args.device)
+    print(json.dumps(plan) if args.json else format_plan(plan))
 
 
 def _cmd_eval(args) -> None:
@@ -255,6 +273,7 @@ def _cmd_demo(args) -> None:
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
+    "plan": _cmd_plan,
     "eval": _cmd_eval,
     "score": _cmd_score,
     "report": _cmd_report,

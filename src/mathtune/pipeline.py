@@ -65,7 +65,12 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     from mathtune.train import run_train
 
     run_dir = Path(run_dir)
+    plan = _plan(config, run_dir)
     run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
+    if plan is not None:
+        from mathtune.plan import write_plan
+
+        write_plan(plan, run_dir)
     if overwrite:
         clear_downstream(run_dir)
     # Training only reads the training keys; eval.* and report.* may have changed since, and
@@ -74,6 +79,25 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
         evaluate_base_and_tuned(config, run_dir)
     return rebuild_report(run_dir)
+
+
+def _plan(config: Config, run_dir: Path) -> dict | None:
+    """The plan, printed before anything runs (kept from an earlier start of the same run)."""
+    import json
+
+    from mathtune.errors import MathtuneError
+    from mathtune.plan import format_plan, make_plan
+
+    saved = run_dir / "plan.json"
+    if saved.is_file():
+        return None  # planned when this run first started; a resume keeps that plan
+    try:
+        plan = make_plan(config)
+    except MathtuneError as err:
+        say(f"plan: not available ({err})")
+        return None
+    say(format_plan(plan))
+    return plan
 
 
 def clear_downstream(run_dir: Path) -> None:

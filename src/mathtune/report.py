@@ -410,6 +410,11 @@ def summary_blocks(analysis: dict) -> list:
         rows.append(["training cost", f"${cost}" if cost is not None else show(training.get("cost_note"))])
     if rows:
         blocks.append(Table(["", "measured"], rows))
+    plan = analysis.get("plan") or {}
+    if plan.get("available"):
+        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual"],
+                            [[r["figure"], show(r["planned"]), show(r["actual"])] for r in plan["rows"]]))
+        blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
     verdicts = [v for v in (training.get("trend", {}).get("verdict") if training.get("available") else None,
                             benchmark.get("paired", {}).get("verdict") if benchmark.get("available") else None) if v]
     if verdicts:

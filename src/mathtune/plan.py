@@ -1,0 +1,247 @@
+"""`mathtune plan`: what a run will do and cost, before it runs.
+
+    plan = make_plan(config, device="h100")     # reads the data and the tokenizer, no weights
+    print(format_plan(plan))
+
+It tokenizes every training and validation example with the real tokenizer, counts what
+data.max_length drops, works out optimizer steps and validation passes as the trainer will,
+counts trainable parameters on a weightless (meta-device) copy of the model, and estimates
+FLOPs, wall time, cost and peak memory. Times come from measured throughputs kept as data
+(throughputs.json, the figures of BENCHMARKS.md), scaled by parameter count; a device with
+no measured entry gets its FLOPs at a stated share of the device's peak. `mathtune run`
+prints the plan first and writes it to RUN_DIR/plan.json, where the analysis puts it next
+to what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+from mathtune.config import Config
+from mathtune.errors import MathtuneError
+
+# Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
+# assumed where no throughput was measured on that device.
+PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l4": 121.0}
+ASSUMED_UTILISATION = 0.30
+FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forward 2*N*T + 2*H*C + 2*L*d*T^2, "
+                 "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
+                 "non-embedding parameters, H the output layer's, L layers of attention width d; validation "
+                 "2*(N+H)*T per example per pass; evaluation (an upper bound: every answer runs to "
+                 "max_new_tokens) 2*(N+H)*(prompt + max_new_tokens) per problem and model")
+
+
+def throughputs() -> list[dict]:
+    """The measured throughputs shipped with the package (throughputs.json)."""
+    return json.loads((resources.files("mathtune") / "throughputs.json").read_text(encoding="utf-8"))
+
+
+def _detected_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0).lower()
+        return next((key for key in PEAK_TFLOPS if key in name), name)
+    return "cpu"
+
+
+def _model_shape(name_or_path: str, config: Config) -> dict:
+    """Parameter counts from the model's config on the meta device: no weights are read."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mathtune.models import resolve_model_path
+    from mathtune.train import make_lora_config
+
+    import warnings
+
+    cfg = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # PEFT's use of a renamed property
+    text = cfg.get_text_config()
+    embedding = text.vocab_size * text.hidden_size
+    total = sum(p.numel() for p in model.parameters())
+    peft_model = get_peft_model(model, make_lora_config(config, model))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    return {"total_params": total, "trainable_params": trainable,
+            "non_embedding_params": total - embedding * (1 if getattr(text, "tie_word_embeddings", False) else 2),
+            "head_params": embedding, "layers": text.num_hidden_layers,
+            "attention_width": text.num_attention_heads * head_dim, "hidden": text.hidden_size,
+            "vocab": text.vocab_size}
+
+
+def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]:
+    from mathtune.prompts import training_pair
+    from mathtune.train import text_length
+
+    totals, answers = [], []
+    for problem in problems:
+        prompt, completion = training_pair(problem, tokenizer, config.data.prompt)
+        totals.append(text_length(tokenizer, prompt, completion))
+        answers.append(totals[-1] - len(tokenizer(text=prompt)["input_ids"]))
+    return totals, answers
+
+
+def _stats(lengths: list[int]) -> dict:
+    if not lengths:
+        return {"examples": 0, "tokens": 0, "mean": None, "p99": None, "max": None}
+    ordered = sorted(lengths)
+    return {"examples": len(lengths), "tokens": sum(lengths), "mean": round(sum(lengths) / len(lengths), 1),
+            "p99": ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)], "max": ordered[-1]}
+
+
+def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
+    """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
+    from mathtune.data import training_splits
+    from mathtune.evaluate import EvalRequest, load_problems
+    from mathtune.models import load_tokenizer
+
+    if config.train.method != "sft":
+        raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
+                            "whose lengths cannot be known before it runs")
+    device = (device or _detected_device()).lower()
+    train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
+                                 train_limit=config.data.train_limit)
+    test, builder = load_problems(EvalRequest(model=config.model.name_or_path, data=config.data.source,
+                                              split=config.eval.split, limit=config.eval.limit,
+                                              prompt=config.eval.prompt, seed=config.seed,
+                                              val_fraction=config.data.val_fraction))
+    tokenizer = load_tokenizer(config.model.name_or_path)
+    shape = _model_shape(config.model.name_or_path, config)
+
+    limit = config.data.max_length
+    train_len, train_ans = _lengths(config, tokenizer, train)
+    val_len, _ = _lengths(config, tokenizer, val)
+    kept = [(t, c) for t, c in zip(train_len, train_ans) if t <= limit]
+    kept_val = [t for t in val_len if t <= limit]
+    t = config.train
+    per_step = t.batch_size * t.gradient_accumulation_steps * world_size
+    kept_tokens = sum(x for x, _ in kept)
+    # Packed rows hold whole examples up to max_length each (best-fit decreasing packs nearly full).
+    rows = math.ceil(kept_tokens / limit) if t.packing else len(kept)
+    steps_per_epoch = max(1, math.ceil(rows / per_step))
+    steps = math.ceil(steps_per_epoch * t.epochs)
+    val_passes = steps // t.eval_every_steps + 1 + (1 if steps % t.eval_every_steps else 0)
+
+    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
+    train_flops = t.epochs * sum(4 * n * x + 4 * head * c + 6 * layers * d * x * x for x, c in kept)
+    val_flops = val_passes * sum(2 * n * x + 2 * head * x for x in kept_val)
+    sample = test[:50]  # the prompt length of the evaluation, from the first problems
+    mean_prompt = sum(len(tokenizer(text=builder.render(p.question, tokenizer))["input_ids"]) for p in sample) / max(
+        1, len(sample))
+    generated = 2 * len(test) * config.eval.samples * config.eval.max_new_tokens  # base and tuned
+    eval_flops = 2 * len(test) * config.eval.samples * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
+
+    entry = next((e for e in throughputs() if e["device"] == device), None)
+    if entry is not None:
+        scale = (shape["total_params"]) / entry["params"]
+        train_s = t.epochs * kept_tokens / entry["train_tokens_per_s"] * scale / world_size
+        val_s = val_passes * sum(kept_val) / (3 * entry["train_tokens_per_s"]) * scale / world_size
+        eval_s = generated / entry["eval_tokens_per_s"] * scale / world_size
+        basis = (f"measured throughput '{entry['id']}' ({entry['source']}): training {entry['train_tokens_per_s']} "
+                 f"tokens/s and evaluation {entry['eval_tokens_per_s']} generated tokens/s on a "
+                 f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count x{scale:.2f}; validation at 3x the "
+                 "training rate (forward only)")
+    elif device in PEAK_TFLOPS:
+        rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION * world_size
+        train_s, val_s, eval_s = train_flops / rate, val_flops / rate, eval_flops / rate
+        basis = (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
+                 f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak")
+    else:
+        raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
+                            f"(known: {', '.join(sorted({e['device'] for e in throughputs()} | set(PEAK_TFLOPS)))})")
+    on_gpu = device != "cpu"
+    hours = (train_s + val_s + eval_s) / 3600
+    dtype_bytes = 2 if on_gpu else 4
+    tokens_per_step = limit * per_step // world_size if t.packing else per_step // world_size * max(x for x, _ in kept)
+    # Weights, plus per token of a step: the float32 logits and their gradient, and the saved
+    # activations (about 34 x hidden values per layer without gradient checkpointing).
+    activation = tokens_per_step * (8 * shape["vocab"] + (34 * shape["hidden"] * layers * dtype_bytes
+                                                          if not t.gradient_checkpointing else 2 * shape["hidden"] * layers * dtype_bytes))
+    memory = shape["total_params"] * dtype_bytes + 16 * shape["trainable_params"] + activation
+    return {
+        "device": device,
+        "world_size": world_size,
+        "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
+                 "validation": {**_stats(val_len), "dropped_over_max_length": len(val_len) - len(kept_val)},
+                 "test_problems": len(test), "max_length": limit},
+        "train_tokens_per_epoch": kept_tokens,
+        "optimizer_steps": steps,
+        "steps_per_epoch": steps_per_epoch,
+        "validation_passes": val_passes,
+        "trainable_params": shape["trainable_params"],
+        "total_params": shape["total_params"],
+        "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA},
+        "time_s": {"train": round(train_s, 1), "validation": round(val_s, 1), "evaluation": round(eval_s, 1),
+                   "total": round(train_s + val_s + eval_s, 1)},
+        "time_basis": basis,
+        "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
+        "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
+        "peak_memory_gib": round(memory / 2**30, 1),
+        "peak_memory_basis": ("weights + 16 bytes per trainable parameter (weights, gradient, two Adam moments) + "
+                              "per token of a step: float32 logits and their gradient, and the saved activations "
+                              "of every layer; an estimate, not a measurement"),
+    }
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def format_plan(plan: dict) -> str:
+    d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
+    f, ts = plan["flops"], plan["time_s"]
+    lines = [
+        f"plan on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
+        f"  data       train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length {d['max_length']}, "
+        f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
+        f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
+        f"max {tr['max']}",
+        f"  steps      {plan['optimizer_steps']} optimizer steps ({plan['steps_per_epoch']} per epoch), "
+        f"{plan['validation_passes']} validation passes",
+        f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,}",
+        f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
+        f"  time       {_duration(ts['total'])} (train {_duration(ts['train'])}, validation {_duration(ts['validation'])}, "
+        f"evaluation at most {_duration(ts['evaluation'])})",
+        f"  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
+                            else plan["cost_basis"]),
+        f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",
+        f"  basis      {plan['time_basis']}",
+        f"  FLOPs are  {f['formula']}",
+    ]
+    return "\n".join(lines)
+
+
+def write_plan(plan: dict, run_dir: Path) -> None:
+    from mathtune.runfiles import write_json_atomic
+
+    write_json_atomic(Path(run_dir) / "plan.json", plan)
+
+
+def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
+    """The plan of RUN_DIR/plan.json next to what the run recorded, figure by figure."""
+    path = Path(run_dir) / "plan.json"
+    if not path.is_file():
+        return {"available": False, "reason": "no plan.json (the run was started before plans were kept, or "
+                                              "its method has no plan)"}
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    evals = benchmark.get("models", {}) if benchmark.get("available") else {}
+    eval_s = sum(m.get("wall_time_s") or 0 for m in evals.values()) if evals else None
+    rows = [
+        {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
+         "actual": training.get("global_step") if training.get("available") else None},
+        {"figure": "training time incl. validation (s)", "planned": round(plan["time_s"]["train"] + plan["time_s"]["validation"], 1),
+         "actual": training.get("wall_time_s") if training.get("available") else None},
+        {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
+         "actual": round(eval_s, 1) if eval_s is not None else None},
+        {"figure": "training cost (USD)", "planned": plan["cost_usd"],
+         "actual": training.get("cost_usd") if training.get("available") else None},
+    ]
+    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
+            "note": "planned evaluation time is an upper bound (every answer at max_new_tokens)"}

@@ -1,0 +1,71 @@
+"""`mathtune plan`: counts that must equal what training then does, a named device without a
+measured throughput, and no weights read."""
+
+import json
+
+import pytest
+
+from conftest import tiny_train_config
+from mathtune.errors import MathtuneError
+from mathtune.plan import ASSUMED_UTILISATION, PEAK_TFLOPS, make_plan
+
+
+def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mathtune.models import load_tokenizer
+    from mathtune.train import build_datasets, make_lora_config, text_length
+
+    config = tiny_train_config(tiny_model_dir, small_data_dir, "data.max_length=400")
+    plan = make_plan(config, device="cpu")
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    _, _, counts = build_datasets(config, tokenizer)
+    assert plan["data"]["train"]["examples"] - plan["data"]["train"]["dropped_over_max_length"] == counts["train_examples"]
+    assert plan["data"]["train"]["dropped_over_max_length"] == counts["dropped_too_long"]["train"] > 0
+    assert plan["data"]["validation"]["examples"] - plan["data"]["validation"]["dropped_over_max_length"] == counts["val_examples"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    trainable = sum(p.numel() for p in get_peft_model(model, make_lora_config(config, model)).parameters() if p.requires_grad)
+    assert plan["trainable_params"] == trainable
+    from mathtune.data import training_splits
+    from mathtune.prompts import training_pair
+
+    train, _ = training_splits(str(small_data_dir), val_fraction=config.data.val_fraction, seed=config.seed,
+                               train_limit=config.data.train_limit)
+    lengths = [text_length(tokenizer, *training_pair(p, tokenizer, "chat")) for p in train]
+    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= 400)
+    assert plan["data"]["train"]["max"] == max(lengths)
+    assert plan["time_basis"].startswith("measured throughput 'cpu-")
+    assert plan["cost_usd"] is None
+
+
+def test_a_device_without_a_measurement_uses_a_stated_share_of_its_peak(tiny_model_dir, small_data_dir):
+    config = tiny_train_config(tiny_model_dir, small_data_dir)
+    plan = make_plan(config, device="a100")
+    assert f"{round(ASSUMED_UTILISATION * 100)}% of its {PEAK_TFLOPS['a100']} TFLOP/s" in plan["time_basis"]
+    rate = PEAK_TFLOPS["a100"] * 1e12 * ASSUMED_UTILISATION
+    assert plan["time_s"]["train"] == round(plan["flops"]["train"] / rate, 1)
+    assert plan["cost_usd"] is not None
+    with pytest.raises(MathtuneError, match="no throughput measured on 'tpu9'"):
+        make_plan(config, device="tpu9")
+    with pytest.raises(MathtuneError, match="covers train.method sft"):
+        make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.method=rft"), device="cpu")
+
+
+def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path, capsys, monkeypatch):
+    import transformers
+
+    from mathtune.cli import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the plan must not load weights")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {tiny_model_dir}\ndata:\n  source: {small_data_dir}\n")
+    assert main(["plan", str(config), "--device", "h100", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["device"] == "h100" and plan["optimizer_steps"] >= 1 and plan["cost_usd"] is not None
+    assert main(["plan", str(config), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("plan on cpu") and "optimizer steps" in text and "FLOPs are" in text
