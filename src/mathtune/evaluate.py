@@ -359,6 +359,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
                mininterval=0.1 if sys.stderr.isatty() else terminal.PLAIN_EVERY_S)
     start = time.perf_counter()
     own_partial = paths.partial if shard.world_size == 1 else paths.partial_for_rank(shard.rank)
+    right = [0, 0]  # strictly right, done: the running accuracy the bar shows
     with own_partial.open("a", encoding="utf-8") as partial:
 
         def write(problem: Problem, generations: list[Generation]) -> None:
@@ -368,6 +369,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
             partial.write(json.dumps(record, ensure_ascii=False) + "\n")
             partial.flush()
             done_records[problem.id] = record
+            right[0] += bool(record["correct_strict"])
+            right[1] += 1
+            bar.set_postfix_str(f"strict {right[0]}/{right[1]}", refresh=False)  # this session's problems
             bar.update(1)
 
         batch_size, decoder = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
