@@ -29,7 +29,8 @@ PLAIN_EVERY_S = 30.0
 
 
 def say(message: str) -> None:
-    """A progress message: printed unless --quiet."""
+    """A progress message: printed unless --quiet, and kept in run.log while one is open."""
+    logging.getLogger("mathtune").info(message)
     if not QUIET:
         print(message, flush=True)
 
@@ -72,8 +73,8 @@ def run_log(run_dir: Path, *, start: bool = True):
     if start:
         handler.start()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    libraries = [logging.getLogger(name) for name in ("transformers", "trl", "peft", "accelerate", "datasets",
-                                                      "torch", "py.warnings")]
+    libraries = [logging.getLogger(name) for name in ("mathtune", "transformers", "trl", "peft", "accelerate",
+                                                      "datasets", "torch", "py.warnings")]
     saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in libraries]
     for lg in libraries:
         lg.handlers = [handler]
