@@ -69,3 +69,11 @@ def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path,
     assert main(["plan", str(config), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("plan on cpu") and "optimizer steps" in text and "FLOPs are" in text
+
+
+def test_packed_rows_follow_best_fit_decreasing():
+    from mathtune.plan import packed_rows
+
+    # 384 alone; 300 + 84; 200 + 100 (best fit puts 100 with 200, not in 300's 84 of room)
+    assert packed_rows([300, 200, 100, 384, 84], 384) == 3
+    assert packed_rows([200] * 5, 384) == 5 and packed_rows([100] * 8, 384) == 3

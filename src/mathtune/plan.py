@@ -88,6 +88,22 @@ def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]
     return totals, answers
 
 
+def packed_rows(lengths: list[int], capacity: int) -> int:
+    """Rows that best-fit-decreasing packing (TRL's packing_strategy="bfd") makes of examples
+    of these lengths: longest first, each into the row with the least room that still fits it."""
+    import bisect
+
+    rooms: list[int] = []  # the free space of each open row, kept sorted
+    for length in sorted(lengths, reverse=True):
+        i = bisect.bisect_left(rooms, length)
+        if i == len(rooms):
+            bisect.insort(rooms, capacity - length)
+        else:
+            room = rooms.pop(i) - length
+            bisect.insort(rooms, room)
+    return len(rooms)
+
+
 def _stats(lengths: list[int]) -> dict:
     if not lengths:
         return {"examples": 0, "tokens": 0, "mean": None, "p99": None, "max": None}
@@ -123,8 +139,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     t = config.train
     per_step = t.batch_size * t.gradient_accumulation_steps * world_size
     kept_tokens = sum(x for x, _ in kept)
-    # Packed rows hold whole examples up to max_length each (best-fit decreasing packs nearly full).
-    rows = math.ceil(kept_tokens / limit) if t.packing else len(kept)
+    rows = packed_rows([x for x, _ in kept], limit) if t.packing else len(kept)
     steps_per_epoch = max(1, math.ceil(rows / per_step))
     steps = math.ceil(steps_per_epoch * t.epochs)
     val_passes = steps // t.eval_every_steps + 1 + (1 if steps % t.eval_every_steps else 0)

@@ -612,7 +612,7 @@ def render_markdown(blocks: list) -> str:
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
+table { border-collapse: collapse; margin: 1em 0; max-width: 100%; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 img { max-width: 100%; border: 1px solid #eee; }
@@ -653,7 +653,9 @@ def render_html(blocks: list, title: str, figures: dict[str, bytes]) -> str:
             body.append("<ul>" + "".join(f"<li>{_html_inline(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            # <wbr> after each '/': a long path may break there instead of widening the table
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c).replace('/', '/<wbr>')}</td>" for c in row) + "</tr>"
+                           for row in b.rows)
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         elif isinstance(b, Figure):
             data = base64.b64encode(figures[b.name]).decode("ascii")
