@@ -142,17 +142,21 @@ def test_report_without_analysis_is_a_user_error(tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def _chromium(tmp_path, run, *args: str) -> None:
+    """Headless Chromium on the run's report.html, offline and with a throwaway profile."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", *args, (run / "report.html").resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_html_renders_in_headless_chromium_with_its_images(run, tmp_path):
     import matplotlib.image
     import numpy as np
 
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,3000",
-           (run / "report.html").resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    _chromium(tmp_path, run, f"--screenshot={shot}", "--window-size=1200,3000")
     assert shot.is_file() and shot.stat().st_size > 50_000
     pixels = matplotlib.image.imread(shot)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
@@ -179,11 +183,7 @@ def test_summary_first_and_contents_link_every_section(run):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_html_prints_to_pdf_in_headless_chromium(run, tmp_path):
     pdf = tmp_path / "report.pdf"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={pdf}", "--no-pdf-header-footer",
-           (run / "report.html").resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    _chromium(tmp_path, run, f"--print-to-pdf={pdf}", "--no-pdf-header-footer")
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
