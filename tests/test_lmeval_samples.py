@@ -94,18 +94,28 @@ def lm_eval_verdicts(completion: str, target: str) -> dict[str, tuple[str, float
     return verdicts
 
 
+# Two completions on which the tools judge differently (deliberate differences 1 and 4 of
+# mathtune's scorer), with what lm-eval's gsm8k filters extract and score for them;
+# test_crafted_verdicts_are_lm_evals_own checks these against lm-eval's code where it is installed.
+CRAFTED = {
+    100: "He runs 9 sprints of 60 meters.\nThe answer is $540.",  # strict form lm-eval's gsm8k lacks
+    101: "He runs 9 sprints of 60 meters.\n#### 540.00",  # number, not string, comparison
+}
+CRAFTED_VERDICTS = {
+    100: {"strict-match": ("[invalid]", 0.0), "flexible-extract": ("$540.", 1.0)},
+    101: {"strict-match": ("540.00", 0.0), "flexible-extract": ("540.00", 0.0)},
+}
+
+
+def test_crafted_verdicts_are_lm_evals_own():
+    target = fixture_lines()[0]["target"]
+    assert {doc_id: lm_eval_verdicts(text, target) for doc_id, text in CRAFTED.items()} == CRAFTED_VERDICTS
+
+
 def test_disagreement_count_between_the_tools(tmp_path, capsys):
-    """Two more problems built from problem 3's real lines, with completions on which the
-    tools judge differently (deliberate differences 1 and 4 of mathtune's scorer)."""
+    """Two more problems built from problem 3's real lines, with the crafted completions."""
     lines = fixture_lines()
-    target = lines[0]["target"]
-    crafted = {
-        100: "He runs 9 sprints of 60 meters.\nThe answer is $540.",  # strict form lm-eval's gsm8k lacks
-        101: "He runs 9 sprints of 60 meters.\n#### 540.00",  # number, not string, comparison
-    }
-    verdicts = {doc_id: lm_eval_verdicts(text, target) for doc_id, text in crafted.items()}
-    assert verdicts[100] == {"strict-match": ("[invalid]", 0.0), "flexible-extract": ("$540.", 1.0)}
-    assert verdicts[101] == {"strict-match": ("540.00", 0.0), "flexible-extract": ("540.00", 0.0)}
+    crafted, verdicts = CRAFTED, CRAFTED_VERDICTS
     extra = []
     for template in lines[:4:2]:  # problem 3 under strict-match, then under flexible-extract
         assert template["doc_id"] == 3
