@@ -147,3 +147,32 @@ def test_plan_is_set_beside_what_happened(run_dir):
     assert rows["optimizer steps"]["actual"] == analysis["training"]["global_step"]
     assert plan["optimizer_steps"] == analysis["training"]["global_step"]  # best-fit-decreasing packing, simulated
     assert "plan (cpu) and actual" in (out / "report.md").read_text()
+
+
+def test_changed_eval_settings_are_refused_not_silently_rewritten(run_dir, capsys, tmp_path):
+    """`--set eval.prompt=cot8` on a finished run would replace eval/*.jsonl: refused, with
+    nothing changed, unless --overwrite."""
+    import shutil
+
+    out, argv = run_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = [a if a != str(out) else str(copy) for a in argv]
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    assert main(argv + ["--set", "eval.prompt=cot8"]) == 1
+    err = capsys.readouterr().err
+    assert "holds a finished eval/base.jsonl with other settings (differs in prompt)" in err and "--overwrite" in err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before
+
+
+def test_eval_refuses_to_replace_a_record_of_other_settings(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    common = ["eval", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--max-new-tokens", "4",
+              "--out", str(tmp_path), "--name", "m"]
+    assert main(common + ["--limit", "2"]) == 0
+    first = (tmp_path / "eval" / "m.jsonl").read_bytes()
+    capsys.readouterr()
+    assert main(common + ["--limit", "2", "--split", "validation"]) == 1
+    assert "differs in split" in capsys.readouterr().err
+    assert (tmp_path / "eval" / "m.jsonl").read_bytes() == first
+    assert main(common + ["--limit", "2", "--split", "validation", "--overwrite"]) == 0
+    assert "replacing the finished evaluation" in capsys.readouterr().out

@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
     sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace a finished record of the same name made with other settings")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")
     sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line, or an "
@@ -222,7 +224,8 @@ def _cmd_eval(args) -> None:
         dtype=args.dtype,
         seed=args.seed,
     )
-    summary = evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json)
+    summary = evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json,
+                       overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary))
 

@@ -289,8 +289,20 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed)
 
 
+def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
+    """The settings in which a finished evaluation under these paths differs from the
+    request ([] when there is none, or it is the same)."""
+    if not paths.summary.is_file():
+        return []
+    try:
+        summary = json.loads(paths.summary.read_text())
+    except ValueError:
+        return ["(unreadable summary)"]
+    return [k for k, v in _summary_identity(request).items() if summary.get(k) != v]
+
+
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
-             quiet: bool = False, paths: EvalPaths | None = None) -> dict:
+             quiet: bool = False, paths: EvalPaths | None = None, overwrite: bool = False) -> dict:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
     (the pipeline evaluates base and tuned without loading twice), and paths to write
     somewhere other than OUT/eval/NAME.* (RFT keeps its samples in train/).
@@ -310,6 +322,13 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         if not (quiet or terminal.QUIET):
             print(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
+    differs = other_settings(paths, request)
+    if differs and not overwrite:  # never replace finished records in silence
+        raise MathtuneError(f"{paths.records} holds an evaluation with other settings (differs in "
+                            f"{', '.join(differs[:5])}{f' and {len(differs) - 5} more' if len(differs) > 5 else ''}); "
+                            "use --name for a record of its own, or --overwrite to replace it")
+    if differs and not (quiet or terminal.QUIET):
+        print(f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})")
     shard = Shard.current()
 
     if model is None:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
 from mathtune.runfiles import write_atomic
-from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary
+from mathtune.errors import MathtuneError
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, other_settings
 from mathtune.terminal import run_log, say
 
 
@@ -38,7 +39,17 @@ def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
     )
 
 
-def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
+def check_eval_settings(config: Config, run_dir: Path) -> None:
+    """Finished evaluations are never replaced in silence: a run whose eval.* settings differ
+    from its finished records is refused (before anything runs or is written) unless --overwrite."""
+    for name, req in (("base", eval_request(config, None)), ("tuned", eval_request(config, run_dir / "adapter"))):
+        differs = other_settings(EvalPaths.for_name(run_dir, name), req)
+        if differs:
+            raise MathtuneError(f"{run_dir} holds a finished eval/{name}.jsonl with other settings (differs in "
+                                f"{', '.join(differs)}); use --overwrite to replace it, or another --out")
+
+
+def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = False) -> None:
     """Both benchmarks on one loaded base model, base first: the tuned one is the same
     weights plus the adapter (merged in float32, see attach_adapter), so the comparison
     isolates the adapter."""
@@ -57,7 +68,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path) -> None:
         if req.adapter is not None:
             model = attach_adapter(model, req.adapter, merge=True)
             model.eval()
-        evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer)
+        evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
@@ -65,6 +76,8 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     from mathtune.train import run_train
 
     run_dir = Path(run_dir)
+    if not overwrite:
+        check_eval_settings(config, run_dir)
     plan = _plan(config, run_dir)
     run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
     if plan is not None:
@@ -77,7 +90,7 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     # config.yaml must say what this run actually used.
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
     with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
-        evaluate_base_and_tuned(config, run_dir)
+        evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
     return rebuild_report(run_dir)
 
 

@@ -154,7 +154,9 @@ def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPa
     model.to(process_device())
     model.eval()
     try:
-        summary = evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME)
+        # The samples file is this run's own, redrawn when the sampling settings change.
+        summary = evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME,
+                           overwrite=True)
     finally:
         if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
             model.set_attn_implementation(attn)
