@@ -153,3 +153,18 @@ def test_reference_config_lists_every_key():
         return out
 
     assert keys(written) == keys(resolved)
+
+
+def test_relative_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    """A run folder's config names its model and data by absolute path, so a rerun or a
+    report from another folder finds them; hub ids stay as given."""
+    from mathtune.config import load_config
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.source=data", "model.name_or_path=./model"])
+    assert config.data.source == str(tmp_path / "data") and config.model.name_or_path == str(tmp_path / "model")
+    hub = load_config(None, ["data.source=openai/gsm8k", "model.name_or_path=Qwen/Qwen2-1.5B"])
+    assert hub.data.source == "openai/gsm8k" and hub.model.name_or_path == "Qwen/Qwen2-1.5B"
+    assert load_config(None, ["data.source=~/nowhere-x"]).data.source.startswith("/")

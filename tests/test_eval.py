@@ -247,3 +247,14 @@ def test_eval_json_prints_only_the_summary(tiny_model_dir, small_data_dir, tmp_p
     summary = json.loads(out)
     assert out.count("\n") == 1 and summary["n"] == 2
     assert summary == json.loads((tmp_path / "eval" / "j.summary.json").read_text())
+
+
+def test_eval_records_relative_paths_as_absolute(tiny_model_dir, small_data_dir, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(small_data_dir, tmp_path / "d")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", "d", "--limit", "1", "--max-new-tokens", "2",
+                 "--out", "o", "--name", "r", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "o" / "eval" / "r.summary.json").read_text())
+    assert summary["data"] == str(tmp_path / "d")

@@ -210,10 +210,12 @@ def _cmd_eval(args) -> None:
         temperature = 0.7 if args.samples > 1 else 0.0
     if args.samples > 1 and temperature == 0.0:
         raise MathtuneError("--samples > 1 needs --temperature > 0 (greedy samples are all the same)")
-    request = EvalRequest(
-        model=args.model,
-        adapter=args.adapter,
-        data=args.data,
+    from mathtune.config import absolute_if_local
+
+    request = EvalRequest(  # local paths recorded as absolute paths, so a rerun from elsewhere matches
+        model=absolute_if_local(args.model),
+        adapter=absolute_if_local(args.adapter) if args.adapter else None,
+        data=absolute_if_local(args.data),
         split=args.split,
         limit=args.limit,
         prompt=args.prompt,
@@ -302,10 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
-    if getattr(args, "quiet", False):
-        from mathtune import terminal
+    from mathtune import terminal
 
-        terminal.QUIET = True
+    terminal.QUIET = bool(getattr(args, "quiet", False))  # per command (main may be called again in one process)
     try:
         COMMANDS[args.command](args)
     except MathtuneError as err:

@@ -26,9 +26,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_attribute_docstrings=True)
 
 
+def absolute_if_local(value: str) -> str:
+    """A local path as an absolute one (so a run folder's config works from any folder); a
+    hub id, or a path that does not exist and does not look like one, is left as given."""
+    import os
+
+    expanded = os.path.expanduser(value)
+    if value.startswith((".", "/", "~")) or os.path.exists(expanded):
+        return os.path.abspath(expanded)
+    return value
+
+
 class ModelConfig(_Section):
     name_or_path: str = "Qwen/Qwen2-1.5B"
     """Hub id, local folder, or a .gguf file (dequantized on load, cached as safetensors)."""
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return absolute_if_local(value)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto = bfloat16 on a GPU, float32 on a CPU."""
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
@@ -38,6 +54,11 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     source: str = "openai/gsm8k"
     """Hub dataset id (config `main`) or a local folder holding train.jsonl and test.jsonl."""
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return absolute_if_local(value)
     val_fraction: float = Field(0.10, gt=0.0, lt=1.0)
     """Share of the train split held out for validation (seeded, stable)."""
     max_length: int = Field(512, gt=0)

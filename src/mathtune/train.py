@@ -39,7 +39,8 @@ from mathtune.runfiles import read_jsonl_until_torn, write_atomic, write_json_at
 from mathtune.models import load_model, load_tokenizer, resolve_dtype
 from mathtune.prompts import training_pair
 from mathtune.provenance import library_versions
-from mathtune.terminal import replace_progress, run_log, say
+from mathtune.terminal import run_log, say
+from mathtune.train_progress import replace_progress
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
