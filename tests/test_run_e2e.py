@@ -176,3 +176,43 @@ def test_eval_refuses_to_replace_a_record_of_other_settings(tiny_model_dir, smal
     assert (tmp_path / "eval" / "m.jsonl").read_bytes() == first
     assert main(common + ["--limit", "2", "--split", "validation", "--overwrite"]) == 0
     assert "replacing the finished evaluation" in capsys.readouterr().out
+
+
+# Kill `mathtune report` with SIGKILL just before it renames the given file into place.
+REPORT_KILLER = """
+import os, signal, sys
+real = os.replace
+
+def replace_then_die(src, dst, *a, **k):
+    if os.path.basename(str(dst)) == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst, *a, **k)
+
+os.replace = replace_then_die
+from mathtune.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("target", ["analysis.json", "report.md", "report.html"])
+def test_sigkill_while_writing_the_report_leaves_no_truncated_file(run_dir, tmp_path, target):
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    out, _ = run_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    finished = {name: (out / name).read_bytes() for name in ("analysis.json", "report.md", "report.html")}
+    script = tmp_path / "killer.py"
+    script.write_text(REPORT_KILLER)
+    proc = subprocess.run([sys.executable, str(script), target, "report", str(copy)], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert list(copy.glob(f".{target}.*.tmp")), "the killed write left its temporary file"
+    # Every final file is whole: the earlier complete version, never a cut one.
+    for name, data in finished.items():
+        assert (copy / name).read_bytes() == data
+    assert main(["report", str(copy)]) == 0
+    assert not list(copy.rglob(".*.tmp"))
+    assert json.loads((copy / "analysis.json").read_text())["run"]["name"] == "tiny"

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
-from mathtune.runfiles import write_atomic
+from mathtune.runfiles import sweep_stale_temps, write_atomic
 from mathtune.errors import MathtuneError
 from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, other_settings
 from mathtune.terminal import run_log, say
@@ -130,6 +130,7 @@ def rebuild_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")
+    sweep_stale_temps(run_dir)  # what a write killed before its rename left behind
     run_analysis(run_dir)
     written = build_report(run_dir)
     main = next((p for p in written if p.suffix == ".html"), written[0] if written else run_dir)

@@ -36,6 +36,19 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
+def sweep_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary files that a write killed before its rename left in folder (and
+    its subfolders eval/, train/, figures/); returns what was removed. Call it where one
+    process owns the folder (a run's start, a report's rebuild)."""
+    removed = []
+    for sub in (folder, folder / "eval", folder / "train", folder / "figures"):
+        if sub.is_dir():
+            for stale in sub.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
+    return removed
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
