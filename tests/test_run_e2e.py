@@ -129,10 +129,8 @@ def test_terminal_is_clean_and_run_log_keeps_the_rest(tiny_model_dir, small_data
 
     from mathtune import terminal
 
-    try:
-        assert main(["run", str(config), "--out", str(tmp_path / "quiet"), "--quiet", *overrides]) == 0
-    finally:
-        terminal.QUIET = False
+    assert main(["run", str(config), "--out", str(tmp_path / "quiet"), "--quiet", *overrides]) == 0
+    assert terminal.QUIET is False  # the flag ends with its command
     out, err = capfd.readouterr()
     assert [line.split(": ")[0] for line in out.splitlines()] == ["report", "report"]
     assert err.strip() == ""

@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["datasets"].disable_progress_bars()
     from mathtune import terminal
 
-    terminal.QUIET = bool(getattr(args, "quiet", False))  # per command (main may be called again in one process)
+    terminal.QUIET = bool(getattr(args, "quiet", False))
     try:
         COMMANDS[args.command](args)
     except MathtuneError as err:
@@ -318,4 +318,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mathtune compare ... | head`
         sys.stderr.close()
         return 0
+    finally:
+        terminal.QUIET = False  # --quiet is this command's, not the process's (main may run again)
     return 0
