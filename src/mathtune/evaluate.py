@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mathtune.data import Problem, data_identity, load_split, resolve_source
-from mathtune.errors import MathtuneError
+from mathtune.errors import MathtuneError, listing
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.prompts import PromptBuilder, make_prompt_builder
 from mathtune import terminal
@@ -301,6 +301,17 @@ def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
     return [k for k, v in _summary_identity(request).items() if summary.get(k) != v]
 
 
+def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:
+    """Finished records are never replaced in silence: MathtuneError when a finished
+    evaluation under these paths has other settings and `advice` says how to proceed;
+    returns the differing settings (to report a replacement) when advice is empty."""
+    differs = other_settings(paths, request)
+    if differs and advice:
+        raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
+                            f"{advice}")
+    return differs
+
+
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
              quiet: bool = False, paths: EvalPaths | None = None, overwrite: bool = False) -> dict:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
@@ -322,11 +333,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         if not (quiet or terminal.QUIET):
             print(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
-    differs = other_settings(paths, request)
-    if differs and not overwrite:  # never replace finished records in silence
-        raise MathtuneError(f"{paths.records} holds an evaluation with other settings (differs in "
-                            f"{', '.join(differs[:5])}{f' and {len(differs) - 5} more' if len(differs) > 5 else ''}); "
-                            "use --name for a record of its own, or --overwrite to replace it")
+    differs = refuse_other_settings(paths, request, str(paths.records), "evaluation",
+                                    "" if overwrite else "use --name for a record of its own, or --overwrite to replace it")
     if differs and not (quiet or terminal.QUIET):
         print(f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})")
     shard = Shard.current()

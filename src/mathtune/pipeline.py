@@ -16,7 +16,7 @@ from pathlib import Path
 from mathtune.config import Config, config_to_yaml
 from mathtune.runfiles import sweep_stale_temps, write_atomic
 from mathtune.errors import MathtuneError
-from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, other_settings
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, refuse_other_settings
 from mathtune.terminal import run_log, say
 
 
@@ -43,10 +43,8 @@ def check_eval_settings(config: Config, run_dir: Path) -> None:
     """Finished evaluations are never replaced in silence: a run whose eval.* settings differ
     from its finished records is refused (before anything runs or is written) unless --overwrite."""
     for name, req in (("base", eval_request(config, None)), ("tuned", eval_request(config, run_dir / "adapter"))):
-        differs = other_settings(EvalPaths.for_name(run_dir, name), req)
-        if differs:
-            raise MathtuneError(f"{run_dir} holds a finished eval/{name}.jsonl with other settings (differs in "
-                                f"{', '.join(differs)}); use --overwrite to replace it, or another --out")
+        refuse_other_settings(EvalPaths.for_name(run_dir, name), req, str(run_dir), f"eval/{name}.jsonl",
+                              "use --overwrite to replace it, or another --out")
 
 
 def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = False) -> None:
@@ -98,7 +96,6 @@ def _plan(config: Config, run_dir: Path) -> dict | None:
     """The plan, printed before anything runs (kept from an earlier start of the same run)."""
     import json
 
-    from mathtune.errors import MathtuneError
     from mathtune.plan import format_plan, make_plan
 
     saved = run_dir / "plan.json"
@@ -124,7 +121,6 @@ def clear_downstream(run_dir: Path) -> None:
 def rebuild_report(run_dir: Path) -> Path:
     """analysis.json and the report from the files in run_dir; never runs a model."""
     from mathtune.analyze import run_analysis
-    from mathtune.errors import MathtuneError
     from mathtune.report import build_report
 
     run_dir = Path(run_dir)

@@ -34,7 +34,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 from mathtune.attention import training_attention
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml
 from mathtune.data import Problem, data_identity, training_splits
-from mathtune.errors import MathtuneError
+from mathtune.errors import MathtuneError, listing
 from mathtune.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.models import load_model, load_tokenizer, resolve_dtype
 from mathtune.prompts import training_pair
@@ -189,8 +189,7 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
         if training_part(previous) != training_part(config):
             keys = differing_keys(training_part(previous), training_part(config))
             raise MathtuneError(
-                f"{run_dir} holds a run of a different config (differs in {', '.join(keys[:5])}"
-                f"{f' and {len(keys) - 5} more' if len(keys) > 5 else ''}); "
+                f"{run_dir} holds a run of a different config (differs in {listing(keys)}); "
                 "use --overwrite to replace it, or another --out"
             )
     elif has_training:
