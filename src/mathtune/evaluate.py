@@ -161,21 +161,32 @@ def _summary_identity(request: EvalRequest) -> dict:
     return ident
 
 
+def accuracy_figures(records: list[dict]) -> dict:
+    """n, strict and flexible accuracy, and their Wilson intervals, of scored records."""
+    n = len(records)
+    out: dict = {"n": n}
+    counts = {kind: sum(r[f"correct_{kind}"] for r in records) for kind in ("strict", "flexible")}
+    out.update({f"accuracy_{kind}": c / n for kind, c in counts.items()})
+    out.update({f"ci95_{kind}": list(wilson_interval(c, n)) for kind, c in counts.items()})
+    return out
+
+
+def write_scored(path: Path, out: Path | None, rows: list[dict]) -> Path:
+    """`mathtune score`'s scored lines: to `out`, by default FILE.scored.jsonl beside FILE."""
+    out = out or path.with_name(path.stem + ".scored.jsonl")
+    write_jsonl_atomic(out, rows)
+    return out
+
+
 def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
               device: str, dtype: str, attention: str | None = None) -> dict:
     n = len(records)
-    correct_strict = sum(r["correct_strict"] for r in records)
-    correct_flexible = sum(r["correct_flexible"] for r in records)
     tokens = sum(r["num_generated_tokens"] for r in records)
     identity = data_identity(request.data, request.split)
     return {
-        "n": n,
-        "accuracy_strict": correct_strict / n,
-        "accuracy_flexible": correct_flexible / n,
-        "ci95_strict": list(wilson_interval(correct_strict, n)),
-        "ci95_flexible": list(wilson_interval(correct_flexible, n)),
-        "correct_strict": correct_strict,
-        "correct_flexible": correct_flexible,
+        **accuracy_figures(records),
+        "correct_strict": sum(r["correct_strict"] for r in records),
+        "correct_flexible": sum(r["correct_flexible"] for r in records),
         "generated_tokens": tokens,
         "truncated": sum(r["truncated"] for r in records),
         **timing,
@@ -530,17 +541,4 @@ def score_file(path: Path, out: Path | None = None) -> dict:
         rows.append(row)
     if not rows:
         raise MathtuneError(f"{path}: no lines to score")
-    out = out or path.with_name(path.stem + ".scored.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out, rows)
-    n = len(rows)
-    cs, cf = sum(r["correct_strict"] for r in rows), sum(r["correct_flexible"] for r in rows)
-    summary = {
-        "n": n,
-        "accuracy_strict": cs / n,
-        "accuracy_flexible": cf / n,
-        "ci95_strict": list(wilson_interval(cs, n)),
-        "ci95_flexible": list(wilson_interval(cf, n)),
-        "out": str(out),
-    }
-    return summary
+    return {**accuracy_figures(rows), "out": str(write_scored(path, out, rows))}

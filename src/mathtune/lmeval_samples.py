@@ -32,9 +32,8 @@ import math
 from pathlib import Path
 
 from mathtune.errors import MathtuneError
-from mathtune.runfiles import iter_jsonl, write_jsonl_atomic
+from mathtune.runfiles import iter_jsonl
 from mathtune.score import extract_gold, score_completion
-from mathtune.stats import wilson_interval
 
 # Keys every line of a --log_samples file carries (the hashes and `arguments` are not needed).
 _REQUIRED = ("doc_id", "doc", "target", "resps", "filtered_resps", "filter", "metrics")
@@ -186,20 +185,8 @@ def score_lmeval_samples(path: Path, out: Path | None = None) -> dict | None:
         lm_eval = record.pop("lm_eval")
         record.update(score_completion(record["completion"], record["gold"]))
         record["lm_eval"] = lm_eval
-    out = out or path.with_name(path.stem + ".scored.jsonl")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(out, records)
-    n = len(records)
-    cs = sum(r["correct_strict"] for r in records)
-    cf = sum(r["correct_flexible"] for r in records)
-    summary = {
-        "format": "lm-eval samples",
-        "n": n,
-        "accuracy_strict": cs / n,
-        "accuracy_flexible": cf / n,
-        "ci95_strict": list(wilson_interval(cs, n)),
-        "ci95_flexible": list(wilson_interval(cf, n)),
-        "lm_eval": _lmeval_figures(records, filters),
-        "out": str(out),
-    }
-    return summary
+    from mathtune.evaluate import accuracy_figures, write_scored  # evaluate calls this module
+
+    written = write_scored(path, out, records)
+    return {"format": "lm-eval samples", **accuracy_figures(records), "lm_eval": _lmeval_figures(records, filters),
+            "out": str(written)}
