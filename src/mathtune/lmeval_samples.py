@@ -27,7 +27,6 @@ flexible one).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

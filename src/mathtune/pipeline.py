@@ -94,8 +94,6 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
 
 def _plan(config: Config, run_dir: Path) -> dict | None:
     """The plan, printed before anything runs (kept from an earlier start of the same run)."""
-    import json
-
     from mathtune.plan import format_plan, make_plan
 
     saved = run_dir / "plan.json"

@@ -224,7 +224,7 @@ def format_plan(plan: dict) -> str:
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {_duration(ts['total'])} (train {_duration(ts['train'])}, validation {_duration(ts['validation'])}, "
         f"evaluation at most {_duration(ts['evaluation'])})",
-        f"  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
+        "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",
         f"  basis      {plan['time_basis']}",
