@@ -415,11 +415,13 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual"],
                             [[r["figure"], show(r["planned"]), show(r["actual"])] for r in plan["rows"]]))
         blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
-    verdicts = [v for v in (training.get("trend", {}).get("verdict") if training.get("available") else None,
-                            benchmark.get("paired", {}).get("verdict") if benchmark.get("available") else None) if v]
+    verdicts = []
+    if training.get("available") and training.get("trend", {}).get("verdict"):
+        verdicts.append(f"Training trend: {training['trend']['verdict']}.")
+    if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
+        verdicts.append(benchmark["paired"]["verdict"])
     if verdicts:
-        blocks.append(Bullets([f"Training trend: {verdicts[0]}." if len(verdicts) == 2 else verdicts[0]]
-                              + ([verdicts[1]] if len(verdicts) == 2 else [])))
+        blocks.append(Bullets(verdicts))
     return blocks
 
 
