@@ -20,7 +20,7 @@ from typing import Any
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
 from mathtune.provenance import run_provenance
-from mathtune.runfiles import read_jsonl, write_json_atomic
+from mathtune.runfiles import read_eval_records, read_metrics, write_json_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 
@@ -109,11 +109,8 @@ def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]
     train values of their step or in a separate object with the same step; both are read."""
     train: dict[int, dict] = {}
     evals: dict[int, dict] = {}
-    for row in read_jsonl(metrics_path):
-        step = row.get("step")
-        if not isinstance(step, (int, float)):
-            continue
-        step = int(step)
+    for row in read_metrics(metrics_path):
+        step = row["step"]
         if _finite(row.get("loss")):
             train[step] = {"loss": row["loss"], "acc": _finite_or_none(row.get("mean_token_accuracy")), "epoch": row.get("epoch")}
         if _finite(row.get("eval_loss")):
@@ -525,7 +522,7 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
         return {"available": False, "reason": "no evaluation in this run (no eval/*.jsonl)"}, {}
     records_by_model, models = {}, {}
     for name, path in files.items():
-        records = read_jsonl(path)
+        records = read_eval_records(path)
         summary_path = path.with_name(f"{name}.summary.json")
         summary = _read_json(summary_path) if summary_path.is_file() else {}
         records_by_model[name] = records

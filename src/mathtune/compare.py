@@ -20,7 +20,7 @@ from mathtune.analyze import paired_comparison
 from mathtune.config import config_from_yaml_text
 from mathtune.errors import MathtuneError
 from mathtune.recipe_analysis import analyze_recipe
-from mathtune.runfiles import read_jsonl
+from mathtune.runfiles import read_eval_records
 from mathtune.stats import wilson_interval
 
 MODELS = ("base", "tuned")
@@ -64,7 +64,7 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
         "dir": run_dir,
         "config": _flatten(config.model_dump(mode="json")),
         "evals": evals,
-        "records": {m: read_jsonl(p) for m, p in records.items() if p.is_file()},
+        "records": {m: read_eval_records(p) for m, p in records.items() if p.is_file()},
         "train": _read_json(train_path) if train_path.is_file() else None,
         "recipe": analyze_recipe(run_dir, config),
     }

@@ -62,20 +62,25 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """(\"file:line\", object) for every non-blank line; a malformed line is a one-line
-    error naming the file and the line."""
+    """(\"file:line\", object) for every non-blank line; a malformed line, or one that is not
+    UTF-8, is a one-line error naming the file and the line."""
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{lineno}"
-                try:
-                    yield where, json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise MathtuneError(f"cannot read {path}: {err}") from None
+        fh = path.open("rb")
+    except OSError as err:
+        raise MathtuneError(f"cannot read {path}: {err.strerror or err}") from None
+    with fh:
+        for lineno, raw in enumerate(fh, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise MathtuneError(f"{where}: not UTF-8 (byte {raw[err.start]:#04x} at column {err.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -105,3 +110,49 @@ def repair_jsonl(path: Path) -> None:
     intact = jsonl_text(read_jsonl_until_torn(path))
     if intact != path.read_text(encoding="utf-8"):
         write_atomic(path, intact)
+
+
+# What analysis and compare read from each eval record, and the types they rely on. A record
+# that breaks these was edited by hand or written by another mathtune version; it is named
+# with its file and line rather than met as a KeyError halfway through the analysis.
+_RECORD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str,), "a string"),
+    "answer": ((str,), "a string"),
+    "completion": ((str,), "a string"),
+    "pred_strict": ((str, type(None)), "a number string or null"),
+    "pred_flexible": ((str, type(None)), "a number string or null"),
+    "correct_strict": ((bool,), "true or false"),
+    "correct_flexible": ((bool,), "true or false"),
+}
+_EDITED = "edited by hand, or written by another mathtune version? `mathtune eval --overwrite` remakes it"
+
+
+def read_eval_records(path: Path) -> list[dict]:
+    """The records of eval/NAME.jsonl, each checked for the fields the analysis reads and for
+    a unique id; anything else is a one-line error naming the file and the line."""
+    rows, seen = [], {}
+    for where, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise MathtuneError(f"{where}: expected a JSON object ({_EDITED})")
+        for key, (types, words) in _RECORD_FIELDS.items():
+            if key not in row:
+                raise MathtuneError(f"{where}: no '{key}' ({_EDITED})")
+            if not isinstance(row[key], types):
+                raise MathtuneError(f"{where}: '{key}' must be {words}, got {json.dumps(row[key])[:40]} ({_EDITED})")
+        if row["id"] in seen:
+            raise MathtuneError(f"{where}: duplicate id '{row['id']}' (first at line {seen[row['id']]})")
+        seen[row["id"]] = where.rsplit(":", 1)[1]
+        rows.append(row)
+    return rows
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """train/metrics.jsonl, each line checked for a whole-number step."""
+    rows = []
+    for where, row in iter_jsonl(path):
+        step = row.get("step") if isinstance(row, dict) else None
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise MathtuneError(f"{where}: 'step' must be a whole number, got {json.dumps(step)[:40]} "
+                                "(edited by hand, or written by another mathtune version?)")
+        rows.append(row)
+    return rows
