@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                     help="auto: bfloat16 on a GPU, float32 on a CPU")
     sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
+    sp.add_argument("--trust-remote-code", action="store_true",
+                    help="run Python code shipped with the model (a custom architecture); off by default")
     sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
@@ -225,6 +227,7 @@ def _cmd_eval(args) -> None:
         batch_size=args.batch_size,
         dtype=args.dtype,
         seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
     )
     summary = evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json,
                        overwrite=args.overwrite)
@@ -288,6 +291,13 @@ COMMANDS = {
 }
 
 
+def os_error_line(err: OSError) -> str:
+    """'No space left on device: /runs/x/eval/base.partial.jsonl' from an OSError."""
+    what = err.strerror or str(err) or type(err).__name__
+    where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+    return f"{what}: {where}" if where else what
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # bare `mathtune`: the usage and the commands
@@ -318,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mathtune compare ... | head`
         sys.stderr.close()
         return 0
+    except OSError as err:  # the machine's answer, not a mistake in mathtune: a full disk, a read-only folder
+        print(f"mathtune: error: {os_error_line(err)}", file=sys.stderr)
+        return 1
     finally:
         terminal.QUIET = False  # --quiet is this command's, not the process's (main may run again)
     return 0

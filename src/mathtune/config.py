@@ -49,6 +49,9 @@ class ModelConfig(_Section):
     """auto = bfloat16 on a GPU, float32 on a CPU."""
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
     """auto = sdpa (its varlen path keeps packed examples apart through position ids)."""
+    trust_remote_code: bool = False
+    """Run Python code shipped with the model (a custom architecture). Off by default; the
+    report says when it was on."""
 
 
 class DataConfig(_Section):
@@ -323,10 +326,21 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         origin = str(path)
+        if path.is_dir():
+            raise MathtuneError(f"{path} is a folder, not a config file")
         if not path.is_file():
             raise MathtuneError(f"config file not found: {path}")
         try:
-            loaded = _load_yaml(path.read_text())
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise MathtuneError(f"cannot read {path}: {err}") from None
+        if not text.strip():
+            # An empty file is more often a failed write or a wrong path than a wish for
+            # every default; a config that wants the defaults says at least its name.
+            raise MathtuneError(f"{path} is empty; write at least one key (e.g. 'name: my-run'); "
+                                "every key left out takes its default")
+        try:
+            loaded = _load_yaml(text)
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""

@@ -62,7 +62,16 @@ def _make_problem(obj: object, pid: str, where: str) -> Problem:
 def read_jsonl_problems(path: Path, split: str) -> list[Problem]:
     if not path.is_file():
         raise MathtuneError(f"data file not found: {path}")
-    problems = [_make_problem(obj, f"{split}-{i}", where) for i, (where, obj) in enumerate(iter_jsonl(path))]
+    problems, seen = [], {}
+    for i, (where, obj) in enumerate(iter_jsonl(path)):
+        problems.append(_make_problem(obj, f"{split}-{i}", where))
+        # mathtune names problems by position; an id a file carries must still be unique, or
+        # the file is two copies of something (and results joined on it would pair wrongly).
+        if isinstance(obj, dict) and "id" in obj:
+            key = str(obj["id"])
+            if key in seen:
+                raise MathtuneError(f"{where}: duplicate id '{key}' (first at line {seen[key]})")
+            seen[key] = int(where.rsplit(":", 1)[1])
     if not problems:
         raise MathtuneError(f"{path}: no problems in file")
     return problems

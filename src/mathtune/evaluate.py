@@ -10,6 +10,7 @@ final files appear only when every problem is done.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -54,10 +55,13 @@ class EvalRequest:
     dtype: str = "auto"
     seed: int = 42
     val_fraction: float = 0.10
+    trust_remote_code: bool = False
 
     def identity(self) -> dict:
         ident = asdict(self)
         ident.pop("batch_size")
+        if not ident["trust_remote_code"]:  # off, as in every record written before the key existed
+            ident.pop("trust_remote_code")
         ident["data"] = resolve_source(self.data)
         return ident
 
@@ -323,6 +327,26 @@ def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, wh
     return differs
 
 
+def _start_partial(paths: EvalPaths, ident: dict) -> None:
+    """Open (or continue) the partial records of one evaluation; a folder this call made is
+    removed again when the first write fails (a full disk, a read-only folder)."""
+    made = [d for d in (paths.records.parent.parent, paths.records.parent) if not d.exists()]
+    try:
+        paths.records.parent.mkdir(parents=True, exist_ok=True)
+        if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
+            # Results of different settings under the same name: they must not be mixed in.
+            for stale in paths.partial_files():
+                stale.unlink(missing_ok=True)
+        for partial_file in paths.partial_files():
+            repair_jsonl(partial_file)
+        write_json_atomic(paths.partial_meta, ident)
+    except OSError:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        raise
+
+
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
              quiet: bool = False, paths: EvalPaths | None = None, overwrite: bool = False) -> dict:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
@@ -357,23 +381,16 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
             check_adapter_folder(request.adapter)  # before the slow model load
 
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
-                                      merge_adapter=True)
+                                      merge_adapter=True, trust_remote_code=request.trust_remote_code)
 
+    prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
     ident = request.identity()
     if shard.is_main:
-        paths.records.parent.mkdir(parents=True, exist_ok=True)
-        if paths.partial_meta.is_file() and json.loads(paths.partial_meta.read_text()) != ident:
-            # Results of different settings under the same name: they must not be mixed in.
-            for stale in paths.partial_files():
-                stale.unlink(missing_ok=True)
-        for partial_file in paths.partial_files():
-            repair_jsonl(partial_file)
-        write_json_atomic(paths.partial_meta, ident)
+        _start_partial(paths, ident)
     shard.wait()
     # A line cut off mid-write by a kill is dropped, and its problem redone.
     done_records = {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
     shard.wait()  # every process has read the same records before any appends more
-    prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
 
     # Longest prompts first: similar lengths are prefilled together (little padding), and an
     # out-of-memory error shows up at the start, not halfway through. Processes take every

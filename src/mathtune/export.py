@@ -23,9 +23,11 @@ from mathtune.models import load_model, resolve_model_path
 
 def stored_dtype(name_or_path: str) -> torch.dtype:
     """The dtype the base checkpoint's config declares (float32 when it declares none)."""
-    from transformers import AutoConfig
+    from transformers import PretrainedConfig
 
-    dtype = getattr(AutoConfig.from_pretrained(resolve_model_path(name_or_path)), "dtype", None)
+    # The config file only: no code runs to read a dtype (a custom architecture's config class
+    # is not needed for that one field).
+    dtype = getattr(PretrainedConfig.from_pretrained(resolve_model_path(name_or_path)), "dtype", None)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype, None)
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
@@ -44,7 +46,8 @@ def export_merged(run_dir: Path, out: Path) -> Path:
         raise MathtuneError(f"{out} already exists and is not empty; choose another --merged folder")
     config = config_from_yaml_text(config_file.read_text(), str(config_file))
 
-    model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu")
+    model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
+                                  trust_remote_code=config.model.trust_remote_code)
     print(f"merging {adapter} into {config.model.name_or_path}")
     merged = model.merge_and_unload().to(stored_dtype(config.model.name_or_path))
 

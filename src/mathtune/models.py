@@ -120,12 +120,20 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(path)
 
 
-def load_tokenizer(name_or_path: str):
+def weight_files(folder: Path) -> list[str]:
+    """The weight files of a local model folder (names only); a folder with config and tokenizer
+    alone is enough for a plan, not for a model."""
+    return sorted(p.name for p in folder.glob("*") if p.suffix == ".safetensors" or
+                  (p.name.startswith("pytorch_model") and p.suffix == ".bin"))
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """trust_remote_code runs Python that ships with the model: off unless the config turns it on."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as err:
         raise MathtuneError(f"cannot load tokenizer of '{name_or_path}': {_first_line(err)}") from None
     if tokenizer.pad_token is None:
@@ -164,6 +172,7 @@ def load_model(
     adapter: str | None = None,
     device: str | torch.device | None = None,
     merge_adapter: bool = False,
+    trust_remote_code: bool = False,
 ):
     """(model, tokenizer) ready for inference or training; the adapter, if any, is attached,
     and folded into the weights when merge_adapter is set and that is exact (see
@@ -172,15 +181,20 @@ def load_model(
 
     use_shape_free_attention()
     path = resolve_model_path(name_or_path)
-    tokenizer = load_tokenizer(path)
+    if _is_local(path) and not weight_files(Path(path)):
+        raise MathtuneError(f"model folder has no weights (no *.safetensors or pytorch_model*.bin): {name_or_path}")
+    tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
+            trust_remote_code=trust_remote_code,
             dtype=resolve_dtype(dtype),
             attn_implementation=resolve_attn(attn_implementation),
         )
     except Exception as err:
-        raise MathtuneError(f"cannot load model '{name_or_path}': {_first_line(err)}") from None
+        files = ", ".join(weight_files(Path(path))) if _is_local(path) else ""
+        raise MathtuneError(f"cannot load model '{name_or_path}'" + (f" (weights {files})" if files else "")
+                            + f": {_first_line(err)}") from None
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     if device is None:

@@ -36,6 +36,7 @@ def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
         dtype=config.model.dtype,
         seed=config.seed,
         val_fraction=config.data.val_fraction,
+        trust_remote_code=config.model.trust_remote_code,
     )
 
 
@@ -61,7 +62,8 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     from mathtune.models import attach_adapter, load_model
 
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
-                                  attn_implementation=config.model.attn_implementation)
+                                  attn_implementation=config.model.attn_implementation,
+                                  trust_remote_code=config.model.trust_remote_code)
     for name, req in todo:
         if req.adapter is not None:
             model = attach_adapter(model, req.adapter, merge=True)

@@ -59,7 +59,7 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
 
     import warnings
 
-    cfg = AutoConfig.from_pretrained(resolve_model_path(name_or_path))
+    cfg = AutoConfig.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=config.model.trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # PEFT's use of a renamed property
@@ -122,13 +122,17 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
                             "whose lengths cannot be known before it runs")
     device = (device or _detected_device()).lower()
+    known = {e["device"] for e in throughputs()} | set(PEAK_TFLOPS)
+    if device not in known:  # said before the data and the tokenizer are read
+        raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
+                            f"(known: {', '.join(sorted(known))})")
     train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
                                  train_limit=config.data.train_limit)
     test, builder = load_problems(EvalRequest(model=config.model.name_or_path, data=config.data.source,
                                               split=config.eval.split, limit=config.eval.limit,
                                               prompt=config.eval.prompt, seed=config.seed,
                                               val_fraction=config.data.val_fraction))
-    tokenizer = load_tokenizer(config.model.name_or_path)
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)
 
     limit = config.data.max_length
@@ -163,14 +167,11 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                  f"tokens/s and evaluation {entry['eval_tokens_per_s']} generated tokens/s on a "
                  f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count x{scale:.2f}; validation at 3x the "
                  "training rate (forward only)")
-    elif device in PEAK_TFLOPS:
+    else:  # a known peak (checked above)
         rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION * world_size
         train_s, val_s, eval_s = train_flops / rate, val_flops / rate, eval_flops / rate
         basis = (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
                  f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak")
-    else:
-        raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
-                            f"(known: {', '.join(sorted({e['device'] for e in throughputs()} | set(PEAK_TFLOPS)))})")
     on_gpu = device != "cpu"
     hours = (train_s + val_s + eval_s) / 3600
     dtype_bytes = 2 if on_gpu else 4

@@ -126,8 +126,19 @@ def clean_solution(answer: str) -> str:
 
 
 def ensure_chat_template(tokenizer) -> None:
-    if not getattr(tokenizer, "chat_template", None):
+    """Give a tokenizer without a chat template ChatML's, when its vocabulary has ChatML's
+    turn tokens as single tokens (Qwen's base models); any other tokenizer would read
+    '<|im_start|>' as plain text, so the chat prompt is refused for it."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in ("<|im_start|>", "<|im_end|>")):
         tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        return
+    name = getattr(tokenizer, "name_or_path", "") or "this model"
+    raise MathtuneError(f"the chat prompt needs a chat template, and the tokenizer of {name} has none (nor "
+                        "ChatML's <|im_start|> and <|im_end|> tokens); use --prompt cot8 or plain5 "
+                        "(eval.prompt / data.prompt), or a tokenizer that has a chat template")
 
 
 def chat_messages(question: str) -> list[dict[str, str]]:

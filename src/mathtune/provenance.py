@@ -47,7 +47,8 @@ def run_provenance(run_dir: Path) -> dict:
     if train:
         stages.append({"stage": "train", "model": train.get("model"), "adapter": None, "data": data_label(train.get("data_identity")),
                        "device": train.get("device"), "dtype": train.get("dtype"), "attention": train.get("attention"),
-                       "batch_size": train.get("batch_size"), "versions": train.get("versions") or {}})
+                       "batch_size": train.get("batch_size"), "versions": train.get("versions") or {},
+                       "trust_remote_code": bool(train.get("trust_remote_code"))})
     for path in sorted((run_dir / "eval").glob("*.summary.json")) if (run_dir / "eval").is_dir() else []:
         s = _read(path)
         if not s:
@@ -55,7 +56,9 @@ def run_provenance(run_dir: Path) -> dict:
         stages.append({"stage": f"eval {path.name.removesuffix('.summary.json')}", "model": s.get("model"),
                        "adapter": s.get("adapter"), "data": data_label(s.get("data_identity")) or s.get("data"),
                        "device": s.get("device"), "dtype": s.get("dtype"), "attention": s.get("attention"),
-                       "batch_size": s.get("batch_size"), "versions": s.get("platform") or {}})
+                       "batch_size": s.get("batch_size"), "versions": s.get("platform") or {},
+                       "trust_remote_code": bool(s.get("trust_remote_code"))})
     models = [s["model"] for s in stages if s["model"]]
     data = [s["data"] for s in stages if s["data"]]
-    return {"stages": stages, "model": models[0] if models else None, "data": data[0] if data else None}
+    return {"stages": stages, "model": models[0] if models else None, "data": data[0] if data else None,
+            "remote_code_stages": [s["stage"] for s in stages if s["trust_remote_code"]]}

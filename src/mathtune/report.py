@@ -371,7 +371,10 @@ def provenance_blocks(provenance: dict) -> list:
     rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
              show(s["device"]), show(s["dtype"]), show(s["attention"]), show(s["batch_size"]), versions(s["versions"])]
             for s in stages]
-    return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows)]
+    remote = provenance.get("remote_code_stages") or []
+    said = (f"trust_remote_code was on for {', '.join(remote)}: Python code shipped with the model ran in that stage."
+            if remote else "trust_remote_code was off: no code shipped with the model ran.")
+    return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows), Para(said)]
 
 
 @dataclass

@@ -52,6 +52,7 @@ def sampling_request(config: Config) -> EvalRequest:
         dtype=config.model.dtype,
         seed=config.seed,
         val_fraction=config.data.val_fraction,
+        trust_remote_code=config.model.trust_remote_code,
     )
 
 

@@ -82,7 +82,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     train_problems, val_problems = training_splits(
         config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
     )
-    tokenizer = load_tokenizer(config.model.name_or_path)
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     if method == "grpo":
         from datasets import Dataset
 
@@ -100,6 +100,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         attn_implementation=training_attention(config.model.attn_implementation,
                                                config.train.packing and method != "grpo"),
         device="cpu",  # the Trainer moves it to this process's device
+        trust_remote_code=config.model.trust_remote_code,
     )
     peft_config = make_lora_config(config, model)
 
@@ -531,6 +532,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "dtype_requested": config.model.dtype,
         "attention": getattr(trainer.model.config, "_attn_implementation", None),
         "batch_size": config.train.batch_size,
+        "trust_remote_code": config.model.trust_remote_code,
         "data_identity": data_identity(config.data.source, "train"),
         "gpu_hourly_usd": hourly,
         "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
