@@ -191,3 +191,24 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
     (stage,) = run["provenance"]["stages"]
     assert stage["stage"] == "eval base" and stage["dtype"] == "float32" and stage["attention"] == "sdpa"
     assert stage["versions"]["mathtune"] and stage["batch_size"] == 3
+
+
+def test_an_edited_analysis_is_kept_unless_overwrite(tmp_path, gsm8k_dir, capsys):
+    from mathtune.analyze import CHECKSUM_KEY
+    from mathtune.cli import main
+
+    run = write_run(tmp_path, gsm8k_dir, n_problems=6)
+    assert main(["report", str(run)]) == 0
+    path = run / "analysis.json"
+    written = path.read_text()
+    assert main(["report", str(run)]) == 0 and path.read_text() == written  # its own file: rebuilt, the same
+    edited = written.replace('"schema_version": 1', '"schema_version": 1, "note": "mine"')
+    path.write_text(edited)
+    assert main(["report", str(run)]) == 1 and path.read_text() == edited
+    assert "changed after mathtune wrote it" in capsys.readouterr().err
+    assert main(["report", str(run), "--overwrite"]) == 0 and path.read_text() == written
+    # Written by a mathtune from before the checksum: derived data, rebuilt without a word.
+    older = json.loads(written)
+    del older[CHECKSUM_KEY]
+    path.write_text(json.dumps(older))
+    assert main(["report", str(run)]) == 0 and path.read_text() == written

@@ -166,6 +166,29 @@ def _latin1_data(ctx: Ctx) -> Path:
     return folder
 
 
+def _analysed_run(ctx: Ctx) -> Path:
+    from mathtune.analyze import run_analysis
+
+    run = ctx.run_folder()
+    run_analysis(run)
+    return run
+
+
+def _edited_analysis(ctx: Ctx) -> Path:
+    run = _analysed_run(ctx)
+    analysis = json.loads((run / "analysis.json").read_text())
+    analysis["benchmark"]["models"]["tuned"]["n"] = 1000
+    (run / "analysis.json").write_text(json.dumps(analysis, indent=2))
+    return run
+
+
+def _truncated_analysis(ctx: Ctx) -> Path:
+    run = _analysed_run(ctx)
+    text = (run / "analysis.json").read_text()
+    (run / "analysis.json").write_text(text[: len(text) // 2])
+    return run
+
+
 def _scores(ctx: Ctx, lines: list[str]) -> Path:
     path = ctx.tmp / "completions.jsonl"
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -243,6 +266,10 @@ CASES = [
          lambda c: ["base.jsonl:3", "correct_strict"]),
     Case("record missing a field", lambda c: ["report", str(_record_without_field(c))],
          lambda c: ["tuned.jsonl:2", "correct_flexible"]),
+    Case("analysis.json edited by hand", lambda c: ["report", str(_edited_analysis(c))],
+         lambda c: ["analysis.json", "changed after mathtune wrote it", "--overwrite"]),
+    Case("analysis.json cut short", lambda c: ["report", str(_truncated_analysis(c))],
+         lambda c: ["analysis.json", "changed after mathtune wrote it"]),
     Case("summary not JSON", lambda c: ["report", str(_malformed_summary(c))],
          lambda c: ["base.summary.json", "malformed JSON"]),
     Case("metrics edited by hand", lambda c: ["report", str(_edited_metrics(c))],

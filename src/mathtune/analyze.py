@@ -11,6 +11,7 @@ available with the reason instead of failing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -20,7 +21,7 @@ from typing import Any
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
 from mathtune.provenance import run_provenance
-from mathtune.runfiles import read_eval_records, read_metrics, write_json_atomic
+from mathtune.runfiles import read_eval_records, read_metrics, write_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 
@@ -717,10 +718,39 @@ def recommendations(analysis: dict) -> list[str]:
     return out
 
 
-def run_analysis(run_dir: Path) -> Path:
-    """Compute analysis.json from the run folder's files and write it atomically."""
+CHECKSUM_KEY = "sha256_of_the_rest"
+
+
+def _json_text(analysis: dict) -> str:
+    return json.dumps(analysis, indent=2, ensure_ascii=False) + "\n"
+
+
+def check_not_hand_edited(run_dir: Path) -> None:
+    """Refuse to replace an analysis.json that someone changed after mathtune wrote it: it
+    carries the sha256 of its own text without that one key, and an edit breaks the match."""
+    path = Path(run_dir) / "analysis.json"
+    if not path.is_file():
+        return
+    try:
+        analysis = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON: writes are atomic, so no crash of mathtune's left it so
+        analysis = None
+    if isinstance(analysis, dict) and CHECKSUM_KEY not in analysis:
+        return  # written by a mathtune from before the checksum: derived data, rebuilt
+    stored = analysis.pop(CHECKSUM_KEY) if isinstance(analysis, dict) else None
+    if stored is None or hashlib.sha256(_json_text(analysis).encode()).hexdigest() != stored:
+        raise MathtuneError(f"{path} was changed after mathtune wrote it (edited by hand, or by another tool); "
+                            "the report is rebuilt from the run's own files: move your copy away, or pass --overwrite")
+
+
+def run_analysis(run_dir: Path, *, overwrite: bool = False) -> Path:
+    """Compute analysis.json from the run folder's files and write it atomically; an
+    analysis.json edited since mathtune wrote it is kept unless overwrite is set."""
     run_dir = Path(run_dir)
+    if not overwrite:
+        check_not_hand_edited(run_dir)
     analysis = build_analysis(run_dir)
+    analysis[CHECKSUM_KEY] = hashlib.sha256(_json_text(analysis).encode()).hexdigest()
     path = run_dir / "analysis.json"
-    write_json_atomic(path, analysis)
+    write_atomic(path, _json_text(analysis))
     return path

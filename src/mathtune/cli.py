@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("report", help="rebuild analysis.json and the report from a run folder")
     sp.add_argument("run_dir", type=Path, help="a run folder (from run, train or eval)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace an analysis.json that was edited after mathtune wrote it")
 
     sp = sub.add_parser("compare", help="side-by-side table of finished runs")
     sp.add_argument("run_dirs", type=Path, nargs="+", help="two or more run folders; the first is the reference")
@@ -256,7 +258,7 @@ def _cmd_score(args) -> None:
 def _cmd_report(args) -> None:
     from mathtune.pipeline import rebuild_report
 
-    rebuild_report(args.run_dir)
+    rebuild_report(args.run_dir, overwrite=args.overwrite)
 
 
 def _cmd_compare(args) -> None:

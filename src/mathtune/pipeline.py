@@ -78,6 +78,9 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     run_dir = Path(run_dir)
     if not overwrite:
         check_eval_settings(config, run_dir)
+        from mathtune.analyze import check_not_hand_edited
+
+        check_not_hand_edited(run_dir)  # before hours of work, not after
     plan = _plan(config, run_dir)
     run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
     if plan is not None:
@@ -118,7 +121,7 @@ def clear_downstream(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def rebuild_report(run_dir: Path) -> Path:
+def rebuild_report(run_dir: Path, *, overwrite: bool = False) -> Path:
     """analysis.json and the report from the files in run_dir; never runs a model."""
     from mathtune.analyze import run_analysis
     from mathtune.report import build_report
@@ -127,7 +130,7 @@ def rebuild_report(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")
     sweep_stale_temps(run_dir)  # what a write killed before its rename left behind
-    run_analysis(run_dir)
+    run_analysis(run_dir, overwrite=overwrite)
     written = build_report(run_dir)
     main = next((p for p in written if p.suffix == ".html"), written[0] if written else run_dir)
     figures = [p for p in written if p.suffix == ".png"]
