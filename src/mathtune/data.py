@@ -64,11 +64,13 @@ def read_jsonl_problems(path: Path, split: str) -> list[Problem]:
         raise MathtuneError(f"data file not found: {path}")
     problems, seen = [], {}
     for i, (where, obj) in enumerate(iter_jsonl(path)):
-        problems.append(_make_problem(obj, f"{split}-{i}", where))
-        # mathtune names problems by position; an id a file carries must still be unique, or
-        # the file is two copies of something (and results joined on it would pair wrongly).
-        if isinstance(obj, dict) and "id" in obj:
-            key = str(obj["id"])
+        # A problem is named by its split and position ('test-17') unless the file gives it an
+        # id of its own (the probe's variants, users' sets); such ids must be unique, or
+        # results joined on them would pair wrongly.
+        own = obj.get("id") if isinstance(obj, dict) else None
+        key = str(own) if isinstance(own, (str, int)) and str(own).strip() else None
+        problems.append(_make_problem(obj, key or f"{split}-{i}", where))
+        if key is not None:
             if key in seen:
                 raise MathtuneError(f"{where}: duplicate id '{key}' (first at line {seen[key]})")
             seen[key] = int(where.rsplit(":", 1)[1])
