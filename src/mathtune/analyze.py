@@ -20,7 +20,10 @@ from typing import Any
 
 from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
+from mathtune.probe import PROBE_SUFFIX, probe_analysis
 from mathtune.provenance import run_provenance
+from mathtune.selfcheck import self_check
+from mathtune.selfconsistency import self_consistency
 from mathtune.runfiles import read_eval_records, read_metrics, write_atomic
 from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
@@ -527,7 +530,12 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
         summary_path = path.with_name(f"{name}.summary.json")
         summary = _read_json(summary_path) if summary_path.is_file() else {}
         records_by_model[name] = records
+        if name.endswith(PROBE_SUFFIX):  # variants with changed numbers: the probe's section, not the benchmark
+            continue
         models[name] = model_accuracy(records, summary)
+    if not models:
+        return {"available": False, "reason": "no benchmark records in this run (eval/ holds only probe variants)"}, \
+            records_by_model
     protocols = {m["protocol"] for m in models.values() if m.get("protocol")}
     names = sorted({m.get("data_name") or UNNAMED_DATA for m in models.values()})
     out: dict[str, Any] = {
@@ -671,6 +679,10 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
         "errors": errors,
         "recipe": recipe,
         "contamination": analyze_contamination(config, records_by_model),
+        # The follow-ups, each from its own module; empty ("available": false) unless the run asked.
+        "self_consistency": self_consistency(run_dir, records_by_model),
+        "probe": probe_analysis(run_dir, records_by_model),
+        "self_check": self_check(records_by_model),
         "seed_claim": seed_claim(training, benchmark),
     }
     from mathtune.plan import plan_vs_actual

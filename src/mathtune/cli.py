@@ -73,7 +73,10 @@ EXAMPLES = {
              "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml --set train.learning_rate=1e-4",
     "eval": "examples:\n  mathtune eval --model Qwen/Qwen2-1.5B --limit 200\n"
             "  mathtune eval --model Qwen/Qwen2-1.5B --adapter runs/qwen2-1.5b-gsm8k-lora/adapter --prompt cot8\n"
-            "  mathtune eval --model ./my-model --data ../gsm8k --samples 8 --temperature 0.7",
+            "  mathtune eval --model ./my-model --data ../gsm8k --samples 8 --temperature 0.7\n"
+            "  mathtune eval --model ./my-model --data ../gsm8k --prompt chat-verify --limit 100",
+    "probe": "examples:\n  mathtune probe --model Qwen/Qwen2-1.5B --limit 200 --variants 2\n"
+             "  mathtune probe --model Qwen/Qwen2-1.5B --adapter runs/qwen2-1.5b-gsm8k-lora/adapter --out runs/probe-tuned",
     "score": "examples:\n  mathtune score runs/eval/eval/base.jsonl\n"
              "  mathtune score samples_gsm8k_2026-11-27.jsonl --out rescored.jsonl",
     "report": "example:\n  mathtune report runs/qwen2-1.5b-gsm8k-lora",
@@ -118,29 +121,42 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
 
+    def model_args(sp, *, sampling: bool):
+        """What names a model and its benchmark: shared by eval and probe."""
+        sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
+        sp.add_argument("--adapter", help="PEFT adapter folder to attach")
+        sp.add_argument("--data", default="openai/gsm8k", help="hub dataset id or folder with train.jsonl/test.jsonl")
+        sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
+        sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
+        sp.add_argument("--prompt", default="chat", choices=["chat", "cot8", "plain5", "chat-verify"],
+                        help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
+        if sampling:
+            sp.add_argument("--samples", type=_positive_int, default=1,
+                            help="completions per problem (majority vote; maj@k and pass@k in the report)")
+            sp.add_argument("--temperature", type=_nonneg_float,
+                            help="sampling temperature (default 0; 0.7 when --samples > 1)")
+        sp.add_argument("--max-new-tokens", type=_positive_int, default=512, help="generation budget per completion")
+        sp.add_argument("--batch-size", type=_batch_size, default="auto",
+                        help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
+        sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="auto: bfloat16 on a GPU, float32 on a CPU")
+        sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
+        sp.add_argument("--trust-remote-code", action="store_true",
+                        help="run Python code shipped with the model (a custom architecture); off by default")
+        sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
+        sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
+        sp.add_argument("--overwrite", action="store_true",
+                        help="replace a finished record of the same name made with other settings")
+
     sp = sub.add_parser("eval", help="benchmark a model on GSM8K")
-    sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
-    sp.add_argument("--adapter", help="PEFT adapter folder to attach")
-    sp.add_argument("--data", default="openai/gsm8k", help="hub dataset id or folder with train.jsonl/test.jsonl")
-    sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
-    sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
-    sp.add_argument("--prompt", default="chat", choices=["chat", "cot8", "plain5"], help="prompt format")
-    sp.add_argument("--samples", type=_positive_int, default=1, help="completions per problem (majority vote)")
-    sp.add_argument("--temperature", type=_nonneg_float, help="sampling temperature (default 0; 0.7 when --samples > 1)")
-    sp.add_argument("--max-new-tokens", type=_positive_int, default=512, help="generation budget per completion")
-    sp.add_argument("--batch-size", type=_batch_size, default="auto",
-                    help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
-    sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                    help="auto: bfloat16 on a GPU, float32 on a CPU")
-    sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
-    sp.add_argument("--trust-remote-code", action="store_true",
-                    help="run Python code shipped with the model (a custom architecture); off by default")
-    sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
+    model_args(sp, sampling=True)
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
-    sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
-    sp.add_argument("--overwrite", action="store_true",
-                    help="replace a finished record of the same name made with other settings")
+
+    sp = sub.add_parser("probe", help="robustness probe: test problems and variants with changed numbers, paired")
+    model_args(sp, sampling=False)
+    sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem")
+    sp.add_argument("--out", type=Path, help="output folder (default runs/probe); gets a report")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")
     sp.add_argument("file", type=Path, help="JSONL with 'completion' and 'answer' per line, or an "
@@ -206,24 +222,24 @@ def _cmd_plan(args) -> None:
     print(json.dumps(plan) if args.json else format_plan(plan))
 
 
-def _cmd_eval(args) -> None:
-    from mathtune.evaluate import EvalRequest, evaluate
-
-    temperature = args.temperature
-    if temperature is None:
-        temperature = 0.7 if args.samples > 1 else 0.0
-    if args.samples > 1 and temperature == 0.0:
-        raise MathtuneError("--samples > 1 needs --temperature > 0 (greedy samples are all the same)")
+def _eval_request(args):
     from mathtune.config import absolute_if_local
+    from mathtune.evaluate import EvalRequest
 
-    request = EvalRequest(  # local paths recorded as absolute paths, so a rerun from elsewhere matches
+    samples = getattr(args, "samples", 1)
+    temperature = getattr(args, "temperature", None)
+    if temperature is None:
+        temperature = 0.7 if samples > 1 else 0.0
+    if samples > 1 and temperature == 0.0:
+        raise MathtuneError("--samples > 1 needs --temperature > 0 (greedy samples are all the same)")
+    return EvalRequest(  # local paths recorded as absolute paths, so a rerun from elsewhere matches
         model=absolute_if_local(args.model),
         adapter=absolute_if_local(args.adapter) if args.adapter else None,
         data=absolute_if_local(args.data),
         split=args.split,
         limit=args.limit,
         prompt=args.prompt,
-        samples=args.samples,
+        samples=samples,
         temperature=temperature,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
@@ -231,10 +247,22 @@ def _cmd_eval(args) -> None:
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
     )
-    summary = evaluate(request, out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json,
+
+
+def _cmd_eval(args) -> None:
+    from mathtune.evaluate import evaluate
+
+    summary = evaluate(_eval_request(args), out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json,
                        overwrite=args.overwrite)
     if args.json:
         print(json.dumps(summary))
+
+
+def _cmd_probe(args) -> None:
+    from mathtune.pipeline import run_probe
+
+    run_probe(_eval_request(args), args.out or Path("runs") / "probe", variants=args.variants, name=args.name,
+              overwrite=args.overwrite)
 
 
 def _cmd_score(args) -> None:
@@ -285,6 +313,7 @@ COMMANDS = {
     "train": _cmd_train,
     "plan": _cmd_plan,
     "eval": _cmd_eval,
+    "probe": _cmd_probe,
     "score": _cmd_score,
     "report": _cmd_report,
     "compare": _cmd_compare,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mathtune.errors import MathtuneError
 
 PROMPTS = ("chat", "cot8", "plain5")
+EVAL_PROMPTS = PROMPTS + ("chat-verify",)  # chat-verify is for evaluation: a second, self-check turn
 
 
 class _Section(BaseModel):
@@ -185,13 +186,20 @@ class TrainConfig(_Section):
         return self
 
 
+class ProbeConfig(_Section):
+    variants: int = Field(1, gt=0)
+    """Perturbed copies of each test problem whose calculation can be recomputed (numbers
+    changed, gold answer recomputed from the solution's annotations); seeded by `seed`."""
+
+
 class EvalConfig(_Sampled):
     split: Literal["test", "train", "validation"] = "test"
     """Which split to benchmark; 'test' is the standard GSM8K benchmark."""
     limit: int | None = Field(None, gt=0)
     """Evaluate only the first N problems."""
-    prompt: Literal["chat", "cot8", "plain5"] = "chat"
-    """Prompt format: chat (zero-shot chat template), cot8 (8-shot CoT), plain5 (5-shot)."""
+    prompt: Literal["chat", "cot8", "plain5", "chat-verify"] = "chat"
+    """Prompt format: chat (zero-shot chat template), cot8 (8-shot CoT), plain5 (5-shot),
+    chat-verify (chat, then a second turn asking the model to check its answer; scored on it)."""
     max_new_tokens: int = Field(512, gt=0)
     """Generation budget; a completion that hits it is marked truncated."""
     batch_size: int | Literal["auto"] = "auto"
@@ -200,6 +208,15 @@ class EvalConfig(_Sampled):
     """Completions per problem; >1 majority-votes the answer (self-consistency)."""
     temperature: float = Field(0.0, ge=0.0)
     """0 = greedy. Must be > 0 when samples > 1."""
+    probe: ProbeConfig | None = None
+    """{variants: N}: after the benchmark, the robustness probe: base and tuned on variants
+    of the test problems with changed numbers, paired with the originals."""
+
+    @model_validator(mode="after")
+    def _verify_is_greedy(self):
+        if self.prompt == "chat-verify" and self.samples > 1:
+            raise ValueError("chat-verify checks one answer per problem: use it with samples 1")
+        return self
 
     @field_validator("batch_size")
     @classmethod

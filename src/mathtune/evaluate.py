@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from mathtune.data import Problem, data_identity, load_split, resolve_source
 from mathtune.errors import MathtuneError, listing
 from mathtune.generate import Generation, generate_batch, pick_batch_size
-from mathtune.prompts import PromptBuilder, make_prompt_builder
+from mathtune.config import EVAL_PROMPTS
+from mathtune.prompts import PromptBuilder, make_prompt_builder, render_verify_turn
 from mathtune import terminal
 from mathtune.provenance import library_versions
 from mathtune.runfiles import (iter_jsonl, read_jsonl_until_torn, repair_jsonl, write_json_atomic,
@@ -81,6 +82,8 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
         "chat": "zero-shot chat template, asks for '#### N'",
         "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
         "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
+        "chat-verify": "zero-shot chat template, then a second turn asking the model to check its work; "
+                       "scored on the final turn",
     }[request.prompt]
     decoding = (
         "greedy"
@@ -97,9 +100,11 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
 # ---------------------------------------------------------------------------- records
 
 
-def build_record(problem: Problem, prompt: str, generations: list[Generation]) -> dict:
+def build_record(problem: Problem, prompt: str, generations: list[Generation],
+                 first_turn: Generation | None = None) -> dict:
     """One scored line of eval/NAME.jsonl. With several samples the answer is the majority
-    vote; every sample is kept under 'samples'."""
+    vote; every sample is kept under 'samples'. With a first turn (chat-verify) the record is
+    scored on the final turn, and the first is kept, scored, under 'first_turn'."""
     scored = [score_completion(g.completion, problem.gold) for g in generations]
     record = {"id": problem.id, "question": problem.question, "answer": problem.answer, "gold": problem.gold,
               "prompt": prompt}
@@ -123,6 +128,12 @@ def build_record(problem: Problem, prompt: str, generations: list[Generation]) -
             {"completion": g.completion, **s, "num_generated_tokens": g.num_generated_tokens, "truncated": g.truncated}
             for g, s in zip(generations, scored)
         ]
+    if first_turn is not None:
+        record["first_turn"] = {"completion": first_turn.completion,
+                                **score_completion(first_turn.completion, problem.gold),
+                                "num_generated_tokens": first_turn.num_generated_tokens,
+                                "truncated": first_turn.truncated}
+        record["num_generated_tokens"] += first_turn.num_generated_tokens  # both turns were generated
     record["error_category"] = classify_error(record)
     return record
 
@@ -291,8 +302,10 @@ def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
 
 
 def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
-    if request.prompt not in ("chat", "cot8", "plain5"):
-        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of chat, cot8, plain5)")
+    if request.prompt not in EVAL_PROMPTS:
+        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
+    if request.prompt == "chat-verify" and request.samples > 1:
+        raise MathtuneError("chat-verify checks one answer per problem: use it with samples 1")
     problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed)
     if request.limit is not None:
         problems = problems[: request.limit]
@@ -417,8 +430,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     right = [0, 0]  # strictly right, done: the running accuracy the bar shows
     with own_partial.open("a", encoding="utf-8") as partial:
 
-        def write(problem: Problem, generations: list[Generation]) -> None:
-            record = build_record(problem, prompts[problem.id], generations)
+        def write(problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
+            record = build_record(problem, prompts[problem.id], generations, first_turn)
             record[_TIMING] = {"session": session, "started": started, "rank": shard.rank,
                                "elapsed_s": round(time.perf_counter() - start, 3)}
             partial.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -429,7 +442,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
             bar.set_postfix_str(f"strict {right[0]}/{right[1]}", refresh=False)  # this session's problems
             bar.update(1)
 
-        batch_size, decoder = decode_problems(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
+        decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, write)
     bar.close()
     shard.wait()
     if not shard.is_main:
@@ -464,6 +478,28 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     return summary
 
 
+# chat-verify decodes this many problems' first turns, then their second turns, then the
+# next problems: a kill loses at most one chunk's first turns, and the batch stays full.
+VERIFY_CHUNK = 32
+
+
+def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
+                     stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
+    """chat-verify: each problem's first answer, then, in the same conversation, the model's
+    check of it; on_done(problem, [final], first) once both turns are done."""
+    size, decoder = decode_problems(model, tokenizer, [], prompts, request, stop_strings, on_done)
+    for start in range(0, len(problems), VERIFY_CHUNK):
+        part = problems[start:start + VERIFY_CHUNK]
+        first: dict[str, Generation] = {}
+        decode_problems(model, tokenizer, part, prompts, request, stop_strings,
+                        lambda p, g: first.__setitem__(p.id, g[0]))
+        second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer) for p in part}
+        part = sorted(part, key=lambda p: -len(second[p.id]))  # longest first, as decode_problems expects
+        size, decoder = decode_problems(model, tokenizer, part, second, request, stop_strings,
+                                        lambda p, g: on_done(p, g, first[p.id]))
+    return size, decoder
+
+
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
                     stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
     """Generate for every problem (given longest prompt first), calling on_done(problem,
@@ -475,7 +511,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
 
     texts = [prompts[p.id] for p in problems]
     kwargs = dict(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
-                  add_special_tokens=request.prompt != "chat", samples=request.samples,
+                  add_special_tokens=request.prompt not in ("chat", "chat-verify"), samples=request.samples,
                   temperature=request.temperature)
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"

@@ -11,12 +11,14 @@ last finished batch.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
 from mathtune.runfiles import sweep_stale_temps, write_atomic
 from mathtune.errors import MathtuneError
-from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, refuse_other_settings
+from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, load_problems, refuse_other_settings
+from mathtune.probe import PROBE_FOLDER, PROBE_SUFFIX, write_variants
 from mathtune.terminal import run_log, say
 
 
@@ -54,21 +56,78 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     isolates the adapter."""
     base_req = eval_request(config, None)
     tuned_req = eval_request(config, run_dir / "adapter")
-    todo = [(name, req) for name, req in (("base", base_req), ("tuned", tuned_req))
-            if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
+    stages = [("base", base_req), ("tuned", tuned_req)]
+    if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
+        stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
+                  ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
+    todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
     if not todo:
-        say("eval: base and tuned already finished")
+        say("eval: " + ", ".join(name for name, _ in stages) + " already finished")
         return
+    if config.eval.probe is not None:
+        problems, _ = load_problems(base_req)
+        ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
+                        source=config.data.source, overwrite=overwrite)
     from mathtune.models import attach_adapter, load_model
 
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
                                   attn_implementation=config.model.attn_implementation,
                                   trust_remote_code=config.model.trust_remote_code)
+    attached = False
     for name, req in todo:
-        if req.adapter is not None:
+        if req.adapter is not None and not attached:
             model = attach_adapter(model, req.adapter, merge=True)
             model.eval()
+            attached = True
         evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
+
+
+def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool) -> None:
+    """The probe's variants in OUT/probe/, built once; variants of other settings already there
+    are refused (their records would no longer match) unless overwrite."""
+    import json
+
+    summary_path = out_dir / PROBE_FOLDER / "summary.json"
+    wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source}
+    if summary_path.is_file() and not overwrite:
+        have = json.loads(summary_path.read_text(encoding="utf-8"))
+        differs = [k for k, v in wanted.items() if have.get(k) != v]
+        if not differs:
+            return
+        raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
+                            "use --overwrite to replace them, or another --out")
+    folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source)
+    say(f"probe: variants of {len(problems)} problems in {folder}")
+
+
+def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str | None = None,
+               overwrite: bool = False) -> Path:
+    """`mathtune probe`: the model on the test problems and on seeded variants of them with
+    changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
+    analysis and report, whose probe section pairs the two."""
+    from mathtune.evaluate import default_name
+    from mathtune.models import check_adapter_folder, load_model
+
+    out_dir = Path(out_dir)
+    name = name or default_name(request)
+    problems, _ = load_problems(request)  # data errors before anything is written or loaded
+    variant_req = replace(request, data=str(out_dir / PROBE_FOLDER), split="test", limit=None)
+    done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
+            ((name, request), (name + PROBE_SUFFIX, variant_req))]
+    if request.adapter is not None:
+        check_adapter_folder(request.adapter)
+    ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite)
+    if None in done:
+        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
+                                      merge_adapter=True, trust_remote_code=request.trust_remote_code)
+        for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
+            evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
+    return rebuild_report(out_dir)
+
+
+def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRequest:
+    """The evaluation of the probe's variants (RUN_DIR/probe/test.jsonl), as the benchmark's."""
+    return replace(eval_request(config, adapter), data=str(run_dir / PROBE_FOLDER), limit=None)
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
@@ -117,6 +176,7 @@ def clear_downstream(run_dir: Path) -> None:
     """What the evaluation and report stages of an overwritten run left behind."""
     shutil.rmtree(run_dir / "eval", ignore_errors=True)
     shutil.rmtree(run_dir / "figures", ignore_errors=True)
+    shutil.rmtree(run_dir / PROBE_FOLDER, ignore_errors=True)
     for name in ("analysis.json", "report.md", "report.html"):
         (run_dir / name).unlink(missing_ok=True)
 

@@ -92,6 +92,7 @@ PLAIN_SHOTS = 5
 _CHAT_STOPS = ("<|im_end|>", "<|endoftext|>", "</s>")
 STOP_STRINGS = {
     "chat": _CHAT_STOPS,
+    "chat-verify": _CHAT_STOPS,  # chat, then a second user turn: check the work, restate the answer
     "cot8": ("Q:", "\n\n\n") + _CHAT_STOPS,
     "plain5": ("Question:", "\n\n\n") + _CHAT_STOPS,
 }
@@ -107,7 +108,7 @@ class PromptBuilder:
     fewshot: tuple[Problem, ...] = ()
 
     def render(self, question: str, tokenizer=None) -> str:
-        if self.kind == "chat":
+        if self.kind in ("chat", "chat-verify"):  # chat-verify's first turn is the chat prompt
             return render_chat_prompt(question, tokenizer)
         if self.kind == "cot8":
             shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
@@ -143,6 +144,24 @@ def ensure_chat_template(tokenizer) -> None:
 
 def chat_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
+
+
+# The self-check turn of the chat-verify prompt: asked after the model's first answer, in the
+# same conversation. It asks for a check and a restated answer, and says a right answer may
+# stand, so that the turn measures checking rather than a push to change.
+VERIFY_INSTRUCTION = (
+    "Check your solution step by step: re-read the problem and verify each calculation. If you "
+    "find a mistake, correct it; if it is right, keep it. End with a line of the form "
+    "'#### <number>' that gives the final answer."
+)
+
+
+def render_verify_turn(question: str, first_answer: str, tokenizer) -> str:
+    """The chat-verify prompt's second turn: the first exchange, then the check request."""
+    ensure_chat_template(tokenizer)
+    messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
+                                          {"role": "user", "content": VERIFY_INSTRUCTION}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def render_chat_prompt(question: str, tokenizer) -> str:

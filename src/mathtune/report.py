@@ -23,7 +23,7 @@ from mathtune.runfiles import write_atomic
 
 FIGURE_NAMES = (
     "loss.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
-    "contamination.png", "grpo.png",
+    "contamination.png", "grpo.png", "self_consistency.png", "probe.png",  # the last two: report_followups
 )
 MODEL_COLORS = {"base": "#8c8c8c", "tuned": "#1f77b4"}
 
@@ -442,6 +442,9 @@ def report_blocks(analysis: dict, figures: set[str]) -> list:
         blocks += recipe_blocks(analysis["recipe"], figures)
     blocks += training_blocks(analysis["training"], figures)
     blocks += benchmark_blocks(analysis["benchmark"], figures)
+    from mathtune.report_followups import followup_blocks  # it builds on this module's blocks
+
+    blocks += followup_blocks(analysis, figures)
     blocks += seed_claim_blocks(analysis["seed_claim"])
     blocks += error_blocks(analysis["errors"], figures)
     blocks += contamination_blocks(analysis["contamination"], figures)
@@ -547,6 +550,10 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
                title="Accuracy by number of reasoning steps")
         ax.legend()
         out["accuracy_by_steps.png"] = _figure_bytes(fig)
+
+    from mathtune.report_followups import followup_figures
+
+    out.update(followup_figures(analysis, plt))
 
     grpo = analysis.get("recipe", {}).get("grpo", {})
     if grpo.get("available"):

@@ -1,0 +1,214 @@
+"""The follow-ups: self-consistency curves, the robustness probe and the self-check turn, on
+literal records and hand-checked problems, then end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+
+import pytest
+
+from mathtune.cli import main
+from mathtune.data import Problem
+from mathtune.probe import build_variants, format_number, parse_chain, probe_analysis
+from mathtune.selfcheck import self_check
+from mathtune.selfconsistency import curve, ks_for, self_consistency
+
+
+def _sample(pred: str | None, gold: str) -> dict:
+    return {"pred_strict": pred, "pred_flexible": pred, "correct_strict": pred == gold, "correct_flexible": pred == gold}
+
+
+def _sampled(pid: str, gold: str, preds: list[str | None]) -> dict:
+    return {"id": pid, "gold": gold, "samples": [_sample(p, gold) for p in preds],
+            "pred_strict": None, "correct_strict": False}
+
+
+# --- self-consistency ----------------------------------------------------------------------------
+
+
+def test_ks_are_powers_of_two_and_k():
+    assert ks_for(8) == [1, 2, 4, 8] and ks_for(6) == [1, 2, 4, 6] and ks_for(2) == [1, 2]
+
+
+def test_maj_and_pass_at_k_take_the_first_k_samples():
+    records = [
+        _sampled("a", "5", ["5", "4", "4", "4"]),  # maj@1 right, maj@2 right (tie: first), maj@4 wrong; pass always
+        _sampled("b", "5", ["4", "5", "5", "5"]),  # maj@1 wrong, maj@2 wrong (tie: first), maj@4 right; pass@2 on
+        _sampled("c", "5", [None, None, "3", "5"]),  # maj@4: 3 and 5 tie, 3 drawn first: wrong; pass@4 only
+    ]
+    rows = {r["k"]: r for r in curve(records)}
+    assert [rows[k]["maj"]["correct"] for k in (1, 2, 4)] == [1, 1, 1]
+    assert [rows[k]["pass"]["correct"] for k in (1, 2, 4)] == [1, 2, 3]
+    assert rows[4]["pass"]["accuracy_pct"] == 100.0 and rows[1]["maj"]["ci95_pct"][0] < 33.3 < rows[1]["maj"]["ci95_pct"][1]
+
+
+def test_vote_is_compared_with_greedy_of_the_same_model(tmp_path):
+    (tmp_path / "eval").mkdir()
+    same = {"model": "m", "adapter": None, "data": "d", "split": "test", "prompt": "chat"}
+    (tmp_path / "eval" / "m-sc4.summary.json").write_text(json.dumps({**same, "samples": 4, "temperature": 0.7, "seed": 1}))
+    (tmp_path / "eval" / "m.summary.json").write_text(json.dumps({**same, "samples": 1, "temperature": 0.0}))
+    voted = [dict(_sampled("a", "5", ["5", "5"]), pred_strict="5", correct_strict=True),
+             dict(_sampled("b", "5", ["4", "4"]), pred_strict="4", correct_strict=False)]
+    greedy = [{"id": "a", "pred_strict": "5.0", "correct_strict": True},
+              {"id": "b", "pred_strict": "5", "correct_strict": True}]
+    sc = self_consistency(tmp_path, {"m-sc4": voted, "m": greedy})
+    g = sc["models"]["m-sc4"]["greedy"]
+    assert g["records"] == "m" and g["vote_differs"] == 1 and g["greedy"]["correct"] == 2 and g["vote"]["correct"] == 1
+    assert sc["models"]["m-sc4"]["sampling"] == {"temperature": 0.7, "top_p": 1.0, "seed": 1, "max_new_tokens": None}
+    assert not self_consistency(tmp_path, {"m": greedy})["available"]
+
+
+# --- self-check ----------------------------------------------------------------------------------
+
+
+def test_self_check_counts_fixed_and_broken():
+    def rec(first: bool, final: bool, first_pred="1", pred="1") -> dict:
+        return {"correct_strict": final, "pred_strict": pred,
+                "first_turn": {"correct_strict": first, "pred_strict": first_pred}}
+
+    records = [rec(False, True, "2"), rec(False, True, "3"), rec(True, False, "1", "9"), rec(True, True), rec(False, False)]
+    m = self_check({"v": records})["models"]["v"]
+    assert (m["fixed"], m["broken"], m["answer_changed"]) == (2, 1, 3)
+    assert m["first_turn"]["correct"] == 2 and m["final_turn"]["correct"] == 3
+    assert m["net_change"]["points"] == 20.0 and m["net_change"]["ci95_points"][0] <= 20.0 <= m["net_change"]["ci95_points"][1]
+    assert not self_check({"plain": [{"correct_strict": True}]})["available"]
+
+
+# --- the probe's generator -----------------------------------------------------------------------
+
+NATALIA = Problem("test-0", "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
+                  "in May. How many clips did Natalia sell altogether in April and May?",
+                  "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+                  "altogether in April and May.\n#### 72", "72")
+WENG = Problem("test-1", "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+               "How much did she earn?",
+               "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+               "$<<0.2*50=10>>10.\n#### 10", "10")
+
+
+def _value(text: str) -> Fraction:
+    return Fraction(text.replace(",", ""))
+
+
+def test_a_step_that_uses_an_earlier_result_is_recomputed_from_it():
+    steps, why = parse_chain(NATALIA)
+    assert why is None
+    assert [(op.kind, op.value) for op in steps[1].operands] == [("question", 48), ("step", 24)]
+    assert steps[0].operands[1].kind == "const"  # the 2 of "half" is the solver's, not the question's
+    rows, counts = build_variants([NATALIA], variants=3, seed=1)
+    assert counts["kept"] == 1 and len(rows) == 3 and len({r["question"] for r in rows}) == 3
+    for row in rows:
+        new = _value(row["changed"]["48"])
+        assert new != 48 and new % 2 == 0  # half of it stays whole
+        assert f"clips to {row['changed']['48']} of her friends" in row["question"] and "48" not in row["question"]
+        assert _value(row["answer"].rsplit("####", 1)[1]) == new * 3 / 2
+        assert row["original_id"] == "test-0" and row["id"].startswith("test-0~v")
+
+
+def test_hand_checked_rate_problem():
+    rows, _ = build_variants([WENG], variants=4, seed=7)
+    assert rows
+    for row in rows:
+        wage, minutes = _value(row["changed"].get("12", "12")), _value(row["changed"].get("50", "50"))
+        per_minute = wage / 60
+        assert per_minute * 10 == int(per_minute * 10)  # 0.2 had one decimal: so has the new rate
+        gold = _value(row["answer"].rsplit("####", 1)[1])
+        assert gold == per_minute * minutes and gold.denominator == 1 and gold > 0
+        assert f"earns ${format_number(wage)} an hour" in row["question"]
+        assert f"did {format_number(minutes)} minutes" in row["question"]
+
+
+def test_problems_whose_chain_cannot_be_recomputed_are_skipped_with_the_reason():
+    wrong = Problem("t-2", "Ann has 2 pens and buys 2 more.", "2+2=<<2+2=5>>5\n#### 5", "5")
+    bare = Problem("t-3", "Ann has 3 pens and buys 4 more.", "She has 3 + 4 = 7.\n#### 7", "7")
+    words = Problem("t-4", "A box holds 6 eggs. How many eggs are in 3 boxes?", "6*3=<<6*3=18>>18\n#### 18", "18")
+    off_chain = Problem("t-5", "Tom reads 10 pages a day for 3 days.", "10*3=<<10*3=30>>30\nplus 1\n#### 31", "31")
+    rows, counts = build_variants([wrong, bare, words, off_chain], variants=1, seed=0)
+    assert counts["skipped"] == {"wrong_annotation": 1, "no_annotations": 1, "gold_not_a_step": 1}
+    assert counts["kept"] == 1 and rows[0]["original_id"] == "t-4"
+    assert set(counts["skip_reasons"]) == {"wrong_annotation", "no_annotations", "gold_not_a_step"}
+
+
+def test_variants_stay_sensible_and_are_seeded():
+    left = Problem("t-6", "Tom had 10 apples and gave away 7. How many are left?", "10-7=<<10-7=3>>3\n#### 3", "3")
+    rows, _ = build_variants([left] * 1, variants=5, seed=3)
+    for row in rows:
+        assert _value(row["answer"].rsplit("####", 1)[1]) > 0  # a count stays positive
+    assert build_variants([left, NATALIA], variants=2, seed=3) == build_variants([left, NATALIA], variants=2, seed=3)
+    assert build_variants([NATALIA], variants=2, seed=3)[0] != build_variants([NATALIA], variants=2, seed=4)[0]
+
+
+def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
+    from mathtune.data import load_split
+
+    problems = load_split(str(gsm8k_dir), "test")[:100]
+    rows, counts = build_variants(problems, variants=1, seed=42)
+    assert counts["kept"] + sum(counts["skipped"].values()) == 100 and counts["kept"] >= 60
+    for row in rows:  # every variant's gold follows from its own annotated chain
+        steps, why = parse_chain(Problem(row["id"], row["question"], row["answer"], row["answer"].rsplit("#### ", 1)[1]))
+        assert why is None and steps[-1].result == _value(row["answer"].rsplit("#### ", 1)[1])
+
+
+def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
+    (tmp_path / "probe").mkdir()
+    variants = [{"id": f"p{i}~v{k}", "original_id": f"p{i}"} for i in range(4) for k in (1, 2)]
+    (tmp_path / "probe" / "test.jsonl").write_text("".join(json.dumps(v) + "\n" for v in variants))
+    originals = [{"id": f"p{i}", "correct_strict": True} for i in range(4)]
+    on_variants = [{"id": v["id"], "correct_strict": v["id"].endswith("v1") and v["original_id"] != "p0"}
+                   for v in variants]
+    out = probe_analysis(tmp_path, {"base": originals, "base-probe": on_variants})
+    m = out["models"]["base"]
+    assert m["original"]["correct"] == 4 and m["variant"]["correct"] == 3 and m["variant"]["n"] == 8
+    assert m["gap"]["points"] == pytest.approx(-62.5)
+    assert m["pairs"] == {"solved_original_lost_variant": 5, "failed_original_solved_variant": 0}
+    assert m["gap"]["ci95_points"][1] < 0 and "surface" in m["meaning"]
+
+
+# --- end to end on the tiny model ----------------------------------------------------------------
+
+
+def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, small_data_dir, tmp_path, one_thread):
+    from mathtune.evaluate import EvalRequest, evaluate
+
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
+                      prompt="chat-verify", batch_size=2)
+    summary = evaluate(req, tmp_path, name="v", quiet=True)
+    assert "second turn asking the model to check its work" in summary["protocol"]
+    from mathtune.score import score_completion
+
+    for line in (tmp_path / "eval" / "v.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        assert set(r["first_turn"]) >= {"completion", "pred_strict", "correct_strict", "num_generated_tokens"}
+        assert r["correct_strict"] == score_completion(r["completion"], r["gold"])["correct_strict"]
+        assert r["num_generated_tokens"] > r["first_turn"]["num_generated_tokens"]
+    with pytest.raises(Exception, match="samples 1"):
+        evaluate(EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
+                             samples=2, temperature=0.7), tmp_path, name="v2", quiet=True)
+
+
+def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_thread):
+    from mathtune.evaluate import EvalRequest, evaluate
+
+    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
+                      temperature=1.0, batch_size=3, seed=5)
+    for out in ("a", "b"):
+        evaluate(req, tmp_path / out, name="s", quiet=True)
+    assert (tmp_path / "a" / "eval" / "s.jsonl").read_bytes() == (tmp_path / "b" / "eval" / "s.jsonl").read_bytes()
+
+
+def test_probe_command_writes_variants_records_and_a_report(tiny_model_dir, small_data_dir, tmp_path, one_thread):
+    out = tmp_path / "probe-run"
+    assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
+                 "--variants", "2", "--max-new-tokens", "4", "--name", "m", "--out", str(out), "--quiet"]) == 0
+    assert {p.name for p in (out / "eval").glob("*.jsonl")} == {"m.jsonl", "m-probe.jsonl"}
+    variants = [json.loads(x) for x in (out / "probe" / "test.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (out / "eval" / "m-probe.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [v["id"] for v in variants]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["probe"]["available"] and analysis["probe"]["models"]["m"]["variant"]["n"] == len(variants)
+    assert "m-probe" not in analysis["benchmark"]["models"]
+    assert "## Robustness to changed numbers" in (out / "report.md").read_text()
+    # Other settings over the same folder are refused, not mixed in.
+    assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
+                 "--variants", "3", "--max-new-tokens", "4", "--name", "m", "--out", str(out), "--quiet"]) == 1
