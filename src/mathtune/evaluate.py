@@ -474,7 +474,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     paths.partial_meta.unlink(missing_ok=True)
     shard.wait()
     if not (quiet or terminal.QUIET):
-        _print_summary(name, summary, paths)
+        _print_summary(name, summary, paths, records)
     return summary
 
 
@@ -556,7 +556,7 @@ def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on
     return batch_size
 
 
-def _print_summary(name: str, s: dict, paths: EvalPaths) -> None:
+def _print_summary(name: str, s: dict, paths: EvalPaths, records: list[dict] | None = None) -> None:
     lo, hi = s["ci95_strict"]
     flo, fhi = s["ci95_flexible"]
     print(
@@ -565,6 +565,18 @@ def _print_summary(name: str, s: dict, paths: EvalPaths) -> None:
         f"n={s['n']}  truncated={s['truncated']}  "
         + (f"{s['problems_per_s']:.2f} problems/s" if s["problems_per_s"] else "")
     )
+    if records and all(len(r.get("samples") or []) >= 2 for r in records):
+        from mathtune.selfconsistency import curve
+
+        rows = curve(records)
+        print("  maj@k " + ", ".join(f"k={r['k']} {r['maj']['accuracy_pct']}%" for r in rows)
+              + "  |  pass@k " + ", ".join(f"k={r['k']} {r['pass']['accuracy_pct']}%" for r in rows) + "  (strict)")
+    if records and all(isinstance(r.get("first_turn"), dict) for r in records):
+        from mathtune.selfcheck import check_turn_effect
+
+        c = check_turn_effect(records)
+        print(f"  self-check: first turn {c['first_turn']['accuracy_pct']}%, final turn {c['final_turn']['accuracy_pct']}%"
+              f"; fixed {c['fixed']}, broken {c['broken']} (strict)")
     print(f"records: {paths.records}\nsummary: {paths.summary}")
 
 
