@@ -124,3 +124,37 @@ def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
     assert data_identity(str(shipped_demo_data()), "test")["name"] == DEMO_DATA_NAME
     assert data_identity("openai/gsm8k", "test")["name"] == "GSM8K"
     assert data_identity(str(shipped_demo_data()), "validation")["path"].endswith("train.jsonl")
+
+
+def test_other_math_sets_through_a_field_mapping(tmp_path):
+    """SVAMP/ASDiv-style records: other field names, a bare-number answer (number or string),
+    their own ids; one JSONL file is a test set."""
+    from mathtune.data import DataFormat, data_identity, load_split
+
+    path = tmp_path / "svamp.jsonl"
+    rows = [{"ID": "chal-1", "Body": "Each pack costs 76 dollars. With 25 off,", "Question": "what is the price?",
+             "Answer": 51.0},
+            {"ID": "chal-2", "Body": "Dan had $ 3 left.", "Question": "How much?", "Answer": "1,200"}]
+    path.write_text("".join(json.dumps({"id": r["ID"], "problem": f"{r['Body']} {r['Question']}",
+                                        "target": r["Answer"]}) + "\n" for r in rows))
+    fmt = DataFormat(question="problem", answer="target")
+    problems = load_split(str(path), "test", fmt=fmt)
+    assert [(p.id, p.gold, p.answer) for p in problems] == [("chal-1", "51", "#### 51.0"), ("chal-2", "1200", "#### 1,200")]
+    ident = data_identity(str(path), "test", fmt)
+    assert ident["path"] == str(path) and ident["format"]["question"] == "problem" and "GSM8K" not in ident["name"].split(" (")[0]
+    with pytest.raises(MathtuneError, match="svamp.jsonl:1: missing or empty 'question'"):
+        load_split(str(path), "test")  # GSM8K's field names do not fit these records
+    with pytest.raises(MathtuneError, match="one file, read as a test set"):
+        load_split(str(path), "train", fmt=fmt)
+    path.write_text(json.dumps({"problem": "q?", "target": "many"}) + "\n")
+    with pytest.raises(MathtuneError, match=r"svamp.jsonl:1: 'target' must be a solution ending in '#### N' or a bare number"):
+        load_split(str(path), "test", fmt=fmt)
+
+
+def test_a_folder_split_of_another_name(tmp_path):
+    from mathtune.data import DataFormat, load_split
+
+    (tmp_path / "testmini.jsonl").write_text(json.dumps({"question": "q?", "answer": "#### 4"}) + "\n")
+    assert load_split(str(tmp_path), "test", fmt=DataFormat(test_split="testmini"))[0].gold == "4"
+    with pytest.raises(MathtuneError, match="data file not found"):
+        load_split(str(tmp_path), "test")

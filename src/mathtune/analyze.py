@@ -599,7 +599,8 @@ def analyze_contamination(config: Config | None, records_by_model: dict[str, lis
     if config is None:
         return {"available": False, "reason": "no config.yaml, so the training data source is unknown"}
     try:
-        train = load_split(config.data.source, "train", val_fraction=config.data.val_fraction, seed=config.seed)
+        train = load_split(config.data.source, "train", val_fraction=config.data.val_fraction, seed=config.seed,
+                           fmt=config.data.format())
     except MathtuneError as err:
         return {"available": False, "reason": f"training questions not reachable: {err}"}
     result = ngram_overlap([p.question for p in train], test_questions)

@@ -125,8 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
         """What names a model and its benchmark: shared by eval and probe."""
         sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
         sp.add_argument("--adapter", help="PEFT adapter folder to attach")
-        sp.add_argument("--data", default="openai/gsm8k", help="hub dataset id or folder with train.jsonl/test.jsonl")
+        sp.add_argument("--data", default="openai/gsm8k",
+                        help="hub dataset id, folder with train.jsonl/test.jsonl, or one JSONL file (a test set)")
         sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
+        sp.add_argument("--question-field", default="question", help="the record field holding the question")
+        sp.add_argument("--answer-field", default="answer",
+                        help="the record field holding the answer (a solution ending in '#### N', or a bare number)")
+        sp.add_argument("--data-config", help="hub dataset config (default: 'main' for openai/gsm8k)")
+        sp.add_argument("--data-split", default="test",
+                        help="the source's split read as the test set (hub split name, or file stem in a folder)")
         sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
         sp.add_argument("--prompt", default="chat", choices=["chat", "cot8", "plain5", "chat-verify"],
                         help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
@@ -224,6 +231,7 @@ def _cmd_plan(args) -> None:
 
 def _eval_request(args):
     from mathtune.config import absolute_if_local
+    from mathtune.data import DataFormat
     from mathtune.evaluate import EvalRequest
 
     samples = getattr(args, "samples", 1)
@@ -246,6 +254,8 @@ def _eval_request(args):
         dtype=args.dtype,
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
+        data_format=DataFormat(question=args.question_field, answer=args.answer_field, config=args.data_config,
+                               test_split=args.data_split),
     )
 
 

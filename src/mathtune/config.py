@@ -55,9 +55,17 @@ class ModelConfig(_Section):
     report says when it was on."""
 
 
+class FieldsConfig(_Section):
+    question: str = "question"
+    """The record field holding the question."""
+    answer: str = "answer"
+    """The record field holding the answer: a solution ending in '#### N', or a bare number."""
+
+
 class DataConfig(_Section):
     source: str = "openai/gsm8k"
-    """Hub dataset id (config `main`) or a local folder holding train.jsonl and test.jsonl."""
+    """Hub dataset id, a local folder holding train.jsonl and test.jsonl, or one local JSONL
+    file (a test set)."""
 
     @field_validator("source")
     @classmethod
@@ -72,6 +80,18 @@ class DataConfig(_Section):
     train_limit: int | None = Field(None, gt=0)
     """Use only the first N training problems after the seeded split (quick runs); the
     validation half is cut in proportion, to ceil(N * val_fraction / (1 - val_fraction))."""
+    fields: FieldsConfig = FieldsConfig()
+    """Field mapping for data sets that name their fields otherwise (GSM-Plus, SVAMP, ...)."""
+    config: str | None = None
+    """Hub dataset config (default: 'main' for openai/gsm8k, the dataset's own default otherwise)."""
+    split: str = "test"
+    """The source's split read as the test set: a hub split name, or the file stem in a folder."""
+
+    def format(self):
+        from mathtune.data import DataFormat
+
+        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
+                          test_split=self.split)
 
 
 class LoraConfig(_Section):

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mathtune.data import Problem, data_identity, load_split, resolve_source
+from mathtune.data import GSM8K_FORMAT, DataFormat, Problem, data_identity, load_split, resolve_source
 from mathtune.errors import MathtuneError, listing
 from mathtune.generate import Generation, generate_batch, pick_batch_size
 from mathtune.config import EVAL_PROMPTS
@@ -57,12 +57,16 @@ class EvalRequest:
     seed: int = 42
     val_fraction: float = 0.10
     trust_remote_code: bool = False
+    data_format: DataFormat = GSM8K_FORMAT
 
     def identity(self) -> dict:
         ident = asdict(self)
         ident.pop("batch_size")
-        if not ident["trust_remote_code"]:  # off, as in every record written before the key existed
+        # At their defaults, as in every record written before these keys existed:
+        if not ident["trust_remote_code"]:
             ident.pop("trust_remote_code")
+        if self.data_format == GSM8K_FORMAT:
+            ident.pop("data_format")
         ident["data"] = resolve_source(self.data)
         return ident
 
@@ -197,7 +201,7 @@ def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_
               device: str, dtype: str, attention: str | None = None) -> dict:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
-    identity = data_identity(request.data, request.split)
+    identity = data_identity(request.data, request.split, request.data_format)
     return {
         **accuracy_figures(records),
         "correct_strict": sum(r["correct_strict"] for r in records),
@@ -306,12 +310,14 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
         raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
     if request.prompt == "chat-verify" and request.samples > 1:
         raise MathtuneError("chat-verify checks one answer per problem: use it with samples 1")
-    problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed)
+    problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
+                          fmt=request.data_format)
     if request.limit is not None:
         problems = problems[: request.limit]
     train = None
     if request.prompt == "plain5":
-        train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed)
+        train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed,
+                           fmt=request.data_format)
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]
     return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed)

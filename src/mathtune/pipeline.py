@@ -17,6 +17,7 @@ from pathlib import Path
 from mathtune.config import Config, config_to_yaml
 from mathtune.runfiles import sweep_stale_temps, write_atomic
 from mathtune.errors import MathtuneError
+from mathtune.data import GSM8K_FORMAT
 from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, load_problems, refuse_other_settings
 from mathtune.probe import PROBE_FOLDER, PROBE_SUFFIX, write_variants
 from mathtune.terminal import run_log, say
@@ -39,6 +40,7 @@ def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
         seed=config.seed,
         val_fraction=config.data.val_fraction,
         trust_remote_code=config.model.trust_remote_code,
+        data_format=config.data.format(),
     )
 
 
@@ -111,7 +113,8 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     out_dir = Path(out_dir)
     name = name or default_name(request)
     problems, _ = load_problems(request)  # data errors before anything is written or loaded
-    variant_req = replace(request, data=str(out_dir / PROBE_FOLDER), split="test", limit=None)
+    variant_req = replace(request, data=str(out_dir / PROBE_FOLDER), split="test", limit=None,
+                          data_format=GSM8K_FORMAT)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
             ((name, request), (name + PROBE_SUFFIX, variant_req))]
     if request.adapter is not None:
@@ -127,7 +130,9 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
 
 def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRequest:
     """The evaluation of the probe's variants (RUN_DIR/probe/test.jsonl), as the benchmark's."""
-    return replace(eval_request(config, adapter), data=str(run_dir / PROBE_FOLDER), limit=None)
+    # The variants are written in GSM8K's own format, whatever the source's fields were.
+    return replace(eval_request(config, adapter), data=str(run_dir / PROBE_FOLDER), limit=None,
+                   data_format=GSM8K_FORMAT)
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:

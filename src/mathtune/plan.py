@@ -127,11 +127,12 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
                             f"(known: {', '.join(sorted(known))})")
     train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                 train_limit=config.data.train_limit)
+                                 train_limit=config.data.train_limit, fmt=config.data.format())
     test, builder = load_problems(EvalRequest(model=config.model.name_or_path, data=config.data.source,
                                               split=config.eval.split, limit=config.eval.limit,
                                               prompt=config.eval.prompt, seed=config.seed,
-                                              val_fraction=config.data.val_fraction))
+                                              val_fraction=config.data.val_fraction,
+                                              data_format=config.data.format()))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)
 

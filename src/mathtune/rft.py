@@ -53,6 +53,7 @@ def sampling_request(config: Config) -> EvalRequest:
         seed=config.seed,
         val_fraction=config.data.val_fraction,
         trust_remote_code=config.model.trust_remote_code,
+        data_format=config.data.format(),
     )
 
 

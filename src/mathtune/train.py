@@ -80,7 +80,8 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     method = config.train.method
     # Data first (no network for a local folder), then the tokenizer (no weights yet).
     train_problems, val_problems = training_splits(
-        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit
+        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit,
+        fmt=config.data.format(),
     )
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     if method == "grpo":
@@ -282,7 +283,7 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
 
     if train is None or val is None:
         train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                     train_limit=config.data.train_limit)
+                                     train_limit=config.data.train_limit, fmt=config.data.format())
 
     def rows(pairs: list[tuple[str, str]], split: str) -> tuple[list[dict], int]:
         kept, lengths = [], []
@@ -533,7 +534,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "attention": getattr(trainer.model.config, "_attn_implementation", None),
         "batch_size": config.train.batch_size,
         "trust_remote_code": config.model.trust_remote_code,
-        "data_identity": data_identity(config.data.source, "train"),
+        "data_identity": data_identity(config.data.source, "train", config.data.format()),
         "gpu_hourly_usd": hourly,
         "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
         "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
