@@ -22,7 +22,7 @@ SUMMARY_KEYS = {
     "wall_time_s", "tokens_seen", "tokens_seen_kind", "tokens_per_s", "peak_memory_bytes",
     "peak_memory_kind", "trainable_params", "total_params", "device", "world_size", "dtype",
     "gpu_hourly_usd", "cost_usd", "cost_note", "resumed_from_step", "versions",
-    "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity",
+    "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity", "data_sources",
 }
 
 

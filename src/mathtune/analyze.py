@@ -367,6 +367,7 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "cost_usd": _r(summary.get("cost_usd"), 2 if (summary.get("cost_usd") or 0) >= 1 else 4),
         "gpu_hourly_usd": summary.get("gpu_hourly_usd"),
         "cost_note": summary.get("cost_note"),
+        "data_sources": summary.get("data_sources"),
     }
 
 
@@ -603,15 +604,28 @@ def analyze_contamination(config: Config | None, records_by_model: dict[str, lis
                            fmt=config.data.format())
     except MathtuneError as err:
         return {"available": False, "reason": f"training questions not reachable: {err}"}
-    result = ngram_overlap([p.question for p in train], test_questions)
+    sources = [(config.data.source, [p.question for p in train])]
+    from mathtune.mix import load_mix_source
+
+    for i, entry in enumerate(config.data.mix):  # every training source, each on its own
+        if entry.weight > 0:
+            try:
+                sources.append((entry.source, [p.question for p in load_mix_source(entry, i)]))
+            except MathtuneError as err:
+                return {"available": False, "reason": f"training questions of {entry.source} not reachable: {err}"}
+    result = ngram_overlap([q for _, qs in sources for q in qs], test_questions)
+    per_source = [{"source": source, **{k: v for k, v in ngram_overlap(qs, test_questions).items()
+                                        if not k.startswith("histogram")}} for source, qs in sources]
     return {
         "available": True,
         "source": config.data.source,
         "definition": (
             f"share of each test question's word {NGRAM}-grams (lower-cased letters and digits) that "
             "occur in any question of the training split"
+            + (" or of a data.mix source" if len(sources) > 1 else "")
         ),
         **result,
+        "per_source": per_source,
     }
 
 

@@ -62,6 +62,30 @@ class FieldsConfig(_Section):
     """The record field holding the answer: a solution ending in '#### N', or a bare number."""
 
 
+class MixSource(_Section):
+    source: str
+    """Hub dataset id, a local folder, or one local JSONL file."""
+
+    @field_validator("source")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        return absolute_if_local(value)
+    fields: FieldsConfig = FieldsConfig()
+    """Its question and answer fields."""
+    config: str | None = None
+    """Hub dataset config."""
+    split: str = "train"
+    """The split trained on: a hub split name or a file stem in a folder (a single file is read whole)."""
+    weight: float = Field(1.0, ge=0.0)
+    """Examples taken: round(weight x its problems); 1 = each once, 0.5 = a seeded half, 2 = each twice, 0 = none."""
+
+    def format(self):
+        from mathtune.data import DataFormat
+
+        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
+                          test_split=self.split)
+
+
 class DataConfig(_Section):
     source: str = "openai/gsm8k"
     """Hub dataset id, a local folder holding train.jsonl and test.jsonl, or one local JSONL
@@ -86,6 +110,9 @@ class DataConfig(_Section):
     """Hub dataset config (default: 'main' for openai/gsm8k, the dataset's own default otherwise)."""
     split: str = "test"
     """The source's split read as the test set: a hub split name, or the file stem in a folder."""
+    mix: list[MixSource] = []
+    """Extra training sources ({source, fields, config, split, weight}); the seeded split,
+    the validation set and the test set stay those of `source`."""
 
     def format(self):
         from mathtune.data import DataFormat

@@ -208,6 +208,20 @@ def _source_file(source: str, split: str, fmt: DataFormat) -> Path:
     return path / f"{name}.jsonl"
 
 
+def load_named_split(source: str, split_name: str, fmt: DataFormat, id_prefix: str) -> list[Problem]:
+    """A source's split by its own name (a hub split, a folder's SPLIT.jsonl, or the whole of
+    one file), read with fmt; ids from the records, else 'PREFIX-N'."""
+    source = resolve_source(source)
+    if not _looks_local(source):
+        return _load_hub(source, split_name, fmt)
+    path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        path = path / f"{split_name}.jsonl"
+    elif not path.exists():
+        raise MathtuneError(f"data folder or file not found: {path}")
+    return read_jsonl_problems(path, id_prefix, fmt)
+
+
 def load_source_split(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
     """The raw 'train' or 'test' split of a source."""
     source = resolve_source(source)

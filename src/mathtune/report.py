@@ -105,6 +105,10 @@ def training_blocks(training: dict, figures: set[str]) -> list:
     if not training.get("available"):
         return blocks + [Para(sentence(training.get("reason", "no training in this run")) + ".")]
     d, dec, stretch, trend = training["definitions"], training["loss_decrease"], training["final_stretch"], training["trend"]
+    if len(training.get("data_sources") or []) > 1:  # a data.mix: where the training examples came from
+        blocks.append(Table(["training source", "split", "weight", "problems", "examples taken"],
+                            [[s["source"], s["split"], show(s["weight"]), show(s["problems"]), show(s["examples"])]
+                             for s in training["data_sources"]]))
     blocks.append(Table(
         ["", "train loss", "validation loss"],
         [
@@ -354,6 +358,13 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     ))
     blocks.append(Table(["overlap share", "test questions"],
                         [[label, show(n)] for label, n in zip(c["histogram_labels"], c["histogram_counts"])]))
+    if len(c.get("per_source") or []) > 1:
+        blocks.append(Table(["training source", "questions", f"test questions sharing any {c['n']}-gram",
+                             "sharing at least half"],
+                            [[s["source"], show(s["train_questions"]),
+                              f"{s['test_questions_with_any_overlap']} ({s['test_questions_with_any_overlap_pct']}%)",
+                              f"{s['test_questions_half_overlapping']} ({s['test_questions_half_overlapping_pct']}%)"]
+                             for s in c["per_source"]]))
     if "contamination.png" in figures:
         blocks.append(Figure("contamination.png", f"Test questions by share of {c['n']}-grams found in training questions."))
     return blocks

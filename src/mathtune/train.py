@@ -83,6 +83,12 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit,
         fmt=config.data.format(),
     )
+    from mathtune.mix import mix_training_problems
+
+    extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
+    sources = [{"source": config.data.source, "split": "train (after the seeded split)", "weight": 1.0,
+                "problems": len(train_problems), "examples": len(train_problems)}] + mixed
+    train_problems = train_problems + extra
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     if method == "grpo":
         from datasets import Dataset
@@ -126,6 +132,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems,
                                                          train_pairs=pairs)
 
+    data_counts["sources"] = sources
     if method == "grpo":
         from mathtune.grpo import build_grpo_trainer, step_fields, FIELD_ORDER
 
@@ -518,6 +525,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "train_examples": data_counts["train_examples"],
         "val_examples": data_counts["val_examples"],
         "dropped_too_long": data_counts["dropped_too_long"],
+        "data_sources": data_counts.get("sources"),
         "wall_time_s": wall,
         "tokens_seen": tokens,
         "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",
