@@ -22,6 +22,7 @@ from mathtune.config import Config, config_from_yaml_text
 from mathtune.errors import MathtuneError
 from mathtune.probe import PROBE_SUFFIX, probe_analysis
 from mathtune.provenance import run_provenance
+from mathtune.regression import regression_analysis
 from mathtune.selfcheck import self_check
 from mathtune.selfconsistency import self_consistency
 from mathtune.runfiles import read_eval_records, read_metrics, write_atomic
@@ -698,6 +699,7 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
         "self_consistency": self_consistency(run_dir, records_by_model),
         "probe": probe_analysis(run_dir, records_by_model),
         "self_check": self_check(records_by_model),
+        "regression": regression_analysis(run_dir),
         "seed_claim": seed_claim(training, benchmark),
     }
     from mathtune.plan import plan_vs_actual

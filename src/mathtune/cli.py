@@ -157,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("eval", help="benchmark a model on GSM8K")
     model_args(sp, sampling=True)
+    sp.add_argument("--extra", nargs="+", default=[], metavar="TASK",
+                    help="also score lm-evaluation-harness tasks on the same loaded model (e.g. mmlu arc_easy); "
+                         "needs mathtune[extra]")
+    sp.add_argument("--extra-data", action="append", default=[], metavar="TASK=PATH",
+                    help="a local data folder for a task, e.g. mmlu=../shared/mmlu (MMLU's CSV layout)")
+    sp.add_argument("--extra-subjects", nargs="+", metavar="SUBJECT", help="MMLU subjects (default: all in the folder)")
+    sp.add_argument("--extra-limit", type=_positive_int, help="at most N documents per task (per MMLU subject)")
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
 
@@ -259,11 +266,50 @@ def _eval_request(args):
     )
 
 
-def _cmd_eval(args) -> None:
-    from mathtune.evaluate import evaluate
+def _extra_spec(args):
+    if not args.extra:
+        return None
+    from mathtune.config import absolute_if_local
+    from mathtune.regression import ExtraSpec, check_extra
 
-    summary = evaluate(_eval_request(args), out_dir=args.out or Path("runs") / "eval", name=args.name, quiet=args.json,
-                       overwrite=args.overwrite)
+    data = {}
+    for item in args.extra_data:
+        task, sep, path = item.partition("=")
+        if not sep or not task or not path:
+            raise MathtuneError(f"--extra-data takes TASK=PATH, got '{item}'")
+        data[task] = absolute_if_local(path)
+    spec = ExtraSpec(tasks=tuple(args.extra), data=data, limit=args.extra_limit,
+                     subjects=tuple(args.extra_subjects) if args.extra_subjects else None)
+    check_extra(spec)  # before the model is loaded
+    return spec
+
+
+def _cmd_eval(args) -> None:
+    from mathtune.evaluate import default_name, evaluate
+
+    request, spec = _eval_request(args), _extra_spec(args)
+    out = args.out or Path("runs") / "eval"
+    model = tokenizer = None
+    if spec is not None:  # one load for GSM8K and the lm-eval tasks
+        from mathtune.evaluate import load_problems
+        from mathtune.models import load_model
+
+        load_problems(request)  # data errors before the slow load
+        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
+                                      trust_remote_code=request.trust_remote_code)
+    summary = evaluate(request, out_dir=out, name=args.name, quiet=args.json, overwrite=args.overwrite,
+                       model=model, tokenizer=tokenizer)
+    if spec is not None:
+        from mathtune.regression import run_extra_tasks
+        from mathtune.terminal import say
+
+        name = args.name or default_name(request)
+        extra = run_extra_tasks(model, tokenizer, name, out, spec)
+        summary["extra"] = extra["tasks"]
+        if not args.json:
+            for task, t in extra["tasks"].items():
+                lo, hi = t["ci95_pct"]
+                say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
     if args.json:
         print(json.dumps(summary))
 

@@ -258,6 +258,25 @@ class EvalConfig(_Sampled):
     probe: ProbeConfig | None = None
     """{variants: N}: after the benchmark, the robustness probe: base and tuned on variants
     of the test problems with changed numbers, paired with the originals."""
+    extra: list[str] = []
+    """lm-evaluation-harness tasks scored on base and tuned (the regression check), e.g. [mmlu, arc_easy]."""
+    extra_data: dict[str, str] = {}
+    """Task -> local data folder, e.g. {mmlu: ../shared/mmlu} (MMLU's original CSV layout)."""
+    extra_subjects: list[str] | None = None
+    """MMLU subjects to score (default: every subject in the folder)."""
+    extra_limit: int | None = Field(None, gt=0)
+    """At most this many documents per lm-eval task (per MMLU subject), for quick runs."""
+
+    @field_validator("extra_data")
+    @classmethod
+    def _absolute_data(cls, value: dict[str, str]) -> dict[str, str]:
+        return {task: absolute_if_local(path) for task, path in value.items()}
+
+    def extra_spec(self):
+        from mathtune.regression import ExtraSpec
+
+        return ExtraSpec(tasks=tuple(self.extra), data=dict(self.extra_data),
+                         subjects=tuple(self.extra_subjects) if self.extra_subjects else None, limit=self.extra_limit)
 
     @model_validator(mode="after")
     def _verify_is_greedy(self):

@@ -63,6 +63,12 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
                   ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
     todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
+    spec = config.eval.extra_spec() if config.eval.extra else None
+    if spec is not None:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
+        from mathtune.regression import extra_finished
+
+        todo += [(name, None) for name in ("base", "tuned") if not extra_finished(run_dir, name, spec)]
+        todo.sort(key=lambda item: item[0].startswith("tuned"))  # base first: the adapter is merged once
     if not todo:
         say("eval: " + ", ".join(name for name, _ in stages) + " already finished")
         return
@@ -77,11 +83,17 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
                                   trust_remote_code=config.model.trust_remote_code)
     attached = False
     for name, req in todo:
-        if req.adapter is not None and not attached:
-            model = attach_adapter(model, req.adapter, merge=True)
+        if name.startswith("tuned") and not attached:
+            model = attach_adapter(model, str(run_dir / "adapter"), merge=True)
             model.eval()
             attached = True
-        evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
+        if req is None:
+            from mathtune.regression import run_extra_tasks
+
+            say(f"extra: lm-evaluation-harness tasks {', '.join(spec.tasks)} on {name}")
+            run_extra_tasks(model, tokenizer, name, run_dir, spec)
+        else:
+            evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
 
 
 def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool) -> None:
@@ -140,6 +152,10 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     from mathtune.train import run_train
 
     run_dir = Path(run_dir)
+    if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
+        from mathtune.regression import check_extra
+
+        check_extra(config.eval.extra_spec())
     if not overwrite:
         check_eval_settings(config, run_dir)
         from mathtune.analyze import check_not_hand_edited

@@ -88,8 +88,29 @@ def _self_check(check: dict) -> list:
     return blocks
 
 
+def _regression(reg: dict) -> list:
+    blocks: list = [Heading(2, "General benchmarks: what the fine-tune cost elsewhere")]
+    d = reg["definitions"]
+    blocks.append(Para(f"Scored by lm-evaluation-harness {show(reg['lm_eval_version'])} on the models in memory. "
+                       f"Metric: {d['metric']}. Difference: {d['difference']}."))
+    rows = []
+    for name, tasks in reg["models"].items():
+        for task, t in tasks.items():
+            rows.append([name, task, f"{t['metric']} {_acc(t)}", ", ".join(str(v) for v in t.get("n_shot") or []) or "n/a",
+                         str(len(t.get("subtasks") or [])), show(t.get("data"))])
+    blocks.append(Table(["model", "task", "accuracy [95% Wilson]", "shots", "lm-eval tasks", "data"], rows))
+    if reg.get("paired"):
+        blocks.append(Table(["task", "documents", "tuned - base, points [95%]", "improved", "regressed", "McNemar p"],
+                            [[task, str(p["n"]), _points(p["difference"]), str(p["improved"]), str(p["regressed"]),
+                              show(p["mcnemar_p"])] for task, p in reg["paired"].items()]))
+        blocks.append(Bullets(reg["verdicts"]))
+    return blocks
+
+
 def followup_blocks(analysis: dict, figures: set[str]) -> list:
     blocks: list = []
+    if analysis.get("regression", {}).get("available"):
+        blocks += _regression(analysis["regression"])
     if analysis.get("self_consistency", {}).get("available"):
         blocks += _self_consistency(analysis["self_consistency"], figures)
     if analysis.get("probe", {}).get("available"):
