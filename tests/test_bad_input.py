@@ -278,6 +278,15 @@ CASES = [
          lambda c: ["no config.yaml"]),
     Case("export without an adapter", lambda c: ["export", str(c.run_folder()), "--merged", str(c.out)],
          lambda c: ["adapter"]),
+    Case("extra task data missing", lambda c: c.eval_args("--extra", "mmlu", "--extra-data", f"mmlu={c.tmp / 'no-mmlu'}"),
+         lambda c: ["task mmlu", "no-mmlu"]),
+    Case("extra data without =", lambda c: c.eval_args("--extra", "mmlu", "--extra-data", "mmlu"),
+         lambda c: ["--extra-data takes TASK=PATH"]),
+    Case("mix source missing", lambda c: ["train", str(c.config(
+        f"model: {{name_or_path: {c.model}}}\ndata: {{source: {c.data}, mix: [{{source: {c.tmp / 'none.jsonl'}}}]}}\n")),
+        "--out", str(c.out)], lambda c: ["none.jsonl", "not found"]),
+    Case("field mapping that fits no record", lambda c: c.eval_args("--question-field", "problem"),
+         lambda c: ["test.jsonl:1", "'problem'"]),
     # --- output folders ---
     Case("output folder read-only", lambda c: c.eval_args(), lambda c: [str(c.out)], needs="readonly"),
     Case("disk full", lambda c: c.eval_args(), lambda c: ["No space left on device"], needs="full-disk"),
