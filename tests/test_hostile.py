@@ -69,3 +69,31 @@ ARITHMETIC = st.text(alphabet="0123456789+-*/%().,=$ \n#eE", max_size=300)
 def test_random_arithmetic_soup_never_raises(before, after):
     _judge(before + "\n#### " + after)
     arithmetic_slips(before)
+
+
+def test_a_run_of_hostile_completions_analyses_and_reports_safely(tmp_path, gsm8k_dir):
+    """Every hostile completion as a record of a run: the analysis and both reports are built
+    in bounded time, the text is shown escaped, and nothing it says runs (the marker file of
+    the code sample never appears; the imports of a report build need exec, so the fixture
+    that forbids it guards the scoring tests above)."""
+    import json
+
+    from synthetic_run import write_run
+
+    from mathtune.pipeline import rebuild_report
+    from mathtune.taxonomy import classify_error as classify
+
+    run = write_run(tmp_path, gsm8k_dir, n_problems=len(HOSTILE))
+    for model in ("base", "tuned"):
+        path = run / "eval" / f"{model}.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        for record, text in zip(records, HOSTILE.values()):
+            record.update(completion=text, **score_completion(text, record["gold"]), truncated=False)
+            record["error_category"] = classify(record)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    start = time.monotonic()
+    rebuild_report(run)
+    assert time.monotonic() - start < 120  # a bound against hangs, not a speed figure
+    page = (run / "report.html").read_text()
+    assert "<script" not in page.lower() and not os.path.exists("/tmp/mathtune-pwned")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page or "alert(1)" not in page
