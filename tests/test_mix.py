@@ -84,3 +84,13 @@ def test_contamination_is_checked_per_source(tmp_path, gsm8k_dir):
     rows = {s["source"]: s for s in c["per_source"]}
     assert rows[str(path)]["train_questions"] == 2 and rows[str(path)]["test_questions_half_overlapping"] >= 1
     assert c["train_questions"] == sum(s["train_questions"] for s in c["per_source"])
+
+
+def test_the_plan_counts_the_mix(tmp_path, tiny_model_dir, small_data_dir):
+    from mathtune.plan import make_plan
+
+    path = _mix_file(tmp_path, [{"question": f"What is {i} and {i}?", "answer": f"#### {2 * i}"} for i in range(1, 9)])
+    plain = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
+    mixed = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"data.mix=[{{source: {path}, weight: 0.5}}]"),
+                      device="cpu")
+    assert mixed["data"]["train"]["examples"] == plain["data"]["train"]["examples"] + 4

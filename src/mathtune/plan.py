@@ -128,6 +128,9 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                             f"(known: {', '.join(sorted(known))})")
     train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
                                  train_limit=config.data.train_limit, fmt=config.data.format())
+    from mathtune.mix import mix_training_problems
+
+    train = train + mix_training_problems(config)[0]  # data.mix sources train too
     test, builder = load_problems(EvalRequest(model=config.model.name_or_path, data=config.data.source,
                                               split=config.eval.split, limit=config.eval.limit,
                                               prompt=config.eval.prompt, seed=config.seed,
