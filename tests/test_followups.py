@@ -51,10 +51,12 @@ def test_vote_is_compared_with_greedy_of_the_same_model(tmp_path):
     voted = [dict(_sampled("a", "5", ["5", "5"]), pred_strict="5", correct_strict=True),
              dict(_sampled("b", "5", ["4", "4"]), pred_strict="4", correct_strict=False)]
     greedy = [{"id": "a", "pred_strict": "5.0", "correct_strict": True},
-              {"id": "b", "pred_strict": "5", "correct_strict": True}]
+              {"id": "b", "pred_strict": "5", "correct_strict": True},
+              {"id": "c", "pred_strict": None, "correct_strict": False}]  # greedy stated no answer
+    voted.append(dict(_sampled("c", "5", ["3", None]), pred_strict="3", correct_strict=False))
     sc = self_consistency(tmp_path, {"m-sc4": voted, "m": greedy})
     g = sc["models"]["m-sc4"]["greedy"]
-    assert g["records"] == "m" and g["vote_differs"] == 1 and g["greedy"]["correct"] == 2 and g["vote"]["correct"] == 1
+    assert g["records"] == "m" and g["vote_differs"] == 2 and g["greedy"]["correct"] == 2 and g["vote"]["correct"] == 1
     assert sc["models"]["m-sc4"]["sampling"] == {"temperature": 0.7, "top_p": 1.0, "seed": 1, "max_new_tokens": None}
     assert not self_consistency(tmp_path, {"m": greedy})["available"]
 

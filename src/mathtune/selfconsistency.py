@@ -50,6 +50,13 @@ def _summary(run_dir: Path, name: str) -> dict:
         return {}
 
 
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Two extracted answers agree: both absent, or the same number."""
+    if a is None or b is None:
+        return a is None and b is None
+    return numbers_equal(a, b)
+
+
 def curve(records: list[dict], kind: str = "strict") -> list[dict]:
     """maj@k and pass@k rows for records that each carry the same number of samples."""
     K = min(len(r["samples"]) for r in records)
@@ -97,8 +104,7 @@ def self_consistency(run_dir: Path, records_by_model: dict[str, list[dict]]) -> 
         if partner:
             greedy = {r["id"]: r for r in records_by_model[partner]}
             common = [r for r in records if r["id"] in greedy]
-            differ = sum(not (r["pred_strict"] == greedy[r["id"]]["pred_strict"] or
-                              numbers_equal(r["pred_strict"], greedy[r["id"]]["pred_strict"])) for r in common)
+            differ = sum(not same_answer(r["pred_strict"], greedy[r["id"]]["pred_strict"]) for r in common)
             greedy_right = sum(bool(greedy[r["id"]]["correct_strict"]) for r in common)
             vote_right = sum(bool(r["correct_strict"]) for r in common)
             entry["greedy"] = {"records": partner, "n": len(common), "vote_differs": differ,
