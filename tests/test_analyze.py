@@ -212,3 +212,12 @@ def test_an_edited_analysis_is_kept_unless_overwrite(tmp_path, gsm8k_dir, capsys
     del older[CHECKSUM_KEY]
     path.write_text(json.dumps(older))
     assert main(["report", str(run)]) == 0 and path.read_text() == written
+
+
+def test_an_evaluation_still_running_is_not_a_model(tmp_path, gsm8k_dir):
+    from mathtune.analyze import eval_record_files
+
+    run = write_run(tmp_path, gsm8k_dir, n_problems=6)
+    for name in ("base-verify.partial.jsonl", "base-verify.partial.rank1.jsonl", "base.scored.jsonl"):
+        (run / "eval" / name).write_text('{"id": "x"}\n')
+    assert list(eval_record_files(run)) == ["base", "tuned"]

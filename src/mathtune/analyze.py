@@ -380,7 +380,9 @@ def eval_record_files(run_dir: Path) -> dict[str, Path]:
     folder = run_dir / "eval"
     if not folder.is_dir():
         return {}
-    found = {p.stem: p for p in folder.glob("*.jsonl")}
+    # An evaluation still running (NAME.partial.jsonl) or a re-scored copy is not a model's records.
+    found = {p.stem: p for p in folder.glob("*.jsonl") if not p.stem.endswith(".scored")
+             and not re.search(r"\.partial(\.rank\d+)?$", p.stem)}
     ordered = [n for n in MODEL_ORDER if n in found] + sorted(n for n in found if n not in MODEL_ORDER)
     return {n: found[n] for n in ordered}
 

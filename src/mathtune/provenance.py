@@ -59,6 +59,7 @@ def run_provenance(run_dir: Path) -> dict:
                        "batch_size": s.get("batch_size"), "versions": s.get("platform") or {},
                        "trust_remote_code": bool(s.get("trust_remote_code"))})
     models = [s["model"] for s in stages if s["model"]]
-    data = [s["data"] for s in stages if s["data"]]
+    # The benchmark's data before the probe's variants (eval NAME-probe), whatever the file order.
+    data = [s["data"] for s in sorted(stages, key=lambda s: s["stage"].endswith("-probe")) if s["data"]]
     return {"stages": stages, "model": models[0] if models else None, "data": data[0] if data else None,
             "remote_code_stages": [s["stage"] for s in stages if s["trust_remote_code"]]}
