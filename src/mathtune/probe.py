@@ -32,8 +32,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from mathtune.data import Problem
-from mathtune.selfconsistency import share
-from mathtune.stats import mcnemar_exact, paired_bootstrap_difference
+from mathtune.stats import difference_points, mcnemar_exact, paired_bootstrap_difference
+from mathtune.stats import wilson_share as share
 from mathtune.taxonomy import evaluate_arithmetic
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
@@ -119,12 +119,13 @@ def question_numbers(question: str) -> list[tuple[int, int, Fraction, str]]:
     return found
 
 
-def parse_chain(problem: Problem) -> tuple[list[Step] | None, str | None]:
-    """The annotated steps with each operand's source, or (None, skip reason)."""
+def parse_chain(problem: Problem, numbers: list | None = None) -> tuple[list[Step] | None, str | None]:
+    """The annotated steps with each operand's source, or (None, skip reason); `numbers` is
+    question_numbers(problem.question) where the caller has it already."""
     annotations = ANNOTATION.findall(problem.answer)
     if not annotations:
         return None, "no_annotations"
-    in_question = {value for _, _, value, _ in question_numbers(problem.question)}
+    in_question = {value for _, _, value, _ in (numbers or question_numbers(problem.question))}
     steps: list[Step] = []
     for expr, stated in annotations:
         result = _fraction(stated)
@@ -216,14 +217,16 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
     rng = random.Random(seed)
     rows, skipped, kept = [], Counter(), 0
     for problem in problems:
-        steps, why = parse_chain(problem)
+        numbers = question_numbers(problem.question)
+        steps, why = parse_chain(problem, numbers)
         gold = _fraction(problem.gold)
         if steps is not None:
             answer_at = _answer_step(steps, gold) if gold is not None else None
             if answer_at is None:
                 why = "gold_not_a_step"
         if steps is not None and why is None:
-            used = sorted({op.value for s in steps for op in s.operands if op.kind == "question"})
+            uses = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
+            used = sorted(uses)
             consts = {op.value for s in steps for op in s.operands if op.kind == "const"}
             if not used:
                 why = "no_question_number"
@@ -231,15 +234,13 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
                 why = "percent_two_forms"
             else:
                 lower = problem.question.lower()
-                stated = Counter(v for _, _, v, _ in question_numbers(problem.question))
-                uses = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
+                stated = Counter(v for _, _, v, _ in numbers)
                 if any(uses[v] > stated[v] and any(w in lower for w in WORD_CONSTANTS.get(int(v), ()))
                        for v in used if v.denominator == 1):
                     why = "ambiguous_constant"
         if why is not None:
             skipped[why] += 1
             continue
-        numbers = question_numbers(problem.question)
         percent = {v for start, end, v, _ in numbers if problem.question[end:end + 1] == "%"
                    or problem.question[end:end + 8].strip().startswith("percent")}
         options = {v: _candidates(v, v in percent) for v in used}
@@ -330,10 +331,6 @@ def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tupl
     return float(per.mean()), float(lo), float(hi)
 
 
-def _points(diff: float, lo: float, hi: float) -> dict:
-    return {"points": round(100 * diff, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
-
-
 def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str]) -> dict | None:
     by_original: dict[str, list[bool]] = {}
     for r in variants:
@@ -349,7 +346,7 @@ def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, st
     lost = sum(a and not b for a, b in zip(flat_orig, flat_var))
     gained = sum(b and not a for a, b in zip(flat_orig, flat_var))
     diff, lo, hi = _cluster_bootstrap(orig, means)
-    gap = _points(diff, lo, hi)
+    gap = difference_points(diff, lo, hi)
     if hi < 0:
         meaning = ("the drop is outside the interval: part of what this model solves rests on the surface of the "
                    "original problems (their particular numbers), not on reasoning that carries over to the same "
@@ -393,7 +390,7 @@ def probe_analysis(run_dir: Path, records_by_model: dict[str, list[dict]]) -> di
         flat_t = [x for i in common for x in t[i][1]]
         on_var = paired_bootstrap_difference(flat_b, flat_t, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED) \
             if len(flat_b) == len(flat_t) else None
-        out["tuned_minus_base"] = {"originals": _points(*on_orig), "variants": _points(*on_var) if on_var else None}
+        out["tuned_minus_base"] = {"originals": difference_points(*on_orig), "variants": difference_points(*on_var) if on_var else None}
     for m in models.values():
         m.pop("_per_problem")
     return out

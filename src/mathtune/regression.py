@@ -24,8 +24,8 @@ from pathlib import Path
 
 from mathtune.errors import MathtuneError
 from mathtune.runfiles import jsonl_text, read_jsonl, write_atomic, write_json_atomic
-from mathtune.selfconsistency import share
-from mathtune.stats import mcnemar_exact, paired_bootstrap_difference
+from mathtune.stats import difference_points, mcnemar_exact, paired_bootstrap_difference, paired_counts, points_text
+from mathtune.stats import wilson_share as share
 
 EXTRA_FOLDER = "extra"
 LOCAL_TASKS = ("mmlu",)  # the tasks whose data may come from a local folder (eval.extra_data)
@@ -184,10 +184,6 @@ def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec)
     return summary
 
 
-def _points(diff: float, lo: float, hi: float) -> dict:
-    return {"points": round(100 * diff, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
-
-
 def regression_analysis(run_dir: Path) -> dict:
     folder = Path(run_dir) / EXTRA_FOLDER
     summaries = {p.name.removesuffix(".summary.json"): json.loads(p.read_text(encoding="utf-8"))
@@ -208,22 +204,21 @@ def regression_analysis(run_dir: Path) -> dict:
             keys = sorted(set(b) & set(t))
             if not keys:
                 continue
-            diff, lo, hi = paired_bootstrap_difference([b[k] for k in keys], [t[k] for k in keys],
-                                                       resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
-            improved = sum(not b[k] and t[k] for k in keys)
-            regressed = sum(b[k] and not t[k] for k in keys)
-            paired[task] = {"n": len(keys), "difference": _points(diff, lo, hi), "improved": improved,
-                            "regressed": regressed, "mcnemar_p": round(mcnemar_exact(improved, regressed), 4)}
-            d = paired[task]["difference"]
+            before, after = [b[k] for k in keys], [t[k] for k in keys]
+            diff, lo, hi = paired_bootstrap_difference(before, after, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
+            counts = paired_counts(before, after)
+            d = difference_points(diff, lo, hi)
+            paired[task] = {"n": len(keys), "difference": d, "improved": counts["improved"],
+                            "regressed": counts["regressed"],
+                            "mcnemar_p": round(mcnemar_exact(counts["improved"], counts["regressed"]), 4)}
             if hi < 0:
                 sentences.append(f"{task}: the fine-tune cost general ability beyond the interval: "
-                                 f"{d['points']:+} points [{d['ci95_points'][0]}, {d['ci95_points'][1]}] on {len(keys)} documents.")
+                                 f"{points_text(d)} on {len(keys)} documents.")
             elif lo > 0:
-                sentences.append(f"{task}: the tuned model scored higher beyond the interval: {d['points']:+} points "
-                                 f"[{d['ci95_points'][0]}, {d['ci95_points'][1]}].")
+                sentences.append(f"{task}: the tuned model scored higher beyond the interval: {points_text(d)}.")
             else:
-                sentences.append(f"{task}: no cost to general ability is shown beyond the interval: {d['points']:+} "
-                                 f"points [{d['ci95_points'][0]}, {d['ci95_points'][1]}] on {len(keys)} documents.")
+                sentences.append(f"{task}: no cost to general ability is shown beyond the interval: "
+                                 f"{points_text(d)} on {len(keys)} documents.")
         out["paired"] = paired
         out["verdicts"] = sentences
     return out

@@ -11,8 +11,8 @@ interval, and McNemar's exact test on the discordant pairs.
 
 from __future__ import annotations
 
-from mathtune.selfconsistency import share
-from mathtune.stats import mcnemar_exact, paired_bootstrap_difference
+from mathtune.stats import difference_points, mcnemar_exact, paired_bootstrap_difference, paired_counts, points_text
+from mathtune.stats import wilson_share as share
 
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -21,15 +21,15 @@ BOOTSTRAP_SEED = 0
 def check_turn_effect(records: list[dict]) -> dict:
     first = [bool(r["first_turn"]["correct_strict"]) for r in records]
     final = [bool(r["correct_strict"]) for r in records]
-    fixed = sum(not a and b for a, b in zip(first, final))
-    broken = sum(a and not b for a, b in zip(first, final))
+    counts = paired_counts(first, final)
+    fixed, broken = counts["improved"], counts["regressed"]
     changed = sum(r["first_turn"]["pred_strict"] != r["pred_strict"] for r in records)
     diff, lo, hi = paired_bootstrap_difference(first, final, resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
     p = mcnemar_exact(fixed, broken)
-    net = {"points": round(100 * diff, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
+    net = difference_points(diff, lo, hi)
     covers_zero = lo <= 0 <= hi
     verdict = (f"The self-check turn fixed {fixed} and broke {broken} of {len(records)} answers: net "
-               f"{net['points']:+.1f} points [{net['ci95_points'][0]}, {net['ci95_points'][1]}], McNemar p {p:.3f}; "
+               f"{points_text(net)}, McNemar p {p:.3f}; "
                + ("the interval covers zero, so no effect is shown at this size." if covers_zero else
                   "the interval excludes zero."))
     return {"n": len(records), "first_turn": share(sum(first), len(records)), "final_turn": share(sum(final), len(records)),

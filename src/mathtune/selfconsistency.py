@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 
 from mathtune.score import majority_vote, numbers_equal
-from mathtune.stats import wilson_interval
+from mathtune.stats import wilson_share as share
 
 TOP_P = 1.0  # the engine samples from the whole softmax at the temperature: no nucleus cut
 
@@ -31,15 +31,6 @@ def ks_for(samples: int) -> list[int]:
         ks.append(k)
         k *= 2
     return ks + [samples]
-
-
-def share(hits: int, n: int) -> dict:
-    """hits of n as analysis.json shows an accuracy: percent and 95% Wilson interval, rounded."""
-    if not n:
-        return {"correct": hits, "n": n, "accuracy_pct": None, "ci95_pct": [None, None]}
-    lo, hi = wilson_interval(hits, n)
-    return {"correct": hits, "n": n, "accuracy_pct": round(100 * hits / n, 1),
-            "ci95_pct": [round(100 * lo, 1), round(100 * hi, 1)]}
 
 
 def _summary(run_dir: Path, name: str) -> dict:

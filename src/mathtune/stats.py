@@ -23,6 +23,25 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return (lo, hi)
 
 
+def wilson_share(hits: int, n: int) -> dict:
+    """hits of n as analysis.json shows an accuracy: percent and 95% Wilson interval, rounded."""
+    if not n:
+        return {"correct": hits, "n": n, "accuracy_pct": None, "ci95_pct": [None, None]}
+    lo, hi = wilson_interval(hits, n)
+    return {"correct": hits, "n": n, "accuracy_pct": round(100 * hits / n, 1),
+            "ci95_pct": [round(100 * lo, 1), round(100 * hi, 1)]}
+
+
+def difference_points(diff: float, lo: float, hi: float) -> dict:
+    """A paired difference of accuracies (fractions) and its interval, as points rounded to 0.1."""
+    return {"points": round(100 * diff, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
+
+
+def points_text(d: dict) -> str:
+    """'-3.0 points [-8.0, 1.0]' for a difference_points dict."""
+    return f"{d['points']:+.1f} points [{d['ci95_points'][0]}, {d['ci95_points'][1]}]"
+
+
 def mcnemar_exact(improved: int, regressed: int) -> float:
     """Two-sided exact McNemar p-value: under "no difference" each discordant problem
     (right for one model only) is a fair coin, so the improved count is Binomial(b + c, 1/2).
