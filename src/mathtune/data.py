@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mathtune.errors import MathtuneError
-from mathtune.runfiles import iter_jsonl
+from mathtune.runfiles import check_unique_id, iter_jsonl
 from mathtune.score import extract_gold
 
 HUB_DEFAULT = "openai/gsm8k"
@@ -93,9 +93,7 @@ def read_jsonl_problems(path: Path, split: str, fmt: DataFormat = GSM8K_FORMAT) 
         key = str(own) if isinstance(own, (str, int)) and str(own).strip() else None
         problems.append(_make_problem(obj, key or f"{split}-{i}", where, fmt))
         if key is not None:
-            if key in seen:
-                raise MathtuneError(f"{where}: duplicate id '{key}' (first at line {seen[key]})")
-            seen[key] = int(where.rsplit(":", 1)[1])
+            check_unique_id(seen, key, where)
     if not problems:
         raise MathtuneError(f"{path}: no problems in file")
     return problems
@@ -206,20 +204,6 @@ def _source_file(source: str, split: str, fmt: DataFormat) -> Path:
     if not path.is_dir():
         raise MathtuneError(f"data folder not found: {path}")
     return path / f"{name}.jsonl"
-
-
-def load_named_split(source: str, split_name: str, fmt: DataFormat, id_prefix: str) -> list[Problem]:
-    """A source's split by its own name (a hub split, a folder's SPLIT.jsonl, or the whole of
-    one file), read with fmt; ids from the records, else 'PREFIX-N'."""
-    source = resolve_source(source)
-    if not _looks_local(source):
-        return _load_hub(source, split_name, fmt)
-    path = Path(os.path.expanduser(source))
-    if path.is_dir():
-        path = path / f"{split_name}.jsonl"
-    elif not path.exists():
-        raise MathtuneError(f"data folder or file not found: {path}")
-    return read_jsonl_problems(path, id_prefix, fmt)
 
 
 def load_source_split(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 
 from mathtune.config import Config, MixSource
-from mathtune.data import Problem, load_named_split
+from mathtune.data import Problem, load_source_split
 
 
 def _take(problems: list[Problem], weight: float, rng: random.Random) -> list[Problem]:
@@ -29,8 +29,9 @@ def _take(problems: list[Problem], weight: float, rng: random.Random) -> list[Pr
 
 def load_mix_source(entry: MixSource, index: int) -> list[Problem]:
     """The problems of one mix entry, named 'mixI:ID' so they never collide with the main
-    source's ids."""
-    problems = load_named_split(entry.source, entry.split, entry.format(), id_prefix=f"mix{index}")
+    source's ids. A mix source is read the way a test set is (entry.format() names its split
+    as the one to read): one file whole, FOLDER/SPLIT.jsonl, or the hub's split."""
+    problems = load_source_split(entry.source, "test", entry.format())
     return [Problem(id=f"mix{index}:{p.id}", question=p.question, answer=p.answer, gold=p.gold) for p in problems]
 
 

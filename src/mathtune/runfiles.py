@@ -127,6 +127,14 @@ _RECORD_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 _EDITED = "edited by hand, or written by another mathtune version? `mathtune eval --overwrite` remakes it"
 
 
+def check_unique_id(seen: dict[str, str], key: str, where: str) -> None:
+    """Record that id `key` sits at `where` ('file:line'); a second line with it is an error
+    naming both lines."""
+    if key in seen:
+        raise MathtuneError(f"{where}: duplicate id '{key}' (first at line {seen[key]})")
+    seen[key] = where.rsplit(":", 1)[1]
+
+
 def read_eval_records(path: Path) -> list[dict]:
     """The records of eval/NAME.jsonl, each checked for the fields the analysis reads and for
     a unique id; anything else is a one-line error naming the file and the line."""
@@ -139,9 +147,7 @@ def read_eval_records(path: Path) -> list[dict]:
                 raise MathtuneError(f"{where}: no '{key}' ({_EDITED})")
             if not isinstance(row[key], types):
                 raise MathtuneError(f"{where}: '{key}' must be {words}, got {json.dumps(row[key])[:40]} ({_EDITED})")
-        if row["id"] in seen:
-            raise MathtuneError(f"{where}: duplicate id '{row['id']}' (first at line {seen[row['id']]})")
-        seen[row["id"]] = where.rsplit(":", 1)[1]
+        check_unique_id(seen, row["id"], where)
         rows.append(row)
     return rows
 
