@@ -125,8 +125,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     out_dir = Path(out_dir)
     name = name or default_name(request)
     problems, _ = load_problems(request)  # data errors before anything is written or loaded
-    variant_req = replace(request, data=str(out_dir / PROBE_FOLDER), split="test", limit=None,
-                          data_format=GSM8K_FORMAT)
+    variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
             ((name, request), (name + PROBE_SUFFIX, variant_req))]
     if request.adapter is not None:
@@ -140,11 +139,15 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     return rebuild_report(out_dir)
 
 
+def variants_request(request: EvalRequest, out_dir: Path) -> EvalRequest:
+    """The evaluation of the probe's variants (OUT/probe/test.jsonl), otherwise as `request`:
+    every variant (no limit), read as a test set in GSM8K's own format, whatever the source's
+    split and fields were."""
+    return replace(request, data=str(out_dir / PROBE_FOLDER), split="test", limit=None, data_format=GSM8K_FORMAT)
+
+
 def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRequest:
-    """The evaluation of the probe's variants (RUN_DIR/probe/test.jsonl), as the benchmark's."""
-    # The variants are written in GSM8K's own format, whatever the source's fields were.
-    return replace(eval_request(config, adapter), data=str(run_dir / PROBE_FOLDER), limit=None,
-                   data_format=GSM8K_FORMAT)
+    return variants_request(eval_request(config, adapter), run_dir)
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
