@@ -286,25 +286,26 @@ def _extra_spec(args):
 
 def _cmd_eval(args) -> None:
     from mathtune.evaluate import default_name, evaluate
+    from mathtune.regression import extra_finished
 
     request, spec = _eval_request(args), _extra_spec(args)
     out = args.out or Path("runs") / "eval"
+    name = args.name or default_name(request)
     model = tokenizer = None
-    if spec is not None:  # one load for GSM8K and the lm-eval tasks
+    if spec is not None and not extra_finished(out, name, spec):  # one load for GSM8K and the lm-eval tasks
         from mathtune.evaluate import load_problems
         from mathtune.models import load_model
 
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
                                       trust_remote_code=request.trust_remote_code)
-    summary = evaluate(request, out_dir=out, name=args.name, quiet=args.json, overwrite=args.overwrite,
+    summary = evaluate(request, out_dir=out, name=name, quiet=args.json, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:
         from mathtune.regression import run_extra_tasks
         from mathtune.terminal import say
 
-        name = args.name or default_name(request)
-        extra = run_extra_tasks(model, tokenizer, name, out, spec)
+        extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
         summary["extra"] = extra["tasks"]
         if not args.json:
             for task, t in extra["tasks"].items():
