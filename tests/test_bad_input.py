@@ -106,26 +106,24 @@ def _other_adapter(ctx: Ctx) -> Path:
     return ctx.tmp / "adapter"
 
 
-def _edited_record(ctx: Ctx) -> Path:
+def _edit_record(ctx: Ctx, name: str, index: int, change: Callable[[dict], None]) -> Path:
+    """A run folder whose eval/NAME.jsonl has record `index` changed by hand."""
     run = ctx.run_folder()
-    path = run / "eval" / "base.jsonl"
+    path = run / "eval" / name
     lines = path.read_text().splitlines()
-    row = json.loads(lines[2])
-    row["correct_strict"] = "yes"
-    lines[2] = json.dumps(row)
+    row = json.loads(lines[index])
+    change(row)
+    lines[index] = json.dumps(row)
     path.write_text("\n".join(lines) + "\n")
     return run
+
+
+def _edited_record(ctx: Ctx) -> Path:
+    return _edit_record(ctx, "base.jsonl", 2, lambda row: row.update(correct_strict="yes"))
 
 
 def _record_without_field(ctx: Ctx) -> Path:
-    run = ctx.run_folder()
-    path = run / "eval" / "tuned.jsonl"
-    lines = path.read_text().splitlines()
-    row = json.loads(lines[1])
-    del row["correct_flexible"]
-    lines[1] = json.dumps(row)
-    path.write_text("\n".join(lines) + "\n")
-    return run
+    return _edit_record(ctx, "tuned.jsonl", 1, lambda row: row.pop("correct_flexible"))
 
 
 def _newer_run(ctx: Ctx) -> Path:
