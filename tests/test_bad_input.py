@@ -285,6 +285,9 @@ CASES = [
         "--out", str(c.out)], lambda c: ["none.jsonl", "not found"]),
     Case("field mapping that fits no record", lambda c: c.eval_args("--question-field", "problem"),
          lambda c: ["test.jsonl:1", "'problem'"]),
+    Case("probe with a model path missing", lambda c: ["probe", "--model", str(c.tmp / "no-model"), "--data", str(c.data),
+                                                       "--limit", "2", "--out", str(c.out)],
+         lambda c: ["model path not found"]),
     # --- output folders ---
     Case("output folder read-only", lambda c: c.eval_args(), lambda c: [str(c.out)], needs="readonly"),
     Case("disk full", lambda c: c.eval_args(), lambda c: ["No space left on device"], needs="full-disk"),

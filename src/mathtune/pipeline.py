@@ -120,7 +120,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
     analysis and report, whose probe section pairs the two."""
     from mathtune.evaluate import default_name
-    from mathtune.models import check_adapter_folder, load_model
+    from mathtune.models import check_adapter_folder, load_model, resolve_model_path
 
     out_dir = Path(out_dir)
     name = name or default_name(request)
@@ -128,6 +128,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
             ((name, request), (name + PROBE_SUFFIX, variant_req))]
+    resolve_model_path(request.model)  # a wrong model is one line before the variants are written
     if request.adapter is not None:
         check_adapter_folder(request.adapter)
     ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite)
