@@ -10,10 +10,10 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mathtune.errors import MathtuneError
 
@@ -38,14 +38,14 @@ def absolute_if_local(value: str) -> str:
     return value
 
 
-class ModelConfig(_Section):
-    name_or_path: str = "Qwen/Qwen2-1.5B"
-    """Hub id, local folder, or a .gguf file (dequantized on load, cached as safetensors)."""
+# A hub id, or a local path made absolute when the config is read (a run folder's config then
+# works from any folder).
+PathOrId = Annotated[str, AfterValidator(absolute_if_local)]
 
-    @field_validator("name_or_path")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        return absolute_if_local(value)
+
+class ModelConfig(_Section):
+    name_or_path: PathOrId = "Qwen/Qwen2-1.5B"
+    """Hub id, local folder, or a .gguf file (dequantized on load, cached as safetensors)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto = bfloat16 on a GPU, float32 on a CPU."""
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
@@ -62,14 +62,19 @@ class FieldsConfig(_Section):
     """The record field holding the answer: a solution ending in '#### N', or a bare number."""
 
 
-class MixSource(_Section):
-    source: str
-    """Hub dataset id, a local folder, or one local JSONL file."""
+class _ReadsProblems(_Section):
+    """A section naming a problem source: its `fields`, `config` and `split` say how to read it."""
 
-    @field_validator("source")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        return absolute_if_local(value)
+    def format(self):
+        from mathtune.data import DataFormat
+
+        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
+                          test_split=self.split)
+
+
+class MixSource(_ReadsProblems):
+    source: PathOrId
+    """Hub dataset id, a local folder, or one local JSONL file."""
     fields: FieldsConfig = FieldsConfig()
     """Its question and answer fields."""
     config: str | None = None
@@ -79,22 +84,11 @@ class MixSource(_Section):
     weight: float = Field(1.0, ge=0.0)
     """Examples taken: round(weight x its problems); 1 = each once, 0.5 = a seeded half, 2 = each twice, 0 = none."""
 
-    def format(self):
-        from mathtune.data import DataFormat
 
-        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
-                          test_split=self.split)
-
-
-class DataConfig(_Section):
-    source: str = "openai/gsm8k"
+class DataConfig(_ReadsProblems):
+    source: PathOrId = "openai/gsm8k"
     """Hub dataset id, a local folder holding train.jsonl and test.jsonl, or one local JSONL
     file (a test set)."""
-
-    @field_validator("source")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        return absolute_if_local(value)
     val_fraction: float = Field(0.10, gt=0.0, lt=1.0)
     """Share of the train split held out for validation (seeded, stable)."""
     max_length: int = Field(512, gt=0)
@@ -113,12 +107,6 @@ class DataConfig(_Section):
     mix: list[MixSource] = []
     """Extra training sources ({source, fields, config, split, weight}); the seeded split,
     the validation set and the test set stay those of `source`."""
-
-    def format(self):
-        from mathtune.data import DataFormat
-
-        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
-                          test_split=self.split)
 
 
 class LoraConfig(_Section):
@@ -260,17 +248,12 @@ class EvalConfig(_Sampled):
     of the test problems with changed numbers, paired with the originals."""
     extra: list[str] = []
     """lm-evaluation-harness tasks scored on base and tuned (the regression check), e.g. [mmlu, arc_easy]."""
-    extra_data: dict[str, str] = {}
+    extra_data: dict[str, PathOrId] = {}
     """Task -> local data folder, e.g. {mmlu: ../shared/mmlu} (MMLU's original CSV layout)."""
     extra_subjects: list[str] | None = None
     """MMLU subjects to score (default: every subject in the folder)."""
     extra_limit: int | None = Field(None, gt=0)
     """At most this many documents per lm-eval task (per MMLU subject), for quick runs."""
-
-    @field_validator("extra_data")
-    @classmethod
-    def _absolute_data(cls, value: dict[str, str]) -> dict[str, str]:
-        return {task: absolute_if_local(path) for task, path in value.items()}
 
     def extra_spec(self):
         from mathtune.regression import ExtraSpec
