@@ -26,7 +26,8 @@ from mathtune.regression import regression_analysis
 from mathtune.selfcheck import self_check
 from mathtune.selfconsistency import self_consistency
 from mathtune.runfiles import read_eval_records, read_metrics, write_atomic
-from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
+from mathtune.stats import (linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts,
+                            wilson_interval, wilson_share)
 from mathtune.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 
 SCHEMA_VERSION = 1
@@ -465,14 +466,8 @@ def accuracy_by_steps(records: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for steps in sorted(buckets):
         outcomes = buckets[steps]
-        lo, hi = wilson_interval(sum(outcomes), len(outcomes))
-        rows.append({
-            "steps": f"{steps}+" if steps == MAX_STEP_BUCKET else str(steps),
-            "n": len(outcomes),
-            "correct": sum(outcomes),
-            "accuracy_pct": _pct(sum(outcomes) / len(outcomes)),
-            "ci95_pct": [_pct(lo), _pct(hi)],
-        })
+        rows.append({"steps": f"{steps}+" if steps == MAX_STEP_BUCKET else str(steps),
+                     **wilson_share(sum(outcomes), len(outcomes))})
     return rows
 
 
