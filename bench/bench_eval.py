@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import transformers
 
-from mathtune.evaluate import EvalRequest, evaluate
+from mathtune.core import terminal
+from mathtune.evaluation.evaluate import evaluate
+from mathtune.evaluation.request import EvalRequest
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -39,7 +41,8 @@ def main() -> None:
             req = EvalRequest(model=model, data=args.data, limit=args.limit, prompt=args.prompt,
                               max_new_tokens=args.max_new_tokens, batch_size=batch_size)
             out = Path(tmp) / f"bs{bs}"
-            summary = evaluate(req, out, name="bench", quiet=True)
+            terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
+            summary = evaluate(req, out, name="bench")
             row = {
                 "date": datetime.date.today().isoformat(),
                 "bench": "eval",

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from mathtune.config import load_config
-from mathtune.train import run_train
+from mathtune.train.run import run_train
 
 DEFAULTS = [
     "data.train_limit=64",

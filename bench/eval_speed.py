@@ -7,7 +7,7 @@
 For each prompt format, three paths run the same rendered prompts with the same stop strings
 and the same maximum of new tokens, each in a fresh process (its own model load, its own peak
 memory), one after the other:
-  mathtune   `mathtune eval` as a user runs it (mathtune.evaluate.evaluate): loading, data,
+  mathtune   `mathtune eval` as a user runs it (mathtune.evaluation.evaluate.evaluate): loading, data,
              generation, scoring and the records files; batch size auto
   lm-eval    lm-evaluation-harness's HF backend (HFLM.generate_until) on the same prompt
              strings; batch_size auto on a GPU (its own detection), 8 on a CPU
@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE))
 
 
 def _problems_and_prompts(args, tokenizer):
-    from mathtune.evaluate import EvalRequest, load_problems
+    from mathtune.evaluation.request import EvalRequest, load_problems
 
     req = EvalRequest(model=args.model, data=args.data, limit=args.limit, prompt=args.prompt)
     problems, builder = load_problems(req)
@@ -50,15 +50,18 @@ def _problems_and_prompts(args, tokenizer):
 
 
 def worker_mathtune(args, batch_size=None, share_prefix=True) -> dict:
-    from mathtune import engine
-    from mathtune.evaluate import EvalRequest, evaluate
+    from mathtune.core import terminal
+    from mathtune.evaluation.evaluate import evaluate
+    from mathtune.evaluation.request import EvalRequest
+    from mathtune.models import engine
 
     engine.SHARE_PREFIX = share_prefix
+    terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
     req = EvalRequest(model=args.model, data=args.data, limit=args.limit, prompt=args.prompt,
                       max_new_tokens=args.max_new_tokens, batch_size=batch_size or args.batch_size, dtype=args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        summary = evaluate(req, Path(tmp), name="bench", quiet=True)
+        summary = evaluate(req, Path(tmp), name="bench")
         wall = time.perf_counter() - start
         records = [json.loads(line) for line in (Path(tmp) / "eval" / "bench.jsonl").read_text().splitlines()]
     return {"wall_s": wall, "batch_size": summary["batch_size"], "dtype": summary["dtype"],
@@ -71,7 +74,7 @@ def worker_lm_eval(args, batch_size=None) -> dict:
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
 
-    from mathtune.models import load_tokenizer, resolve_dtype, resolve_model_path
+    from mathtune.models.load import load_tokenizer, resolve_dtype, resolve_model_path
 
     path = resolve_model_path(args.model)
     _, prompts, stops = _problems_and_prompts(args, load_tokenizer(path))
@@ -93,8 +96,8 @@ def worker_lm_eval(args, batch_size=None) -> dict:
 
 
 def worker_batch1(args, **_) -> dict:
-    from mathtune.generate import generate_batch
-    from mathtune.models import load_model
+    from mathtune.models.generate import generate_batch
+    from mathtune.models.load import load_model
 
     start = time.perf_counter()
     model, tokenizer = load_model(args.model, dtype=args.dtype)
@@ -114,7 +117,7 @@ WORKERS = {"mathtune": worker_mathtune, "lm-eval": worker_lm_eval, "batch1": wor
 
 def run_named(name: str, args) -> dict:
     """'mathtune', 'mathtune:b8', 'mathtune:b8:noprefix', 'mathtune:cudnn' (cuDNN attention left on
-    where the GPU has it, see mathtune.models.use_shape_free_attention), 'lm-eval', 'lm-eval:b32', 'batch1'."""
+    where the GPU has it, see mathtune.models.load.use_shape_free_attention), 'lm-eval', 'lm-eval:b32', 'batch1'."""
     import os
 
     base, *opts = name.split(":")
@@ -187,7 +190,7 @@ def main() -> None:
 
     from shapes import machine, resolve_model
 
-    from mathtune.models import resolve_dtype
+    from mathtune.models.load import resolve_dtype
 
     args.model = resolve_model(args, resolve_dtype(args.dtype))
     args.passthrough = [
@@ -196,8 +199,8 @@ def main() -> None:
         "--dtype", args.dtype,
     ] + (["--lm-eval-batch-size", str(args.lm_eval_batch_size)] if args.lm_eval_batch_size else [])
 
-    from mathtune.data import load_split
-    from mathtune.score import score_completion
+    from mathtune.task.data import load_split
+    from mathtune.task.score import score_completion
 
     results = {"date": datetime.date.today().isoformat(), "machine": machine(), "command": " ".join(sys.argv),
                "model": args.shape and f"shape {args.shape} (random weights)" or args.model, "limit": args.limit,

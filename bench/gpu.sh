@@ -51,7 +51,7 @@ from pathlib import Path
 sys.path.insert(0, "bench")
 import torch
 from shapes import build_shape
-from mathtune.models import resolve_dtype
+from mathtune.models.load import resolve_dtype
 dtype = resolve_dtype("auto")
 folder = Path(tempfile.gettempdir()) / f"mathtune-shape-{sys.argv[1]}-auto"
 print(build_shape(sys.argv[1], Path(sys.argv[2]), folder, dtype))

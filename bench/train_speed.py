@@ -9,7 +9,7 @@ Both paths train the same LoRA (the reference r=8, alpha=16, dropout 0.1, all li
 lr 2e-4) on the same examples (the first --limit problems of the seeded 90% train split in
 the chat prompt/completion form, those longer than --max-length dropped for both), each in a
 fresh process:
-  mathtune  mathtune's training path (mathtune.train: its attention choice, packing,
+  mathtune  mathtune's training path (mathtune.train.run: its attention choice, packing,
             trainer settings), with validation and checkpoints switched off for the timing
   trl       SFTTrainer with its defaults: no packing, padded batches, gradient checkpointing
             on, batch --batch-size, the same max_length, dtype and LoRA
@@ -131,16 +131,16 @@ class Meter:
 
 def _datasets(args, tokenizer):
     from mathtune.config import load_config
-    from mathtune.train import build_datasets
+    from mathtune.train.trainer import build_datasets
 
     config = load_config(None, overrides(args))
     return config, *build_datasets(config, tokenizer)
 
 
 def worker_mathtune(args, attention=None) -> dict:
-    from mathtune.attention import training_attention
-    from mathtune.models import load_model, load_tokenizer
-    from mathtune.train import build_trainer, make_lora_config
+    from mathtune.models.attention import training_attention
+    from mathtune.models.load import load_model, load_tokenizer
+    from mathtune.train.trainer import build_trainer, make_lora_config
 
     tokenizer = load_tokenizer(args.model)
     config, train_set, val_set, _ = _datasets(args, tokenizer)
@@ -163,8 +163,8 @@ def worker_trl(args, packing=False, checkpointing=None) -> dict:
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from mathtune.models import load_tokenizer, resolve_dtype, resolve_model_path
-    from mathtune.train import make_lora_config
+    from mathtune.models.load import load_tokenizer, resolve_dtype, resolve_model_path
+    from mathtune.train.trainer import make_lora_config
 
     tokenizer = load_tokenizer(args.model)
     config, train_set, _, _ = _datasets(args, tokenizer)
@@ -192,7 +192,7 @@ WORKERS = {"mathtune": worker_mathtune, "trl": worker_trl}
 
 def run_named(name: str, args) -> dict:
     """'mathtune', 'mathtune:sdpa' (dense-mask packing), 'mathtune:cudnn' (cuDNN attention left on
-    where the GPU has it, see mathtune.models.use_shape_free_attention), 'trl', 'trl:nockpt' (no
+    where the GPU has it, see mathtune.models.load.use_shape_free_attention), 'trl', 'trl:nockpt' (no
     gradient checkpointing), 'trl:packing' (TRL's own padding-free packing)."""
     import os
 
@@ -238,7 +238,7 @@ def flops(model_path: str, args) -> tuple[float, dict]:
     """Useful training FLOPs of one epoch-set of the examples (formula in the docstring)."""
     from transformers import AutoConfig
 
-    from mathtune.models import load_tokenizer, resolve_model_path
+    from mathtune.models.load import load_tokenizer, resolve_model_path
 
     cfg = AutoConfig.from_pretrained(resolve_model_path(model_path)).get_text_config()
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -319,7 +319,7 @@ def main() -> None:
 
     from shapes import machine, resolve_model
 
-    from mathtune.models import resolve_dtype
+    from mathtune.models.load import resolve_dtype
 
     dtype = resolve_dtype(args.dtype)
     args.model = resolve_model(args, dtype)

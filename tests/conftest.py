@@ -77,7 +77,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_model_dir, small_data_dir) -> Path:
     """One finished `mathtune train` run on the tiny model, shared by the read-only tests."""
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     with torch_threads(1):

@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
-from mathtune.prompts import clean_solution
-from mathtune.score import extract_gold, score_completion
-from mathtune.stats import wilson_interval
-from mathtune.taxonomy import classify_error, gold_chain_values
+from mathtune.task.prompts import clean_solution
+from mathtune.task.score import extract_gold, score_completion
+from mathtune.core.stats import wilson_interval
+from mathtune.task.taxonomy import classify_error, gold_chain_values
 
 PROTOCOL = "GSM8K test, zero-shot chat prompt, greedy, max_new_tokens 64, strict = '#### N'"
 SCRIPT_COMPLETION = "<script>alert('x')</script> I think it is 7. #### 7"

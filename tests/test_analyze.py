@@ -2,16 +2,11 @@ import json
 
 import pytest
 
-from mathtune.analyze import (
-    TREND_THRESHOLD_PCT,
-    build_analysis,
-    ngram_overlap,
-    read_training_curves,
-    run_analysis,
-    training_trend,
-)
-from mathtune.errors import MathtuneError
-from mathtune.taxonomy import CATEGORIES
+from mathtune.analysis.analyze import build_analysis, run_analysis
+from mathtune.analysis.contamination import ngram_overlap
+from mathtune.analysis.training import TREND_THRESHOLD_PCT, read_training_curves, training_trend
+from mathtune.core.errors import MathtuneError
+from mathtune.task.taxonomy import CATEGORIES
 from synthetic_run import write_run
 
 
@@ -50,7 +45,7 @@ def test_trend_rules_on_hand_made_curves():
 
 def test_no_verdict_from_too_few_points():
     """Two validation points or two logged steps make no trend, and the text says what to run."""
-    from mathtune.analyze import training_recommendation
+    from mathtune.analysis.training import training_recommendation
 
     two = {"train": {"step": [1, 2], "loss": [2.0, 1.0], "epoch": [0.5, 1.0]},
            "validation": {"step": [0, 2], "loss": [2.0, 2.0], "epoch": [0, 1.0]}}
@@ -174,17 +169,18 @@ def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, g
     training = json.loads(text)["training"]
     assert training["curves"]["train"]["step"][-1] == 102
     assert training["cost_usd"] is None and training["best_step"] is None
-    from mathtune.report import build_report
+    from mathtune.report.build import build_report
 
     assert "n/a" in build_report(run)[-2].read_text()  # report.md shows the gaps as n/a
 
 
 def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_dir, tmp_path):
     """No config.yaml: the summaries still say what ran, and analysis.json carries it."""
-    from mathtune.evaluate import EvalRequest, evaluate
+    from mathtune.evaluation.evaluate import evaluate
+    from mathtune.evaluation.request import EvalRequest
 
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
-    evaluate(req, tmp_path, name="base", quiet=True)
+    evaluate(req, tmp_path, name="base")
     run = build_analysis(tmp_path)["run"]
     assert run["base_model"] == str(tiny_model_dir)
     assert run["data_source"].startswith(str((small_data_dir / "test.jsonl").resolve()) + " (sha256 ")
@@ -194,7 +190,7 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
 
 
 def test_an_edited_analysis_is_kept_unless_overwrite(tmp_path, gsm8k_dir, capsys):
-    from mathtune.analyze import CHECKSUM_KEY
+    from mathtune.analysis.analyze import CHECKSUM_KEY
     from mathtune.cli import main
 
     run = write_run(tmp_path, gsm8k_dir, n_problems=6)
@@ -215,7 +211,7 @@ def test_an_edited_analysis_is_kept_unless_overwrite(tmp_path, gsm8k_dir, capsys
 
 
 def test_an_evaluation_still_running_is_not_a_model(tmp_path, gsm8k_dir):
-    from mathtune.analyze import eval_record_files
+    from mathtune.analysis.common import eval_record_files
 
     run = write_run(tmp_path, gsm8k_dir, n_problems=6)
     for name in ("base-verify.partial.jsonl", "base-verify.partial.rank1.jsonl", "base.scored.jsonl"):

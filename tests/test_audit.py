@@ -22,7 +22,7 @@ from mathtune import cli
 KILLER = """
 import os, signal, sys
 import trl
-import mathtune.evaluate as ev
+import mathtune.evaluation.evaluate as ev
 from mathtune.cli import main
 
 mode = os.environ["AUDIT_KILL"]

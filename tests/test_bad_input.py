@@ -165,7 +165,7 @@ def _latin1_data(ctx: Ctx) -> Path:
 
 
 def _analysed_run(ctx: Ctx) -> Path:
-    from mathtune.analyze import run_analysis
+    from mathtune.analysis.analyze import run_analysis
 
     run = ctx.run_folder()
     run_analysis(run)

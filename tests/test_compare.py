@@ -3,8 +3,8 @@ import json
 import pytest
 import yaml
 
-from mathtune.compare import compare_runs
-from mathtune.errors import MathtuneError
+from mathtune.analysis.compare import compare_runs
+from mathtune.core.errors import MathtuneError
 from synthetic_run import write_run
 
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from mathtune.config import Config, load_config
-from mathtune.errors import MathtuneError
+from mathtune.core.errors import MathtuneError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,8 +174,8 @@ def test_every_command_reaches_its_stage_function():
     """The CLI imports its stages lazily; each name it calls must exist."""
     import importlib
 
-    targets = {"mathtune.demo": "run_demo", "mathtune.pipeline": "run_experiment", "mathtune.train": "run_train",
-               "mathtune.plan": "make_plan", "mathtune.evaluate": "score_file", "mathtune.compare": "compare_table",
-               "mathtune.export": "export_merged"}
+    targets = {"mathtune.demo": "run_demo", "mathtune.pipeline": "run_experiment", "mathtune.train.run": "run_train",
+               "mathtune.plan": "make_plan", "mathtune.evaluation.rescore": "score_file",
+               "mathtune.analysis.compare": "compare_table", "mathtune.models.export": "export_merged"}
     for module, name in targets.items():
         assert callable(getattr(importlib.import_module(module), name)), f"{module}.{name}"

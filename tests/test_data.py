@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from mathtune.data import load_split, read_jsonl_problems, split_train_val
-from mathtune.errors import MathtuneError
+from mathtune.task.data import load_split, read_jsonl_problems, split_train_val
+from mathtune.core.errors import MathtuneError
 
 
 def test_full_gsm8k_loads_and_splits_90_10(gsm8k_dir):
@@ -30,7 +30,7 @@ PINNED_VAL_IDS = ["train-8", "train-15", "train-38", "train-40", "train-42"]
 
 
 def test_split_does_not_depend_on_order():
-    from mathtune.data import Problem
+    from mathtune.task.data import Problem
 
     probs = [Problem(f"train-{i}", f"question {i}", "#### 1", "1") for i in range(50)]
     _, val_a = split_train_val(probs, 0.1, 3)
@@ -39,7 +39,7 @@ def test_split_does_not_depend_on_order():
 
 
 def test_empty_validation_split_is_an_error():
-    from mathtune.data import Problem
+    from mathtune.task.data import Problem
 
     with pytest.raises(MathtuneError, match="validation split is empty"):
         split_train_val([Problem("train-0", "q", "#### 1", "1")] * 3, 0.1, 0)
@@ -81,9 +81,9 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
     says the folder is missing; nothing waits on the hub client's retries."""
     import time
 
-    from mathtune import hub
-    from mathtune.data import load_source_split
-    from mathtune.models import resolve_model_path
+    from mathtune.core import hub
+    from mathtune.task.data import load_source_split
+    from mathtune.models.load import resolve_model_path
 
     monkeypatch.chdir(tmp_path)
     for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
@@ -107,7 +107,7 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
 def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
     """The published splits are GSM8K (their text, whatever the JSON spacing); the shipped
     demo problems and any other file are named as what they are."""
-    from mathtune.data import DEMO_DATA_NAME, data_identity
+    from mathtune.task.data import DEMO_DATA_NAME, data_identity
     from mathtune.demo import shipped_demo_data
 
     real = Path(__file__).resolve().parents[2] / "shared" / "gsm8k"
@@ -129,7 +129,7 @@ def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
 def test_other_math_sets_through_a_field_mapping(tmp_path):
     """SVAMP/ASDiv-style records: other field names, a bare-number answer (number or string),
     their own ids; one JSONL file is a test set."""
-    from mathtune.data import DataFormat, data_identity, load_split
+    from mathtune.task.data import DataFormat, data_identity, load_split
 
     path = tmp_path / "svamp.jsonl"
     rows = [{"ID": "chal-1", "Body": "Each pack costs 76 dollars. With 25 off,", "Question": "what is the price?",
@@ -152,7 +152,7 @@ def test_other_math_sets_through_a_field_mapping(tmp_path):
 
 
 def test_a_folder_split_of_another_name(tmp_path):
-    from mathtune.data import DataFormat, load_split
+    from mathtune.task.data import DataFormat, load_split
 
     (tmp_path / "testmini.jsonl").write_text(json.dumps({"question": "q?", "answer": "#### 4"}) + "\n")
     assert load_split(str(tmp_path), "test", fmt=DataFormat(test_split="testmini"))[0].gold == "4"

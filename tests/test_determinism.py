@@ -120,7 +120,7 @@ def test_two_runs_of_one_seed_are_the_same(tiny_model_dir, small_data_dir, tmp_p
         return [{k: v for k, v in row.items() if k not in MACHINE_FIELDS} for row in rows]
 
     assert metrics(one) == metrics(two)
-    from mathtune.analyze import CHECKSUM_KEY
+    from mathtune.analysis.analyze import CHECKSUM_KEY
 
     analyses = [json.loads((run / "analysis.json").read_text()) for run in (one, two)]
     for a in analyses:

@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mathtune.engine import common_prefix_length, generate_stream, supports
-from mathtune.generate import generate_batch
-from mathtune.prompts import STOP_STRINGS, make_prompt_builder
+from mathtune.models.engine import common_prefix_length, generate_stream, supports
+from mathtune.models.generate import generate_batch
+from mathtune.task.prompts import STOP_STRINGS, make_prompt_builder
 
 QUESTIONS = [
     "Tom has 3 apples and buys 4 more. How many?",
@@ -67,7 +67,7 @@ def test_greedy_tokens_equal_batch1_generate(tiny, one_thread, kind, batch_size)
 
 def _greedy_ids(model, tok, prompt, n):
     """Batch-1 greedy token ids from plain generate, cut at the first turn-end token."""
-    from mathtune.generate import stop_token_ids
+    from mathtune.models.generate import stop_token_ids
 
     enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
     out = model.generate(**enc, max_new_tokens=n, do_sample=False, eos_token_id=stop_token_ids(tok, model),
@@ -139,8 +139,8 @@ def test_cpu_auto_batch_counts_rows_not_problems():
     """With k samples a problem is k rows; on a CPU the row count stays CPU_BATCH_SIZE."""
     import torch
 
-    from mathtune.engine import auto_batch_size
-    from mathtune.generate import CPU_BATCH_SIZE
+    from mathtune.models.engine import auto_batch_size
+    from mathtune.models.generate import CPU_BATCH_SIZE
 
     model = torch.nn.Linear(2, 2)
     assert auto_batch_size(model, 600) == CPU_BATCH_SIZE

@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mathtune.cli import main
-from mathtune.evaluate import EvalRequest, evaluate
-from mathtune.generate import cut_at_stop, generate_batch
+from mathtune.evaluation.evaluate import evaluate
+from mathtune.evaluation.request import EvalRequest
+from mathtune.models.generate import cut_at_stop, generate_batch
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def tiny(tiny_model_dir):
 
 
 def _prompts(tok, n=7):
-    from mathtune.prompts import make_prompt_builder
+    from mathtune.task.prompts import make_prompt_builder
 
     qs = ["Tom has 3 apples and buys 4 more. How many?", "What is 2 + 2?",
           "A farmer has 12 cows, sells 5 and buys 9. How many cows does he have now, after all of that trading?",
@@ -67,7 +68,7 @@ def _read(path):
 
 def test_eval_writes_scored_records_and_summary(tiny_model_dir, small_data_dir, tmp_path):
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=6, max_new_tokens=16, batch_size=4)
-    summary = evaluate(req, tmp_path, name="base", quiet=True)
+    summary = evaluate(req, tmp_path, name="base")
     recs = _read(tmp_path / "eval" / "base.jsonl")
     assert [r["id"] for r in recs] == [f"test-{i}" for i in range(6)]
     fields = {"id", "question", "answer", "completion", "pred_strict", "pred_flexible", "correct_strict",
@@ -98,7 +99,7 @@ def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
     """A partial file from a killed run (including a line cut mid-write) is continued."""
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=8, max_new_tokens=12, batch_size=2)
     full = tmp_path / "full"
-    evaluate(req, full, name="m", quiet=True)
+    evaluate(req, full, name="m")
     expected = _read(full / "eval" / "m.jsonl")
 
     resumed = tmp_path / "resumed"
@@ -107,7 +108,7 @@ def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
     marker = dict(expected[3], completion="FROM THE FIRST RUN")
     partial = [json.dumps(expected[0]), json.dumps(marker), json.dumps(expected[5])[:40]]
     (resumed / "eval" / "m.partial.jsonl").write_text("\n".join(partial))
-    summary = evaluate(req, resumed, name="m", quiet=True)
+    summary = evaluate(req, resumed, name="m")
     got = _read(resumed / "eval" / "m.jsonl")
     assert got[3]["completion"] == "FROM THE FIRST RUN"  # kept, not redone
     assert [r["id"] for r in got] == [r["id"] for r in expected]
@@ -135,7 +136,7 @@ def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp
     proc.wait()
     n_before = len(partial.read_text().splitlines())
     assert 3 <= n_before < 24 and not (tmp_path / "eval" / "k.jsonl").exists()
-    from mathtune.runfiles import read_jsonl_until_torn
+    from mathtune.core.runfiles import read_jsonl_until_torn
 
     first = read_jsonl_until_torn(partial)  # the killed session's whole lines
     assert subprocess.run(cmd, capture_output=True).returncode == 0
@@ -155,10 +156,10 @@ def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp
 def test_self_consistency_records_every_sample_and_the_vote(tiny_model_dir, small_data_dir, tmp_path):
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3,
                       samples=4, temperature=1.0)
-    evaluate(req, tmp_path, name="sc", quiet=True)
+    evaluate(req, tmp_path, name="sc")
     for r in _read(tmp_path / "eval" / "sc.jsonl"):
         assert len(r["samples"]) == 4
-        from mathtune.score import majority_vote
+        from mathtune.task.score import majority_vote
 
         assert r["pred_flexible"] == majority_vote([s["pred_flexible"] for s in r["samples"]])
 
@@ -232,8 +233,8 @@ def test_adapter_is_applied(tiny_model_dir, small_data_dir, tmp_path):
                 param.normal_(0, 5.0)
     peft_model.save_pretrained(tmp_path / "adapter")
     req = dict(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=10, batch_size=3)
-    plain = evaluate(EvalRequest(**req), tmp_path / "a", name="x", quiet=True)
-    tuned = evaluate(EvalRequest(**req, adapter=str(tmp_path / "adapter")), tmp_path / "b", name="x", quiet=True)
+    plain = evaluate(EvalRequest(**req), tmp_path / "a", name="x")
+    tuned = evaluate(EvalRequest(**req, adapter=str(tmp_path / "adapter")), tmp_path / "b", name="x")
     assert tuned["adapter"] and not plain["adapter"]
     a, b = _read(tmp_path / "a" / "eval" / "x.jsonl"), _read(tmp_path / "b" / "eval" / "x.jsonl")
     assert [r["completion"] for r in a] != [r["completion"] for r in b]

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mathtune import cli
-from mathtune.export import export_merged
-from mathtune.models import load_model
-from mathtune.prompts import render_chat_prompt
+from mathtune.models.export import export_merged
+from mathtune.models.load import load_model
+from mathtune.task.prompts import render_chat_prompt
 
 QUESTIONS = [
     "Tom has 3 apples and buys 5 more. How many apples does he have?",

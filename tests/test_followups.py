@@ -9,10 +9,10 @@ from fractions import Fraction
 import pytest
 
 from mathtune.cli import main
-from mathtune.data import Problem
-from mathtune.probe import build_variants, format_number, parse_chain, probe_analysis
-from mathtune.selfcheck import self_check
-from mathtune.selfconsistency import curve, ks_for, self_consistency
+from mathtune.task.data import Problem
+from mathtune.analysis.followups import probe_analysis, self_check, self_consistency
+from mathtune.evaluation.metrics import curve, ks_for
+from mathtune.task.variants import build_variants, format_number, parse_chain
 
 
 def _sample(pred: str | None, gold: str) -> dict:
@@ -142,7 +142,7 @@ def test_variants_stay_sensible_and_are_seeded():
 
 
 def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
-    from mathtune.data import load_split
+    from mathtune.task.data import load_split
 
     problems = load_split(str(gsm8k_dir), "test")[:100]
     rows, counts = build_variants(problems, variants=1, seed=42)
@@ -171,13 +171,14 @@ def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
 
 
 def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, small_data_dir, tmp_path, one_thread):
-    from mathtune.evaluate import EvalRequest, evaluate
+    from mathtune.evaluation.evaluate import evaluate
+    from mathtune.evaluation.request import EvalRequest
 
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
                       prompt="chat-verify", batch_size=2)
-    summary = evaluate(req, tmp_path, name="v", quiet=True)
+    summary = evaluate(req, tmp_path, name="v")
     assert "second turn asking the model to check its work" in summary["protocol"]
-    from mathtune.score import score_completion
+    from mathtune.task.score import score_completion
 
     for line in (tmp_path / "eval" / "v.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -186,16 +187,17 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
         assert r["num_generated_tokens"] > r["first_turn"]["num_generated_tokens"]
     with pytest.raises(Exception, match="samples 1"):
         evaluate(EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
-                             samples=2, temperature=0.7), tmp_path, name="v2", quiet=True)
+                             samples=2, temperature=0.7), tmp_path, name="v2")
 
 
 def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_thread):
-    from mathtune.evaluate import EvalRequest, evaluate
+    from mathtune.evaluation.evaluate import evaluate
+    from mathtune.evaluation.request import EvalRequest
 
     req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
                       temperature=1.0, batch_size=3, seed=5)
     for out in ("a", "b"):
-        evaluate(req, tmp_path / out, name="s", quiet=True)
+        evaluate(req, tmp_path / out, name="s")
     assert (tmp_path / "a" / "eval" / "s.jsonl").read_bytes() == (tmp_path / "b" / "eval" / "s.jsonl").read_bytes()
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mathtune.score import score_completion
-from mathtune.taxonomy import arithmetic_slips, classify_error
+from mathtune.task.score import score_completion
+from mathtune.task.taxonomy import arithmetic_slips, classify_error
 
 GOLD_SOLUTION = "She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"
 HOSTILE = {
@@ -81,7 +81,7 @@ def test_a_run_of_hostile_completions_analyses_and_reports_safely(tmp_path, gsm8
     from synthetic_run import write_run
 
     from mathtune.pipeline import rebuild_report
-    from mathtune.taxonomy import classify_error as classify
+    from mathtune.task.taxonomy import classify_error as classify
 
     run = write_run(tmp_path, gsm8k_dir, n_problems=len(HOSTILE))
     for model in ("base", "tuned"):

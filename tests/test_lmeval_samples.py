@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mathtune import cli
-from mathtune.stats import wilson_interval
+from mathtune.core.stats import wilson_interval
 
 FIXTURE = Path(__file__).parent / "data" / "lmeval_samples_gsm8k.jsonl"
 

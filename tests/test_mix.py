@@ -8,8 +8,8 @@ import random
 
 from conftest import tiny_train_config
 
-from mathtune.data import Problem
-from mathtune.mix import _take, mix_training_problems
+from mathtune.task.data import Problem
+from mathtune.task.mix import _take, mix_training_problems
 
 
 def _problems(n: int) -> list[Problem]:
@@ -44,7 +44,7 @@ def test_mix_sources_are_loaded_with_their_own_fields(tmp_path, tiny_model_dir, 
 
 
 def _train(config, out):
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     run_train(config, out)
     return out
@@ -70,7 +70,7 @@ def test_weight_zero_trains_exactly_as_no_mix(tmp_path, tiny_model_dir, small_da
 def test_contamination_is_checked_per_source(tmp_path, gsm8k_dir):
     from synthetic_run import read_problems, write_run
 
-    from mathtune.analyze import build_analysis
+    from mathtune.analysis.analyze import build_analysis
     from mathtune.config import MixSource, config_from_yaml_text, config_to_yaml
 
     run = write_run(tmp_path, gsm8k_dir, n_problems=6)

@@ -1,6 +1,6 @@
 import torch
 
-from mathtune.models import use_shape_free_attention
+from mathtune.models.load import use_shape_free_attention
 
 
 def test_cudnn_attention_is_switched_off_on_a_gpu_only(monkeypatch):

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import tiny_train_config
-from mathtune.errors import MathtuneError
+from mathtune.core.errors import MathtuneError
 from mathtune.plan import ASSUMED_UTILISATION, PEAK_TFLOPS, make_plan
 
 
@@ -14,8 +14,8 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from mathtune.models import load_tokenizer
-    from mathtune.train import build_datasets, make_lora_config, text_length
+    from mathtune.models.load import load_tokenizer
+    from mathtune.train.trainer import build_datasets, make_lora_config, text_length
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "data.max_length=400")
     plan = make_plan(config, device="cpu")
@@ -27,8 +27,8 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainable = sum(p.numel() for p in get_peft_model(model, make_lora_config(config, model)).parameters() if p.requires_grad)
     assert plan["trainable_params"] == trainable
-    from mathtune.data import training_splits
-    from mathtune.prompts import training_pair
+    from mathtune.task.data import training_splits
+    from mathtune.task.prompts import training_pair
 
     train, _ = training_splits(str(small_data_dir), val_fraction=config.data.val_fraction, seed=config.seed,
                                train_limit=config.data.train_limit)

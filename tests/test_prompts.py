@@ -1,7 +1,7 @@
 from transformers import AutoTokenizer
 
-from mathtune.data import load_split
-from mathtune.prompts import COT8_EXEMPLARS, make_prompt_builder, training_pair
+from mathtune.task.data import load_split
+from mathtune.task.prompts import COT8_EXEMPLARS, make_prompt_builder, training_pair
 
 
 def test_cot8_is_the_fixed_eight_exemplars():

@@ -16,10 +16,10 @@ import torch
 
 from conftest import tiny_train_config, torch_threads
 from mathtune import cli
-from mathtune.data import training_splits
-from mathtune.evaluate import build_record, session_timing, summarize
-from mathtune.generate import Generation
-from mathtune.runfiles import write_json_atomic, write_jsonl_atomic
+from mathtune.task.data import training_splits
+from mathtune.evaluation.records import build_record, session_timing, summarize
+from mathtune.models.generate import Generation
+from mathtune.core.runfiles import write_json_atomic, write_jsonl_atomic
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -31,9 +31,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold(tmp_path, tiny_model_dir,
                                                                                small_data_dir):
-    from mathtune.models import load_tokenizer
-    from mathtune.prompts import end_of_turn, training_pair
-    from mathtune.rft import rft_training_pairs, sample_paths, sampling_request
+    from mathtune.models.load import load_tokenizer
+    from mathtune.task.prompts import end_of_turn, training_pair
+    from mathtune.train.rft import rft_training_pairs, sample_paths, sampling_request
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "data.train_limit=3", "train.method=rft",
                                "train.rft.samples=4", "train.rft.keep=2")
@@ -87,7 +87,7 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
 
 
 def test_rft_run_samples_trains_and_records_counts(tmp_path, tiny_model_dir, small_data_dir, one_thread, capsys):
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.method=rft", "train.rft.samples=2",
                                "train.rft.max_new_tokens=8", "train.report_to=[]")
@@ -130,9 +130,9 @@ def test_grpo_step_raises_the_rewarded_completion(tmp_path, tiny_model_dir, smal
     step the adapter gives the first a higher log-probability than the base model does."""
     from datasets import Dataset
 
-    from mathtune.grpo import build_grpo_trainer, prompt_rows
-    from mathtune.models import load_model
-    from mathtune.train import make_lora_config
+    from mathtune.train.grpo import build_grpo_trainer, prompt_rows
+    from mathtune.models.load import load_model
+    from mathtune.train.trainer import make_lora_config
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.method=grpo", "train.batch_size=4",
                                "train.grpo.group_size=4", "train.grpo.max_steps=1", "train.grpo.max_completion_length=12",
@@ -162,7 +162,7 @@ def test_grpo_step_raises_the_rewarded_completion(tmp_path, tiny_model_dir, smal
 
 
 def test_grpo_rewards_are_the_strict_scorer():
-    from mathtune.grpo import exact_match, format_reward
+    from mathtune.train.grpo import exact_match, format_reward
 
     completions = ["so 18.\n#### 18", "#### 18.00", "The answer is 17.", "it is 18", "\\boxed{18}"]
     assert exact_match(completions, gold=["18"] * 5) == [1.0, 1.0, 0.0, 0.0, 1.0]
@@ -266,7 +266,7 @@ def test_bad_recipe_settings_are_one_line_errors(setting, message, tmp_path, cap
 
 def test_grpo_run_is_analyzed_by_reward_not_loss(tmp_path, tiny_model_dir, small_data_dir, one_thread):
     from mathtune.pipeline import rebuild_report
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.method=grpo", "train.batch_size=4",
                                "train.grpo.group_size=2", "train.grpo.max_steps=4", "train.grpo.max_completion_length=8",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mathtune import registry_models as rm
-from mathtune.errors import MathtuneError
+from mathtune.models import registry as rm
+from mathtune.core.errors import MathtuneError
 
 PAYLOADS = [b"GGUF" + bytes(range(256)) * 40, b"middle part " * 500, b"tail"]
 

@@ -15,8 +15,9 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from mathtune.cli import main  # noqa: E402
-from mathtune.errors import MathtuneError  # noqa: E402
-from mathtune.regression import ExtraSpec, check_extra, lmeval_tasks, regression_analysis, run_extra_tasks  # noqa: E402
+from mathtune.core.errors import MathtuneError  # noqa: E402
+from mathtune.analysis.followups import regression_analysis  # noqa: E402
+from mathtune.evaluation.regression import ExtraSpec, check_extra, lmeval_tasks, run_extra_tasks  # noqa: E402
 
 MMLU = Path(os.environ.get("MATHTUNE_TEST_MMLU", Path(__file__).resolve().parents[2] / "shared" / "mmlu"))
 SUBJECTS = ("anatomy", "astronomy")
@@ -31,7 +32,7 @@ def mmlu() -> Path:
 
 
 def test_mmlu_equals_lm_eval_run_directly(mmlu, tiny_model_dir, tmp_path, one_thread, monkeypatch):
-    from mathtune.models import load_model
+    from mathtune.models.load import load_model
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     spec = ExtraSpec(tasks=("mmlu",), data={"mmlu": str(mmlu)}, subjects=SUBJECTS, limit=12, batch_size=4)
@@ -82,9 +83,9 @@ def test_base_and_tuned_are_paired_on_documents(tmp_path):
     (ExtraSpec(tasks=("mmlu",), data={"mmlu": "MMLU"}, subjects=("astrology",)), "no subject astrology"),
 ])
 def test_unreachable_tasks_are_one_line_before_any_model(spec, message, mmlu, monkeypatch):
-    import mathtune.hub
+    import mathtune.core.hub
 
-    monkeypatch.setattr(mathtune.hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(mathtune.core.hub, "hub_reachable", lambda: False)
     if spec.data.get("mmlu") == "MMLU":
         spec = ExtraSpec(tasks=spec.tasks, data={"mmlu": str(mmlu)}, subjects=spec.subjects)
     with pytest.raises(MathtuneError, match=message.replace("(", r"\(")):

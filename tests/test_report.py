@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from mathtune.analyze import run_analysis
-from mathtune.errors import MathtuneError
-from mathtune.report import build_report
+from mathtune.analysis.analyze import run_analysis
+from mathtune.core.errors import MathtuneError
+from mathtune.report.build import build_report
 from synthetic_run import write_run
 
 NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")

@@ -127,7 +127,7 @@ def test_terminal_is_clean_and_run_log_keeps_the_rest(tiny_model_dir, small_data
     metrics = [json.loads(line) for line in (tmp_path / "loud" / "train" / "metrics.jsonl").read_text().splitlines()]
     assert steps and set(steps) == {m["step"] for m in metrics if "loss" in m}
 
-    from mathtune import terminal
+    from mathtune.core import terminal
 
     assert main(["run", str(config), "--out", str(tmp_path / "quiet"), "--quiet", *overrides]) == 0
     assert terminal.QUIET is False  # the flag ends with its command

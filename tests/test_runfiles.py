@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from mathtune.runfiles import write_atomic
+from mathtune.core.runfiles import write_atomic
 
 
 def test_atomic_files_follow_the_umask(tmp_path):

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from mathtune.score import (
+from mathtune.task.score import (
     extract_flexible,
     extract_gold,
     extract_strict,
@@ -204,7 +204,7 @@ def test_long_digit_runs_score_without_error(tmp_path, capsys):
     import json
 
     from mathtune import cli
-    from mathtune.score import score_completion
+    from mathtune.task.score import score_completion
 
     long_number = "9" * 5000
     scored = score_completion(f"so\n#### {long_number}", "18")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mathtune.config import load_config
-from mathtune.errors import MathtuneError
+from mathtune.core.errors import MathtuneError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mathtune"
 
@@ -43,7 +43,7 @@ def _model_with_remote_code(tiny_model_dir: Path, tmp_path: Path) -> tuple[Path,
 
 
 def test_model_code_runs_only_when_the_config_says_so(tiny_model_dir, tmp_path):
-    from mathtune.models import load_model
+    from mathtune.models.load import load_model
 
     folder, marker = _model_with_remote_code(tiny_model_dir, tmp_path)
     load_model(str(folder), device="cpu")  # the built-in Qwen2 classes, the folder's code ignored

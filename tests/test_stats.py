@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from mathtune.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
+from mathtune.core.stats import linear_change_pct, mcnemar_exact, paired_bootstrap_difference, paired_counts, wilson_interval
 
 
 def test_wilson_interval_known_value():

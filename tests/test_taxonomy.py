@@ -4,7 +4,7 @@ from fractions import Fraction
 
 import pytest
 
-from mathtune.taxonomy import (
+from mathtune.task.taxonomy import (
     CATEGORIES,
     PRECEDENCE,
     ROUNDING_TOLERANCE,
@@ -144,7 +144,7 @@ def test_gold_solutions_rarely_look_like_slips(gsm8k_dir):
     # <<a*b=c>> annotations; the few hits are genuine typos in the dataset ("8*3 = 240").
     import json
 
-    from mathtune.prompts import clean_solution
+    from mathtune.task.prompts import clean_solution
 
     answers = [json.loads(line)["answer"] for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()]
     flagged = sum(1 for a in answers for text in (a, clean_solution(a)) if arithmetic_slips(text))
@@ -221,7 +221,7 @@ def test_missing_or_extra_step_rule_names_the_operations_the_code_tries():
 
 
 def _error_section(rules: dict) -> list:
-    from mathtune.report import error_blocks
+    from mathtune.report.build import error_blocks
 
     models = ["base", "tuned"]
     return error_blocks({
@@ -239,7 +239,7 @@ def _error_section(rules: dict) -> list:
 def test_report_prints_the_rules_verbatim():
     # The report prints analysis.json's rules as stored (every number it shows must be found
     # there), so the taxonomy's text has to reach it whole, tolerance and examples included.
-    from mathtune.report import render_html, render_markdown
+    from mathtune.report.render import render_html, render_markdown
 
     blocks = _error_section(dict(RULES))
     markdown = render_markdown(blocks)
@@ -249,6 +249,6 @@ def test_report_prints_the_rules_verbatim():
 
 
 def test_analysis_json_carries_the_rules_as_coded():
-    from mathtune.analyze import analyze_errors
+    from mathtune.analysis.benchmark import analyze_errors
 
     assert analyze_errors({"tuned": []})["rules"] == RULES

@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 
 from conftest import tiny_train_config
 from mathtune import cli
-from mathtune import train as train_mod
-from mathtune.errors import MathtuneError
-from mathtune.train import EVAL_FIELDS, TRAIN_FIELDS, run_train
+from mathtune.train import run as train_mod
+from mathtune.core.errors import MathtuneError
+from mathtune.train.run import run_train
+from mathtune.train.trainer import EVAL_FIELDS, TRAIN_FIELDS
 
 SUMMARY_KEYS = {
     "method", "global_step", "max_steps", "epochs_completed", "best_step", "best_eval_loss", "best_checkpoint",

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_train_config
-from mathtune.attention import training_attention
-from mathtune.models import load_model, load_tokenizer
-from mathtune.train import build_datasets, build_trainer, make_lora_config
+from mathtune.models.attention import training_attention
+from mathtune.models.load import load_model, load_tokenizer
+from mathtune.train.trainer import build_datasets, build_trainer, make_lora_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -20,7 +20,8 @@ import os
 import sys
 from pathlib import Path
 
-from mathtune.errors import MathtuneError
+from mathtune.config import EVAL_PROMPTS
+from mathtune.core.errors import MathtuneError
 
 
 def _positive_int(text: str) -> int:
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--data-split", default="test",
                         help="the source's split read as the test set (hub split name, or file stem in a folder)")
         sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
-        sp.add_argument("--prompt", default="chat", choices=["chat", "cot8", "plain5", "chat-verify"],
+        sp.add_argument("--prompt", default="chat", choices=EVAL_PROMPTS,
                         help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
         if sampling:
             sp.add_argument("--samples", type=_positive_int, default=1,
@@ -218,7 +219,7 @@ def _cmd_run(args) -> None:
 
 
 def _cmd_train(args) -> None:
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     config = _config(args)
     if config is None:
@@ -237,16 +238,17 @@ def _cmd_plan(args) -> None:
 
 
 def _eval_request(args):
-    from mathtune.config import absolute_if_local
-    from mathtune.data import DataFormat
-    from mathtune.evaluate import EvalRequest
+    from mathtune.config import absolute_if_local, sampling_problem
+    from mathtune.evaluation.request import EvalRequest
+    from mathtune.task.data import DataFormat
 
     samples = getattr(args, "samples", 1)
     temperature = getattr(args, "temperature", None)
     if temperature is None:
         temperature = 0.7 if samples > 1 else 0.0
-    if samples > 1 and temperature == 0.0:
-        raise MathtuneError("--samples > 1 needs --temperature > 0 (greedy samples are all the same)")
+    problem = sampling_problem(samples, temperature, args.prompt)
+    if problem:
+        raise MathtuneError(f"{problem} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
     return EvalRequest(  # local paths recorded as absolute paths, so a rerun from elsewhere matches
         model=absolute_if_local(args.model),
         adapter=absolute_if_local(args.adapter) if args.adapter else None,
@@ -270,7 +272,7 @@ def _extra_spec(args):
     if not args.extra:
         return None
     from mathtune.config import absolute_if_local
-    from mathtune.regression import ExtraSpec, check_extra
+    from mathtune.evaluation.regression import ExtraSpec, check_extra
 
     data = {}
     for item in args.extra_data:
@@ -285,25 +287,25 @@ def _extra_spec(args):
 
 
 def _cmd_eval(args) -> None:
-    from mathtune.evaluate import default_name, evaluate
-    from mathtune.regression import extra_finished
+    from mathtune.evaluation.evaluate import evaluate
+    from mathtune.evaluation.regression import extra_finished
+    from mathtune.evaluation.request import default_name, load_problems
 
     request, spec = _eval_request(args), _extra_spec(args)
     out = args.out or Path("runs") / "eval"
     name = args.name or default_name(request)
     model = tokenizer = None
     if spec is not None and not extra_finished(out, name, spec):  # one load for GSM8K and the lm-eval tasks
-        from mathtune.evaluate import load_problems
-        from mathtune.models import load_model
+        from mathtune.models.load import load_model
 
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
                                       trust_remote_code=request.trust_remote_code)
-    summary = evaluate(request, out_dir=out, name=name, quiet=args.json, overwrite=args.overwrite,
+    summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:
-        from mathtune.regression import run_extra_tasks
-        from mathtune.terminal import say
+        from mathtune.core.terminal import say
+        from mathtune.evaluation.regression import run_extra_tasks
 
         extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
         summary["extra"] = extra["tasks"]
@@ -323,7 +325,7 @@ def _cmd_probe(args) -> None:
 
 
 def _cmd_score(args) -> None:
-    from mathtune.evaluate import score_file
+    from mathtune.evaluation.rescore import score_file
 
     s = score_file(args.file, args.out)
     if args.json:
@@ -347,14 +349,14 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from mathtune.compare import compare_table, render_markdown
+    from mathtune.analysis.compare import compare_table, render_markdown
 
     table = compare_table(args.run_dirs, force=args.force)
     print(json.dumps(table) if args.json else render_markdown(table))
 
 
 def _cmd_export(args) -> None:
-    from mathtune.export import export_merged
+    from mathtune.models.export import export_merged
 
     export_merged(args.run_dir, args.merged)
 
@@ -402,9 +404,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
-    from mathtune import terminal
+    from mathtune.core import terminal
 
-    terminal.QUIET = bool(getattr(args, "quiet", False))
+    terminal.QUIET = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
     try:
         COMMANDS[args.command](args)
     except MathtuneError as err:

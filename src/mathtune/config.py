@@ -10,15 +10,30 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mathtune.errors import MathtuneError
+from mathtune.core.errors import MathtuneError
 
-PROMPTS = ("chat", "cot8", "plain5")
-EVAL_PROMPTS = PROMPTS + ("chat-verify",)  # chat-verify is for evaluation: a second, self-check turn
+# The prompt formats: the one place their names are written (task.prompts renders them).
+TrainingPrompt = Literal["chat", "cot8", "plain5"]
+EvalPrompt = Literal[TrainingPrompt, "chat-verify"]  # chat-verify: a second, self-check turn
+PROMPTS: tuple[str, ...] = get_args(TrainingPrompt)
+EVAL_PROMPTS: tuple[str, ...] = get_args(EvalPrompt)
+
+
+def sampling_problem(samples: int, temperature: float, prompt: str | None = None) -> str | None:
+    """Why these decoding settings cannot run together, or None: the one check that the config,
+    the command line and the evaluation all use."""
+    if samples < 1:
+        return "samples must be at least 1"
+    if samples > 1 and temperature == 0.0:
+        return "samples > 1 needs temperature > 0 (greedy samples are all the same)"
+    if prompt == "chat-verify" and samples > 1:
+        return "chat-verify checks one answer per problem: use it with samples 1"
+    return None
 
 
 class _Section(BaseModel):
@@ -62,17 +77,7 @@ class FieldsConfig(_Section):
     """The record field holding the answer: a solution ending in '#### N', or a bare number."""
 
 
-class _ReadsProblems(_Section):
-    """A section naming a problem source: its `fields`, `config` and `split` say how to read it."""
-
-    def format(self):
-        from mathtune.data import DataFormat
-
-        return DataFormat(question=self.fields.question, answer=self.fields.answer, config=self.config,
-                          test_split=self.split)
-
-
-class MixSource(_ReadsProblems):
+class MixSource(_Section):
     source: PathOrId
     """Hub dataset id, a local folder, or one local JSONL file."""
     fields: FieldsConfig = FieldsConfig()
@@ -85,7 +90,7 @@ class MixSource(_ReadsProblems):
     """Examples taken: round(weight x its problems); 1 = each once, 0.5 = a seeded half, 2 = each twice, 0 = none."""
 
 
-class DataConfig(_ReadsProblems):
+class DataConfig(_Section):
     source: PathOrId = "openai/gsm8k"
     """Hub dataset id, a local folder holding train.jsonl and test.jsonl, or one local JSONL
     file (a test set)."""
@@ -93,7 +98,7 @@ class DataConfig(_ReadsProblems):
     """Share of the train split held out for validation (seeded, stable)."""
     max_length: int = Field(512, gt=0)
     """Longest training example in tokens (prompt + answer)."""
-    prompt: Literal["chat", "cot8", "plain5"] = "chat"
+    prompt: TrainingPrompt = "chat"
     """Prompt format used for training (the same builder evaluation uses)."""
     train_limit: int | None = Field(None, gt=0)
     """Use only the first N training problems after the seeded split (quick runs); the
@@ -122,17 +127,19 @@ class LoraConfig(_Section):
     """Module names to adapt, or 'all-linear' (every linear layer except the LM head)."""
 
 
-# Reward names GRPO accepts (mathtune.grpo.REWARDS holds the functions).
+# Reward names GRPO accepts (mathtune.train.grpo.REWARDS holds the functions).
 GRPO_REWARDS = ("exact_match", "format")
 
 
 class _Sampled(_Section):
-    """A section with `samples` and `temperature` fields (RFT's sampling, evaluation)."""
+    """A section with `samples` and `temperature` fields (RFT's sampling, evaluation), and
+    perhaps a `prompt`."""
 
     @model_validator(mode="after")
-    def _sampling_needs_temperature(self):
-        if self.samples > 1 and self.temperature == 0.0:
-            raise ValueError("samples > 1 needs temperature > 0 (greedy samples are identical)")
+    def _sampling_settings_fit(self):
+        problem = sampling_problem(self.samples, self.temperature, getattr(self, "prompt", None))
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -232,7 +239,7 @@ class EvalConfig(_Sampled):
     """Which split to benchmark; 'test' is the standard GSM8K benchmark."""
     limit: int | None = Field(None, gt=0)
     """Evaluate only the first N problems."""
-    prompt: Literal["chat", "cot8", "plain5", "chat-verify"] = "chat"
+    prompt: EvalPrompt = "chat"
     """Prompt format: chat (zero-shot chat template), cot8 (8-shot CoT), plain5 (5-shot),
     chat-verify (chat, then a second turn asking the model to check its answer; scored on it)."""
     max_new_tokens: int = Field(512, gt=0)
@@ -254,18 +261,6 @@ class EvalConfig(_Sampled):
     """MMLU subjects to score (default: every subject in the folder)."""
     extra_limit: int | None = Field(None, gt=0)
     """At most this many documents per lm-eval task (per MMLU subject), for quick runs."""
-
-    def extra_spec(self):
-        from mathtune.regression import ExtraSpec
-
-        return ExtraSpec(tasks=tuple(self.extra), data=dict(self.extra_data),
-                         subjects=tuple(self.extra_subjects) if self.extra_subjects else None, limit=self.extra_limit)
-
-    @model_validator(mode="after")
-    def _verify_is_greedy(self):
-        if self.prompt == "chat-verify" and self.samples > 1:
-            raise ValueError("chat-verify checks one answer per problem: use it with samples 1")
-        return self
 
     @field_validator("batch_size")
     @classmethod

@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 
 from mathtune.config import load_config
-from mathtune.data import HUB_DEFAULT
-from mathtune.errors import MathtuneError
+from mathtune.task.data import HUB_DEFAULT
+from mathtune.core.errors import MathtuneError
 
 DEMO_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEMO_RUN_DIR = Path("runs") / "demo"
@@ -38,7 +38,7 @@ def choose_data_source() -> tuple[str, str]:
     reason = hub_unreachable_reason()
     if reason is None:
         try:
-            from mathtune.data import load_source_split
+            from mathtune.task.data import load_source_split
 
             load_source_split(HUB_DEFAULT, "test")
             return HUB_DEFAULT, f"GSM8K from the hub ({HUB_DEFAULT})"
@@ -55,7 +55,7 @@ def hub_unreachable_reason() -> str | None:
     the hub client's retry back-off (about 25 s) before the demo falls back."""
     from huggingface_hub import constants
 
-    from mathtune.hub import unreachable_reason
+    from mathtune.core.hub import unreachable_reason
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"
@@ -64,7 +64,7 @@ def hub_unreachable_reason() -> str | None:
 
 def run_demo(out_dir: Path = DEMO_RUN_DIR) -> Path:
     from mathtune.pipeline import run_experiment
-    from mathtune.registry_models import ensure_model
+    from mathtune.models.registry import ensure_model
 
     start = time.perf_counter()
     gguf = ensure_model(DEMO_MODEL)

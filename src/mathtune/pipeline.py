@@ -15,39 +15,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
-from mathtune.runfiles import sweep_stale_temps, write_atomic
-from mathtune.errors import MathtuneError
-from mathtune.data import GSM8K_FORMAT
-from mathtune.evaluate import EvalPaths, EvalRequest, evaluate, finished_summary, load_problems, refuse_other_settings
-from mathtune.probe import PROBE_FOLDER, PROBE_SUFFIX, write_variants
-from mathtune.terminal import run_log, say
-
-
-def eval_request(config: Config, adapter: Path | None) -> EvalRequest:
-    e = config.eval
-    return EvalRequest(
-        model=config.model.name_or_path,
-        adapter=str(adapter) if adapter is not None else None,
-        data=config.data.source,
-        split=e.split,
-        limit=e.limit,
-        prompt=e.prompt,
-        samples=e.samples,
-        temperature=e.temperature,
-        max_new_tokens=e.max_new_tokens,
-        batch_size=e.batch_size,
-        dtype=config.model.dtype,
-        seed=config.seed,
-        val_fraction=config.data.val_fraction,
-        trust_remote_code=config.model.trust_remote_code,
-        data_format=config.data.format(),
-    )
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import read_json, sweep_stale_temps, write_atomic
+from mathtune.core.terminal import run_log, say
+from mathtune.evaluation.evaluate import evaluate
+from mathtune.evaluation.records import EvalPaths, finished_summary, refuse_other_settings
+from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.task.data import GSM8K_FORMAT
+from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
 
 
 def check_eval_settings(config: Config, run_dir: Path) -> None:
     """Finished evaluations are never replaced in silence: a run whose eval.* settings differ
     from its finished records is refused (before anything runs or is written) unless --overwrite."""
-    for name, req in (("base", eval_request(config, None)), ("tuned", eval_request(config, run_dir / "adapter"))):
+    for name, req in (("base", EvalRequest.from_config(config)), ("tuned", EvalRequest.from_config(config, run_dir / "adapter"))):
         refuse_other_settings(EvalPaths.for_name(run_dir, name), req, str(run_dir), f"eval/{name}.jsonl",
                               "use --overwrite to replace it, or another --out")
 
@@ -56,16 +37,18 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     """Both benchmarks on one loaded base model, base first: the tuned one is the same
     weights plus the adapter (merged in float32, see attach_adapter), so the comparison
     isolates the adapter."""
-    base_req = eval_request(config, None)
-    tuned_req = eval_request(config, run_dir / "adapter")
+    base_req = EvalRequest.from_config(config)
+    tuned_req = EvalRequest.from_config(config, run_dir / "adapter")
     stages = [("base", base_req), ("tuned", tuned_req)]
     if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
                   ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
     todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
-    spec = config.eval.extra_spec() if config.eval.extra else None
-    if spec is not None:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
-        from mathtune.regression import extra_finished
+    spec = None
+    if config.eval.extra:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
+        from mathtune.evaluation.regression import ExtraSpec, extra_finished
+
+        spec = ExtraSpec.from_config(config.eval)
 
         todo += [(name, None) for name in ("base", "tuned") if not extra_finished(run_dir, name, spec)]
         todo.sort(key=lambda item: item[0].startswith("tuned"))  # base first: the adapter is merged once
@@ -76,7 +59,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
         problems, _ = load_problems(base_req)
         ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
                         source=config.data.source, overwrite=overwrite)
-    from mathtune.models import attach_adapter, load_model
+    from mathtune.models.load import attach_adapter, load_model
 
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
                                   attn_implementation=config.model.attn_implementation,
@@ -88,7 +71,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             model.eval()
             attached = True
         if req is None:
-            from mathtune.regression import run_extra_tasks
+            from mathtune.evaluation.regression import run_extra_tasks
 
             say(f"extra: lm-evaluation-harness tasks {', '.join(spec.tasks)} on {name}")
             run_extra_tasks(model, tokenizer, name, run_dir, spec)
@@ -99,12 +82,10 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
 def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool) -> None:
     """The probe's variants in OUT/probe/, built once; variants of other settings already there
     are refused (their records would no longer match) unless overwrite."""
-    import json
-
     summary_path = out_dir / PROBE_FOLDER / "summary.json"
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source}
     if summary_path.is_file() and not overwrite:
-        have = json.loads(summary_path.read_text(encoding="utf-8"))
+        have = read_json(summary_path)
         differs = [k for k, v in wanted.items() if have.get(k) != v]
         if not differs:
             return
@@ -119,8 +100,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     """`mathtune probe`: the model on the test problems and on seeded variants of them with
     changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
     analysis and report, whose probe section pairs the two."""
-    from mathtune.evaluate import default_name
-    from mathtune.models import check_adapter_folder, load_model, resolve_model_path
+    from mathtune.models.load import check_adapter_folder, load_model, resolve_model_path
 
     out_dir = Path(out_dir)
     name = name or default_name(request)
@@ -148,21 +128,21 @@ def variants_request(request: EvalRequest, out_dir: Path) -> EvalRequest:
 
 
 def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRequest:
-    return variants_request(eval_request(config, adapter), run_dir)
+    return variants_request(EvalRequest.from_config(config, adapter), run_dir)
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
     """Returns the path of the main report file."""
-    from mathtune.train import run_train
+    from mathtune.train.run import run_train
 
     run_dir = Path(run_dir)
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
-        from mathtune.regression import check_extra
+        from mathtune.evaluation.regression import ExtraSpec, check_extra
 
-        check_extra(config.eval.extra_spec())
+        check_extra(ExtraSpec.from_config(config.eval))
     if not overwrite:
         check_eval_settings(config, run_dir)
-        from mathtune.analyze import check_not_hand_edited
+        from mathtune.analysis.analyze import check_not_hand_edited
 
         check_not_hand_edited(run_dir)  # before hours of work, not after
     plan = _plan(config, run_dir)
@@ -208,8 +188,8 @@ def clear_downstream(run_dir: Path) -> None:
 
 def rebuild_report(run_dir: Path, *, overwrite: bool = False) -> Path:
     """analysis.json and the report from the files in run_dir; never runs a model."""
-    from mathtune.analyze import run_analysis
-    from mathtune.report import build_report
+    from mathtune.analysis.analyze import run_analysis
+    from mathtune.report.build import build_report
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

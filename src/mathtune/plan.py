@@ -9,8 +9,8 @@ counts trainable parameters on a weightless (meta-device) copy of the model, and
 FLOPs, wall time, cost and peak memory. Times come from measured throughputs kept as data
 (throughputs.json, the figures of BENCHMARKS.md), scaled by parameter count; a device with
 no measured entry gets its FLOPs at a stated share of the device's peak. `mathtune run`
-prints the plan first and writes it to RUN_DIR/plan.json, where the analysis puts it next
-to what happened.
+prints the plan first and writes it to RUN_DIR/plan.json, where the analysis
+(analysis.analyze.plan_vs_actual) puts it next to what happened.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from importlib import resources
 from pathlib import Path
 
 from mathtune.config import Config
-from mathtune.errors import MathtuneError
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import write_json_atomic
+from mathtune.core.terminal import duration
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
 # assumed where no throughput was measured on that device.
@@ -54,8 +56,8 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from mathtune.models import resolve_model_path
-    from mathtune.train import make_lora_config
+    from mathtune.models.load import resolve_model_path
+    from mathtune.train.trainer import make_lora_config
 
     import warnings
 
@@ -77,8 +79,8 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
 
 
 def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]:
-    from mathtune.prompts import training_pair
-    from mathtune.train import text_length
+    from mathtune.task.prompts import training_pair
+    from mathtune.train.trainer import text_length
 
     totals, answers = [], []
     for problem in problems:
@@ -114,9 +116,10 @@ def _stats(lengths: list[int]) -> dict:
 
 def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
-    from mathtune.data import training_splits
-    from mathtune.evaluate import EvalRequest, load_problems
-    from mathtune.models import load_tokenizer
+    from mathtune.evaluation.request import EvalRequest, load_problems
+    from mathtune.models.load import load_tokenizer
+    from mathtune.task.data import DataFormat, training_splits
+    from mathtune.task.mix import mix_training_problems
 
     if config.train.method != "sft":
         raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
@@ -127,15 +130,9 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
                             f"(known: {', '.join(sorted(known))})")
     train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                 train_limit=config.data.train_limit, fmt=config.data.format())
-    from mathtune.mix import mix_training_problems
-
+                                 train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
     train = train + mix_training_problems(config)[0]  # data.mix sources train too
-    test, builder = load_problems(EvalRequest(model=config.model.name_or_path, data=config.data.source,
-                                              split=config.eval.split, limit=config.eval.limit,
-                                              prompt=config.eval.prompt, seed=config.seed,
-                                              val_fraction=config.data.val_fraction,
-                                              data_format=config.data.format()))
+    test, builder = load_problems(EvalRequest.from_config(config))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)
 
@@ -210,10 +207,6 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     }
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
-
 def format_plan(plan: dict) -> str:
     d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
     f, ts = plan["flops"], plan["time_s"]
@@ -227,8 +220,8 @@ def format_plan(plan: dict) -> str:
         f"{plan['validation_passes']} validation passes",
         f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,}",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
-        f"  time       {_duration(ts['total'])} (train {_duration(ts['train'])}, validation {_duration(ts['validation'])}, "
-        f"evaluation at most {_duration(ts['evaluation'])})",
+        f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}, "
+        f"evaluation at most {duration(ts['evaluation'])})",
         "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",
@@ -239,29 +232,4 @@ def format_plan(plan: dict) -> str:
 
 
 def write_plan(plan: dict, run_dir: Path) -> None:
-    from mathtune.runfiles import write_json_atomic
-
     write_json_atomic(Path(run_dir) / "plan.json", plan)
-
-
-def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
-    """The plan of RUN_DIR/plan.json next to what the run recorded, figure by figure."""
-    path = Path(run_dir) / "plan.json"
-    if not path.is_file():
-        return {"available": False, "reason": "no plan.json (the run was started before plans were kept, or "
-                                              "its method has no plan)"}
-    plan = json.loads(path.read_text(encoding="utf-8"))
-    evals = benchmark.get("models", {}) if benchmark.get("available") else {}
-    eval_s = sum(m.get("wall_time_s") or 0 for m in evals.values()) if evals else None
-    rows = [
-        {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
-         "actual": training.get("global_step") if training.get("available") else None},
-        {"figure": "training time incl. validation (s)", "planned": round(plan["time_s"]["train"] + plan["time_s"]["validation"], 1),
-         "actual": training.get("wall_time_s") if training.get("available") else None},
-        {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
-         "actual": round(eval_s, 1) if eval_s is not None else None},
-        {"figure": "training cost (USD)", "planned": plan["cost_usd"],
-         "actual": training.get("cost_usd") if training.get("available") else None},
-    ]
-    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
-            "note": "planned evaluation time is an upper bound (every answer at max_new_tokens)"}

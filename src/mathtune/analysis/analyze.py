@@ -1,0 +1,201 @@
+"""Analysis: every figure the report shows, computed from the run folder's files alone.
+
+    mathtune report RUN_DIR        (rebuilds analysis.json, then the report)
+
+Reads config.yaml, plan.json, train/metrics.jsonl, train/summary.json, eval/*.jsonl,
+eval/*.summary.json, probe/ and extra/; writes RUN_DIR/analysis.json. Never runs a model. The
+numbers the report prints are stored here already rounded, so a reader finds each one again
+verbatim. Missing parts (no train/ in an eval-only folder, no tuned model) are recorded as not
+available with the reason instead of failing. Each part comes from a module of its own:
+training, benchmark (and errors), contamination, recipe, followups; this one puts them
+together, with the plan against what happened and the recommendations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from mathtune.analysis.benchmark import analyze_benchmark, analyze_errors
+from mathtune.analysis.common import UNNAMED_DATA, load_run_config, pct
+from mathtune.analysis.contamination import analyze_contamination
+from mathtune.analysis.followups import probe_analysis, regression_analysis, self_check, self_consistency
+from mathtune.analysis.recipe import analyze_recipe
+from mathtune.analysis.training import analyze_training
+from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import run_provenance
+from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.task.taxonomy import CATEGORIES
+
+SCHEMA_VERSION = 1
+
+
+
+def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
+    if not training.get("available"):
+        return {"available": False, "reason": "no training in this run"}
+    tuned = benchmark.get("models", {}).get("tuned") if benchmark.get("available") else None
+    if tuned is None:
+        return {"available": False, "reason": "no tuned-model evaluation in this run"}
+    token_train = training["token_accuracy"]["train"]["end_pct"]
+    token_val = training["token_accuracy"]["validation"]["end_pct"]
+    exact = tuned["strict"]["accuracy_pct"]
+    token = token_val if token_val is not None else token_train
+    data_name = tuned.get("data_name") or UNNAMED_DATA
+    return {
+        "available": True,
+        "token_accuracy_train_end_pct": token_train,
+        "token_accuracy_validation_end_pct": token_val,
+        "gsm8k_exact_match_strict_pct": exact,
+        "data_name": data_name,
+        "protocol": tuned.get("protocol"),
+        "why_they_differ": (
+            f"Mean token accuracy ({token}%) is teacher-forced: at every position the model is handed "
+            "the gold solution so far and only has to guess the next token, so one wrong digit costs one "
+            f"token; exact match on {data_name} ({exact}%) makes the model write the whole solution itself, where "
+            "one early mistake carries through to a wrong final number."
+        ),
+    }
+
+
+def build_analysis(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MathtuneError(f"run folder not found: {run_dir}")
+    config = load_run_config(run_dir)
+    training = analyze_training(run_dir, config)
+    benchmark, records_by_model = analyze_benchmark(run_dir)
+    recipe = analyze_recipe(run_dir, config)
+    if not training["available"] and not benchmark["available"] and not recipe.get("grpo", {}).get("available"):
+        raise MathtuneError(f"{run_dir} holds neither train/metrics.jsonl nor eval/*.jsonl: nothing to analyze")
+    errors = analyze_errors(records_by_model) if records_by_model else {"available": False, "reason": benchmark.get("reason")}
+    if records_by_model:
+        errors["available"] = True
+    provenance = run_provenance(run_dir)
+    analysis = {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "name": config.name if config else run_dir.name,
+            # An evaluation-only folder has no config; its summaries still say what ran.
+            "base_model": config.model.name_or_path if config else provenance["model"],
+            "data_source": config.data.source if config else provenance["data"],
+            "report_formats": list(config.report.formats) if config else ["md", "html"],
+            "provenance": provenance,
+        },
+        "config": config.model_dump(mode="json") if config else None,
+        "training": training,
+        "benchmark": benchmark,
+        "errors": errors,
+        "recipe": recipe,
+        "contamination": analyze_contamination(config, records_by_model),
+        # The follow-ups, each from its own module; empty ("available": false) unless the run asked.
+        "self_consistency": self_consistency(run_dir, records_by_model),
+        "probe": probe_analysis(run_dir, records_by_model),
+        "self_check": self_check(records_by_model),
+        "regression": regression_analysis(run_dir),
+        "seed_claim": seed_claim(training, benchmark),
+    }
+    analysis["plan"] = plan_vs_actual(run_dir, training, benchmark)
+    analysis["recommendations"] = recommendations(analysis)
+    return analysis
+
+
+def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
+    """The plan of RUN_DIR/plan.json next to what the run recorded, figure by figure."""
+    path = Path(run_dir) / "plan.json"
+    if not path.is_file():
+        return {"available": False, "reason": "no plan.json (the run was started before plans were kept, or "
+                                              "its method has no plan)"}
+    plan = read_json(path)
+    evals = benchmark.get("models", {}) if benchmark.get("available") else {}
+    eval_s = sum(m.get("wall_time_s") or 0 for m in evals.values()) if evals else None
+    rows = [
+        {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
+         "actual": training.get("global_step") if training.get("available") else None},
+        {"figure": "training time incl. validation (s)", "planned": round(plan["time_s"]["train"] + plan["time_s"]["validation"], 1),
+         "actual": training.get("wall_time_s") if training.get("available") else None},
+        {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
+         "actual": round(eval_s, 1) if eval_s is not None else None},
+        {"figure": "training cost (USD)", "planned": plan["cost_usd"],
+         "actual": training.get("cost_usd") if training.get("available") else None},
+    ]
+    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
+            "note": "planned evaluation time is an upper bound (every answer at max_new_tokens)"}
+
+
+def recommendations(analysis: dict) -> list[str]:
+    """Next steps, each quoting the numbers it follows from."""
+    out = []
+    training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
+    if training.get("available"):
+        out.append(training["recommendation"])
+    out += analysis.get("recipe", {}).get("recommendations", [])
+    paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
+    if paired.get("available"):
+        out.append(paired["verdict"])
+    if errors.get("available"):
+        model = "tuned" if "tuned" in errors["counts"] else next(iter(errors["counts"]))
+        counts = errors["counts"][model]
+        wrong = sum(counts.values())
+        if wrong:
+            top = max(CATEGORIES, key=lambda c: (counts[c], -CATEGORIES.index(c)))
+            share = pct(counts[top] / wrong)
+            advice = {
+                "format_failure": "the answers are there but not stated as '#### N'; fix the prompt or train on the answer format",
+                "truncated": "raise eval.max_new_tokens or teach the model to stop",
+                "arithmetic_slip": "the reasoning is set up right but computed wrong; a calculator tool or more worked arithmetic in training would target it",
+                "missing_or_extra_step": "the chain stops early or runs one step too far; more multi-step training examples would target it",
+                "misread_question": "the model solves a different problem; this is reasoning, not format, and needs a stronger base model or more data",
+            }[top]
+            out.append(
+                f"The {model} model's most common error is {top.replace('_', ' ')} ({counts[top]} of {wrong} "
+                f"wrong answers, {share}%): {advice}."
+            )
+    contamination = analysis["contamination"]
+    if contamination.get("available") and contamination["test_questions_half_overlapping"]:
+        out.append(
+            f"Test questions sharing at least half of their {contamination['n']}-grams with training questions: "
+            f"{contamination['test_questions_half_overlapping']} of {contamination['test_questions']}; "
+            "check them before trusting the benchmark."
+        )
+    return out
+
+
+CHECKSUM_KEY = "sha256_of_the_rest"
+
+
+def _json_text(analysis: dict) -> str:
+    return json.dumps(analysis, indent=2, ensure_ascii=False) + "\n"
+
+
+def check_not_hand_edited(run_dir: Path) -> None:
+    """Refuse to replace an analysis.json that someone changed after mathtune wrote it: it
+    carries the sha256 of its own text without that one key, and an edit breaks the match."""
+    path = Path(run_dir) / "analysis.json"
+    if not path.is_file():
+        return
+    try:
+        analysis = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # not JSON: writes are atomic, so no crash of mathtune's left it so
+        analysis = None
+    if isinstance(analysis, dict) and CHECKSUM_KEY not in analysis:
+        return  # written by a mathtune from before the checksum: derived data, rebuilt
+    stored = analysis.pop(CHECKSUM_KEY) if isinstance(analysis, dict) else None
+    if stored is None or hashlib.sha256(_json_text(analysis).encode()).hexdigest() != stored:
+        raise MathtuneError(f"{path} was changed after mathtune wrote it (edited by hand, or by another tool); "
+                            "the report is rebuilt from the run's own files: move your copy away, or pass --overwrite")
+
+
+def run_analysis(run_dir: Path, *, overwrite: bool = False) -> Path:
+    """Compute analysis.json from the run folder's files and write it atomically; an
+    analysis.json edited since mathtune wrote it is kept unless overwrite is set."""
+    run_dir = Path(run_dir)
+    if not overwrite:
+        check_not_hand_edited(run_dir)
+    analysis = build_analysis(run_dir)
+    analysis[CHECKSUM_KEY] = hashlib.sha256(_json_text(analysis).encode()).hexdigest()
+    path = run_dir / "analysis.json"
+    write_atomic(path, _json_text(analysis))
+    return path

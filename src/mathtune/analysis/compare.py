@@ -1,0 +1,233 @@
+"""Side-by-side table of finished runs.
+
+    mathtune compare RUN_DIR RUN_DIR ...
+
+Reads each run's config.yaml, eval/*.jsonl, eval/*.summary.json, train/summary.json and
+train/metrics.jsonl (never a model) and returns a Markdown table: the training method and
+the config keys that differ between the runs; accuracies with their 95% intervals as the
+evaluation stage recorded them; each tuned model's paired difference against its base and
+against the first run's tuned model (same problems, joined on id); what RFT kept and how
+GRPO's reward moved; wall time and cost, RFT's sampling included.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mathtune.analysis.benchmark import paired_comparison
+from mathtune.analysis.recipe import analyze_recipe
+from mathtune.config import config_from_yaml_text
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import read_eval_records, read_json
+from mathtune.core.stats import wilson_interval
+from mathtune.core.terminal import duration
+
+MODELS = ("base", "tuned")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_run_facts(run_dir: Path) -> dict[str, Any]:
+    """The facts one column of the table needs; MathtuneError for a folder that is not a
+    finished run (no config.yaml, or no evaluation summary yet)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MathtuneError(f"run folder not found: {run_dir}")
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise MathtuneError(f"{run_dir} is not a run folder (no config.yaml)")
+    config = config_from_yaml_text(config_path.read_text(encoding="utf-8"), str(config_path))
+    evals = {m: run_dir / "eval" / f"{m}.summary.json" for m in MODELS}
+    evals = {m: read_json(p) for m, p in evals.items() if p.is_file()}
+    if not evals:
+        raise MathtuneError(f"{run_dir} is unfinished: no eval/base.summary.json or eval/tuned.summary.json yet")
+    train_path = run_dir / "train" / "summary.json"
+    records = {m: run_dir / "eval" / f"{m}.jsonl" for m in MODELS}
+    return {
+        "dir": run_dir,
+        "config": _flatten(config.model_dump(mode="json")),
+        "evals": evals,
+        "records": {m: read_eval_records(p) for m, p in records.items() if p.is_file()},
+        "train": read_json(train_path) if train_path.is_file() else None,
+        "recipe": analyze_recipe(run_dir, config),
+    }
+
+
+def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
+    """b - a on strict exact match, paired on problem id: points, bootstrap 95% interval, McNemar p."""
+    if not a or not b:
+        return "n/a"
+    paired = paired_comparison(a, b)
+    if not paired.get("available"):
+        return "n/a (no common problems)"
+    s = paired["strict"]
+    lo, hi = s["ci95_pp"]
+    return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
+            f"+{s['improved']}/-{s['regressed']} of {paired['n_paired']}")
+
+
+def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
+    if not a or not b:
+        return "n/a"
+    key = lambda rs: {r["id"]: (r.get("completion"), r.get("correct_strict")) for r in rs}  # noqa: E731
+    return "yes" if key(a) == key(b) else "no"
+
+
+def _recipe_cell(recipe: dict) -> str:
+    method = recipe.get("method", "sft")
+    if method == "rft" and recipe["rft"].get("available"):
+        r = recipe["rft"]
+        return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
+                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {r['problems']} problems "
+                "had a correct sample")
+    if method == "grpo" and recipe["grpo"].get("available"):
+        g = recipe["grpo"]
+        return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
+                f"mixed groups {g['mixed_groups_mean_pct']}%")
+    return "gold solutions" if method == "sft" else "n/a"
+
+
+def _sampling_seconds(r: dict) -> float:
+    # The samples are this run's own even when a resumed attempt reused them: count them once.
+    rft = (r["train"] or {}).get("rft") or {}
+    return float(rft.get("sampling_wall_time_s") or 0.0)
+
+
+def _accuracy_cell(summary: dict | None, kind: str) -> str:
+    if summary is None or summary.get(f"accuracy_{kind}") is None:
+        return "n/a"
+    ci = summary.get(f"ci95_{kind}")
+    if not ci and isinstance(summary.get(f"correct_{kind}"), int) and summary.get("n"):
+        ci = wilson_interval(summary[f"correct_{kind}"], summary["n"])  # older summaries lack the interval
+    interval = f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if ci else ""
+    return f"{summary[f'accuracy_{kind}'] * 100:.1f}%{interval}"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value).replace("|", "\\|")
+
+
+def _evaluated_on(summary: dict) -> str:
+    """The data and protocol an accuracy was measured on, as one comparable string."""
+    ident = summary.get("data_identity") or {}
+    data = (f"{ident.get('path')} sha256 {ident.get('sha256')}" if ident.get("kind") == "local"
+            else f"{ident.get('id') or summary.get('data')} revision {ident.get('revision')}")
+    return f"{data} | split {summary.get('split')} | {summary.get('protocol')}"
+
+
+def compare_runs(run_dirs: list[Path], *, force: bool = False) -> str:
+    """A Markdown table with one column per run."""
+    return render_markdown(compare_table(run_dirs, force=force))
+
+
+def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any]:
+    """The table as data: header, rows of cells, and the protocol note; plus each run's raw
+    accuracy figures. Accuracies measured on different data (another file, split, problem
+    count or prompt) are refused unless force is set, and then marked."""
+    if not run_dirs:
+        raise MathtuneError("compare needs at least one run folder")
+    runs = [load_run_facts(Path(d)) for d in run_dirs]
+    measured = {}
+    for r in runs:
+        for model, summary in r["evals"].items():
+            measured.setdefault(_evaluated_on(summary), []).append(f"{r['dir'].name}/{model}")
+    if len(measured) > 1 and not force:
+        listing = "; ".join(f"{', '.join(names)}: {key}" for key, names in measured.items())
+        raise MathtuneError(f"the runs' accuracies were measured on different data or protocols ({listing}); "
+                            "pass --force to compare them anyway")
+    header = ["", *(r["dir"].name or str(r["dir"]) for r in runs)]
+    rows: list[list[str]] = []
+
+    rows.append(["method", *(_show(r["config"].get("train.method", "sft")) for r in runs)])
+
+    def setting(r: dict, key: str) -> Any:
+        # train.rft.* and train.grpo.* mean something only in a run of that method.
+        for method in ("rft", "grpo"):
+            if key.startswith(f"train.{method}.") and r["config"].get("train.method") != method:
+                return "-"
+        return r["config"].get(key)
+
+    keys = sorted({k for r in runs for k in r["config"]} - {"train.method"})
+    differing = [k for k in keys if len({json.dumps(setting(r, k), sort_keys=True) for r in runs}) > 1]
+    for key in differing:
+        rows.append([f"config: {key}", *(_show(setting(r, key)) for r in runs)])
+    if not differing and len(runs) > 1:
+        rows.append(["config", *("identical" for _ in runs)])
+
+    for model in MODELS:
+        if not any(model in r["evals"] for r in runs):
+            continue
+        for kind in ("strict", "flexible"):
+            rows.append([f"{model} accuracy, {kind} (95% CI)", *(_accuracy_cell(r["evals"].get(model), kind) for r in runs)])
+    protocols = [_show((r["evals"].get("tuned") or r["evals"].get("base") or {}).get("protocol")) for r in runs]
+    shared_protocol = len(set(protocols)) == 1
+    if not shared_protocol:
+        rows.append(["protocol", *protocols])
+    first = runs[0]
+    rows.append(["tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed)",
+                 *(_paired_cell(r["records"].get("base"), r["records"].get("tuned")) for r in runs)])
+    if len(runs) > 1:
+        name = first["dir"].name
+        rows.append([f"base results identical to {name}'s", "-",
+                     *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
+        rows.append([f"tuned - {name} tuned, strict, paired", "-",
+                     *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
+    rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
+
+    def train_value(r: dict, key: str, fmt=str) -> str:
+        value = (r["train"] or {}).get(key)
+        return "n/a" if value is None else fmt(value)
+
+    rows.append(["best step", *(train_value(r, "best_step") for r in runs)])
+    if any(_sampling_seconds(r) for r in runs):
+        rows.append(["RFT sampling wall time", *(duration(_sampling_seconds(r)) for r in runs)])
+    rows.append(["training wall time", *(train_value(r, "wall_time_s", duration) for r in runs)])
+
+    def cost(r: dict) -> str:
+        t = r["train"] or {}
+        if t.get("cost_usd") is None:
+            return "n/a"
+        # RFT's sampling ran on the same GPUs before training; price it the same way.
+        sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
+        return f"${t['cost_usd'] + sampling:.2f}"
+
+    rows.append(["training cost (RFT sampling included)", *(cost(r) for r in runs)])
+    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values()) for r in runs]
+    rows.append(["evaluation wall time", *(duration(e) for e in eval_seconds)])
+    rows.append([
+        "total wall time",
+        *(duration(_sampling_seconds(r) + ((r['train'] or {}).get('wall_time_s') or 0) + e)
+          for r, e in zip(runs, eval_seconds)),
+    ])
+
+    if shared_protocol and len(measured) <= 1:
+        note = f"Protocol{' of every run' if len(runs) > 1 else ''}: {protocols[0]}."
+    else:
+        note = ("Warning (--force): the runs were evaluated on different data or under different protocols; "
+                "their accuracies are not comparable.")
+    raw = [{"dir": str(r["dir"]), "evals": {m: {k: s.get(k) for k in (
+        "n", "accuracy_strict", "accuracy_flexible", "ci95_strict", "ci95_flexible", "protocol", "data_identity",
+        "wall_time_s")} for m, s in r["evals"].items()}} for r in runs]
+    return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw}
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    header, rows = table["header"], table["rows"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines + ["", table["note"]])

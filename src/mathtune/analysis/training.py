@@ -1,0 +1,300 @@
+"""The training part of the analysis: loss curves, their decrease, the trend verdict and what
+to do next, teacher-forced token accuracy, time, throughput and cost.
+
+    analyze_training(run_dir, config) -> the "training" part of analysis.json
+
+Reads train/metrics.jsonl and train/summary.json; never runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from mathtune.analysis.common import (SMOOTHING_WINDOW_FRACTION, first_last_window_means, pct, rounded,
+                                      window_size)
+from mathtune.config import Config
+from mathtune.core.runfiles import read_json, read_metrics
+from mathtune.core.stats import linear_change_pct
+
+FINAL_STRETCH_FRACTION = 0.10
+"""The final stretch = the last 10% of the logged step range."""
+
+VALIDATION_TREND_POINTS = 3
+"""The validation trend is read from the last 3 evaluations; with fewer there is no verdict."""
+
+MIN_STRETCH_POINTS = 5
+"""The training trend needs a line through at least 5 logged losses: the final stretch, widened
+to the last 5 logged points when it holds fewer."""
+
+TREND_THRESHOLD_PCT = 1.0
+"""A change smaller than 1% of the loss over a window counts as flat."""
+
+SIGN_CONVENTION = ("every decrease is (start - end) / start x 100: positive when the loss fell, negative "
+                   "when it rose")
+
+
+def _moved(decrease: float | None) -> str:
+    """A decrease in words, so that no sign has to be read: 'fell 2.3%', 'rose 2.3%'."""
+    if decrease is None:
+        return "n/a"
+    return "did not change" if decrease == 0 else f"{'fell' if decrease > 0 else 'rose'} {abs(decrease):.1f}%"
+
+
+def _finite(value: Any) -> bool:
+    # A diverged step logs NaN or inf; it cannot be averaged and is not valid JSON to store.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    return value if _finite(value) else None
+
+
+def read_training_curves(metrics_path: Path) -> dict[str, dict[str, list[float]]]:
+    """Train and eval series from metrics.jsonl. Eval values may sit in the same object as the
+    train values of their step or in a separate object with the same step; both are read."""
+    train: dict[int, dict] = {}
+    evals: dict[int, dict] = {}
+    for row in read_metrics(metrics_path):
+        step = row["step"]
+        if _finite(row.get("loss")):
+            train[step] = {"loss": row["loss"], "acc": _finite_or_none(row.get("mean_token_accuracy")), "epoch": row.get("epoch")}
+        if _finite(row.get("eval_loss")):
+            evals[step] = {"loss": row["eval_loss"], "acc": _finite_or_none(row.get("eval_mean_token_accuracy")), "epoch": row.get("epoch")}
+
+    def series(points: dict[int, dict]) -> dict[str, list]:
+        steps = sorted(points)
+        return {
+            "step": steps,
+            "epoch": [points[s]["epoch"] for s in steps],
+            "loss": [float(points[s]["loss"]) for s in steps],
+            "mean_token_accuracy": [points[s]["acc"] for s in steps],
+        }
+
+    return {"train": series(train), "validation": series(evals)}
+
+
+def loss_decrease(series: dict[str, list]) -> dict[str, Any]:
+    first, last = first_last_window_means(series["loss"])
+    decrease = None if first in (None, 0) else (first - last) / first * 100
+    return {
+        "points": len(series["loss"]),
+        "window_points": window_size(len(series["loss"])) if series["loss"] else 0,
+        "first_window_mean": rounded(first, 4),
+        "last_window_mean": rounded(last, 4),
+        "decrease_pct": rounded(decrease),
+    }
+
+
+def final_stretch(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """Change of a fitted line over the last FINAL_STRETCH_FRACTION of the step range."""
+    train = curves["train"]
+    if len(train["step"]) < 2:
+        return {"available": False, "reason": "fewer than 2 logged training steps"}
+    first_step, last_step = train["step"][0], train["step"][-1]
+    start = last_step - (last_step - first_step) * FINAL_STRETCH_FRACTION
+
+    train_pts = [(s, v) for s, v in zip(train["step"], train["loss"]) if s >= start]
+    if len(train_pts) < MIN_STRETCH_POINTS:  # a sparse curve: widen to its last points
+        train_pts = list(zip(train["step"], train["loss"]))[-MIN_STRETCH_POINTS:]
+        start = min(start, train_pts[0][0])
+    # Validation over the same steps (no widening of its own: its points are few and far apart).
+    val_pts = [(s, v) for s, v in zip(curves["validation"]["step"], curves["validation"]["loss"]) if s >= start]
+
+    def decrease(pts: list[tuple]) -> float | None:
+        if len(pts) < 2:
+            return None
+        change = linear_change_pct([p[0] for p in pts], [p[1] for p in pts])
+        return None if change is None else rounded(-change)
+
+    return {
+        "available": True,
+        "fraction_pct": round(FINAL_STRETCH_FRACTION * 100),
+        "from_step": math.floor(start),
+        "to_step": last_step,
+        "train_points": len(train_pts),
+        "validation_points": len(val_pts),
+        "train_decrease_pct": decrease(train_pts),
+        "validation_decrease_pct": decrease(val_pts),
+    }
+
+
+def training_trend(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """'still improving', 'plateaued' or 'overfitting' from the last windows of the curves, or
+    'not enough points' when the windows hold too few losses for a line to mean anything.
+
+    validation window: the last VALIDATION_TREND_POINTS evaluations, decrease of a fitted line.
+    train window: the final stretch (at least MIN_STRETCH_POINTS logged losses), likewise.
+    With a validation curve the verdict rests on it; the training curve decides only in a run
+    without validation.
+    """
+    val = curves["validation"]
+    definition = {
+        "train_window": (f"last {round(FINAL_STRETCH_FRACTION * 100)}% of the logged step range, at least "
+                         f"{MIN_STRETCH_POINTS} logged points"),
+        "validation_window_points": VALIDATION_TREND_POINTS,
+        "min_train_points": MIN_STRETCH_POINTS,
+        "threshold_pct": TREND_THRESHOLD_PCT,
+        "sign": SIGN_CONVENTION,
+        "rule": (
+            "overfitting: validation loss rises by more than the threshold over its window while "
+            "training loss falls; still improving: validation loss (training loss when there is no "
+            "validation) falls by more than the threshold; plateaued: otherwise; not enough points: the "
+            "deciding window holds fewer points than it needs"
+        ),
+    }
+    stretch = final_stretch(curves)
+    train_points = stretch.get("train_points", len(curves["train"]["step"]))
+    train_dec = stretch.get("train_decrease_pct") if train_points >= MIN_STRETCH_POINTS else None
+    val_pts = list(zip(val["step"], val["loss"]))[-VALIDATION_TREND_POINTS:]
+    enough_val = len(val_pts) >= VALIDATION_TREND_POINTS
+    val_change = linear_change_pct([p[0] for p in val_pts], [p[1] for p in val_pts]) if enough_val else None
+    val_dec = rounded(-val_change) if val_change is not None else None
+    result = {
+        "definition": definition,
+        "train_decrease_pct": train_dec,
+        "validation_decrease_pct": val_dec,
+        "train_points_used": train_points,
+        "validation_points_used": len(val_pts),
+        "validation_window_steps": [val_pts[0][0], val_pts[-1][0]] if val_pts else None,
+    }
+    decider = val_dec if val["step"] else train_dec
+    if decider is None:
+        return {**result, "verdict": "not enough points"}
+    if val_dec is not None and val_dec < -TREND_THRESHOLD_PCT and train_dec is not None and train_dec > 0:
+        verdict = "overfitting"
+    elif decider > TREND_THRESHOLD_PCT:
+        verdict = "still improving"
+    else:
+        verdict = "plateaued"
+    return {**result, "verdict": verdict}
+
+
+def _epochs_at(curves: dict, step: int | None) -> float | None:
+    for series in (curves["validation"], curves["train"]):
+        for s, e in zip(series["step"], series["epoch"]):
+            if s == step and isinstance(e, (int, float)):
+                return rounded(e, 2)
+    return None
+
+
+def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
+    """What to do next, from the verdict and the numbers behind it (each named with its window)."""
+    verdict = trend["verdict"]
+    val_dec, train_dec = trend["validation_decrease_pct"], trend["train_decrease_pct"]
+    window = trend["validation_window_steps"]
+    val_text = (
+        f"validation loss {_moved(val_dec)} over the last {trend['validation_points_used']} evaluations "
+        f"(steps {window[0]} to {window[1]})" if val_dec is not None else ""
+    )
+    train_text = (f"training loss {_moved(train_dec)} over the final stretch ({trend['train_points_used']} "
+                  "logged points)" if train_dec is not None else "")
+    if verdict == "not enough points":
+        steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
+        if curves["validation"]["step"]:
+            every = max(1, steps // (VALIDATION_TREND_POINTS + 1)) if steps else None
+            how = (f"set train.eval_every_steps to {every}{' or less' if every > 1 else ''} (this run took {steps} "
+                   "steps), or train longer"
+                   if every else "evaluate more often (train.eval_every_steps) or train longer")
+            return (f"Not enough validation points for a verdict: {trend['validation_points_used']} evaluations, and "
+                    f"the trend needs the last {VALIDATION_TREND_POINTS}. To get one, {how}.")
+        return (f"Not enough training-loss points for a verdict: {trend['train_points_used']} logged, and the trend "
+                f"needs {MIN_STRETCH_POINTS}. To get one, log more often (train.logging_steps) or train longer, "
+                "and keep a validation split (data.val_fraction).")
+    decider, other = (val_text, train_text) if val_dec is not None else (train_text, "")
+    other = f"; {other}" if other else ""
+    facts = "; ".join(t for t in (val_text, train_text) if t)
+    best_step, best_loss = summary.get("best_step"), rounded(summary.get("best_eval_loss"), 4)
+    epochs = config.train.epochs if config else None
+    if verdict == "overfitting":
+        best_epoch = _epochs_at(curves, best_step)
+        at = f" (epoch {best_epoch})" if best_epoch is not None else ""
+        return (
+            f"Overfitting: {facts}. Keep the checkpoint from step {best_step}{at} with validation loss "
+            f"{best_loss}; more epochs would make it worse. Train for fewer epochs or regularize more "
+            "(higher LoRA dropout, lower learning rate) instead."
+        )
+    if verdict == "still improving":
+        more = f" than the {epochs} used" if epochs is not None else ""
+        stopped = " even though early stopping fired" if summary.get("stopped_early") else ""
+        return (
+            f"Still improving: {decider}, more than the {TREND_THRESHOLD_PCT}% threshold{stopped}{other}. "
+            f"More epochs{more} are likely to lower the validation loss further; whether that lifts "
+            "benchmark exact match must be measured, not assumed."
+        )
+    return (
+        f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
+        f"recipe are unlikely to help; the best checkpoint is step {best_step} (validation loss "
+        f"{best_loss}). Change the recipe instead (learning rate, LoRA rank, data) to go further."
+    )
+
+
+def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
+    metrics_path = run_dir / "train" / "metrics.jsonl"
+    summary_path = run_dir / "train" / "summary.json"
+    if not metrics_path.is_file():
+        return {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    if config is not None and config.train.method == "grpo":
+        return {"available": False, "reason": (
+            "method grpo maximises a reward and has no supervised loss curve or validation loss; its reward, "
+            "KL and completion length per step are in the GRPO section")}
+    curves = read_training_curves(metrics_path)
+    if not curves["train"]["step"]:
+        return {"available": False, "reason": "train/metrics.jsonl holds no logged training step"}
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    trend = training_trend(curves)
+
+    def token_accuracy(series: dict) -> dict[str, Any]:
+        start, end = first_last_window_means(series["mean_token_accuracy"])
+        return {"start_pct": pct(start), "end_pct": pct(end)}
+
+    wall = summary.get("wall_time_s")
+    return {
+        "available": True,
+        "summary_available": summary_path.is_file(),
+        "definitions": {
+            "loss_decrease": (
+                "(smoothed first window - smoothed last window) / smoothed first window x 100, where "
+                f"a window is the mean of {round(SMOOTHING_WINDOW_FRACTION * 100)}% of the logged points "
+                "(at least one)"
+            ),
+            "final_stretch": (
+                f"decrease of a least-squares line fitted to the losses logged in the last "
+                f"{round(FINAL_STRETCH_FRACTION * 100)}% of the step range (widened to the last "
+                f"{MIN_STRETCH_POINTS} logged training losses when it holds fewer), in % of its starting value; "
+                "validation over the same steps, where it has at least 2 points"
+            ),
+            "token_accuracy": (
+                "teacher-forced next-token accuracy on the solution tokens (the model sees the gold "
+                "prefix at every position); NOT problem-solving accuracy. Start and end are the "
+                "first- and last-window means"
+            ),
+            "window_fraction_pct": round(SMOOTHING_WINDOW_FRACTION * 100),
+            "sign": SIGN_CONVENTION,
+        },
+        "curves": curves,
+        "loss_decrease": {"train": loss_decrease(curves["train"]), "validation": loss_decrease(curves["validation"])},
+        "final_stretch": final_stretch(curves),
+        "trend": trend,
+        "recommendation": training_recommendation(trend, summary, curves, config),
+        "token_accuracy": {"train": token_accuracy(curves["train"]), "validation": token_accuracy(curves["validation"])},
+        "best_step": summary.get("best_step"),
+        "best_eval_loss": rounded(summary.get("best_eval_loss"), 4),
+        "stopped_early": summary.get("stopped_early"),
+        "early_stopping_patience": summary.get("early_stopping_patience"),
+        "global_step": summary.get("global_step", curves["train"]["step"][-1]),
+        "wall_time_s": rounded(wall, 1),
+        "wall_time_min": rounded(wall / 60, 1) if isinstance(wall, (int, float)) else None,
+        "tokens_seen": summary.get("tokens_seen"),
+        "tokens_per_s": rounded(summary.get("tokens_per_s"), 1),
+        "peak_memory_gib": rounded(summary["peak_memory_bytes"] / 2**30, 2) if summary.get("peak_memory_bytes") else None,
+        "trainable_params": summary.get("trainable_params"),
+        "total_params": summary.get("total_params"),
+        "device": summary.get("device"),
+        # Cents for real runs; a short GPU test run still shows a non-zero cost.
+        "cost_usd": rounded(summary.get("cost_usd"), 2 if (summary.get("cost_usd") or 0) >= 1 else 4),
+        "gpu_hourly_usd": summary.get("gpu_hourly_usd"),
+        "cost_note": summary.get("cost_note"),
+        "data_sources": summary.get("data_sources"),
+    }

@@ -1,0 +1,86 @@
+"""What the terminal shows while mathtune works, and RUN_DIR/run.log, which keeps everything.
+
+    with run_log(run_dir):            # library logs and warnings go to run.log, not the screen
+        say("...")                    # printed unless --quiet, and kept in run.log
+
+QUIET (set by `--quiet` and `--json`) is the one switch: it leaves only errors and what the
+command prints at its end. Where stderr is not a terminal
+(CI, a pipe), progress displays redraw at most every PLAIN_EVERY_S seconds. The training
+display is mathtune.train.progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from pathlib import Path
+
+QUIET = False
+PLAIN_EVERY_S = 30.0
+
+
+def say(message: str) -> None:
+    """A progress message: printed unless --quiet, and kept in run.log while one is open."""
+    logging.getLogger("mathtune").info(message)
+    if not QUIET:
+        print(message, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """A span of time as people read it: '45 s', '3.2 min', '2.5 h'."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
+class _HeldFileHandler(logging.FileHandler):
+    """Holds records in memory until `start()` (called once the run folder is known to be
+    good), then writes them and every later one to the file. A run that fails its checks
+    before that leaves nothing on disk."""
+
+    def __init__(self, path: Path, start: bool):
+        super().__init__(path, encoding="utf-8", delay=True)
+        self.held: list[logging.LogRecord] | None = None if start else []
+
+    def start(self) -> None:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        held, self.held = self.held or [], None
+        for record in held:
+            super().emit(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.held is not None:
+            self.held.append(record)
+        else:
+            super().emit(record)
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path, *, start: bool = True):
+    """Send library log records and Python warnings to RUN_DIR/run.log (appended) instead of
+    the terminal, for the duration of the block. With start=False the records are held until
+    the handler's start() (yielded), and dropped if it is never called."""
+    path = Path(run_dir) / "run.log"
+    handler = _HeldFileHandler(path, start)
+    if start:
+        handler.start()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    libraries = [logging.getLogger(name) for name in ("mathtune", "transformers", "trl", "peft", "accelerate",
+                                                      "datasets", "torch", "py.warnings")]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in libraries]
+    for lg in libraries:
+        lg.handlers = [handler]
+        lg.propagate = False
+        if lg.level == logging.NOTSET or lg.level > logging.INFO:
+            lg.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield handler
+    finally:
+        logging.captureWarnings(False)
+        for lg, handlers, propagate, level in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(level)
+        handler.close()

@@ -1,0 +1,251 @@
+"""The GSM8K benchmark of one model (optionally with a LoRA adapter).
+
+    mathtune eval --model Qwen/Qwen2-1.5B [--adapter DIR] [--limit N] [--prompt chat|cot8|plain5|chat-verify]
+
+Writes OUT/eval/NAME.jsonl (one scored record per problem, in problem order) and
+OUT/eval/NAME.summary.json. While it runs, finished problems go to NAME.partial.jsonl, so a
+killed evaluation started again with the same arguments continues where it stopped; the
+final files appear only when every problem is done.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mathtune.core import terminal
+from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import library_versions
+from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
+from mathtune.core.terminal import say
+from mathtune.evaluation.decode import decode_problems, decode_two_turns
+from mathtune.evaluation.metrics import check_turn_effect, curve
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary, refuse_other_settings,
+                                         session_timing, start_partial, summarize)
+from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.models.generate import Generation
+from mathtune.task.data import Problem
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the processes of a torchrun / accelerate launch."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> "Shard":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        # Joins the process group (gloo on CPU, nccl on GPU); cpu=True makes several CPU
+        # processes a group rather than one process each.
+        state = PartialState(cpu=not torch.cuda.is_available())
+        return cls(state.process_index, state.num_processes)
+
+    def same_for_all(self, value):
+        """The first process's value, in every process."""
+        if self.world_size == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wait(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+class PartialWriter:
+    """Appends each finished problem's scored record to this process's partial file, marked with
+    when it was written, and moves the progress bar, which shows the running strict count."""
+
+    def __init__(self, path: Path, prompts: dict[str, str], records: dict[str, dict], bar, shard: Shard):
+        self.path, self.prompts, self.records, self.bar = path, prompts, records, bar
+        self.mark = {"session": shard.same_for_all(uuid.uuid4().hex[:12]),
+                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                     "rank": shard.rank}
+        self.right = self.written = 0  # this session's problems: strictly right, written
+
+    def __enter__(self) -> "PartialWriter":
+        self.start = time.perf_counter()
+        self.file = self.path.open("a", encoding="utf-8")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+        self.bar.close()
+
+    def write(self, problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
+        record = build_record(problem, self.prompts[problem.id], generations, first_turn)
+        record[TIMING] = {**self.mark, "elapsed_s": round(time.perf_counter() - self.start, 3)}
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+        self.records[problem.id] = record
+        self.right += bool(record["correct_strict"])
+        self.written += 1
+        self.bar.set_postfix_str(f"strict {self.right}/{self.written}", refresh=False)
+        self.bar.update(1)
+
+
+def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
+             paths: EvalPaths | None = None, overwrite: bool = False) -> dict:
+    """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
+    (the pipeline evaluates base and tuned without loading twice), and paths to write
+    somewhere other than OUT/eval/NAME.* (RFT keeps its samples in train/). What it prints
+    follows the one switch, terminal.QUIET.
+
+    Under torchrun (or accelerate launch) every process takes a share of the problems and
+    appends to its own partial file; the first process merges them into the same records
+    and summary one process writes."""
+    name = name or default_name(request)
+    paths = paths or EvalPaths.for_name(out_dir, name)
+    problems, builder = load_problems(request)  # data errors surface before the slow model load
+    done = finished_summary(paths, request)
+    if done is not None:
+        say(f"eval/{name}: already finished for these settings ({paths.summary})")
+        return done
+    check_replacement(paths, request, name, overwrite)
+    if model is None:
+        model, tokenizer = load_evaluated_model(request)
+    shard = Shard.current()
+    prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
+    records = resume(paths, request, shard)
+    pending = longest_first([p for p in problems if p.id not in records], prompts, tokenizer)
+    mine = pending[shard.rank::shard.world_size]
+    if request.samples > 1:
+        torch.manual_seed(request.seed + len(records) + shard.rank)
+    whole = shard.world_size == 1  # one process shows the whole evaluation; several, each its share
+    bar = progress_bar(name, shard, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
+    own = paths.partial if whole else paths.partial_for_rank(shard.rank)
+    with PartialWriter(own, prompts, records, bar, shard) as writer:
+        decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write)
+    shard.wait()
+    if not shard.is_main:
+        shard.wait()  # the first process writes the merged files
+        return read_json(paths.summary)
+    if not whole:  # the other processes' records are only on disk
+        records = read_partials(paths)
+    summary = write_final(paths, name, problems, records, request, model, batch_size=batch_size, decoder=decoder,
+                          resumed=len(problems) - len(pending), world_size=shard.world_size)
+    shard.wait()
+    print_summary(name, summary, paths, [records[p.id] for p in problems])
+    return summary
+
+
+def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwrite: bool) -> None:
+    """Finished records of other settings under this name are refused unless overwrite."""
+    differs = refuse_other_settings(paths, request, str(paths.records), "evaluation",
+                                    "" if overwrite else "use --name for a record of its own, or --overwrite to replace it")
+    if differs:
+        say(f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})")
+
+
+def load_evaluated_model(request: EvalRequest):
+    """(model, tokenizer) of the request, the adapter merged in where that is exact."""
+    from mathtune.models.load import check_adapter_folder, load_model
+
+    if request.adapter is not None:
+        check_adapter_folder(request.adapter)  # before the slow model load
+    return load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
+                      trust_remote_code=request.trust_remote_code)
+
+
+def read_partials(paths: EvalPaths) -> dict[str, dict]:
+    """The records already written, by problem id; a line cut off mid-write by a kill is dropped
+    (and its problem redone)."""
+    return {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
+
+
+def resume(paths: EvalPaths, request: EvalRequest, shard: Shard) -> dict[str, dict]:
+    """Open (or continue) the partial records and read what they hold, the same in every process."""
+    if shard.is_main:
+        start_partial(paths, request.identity())
+    shard.wait()
+    records = read_partials(paths)
+    shard.wait()  # every process has read the same records before any appends more
+    return records
+
+
+def longest_first(problems: list[Problem], prompts: dict[str, str], tokenizer) -> list[Problem]:
+    """Longest prompts first: similar lengths are prefilled together (little padding), and an
+    out-of-memory error shows up at the start, not halfway through. Processes take every
+    world_size-th problem of that order, so each gets a similar mix of lengths."""
+    lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in problems}
+    return sorted(problems, key=lambda p: -lengths[p.id])
+
+
+def progress_bar(name: str, shard: Shard, *, total: int, done: int):
+    return tqdm(total=total, initial=done, unit="problem", desc=f"eval {name}",
+                disable=terminal.QUIET or not shard.is_main, dynamic_ncols=True,
+                # not a terminal (CI, a pipe): a plain line now and then, not a redraw per problem
+                mininterval=0.1 if sys.stderr.isatty() else terminal.PLAIN_EVERY_S)
+
+
+def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,
+                model, *, batch_size: int, decoder: str, resumed: int, world_size: int) -> dict:
+    """NAME.jsonl in problem order and NAME.summary.json; then the partial files go."""
+    missing = [p.id for p in problems if p.id not in records]
+    if missing:
+        raise MathtuneError(f"eval/{name}: {len(missing)} problems have no record after generation (e.g. {missing[0]})")
+    timed = [records[p.id] for p in problems]
+    final = [{k: v for k, v in r.items() if k != TIMING} for r in timed]
+    weights = next(model.parameters())
+    summary = summarize(final, request, timing=session_timing(timed), batch_size=batch_size,
+                        device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
+                        attention=getattr(model.config, "_attn_implementation", None))
+    summary["world_size"] = world_size
+    summary["decoder"] = decoder
+    if resumed:
+        summary["resumed_from"] = resumed
+    if len(summary["sessions"]) > 1 or summary["untimed_problems"]:
+        summary["rate_note"] = ("wall time and rates add up the decoding sessions' own problems and time; a "
+                                "problem cut off by an interruption was redone and counts once")
+    summary["platform"] = library_versions()
+    write_jsonl_atomic(paths.records, final)
+    write_json_atomic(paths.summary, summary)
+    for used in paths.partial_files():
+        used.unlink(missing_ok=True)
+    paths.partial_meta.unlink(missing_ok=True)
+    return summary
+
+
+def print_summary(name: str, s: dict, paths: EvalPaths, records: list[dict]) -> None:
+    """The closing lines: accuracy with intervals (with maj@k and pass@k, or the self-check's
+    effect, where they apply) and the files."""
+    lo, hi = s["ci95_strict"]
+    flo, fhi = s["ci95_flexible"]
+    say(f"{name}: strict {s['accuracy_strict']:.1%} [{lo:.1%}, {hi:.1%}]  "
+        f"flexible {s['accuracy_flexible']:.1%} [{flo:.1%}, {fhi:.1%}]  "
+        f"n={s['n']}  truncated={s['truncated']}  "
+        + (f"{s['problems_per_s']:.2f} problems/s" if s["problems_per_s"] else ""))
+    if records and all(len(r.get("samples") or []) >= 2 for r in records):
+        rows = curve(records)
+        say("  maj@k " + ", ".join(f"k={r['k']} {r['maj']['accuracy_pct']}%" for r in rows)
+            + "  |  pass@k " + ", ".join(f"k={r['k']} {r['pass']['accuracy_pct']}%" for r in rows) + "  (strict)")
+    if records and all(isinstance(r.get("first_turn"), dict) for r in records):
+        c = check_turn_effect(records)
+        say(f"  self-check: first turn {c['first_turn']['accuracy_pct']}%, final turn {c['final_turn']['accuracy_pct']}%"
+            f"; fixed {c['fixed']}, broken {c['broken']} (strict)")
+    say(f"records: {paths.records}\nsummary: {paths.summary}")

@@ -1,0 +1,199 @@
+"""The files of one evaluation, and the records and summary written into them.
+
+    paths = EvalPaths.for_name(out_dir, "base")   # eval/base.jsonl, .summary.json, .partial.jsonl
+    record = build_record(problem, prompt, generations)
+    summary = summarize(records, request, timing=session_timing(timed), ...)
+
+While an evaluation runs, each finished problem is appended to NAME.partial.jsonl (one file per
+process under torchrun), marked with when it was written (TIMING); NAME.jsonl and
+NAME.summary.json appear only when every problem is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
+from mathtune.evaluation.metrics import accuracy_figures
+from mathtune.evaluation.request import EvalRequest, protocol_text
+from mathtune.models.generate import Generation
+from mathtune.task.data import Problem, data_identity
+from mathtune.task.score import majority_vote, numbers_equal, score_completion
+from mathtune.task.taxonomy import classify_error
+
+def build_record(problem: Problem, prompt: str, generations: list[Generation],
+                 first_turn: Generation | None = None) -> dict:
+    """One scored line of eval/NAME.jsonl. With several samples the answer is the majority
+    vote; every sample is kept under 'samples'. With a first turn (chat-verify) the record is
+    scored on the final turn, and the first is kept, scored, under 'first_turn'."""
+    scored = [score_completion(g.completion, problem.gold) for g in generations]
+    record = {"id": problem.id, "question": problem.question, "answer": problem.answer, "gold": problem.gold,
+              "prompt": prompt}
+    if len(generations) == 1:
+        g = generations[0]
+        record.update(completion=g.completion, **scored[0],
+                      num_generated_tokens=g.num_generated_tokens, truncated=g.truncated)
+    else:
+        vote_strict = majority_vote([s["pred_strict"] for s in scored])
+        vote_flexible = majority_vote([s["pred_flexible"] for s in scored])
+        # The shown completion is one that produced the voted answer.
+        shown = next((i for i, s in enumerate(scored) if vote_strict is not None and s["pred_strict"] == vote_strict),
+                     next((i for i, s in enumerate(scored) if s["pred_flexible"] == vote_flexible), 0))
+        voted = {"pred_strict": vote_strict, "pred_flexible": vote_flexible,
+                 "correct_strict": numbers_equal(vote_strict, problem.gold),
+                 "correct_flexible": numbers_equal(vote_flexible, problem.gold)}
+        record.update(completion=generations[shown].completion, **voted,
+                      num_generated_tokens=sum(g.num_generated_tokens for g in generations),
+                      truncated=generations[shown].truncated)
+        record["samples"] = [
+            {"completion": g.completion, **s, "num_generated_tokens": g.num_generated_tokens, "truncated": g.truncated}
+            for g, s in zip(generations, scored)
+        ]
+    if first_turn is not None:
+        record["first_turn"] = {"completion": first_turn.completion,
+                                **score_completion(first_turn.completion, problem.gold),
+                                "num_generated_tokens": first_turn.num_generated_tokens,
+                                "truncated": first_turn.truncated}
+        record["num_generated_tokens"] += first_turn.num_generated_tokens  # both turns were generated
+    record["error_category"] = classify_error(record)
+    return record
+
+
+# Each record in a partial file carries when it was written: (session id, process rank,
+# seconds since that session's decoding began). The merged records drop it; the summary keeps
+# the per-session totals, so a resumed evaluation's speed counts only the work it timed.
+TIMING = "_timing"
+
+
+def session_timing(records: list[dict]) -> dict:
+    """Problems, tokens and wall time of each decoding session found in the records, and the
+    rates over the timed work only. A session's wall time is its slowest process's last record."""
+    sessions: dict[str, dict] = {}
+    for r in records:
+        mark = r.get(TIMING)
+        if mark is None:
+            continue
+        s = sessions.setdefault(mark["session"], {"started": mark["started"], "problems": 0,
+                                                  "generated_tokens": 0, "ranks": {}})
+        s["problems"] += 1
+        s["generated_tokens"] += r["num_generated_tokens"]
+        s["ranks"][mark["rank"]] = max(s["ranks"].get(mark["rank"], 0.0), mark["elapsed_s"])
+    listed = [{"started": s["started"], "problems": s["problems"], "generated_tokens": s["generated_tokens"],
+               "wall_time_s": round(max(s["ranks"].values()), 3)}
+              for s in sorted(sessions.values(), key=lambda s: s["started"])]
+    wall = sum(s["wall_time_s"] for s in listed)
+    problems = sum(s["problems"] for s in listed)
+    tokens = sum(s["generated_tokens"] for s in listed)
+    return {"sessions": listed, "wall_time_s": round(wall, 3), "timed_problems": problems,
+            "untimed_problems": len(records) - problems,
+            "problems_per_s": problems / wall if wall > 0 else None,
+            "tokens_per_s": tokens / wall if wall > 0 else None}
+
+
+def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
+              device: str, dtype: str, attention: str | None = None) -> dict:
+    n = len(records)
+    tokens = sum(r["num_generated_tokens"] for r in records)
+    identity = data_identity(request.data, request.split, request.data_format)
+    return {
+        **accuracy_figures(records),
+        "correct_strict": sum(r["correct_strict"] for r in records),
+        "correct_flexible": sum(r["correct_flexible"] for r in records),
+        "generated_tokens": tokens,
+        "truncated": sum(r["truncated"] for r in records),
+        **timing,
+        "batch_size": batch_size,
+        "device": device,
+        "dtype": dtype,
+        "attention": attention,
+        "protocol": protocol_text(request, n, identity["name"]),
+        **request.summary_identity(),
+        "data_name": identity["name"],
+        "data_identity": identity,
+    }
+
+
+@dataclass(frozen=True)
+class EvalPaths:
+    records: Path
+    summary: Path
+    partial: Path
+    partial_meta: Path
+
+    @classmethod
+    def for_name(cls, out_dir: Path, name: str) -> "EvalPaths":
+        return cls.in_folder(Path(out_dir) / "eval", name)
+
+    @classmethod
+    def in_folder(cls, folder: Path, name: str) -> "EvalPaths":
+        d = Path(folder)
+        return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
+                   d / f"{name}.partial.json")
+
+    def partial_for_rank(self, rank: int) -> Path:
+        """Each process of a sharded evaluation appends to a file of its own."""
+        return self.partial.with_name(self.partial.name.removesuffix(".jsonl") + f".rank{rank}.jsonl")
+
+    def partial_files(self) -> list[Path]:
+        """The partial records of one process or of several (a resume may use another count)."""
+        stem = self.partial.name.removesuffix(".jsonl")
+        found = [self.partial] + sorted(self.partial.parent.glob(f"{stem}.rank*.jsonl"))
+        return [f for f in found if f.is_file()]
+
+
+def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
+    """The summary of an already finished evaluation of the same request, else None."""
+    if not (paths.records.is_file() and paths.summary.is_file()):
+        return None
+    summary = read_json(paths.summary)
+    ident = request.summary_identity()
+    if all(summary.get(k) == v for k, v in ident.items()):
+        return summary
+    return None
+
+
+def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
+    """The settings in which a finished evaluation under these paths differs from the
+    request ([] when there is none, or it is the same)."""
+    if not paths.summary.is_file():
+        return []
+    try:
+        summary = json.loads(paths.summary.read_text())
+    except ValueError:
+        return ["(unreadable summary)"]
+    return [k for k, v in request.summary_identity().items() if summary.get(k) != v]
+
+
+def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:
+    """Finished records are never replaced in silence: MathtuneError when a finished
+    evaluation under these paths has other settings and `advice` says how to proceed;
+    returns the differing settings (to report a replacement) when advice is empty."""
+    differs = other_settings(paths, request)
+    if differs and advice:
+        raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
+                            f"{advice}")
+    return differs
+
+
+def start_partial(paths: EvalPaths, ident: dict) -> None:
+    """Open (or continue) the partial records of one evaluation; a folder this call made is
+    removed again when the first write fails (a full disk, a read-only folder)."""
+    made = [d for d in (paths.records.parent.parent, paths.records.parent) if not d.exists()]
+    try:
+        paths.records.parent.mkdir(parents=True, exist_ok=True)
+        if paths.partial_meta.is_file() and read_json(paths.partial_meta) != ident:
+            # Results of different settings under the same name: they must not be mixed in.
+            for stale in paths.partial_files():
+                stale.unlink(missing_ok=True)
+        for partial_file in paths.partial_files():
+            repair_jsonl(partial_file)
+        write_json_atomic(paths.partial_meta, ident)
+    except OSError:
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        raise

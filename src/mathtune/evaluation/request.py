@@ -1,0 +1,126 @@
+"""What an evaluation is asked to do, and the problems and prompts that follows from it.
+
+    request = EvalRequest.from_config(config, adapter=run_dir / "adapter")
+    problems, builder = load_problems(request)
+
+An EvalRequest holds every setting that decides an evaluation's results; its identity is
+what a summary records, so a finished evaluation is found again (and never mixed with one of
+other settings) by comparing identities.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from mathtune.config import EVAL_PROMPTS, Config, sampling_problem
+from mathtune.core.errors import MathtuneError
+from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
+from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """Everything that determines an evaluation's results (batch size does not: greedy
+    decoding in fp32 gives the same tokens at any batch size, and a test checks it)."""
+
+    model: str
+    adapter: str | None = None
+    data: str = "openai/gsm8k"
+    split: str = "test"
+    limit: int | None = None
+    prompt: str = "chat"
+    samples: int = 1
+    temperature: float = 0.0
+    max_new_tokens: int = 512
+    batch_size: int | str = "auto"
+    dtype: str = "auto"
+    seed: int = 42
+    val_fraction: float = 0.10
+    trust_remote_code: bool = False
+    data_format: DataFormat = GSM8K_FORMAT
+
+    @classmethod
+    def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
+        """The benchmark a run's config asks for: its model (with `adapter` when given) on its
+        data, under its eval.* settings."""
+        e = config.eval
+        return cls(
+            model=config.model.name_or_path,
+            adapter=str(adapter) if adapter is not None else None,
+            data=config.data.source,
+            split=e.split,
+            limit=e.limit,
+            prompt=e.prompt,
+            samples=e.samples,
+            temperature=e.temperature,
+            max_new_tokens=e.max_new_tokens,
+            batch_size=e.batch_size,
+            dtype=config.model.dtype,
+            seed=config.seed,
+            val_fraction=config.data.val_fraction,
+            trust_remote_code=config.model.trust_remote_code,
+            data_format=DataFormat.of(config.data),
+        )
+
+    def identity(self) -> dict:
+        ident = asdict(self)
+        ident.pop("batch_size")
+        # At their defaults, as in every record written before these keys existed:
+        if not ident["trust_remote_code"]:
+            ident.pop("trust_remote_code")
+        if self.data_format == GSM8K_FORMAT:
+            ident.pop("data_format")
+        ident["data"] = resolve_source(self.data)
+        return ident
+
+    def summary_identity(self) -> dict:
+        """The request as a summary holds it: what was asked for; the summary's `dtype` is what ran."""
+        ident = self.identity()
+        ident["dtype_requested"] = ident.pop("dtype")
+        return ident
+
+
+def default_name(request: EvalRequest) -> str:
+    stem = Path(request.model.rstrip("/")).name.removesuffix(".gguf")
+    if request.adapter:
+        stem += "+" + Path(request.adapter.rstrip("/")).name
+    stem += f"-{request.prompt}"
+    if request.samples > 1:
+        stem += f"-sc{request.samples}"
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", stem)
+
+
+def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str:
+    decoding = (
+        "greedy"
+        if request.samples == 1 and request.temperature == 0
+        else f"{request.samples} samples at T={request.temperature}, majority vote"
+    )
+    return (
+        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} ({DESCRIPTIONS[request.prompt]}); "
+        f"{decoding}; max_new_tokens {request.max_new_tokens}; strict = stated final answer, flexible = last number; "
+        "numbers compared as numbers"
+    )
+
+
+def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
+    """The problems to evaluate (the split, cut to `limit`) and the prompt builder; plain5's
+    exemplars come from the train split, never from the problems evaluated."""
+    if request.prompt not in EVAL_PROMPTS:  # before any data is read
+        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
+    problem = sampling_problem(request.samples, request.temperature, request.prompt)
+    if problem:
+        raise MathtuneError(problem)
+    problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
+                          fmt=request.data_format)
+    if request.limit is not None:
+        problems = problems[: request.limit]
+    train = None
+    if request.prompt == "plain5":
+        train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed,
+                           fmt=request.data_format)
+        exclude = {p.question for p in problems}
+        train = [p for p in train if p.question not in exclude]
+    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed)

@@ -1,0 +1,319 @@
+"""The evaluation decoder: a shared-prefix KV cache and a batch that is refilled as rows finish.
+
+    for index, generations in generate_stream(model, tokenizer, prompts, ...):
+        ...   # prompts come back as they finish, not in order
+
+Written by hand because `model.generate` does neither of the two things that make a GSM8K
+benchmark fast:
+- Few-shot prompts share ~800 tokens of exemplars (the chat prompt shares its template and
+  instruction). `generate` prefills them again for every problem; here the longest common
+  token prefix of all prompts is run through the model once, and its keys and values are
+  copied into every row.
+- A static batch decodes until its longest row stops, so short answers wait on long ones.
+  Here a finished row leaves the batch at once, and new problems are prefilled into the free
+  places; cache columns no row attends to any more are dropped.
+
+Each row keeps its own position ids and attention mask, so a row sees exactly the tokens of
+its own prompt, in their own positions: in float32 the tokens equal those of plain
+batch-1 `generate` (tests/test_engine.py). Decoding knobs are those of generate.py: greedy
+argmax, or plain sampling at a temperature (no top-p/top-k), from float32 logits.
+Models whose cache is not a plain per-layer key/value list (sliding-window or other special
+layers) are not handled; `supports` says so and the caller falls back to `generate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+
+from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, stop_token_ids
+
+# Whether generate_stream shares the prompts' common prefix by default (the eval speed
+# benchmark switches it off to measure what it contributes).
+SHARE_PREFIX = True
+# Stop strings are short; the last few tokens hold any that the newest token completes.
+_STOP_TAIL_TOKENS = 8
+# Prompt tokens run through the model in one prefill forward (bounds its activations).
+PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
+
+
+def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
+    """Problems to decode at once: a fixed number on a CPU; on a GPU as many as half the free
+    memory holds, counting each row's KV cache at its longest (prompt + max_new_tokens) and
+    its float32 logits. Too many still halves on out-of-memory (evaluate.decode_problems)."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return max(1, CPU_BATCH_SIZE // samples)  # CPU_BATCH_SIZE counts rows, and a problem has `samples` rows
+    cfg = model.config.get_text_config()
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    elem = next(model.parameters()).element_size()
+    per_row = 2 * cfg.num_hidden_layers * kv_heads * head_dim * elem * max_row_tokens + 3 * 4 * cfg.vocab_size
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, int(0.5 * free // per_row) // samples)
+
+
+def supports(model) -> bool:
+    """True when the model's KV cache is a list of plain dynamic layers we can re-arrange."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # a config the cache cannot read: leave it to generate
+        return False
+    return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+@dataclass
+class _Row:
+    prompt_index: int
+    sample: int
+    tokens: list[int] = field(default_factory=list)
+    stopped_by_token: bool = False
+    stopped_by_string: bool = False
+    done: bool = False
+
+
+class _Batch:
+    """The rows being decoded: their KV cache, attention mask, next position and last token."""
+
+    def __init__(self, cache, mask: torch.Tensor, next_pos: torch.Tensor, rows: list[_Row]):
+        self.cache, self.mask, self.next_pos, self.rows = cache, mask, next_pos, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(self, other: "_Batch") -> None:
+        """Append other's rows. The shorter cache gets zero columns on the left, masked out:
+        a row's keys carry their rotary positions already, so where a column sits in the cache
+        does not matter, only whether the row's mask lets it be seen."""
+        if not self.rows:
+            self.cache, self.mask, self.next_pos, self.rows = other.cache, other.mask, other.next_pos, other.rows
+            return
+        a_len, b_len = self.mask.shape[1], other.mask.shape[1]
+        width = max(a_len, b_len)
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)], dim=0)
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)], dim=0)
+        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(other.mask, width, dim=1)], dim=0)
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+        self.rows = self.rows + other.rows
+
+    def keep(self, keep: list[int]) -> None:
+        """Keep only the rows at these indices, then drop cache columns no remaining row sees."""
+        index = torch.tensor(keep, device=self.mask.device)
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            return
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask.index_select(0, index)
+        self.next_pos = self.next_pos.index_select(0, index)
+        seen = self.mask.any(dim=0)
+        unseen = int((~seen).sum())
+        # Dropping columns copies the cache; do it when it removes a real share of it.
+        if unseen >= max(16, self.mask.shape[1] // 8):
+            columns = seen.nonzero().squeeze(1)
+            for layer in self.cache.layers:
+                layer.keys = layer.keys.index_select(2, columns)
+                layer.values = layer.values.index_select(2, columns)
+            self.mask = self.mask.index_select(1, columns)
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def common_prefix_length(token_lists: list[list[int]]) -> int:
+    """Tokens shared by the start of every list, leaving each list at least one of its own
+    (the last prompt token must be run to get the first new token's logits)."""
+    if not token_lists:
+        return 0
+    first = token_lists[0]
+    n = min(len(t) for t in token_lists) - 1
+    for tokens in token_lists[1:]:
+        i = 0
+        while i < n and tokens[i] == first[i]:
+            i += 1
+        n = i
+    return max(n, 0)
+
+
+def _cache_keyword(model) -> str:
+    """transformers 5.2x renamed forward's `past_key_values` to `cache` (the old name warns)."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Greedy argmax, or a draw from softmax(logits / T); logits are float32."""
+    if temperature > 0:
+        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+    return logits.argmax(dim=-1)
+
+
+@torch.inference_mode()
+def generate_stream(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    stop_strings: tuple[str, ...],
+    add_special_tokens: bool = False,
+    samples: int = 1,
+    temperature: float = 0.0,
+    batch_size: int = 8,
+    prefill_size: int | None = None,
+    prefill_tokens: int | None = None,
+    share_prefix: bool | None = None,
+) -> Iterator[tuple[int, list[Generation]]]:
+    """Yield (prompt index, its `samples` generations) as each prompt finishes.
+
+    batch_size: prompts decoded at once (rows = batch_size x samples). A new group of prompts
+    is prefilled when at least prefill_size (default: a quarter of batch_size, at least 1)
+    places are free, so a refill costs one forward for several problems; one forward
+    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    stops = stop_token_ids(tokenizer, model)
+    stop_set = set(stops)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    # Turn-end markers are special tokens, matched by id (decoded text never holds them).
+    text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
+    ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    prefill_size = prefill_size or max(1, batch_size // 4)
+    prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
+    cache_kw = _cache_keyword(model)
+
+    # --- the shared prefix, run once ---
+    share_prefix = SHARE_PREFIX if share_prefix is None else share_prefix
+    prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
+    prefix_kv = None
+    if prefix_len > 0:
+        cache = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([ids[0][:prefix_len]], device=device), **{cache_kw: cache},
+              use_cache=True, logits_to_keep=1)
+        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def prefill(group: list[int]) -> tuple[_Batch, torch.Tensor]:
+        """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
+        suffixes = [ids[i][prefix_len:] for i in group]
+        width = max(len(s) for s in suffixes)
+        k = len(group)
+        inp = torch.full((k, width), pad_id, dtype=torch.long)
+        smask = torch.zeros((k, width), dtype=torch.long)
+        for r, s in enumerate(suffixes):  # left padding: every row's last column is its last token
+            inp[r, width - len(s):] = torch.tensor(s)
+            smask[r, width - len(s):] = 1
+        inp, smask = inp.to(device), smask.to(device)
+        pos = (prefix_len + smask.cumsum(1) - 1).clamp(min=prefix_len)
+        cache = DynamicCache(config=model.config)
+        mask = smask
+        if prefix_kv is not None:
+            for layer_idx, (keys, values) in enumerate(prefix_kv):
+                cache.update(keys.expand(k, -1, -1, -1).contiguous(), values.expand(k, -1, -1, -1).contiguous(),
+                             layer_idx)
+            mask = torch.cat([torch.ones((k, prefix_len), dtype=torch.long, device=device), smask], dim=1)
+        out = model(input_ids=inp, attention_mask=mask, position_ids=pos, **{cache_kw: cache},
+                    use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        next_pos = pos[:, -1] + 1
+        if samples > 1:
+            cache.batch_repeat_interleave(samples)
+            mask = mask.repeat_interleave(samples, dim=0)
+            next_pos = next_pos.repeat_interleave(samples)
+            logits = logits.repeat_interleave(samples, dim=0)
+        rows = [_Row(i, s) for i in group for s in range(samples)]
+        return _Batch(cache, mask, next_pos, rows), logits
+
+    def finished(row: _Row) -> bool:
+        return row.stopped_by_token or row.stopped_by_string or len(row.tokens) >= max_new_tokens
+
+    # A stop string can only be completed by a token whose text holds the string's last
+    # character; only after such a token is the row's tail decoded (per token id, cached).
+    last_chars = {s[-1] for s in text_stops}
+    may_complete: dict[int, bool] = {}
+
+    def push(row: _Row, token: int) -> None:
+        if token in stop_set:
+            row.stopped_by_token = True
+            return
+        row.tokens.append(token)
+        if not text_stops:
+            return
+        if token not in may_complete:
+            text = tokenizer.decode([token], skip_special_tokens=True)
+            may_complete[token] = any(c in text for c in last_chars) or "\ufffd" in text
+        if may_complete[token]:
+            tail = tokenizer.decode(row.tokens[-_STOP_TAIL_TOKENS:], skip_special_tokens=True)
+            row.stopped_by_string = any(s in tail for s in text_stops)
+
+    def result(row: _Row) -> Generation:
+        text, hit_stop_string = cut_at_stop(tokenizer.decode(row.tokens, skip_special_tokens=True), stop_strings)
+        n_tokens = len(row.tokens) + (1 if row.stopped_by_token else 0)
+        truncated = not row.stopped_by_token and not hit_stop_string and len(row.tokens) >= max_new_tokens
+        return Generation(text, min(n_tokens, max_new_tokens), truncated)
+
+    queue = list(range(len(prompts)))  # the caller orders them (longest first)
+    batch = _Batch(None, None, None, [])
+    pending_done: dict[int, dict[int, Generation]] = {}
+    next_tokens = torch.empty(0, dtype=torch.long, device=device)
+
+    def record(rows: list[_Row], tokens: list[int]) -> Iterator[tuple[int, list[Generation]]]:
+        """Give each running row its chosen token; yield the prompts whose rows all finished."""
+        for row, token in zip(rows, tokens):
+            if row.done:
+                continue
+            push(row, token)
+            if finished(row):
+                row.done = True
+                done = pending_done.setdefault(row.prompt_index, {})
+                done[row.sample] = result(row)
+                if len(done) == samples:
+                    yield row.prompt_index, [done[s] for s in range(samples)]
+                    del pending_done[row.prompt_index]
+
+    while True:
+        # Finished rows stay (decoded, their tokens ignored) until enough have piled up to be
+        # worth the copy of the cache that removing them costs, or their places are refilled.
+        running = [i for i, row in enumerate(batch.rows) if not row.done]
+        free = batch_size - len({batch.rows[i].prompt_index for i in running})
+        refill = bool(queue) and (free >= prefill_size or not running)
+        finished_rows = len(batch) - len(running)
+        if finished_rows and (refill or not running or finished_rows >= max(1, len(batch) // 4)):
+            batch.keep(running)
+            next_tokens = next_tokens[running] if running else next_tokens[:0]
+        if refill:
+            while queue and free > 0:
+                # As many as fit in one prefill forward (the queue is longest first).
+                take = max(1, min(free, prefill_tokens // max(1, len(ids[queue[0]]) - prefix_len)))
+                group, queue = queue[:take], queue[take:]
+                free -= take
+                new, logits = prefill(group)
+                first = _pick(logits, temperature)
+                batch.add(new)
+                next_tokens = torch.cat([next_tokens, first])
+                yield from record(new.rows, first.tolist())
+        if not any(not row.done for row in batch.rows):
+            if queue:
+                continue
+            return
+        # One decoding step for every row in the batch.
+        mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=device)], dim=1)
+        out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=batch.next_pos[:, None],
+                    **{cache_kw: batch.cache}, use_cache=True)
+        batch.mask = mask
+        batch.next_pos = batch.next_pos + 1
+        next_tokens = _pick(out.logits[:, -1, :].float(), temperature)
+        yield from record(batch.rows, next_tokens.tolist())

@@ -1,0 +1,66 @@
+"""The base model with a run's adapter merged in, loadable by plain transformers.
+
+    mathtune export RUN_DIR --merged OUT
+
+The merge is done in float32 (so no rounding enters through the adapter's low-rank
+product) and saved in the dtype the base checkpoint was stored in, with its tokenizer and
+generation settings, so `AutoModelForCausalLM.from_pretrained(OUT)` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mathtune.config import config_from_yaml_text
+from mathtune.core.errors import MathtuneError
+from mathtune.models.load import load_model, resolve_model_path
+
+
+def stored_dtype(name_or_path: str) -> torch.dtype:
+    """The dtype the base checkpoint's config declares (float32 when it declares none)."""
+    from transformers import PretrainedConfig
+
+    # The config file only: no code runs to read a dtype (a custom architecture's config class
+    # is not needed for that one field).
+    dtype = getattr(PretrainedConfig.from_pretrained(resolve_model_path(name_or_path)), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) else torch.float32
+
+
+def export_merged(run_dir: Path, out: Path) -> Path:
+    """Write base + adapter, merged, to out; returns out."""
+    run_dir, out = Path(run_dir), Path(out)
+    adapter = run_dir / "adapter"
+    config_file = run_dir / "config.yaml"
+    if not (adapter / "adapter_model.safetensors").is_file():
+        raise MathtuneError(f"{run_dir} has no trained adapter (adapter/adapter_model.safetensors); run `mathtune train` first")
+    if not config_file.is_file():
+        raise MathtuneError(f"{run_dir} has no config.yaml, so the base model is unknown")
+    if out.exists() and any(out.iterdir()):
+        raise MathtuneError(f"{out} already exists and is not empty; choose another --merged folder")
+    config = config_from_yaml_text(config_file.read_text(), str(config_file))
+
+    model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
+                                  trust_remote_code=config.model.trust_remote_code)
+    print(f"merging {adapter} into {config.model.name_or_path}")
+    merged = model.merge_and_unload().to(stored_dtype(config.model.name_or_path))
+
+    # Save into a temporary sibling and rename: a crash never leaves a half model at OUT.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"merged model written to {out}")
+    return out

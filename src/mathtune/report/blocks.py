@@ -1,0 +1,86 @@
+"""The report's content as plain blocks, independent of the output format (report.render turns
+them into Markdown and HTML), and the helpers that show a stored value as text unchanged: the
+report formats, it does not compute.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Figure:
+    name: str
+    caption: str
+
+
+@dataclass
+class ModelText:
+    """Text a model (or the dataset) wrote: shown verbatim, never interpreted as markup."""
+
+    label: str
+    text: str
+
+
+@dataclass
+class Contents:
+    """The table of contents: every level-2 heading after it, linked by its anchor."""
+
+
+def sentence(text: str) -> str:
+    """First letter upper-cased, the rest as written (str.capitalize would lower 'KL', 'GRPO')."""
+    return text[:1].upper() + text[1:]
+
+
+def show(value: Any) -> str:
+    """A stored value as text, unchanged; the report formats, it does not compute."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def show_pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value}%"
+
+
+def show_interval(pair: list | None, unit: str = "%") -> str:
+    if not pair or pair[0] is None:
+        return "n/a"
+    return f"[{pair[0]}{unit}, {pair[1]}{unit}]"
+
+
+def show_signed(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"+{value}{unit}" if value > 0 else f"{value}{unit}"
+
+
+def anchor(text: str) -> str:
+    """The id of a heading: lower case, words joined by '-' (GitHub's Markdown rule for plain text)."""
+    return re.sub(r"[^a-z0-9 -]", "", text.lower()).strip().replace(" ", "-")

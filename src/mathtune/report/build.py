@@ -1,0 +1,404 @@
+"""Report: renders analysis.json as report.md and a self-contained report.html.
+
+    mathtune report RUN_DIR        (rebuilds analysis.json, then this report)
+
+The report computes nothing: every number it prints is a value of analysis.json printed
+as stored (analysis.json keeps the rounded display values), so a reader can find each one
+again. The page is built once as a list of blocks (report.blocks) and rendered twice
+(report.render), so the Markdown and the HTML cannot disagree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
+                                    show_interval, show_pct, show_signed)
+from mathtune.report.figures import FIGURE_NAMES, make_figures
+from mathtune.report.followups import followup_blocks, followup_figures
+from mathtune.report.render import render_html, render_markdown
+
+
+def training_blocks(training: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, "Training")]
+    if not training.get("available"):
+        return blocks + [Para(sentence(training.get("reason", "no training in this run")) + ".")]
+    d, dec, stretch, trend = training["definitions"], training["loss_decrease"], training["final_stretch"], training["trend"]
+    if len(training.get("data_sources") or []) > 1:  # a data.mix: where the training examples came from
+        blocks.append(Table(["training source", "split", "weight", "problems", "examples taken"],
+                            [[s["source"], s["split"], show(s["weight"]), show(s["problems"]), show(s["examples"])]
+                             for s in training["data_sources"]]))
+    blocks.append(Table(
+        ["", "train loss", "validation loss"],
+        [
+            ["smoothed first window", show(dec["train"]["first_window_mean"]), show(dec["validation"]["first_window_mean"])],
+            ["smoothed last window", show(dec["train"]["last_window_mean"]), show(dec["validation"]["last_window_mean"])],
+            ["decrease", show_pct(dec["train"]["decrease_pct"]), show_pct(dec["validation"]["decrease_pct"])],
+            ["decrease over the final stretch", show_pct(stretch.get("train_decrease_pct")),
+             show_pct(stretch.get("validation_decrease_pct"))],
+            ["logged points (window size)", f"{dec['train']['points']} ({dec['train']['window_points']})",
+             f"{dec['validation']['points']} ({dec['validation']['window_points']})"],
+        ],
+    ))
+    stretch_text = (
+        f" The final stretch is steps {stretch['from_step']} to {stretch['to_step']}: {d['final_stretch']}."
+        if stretch.get("available") else ""
+    )
+    blocks.append(Para(f"Loss decrease: {d['loss_decrease']}.{stretch_text} Sign: {d.get('sign', 'n/a')}."))
+    if "loss.png" in figures:
+        blocks.append(Figure("loss.png", "Training and validation loss per step (dotted line: best step)."))
+    rule = trend["definition"]
+    # The verdict with the points it used; what to do about it is under Recommendations.
+    blocks.append(Para(
+        f"Trend verdict: **{trend['verdict']}**. Validation: decrease {show_pct(trend.get('validation_decrease_pct'))} "
+        f"over the last {show(trend.get('validation_points_used'))} evaluations (the window needs "
+        f"{rule['validation_window_points']}); training: decrease {show_pct(trend.get('train_decrease_pct'))} over "
+        f"{show(trend.get('train_points_used'))} logged points of the final stretch (needs "
+        f"{show(rule.get('min_train_points'))}). Threshold {rule['threshold_pct']}%. Rule: {rule['rule']}."
+    ))
+    acc = training["token_accuracy"]
+    blocks.append(Table(
+        ["mean token accuracy (teacher-forced next-token accuracy, NOT problem-solving accuracy)", "start", "end"],
+        [
+            ["train", show_pct(acc["train"]["start_pct"]), show_pct(acc["train"]["end_pct"])],
+            ["validation", show_pct(acc["validation"]["start_pct"]), show_pct(acc["validation"]["end_pct"])],
+        ],
+    ))
+    blocks.append(Para(f"Token accuracy: {d['token_accuracy']}."))
+    if "token_accuracy.png" in figures:
+        blocks.append(Figure("token_accuracy.png",
+                             "Mean token accuracy (teacher-forced next-token accuracy, not problem-solving accuracy)."))
+    cost = show(training["cost_usd"]) if training["cost_usd"] is None else f"${training['cost_usd']}"
+    note = f" ({training['cost_note']})" if training.get("cost_note") else ""
+    blocks.append(Table(
+        ["training fact", "value"],
+        [
+            ["best step (validation loss)", f"{show(training['best_step'])} ({show(training['best_eval_loss'])})"],
+            ["stopped early (patience)", f"{show(training['stopped_early'])} ({show(training['early_stopping_patience'])})"],
+            ["optimizer steps", show(training["global_step"])],
+            ["wall time", f"{show(training['wall_time_s'])} s ({show(training['wall_time_min'])} min)"],
+            ["tokens seen", show(training["tokens_seen"])],
+            ["tokens/s", show(training["tokens_per_s"])],
+            ["peak memory", f"{show(training['peak_memory_gib'])} GiB"],
+            ["trainable / total parameters", f"{show(training['trainable_params'])} / {show(training['total_params'])}"],
+            ["device", show(training["device"])],
+            ["estimated cost", cost + note],
+        ],
+    ))
+    return blocks
+
+
+def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, f"Benchmark: {benchmark['data_name']}" if benchmark.get("available") else "Benchmark")]
+    if not benchmark.get("available"):
+        return blocks + [Para(sentence(benchmark.get("reason", "no evaluation in this run")) + ".")]
+    level = benchmark["ci_level_pct"]
+    blocks.append(Para(f"Protocol: {benchmark['protocol']}."))
+    if not benchmark["same_protocol"]:
+        blocks.append(Para("Warning: the models were evaluated under different protocols; their accuracies are not comparable."))
+    rows = []
+    for name, m in benchmark["models"].items():
+        rows.append([
+            name, show(m["model"]) + (f" + {m['adapter']}" if m.get("adapter") else ""), show(m["n"]),
+            f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}",
+            f"{show_pct(m['flexible']['accuracy_pct'])} {show_interval(m['flexible']['ci95_pct'])}",
+            show(m["truncated"]),
+        ])
+    blocks.append(Table(
+        ["run", "model", "problems", f"exact match, strict ({level}% Wilson)", f"exact match, flexible ({level}% Wilson)",
+         "truncated"],
+        rows,
+    ))
+    paired = benchmark["paired"]
+    if paired.get("available"):
+        prow = []
+        for kind in ("strict", "flexible"):
+            p = paired[kind]
+            prow.append([
+                kind, f"{show_signed(p['difference_pp'])} points", show_interval(p["ci95_pp"], ""),
+                p["mcnemar_p_display"], show(p["improved"]), show(p["regressed"]), show(p["both_right"]),
+                show(p["both_wrong"]),
+            ])
+        blocks.append(Table(
+            ["tuned - base", "difference", f"paired bootstrap {level}% interval (points)", "exact McNemar p",
+             "improved", "regressed", "both right", "both wrong"],
+            prow,
+        ))
+        blocks.append(Para(
+            f"{paired['verdict']} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
+            f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
+        ))
+    else:
+        blocks.append(Para(f"No paired comparison: {paired.get('reason')}."))
+    if "accuracy.png" in figures:
+        blocks.append(Figure("accuracy.png", f"Exact match on {benchmark['data_name']} with {level}% Wilson intervals."))
+    return blocks
+
+
+def recipe_blocks(recipe: dict, figures: set[str]) -> list:
+    """The training method, and what RFT kept or how GRPO's reward moved."""
+    method = recipe.get("method", "sft")
+    blocks: list = [Heading(2, f"Training method: {method}"), Para(sentence(recipe.get("description", method)) + ".")]
+    if method == "rft":
+        r = recipe["rft"]
+        if not r.get("available"):
+            return blocks + [Para(sentence(r["reason"]) + ".")]
+        blocks.append(Table(["RFT", "value"], [
+            ["training problems", show(r["problems"])],
+            ["samples per problem (temperature, max new tokens)",
+             f"{show(r['samples_per_problem'])} ({show(r['temperature'])}, {show(r['max_new_tokens'])})"],
+            ["strictly correct samples", f"{show(r['strictly_correct_samples'])} of {show(r['sampled_solutions'])} "
+                                         f"({show_pct(r['sample_accuracy_strict_pct'])})"],
+            ["problems with at least one strictly correct sample",
+             f"{show(r['problems_with_correct_sample'])} ({show_pct(r['problems_with_correct_sample_pct'])})"],
+            ["distinct correct samples left out as longer than data.max_length",
+             f"{show(r.get('correct_samples_too_long'))} ({show(r.get('max_length'))} tokens)"],
+            ["solutions kept for training (at most per problem)", f"{show(r['solutions_kept'])} ({show(r['keep_per_problem'])})"],
+            ["from the model / from the gold solutions", f"{show(r['kept_from_model'])} / {show(r['kept_from_gold'])}"],
+            ["share from the model", show_pct(r["share_from_model_pct"])],
+            ["sampling: generated tokens, wall time",
+             f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
+             + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
+        ]))
+        d = r["definitions"]
+        blocks.append(Para(f"Kept: {d['kept']}. Share from the model: {d['share_from_model']}. "
+                           f"Every sample is in {r['samples_file']}."))
+    elif method == "grpo":
+        g = recipe["grpo"]
+        if not g.get("available"):
+            return blocks + [Para(sentence(g["reason"]) + ".")]
+        settings = g.get("settings") or {}
+        rows = [
+            ["steps (prompts per step x group size)",
+             f"{show(g['steps'])} ({show(g['prompts_per_step'])} x {show(settings.get('group_size'))})"],
+            ["rewards (weights)", show(", ".join(f"{k}: {v}" for k, v in (settings.get("rewards") or {}).items()))],
+            ["KL coefficient beta, temperature, learning rate",
+             f"{show(settings.get('beta'))}, {show(settings.get('temperature'))}, {show(g['learning_rate'])}"],
+            ["mean reward, start -> end", f"{show(g['reward']['start'])} -> {show(g['reward']['end'])}"],
+        ]
+        for name, ends in g["per_reward"].items():
+            rows.append([f"reward '{name}', start -> end", f"{show(ends['start'])} -> {show(ends['end'])}"])
+        rows += [
+            ["groups with mixed rewards (mean over steps)", show_pct(g["mixed_groups_mean_pct"])],
+            ["KL to the base model, start -> end",
+             f"{show(g['kl']['start'])} -> {show(g['kl']['end'])}" if g.get("kl") else "not computed (beta 0)"],
+            ["completion length in tokens, start -> end",
+             f"{show(g['completion_length']['start'])} -> {show(g['completion_length']['end'])}"],
+            ["completions cut by max_completion_length, start -> end",
+             f"{show(g['truncated_share']['start'])} -> {show(g['truncated_share']['end'])}"],
+            ["wall time (per step)", f"{show(g['wall_time_s'])} s ({show(g['wall_time_per_step_s'])} s)"],
+            ["tokens (prompts and completions)", show(g["tokens_seen"])],
+            ["device", show(g["device"])],
+            ["estimated cost", (f"${g['cost_usd']}" if g.get("cost_usd") is not None else "n/a")
+             + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
+        ]
+        blocks.append(Table(["GRPO", "value"], rows))
+        d = g["definitions"]
+        blocks.append(Para(f"Reward: {d['reward']}. Mixed groups: {d['mixed_groups']}. KL: {d['kl']}. "
+                           f"Windows: {d['window']}. The adapter is the one of the last step."))
+        if "grpo.png" in figures:
+            blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
+                                             "completion length (right)."))
+    return blocks
+
+
+def seed_claim_blocks(claim: dict) -> list:
+    blocks: list = [Heading(2, "Token accuracy is not problem-solving accuracy")]
+    if not claim.get("available"):
+        return blocks + [Para(f"Not available: {claim.get('reason')}.")]
+    blocks.append(Table(
+        ["measure", "value"],
+        [
+            ["mean token accuracy at the end of training, train (teacher-forced)", show_pct(claim["token_accuracy_train_end_pct"])],
+            ["mean token accuracy at the end of training, validation (teacher-forced)",
+             show_pct(claim["token_accuracy_validation_end_pct"])],
+            [f"exact match of the tuned model on {claim['data_name']}, strict",
+             show_pct(claim["gsm8k_exact_match_strict_pct"])],
+        ],
+    ))
+    return blocks + [Para(claim["why_they_differ"])]
+
+
+def error_blocks(errors: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, "Error analysis")]
+    if not errors.get("available"):
+        return blocks + [Para(f"Not available: {errors.get('reason')}.")]
+    models = list(errors["counts"])
+    blocks.append(Para(
+        "Every wrong answer (strict) is put in exactly one category; the rules are tried in this order and "
+        "the first that applies wins: " + ", ".join(c.replace("_", " ") for c in errors["precedence"]) + "."
+    ))
+    blocks.append(Bullets([f"{c.replace('_', ' ')}: {errors['rules'][c]}" for c in errors["precedence"]]))
+    blocks.append(Table(
+        ["category"] + models,
+        [[c.replace("_", " ")] + [show(errors["counts"][m][c]) for m in models] for c in errors["categories"]],
+    ))
+    if "error_categories.png" in figures:
+        blocks.append(Figure("error_categories.png", "Wrong answers per category."))
+    blocks.append(Heading(3, "Accuracy by number of reasoning steps"))
+    blocks.append(Para(
+        f"Steps = the calculator annotations in the gold solution; problems with {errors['step_bucket_max']} or more "
+        "share the last bucket. Strict exact match, Wilson intervals."
+    ))
+    for m in models:
+        blocks.append(Table(
+            [f"{m}: steps", "problems", "correct", "accuracy", "interval"],
+            [[r["steps"], show(r["n"]), show(r["correct"]), show_pct(r["accuracy_pct"]), show_interval(r["ci95_pct"])]
+             for r in errors["accuracy_by_steps"][m]],
+        ))
+    if "accuracy_by_steps.png" in figures:
+        blocks.append(Figure("accuracy_by_steps.png", "Strict exact match by number of reasoning steps."))
+    blocks.append(Heading(3, "Examples"))
+    for c in errors["categories"]:
+        examples = errors["examples"][c]
+        blocks.append(Heading(4, c.replace("_", " ")))
+        if not examples:
+            blocks.append(Para("No wrong answer in this category."))
+        for ex in examples:
+            evidence = f" Evidence: {ex['evidence']}." if ex.get("evidence") else ""
+            blocks.append(Para(
+                f"{ex['model']} model, problem {ex['id']} ({ex['steps']} steps): gold {show(ex['gold'])}, strict "
+                f"answer {show(ex['pred_strict'])}, last number {show(ex['pred_flexible'])}.{evidence}"
+            ))
+            blocks.append(ModelText("question", ex["question"] or ""))
+            blocks.append(ModelText("completion", ex["completion"]))
+    return blocks
+
+
+def contamination_blocks(c: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, "Contamination check")]
+    if not c.get("available"):
+        return blocks + [Para(f"Not available: {c.get('reason')}.")]
+    blocks.append(Para(
+        f"Definition: {c['definition']}. Training questions: {c['train_questions']}; test questions: "
+        f"{c['test_questions']}. Test questions sharing any {c['n']}-gram: {c['test_questions_with_any_overlap']} "
+        f"({c['test_questions_with_any_overlap_pct']}%); sharing at least half: "
+        f"{c['test_questions_half_overlapping']} ({c['test_questions_half_overlapping_pct']}%)."
+    ))
+    blocks.append(Table(["overlap share", "test questions"],
+                        [[label, show(n)] for label, n in zip(c["histogram_labels"], c["histogram_counts"])]))
+    if len(c.get("per_source") or []) > 1:
+        blocks.append(Table(["training source", "questions", f"test questions sharing any {c['n']}-gram",
+                             "sharing at least half"],
+                            [[s["source"], show(s["train_questions"]),
+                              f"{s['test_questions_with_any_overlap']} ({s['test_questions_with_any_overlap_pct']}%)",
+                              f"{s['test_questions_half_overlapping']} ({s['test_questions_half_overlapping_pct']}%)"]
+                             for s in c["per_source"]]))
+    if "contamination.png" in figures:
+        blocks.append(Figure("contamination.png", f"Test questions by share of {c['n']}-grams found in training questions."))
+    return blocks
+
+
+def provenance_blocks(provenance: dict) -> list:
+    """What each stage ran with, as its summary recorded it."""
+    stages = provenance.get("stages") or []
+    if not stages:
+        return []
+
+    def versions(v: dict) -> str:
+        return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
+
+    rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
+             show(s["device"]), show(s["dtype"]), show(s["attention"]), show(s["batch_size"]), versions(s["versions"])]
+            for s in stages]
+    remote = provenance.get("remote_code_stages") or []
+    said = (f"trust_remote_code was on for {', '.join(remote)}: Python code shipped with the model ran in that stage."
+            if remote else "trust_remote_code was off: no code shipped with the model ran.")
+    return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows), Para(said)]
+
+
+def summary_blocks(analysis: dict) -> list:
+    """One screen: base vs tuned with intervals and the paired test, time and cost, verdicts."""
+    blocks: list = [Heading(2, "Summary")]
+    benchmark, training = analysis["benchmark"], analysis["training"]
+    rows = []
+    if benchmark.get("available"):
+        for name, m in benchmark["models"].items():
+            rows.append([f"{name}: exact match on {benchmark['data_name']}, strict",
+                         f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])} "
+                         f"of {show(m['n'])}"])
+        paired = benchmark["paired"]
+        if paired.get("available"):
+            p = paired["strict"]
+            rows.append(["tuned - base, strict, paired",
+                         f"{show_signed(p['difference_pp'])} points {show_interval(p['ci95_pp'], '')}, "
+                         f"McNemar p {p['mcnemar_p_display']}"])
+        for name, m in benchmark["models"].items():
+            rows.append([f"evaluation time, {name}", f"{show(m.get('wall_time_s'))} s"])
+    if training.get("available"):
+        rows.append(["training time", f"{show(training['wall_time_min'])} min on {show(training['device'])}"])
+        cost = training.get("cost_usd")
+        rows.append(["training cost", f"${cost}" if cost is not None else show(training.get("cost_note"))])
+    if rows:
+        blocks.append(Table(["", "measured"], rows))
+    plan = analysis.get("plan") or {}
+    if plan.get("available"):
+        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual"],
+                            [[r["figure"], show(r["planned"]), show(r["actual"])] for r in plan["rows"]]))
+        blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
+    verdicts = []
+    if training.get("available") and training.get("trend", {}).get("verdict"):
+        verdicts.append(f"Training trend: {training['trend']['verdict']}.")
+    if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
+        verdicts.append(benchmark["paired"]["verdict"])
+    if verdicts:
+        blocks.append(Bullets(verdicts))
+    return blocks
+
+
+def report_blocks(analysis: dict, figures: set[str]) -> list:
+    run = analysis["run"]
+    blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
+    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
+    blocks += summary_blocks(analysis)
+    blocks.append(Contents())
+    blocks.append(Heading(2, "What ran"))
+    blocks += provenance_blocks(run.get("provenance") or {})
+    blocks.append(Heading(2, "Recommendations"))
+    blocks.append(Bullets(analysis["recommendations"] or ["Nothing to recommend: the run holds too little data."]))
+    if analysis.get("recipe", {}).get("method", "sft") != "sft":
+        blocks += recipe_blocks(analysis["recipe"], figures)
+    blocks += training_blocks(analysis["training"], figures)
+    blocks += benchmark_blocks(analysis["benchmark"], figures)
+    blocks += followup_blocks(analysis, figures)
+    blocks += seed_claim_blocks(analysis["seed_claim"])
+    blocks += error_blocks(analysis["errors"], figures)
+    blocks += contamination_blocks(analysis["contamination"], figures)
+    return blocks
+
+
+def build_report(run_dir: Path) -> list[Path]:
+    """Write report.md, report.html (as config report.formats asks) and figures/*.png from
+    RUN_DIR/analysis.json; returns the paths written."""
+    run_dir = Path(run_dir)
+    analysis_path = run_dir / "analysis.json"
+    if not analysis_path.is_file():
+        raise MathtuneError(f"no analysis.json in {run_dir}; run `mathtune report {run_dir}` to build it")
+    analysis = read_json(analysis_path)
+
+    figures = {**make_figures(analysis), **followup_figures(analysis)}
+    figure_dir = run_dir / "figures"
+    figure_dir.mkdir(exist_ok=True)
+    written = []
+    for name in FIGURE_NAMES:
+        path = figure_dir / name
+        if name in figures:
+            write_atomic(path, figures[name])
+            written.append(path)
+        else:
+            path.unlink(missing_ok=True)  # a figure from an earlier build would no longer match
+
+    blocks = report_blocks(analysis, set(figures))
+    formats = analysis["run"].get("report_formats") or ["md", "html"]
+    if "md" in formats:
+        path = run_dir / "report.md"
+        write_atomic(path, render_markdown(blocks).encode("utf-8"))
+        written.append(path)
+    if "html" in formats:
+        path = run_dir / "report.html"
+        title = f"mathtune report: {analysis['run']['name']}"
+        write_atomic(path, render_html(blocks, title, figures).encode("utf-8"))
+        written.append(path)
+    return written

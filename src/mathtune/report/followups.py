@@ -1,0 +1,155 @@
+"""The report's follow-up sections: self-consistency, the robustness probe, the self-check
+turn. Renders what analysis.json holds (see analysis.followups) and
+computes nothing.
+
+    followup_blocks(analysis, figures) -> report blocks
+    followup_figures(analysis)         -> {figure name: PNG bytes}
+"""
+
+from __future__ import annotations
+
+from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval
+from mathtune.report.figures import error_bars, figure_bytes, pyplot
+
+
+def _acc(cell: dict) -> str:
+    if cell.get("accuracy_pct") is None:
+        return "n/a"
+    return f"{cell['accuracy_pct']}% {show_interval(cell['ci95_pct'])} ({cell['correct']}/{cell['n']})"
+
+
+def _points(p: dict | None) -> str:
+    if not p:
+        return "n/a"
+    return f"{p['points']:+} {show_interval(p['ci95_points'], '')}"
+
+
+def _self_consistency(sc: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, "Self-consistency: majority vote and pass@k")]
+    d = sc["definitions"]
+    blocks.append(Para(f"maj@k: {d['maj@k']}. pass@k: {d['pass@k']}. Intervals: {d['interval']}."))
+    for name, m in sc["models"].items():
+        s = m["sampling"]
+        blocks.append(Para(f"{name}: {m['n']} problems, {m['samples']} samples each at temperature "
+                           f"{show(s['temperature'])}, top-p {show(s['top_p'])}, seed {show(s['seed'])}, "
+                           f"max_new_tokens {show(s['max_new_tokens'])}."))
+        blocks.append(Table(["k", "maj@k (strict)", "pass@k (strict)", "maj@k (flexible)", "pass@k (flexible)"],
+                            [[str(a["k"]), _acc(a["maj"]), _acc(a["pass"]), _acc(b["maj"]), _acc(b["pass"])]
+                             for a, b in zip(m["strict"], m["flexible"])]))
+        g = m.get("greedy")
+        if g:
+            blocks.append(Para(f"Against the greedy answers of {g['records']} on the same {g['n']} problems: the "
+                               f"{m['samples']}-sample vote differs from the greedy answer on {g['vote_differs']} "
+                               f"({show(g['vote_differs_pct'])}%); greedy {_acc(g['greedy'])}, vote {_acc(g['vote'])}."))
+        else:
+            blocks.append(Para(f"No greedy evaluation of {name}'s model on these problems in this folder, so the "
+                               "vote is not compared with greedy decoding."))
+    if "self_consistency.png" in figures:
+        blocks.append(Figure("self_consistency.png", "maj@k and pass@k against k, strict, with 95% Wilson intervals"))
+    return blocks
+
+
+def _probe(probe: dict, figures: set[str]) -> list:
+    blocks: list = [Heading(2, "Robustness to changed numbers")]
+    g = probe["generator"]
+    skipped = "; ".join(f"{n} {g['skip_reasons'][k]}" for k, n in g.get("skipped", {}).items()) or "none"
+    blocks.append(Para(f"Variants of {g.get('kept')} of {g.get('problems')} test problems "
+                       f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): the question's numbers "
+                       "changed, the gold answer recomputed through the solution's calculator annotations. "
+                       f"Skipped: {skipped}."))
+    rows = []
+    for name, m in probe["models"].items():
+        rows.append([name, _acc(m["original"]), _acc(m["variant"]), _points(m["gap"]),
+                     f"{m['pairs']['solved_original_lost_variant']} / {m['pairs']['failed_original_solved_variant']}",
+                     show(m["mcnemar_p"])])
+    blocks.append(Table(["model", "originals (strict)", "variants (strict)", "variants - originals, points [95%]",
+                         "solved original, lost variant / the reverse", "McNemar p"], rows))
+    blocks.append(Para(f"{probe['definitions']['gap']}; {probe['definitions']['mcnemar']}."))
+    blocks.append(Bullets([f"{name}: {m['meaning']}." for name, m in probe["models"].items()]))
+    tb = probe.get("tuned_minus_base")
+    if tb:
+        blocks.append(Para(f"Tuned minus base, points [95% paired bootstrap]: on the originals "
+                           f"{_points(tb['originals'])}, on the variants {_points(tb['variants'])}."))
+    if "probe.png" in figures:
+        blocks.append(Figure("probe.png", "strict accuracy on the original problems and on their variants, 95% Wilson"))
+    return blocks
+
+
+def _self_check(check: dict) -> list:
+    blocks: list = [Heading(2, "Self-check turn")]
+    d = check["definitions"]
+    blocks.append(Para("After its first answer the model was asked, in the same conversation, to check its work and "
+                       f"restate the final answer; the benchmark scores the final turn. Fixed: {d['fixed']}. "
+                       f"Broken: {d['broken']}. Net: {d['net_change']}."))
+    rows = [[name, _acc(m["first_turn"]), _acc(m["final_turn"]), str(m["fixed"]), str(m["broken"]),
+             str(m["answer_changed"]), _points(m["net_change"]), show(m["mcnemar_p"])]
+            for name, m in check["models"].items()]
+    blocks.append(Table(["model", "first turn", "final turn", "fixed", "broken", "answer changed",
+                         "net, points [95%]", "McNemar p"], rows))
+    blocks.append(Bullets([f"{name}: {m['verdict']}" for name, m in check["models"].items()]))
+    return blocks
+
+
+def _regression(reg: dict) -> list:
+    blocks: list = [Heading(2, "General benchmarks: what the fine-tune cost elsewhere")]
+    d = reg["definitions"]
+    blocks.append(Para(f"Scored by lm-evaluation-harness {show(reg['lm_eval_version'])} on the models in memory. "
+                       f"Metric: {d['metric']}. Difference: {d['difference']}."))
+    rows = []
+    for name, tasks in reg["models"].items():
+        for task, t in tasks.items():
+            rows.append([name, task, f"{t['metric']} {_acc(t)}", ", ".join(str(v) for v in t.get("n_shot") or []) or "n/a",
+                         str(len(t.get("subtasks") or [])), show(t.get("data"))])
+    blocks.append(Table(["model", "task", "accuracy [95% Wilson]", "shots", "lm-eval tasks", "data"], rows))
+    if reg.get("paired"):
+        blocks.append(Table(["task", "documents", "tuned - base, points [95%]", "improved", "regressed", "McNemar p"],
+                            [[task, str(p["n"]), _points(p["difference"]), str(p["improved"]), str(p["regressed"]),
+                              show(p["mcnemar_p"])] for task, p in reg["paired"].items()]))
+        blocks.append(Bullets(reg["verdicts"]))
+    return blocks
+
+
+def followup_blocks(analysis: dict, figures: set[str]) -> list:
+    blocks: list = []
+    if analysis.get("regression", {}).get("available"):
+        blocks += _regression(analysis["regression"])
+    if analysis.get("self_consistency", {}).get("available"):
+        blocks += _self_consistency(analysis["self_consistency"], figures)
+    if analysis.get("probe", {}).get("available"):
+        blocks += _probe(analysis["probe"], figures)
+    if analysis.get("self_check", {}).get("available"):
+        blocks += _self_check(analysis["self_check"])
+    return blocks
+
+
+def followup_figures(analysis: dict) -> dict[str, bytes]:
+    plt = pyplot()
+    out: dict[str, bytes] = {}
+    sc = analysis.get("self_consistency", {})
+    if sc.get("available"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, m in sc["models"].items():
+            ks = [row["k"] for row in m["strict"]]
+            for key, style in (("maj", "o-"), ("pass", "s--")):
+                values = [row[key]["accuracy_pct"] for row in m["strict"]]
+                ax.errorbar(ks, values, yerr=error_bars(values, [row[key]["ci95_pct"] for row in m["strict"]]),
+                            fmt=style, capsize=3, label=f"{name} {key}@k")
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="samples k", ylabel="strict exact match %", ylim=(0, 100), title="Self-consistency")
+        ax.legend()
+        out["self_consistency.png"] = figure_bytes(fig)
+    probe = analysis.get("probe", {})
+    if probe.get("available"):
+        models = list(probe["models"])
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / 2
+        for i, key in enumerate(("original", "variant")):
+            values = [probe["models"][m][key]["accuracy_pct"] for m in models]
+            ax.bar([j + i * width for j in range(len(models))], [v or 0 for v in values], width,
+                   yerr=error_bars(values, [probe["models"][m][key]["ci95_pct"] for m in models]), capsize=4,
+                   label="originals" if key == "original" else "variants")
+        ax.set_xticks([j + width / 2 for j in range(len(models))], models)
+        ax.set(ylabel="strict exact match %", ylim=(0, 100), title="Original problems vs changed numbers")
+        ax.legend()
+        out["probe.png"] = figure_bytes(fig)
+    return out

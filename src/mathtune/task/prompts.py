@@ -1,0 +1,220 @@
+"""The three prompt formats, shared by training and evaluation so the two cannot drift.
+
+* chat   -- zero-shot through the tokenizer's chat template; asks for step-by-step work and
+            a final line `#### N`. Training uses the same rendered prompt with the gold
+            solution as the assistant turn.
+* cot8   -- the 8 fixed chain-of-thought exemplars of Wei et al. (2022), as used by the
+            field's reference GSM8K CoT evaluation: "Q: ...\\nA: ... The answer is N."
+            joined by blank lines, ending in "Q: {question}\\nA:".
+* plain5 -- "Question: ...\\nAnswer: ..." with 5 exemplars drawn (seeded) from the train
+            split, ending in "Question: {question}\\nAnswer:".
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from mathtune.config import EVAL_PROMPTS
+from mathtune.core.errors import MathtuneError
+from mathtune.task.data import Problem
+
+# Worded so that small instruct models work before they answer. Measured on the first 16
+# GSM8K test problems with Qwen2.5-Coder-0.5B-Instruct: "...then write the final answer on
+# its own line as '#### <number>'" made 15 of 16 replies open with a '####' line (a markdown
+# heading or a bare guess), and a few LoRA steps on GSM8K solutions then turned that opening
+# into an answer with no working at all; this wording: 1 of 16.
+CHAT_INSTRUCTION = (
+    "Solve the math problem below. Explain your reasoning step by step. After the reasoning, "
+    "end with a line of the form '#### <number>' that gives the final answer."
+)
+
+# ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
+# templates render the same turns.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+COT8_EXEMPLARS: tuple[tuple[str, str], ...] = (
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. "
+        "After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally. Then there were 21 trees after some more were planted. "
+        "So there must have been 21 - 15 = 6. The answer is 6.",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. "
+        "After eating 35, they had 74 - 35 = 39. The answer is 39.",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. "
+        "How many lollipops did Jason give to Denny?",
+        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. "
+        "So he gave Denny 20 - 12 = 8. The answer is 8.",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. "
+        "How many toys does he have now?",
+        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
+        "5 + 4 = 9. The answer is 9.",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, "
+        "from monday to thursday. How many computers are now in the server room?",
+        "There were originally 9 computers. For each of 4 days, 5 more computers were added. "
+        "So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29.",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. "
+        "How many golf balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. "
+        "After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33.",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. "
+        "So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8.",
+    ),
+)
+
+PLAIN_SHOTS = 5
+
+# Turn-end markers of the chat models we target, and the start of a hallucinated next
+# question in the few-shot formats. Generation stops at the first of them in each row.
+_CHAT_STOPS = ("<|im_end|>", "<|endoftext|>", "</s>")
+STOP_STRINGS = {
+    "chat": _CHAT_STOPS,
+    "chat-verify": _CHAT_STOPS,  # chat, then a second user turn: check the work, restate the answer
+    "cot8": ("Q:", "\n\n\n") + _CHAT_STOPS,
+    "plain5": ("Question:", "\n\n\n") + _CHAT_STOPS,
+}
+# What each format is, as the protocol line of a summary and the report state it.
+DESCRIPTIONS = {
+    "chat": "zero-shot chat template, asks for '#### N'",
+    "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
+    "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
+    "chat-verify": "zero-shot chat template, then a second turn asking the model to check its work; "
+                   "scored on the final turn",
+}
+assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every prompt named in config has its format here"
+
+_CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
+
+
+@dataclass(frozen=True)
+class PromptBuilder:
+    """Renders the prompt text of one format; the few-shot exemplars are fixed at construction."""
+
+    kind: str
+    fewshot: tuple[Problem, ...] = ()
+
+    def render(self, question: str, tokenizer=None) -> str:
+        if self.kind in ("chat", "chat-verify"):  # chat-verify's first turn is the chat prompt
+            return render_chat_prompt(question, tokenizer)
+        if self.kind == "cot8":
+            shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
+            return "\n\n".join(shots + [f"Q: {question}\nA:"])
+        shots = [f"Question: {p.question}\nAnswer: {clean_solution(p.answer)}" for p in self.fewshot]
+        return "\n\n".join(shots + [f"Question: {question}\nAnswer:"])
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return STOP_STRINGS[self.kind]
+
+
+def clean_solution(answer: str) -> str:
+    """GSM8K solution without its calculator annotations: '16-3=<<16-3=13>>13' -> '16-3=13'."""
+    return _CALC_ANNOTATION.sub("", answer)
+
+
+def ensure_chat_template(tokenizer) -> None:
+    """Give a tokenizer without a chat template ChatML's, when its vocabulary has ChatML's
+    turn tokens as single tokens (Qwen's base models); any other tokenizer would read
+    '<|im_start|>' as plain text, so the chat prompt is refused for it."""
+    if getattr(tokenizer, "chat_template", None):
+        return
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in ("<|im_start|>", "<|im_end|>")):
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        return
+    name = getattr(tokenizer, "name_or_path", "") or "this model"
+    raise MathtuneError(f"the chat prompt needs a chat template, and the tokenizer of {name} has none (nor "
+                        "ChatML's <|im_start|> and <|im_end|> tokens); use --prompt cot8 or plain5 "
+                        "(eval.prompt / data.prompt), or a tokenizer that has a chat template")
+
+
+def chat_messages(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
+
+
+# The self-check turn of the chat-verify prompt: asked after the model's first answer, in the
+# same conversation. It asks for a check and a restated answer, and says a right answer may
+# stand, so that the turn measures checking rather than a push to change.
+VERIFY_INSTRUCTION = (
+    "Check your solution step by step: re-read the problem and verify each calculation. If you "
+    "find a mistake, correct it; if it is right, keep it. End with a line of the form "
+    "'#### <number>' that gives the final answer."
+)
+
+
+def render_verify_turn(question: str, first_answer: str, tokenizer) -> str:
+    """The chat-verify prompt's second turn: the first exchange, then the check request."""
+    ensure_chat_template(tokenizer)
+    messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
+                                          {"role": "user", "content": VERIFY_INSTRUCTION}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_chat_prompt(question: str, tokenizer) -> str:
+    if tokenizer is None:
+        raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
+
+
+def training_pair(problem: Problem, tokenizer, kind: str = "chat") -> tuple[str, str]:
+    """(prompt, completion) for supervised fine-tuning: the evaluation prompt, then the gold
+    solution as the answer, closed by the turn-end token so the model learns to stop."""
+    builder = PromptBuilder(kind)
+    prompt = builder.render(problem.question, tokenizer)
+    completion = clean_solution(problem.answer)
+    if kind == "chat":
+        completion += end_of_turn(tokenizer)
+    return prompt, completion
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text that closes an assistant turn in the chat template (e.g. '<|im_end|>')."""
+    ensure_chat_template(tokenizer)
+    probe = "\x00PROBE\x00"
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenize=False
+    )
+    tail = rendered.split(probe, 1)[1]
+    return tail.rstrip("\n") or (tokenizer.eos_token or "")
+
+
+def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple[Problem, ...]:
+    if len(train) < k:
+        raise MathtuneError(f"plain5 needs at least {k} training problems for its exemplars, found {len(train)}")
+    rng = random.Random(seed)
+    return tuple(rng.sample(train, k))
+
+
+def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42) -> PromptBuilder:
+    if kind not in EVAL_PROMPTS:
+        raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
+    if kind == "plain5":
+        if train is None:
+            raise ValueError("plain5 needs the train split for its exemplars")
+        return PromptBuilder(kind, draw_fewshot(train, seed))
+    return PromptBuilder(kind)

@@ -1,0 +1,297 @@
+"""The robustness probe's variants: the same problems with other numbers, in the spirit of
+GSM-Symbolic and GSM-Plus.
+
+    build_variants(problems, variants=N, seed=S) -> (variant problems, what was kept and skipped)
+    write_variants(out_dir, problems, ...)       -> OUT/probe/, a data folder any evaluator reads
+
+(analysis.followups pairs a model's records on the variants with its records on the originals.)
+
+A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. Each number in
+an annotation comes from the question, from an earlier step's result, or is a constant the
+solver brought (the 2 of "half", the 60 of an hour). A variant gives the question's numbers
+new values, recomputes every step in order with the safe arithmetic parser (never `eval`),
+and takes the last step's result as the new gold answer.
+
+A problem is kept only when its whole chain can be recomputed: every annotation is plain
+arithmetic that gives its stated result, and the gold answer is a step's result. A variant
+is kept only when it makes sense: every step's result stays positive where the original's
+was, whole where the original's was whole (no division leaves a fraction the original did
+not have), with no more decimals than the original's; otherwise another draw is tried.
+
+Written here because neither lm-evaluation-harness nor the GSM-Symbolic release builds
+variants from GSM8K's own annotations; their templates are written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
+from mathtune.task.data import Problem
+from mathtune.task.taxonomy import evaluate_arithmetic
+
+ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+EXPR_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
+# A number in the question: '1,200', '48', '2.5'; not part of a word ('2nd', 'B12') or a time ('3:30').
+QUESTION_NUMBER = re.compile(r"(?<![\w.,:])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:]|\.\d|,\d{3})")
+DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
+MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
+
+# Constants that a question's words bring into a solution. When the question also states the
+# same number and the solution uses it more often than the question states it, some uses are
+# the word's, and changing them all would change "half" too: such a problem is skipped.
+WORD_CONSTANTS = {
+    2: ("half", "twice", "double", "pair", "two times", "both"), 3: ("triple", "third", "three times"),
+    4: ("quarter", "fourth"), 7: ("week",), 10: ("ten", "dime"), 12: ("dozen", "month", "year", "feet", "foot", "inch"),
+    24: ("day",), 30: ("month",), 52: ("year", "week"), 60: ("hour", "minute", "second"),
+    100: ("percent", "%", "cent", "century"), 365: ("year",), 1000: ("thousand", "kilo"),
+}
+
+SKIP_REASONS = {
+    "no_annotations": "the solution has no calculator annotations",
+    "not_arithmetic": "an annotation is not plain arithmetic",
+    "wrong_annotation": "an annotation does not compute to its stated result",
+    "gold_not_a_step": "the gold answer is not the result of an annotated step",
+    "no_question_number": "no number of the question enters the calculation",
+    "percent_two_forms": "a number of the question enters the calculation in two forms (20 and 0.2)",
+    "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
+    "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
+}
+
+
+@dataclass
+class Operand:
+    start: int
+    end: int
+    kind: str  # "question" | "step" | "const"
+    value: Fraction
+    step: int = -1  # for kind "step": which earlier step
+
+
+@dataclass
+class Step:
+    expr: str
+    result: Fraction
+    operands: list[Operand]
+
+
+def _fraction(text: str) -> Fraction | None:
+    text = text.strip().replace(",", "").removeprefix("$")
+    try:
+        return Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _decimals(value: Fraction) -> int | None:
+    """Decimal places of a terminating decimal; None when it does not terminate."""
+    d = value.denominator
+    for places in range(0, 7):
+        if (10**places) % d == 0:
+            return places
+    return None
+
+
+def format_number(value: Fraction, like: str = "") -> str:
+    """A value as a question or a solution writes it: '1,200' when `like` had a comma, '2.5'."""
+    places = _decimals(value) or 0
+    text = f"{float(value):.{places}f}" if places else str(value.numerator // value.denominator)
+    if "," in like and places == 0:
+        text = f"{int(text):,}"
+    return text
+
+
+def question_numbers(question: str) -> list[tuple[int, int, Fraction, str]]:
+    """(start, end, value, text) of each number in the question."""
+    found = []
+    for m in QUESTION_NUMBER.finditer(question):
+        value = _fraction(m.group(0))
+        if value is not None:
+            found.append((m.start(), m.end(), value, m.group(0)))
+    return found
+
+
+def parse_chain(problem: Problem, numbers: list | None = None) -> tuple[list[Step] | None, str | None]:
+    """The annotated steps with each operand's source, or (None, skip reason); `numbers` is
+    question_numbers(problem.question) where the caller has it already."""
+    annotations = ANNOTATION.findall(problem.answer)
+    if not annotations:
+        return None, "no_annotations"
+    in_question = {value for _, _, value, _ in (numbers or question_numbers(problem.question))}
+    steps: list[Step] = []
+    for expr, stated in annotations:
+        result = _fraction(stated)
+        try:
+            value = evaluate_arithmetic(expr)
+        except ValueError:
+            return None, "not_arithmetic"
+        if result is None:
+            return None, "not_arithmetic"
+        if value != result:
+            return None, "wrong_annotation"
+        operands = []
+        for m in EXPR_NUMBER.finditer(expr):
+            v = Fraction(m.group(0))
+            earlier = [j for j, s in enumerate(steps) if s.result == v]
+            if earlier:  # a result carried forward; the latest one when several match
+                operands.append(Operand(m.start(), m.end(), "step", v, earlier[-1]))
+            elif v in in_question:
+                operands.append(Operand(m.start(), m.end(), "question", v))
+            else:
+                operands.append(Operand(m.start(), m.end(), "const", v))
+        steps.append(Step(expr, result, operands))
+    return steps, None
+
+
+def _answer_step(steps: list[Step], gold: Fraction) -> int | None:
+    for j in range(len(steps) - 1, -1, -1):
+        if steps[j].result == gold:
+            return j
+    return None
+
+
+def recompute(steps: list[Step], values: dict[Fraction, Fraction]) -> list[tuple[str, Fraction]] | None:
+    """Each step's expression and result with the question's numbers replaced; None when a
+    step stops making sense (see the module's docstring)."""
+    done: list[tuple[str, Fraction]] = []
+    for step in steps:
+        expr, shift = step.expr, 0
+        for op in step.operands:
+            if op.kind == "question":
+                new = values.get(op.value, op.value)
+            elif op.kind == "step":
+                new = done[op.step][1]
+            else:
+                continue
+            text = format_number(new)
+            if new < 0:
+                text = f"({text})"
+            expr = expr[: op.start + shift] + text + expr[op.end + shift:]
+            shift += len(text) - (op.end - op.start)
+        try:
+            result = evaluate_arithmetic(expr)
+        except ValueError:
+            return None
+        if abs(result) > MAX_VALUE:
+            return None
+        if step.result > 0 and result <= 0 or step.result >= 0 and result < 0:
+            return None
+        places, new_places = _decimals(step.result), _decimals(result)
+        if new_places is None or places is None or new_places > places:
+            return None  # whole stays whole; 2.5 may become 3.5 or 4, not 3.33...
+        done.append((expr.strip(), result))
+    return done
+
+
+def _candidates(value: Fraction, is_percent: bool) -> list[Fraction]:
+    """Values a question number may take: same kind and magnitude (roughly half to one and a
+    half times it), keeping its decimal places and its roundness (multiples of 10 or 5)."""
+    places = _decimals(value) or 0
+    unit = Fraction(1, 10**places)
+    scaled = value / unit
+    step = 1
+    if places == 0:
+        while scaled % (step * 10) == 0 and scaled // (step * 10) >= 2:
+            step *= 10  # 50,000 moves in steps of 10,000; 60 in steps of 10
+        if step == 1 and scaled >= 10 and scaled % 5 == 0:
+            step = 5
+    lo = max(step, math.ceil(scaled * Fraction(1, 2) / step) * step)
+    hi = max(lo + 2 * step, math.floor(scaled * Fraction(3, 2) / step) * step)
+    out = [Fraction(n) * unit for n in range(lo, hi + 1, step) if Fraction(n) * unit != value]
+    if is_percent:
+        out = [v for v in out if 0 < v <= 100]
+    return out
+
+
+def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42) -> tuple[list[dict], dict]:
+    """Up to `variants` perturbed copies of each problem whose chain can be recomputed; returns
+    (variant rows for a data file, the counts kept and skipped with their reasons)."""
+    rng = random.Random(seed)
+    rows, skipped, kept = [], Counter(), 0
+    for problem in problems:
+        numbers = question_numbers(problem.question)
+        steps, why = parse_chain(problem, numbers)
+        gold = _fraction(problem.gold)
+        if steps is not None:
+            answer_at = _answer_step(steps, gold) if gold is not None else None
+            if answer_at is None:
+                why = "gold_not_a_step"
+        if steps is not None and why is None:
+            uses = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
+            used = sorted(uses)
+            consts = {op.value for s in steps for op in s.operands if op.kind == "const"}
+            if not used:
+                why = "no_question_number"
+            elif any(v / 100 in consts for v in used if v >= 1):
+                why = "percent_two_forms"
+            else:
+                lower = problem.question.lower()
+                stated = Counter(v for _, _, v, _ in numbers)
+                if any(uses[v] > stated[v] and any(w in lower for w in WORD_CONSTANTS.get(int(v), ()))
+                       for v in used if v.denominator == 1):
+                    why = "ambiguous_constant"
+        if why is not None:
+            skipped[why] += 1
+            continue
+        percent = {v for start, end, v, _ in numbers if problem.question[end:end + 1] == "%"
+                   or problem.question[end:end + 8].strip().startswith("percent")}
+        options = {v: _candidates(v, v in percent) for v in used}
+        made, seen = [], set()
+        for _ in range(DRAWS):
+            if len(made) == variants:
+                break
+            values = {v: rng.choice(options[v]) for v in used if options[v]}
+            key = tuple(sorted(values.items()))
+            if not values or key in seen:
+                continue
+            seen.add(key)
+            chain = recompute(steps, values)
+            if chain is None:
+                continue
+            made.append((values, chain))
+        if not made:
+            skipped["no_sensible_variant"] += 1
+            continue
+        kept += 1
+        for k, (values, chain) in enumerate(made, start=1):
+            question, shift = problem.question, 0
+            for start, end, v, text in numbers:
+                if v in values:
+                    new = format_number(values[v], like=text)
+                    question = question[: start + shift] + new + question[end + shift:]
+                    shift += len(new) - (end - start)
+            new_gold = chain[answer_at][1]
+            solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
+                                 for expr, res in chain[: answer_at + 1])
+            rows.append({"id": f"{problem.id}~v{k}", "original_id": problem.id, "question": question,
+                         "answer": f"{solution}\n#### {format_number(new_gold)}",
+                         "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
+    return rows, {"problems": len(problems), "kept": kept, "variants": len(rows), "variants_per_problem": variants,
+                  "seed": seed, "skipped": dict(sorted(skipped.items())),
+                  "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
+
+
+# --- writing the variants ------------------------------------------------------------------------
+
+PROBE_FOLDER = "probe"  # RUN_DIR/probe/test.jsonl: the variants, a data folder of their own
+PROBE_SUFFIX = "-probe"  # eval/NAME-probe.jsonl: the records of model NAME on the variants
+
+
+def write_variants(out_dir: Path, problems: list[Problem], *, variants: int, seed: int, source: str) -> Path:
+    """Build the variants of problems and write them (with what was skipped) under
+    out_dir/probe/; returns the folder, which `mathtune eval --data` reads like any other."""
+    rows, counts = build_variants(problems, variants=variants, seed=seed)
+    if not rows:
+        reasons = ", ".join(f"{n} {SKIP_REASONS[k]}" for k, n in counts["skipped"].items())
+        raise MathtuneError(f"none of the {len(problems)} problems gave a variant ({reasons})")
+    folder = Path(out_dir) / PROBE_FOLDER
+    write_atomic(folder / "test.jsonl", jsonl_text(rows))
+    write_json_atomic(folder / "summary.json", {**counts, "source": source})
+    return folder

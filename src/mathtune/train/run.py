@@ -1,0 +1,331 @@
+"""LoRA fine-tuning on GSM8K: the training stage of a run.
+
+    mathtune train CONFIG [--set key=value ...] [--out DIR] [--overwrite]
+    torchrun --nproc-per-node 2 -m mathtune train CONFIG [--out DIR]      (data parallel)
+
+TRL's SFTTrainer does the training and PEFT the LoRA adapter (train.trainer builds them, and
+train.rft and train.grpo the other methods' inputs); this module drives a run: it keeps the run
+folder consistent and writes what later stages read:
+
+    RUN_DIR/config.yaml            the resolved config
+    RUN_DIR/train/metrics.jsonl    one line per logged step (train and eval fields merged)
+    RUN_DIR/train/summary.json     wall time, tokens, memory, parameters, best step, cost
+    RUN_DIR/train/checkpoints/     resumable checkpoints (the best and the latest are kept)
+    RUN_DIR/train/tensorboard/     TensorBoard events (when train.report_to has tensorboard)
+    RUN_DIR/adapter/               the adapter with the best eval_loss (PEFT format)
+
+Running the same command again skips a finished run and resumes a killed one from its last
+complete checkpoint, continuing the same metrics file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import shutil
+from pathlib import Path
+
+import torch
+
+from mathtune.config import Config, config_from_yaml_text, config_to_yaml
+from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.provenance import library_versions
+from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
+from mathtune.core.terminal import run_log, say
+from mathtune.models.attention import training_attention
+from mathtune.models.load import load_model, load_tokenizer
+from mathtune.task.data import DataFormat, data_identity, training_splits
+from mathtune.train.progress import replace_progress
+from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_trackers,
+                                    make_lora_config, text_length)
+
+# The sections that decide what gets trained; eval.* and report.* may change between a
+# training run and a later evaluation of it.
+TRAINING_KEYS = ("seed", "model", "data", "lora", "train")
+
+
+
+
+def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
+    """Train (or resume, or skip) the run in out_dir; returns the run folder."""
+    from accelerate import PartialState
+
+    run_dir = Path(out_dir)
+    # Under torchrun this joins the process group (gloo on CPU, nccl on GPU); in a plain
+    # process it is a no-op. Without cpu=True accelerate does not treat several CPU
+    # processes as data-parallel.
+    state = PartialState(cpu=not torch.cuda.is_available())
+
+    # --- setup: every user mistake is raised here, before the run folder is touched ---
+    status = inspect_run_dir(run_dir, config, overwrite)
+    if status == "done":
+        if state.is_main_process:
+            say(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
+        return run_dir
+    # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
+    with run_log(run_dir, start=False) as log:
+        return _train(config, run_dir, state, status, log)
+
+
+def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
+    check_trackers(config.train.report_to)
+    method = config.train.method
+    # Data first (no network for a local folder), then the tokenizer (no weights yet).
+    train_problems, val_problems = training_splits(
+        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit,
+        fmt=DataFormat.of(config.data),
+    )
+    from mathtune.task.mix import mix_training_problems
+
+    extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
+    sources = [{"source": config.data.source, "split": "train (after the seeded split)", "weight": 1.0,
+                "problems": len(train_problems), "examples": len(train_problems)}] + mixed
+    train_problems = train_problems + extra
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
+    if method == "grpo":
+        from datasets import Dataset
+
+        from mathtune.train.grpo import prompt_rows
+
+        train_set, val_set = Dataset.from_list(prompt_rows(config, tokenizer, train_problems)), None
+        data_counts = {"train_examples": len(train_set), "val_examples": 0,
+                       "dropped_too_long": {"train": 0, "validation": 0}}
+    else:
+        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems)
+    model, _ = load_model(
+        config.model.name_or_path,
+        dtype=config.model.dtype,
+        # GRPO trains on unpacked, padded batches
+        attn_implementation=training_attention(config.model.attn_implementation,
+                                               config.train.packing and method != "grpo"),
+        device="cpu",  # the Trainer moves it to this process's device
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    peft_config = make_lora_config(config, model)
+
+    checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
+    state.wait_for_everyone()  # every process has read the folder before the main one changes it
+    if state.is_main_process:
+        prepare_run_dir(run_dir, config, fresh=checkpoint is None)
+        log.start()
+        if checkpoint is not None:
+            truncate_metrics(run_dir / "train" / "metrics.jsonl", checkpoint_step(checkpoint))
+            say(f"resuming from {checkpoint}")
+    state.wait_for_everyone()
+
+    recipe_stats = None
+    if method == "rft":
+        from mathtune.train.rft import rft_training_pairs
+
+        def fits(prompt: str, completion: str) -> bool:
+            return text_length(tokenizer, prompt, completion) <= config.data.max_length
+
+        pairs, recipe_stats = rft_training_pairs(config, run_dir, model, tokenizer, train_problems, fits)
+        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems,
+                                                         train_pairs=pairs)
+
+    data_counts["sources"] = sources
+    if method == "grpo":
+        from mathtune.train.grpo import build_grpo_trainer, step_fields, FIELD_ORDER
+
+        callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
+        trainer = build_grpo_trainer(config, run_dir, model, tokenizer, train_set, peft_config, callbacks)
+    else:
+        trainer = build_trainer(
+            config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None
+        )
+
+    # --- train ---
+    replace_progress(trainer, run_dir / "run.log", f"train ({method})")
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+
+    # --- save ---
+    # load_best_model_at_end has put the best checkpoint's adapter back into the model.
+    if state.is_main_process:
+        save_adapter(trainer.model, run_dir / "adapter")
+        summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
+        if recipe_stats is not None:
+            summary["rft"] = recipe_stats
+        write_json_atomic(run_dir / "train" / "summary.json", summary)
+        best = (f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})"
+                if summary["best_step"] is not None else "adapter of the last step")
+        say(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
+              f"adapter in {run_dir / 'adapter'}")
+    state.wait_for_everyone()
+    return run_dir
+
+
+# ---------------------------------------------------------------------------------------
+# The run folder
+
+
+def training_part(config: Config) -> dict:
+    return config.model_dump(mode="json", include=set(TRAINING_KEYS))
+
+
+def training_outputs(run_dir: Path) -> list[Path]:
+    """What the training stage wrote into train/. RFT's samples are not among them: they
+    carry their own settings and are reused only when those match (train.rft), so a folder
+    may be seeded with them and a fresh start keeps them."""
+    folder = run_dir / "train"
+    return [f for f in folder.iterdir() if not f.name.startswith("rft_samples.")] if folder.is_dir() else []
+
+
+def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
+    """'done', 'resume' or 'fresh', without writing anything. A folder holding another
+    config's training is an error unless overwrite is set."""
+    adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    summary_done = (run_dir / "train" / "summary.json").is_file()
+    has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()
+    saved = run_dir / "config.yaml"
+    if overwrite:
+        return "fresh"
+    if saved.is_file():
+        try:
+            previous = config_from_yaml_text(saved.read_text(), str(saved))
+        except MathtuneError:
+            raise MathtuneError(f"{saved} is not a valid mathtune config; use --overwrite or another --out") from None
+        if training_part(previous) != training_part(config):
+            keys = differing_keys(training_part(previous), training_part(config))
+            raise MathtuneError(
+                f"{run_dir} holds a run of a different config (differs in {listing(keys)}); "
+                "use --overwrite to replace it, or another --out"
+            )
+    elif has_training:
+        raise MathtuneError(f"{run_dir} holds training output but no config.yaml; use --overwrite or another --out")
+    if adapter_done and summary_done:
+        return "done"
+    return "resume" if last_complete_checkpoint(run_dir / "train" / "checkpoints") else "fresh"
+
+
+def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += differing_keys(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
+    """Write config.yaml; on a fresh start, clear what an earlier attempt of this stage left,
+    except RFT's samples (they are reused only when their settings match, see train.rft)."""
+    if fresh:
+        shutil.rmtree(run_dir / "adapter", ignore_errors=True)
+        for stale in training_outputs(run_dir):
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / "config.yaml", config_to_yaml(config))
+
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(_CHECKPOINT.match(path.name).group(1))
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that was written to the end. Hand-written because
+    transformers' get_last_checkpoint takes the newest folder even when a kill interrupted
+    its writing; trainer_state.json is the last file the Trainer writes into it."""
+    if not folder.is_dir():
+        return None
+    complete = [
+        p for p in folder.iterdir() if _CHECKPOINT.match(p.name) and (p / "trainer_state.json").is_file()
+    ]
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the lines of steps after the checkpoint we resume from: the resumed run logs
+    them again, and the file must have no duplicates."""
+    if not path.is_file():
+        return
+    kept = [line for line in read_jsonl_until_torn(path) if line["step"] <= step]
+    write_atomic(path, "".join(json.dumps(line) + "\n" for line in kept))
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs
+
+
+def save_adapter(model, target: Path) -> None:
+    """Save into a sibling folder and rename, so adapter/ is never half-written."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+
+
+def peak_memory() -> tuple[int, str]:
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
+
+
+def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path | None) -> dict:
+    state, metrics_path = trainer.state, Path(trainer.args.output_dir).parent / "metrics.jsonl"
+    lines = read_jsonl_until_torn(metrics_path) if metrics_path.is_file() else []
+    wall = lines[-1]["elapsed_s"] if lines else 0.0
+    tokens = int(state.num_input_tokens_seen)
+    memory, memory_kind = peak_memory()
+    on_gpu = torch.cuda.is_available()
+    world = trainer.args.world_size
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in trainer.model.parameters())
+    best_step = state.best_global_step
+    hourly = config.train.gpu_hourly_usd
+    return {
+        "method": config.train.method,
+        "model": config.model.name_or_path,
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "epochs_completed": round(state.epoch or 0.0, 4),
+        "best_step": best_step,
+        "best_eval_loss": state.best_metric,
+        "best_checkpoint": os.path.relpath(state.best_model_checkpoint, metrics_path.parent.parent)
+        if state.best_model_checkpoint
+        else None,
+        "stopped_early": state.global_step < state.max_steps,
+        "early_stopping_patience": config.train.early_stopping_patience,
+        "train_examples": data_counts["train_examples"],
+        "val_examples": data_counts["val_examples"],
+        "dropped_too_long": data_counts["dropped_too_long"],
+        "data_sources": data_counts.get("sources"),
+        "wall_time_s": wall,
+        "tokens_seen": tokens,
+        "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",
+        "tokens_per_s": tokens / wall if wall > 0 else None,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "trainable_params": trainable,
+        "total_params": total,
+        "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+        "world_size": world,
+        # What ran: the base weights' dtype and the attention the model was built with.
+        "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "dtype_requested": config.model.dtype,
+        "attention": getattr(trainer.model.config, "_attn_implementation", None),
+        "batch_size": config.train.batch_size,
+        "trust_remote_code": config.model.trust_remote_code,
+        "data_identity": data_identity(config.data.source, "train", DataFormat.of(config.data)),
+        "gpu_hourly_usd": hourly,
+        "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
+        "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
+        "resumed_from_step": checkpoint_step(resumed_from) if resumed_from else None,
+        **({"rate_note": "wall time and tokens/s count the steps kept from every session, each timed when it "
+                         "ran; steps lost after the last checkpoint were redone and count once"}
+           if resumed_from else {}),
+        "versions": library_versions(),
+    }
+
+

@@ -1,0 +1,252 @@
+"""What every training method builds on: the data as prompt/completion pairs, PEFT's LoRA
+config, the TrainingArguments all methods share, TRL's SFTTrainer, and the metrics file.
+
+    train_set, val_set, counts = build_datasets(config, tokenizer, train_problems, val_problems)
+    trainer = build_trainer(config, run_dir, model, tokenizer, train_set, val_set, make_lora_config(config, model))
+
+train.run drives a run with these (and train.grpo builds on trainer_arguments).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from mathtune.config import Config
+from mathtune.core.errors import MathtuneError
+from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
+from mathtune.models.load import resolve_dtype
+from mathtune.task.data import DataFormat, Problem, training_splits
+from mathtune.task.prompts import training_pair
+
+# The fields of one metrics.jsonl line, in order. Train steps carry the first group, eval
+# steps the second; a step that is both carries both (merged into one line).
+TRAIN_FIELDS = ("loss", "mean_token_accuracy", "learning_rate", "grad_norm", "entropy", "num_input_tokens_seen")
+
+
+EVAL_FIELDS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy")
+
+
+TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
+
+
+def check_trackers(report_to: list[str]) -> None:
+    for name in report_to:
+        if name not in TRACKERS:
+            raise MathtuneError(f"train.report_to: unknown tracker '{name}' (expected {', '.join(TRACKERS)})")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise MathtuneError(f"train.report_to: '{name}' is not installed (pip install {name})")
+
+
+def text_length(tokenizer, prompt: str, completion: str) -> int:
+    """Tokens of one training example as TRL tokenizes it, including the eos it appends
+    to a completion that lacks one."""
+    if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
+        completion += tokenizer.eos_token
+    return len(tokenizer(text=prompt + completion)["input_ids"])
+
+
+def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None, val: list[Problem] | None = None,
+                   *, train_pairs: list[tuple[str, str]] | None = None):
+    """Prompt/completion datasets (TRL then puts the loss on completion tokens only): the
+    gold solutions, or for training the given (prompt, completion) pairs (RFT's samples).
+    Validation is always on the gold solutions.
+
+    Examples longer than data.max_length are dropped, not truncated: a cut answer has no
+    '#### N' line and no turn end, so it would teach the model to ramble and never stop."""
+    from datasets import Dataset
+
+    if train is None or val is None:
+        train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
+                                     train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
+
+    def rows(pairs: list[tuple[str, str]], split: str) -> tuple[list[dict], int]:
+        kept, lengths = [], []
+        for prompt, completion in pairs:
+            n = text_length(tokenizer, prompt, completion)
+            lengths.append(n)
+            if n <= config.data.max_length:
+                kept.append({"prompt": prompt, "completion": completion})
+        if not kept:
+            raise MathtuneError(
+                f"data.max_length {config.data.max_length} cuts the answer of every {split} example "
+                f"(the shortest needs {min(lengths)} tokens)"
+            )
+        return kept, len(pairs) - len(kept)
+
+    def gold(problems: list[Problem]) -> list[tuple[str, str]]:
+        return [training_pair(problem, tokenizer, config.data.prompt) for problem in problems]
+
+    train_rows, train_dropped = rows(gold(train) if train_pairs is None else train_pairs, "training")
+    val_rows, val_dropped = rows(gold(val), "validation")
+    counts = {
+        "train_examples": len(train_rows),
+        "val_examples": len(val_rows),
+        "dropped_too_long": {"train": train_dropped, "validation": val_dropped},
+    }
+    if train_dropped or val_dropped:
+        print(
+            f"dropped {train_dropped} training and {val_dropped} validation examples longer than "
+            f"data.max_length={config.data.max_length}"
+        )
+    return Dataset.from_list(train_rows), Dataset.from_list(val_rows), counts
+
+
+def make_lora_config(config: Config, model):
+    """PEFT's LoraConfig, after checking that the target modules exist: PEFT only fails
+    when nothing matches, so a typo in one name of a list would silently adapt less."""
+    from peft import LoraConfig
+
+    lora = config.lora
+    targets = lora.target_modules
+    names = [name for name, _ in model.named_modules() if name]
+    if targets != "all-linear":
+        if isinstance(targets, str):
+            matched = [n for n in names if re.fullmatch(targets, n)]
+            if not matched:
+                raise MathtuneError(f"lora.target_modules '{targets}' matches no module of the model")
+        else:
+            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+            if missing:
+                examples = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+                raise MathtuneError(
+                    f"lora.target_modules {missing} match no module of the model "
+                    f"(its linear layers: {', '.join(examples)})"
+                )
+            if any(t == "lm_head" or t.endswith(".lm_head") for t in targets):
+                raise MathtuneError("lora.target_modules: 'lm_head' cannot be adapted (TRL scores it directly)")
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias=lora.bias,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
+
+
+def trainer_arguments(config: Config, run_dir: Path) -> dict:
+    """The TrainingArguments every method shares (optimizer, schedule, batch, precision,
+    checkpoints, logging, devices); SFT and GRPO add their own to these."""
+    t = config.train
+    dtype = resolve_dtype(config.model.dtype)
+    if "tensorboard" in t.report_to:
+        # transformers 5 dropped TrainingArguments.logging_dir; this variable replaces it.
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "train" / "tensorboard")
+    return dict(
+        output_dir=str(run_dir / "train" / "checkpoints"),
+        run_name=config.name,
+        seed=config.seed,
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_ratio,  # a float < 1 is a share of the steps
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        activation_checkpointing=t.gradient_checkpointing,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        # Checkpoints every eval_every_steps; save_total_limit keeps the best and the latest.
+        save_strategy="steps",
+        save_steps=t.eval_every_steps,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to=list(t.report_to) or "none",
+        # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
+        ddp_find_unused_parameters=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),  # and so several CPU processes are data-parallel (gloo)
+    )
+
+
+def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True):
+    from trl import SFTConfig, SFTTrainer
+
+    t = config.train
+    args = SFTConfig(
+        **trainer_arguments(config, run_dir),
+        per_device_eval_batch_size=t.batch_size,
+        # Data: prompt/completion form, loss on the completion only; packing is TRL's
+        # best-fit-decreasing, which keeps examples whole and passes per-example position
+        # ids, from which transformers builds a block-diagonal mask (tests/test_train_packing.py).
+        max_length=config.data.max_length,
+        packing=t.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        # Validation and the best model. Checkpoints are written at every evaluation, so the
+        # best one is always on disk.
+        eval_strategy="steps",
+        eval_steps=t.eval_every_steps,
+        eval_on_start=eval_on_start,  # the untrained model's eval_loss, as the curve's start
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        include_num_input_tokens_seen="non_padding",
+    )
+    callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
+    if t.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Writes train/metrics.jsonl: one line per logged step, the train and eval logs of a
+    step merged. The Trainer logs a step's training metrics, then evaluates and logs again,
+    then saves a checkpoint; so when a checkpoint exists its step's line is complete on
+    disk, and a resume that truncates the file after that step leaves no gap and no
+    duplicate. Written by hand: the Trainer's own log_history lives inside checkpoints and
+    is lost between them."""
+
+    def __init__(self, path: Path, fields_of=None, order: tuple[str, ...] | None = None):
+        self.path = path
+        # What one log contributes to a line (SFT: the TRAIN_FIELDS and EVAL_FIELDS it has;
+        # GRPO: mathtune.grpo.step_fields), and the order of a line's keys.
+        self.fields_of = fields_of or (lambda logs: {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs})
+        self.order = ("step", "epoch") + (order or TRAIN_FIELDS + EVAL_FIELDS) + ("elapsed_s",)
+        self.elapsed_before = 0.0  # training time of earlier sessions of a resumed run
+        self.started = time.monotonic()
+        self.lines: list[dict] = []  # the file's lines, kept here so a log never re-reads it
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.monotonic()
+        self.lines = read_jsonl_until_torn(self.path) if self.path.is_file() else []
+        self.elapsed_before = self.lines[-1].get("elapsed_s", 0.0) if self.lines else 0.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.monotonic() - self.started
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # "train_loss" marks the end-of-training summary log, which is not a step.
+        if not state.is_world_process_zero or not logs or "train_loss" in logs:
+            return
+        fields = self.fields_of(logs)
+        if not fields:
+            return
+        lines = self.lines
+        merged = bool(lines) and lines[-1]["step"] == state.global_step
+        record = lines.pop() if merged else {"step": state.global_step}
+        record.update(fields)
+        record["epoch"] = round(state.epoch or 0.0, 4)
+        record["elapsed_s"] = round(self.elapsed(), 3)
+        lines.append({k: record[k] for k in self.order if k in record} | record)
+        if merged:  # the eval log of a step already written for training: replace its line
+            write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+        else:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(lines[-1]) + "\n")
