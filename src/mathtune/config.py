@@ -199,9 +199,15 @@ class TrainConfig(_Section):
     gradient_accumulation_steps: int = Field(1, gt=0)
     """Micro-batches per optimizer step."""
     early_stopping_patience: int | None = Field(5, ge=1)
-    """Stop after this many evaluations without a better eval_loss; null disables."""
+    """Stop after this many validation points without a better `select_by` figure; null disables."""
     eval_every_steps: int = Field(50, gt=0)
     """Validation (and checkpoint) interval in optimizer steps."""
+    select_by: Literal["eval_loss", "exact_match"] = "eval_loss"
+    """What picks the kept adapter and drives early stopping: the validation loss, or strict
+    exact match on `accuracy_problems` validation problems decoded at every validation point."""
+    accuracy_problems: int = Field(128, gt=0)
+    """With select_by exact_match: the seeded subset of the validation split decoded at each
+    validation point (greedy, eval.prompt, eval.max_new_tokens); never the test split."""
     logging_steps: int = Field(1, gt=0)
     """Training metrics are logged every this many steps."""
     packing: bool = True
@@ -216,6 +222,13 @@ class TrainConfig(_Section):
     """transformers scheduler name."""
     gradient_checkpointing: bool = False
     """Trade compute for memory on large models."""
+
+    @model_validator(mode="after")
+    def _grpo_has_no_validation(self) -> "TrainConfig":
+        if self.method == "grpo" and self.select_by != "eval_loss":
+            raise ValueError("select_by exact_match needs validation points, and method grpo has none "
+                             "(its adapter is the last step's)")
+        return self
 
     @model_validator(mode="after")
     def _grpo_batch_holds_groups(self) -> "TrainConfig":

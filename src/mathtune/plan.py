@@ -33,7 +33,8 @@ FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forwar
                  "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
                  "non-embedding parameters, H the output layer's, L layers of attention width d; validation "
                  "2*(N+H)*T per example per pass; evaluation (an upper bound: every answer runs to "
-                 "max_new_tokens) 2*(N+H)*(prompt + max_new_tokens) per problem and model")
+                 "max_new_tokens) 2*(N+H)*(prompt + max_new_tokens) per problem and model; with train.select_by "
+                 "exact_match, validation decoding likewise per accuracy problem and validation pass")
 
 
 def throughputs() -> list[dict]:
@@ -157,6 +158,11 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         1, len(sample))
     generated = 2 * len(test) * config.eval.samples * config.eval.max_new_tokens  # base and tuned
     eval_flops = 2 * len(test) * config.eval.samples * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
+    # train.select_by exact_match: every validation pass also decodes the accuracy problems (every
+    # process decodes all of them, so this part does not shrink with more processes).
+    accuracy_n = min(t.accuracy_problems, len(val)) if t.select_by == "exact_match" else 0
+    decoded = val_passes * accuracy_n * config.eval.max_new_tokens
+    decode_flops = val_passes * accuracy_n * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
 
     entry = next((e for e in throughputs() if e["device"] == device), None)
     if entry is not None:
@@ -164,6 +170,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         train_s = t.epochs * kept_tokens / entry["train_tokens_per_s"] * scale / world_size
         val_s = val_passes * sum(kept_val) / (3 * entry["train_tokens_per_s"]) * scale / world_size
         eval_s = generated / entry["eval_tokens_per_s"] * scale / world_size
+        decode_s = decoded / entry["eval_tokens_per_s"] * scale
         basis = (f"measured throughput '{entry['id']}' ({entry['source']}): training {entry['train_tokens_per_s']} "
                  f"tokens/s and evaluation {entry['eval_tokens_per_s']} generated tokens/s on a "
                  f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count x{scale:.2f}; validation at 3x the "
@@ -171,9 +178,11 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     else:  # a known peak (checked above)
         rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION * world_size
         train_s, val_s, eval_s = train_flops / rate, val_flops / rate, eval_flops / rate
+        decode_s = decode_flops / (rate / world_size)
         basis = (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
                  f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak")
     on_gpu = device != "cpu"
+    val_s += decode_s  # validation time includes its decoding
     hours = (train_s + val_s + eval_s) / 3600
     dtype_bytes = 2 if on_gpu else 4
     tokens_per_step = limit * per_step // world_size if t.packing else per_step // world_size * max(x for x, _ in kept)
@@ -194,9 +203,12 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "validation_passes": val_passes,
         "trainable_params": shape["trainable_params"],
         "total_params": shape["total_params"],
-        "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA},
+        "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA,
+                  **({"validation_decoding": decode_flops} if accuracy_n else {})},
         "time_s": {"train": round(train_s, 1), "validation": round(val_s, 1), "evaluation": round(eval_s, 1),
-                   "total": round(train_s + val_s + eval_s, 1)},
+                   "total": round(train_s + val_s + eval_s, 1),
+                   **({"validation_decoding": round(decode_s, 1)} if accuracy_n else {})},
+        "accuracy_problems": accuracy_n or None,
         "time_basis": basis,
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
@@ -217,11 +229,14 @@ def format_plan(plan: dict) -> str:
         f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
         f"max {tr['max']}",
         f"  steps      {plan['optimizer_steps']} optimizer steps ({plan['steps_per_epoch']} per epoch), "
-        f"{plan['validation_passes']} validation passes",
+        f"{plan['validation_passes']} validation passes"
+        + (f", each decoding {plan['accuracy_problems']} problems for exact match" if plan.get("accuracy_problems")
+           else ""),
         f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,}",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
-        f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}, "
-        f"evaluation at most {duration(ts['evaluation'])})",
+        f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
+        + (f" of which decoding at most {duration(ts['validation_decoding'])}" if "validation_decoding" in ts else "")
+        + f", evaluation at most {duration(ts['evaluation'])})",
         "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",

@@ -14,6 +14,7 @@ from typing import Any
 
 from mathtune.analysis.common import (SMOOTHING_WINDOW_FRACTION, first_last_window_means, pct, rounded,
                                       window_size)
+from mathtune.analysis.selection import analyze_selection
 from mathtune.config import Config
 from mathtune.core.runfiles import read_json, read_metrics
 from mathtune.core.stats import linear_change_pct
@@ -179,8 +180,25 @@ def _epochs_at(curves: dict, step: int | None) -> float | None:
     return None
 
 
-def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
-    """What to do next, from the verdict and the numbers behind it (each named with its window)."""
+def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None,
+                            accuracy: dict | None = None) -> str:
+    """What to do next, from the loss verdict and the numbers behind it (each named with its
+    window), and, where validation exact match was measured, from the problems solved."""
+    text = _loss_recommendation(trend, summary, curves, config)
+    em = (accuracy or {}).get("trend") or {}
+    if not em.get("available"):
+        return text
+    advice = {
+        "more problems solved": "more training may solve more problems",
+        "fewer problems solved": (f"more training of this recipe loses problems; the adapter kept is step "
+                                  f"{accuracy.get('kept_step')}'s"),
+        "no change in problems solved shown": "more epochs are not shown to solve more problems at this size",
+        "not paired": "without the per-problem answers no interval says whether that is more than chance",
+    }[em["verdict"]]
+    return f"{text} Judged by problems solved: {em['text']}; {advice}."
+
+
+def _loss_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
     verdict = trend["verdict"]
     val_dec, train_dec = trend["validation_decrease_pct"], trend["train_decrease_pct"]
     window = trend["validation_window_steps"]
@@ -250,6 +268,7 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         return {"start_pct": pct(start), "end_pct": pct(end)}
 
     wall = summary.get("wall_time_s")
+    accuracy = analyze_selection(run_dir, summary, wall)
     return {
         "available": True,
         "summary_available": summary_path.is_file(),
@@ -277,7 +296,8 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "loss_decrease": {"train": loss_decrease(curves["train"]), "validation": loss_decrease(curves["validation"])},
         "final_stretch": final_stretch(curves),
         "trend": trend,
-        "recommendation": training_recommendation(trend, summary, curves, config),
+        "recommendation": training_recommendation(trend, summary, curves, config, accuracy),
+        "exact_match": accuracy,
         "token_accuracy": {"train": token_accuracy(curves["train"]), "validation": token_accuracy(curves["validation"])},
         "best_step": summary.get("best_step"),
         "best_eval_loss": rounded(summary.get("best_eval_loss"), 4),

@@ -2,6 +2,7 @@
 where not, and chat-verify's two turns.
 
     batch_size, decoder = decode_problems(model, tokenizer, problems, prompts, request, stops, on_done)
+    records = decode_and_score(model, tokenizer, problems, builder, request)   # in memory, no files
 
 Problems come longest prompt first; on_done(problem, generations) is called as each finishes.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from mathtune.evaluation.records import build_record
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.generate import Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
-from mathtune.task.prompts import render_verify_turn
+from mathtune.task.prompts import PromptBuilder, render_verify_turn
 
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
                     stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
@@ -91,3 +93,27 @@ def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[st
         size, decoder = decode_problems(model, tokenizer, part, second, request, stop_strings,
                                         lambda p, g: on_done(p, g, first[p.id]))
     return size, decoder
+
+
+def longest_first(problems: list[Problem], prompts: dict[str, str], tokenizer) -> list[Problem]:
+    """Longest prompts first: similar lengths are prefilled together (little padding), and an
+    out-of-memory error shows up at the start, not halfway through. Processes take every
+    world_size-th problem of that order, so each gets a similar mix of lengths."""
+    lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in problems}
+    return sorted(problems, key=lambda p: -lengths[p.id])
+
+
+def decode_and_score(model, tokenizer, problems: list[Problem], builder: PromptBuilder,
+                     request: EvalRequest) -> list[dict]:
+    """Every problem decoded and scored in memory, as the records `mathtune eval` writes, in
+    problem order; no file is written. For a model still in training, whose validation exact
+    match is measured between its steps."""
+    prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
+    records: dict[str, dict] = {}
+
+    def keep(problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
+        records[problem.id] = build_record(problem, prompts[problem.id], generations, first_turn)
+
+    decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+    decode(model, tokenizer, longest_first(problems, prompts, tokenizer), prompts, request, builder.stop_strings, keep)
+    return [records[p.id] for p in problems]

@@ -27,7 +27,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_versions
 from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.core.terminal import say
-from mathtune.evaluation.decode import decode_problems, decode_two_turns
+from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first
 from mathtune.evaluation.metrics import check_turn_effect, curve
 from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary, refuse_other_settings,
                                          session_timing, start_partial, summarize)
@@ -186,14 +186,6 @@ def resume(paths: EvalPaths, request: EvalRequest, shard: Shard) -> dict[str, di
     records = read_partials(paths)
     shard.wait()  # every process has read the same records before any appends more
     return records
-
-
-def longest_first(problems: list[Problem], prompts: dict[str, str], tokenizer) -> list[Problem]:
-    """Longest prompts first: similar lengths are prefilled together (little padding), and an
-    out-of-memory error shows up at the start, not halfway through. Processes take every
-    world_size-th problem of that order, so each gets a similar mix of lengths."""
-    lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in problems}
-    return sorted(problems, key=lambda p: -lengths[p.id])
 
 
 def progress_bar(name: str, shard: Shard, *, total: int, done: int):

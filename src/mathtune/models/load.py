@@ -8,6 +8,7 @@ the result is cached once as safetensors under MATHTUNE_CACHE (default
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -146,6 +147,27 @@ def process_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def decoding(model):
+    """A model that is being trained, ready for the evaluation decoder for the length of the
+    block: in eval mode (no dropout), on this process's device, with an attention the decoder
+    supports (its per-row masks need sdpa or eager, not flash-attn's varlen kernel); as it was
+    afterwards."""
+    was_training = model.training
+    attn = getattr(model.config, "_attn_implementation", None)
+    switch = attn == "flash_attention_2" and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation("sdpa")
+    model.to(process_device())
+    model.eval()
+    try:
+        yield model
+    finally:
+        if switch:
+            model.set_attn_implementation(attn)
+        model.train(was_training)
 
 
 def use_shape_free_attention() -> bool:

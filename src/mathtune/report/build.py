@@ -70,12 +70,13 @@ def training_blocks(training: dict, figures: set[str]) -> list:
     if "token_accuracy.png" in figures:
         blocks.append(Figure("token_accuracy.png",
                              "Mean token accuracy (teacher-forced next-token accuracy, not problem-solving accuracy)."))
+    blocks += exact_match_blocks(training.get("exact_match") or {}, figures)
     cost = show(training["cost_usd"]) if training["cost_usd"] is None else f"${training['cost_usd']}"
     note = f" ({training['cost_note']})" if training.get("cost_note") else ""
     blocks.append(Table(
         ["training fact", "value"],
         [
-            ["best step (validation loss)", f"{show(training['best_step'])} ({show(training['best_eval_loss'])})"],
+            best_step_row(training),
             ["stopped early (patience)", f"{show(training['stopped_early'])} ({show(training['early_stopping_patience'])})"],
             ["optimizer steps", show(training["global_step"])],
             ["wall time", f"{show(training['wall_time_s'])} s ({show(training['wall_time_min'])} min)"],
@@ -87,6 +88,43 @@ def training_blocks(training: dict, figures: set[str]) -> list:
             ["estimated cost", cost + note],
         ],
     ))
+    return blocks
+
+
+def best_step_row(training: dict) -> list[str]:
+    em = training.get("exact_match") or {}
+    if not em.get("available") or em.get("select_by") != "exact_match":
+        return ["best step (validation loss)", f"{show(training['best_step'])} ({show(training['best_eval_loss'])})"]
+    kept = next((p for p in em["points"] if p["step"] == training["best_step"]), None)
+    solved = f"{kept['correct']}/{kept['n']} solved, " if kept else ""
+    return ["best step (validation exact match)",
+            f"{show(training['best_step'])} ({solved}validation loss {show(training['best_eval_loss'])})"]
+
+
+def exact_match_blocks(em: dict, figures: set[str]) -> list:
+    """Validation exact match during training: the curve, the step each rule keeps, the trend."""
+    if not em.get("available"):
+        return []
+    blocks: list = [Heading(3, "Validation exact match during training")]
+    blocks.append(Table(["step", "validation loss", "exact match, strict (95% Wilson)"],
+                        [[show(p["step"]), show(p["eval_loss"]),
+                          f"{show_pct(p['accuracy_pct'])} {show_interval(p['ci95_pct'])} ({p['correct']}/{p['n']})"]
+                         for p in em["points"]]))
+    kept_by = "exact match" if em["select_by"] == "exact_match" else "validation loss"
+    said = [f"Kept by {kept_by} (train.select_by {em['select_by']}): step {show(em['kept_step'])}. The validation "
+            f"loss would keep step {show(em['best_step_by_loss'])}, the exact match step "
+            f"{show(em['best_step_by_exact_match'])}."]
+    if em.get("disagreement"):
+        said.append(em["disagreement"])
+    trend = em["trend"]
+    said.append(sentence(trend["text"]) + "." if trend.get("available") else f"No accuracy trend: {trend['reason']}.")
+    said.append(f"Decoding the {em['problems']} validation problems took {show(em['decode_s'])} s in all"
+                + (f", {em['decode_share_pct']}% of the training time." if em.get("decode_share_pct") is not None
+                   else "."))
+    blocks.append(Para(" ".join(said) + f" Definition: {em['definition']}."))
+    if "val_exact_match.png" in figures:
+        blocks.append(Figure("val_exact_match.png", "Validation exact match per validation point, 95% Wilson "
+                                                    "intervals, next to the validation loss."))
     return blocks
 
 

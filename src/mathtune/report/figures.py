@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 
 FIGURE_NAMES = (
-    "loss.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
+    "loss.png", "val_exact_match.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
     "contamination.png", "grpo.png", "self_consistency.png", "probe.png",  # the last two: report.followups
 )
 
@@ -60,6 +60,25 @@ def make_figures(analysis: dict) -> dict[str, bytes]:
         ax.set(xlabel="optimizer step", ylabel="loss", title=f"Loss (verdict: {training['trend']['verdict']})")
         ax.legend()
         out["loss.png"] = figure_bytes(fig)
+
+        em = training.get("exact_match") or {}
+        if em.get("available"):
+            points = em["points"]
+            fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+            steps, values = [p["step"] for p in points], [p["accuracy_pct"] for p in points]
+            left.errorbar(steps, values, yerr=error_bars(values, [p["ci95_pct"] for p in points]), fmt="o-",
+                          capsize=4, color="#2ca02c")
+            for step, style, label in ((em["best_step_by_exact_match"], "--", "best by exact match"),
+                                       (em["best_step_by_loss"], ":", "best by validation loss")):
+                if step is not None:
+                    left.axvline(step, ls=style, color="k", label=label)
+                    right.axvline(step, ls=style, color="k", label=label)
+            left.set(xlabel="optimizer step", ylabel="strict exact match %", ylim=(0, 100),
+                     title=f"Validation exact match ({em['problems']} problems)")
+            left.legend()
+            right.plot(steps, [p["eval_loss"] for p in points], "o-", color="#d62728")
+            right.set(xlabel="optimizer step", ylabel="validation loss", title="Validation loss")
+            out["val_exact_match.png"] = figure_bytes(fig)
 
         def as_pct(values):
             return [float("nan") if v is None else v * 100 for v in values]  # a gap in the line

@@ -25,7 +25,7 @@ from mathtune.core.runfiles import read_jsonl_until_torn
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.records import EvalPaths, finished_summary
 from mathtune.evaluation.request import EvalRequest
-from mathtune.models.load import process_device
+from mathtune.models.load import decoding
 from mathtune.task.data import Problem
 from mathtune.task.prompts import end_of_turn, training_pair
 
@@ -139,18 +139,7 @@ def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPa
     if done is not None:
         print(f"rft: reusing the samples in {paths.records}")
         return {**done, "_reused": True}
-    was_training = model.training
-    attn = getattr(model.config, "_attn_implementation", None)
-    if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("sdpa")  # the decoder's per-row masks need sdpa or eager
-    model.to(process_device())
-    model.eval()
-    try:
+    with decoding(model):
         # The samples file is this run's own, redrawn when the sampling settings change.
-        summary = evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME,
-                           overwrite=True)
-    finally:
-        if attn == "flash_attention_2" and hasattr(model, "set_attn_implementation"):
-            model.set_attn_implementation(attn)
-        model.train(was_training)
-    return summary
+        return evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME,
+                        overwrite=True)

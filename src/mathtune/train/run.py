@@ -37,6 +37,7 @@ from mathtune.core.terminal import run_log, say
 from mathtune.models.attention import training_attention
 from mathtune.models.load import load_model, load_tokenizer
 from mathtune.task.data import DataFormat, data_identity, training_splits
+from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.progress import replace_progress
 from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_trackers,
                                     make_lora_config, text_length)
@@ -111,7 +112,8 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         prepare_run_dir(run_dir, config, fresh=checkpoint is None)
         log.start()
         if checkpoint is not None:
-            truncate_metrics(run_dir / "train" / "metrics.jsonl", checkpoint_step(checkpoint))
+            for kept in ("metrics.jsonl", ANSWERS_FILE):  # what the resumed run will log again goes
+                truncate_metrics(run_dir / "train" / kept, checkpoint_step(checkpoint))
             say(f"resuming from {checkpoint}")
     state.wait_for_everyone()
 
@@ -133,8 +135,11 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
         trainer = build_grpo_trainer(config, run_dir, model, tokenizer, train_set, peft_config, callbacks)
     else:
+        accuracy = (exact_match_callback(config, run_dir, tokenizer, val_problems, train_problems)
+                    if config.train.select_by == "exact_match" else None)
         trainer = build_trainer(
-            config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None
+            config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None,
+            accuracy=accuracy,
         )
 
     # --- train ---
@@ -151,8 +156,11 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         if recipe_stats is not None:
             summary["rft"] = recipe_stats
         write_json_atomic(run_dir / "train" / "summary.json", summary)
-        best = (f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})"
-                if summary["best_step"] is not None else "adapter of the last step")
+        em = summary["best_val_exact_match"]
+        best = ("adapter of the last step" if summary["best_step"] is None else
+                f"best step {summary['best_step']} (validation exact match {em['correct']}/{em['n']}, "
+                f"eval_loss {summary['best_eval_loss']:.4f})" if em else
+                f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})")
         say(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
               f"adapter in {run_dir / 'adapter'}")
     state.wait_for_everyone()
@@ -284,14 +292,20 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     total = sum(p.numel() for p in trainer.model.parameters())
     best_step = state.best_global_step
     hourly = config.train.gpu_hourly_usd
+    by_exact_match = config.train.select_by == "exact_match"
+    at_best = next((line for line in lines if line["step"] == best_step and "eval_loss" in line), {})
     return {
         "method": config.train.method,
         "model": config.model.name_or_path,
         "global_step": state.global_step,
         "max_steps": state.max_steps,
         "epochs_completed": round(state.epoch or 0.0, 4),
+        "select_by": config.train.select_by,
         "best_step": best_step,
-        "best_eval_loss": state.best_metric,
+        # By exact match the Trainer's best metric is the accuracy; the loss is that step's own.
+        "best_eval_loss": at_best.get("eval_loss") if by_exact_match else state.best_metric,
+        "best_val_exact_match": {"correct": at_best["val_exact_match_correct"],
+                                 "n": at_best["val_exact_match_problems"]} if by_exact_match and at_best else None,
         "best_checkpoint": os.path.relpath(state.best_model_checkpoint, metrics_path.parent.parent)
         if state.best_model_checkpoint
         else None,

@@ -32,6 +32,10 @@ TRAIN_FIELDS = ("loss", "mean_token_accuracy", "learning_rate", "grad_norm", "en
 
 
 EVAL_FIELDS = ("eval_loss", "eval_mean_token_accuracy", "eval_entropy")
+# With train.select_by exact_match, what train.accuracy adds to a validation point's metrics,
+# and the names its metrics.jsonl line gives them.
+ACCURACY_FIELDS = {"eval_exact_match": "val_exact_match", "eval_exact_match_correct": "val_exact_match_correct",
+                   "eval_exact_match_problems": "val_exact_match_problems", "eval_decode_s": "val_decode_s"}
 
 
 TRACKERS = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
@@ -167,10 +171,17 @@ def trainer_arguments(config: Config, run_dir: Path) -> dict:
     )
 
 
-def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True):
+def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_config, *, eval_on_start=True,
+                  accuracy: TrainerCallback | None = None):
+    """TRL's SFTTrainer for this config. With train.select_by exact_match, `accuracy` (the
+    callback of train.accuracy) measures validation exact match at every validation point, and
+    that figure picks the kept adapter and drives early stopping."""
     from trl import SFTConfig, SFTTrainer
 
     t = config.train
+    by_exact_match = t.select_by == "exact_match"
+    if by_exact_match and accuracy is None:
+        raise ValueError("train.select_by exact_match needs the validation exact-match callback")
     args = SFTConfig(
         **trainer_arguments(config, run_dir),
         per_device_eval_batch_size=t.batch_size,
@@ -187,11 +198,13 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         eval_steps=t.eval_every_steps,
         eval_on_start=eval_on_start,  # the untrained model's eval_loss, as the curve's start
         load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
+        metric_for_best_model="exact_match" if by_exact_match else "eval_loss",
+        greater_is_better=by_exact_match,
         include_num_input_tokens_seen="non_padding",
     )
-    callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
+    # In this order: the exact match joins a validation point's metrics, the metrics file
+    # writes them, early stopping reads them.
+    callbacks = ([accuracy] if by_exact_match else []) + [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     return SFTTrainer(
@@ -218,7 +231,8 @@ class MetricsFileCallback(TrainerCallback):
         # What one log contributes to a line (SFT: the TRAIN_FIELDS and EVAL_FIELDS it has;
         # GRPO: mathtune.grpo.step_fields), and the order of a line's keys.
         self.fields_of = fields_of or (lambda logs: {k: logs[k] for k in TRAIN_FIELDS + EVAL_FIELDS if k in logs})
-        self.order = ("step", "epoch") + (order or TRAIN_FIELDS + EVAL_FIELDS) + ("elapsed_s",)
+        self.order = ("step", "epoch") + (order or TRAIN_FIELDS + EVAL_FIELDS + tuple(ACCURACY_FIELDS.values())) + (
+            "elapsed_s",)
         self.elapsed_before = 0.0  # training time of earlier sessions of a resumed run
         self.started = time.monotonic()
         self.lines: list[dict] = []  # the file's lines, kept here so a log never re-reads it
@@ -246,7 +260,23 @@ class MetricsFileCallback(TrainerCallback):
         record["elapsed_s"] = round(self.elapsed(), 3)
         lines.append({k: record[k] for k in self.order if k in record} | record)
         if merged:  # the eval log of a step already written for training: replace its line
-            write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in lines))
+            self._rewrite()
         else:
             with self.path.open("a") as fh:
                 fh.write(json.dumps(lines[-1]) + "\n")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Validation exact match (train.accuracy adds it to the metrics after the Trainer logged
+        the validation loss) joins the line of its step."""
+        fields = {ours: metrics[theirs] for theirs, ours in ACCURACY_FIELDS.items() if theirs in (metrics or {})}
+        if not state.is_world_process_zero or not fields:
+            return
+        lines = self.lines
+        record = lines.pop() if lines and lines[-1]["step"] == state.global_step else {
+            "step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        record.update(fields)
+        lines.append({k: record[k] for k in self.order if k in record} | record)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        write_atomic(self.path, "".join(json.dumps(line) + "\n" for line in self.lines))
