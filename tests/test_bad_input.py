@@ -63,6 +63,7 @@ class Case:
     argv: Callable[[Ctx], list[str]]
     expect: Callable[[Ctx], list[str]]  # substrings the error line must hold
     needs: str | None = None  # "readonly" or "full-disk": a folder to make so first
+    absent: Callable[[Ctx], list[str]] = lambda c: []  # substrings the error line must not hold
 
 
 def _model_copy(ctx: Ctx, keep: Callable[[str], bool]) -> Path:
@@ -198,10 +199,18 @@ COMPLETION = json.dumps({"completion": "#### 5", "answer": "#### 5"})
 CASES = [
     # --- configs ---
     Case("config file missing", lambda c: ["run", str(c.tmp / "nope.yaml")], lambda c: ["not found", "nope.yaml"]),
-    Case("config file empty", lambda c: ["run", str(c.config(""))], lambda c: ["c.yaml", "empty"]),
     Case("config not a mapping", lambda c: ["run", str(c.config("- a\n- b\n"))], lambda c: ["c.yaml", "mapping"]),
     Case("config not YAML", lambda c: ["run", str(c.config("train: {epochs: [1, 2\n"))],
          lambda c: ["c.yaml", "not valid YAML", "line"]),
+    # The parser stops at the end of a 2-line file; the line to look at is the one the bracket opened on.
+    Case("config YAML bracket never closed", lambda c: ["run", str(c.config("train:\n  epochs: [1\n"))],
+         lambda c: ["c.yaml: line 2: not valid YAML", "expected ',' or ']'", "line 2, column 11"],
+         absent=lambda c: ["line 3"]),
+    Case("config conflict made by --set", lambda c: ["plan", str(c.config(
+        "train: {method: grpo, batch_size: 8, grpo: {group_size: 4}}\n")), "--set", "train.grpo.group_size=3",
+        "--set", "train.batch_size=4"],
+        lambda c: ["--set train.grpo.group_size=3", "--set train.batch_size=4", "multiple of grpo.group_size (3)"],
+        absent=lambda c: ["c.yaml"]),
     Case("config unknown key", lambda c: ["run", str(c.config("trian: {epochs: 1}\n"))], lambda c: ["trian"]),
     Case("config wrong type", lambda c: ["run", str(c.config("train: {epochs: three}\n"))],
          lambda c: ["train.epochs"]),
@@ -381,4 +390,6 @@ def test_bad_input(case, tmp_path, tiny_model_dir, small_data_dir, gsm8k_dir):
     assert lines[0].startswith(("mathtune: error:", "mathtune ")) and "error:" in lines[0], lines[0]
     for part in case.expect(ctx):
         assert part in lines[0], f"{part!r} not in {lines[0]!r}"
+    for part in case.absent(ctx):
+        assert part not in lines[0], f"{part!r} in {lines[0]!r}"
     assert after == before, f"output changed: {sorted(set(after) ^ set(before)) or 'a file was rewritten'}"
