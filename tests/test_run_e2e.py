@@ -68,8 +68,9 @@ def test_every_number_in_the_report_is_in_analysis_json(run_dir):
     prose = re.sub(r"```.*?```", "", report, flags=re.S)
     prose = re.sub(r"\S*/\S*", "", prose)  # file paths name folders, they are not figures
     missing = []
-    for token in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])", prose):
-        if float(token) not in analysis_numbers:
+    # A count may carry thousands separators (8,192), as the plan prints it.
+    for token in re.findall(r"(?<![\w.,])-?\d{1,3}(?:,\d{3})+(?![\w,])|(?<![\w.])-?\d+(?:\.\d+)?(?![\w])", prose):
+        if float(token.replace(",", "")) not in analysis_numbers:
             missing.append(token)
     assert not missing, f"numbers in report.md not found in analysis.json: {sorted(set(missing))[:20]}"
 

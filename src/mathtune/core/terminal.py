@@ -28,9 +28,20 @@ def say(message: str) -> None:
 
 
 def duration(seconds: float) -> str:
-    """A span of time as people read it: '45 s', '3.2 min', '2.5 h'."""
+    """A span of time as people read it: '45 s', '3.2 min', '2.5 h'; a span too short to round
+    to a second is 'under 1 s', never '0 s'."""
+    if 0 < seconds < 0.5:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
+
+
+def round_seconds(seconds: float) -> float:
+    """Seconds kept to 0.1 s, or to two significant digits below that, so a short span that
+    is not zero is never stored as 0.0."""
+    if seconds == 0 or abs(seconds) >= 0.1:
+        return round(seconds, 1)
+    return float(f"{seconds:.2g}")
 
 
 class _HeldFileHandler(logging.FileHandler):

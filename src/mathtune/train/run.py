@@ -308,7 +308,8 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
         "trainable_params": trainable,
-        "total_params": total,
+        "base_params": total - trainable,
+        "total_params": total,  # the base model's and the adapter's, as the plan counts them
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "world_size": world,
         # What ran: the base weights' dtype and the attention the model was built with.
