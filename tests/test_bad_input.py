@@ -64,6 +64,7 @@ class Case:
     expect: Callable[[Ctx], list[str]]  # substrings the error line must hold
     needs: str | None = None  # "readonly" or "full-disk": a folder to make so first
     absent: Callable[[Ctx], list[str]] = lambda c: []  # substrings the error line must not hold
+    silent: bool = False  # nothing on stdout either: the error comes before any output
 
 
 def _model_copy(ctx: Ctx, keep: Callable[[str], bool]) -> Path:
@@ -302,6 +303,14 @@ CASES = [
     Case("disk full", lambda c: c.eval_args(), lambda c: ["No space left on device"], needs="full-disk"),
     Case("output path is a file", lambda c: c.eval_args("--out", str(_file(c, "out-file"))),
          lambda c: ["out-file"]),
+    Case("run --out under a file", lambda c: ["run", str(c.config(
+        f"model: {{name_or_path: {c.model}}}\ndata: {{source: {c.data}}}\n")), "--out", str(_file(c, "afile") / "sub")],
+        lambda c: ["--out", "afile/sub", "is a file"], silent=True),
+    Case("probe --out under a file", lambda c: ["probe", "--model", str(c.model), "--data", str(c.data), "--limit", "2",
+                                                "--out", str(_file(c, "afile") / "sub")],
+         lambda c: ["--out", "afile/sub", "is a file"], silent=True),
+    Case("plan takes no --out", lambda c: ["plan", str(c.config("name: x\n")), "--out", str(c.out)],
+         lambda c: ["unrecognized arguments: --out"]),
     # --- command lines and completion files ---
     Case("--limit 0", lambda c: c.eval_args("--limit", "0"), lambda c: ["--limit", "positive integer"]),
     Case("unknown prompt", lambda c: c.eval_args("--prompt", "fancy"), lambda c: ["--prompt", "fancy"]),
@@ -392,4 +401,6 @@ def test_bad_input(case, tmp_path, tiny_model_dir, small_data_dir, gsm8k_dir):
         assert part in lines[0], f"{part!r} not in {lines[0]!r}"
     for part in case.absent(ctx):
         assert part not in lines[0], f"{part!r} in {lines[0]!r}"
+    if case.silent:
+        assert proc.stdout == "", f"printed before the error: {proc.stdout[:500]}"
     assert after == before, f"output changed: {sorted(set(after) ^ set(before)) or 'a file was rewritten'}"
