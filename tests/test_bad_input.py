@@ -64,6 +64,8 @@ class Case:
     expect: Callable[[Ctx], list[str]]  # substrings the error line must hold
     needs: str | None = None  # "readonly" or "full-disk": a folder to make so first
     absent: Callable[[Ctx], list[str]] = lambda c: []  # substrings the error line must not hold
+    env: dict[str, str | None] = field(default_factory=dict)  # set (None: removed) for this case
+    in_tmp: bool = False  # run in the case's own folder (for relative paths)
     silent: bool = False  # nothing on stdout either: the error comes before any output
 
 
@@ -309,6 +311,14 @@ CASES = [
     Case("probe --out under a file", lambda c: ["probe", "--model", str(c.model), "--data", str(c.data), "--limit", "2",
                                                 "--out", str(_file(c, "afile") / "sub")],
          lambda c: ["--out", "afile/sub", "is a file"], silent=True),
+    Case("--data mistyped, offline", lambda c: c.eval_args(data=Path("data/gsm8k")),
+         lambda c: ["data folder not found: data/gsm8k (no such local path"],
+         env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, in_tmp=True, silent=True),
+    Case("--data mistyped, hub unreachable", lambda c: c.eval_args(data=Path("data/gsm8k")),
+         lambda c: ["data folder not found: data/gsm8k (no such local path"],
+         env={"HF_ENDPOINT": "https://127.0.0.1", **{v: None for v in (
+             "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+             "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}}, in_tmp=True, silent=True),
     Case("plan takes no --out", lambda c: ["plan", str(c.config("name: x\n")), "--out", str(c.out)],
          lambda c: ["unrecognized arguments: --out"]),
     # --- command lines and completion files ---
@@ -385,8 +395,10 @@ def test_bad_input(case, tmp_path, tiny_model_dir, small_data_dir, gsm8k_dir):
         argv = case.argv(ctx)
         before = _listing(tmp_path)
         env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+        for name, value in case.env.items():
+            env.pop(name, None) if value is None else env.__setitem__(name, value)
         proc = subprocess.run([sys.executable, "-m", "mathtune", *argv], capture_output=True, text=True,
-                              env=env, stdin=subprocess.DEVNULL, timeout=300)
+                              env=env, stdin=subprocess.DEVNULL, timeout=300, cwd=tmp_path if case.in_tmp else None)
         after = _listing(tmp_path)
     finally:
         if undo:
