@@ -209,6 +209,26 @@ def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
 # --- end to end on the tiny model ----------------------------------------------------------------
 
 
+def test_probe_table_shows_mcnemar_p_as_every_table_does():
+    """The stored p-value stays as analysis.json has it (1.0, 0.6875); the report writes it with three
+    decimals, as the benchmark table does (1.000, 0.688), and names the draws it turned down."""
+    from mathtune.report.blocks import Para, Table
+    from mathtune.report.followups import followup_blocks
+
+    share = {"correct": 1, "n": 4, "accuracy_pct": 25.0, "ci95_pct": [4.6, 69.9]}
+    model = {"original": share, "variant": share, "gap": {"points": 0.0, "ci95_points": [-50.0, 50.0]},
+             "pairs": {"solved_original_lost_variant": 1, "failed_original_solved_variant": 1}, "meaning": "m"}
+    probe = {"available": True, "definitions": {"gap": "g", "mcnemar": "m"},
+             "generator": {"problems": 5, "kept": 4, "variants_per_problem": 1, "seed": 42,
+                           "skipped": {"numbers_collapse": 1}, "draws_rejected": {"numbers_collapse": 3},
+                           "skip_reasons": {"numbers_collapse": "every sensible draw ..."}},
+             "models": {"base": {**model, "mcnemar_p": 1.0}, "tuned": {**model, "mcnemar_p": 0.6875}}}
+    blocks = followup_blocks({"probe": probe}, set())
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert [row[-1] for row in table.rows] == ["1.000", "0.688"]
+    assert any(isinstance(b, Para) and "drawn again: 3" in b.text for b in blocks)
+
+
 def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, small_data_dir, tmp_path, one_thread):
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
