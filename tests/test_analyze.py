@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,32 @@ def test_no_verdict_from_too_few_points():
     assert "unlikely to help" not in rec and "train.eval_every_steps" in rec
     no_val = {"train": two["train"], "validation": {"step": [], "loss": [], "epoch": []}}
     assert training_trend(no_val)["verdict"] == "not enough points"
-    assert "train.logging_steps" in training_recommendation(training_trend(no_val), {}, no_val, None)
+    # Both steps were logged: logging more often is not advice, training longer is.
+    rec = training_recommendation(training_trend(no_val), {}, no_val, None)
+    assert "train.logging_steps" not in rec and "train longer" in rec
+    sparse = {"train": {"step": [2, 4], "loss": [2.0, 1.0], "epoch": [0.5, 1.0]}, "validation": no_val["validation"]}
+    assert "train.logging_steps, now 2" in training_recommendation(training_trend(sparse), {}, sparse, None)
+
+
+def test_advice_never_names_a_setting_already_in_effect():
+    """A 1-step run that validated every step (at steps 0 and 1) was told to 'set
+    train.eval_every_steps to 1 (this run took 1 steps)': it was 1. It needs more steps."""
+    from conftest import tiny_train_config
+    from mathtune.analysis.training import training_recommendation
+
+    one = {"train": {"step": [1], "loss": [6.9], "epoch": [1.0]},
+           "validation": {"step": [0, 1], "loss": [6.9, 6.8], "epoch": [0, 1.0]}}
+    config = tiny_train_config(Path("model"), Path("data"), "train.eval_every_steps=1")
+    rec = training_recommendation(training_trend(one), {"global_step": 1}, one, config)
+    assert "set train.eval_every_steps" not in rec and "1 steps" not in rec
+    assert "This run took 1 step, validating every 1 step" in rec and "2 steps or more" in rec
+    assert "train longer" in rec
+    # Where validating more often would help, that is the advice, with the value now in effect.
+    ten = {"train": {"step": list(range(1, 11)), "loss": [1.0] * 10, "epoch": [0.1] * 10},
+           "validation": {"step": [0, 10], "loss": [2.0, 1.0], "epoch": [0, 1.0]}}
+    config = tiny_train_config(Path("model"), Path("data"), "train.eval_every_steps=50")
+    rec = training_recommendation(training_trend(ten), {"global_step": 10}, ten, config)
+    assert "set train.eval_every_steps to 2 or less (this run took 10 steps, now 50)" in rec
 
 
 def test_eval_lines_merged_or_separate(tmp_path):

@@ -63,6 +63,10 @@ class Case:
     argv: Callable[[Ctx], list[str]]
     expect: Callable[[Ctx], list[str]]  # substrings the error line must hold
     needs: str | None = None  # "readonly" or "full-disk": a folder to make so first
+    absent: Callable[[Ctx], list[str]] = lambda c: []  # substrings the error line must not hold
+    env: dict[str, str | None] = field(default_factory=dict)  # set (None: removed) for this case
+    in_tmp: bool = False  # run in the case's own folder (for relative paths)
+    silent: bool = False  # nothing on stdout either: the error comes before any output
 
 
 def _model_copy(ctx: Ctx, keep: Callable[[str], bool]) -> Path:
@@ -198,10 +202,18 @@ COMPLETION = json.dumps({"completion": "#### 5", "answer": "#### 5"})
 CASES = [
     # --- configs ---
     Case("config file missing", lambda c: ["run", str(c.tmp / "nope.yaml")], lambda c: ["not found", "nope.yaml"]),
-    Case("config file empty", lambda c: ["run", str(c.config(""))], lambda c: ["c.yaml", "empty"]),
     Case("config not a mapping", lambda c: ["run", str(c.config("- a\n- b\n"))], lambda c: ["c.yaml", "mapping"]),
     Case("config not YAML", lambda c: ["run", str(c.config("train: {epochs: [1, 2\n"))],
          lambda c: ["c.yaml", "not valid YAML", "line"]),
+    # The parser stops at the end of a 2-line file; the line to look at is the one the bracket opened on.
+    Case("config YAML bracket never closed", lambda c: ["run", str(c.config("train:\n  epochs: [1\n"))],
+         lambda c: ["c.yaml: line 2: not valid YAML", "expected ',' or ']'", "line 2, column 11"],
+         absent=lambda c: ["line 3"]),
+    Case("config conflict made by --set", lambda c: ["plan", str(c.config(
+        "train: {method: grpo, batch_size: 8, grpo: {group_size: 4}}\n")), "--set", "train.grpo.group_size=3",
+        "--set", "train.batch_size=4"],
+        lambda c: ["--set train.grpo.group_size=3", "--set train.batch_size=4", "multiple of grpo.group_size (3)"],
+        absent=lambda c: ["c.yaml"]),
     Case("config unknown key", lambda c: ["run", str(c.config("trian: {epochs: 1}\n"))], lambda c: ["trian"]),
     Case("config wrong type", lambda c: ["run", str(c.config("train: {epochs: three}\n"))],
          lambda c: ["train.epochs"]),
@@ -293,6 +305,22 @@ CASES = [
     Case("disk full", lambda c: c.eval_args(), lambda c: ["No space left on device"], needs="full-disk"),
     Case("output path is a file", lambda c: c.eval_args("--out", str(_file(c, "out-file"))),
          lambda c: ["out-file"]),
+    Case("run --out under a file", lambda c: ["run", str(c.config(
+        f"model: {{name_or_path: {c.model}}}\ndata: {{source: {c.data}}}\n")), "--out", str(_file(c, "afile") / "sub")],
+        lambda c: ["--out", "afile/sub", "is a file"], silent=True),
+    Case("probe --out under a file", lambda c: ["probe", "--model", str(c.model), "--data", str(c.data), "--limit", "2",
+                                                "--out", str(_file(c, "afile") / "sub")],
+         lambda c: ["--out", "afile/sub", "is a file"], silent=True),
+    Case("--data mistyped, offline", lambda c: c.eval_args(data=Path("data/gsm8k")),
+         lambda c: ["data folder not found: data/gsm8k (no such local path"],
+         env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}, in_tmp=True, silent=True),
+    Case("--data mistyped, hub unreachable", lambda c: c.eval_args(data=Path("data/gsm8k")),
+         lambda c: ["data folder not found: data/gsm8k (no such local path"],
+         env={"HF_ENDPOINT": "https://127.0.0.1", **{v: None for v in (
+             "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy",
+             "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")}}, in_tmp=True, silent=True),
+    Case("plan takes no --out", lambda c: ["plan", str(c.config("name: x\n")), "--out", str(c.out)],
+         lambda c: ["unrecognized arguments: --out"]),
     # --- command lines and completion files ---
     Case("--limit 0", lambda c: c.eval_args("--limit", "0"), lambda c: ["--limit", "positive integer"]),
     Case("unknown prompt", lambda c: c.eval_args("--prompt", "fancy"), lambda c: ["--prompt", "fancy"]),
@@ -367,8 +395,10 @@ def test_bad_input(case, tmp_path, tiny_model_dir, small_data_dir, gsm8k_dir):
         argv = case.argv(ctx)
         before = _listing(tmp_path)
         env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+        for name, value in case.env.items():
+            env.pop(name, None) if value is None else env.__setitem__(name, value)
         proc = subprocess.run([sys.executable, "-m", "mathtune", *argv], capture_output=True, text=True,
-                              env=env, stdin=subprocess.DEVNULL, timeout=300)
+                              env=env, stdin=subprocess.DEVNULL, timeout=300, cwd=tmp_path if case.in_tmp else None)
         after = _listing(tmp_path)
     finally:
         if undo:
@@ -381,4 +411,8 @@ def test_bad_input(case, tmp_path, tiny_model_dir, small_data_dir, gsm8k_dir):
     assert lines[0].startswith(("mathtune: error:", "mathtune ")) and "error:" in lines[0], lines[0]
     for part in case.expect(ctx):
         assert part in lines[0], f"{part!r} not in {lines[0]!r}"
+    for part in case.absent(ctx):
+        assert part not in lines[0], f"{part!r} in {lines[0]!r}"
+    if case.silent:
+        assert proc.stdout == "", f"printed before the error: {proc.stdout[:500]}"
     assert after == before, f"output changed: {sorted(set(after) ^ set(before)) or 'a file was rewritten'}"

@@ -18,8 +18,11 @@ def test_side_by_side_table(tmp_path, gsm8k_dir):
     # Keys that are the same in both runs are not listed.
     assert not any("lora.r" in line for line in lines)
     assert any(line.startswith("| tuned accuracy, strict (95% CI) | 50.0% [31.4, 68.6] |") for line in lines)
-    assert "| training cost (RFT sampling included) | $2.07 | n/a |" in lines
-    assert "| training wall time | 62.1 min | n/a |" in lines
+    # One marker for a value a run does not have: '-', never 'n/a' in one row and '-' in another.
+    assert "| training cost (RFT sampling included) | $2.07 | - |" in lines
+    assert "| training wall time | 62.1 min | - |" in lines
+    assert "| best step | 100 | - |" in lines
+    assert "n/a" not in table
     assert "| method | sft | sft |" in lines
     # base 10/24, tuned 12/24 strict in the synthetic run: 5 improved, 3 regressed
     paired = "+8.3 [-12.5, +29.2], p 0.727, +5/-3 of 24"
@@ -64,7 +67,8 @@ def test_methods_side_by_side_paired_on_the_same_problems(tmp_path, gsm8k_dir):
     data = next(line for line in lines if line.startswith("| training data / reward |"))
     assert "kept 10 solutions, 6 from the model (60.0%); 6 of 10 problems had a correct sample" in data
     assert "mean reward 0.2 -> 0.55 over 8 steps; mixed groups 50.0%" in data
-    assert "| RFT sampling wall time | 0 s | 10.0 min | 0 s |" in lines
+    assert "| RFT sampling wall time | - | 10.0 min | - |" in lines  # SFT and GRPO sample nothing: not '0 s'
+    assert "n/a" not in "\n".join(lines)
     assert "| evaluation wall time | 2.0 min | 2.0 min | 2.0 min |" in lines
     # one shared protocol: said once, under the table, not repeated per column
     assert not any(line.startswith("| protocol") for line in lines)

@@ -66,6 +66,40 @@ def test_missing_and_malformed_files(tmp_path):
         load_config(None, ["train.epochs"])
 
 
+@pytest.mark.parametrize("text", ["", "\n\n", "# every key takes its default\n"])
+def test_an_empty_config_file_is_every_default(tmp_path, text):
+    """Every key is optional, so a file that sets none is the reference experiment."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    assert load_config(path) == Config()
+    assert load_config(path, ["train.epochs=1"]).train.epochs == 1
+
+
+@pytest.mark.parametrize("text, where, reason", [
+    ("train:\n  epochs: [1\n", "line 2:", "expected ',' or ']', but got the end of the file"),  # not line 3
+    ('name: "run\n', "line 1:", "found unexpected end of stream"),
+    ("name: x\n train: 2\n", "line 2:", "mapping values are not allowed here"),
+    ("name: x\ntrain: {epochs: 1\n# more\n\n", "line 2:", "expected ',' or '}'"),
+])
+def test_a_yaml_error_names_a_line_of_the_file_and_the_parser_s_reason(tmp_path, text, where, reason):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(MathtuneError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {where} not valid YAML: ") and reason in str(err.value)
+
+
+def test_a_conflict_across_keys_names_the_set_keys_that_made_it(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\neval: {temperature: 0.0}\n")
+    with pytest.raises(MathtuneError) as err:
+        load_config(path, ["eval.samples=3", "train.epochs=1"])
+    assert str(err.value).startswith("--set eval.samples=3: config section 'eval': samples > 1 needs temperature > 0")
+    path.write_text("name: x\neval: {samples: 3}\n")  # the file's own conflict is the file's
+    with pytest.raises(MathtuneError, match=f"^{path}: config section 'eval'"):
+        load_config(path, ["train.epochs=1"])
+
+
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     """YAML 1.1 (PyYAML) reads 1e-3 as a string; people write learning rates that way."""
     from mathtune.config import load_config

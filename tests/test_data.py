@@ -104,6 +104,19 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
     assert hub.hub_unavailable("data", "openai/gsm8k") is None
 
 
+def test_offline_a_mistyped_model_path_is_a_missing_folder(tmp_path, monkeypatch):
+    """With offline mode on, a name that is no local path and not in the hub cache reads as the
+    missing local path it most likely is (README). The same for --data is a bad-input corpus
+    case, in a process of its own: the data library reads the offline switch when imported."""
+    from mathtune.models.load import resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MathtuneError, match=r"^model path not found: models/qwen \(no such local path; "
+                                            r"HF_HUB_OFFLINE is set"):
+        resolve_model_path("models/qwen")
+
+
 def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
     """The published splits are GSM8K (their text, whatever the JSON spacing); the shipped
     demo problems and any other file are named as what they are."""

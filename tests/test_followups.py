@@ -141,6 +141,45 @@ def test_variants_stay_sensible_and_are_seeded():
     assert build_variants([NATALIA], variants=2, seed=3)[0] != build_variants([NATALIA], variants=2, seed=4)[0]
 
 
+# GSM8K test problem 1110 (test-1109), as published.
+HEELS = Problem("test-1109", "Three of the women at the cocktail party are wearing 4 inch heels and three are wearing "
+                "2 inch heels. What is the average height of heels at this party?",
+                "First find the total number of inches from the 4-inch heels: 3 women * 4 inches/woman = "
+                "<<3*4=12>>12 inches\nThen find the total number of inches from the 2-inch heels: 3 women * 2 "
+                "inches/woman = <<3*2=6>>6 inches\nThen add the total number of inches from each group of heels to "
+                "find the overall total: 12 inches + 6 inches = <<12+6=18>>18 inches\nThen find the total number of "
+                "women at the party: 3 women + 3 women = <<3+3=6>>6 women\nThen divide the total number of heel "
+                "inches by the number of women to find the average heel height per woman: 18 inches / 6 women = "
+                "<<18/6=3>>3 inches / woman\n#### 3", "3")
+
+
+def test_a_variant_keeps_distinct_numbers_distinct():
+    """4 inch and 2 inch heels must not both become 3 inch heels: a draw that makes two numbers
+    of the question equal is drawn again, and counted."""
+    from mathtune.task.variants import question_numbers
+
+    rejected = 0
+    for seed in range(6):
+        rows, counts = build_variants([HEELS], variants=3, seed=seed)
+        assert counts["kept"] == 1 and rows
+        rejected += counts["draws_rejected"]["numbers_collapse"]
+        for row in rows:
+            new = [value for _, _, value, _ in question_numbers(row["question"])]
+            assert new and len(set(new)) == 2, row["question"]  # the heights stay two heights
+            assert row["changed"].get("4") != row["changed"].get("2")
+    assert rejected > 0  # 3 and 3 is among the draws, and was turned down
+
+
+def test_a_problem_whose_every_draw_collapses_numbers_is_skipped_with_its_own_reason():
+    # The 2 may only become 1 or 3, the question's other numbers: no variant keeps them apart.
+    eggs = Problem("t-7", "Ann has 1 dog and 3 cats. Each week she buys 2 dozen eggs. How many eggs does she buy?",
+                   "2*12=<<2*12=24>>24\n#### 24", "24")
+    rows, counts = build_variants([eggs, NATALIA], variants=1, seed=0)
+    assert counts["skipped"] == {"numbers_collapse": 1} and counts["kept"] == 1
+    assert "two distinct numbers of the question equal" in counts["skip_reasons"]["numbers_collapse"]
+    assert [r["original_id"] for r in rows] == ["test-0"]
+
+
 def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
     from mathtune.task.data import load_split
 
@@ -168,6 +207,26 @@ def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
 
 
 # --- end to end on the tiny model ----------------------------------------------------------------
+
+
+def test_probe_table_shows_mcnemar_p_as_every_table_does():
+    """The stored p-value stays as analysis.json has it (1.0, 0.6875); the report writes it with three
+    decimals, as the benchmark table does (1.000, 0.688), and names the draws it turned down."""
+    from mathtune.report.blocks import Para, Table
+    from mathtune.report.followups import followup_blocks
+
+    share = {"correct": 1, "n": 4, "accuracy_pct": 25.0, "ci95_pct": [4.6, 69.9]}
+    model = {"original": share, "variant": share, "gap": {"points": 0.0, "ci95_points": [-50.0, 50.0]},
+             "pairs": {"solved_original_lost_variant": 1, "failed_original_solved_variant": 1}, "meaning": "m"}
+    probe = {"available": True, "definitions": {"gap": "g", "mcnemar": "m"},
+             "generator": {"problems": 5, "kept": 4, "variants_per_problem": 1, "seed": 42,
+                           "skipped": {"numbers_collapse": 1}, "draws_rejected": {"numbers_collapse": 3},
+                           "skip_reasons": {"numbers_collapse": "every sensible draw ..."}},
+             "models": {"base": {**model, "mcnemar_p": 1.0}, "tuned": {**model, "mcnemar_p": 0.6875}}}
+    blocks = followup_blocks({"probe": probe}, set())
+    table = next(b for b in blocks if isinstance(b, Table))
+    assert [row[-1] for row in table.rows] == ["1.000", "0.688"]
+    assert any(isinstance(b, Para) and "drawn again: 3" in b.text for b in blocks)
 
 
 def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, small_data_dir, tmp_path, one_thread):

@@ -44,12 +44,40 @@ def test_a_device_without_a_measurement_uses_a_stated_share_of_its_peak(tiny_mod
     plan = make_plan(config, device="a100")
     assert f"{round(ASSUMED_UTILISATION * 100)}% of its {PEAK_TFLOPS['a100']} TFLOP/s" in plan["time_basis"]
     rate = PEAK_TFLOPS["a100"] * 1e12 * ASSUMED_UTILISATION
-    assert plan["time_s"]["train"] == round(plan["flops"]["train"] / rate, 1)
+    # Kept to two significant digits below 0.1 s (the tiny model's microseconds), never rounded to 0.
+    assert plan["time_s"]["train"] == pytest.approx(plan["flops"]["train"] / rate, rel=0.05)
+    assert plan["time_s"]["train"] > 0
     assert plan["cost_usd"] is not None
     with pytest.raises(MathtuneError, match="no throughput measured on 'tpu9'"):
         make_plan(config, device="tpu9")
     with pytest.raises(MathtuneError, match="covers train.method sft"):
         make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.method=rft"), device="cpu")
+
+
+def test_plan_and_training_count_parameters_alike(trained_run, tiny_model_dir, small_data_dir):
+    """One definition in both: the total is the base model's parameters plus the adapter's, and
+    the plan says so, with thousands separators as the report writes them."""
+    from mathtune.plan import format_plan
+
+    plan = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
+    summary = json.loads((trained_run / "train" / "summary.json").read_text())
+    assert (plan["trainable_params"], plan["total_params"]) == (summary["trainable_params"], summary["total_params"])
+    assert plan["base_params"] == summary["base_params"] == plan["total_params"] - plan["trainable_params"]
+    t, total, base = plan["trainable_params"], plan["total_params"], plan["base_params"]
+    assert f"{t:,} trainable of {total:,} (the base model's {base:,} + the adapter's {t:,})" in format_plan(plan)
+
+
+def test_a_model_far_from_every_measurement_is_said_to_be_extrapolated(tiny_model_dir, small_data_dir):
+    """The tiny model is thousands of times smaller than the measured 0.49B: its time is scaled
+    far outside what was measured. The plan says so, and shows no time as 0."""
+    from mathtune.plan import format_plan
+
+    plan = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
+    assert plan["time_extrapolated"] is True and "extrapolated: this model" in plan["time_basis"]
+    assert "smaller than the measured one" in plan["time_basis"] and "x0.00 " not in plan["time_basis"]
+    assert all(value > 0 for value in plan["time_s"].values())
+    text = format_plan(plan)
+    assert " 0 s" not in text and "under 1 s" in text
 
 
 def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path, capsys, monkeypatch):

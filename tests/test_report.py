@@ -12,7 +12,12 @@ from mathtune.core.errors import MathtuneError
 from mathtune.report.build import build_report
 from synthetic_run import write_run
 
-NUMBER_RE = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+# A number as the report writes it: 0.5, -3, or a count with thousands separators (1,543,714,304).
+NUMBER_RE = re.compile(r"(?<![\w.,])-?\d{1,3}(?:,\d{3})+(?![\w,])|(?<![\w.])-?\d+(?:\.\d+)?")
+
+
+def number(token: str) -> Decimal:
+    return Decimal(token.replace(",", ""))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCRIPT = "<script>alert('pwned')</script>"
 
@@ -49,7 +54,7 @@ def numbers_in_json(value) -> set[Decimal]:
     elif isinstance(value, (int, float)):
         found.add(Decimal(str(value)))
     elif isinstance(value, str):
-        found |= {Decimal(t) for t in NUMBER_RE.findall(value)}
+        found |= {number(t) for t in NUMBER_RE.findall(value)}
     return found
 
 
@@ -63,7 +68,7 @@ def test_files_written(run):
 
 def test_every_number_in_the_report_is_in_analysis_json(run):
     stored = numbers_in_json(json.loads((run / "analysis.json").read_text()))
-    shown = {Decimal(t) for t in NUMBER_RE.findall((run / "report.md").read_text())}
+    shown = {number(t) for t in NUMBER_RE.findall((run / "report.md").read_text())}
     assert shown, "the report shows no numbers at all"
     assert shown - stored == set()
 
@@ -76,6 +81,14 @@ def test_report_holds_the_required_parts(run):
         assert text in md
     for name in ("loss", "token_accuracy", "accuracy", "error_categories", "accuracy_by_steps"):
         assert f"(figures/{name}.png)" in md
+
+
+def test_parameter_counts_say_what_the_total_holds(run):
+    """The plan and the report count parameters alike (the total includes the adapter), say so,
+    and write counts with thousands separators."""
+    md = (run / "report.md").read_text()
+    assert ("| trainable / total parameters (total = base model + adapter) | 4,358,144 / 1,548,072,448 "
+            "(base model 1,543,714,304 + adapter 4,358,144) |") in md
 
 
 def test_model_text_is_escaped_in_html(run):

@@ -63,13 +63,16 @@ def test_every_number_in_the_report_is_in_analysis_json(run_dir):
     out, _ = run_dir
     analysis_text = (out / "analysis.json").read_text()
     analysis_numbers = {float(x) for x in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", analysis_text)}
+    # A count with thousands separators (8,192) is one number, in analysis.json's text as in the report.
+    thousands = r"(?<![\w.,])-?\d{1,3}(?:,\d{3})+(?![\w,])"
+    analysis_numbers |= {float(x.replace(",", "")) for x in re.findall(thousands, analysis_text)}
     report = (out / "report.md").read_text()
     # Model text (fenced code blocks) is quoted from eval/*.jsonl, not a figure of the report.
     prose = re.sub(r"```.*?```", "", report, flags=re.S)
     prose = re.sub(r"\S*/\S*", "", prose)  # file paths name folders, they are not figures
     missing = []
-    for token in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w])", prose):
-        if float(token) not in analysis_numbers:
+    for token in re.findall(thousands + r"|(?<![\w.])-?\d+(?:\.\d+)?(?![\w])", prose):
+        if float(token.replace(",", "")) not in analysis_numbers:
             missing.append(token)
     assert not missing, f"numbers in report.md not found in analysis.json: {sorted(set(missing))[:20]}"
 

@@ -21,7 +21,7 @@ SUMMARY_KEYS = {
     "method", "global_step", "max_steps", "epochs_completed", "best_step", "best_eval_loss", "best_checkpoint",
     "stopped_early", "early_stopping_patience", "train_examples", "val_examples", "dropped_too_long",
     "wall_time_s", "tokens_seen", "tokens_seen_kind", "tokens_per_s", "peak_memory_bytes",
-    "peak_memory_kind", "trainable_params", "total_params", "device", "world_size", "dtype",
+    "peak_memory_kind", "trainable_params", "base_params", "total_params", "device", "world_size", "dtype",
     "gpu_hourly_usd", "cost_usd", "cost_note", "resumed_from_step", "versions",
     "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity", "data_sources",
     "select_by", "best_val_exact_match",

@@ -27,6 +27,7 @@ def test_two_processes_make_one_run(tmp_path, tiny_model_dir, small_data_dir):
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("training done") == 1  # only the main process reports
+    assert proc.stdout.count("adapter: ") == 1 and proc.stdout.splitlines()[-1] == f"adapter: {out / 'adapter'}"
 
     summary = json.loads((out / "train" / "summary.json").read_text())
     assert summary["world_size"] == 2

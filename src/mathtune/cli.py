@@ -2,7 +2,7 @@
 
     mathtune run CONFIG [--set key=value ...] [--out DIR]
     mathtune train CONFIG [--set ...] [--out DIR] [--overwrite]
-    mathtune plan CONFIG [--set ...] [--device h100|a100|cpu]
+    mathtune plan CONFIG [--set ...] [--device h100|a100|cpu] [--json]
     mathtune eval --model M [--adapter DIR] [--data SOURCE] [--split test] [--limit N]
                   [--prompt chat|cot8|plain5] [--samples K] [--out DIR]
     mathtune score FILE.jsonl [--out FILE]
@@ -100,14 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
 
-    def config_args(sp):
-        sp.add_argument("config", help="YAML config (every key optional; defaults = the reference experiment)")
+    def config_args(sp, *, writes: bool = True):
+        sp.add_argument("config", help="YAML config (every key optional, an empty file included; "
+                                       "defaults = the reference experiment)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config key, e.g. --set train.epochs=1")
-        sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+        if writes:  # plan writes nothing: it prints the plan, and that is its output
+            sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
         sp.add_argument("--print-config", action="store_true",
                         help="print the resolved config, every default filled in, and exit")
-        sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
+        if writes:
+            sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
 
     sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
     config_args(sp)
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
 
     sp = sub.add_parser("plan", help="what a run will do and cost: tokens, steps, FLOPs, time, memory; loads no weights")
-    config_args(sp)
+    config_args(sp, writes=False)
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
 
@@ -209,13 +212,27 @@ def _config(args):
     return config
 
 
+def _first_process() -> bool:
+    """True in a plain process and in the first of a torchrun launch: the final paths are said once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _out(args, default: Path) -> Path:
+    """The output folder (--out, or the default), checked before anything is read or printed."""
+    from mathtune.core.runfiles import check_output_folder
+
+    out = args.out or default
+    check_output_folder(out, "--out" if args.out else "output folder")
+    return out
+
+
 def _cmd_run(args) -> None:
     from mathtune.pipeline import run_experiment
 
     config = _config(args)
     if config is None:
         return
-    run_experiment(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+    run_experiment(config, _out(args, Path("runs") / config.name), overwrite=args.overwrite)
 
 
 def _cmd_train(args) -> None:
@@ -224,7 +241,9 @@ def _cmd_train(args) -> None:
     config = _config(args)
     if config is None:
         return
-    run_train(config, args.out or Path("runs") / config.name, overwrite=args.overwrite)
+    run_dir = run_train(config, _out(args, Path("runs") / config.name), overwrite=args.overwrite)
+    if _first_process():
+        print(f"adapter: {run_dir / 'adapter'}")  # a final path: printed under --quiet too
 
 
 def _cmd_plan(args) -> None:
@@ -288,11 +307,12 @@ def _extra_spec(args):
 
 def _cmd_eval(args) -> None:
     from mathtune.evaluation.evaluate import evaluate
-    from mathtune.evaluation.regression import extra_finished
+    from mathtune.evaluation.records import EvalPaths
+    from mathtune.evaluation.regression import EXTRA_FOLDER, extra_finished
     from mathtune.evaluation.request import default_name, load_problems
 
+    out = _out(args, Path("runs") / "eval")
     request, spec = _eval_request(args), _extra_spec(args)
-    out = args.out or Path("runs") / "eval"
     name = args.name or default_name(request)
     model = tokenizer = None
     if spec is not None and not extra_finished(out, name, spec):  # one load for GSM8K and the lm-eval tasks
@@ -313,15 +333,23 @@ def _cmd_eval(args) -> None:
             for task, t in extra["tasks"].items():
                 lo, hi = t["ci95_pct"]
                 say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
+    if not _first_process():
+        return
     if args.json:
         print(json.dumps(summary))
+        return
+    paths = EvalPaths.for_name(out, name)  # the final paths: printed under --quiet too
+    print(f"records: {paths.records}\nsummary: {paths.summary}")
+    if spec is not None:
+        print(f"lm-eval records: {out / EXTRA_FOLDER / (name + '.jsonl')}\n"
+              f"lm-eval summary: {out / EXTRA_FOLDER / (name + '.summary.json')}")
 
 
 def _cmd_probe(args) -> None:
     from mathtune.pipeline import run_probe
 
-    run_probe(_eval_request(args), args.out or Path("runs") / "probe", variants=args.variants, name=args.name,
-              overwrite=args.overwrite)
+    out = _out(args, Path("runs") / "probe")
+    run_probe(_eval_request(args), out, variants=args.variants, name=args.name, overwrite=args.overwrite)
 
 
 def _cmd_score(args) -> None:
@@ -356,9 +384,11 @@ def _cmd_compare(args) -> None:
 
 
 def _cmd_export(args) -> None:
+    from mathtune.core.runfiles import check_output_folder
     from mathtune.models.export import export_merged
 
-    export_merged(args.run_dir, args.merged)
+    check_output_folder(args.merged, "--merged")
+    print(f"merged model: {export_merged(args.run_dir, args.merged)}")
 
 
 def _cmd_demo(args) -> None:
@@ -400,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     # The libraries' own bars (loading weights, mapping a dataset) are short; ours show the stages.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    # Libraries that give their logger a terminal handler of their own when first imported:
+    # only errors there (terminal.quiet_libraries routes the rest, run.log keeps it).
+    for variable in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY", "HF_HUB_VERBOSITY"):
+        os.environ.setdefault(variable, "error")
     if "transformers" in sys.modules:  # imported before main (a test, a notebook): the variable came too late
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
@@ -408,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
 
     terminal.QUIET = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
     try:
-        COMMANDS[args.command](args)
+        with terminal.quiet_libraries():  # their warnings reach run.log where there is one, never the terminal
+            COMMANDS[args.command](args)
     except MathtuneError as err:
         print(f"mathtune: error: {err}", file=sys.stderr)
         return 1

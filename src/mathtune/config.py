@@ -334,11 +334,18 @@ def _format_validation_error(err: ValidationError, origin: str, overrides: list[
 
     def source(loc: tuple) -> str:
         # A key set (or replaced) by --set is reported as coming from --set, not the file.
+        loc = tuple(str(p) for p in loc)
         found = origin
         for text in overrides:
-            path = parse_override(text)[0]
-            if tuple(path) == tuple(str(p) for p in loc[: len(path)]):
+            path = tuple(parse_override(text)[0])
+            if path == loc[: len(path)]:
                 found = f"--set {text}"
+        if found == origin and _section_fields(loc):
+            # A check across a section's keys failed (a model validator): the --set keys inside
+            # that section made the conflict, or helped make it with the file's values.
+            inside = [f"--set {text}" for text in overrides if tuple(parse_override(text)[0])[: len(loc)] == loc]
+            if inside:
+                found = ", ".join(inside)
         return found
 
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
@@ -353,10 +360,11 @@ def _format_validation_error(err: ValidationError, origin: str, overrides: list[
         return f"{source(unknown[0]['loc'])}: unknown config key{plural} {', '.join(names)}"
     first = errors[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
-    msg = first["msg"]
+    msg = first["msg"].removeprefix("Value error, ")
     if "input" in first and not isinstance(first["input"], dict):
         msg += f" (got {first['input']!r})"
-    return f"{source(first['loc'])}: config key '{key}': {msg}"
+    what = "config section" if _section_fields(first["loc"]) and first["type"] == "value_error" else "config key"
+    return f"{source(first['loc'])}: {what} '{key}': {msg}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -393,6 +401,25 @@ def config_from_dict(data: dict[str, Any], origin: str = "config", overrides: li
         raise MathtuneError(_format_validation_error(err, origin, overrides)) from None
 
 
+def yaml_error_line(path: Path, text: str, err: yaml.YAMLError) -> str:
+    """'c.yaml: line 2: not valid YAML: <the parser's reason>', naming a line of the file: the
+    parser marks an unclosed bracket or quote at the end of the stream, one line past the
+    last; the line where the unclosed thing opened is the one to look at."""
+    lines = max(1, len(text.splitlines()))
+    problem, context = getattr(err, "problem", None), getattr(err, "context", None)
+    problem_mark, context_mark = getattr(err, "problem_mark", None), getattr(err, "context_mark", None)
+    mark = problem_mark
+    if mark is None or mark.line >= lines:
+        mark = context_mark or problem_mark
+    reason = (problem or str(err).splitlines()[0]).replace("'<stream end>'", "the end of the file")
+    if context and context_mark is not None:
+        reason += f" ({context}, which starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    elif context:
+        reason += f" ({context})"
+    where = f" line {min(mark.line + 1, lines)}:" if mark is not None else ""
+    return f"{path}:{where} not valid YAML: {reason}"
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (or start from defaults when path is None), apply overrides, validate."""
     data: dict[str, Any] = {}
@@ -408,18 +435,11 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise MathtuneError(f"cannot read {path}: {err}") from None
-        if not text.strip():
-            # An empty file is more often a failed write or a wrong path than a wish for
-            # every default; a config that wants the defaults says at least its name.
-            raise MathtuneError(f"{path} is empty; write at least one key (e.g. 'name: my-run'); "
-                                "every key left out takes its default")
         try:
             loaded = _load_yaml(text)
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise MathtuneError(f"{path}:{where} is not valid YAML") from None
-        if loaded is None:
+            raise MathtuneError(yaml_error_line(path, text, err)) from None
+        if loaded is None:  # an empty file (or only comments): every key takes its default
             loaded = {}
         if not isinstance(loaded, dict):
             raise MathtuneError(f"{path}: the top level must be a mapping of config keys")

@@ -77,6 +77,12 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             run_extra_tasks(model, tokenizer, name, run_dir, spec)
         else:
             evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
+            say_paths(EvalPaths.for_name(run_dir, name))
+
+
+def say_paths(paths: EvalPaths) -> None:
+    """An evaluation's files, as progress: the final paths of `run` and `probe` are the report's."""
+    say(f"records: {paths.records}\nsummary: {paths.summary}")
 
 
 def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool) -> None:
@@ -92,7 +98,19 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
         raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
                             "use --overwrite to replace them, or another --out")
     folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source)
-    say(f"probe: variants of {len(problems)} problems in {folder}")
+    say(variants_line(read_json(folder / "summary.json"), folder))
+
+
+def variants_line(counts: dict, folder: Path) -> str:
+    """'probe: 7 variants of 7 problems in OUT/probe; 1 of 8 skipped (...)': what was kept, and
+    what was not, as probe/summary.json counts them."""
+    skipped = counts["problems"] - counts["kept"]
+    line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
+           f"problem{'' if counts['kept'] == 1 else 's'} in {folder}"
+    if skipped:
+        reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
+        line += f"; {skipped} of {counts['problems']} skipped ({reasons})"
+    return line
 
 
 def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str | None = None,
@@ -117,6 +135,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
                                       merge_adapter=True, trust_remote_code=request.trust_remote_code)
         for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
             evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
+            say_paths(EvalPaths.for_name(out_dir, n))
     return rebuild_report(out_dir)
 
 
@@ -147,6 +166,7 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
         check_not_hand_edited(run_dir)  # before hours of work, not after
     plan = _plan(config, run_dir)
     run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
+    say(f"adapter: {run_dir / 'adapter'}")
     if plan is not None:
         from mathtune.plan import write_plan
 

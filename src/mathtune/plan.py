@@ -23,12 +23,16 @@ from pathlib import Path
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import write_json_atomic
-from mathtune.core.terminal import duration
+from mathtune.core.terminal import duration, round_seconds
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
 # assumed where no throughput was measured on that device.
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l4": 121.0}
 ASSUMED_UTILISATION = 0.30
+# Scaling a measured throughput by parameter count holds near the measured size; a model more
+# than this many times smaller or larger is an extrapolation, and the plan says so.
+EXTRAPOLATION_FACTOR = 10
+PARAMS_DEFINITION = "total = the base model's parameters + the LoRA adapter's (the trainable ones)"
 FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forward 2*N*T + 2*H*C + 2*L*d*T^2, "
                  "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
                  "non-embedding parameters, H the output layer's, L layers of attention width d; validation "
@@ -52,7 +56,8 @@ def _detected_device() -> str:
 
 
 def _model_shape(name_or_path: str, config: Config) -> dict:
-    """Parameter counts from the model's config on the meta device: no weights are read."""
+    """Parameter counts from the model's config on the meta device: no weights are read.
+    total_params counts the base model and the adapter, as train/summary.json does."""
     import torch
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -68,12 +73,12 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # PEFT's use of a renamed property
     text = cfg.get_text_config()
     embedding = text.vocab_size * text.hidden_size
-    total = sum(p.numel() for p in model.parameters())
+    base = sum(p.numel() for p in model.parameters())
     peft_model = get_peft_model(model, make_lora_config(config, model))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    return {"total_params": total, "trainable_params": trainable,
-            "non_embedding_params": total - embedding * (1 if getattr(text, "tie_word_embeddings", False) else 2),
+    return {"base_params": base, "trainable_params": trainable, "total_params": base + trainable,
+            "non_embedding_params": base - embedding * (1 if getattr(text, "tie_word_embeddings", False) else 2),
             "head_params": embedding, "layers": text.num_hidden_layers,
             "attention_width": text.num_attention_heads * head_dim, "hidden": text.hidden_size,
             "vocab": text.vocab_size}
@@ -166,15 +171,23 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
 
     entry = next((e for e in throughputs() if e["device"] == device), None)
     if entry is not None:
-        scale = (shape["total_params"]) / entry["params"]
+        scale = shape["base_params"] / entry["params"]  # the entry measured a base model's size
         train_s = t.epochs * kept_tokens / entry["train_tokens_per_s"] * scale / world_size
         val_s = val_passes * sum(kept_val) / (3 * entry["train_tokens_per_s"]) * scale / world_size
         eval_s = generated / entry["eval_tokens_per_s"] * scale / world_size
         decode_s = decoded / entry["eval_tokens_per_s"] * scale
+        factor = f"x{scale:.2f}" if scale >= 0.01 else f"x{scale:.2g}"
         basis = (f"measured throughput '{entry['id']}' ({entry['source']}): training {entry['train_tokens_per_s']} "
                  f"tokens/s and evaluation {entry['eval_tokens_per_s']} generated tokens/s on a "
-                 f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count x{scale:.2f}; validation at 3x the "
+                 f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count {factor}; validation at 3x the "
                  "training rate (forward only)")
+        if scale < 1 / EXTRAPOLATION_FACTOR:
+            basis += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {1 / scale:,.0f}x smaller "
+                      "than the measured one, far outside what was measured, where the fixed costs of every step "
+                      "that parameter-count scaling leaves out dominate: the real time is likely longer")
+        elif scale > EXTRAPOLATION_FACTOR:
+            basis += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {scale:,.0f}x larger "
+                      "than the measured one, far outside what was measured: a rough estimate")
     else:  # a known peak (checked above)
         rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION * world_size
         train_s, val_s, eval_s = train_flops / rate, val_flops / rate, eval_flops / rate
@@ -190,7 +203,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     # activations (about 34 x hidden values per layer without gradient checkpointing).
     activation = tokens_per_step * (8 * shape["vocab"] + (34 * shape["hidden"] * layers * dtype_bytes
                                                           if not t.gradient_checkpointing else 2 * shape["hidden"] * layers * dtype_bytes))
-    memory = shape["total_params"] * dtype_bytes + 16 * shape["trainable_params"] + activation
+    memory = shape["base_params"] * dtype_bytes + 16 * shape["trainable_params"] + activation
     return {
         "device": device,
         "world_size": world_size,
@@ -202,13 +215,16 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "steps_per_epoch": steps_per_epoch,
         "validation_passes": val_passes,
         "trainable_params": shape["trainable_params"],
+        "base_params": shape["base_params"],
         "total_params": shape["total_params"],
+        "params_definition": PARAMS_DEFINITION,
         "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA,
                   **({"validation_decoding": decode_flops} if accuracy_n else {})},
-        "time_s": {"train": round(train_s, 1), "validation": round(val_s, 1), "evaluation": round(eval_s, 1),
-                   "total": round(train_s + val_s + eval_s, 1),
-                   **({"validation_decoding": round(decode_s, 1)} if accuracy_n else {})},
+        "time_s": {"train": round_seconds(train_s), "validation": round_seconds(val_s),
+                   "evaluation": round_seconds(eval_s), "total": round_seconds(train_s + val_s + eval_s),
+                   **({"validation_decoding": round_seconds(decode_s)} if accuracy_n else {})},
         "accuracy_problems": accuracy_n or None,
+        "time_extrapolated": entry is not None and not 1 / EXTRAPOLATION_FACTOR <= scale <= EXTRAPOLATION_FACTOR,
         "time_basis": basis,
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
@@ -217,6 +233,10 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                               "per token of a step: float32 logits and their gradient, and the saved activations "
                               "of every layer; an estimate, not a measurement"),
     }
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
 
 
 def format_plan(plan: dict) -> str:
@@ -228,15 +248,17 @@ def format_plan(plan: dict) -> str:
         f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
         f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
         f"max {tr['max']}",
-        f"  steps      {plan['optimizer_steps']} optimizer steps ({plan['steps_per_epoch']} per epoch), "
-        f"{plan['validation_passes']} validation passes"
+        f"  steps      {plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "
+        f"({plan['steps_per_epoch']} per epoch), {plan['validation_passes']} validation pass"
+        f"{'' if plan['validation_passes'] == 1 else 'es'}"
         + (f", each decoding {plan['accuracy_problems']} problems for exact match" if plan.get("accuracy_problems")
            else ""),
-        f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,}",
+        f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,} (the base model's "
+        f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,})",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
-        + (f" of which decoding at most {duration(ts['validation_decoding'])}" if "validation_decoding" in ts else "")
-        + f", evaluation at most {duration(ts['evaluation'])})",
+        + (f" of which decoding {duration(ts['validation_decoding'])} at most" if "validation_decoding" in ts else "")
+        + f", evaluation {duration(ts['evaluation'])} at most)",
         "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",

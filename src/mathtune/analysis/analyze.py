@@ -27,6 +27,7 @@ from mathtune.analysis.training import analyze_training
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import run_provenance
 from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.core.terminal import round_seconds
 from mathtune.task.taxonomy import CATEGORIES
 
 SCHEMA_VERSION = 1
@@ -114,7 +115,7 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     rows = [
         {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
          "actual": training.get("global_step") if training.get("available") else None},
-        {"figure": "training time incl. validation (s)", "planned": round(plan["time_s"]["train"] + plan["time_s"]["validation"], 1),
+        {"figure": "training time incl. validation (s)", "planned": round_seconds(plan["time_s"]["train"] + plan["time_s"]["validation"]),
          "actual": training.get("wall_time_s") if training.get("available") else None},
         {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
          "actual": round(eval_s, 1) if eval_s is not None else None},

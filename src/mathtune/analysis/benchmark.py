@@ -13,7 +13,7 @@ from typing import Any
 
 from mathtune.analysis.common import UNNAMED_DATA, eval_record_files, pct, rounded
 from mathtune.core.runfiles import read_eval_records, read_json
-from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, mcnemar_exact,
+from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, mcnemar_exact, p_value_text,
                                  paired_bootstrap_difference, paired_counts, wilson_interval, wilson_share)
 from mathtune.task.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 from mathtune.task.variants import PROBE_SUFFIX
@@ -81,7 +81,7 @@ def paired_comparison(base: list[dict], tuned: list[dict]) -> dict[str, Any]:
             "difference_pp": rounded(diff * 100),
             "ci95_pp": [rounded(lo * 100), rounded(hi * 100)],
             "mcnemar_p": float(f"{p:.3g}"),
-            "mcnemar_p_display": "< 0.001" if p < 0.001 else f"{p:.3f}",
+            "mcnemar_p_display": p_value_text(p),
             **counts,
         }
     s = result["strict"]

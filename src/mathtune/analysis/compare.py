@@ -25,6 +25,7 @@ from mathtune.core.stats import wilson_interval
 from mathtune.core.terminal import duration
 
 MODELS = ("base", "tuned")
+MISSING = "-"  # the one marker of the table for a value a run does not have, or that does not apply to it
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -67,10 +68,10 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
 def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
     """b - a on strict exact match, paired on problem id: points, bootstrap 95% interval, McNemar p."""
     if not a or not b:
-        return "n/a"
+        return MISSING
     paired = paired_comparison(a, b)
     if not paired.get("available"):
-        return "n/a (no common problems)"
+        return f"{MISSING} (no common problems)"
     s = paired["strict"]
     lo, hi = s["ci95_pp"]
     return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
@@ -79,7 +80,7 @@ def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
 
 def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
     if not a or not b:
-        return "n/a"
+        return MISSING
     key = lambda rs: {r["id"]: (r.get("completion"), r.get("correct_strict")) for r in rs}  # noqa: E731
     return "yes" if key(a) == key(b) else "no"
 
@@ -95,7 +96,7 @@ def _recipe_cell(recipe: dict) -> str:
         g = recipe["grpo"]
         return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
                 f"mixed groups {g['mixed_groups_mean_pct']}%")
-    return "gold solutions" if method == "sft" else "n/a"
+    return "gold solutions" if method == "sft" else MISSING
 
 
 def _sampling_seconds(r: dict) -> float:
@@ -104,9 +105,15 @@ def _sampling_seconds(r: dict) -> float:
     return float(rft.get("sampling_wall_time_s") or 0.0)
 
 
+def _sampling_cell(r: dict) -> str:
+    """RFT's sampling time; a run of another method did no sampling, which is not '0 s'."""
+    rft = (r["train"] or {}).get("rft")
+    return duration(_sampling_seconds(r)) if rft and rft.get("sampling_wall_time_s") is not None else MISSING
+
+
 def _accuracy_cell(summary: dict | None, kind: str) -> str:
     if summary is None or summary.get(f"accuracy_{kind}") is None:
-        return "n/a"
+        return MISSING
     ci = summary.get(f"ci95_{kind}")
     if not ci and isinstance(summary.get(f"correct_{kind}"), int) and summary.get("n"):
         ci = wilson_interval(summary[f"correct_{kind}"], summary["n"])  # older summaries lack the interval
@@ -116,7 +123,7 @@ def _accuracy_cell(summary: dict | None, kind: str) -> str:
 
 def _show(value: Any) -> str:
     if value is None:
-        return "n/a"
+        return MISSING
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value).replace("|", "\\|")
@@ -159,7 +166,7 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
         # train.rft.* and train.grpo.* mean something only in a run of that method.
         for method in ("rft", "grpo"):
             if key.startswith(f"train.{method}.") and r["config"].get("train.method") != method:
-                return "-"
+                return MISSING
         return r["config"].get(key)
 
     keys = sorted({k for r in runs for k in r["config"]} - {"train.method"})
@@ -183,25 +190,25 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
                  *(_paired_cell(r["records"].get("base"), r["records"].get("tuned")) for r in runs)])
     if len(runs) > 1:
         name = first["dir"].name
-        rows.append([f"base results identical to {name}'s", "-",
+        rows.append([f"base results identical to {name}'s", MISSING,
                      *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
-        rows.append([f"tuned - {name} tuned, strict, paired", "-",
+        rows.append([f"tuned - {name} tuned, strict, paired", MISSING,
                      *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
 
     def train_value(r: dict, key: str, fmt=str) -> str:
         value = (r["train"] or {}).get(key)
-        return "n/a" if value is None else fmt(value)
+        return MISSING if value is None else fmt(value)
 
     rows.append(["best step", *(train_value(r, "best_step") for r in runs)])
     if any(_sampling_seconds(r) for r in runs):
-        rows.append(["RFT sampling wall time", *(duration(_sampling_seconds(r)) for r in runs)])
+        rows.append(["RFT sampling wall time", *(_sampling_cell(r) for r in runs)])
     rows.append(["training wall time", *(train_value(r, "wall_time_s", duration) for r in runs)])
 
     def cost(r: dict) -> str:
         t = r["train"] or {}
         if t.get("cost_usd") is None:
-            return "n/a"
+            return MISSING
         # RFT's sampling ran on the same GPUs before training; price it the same way.
         sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
         return f"${t['cost_usd'] + sampling:.2f}"

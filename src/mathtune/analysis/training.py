@@ -180,6 +180,51 @@ def _epochs_at(curves: dict, step: int | None) -> float | None:
     return None
 
 
+def _count(n: int, word: str) -> str:
+    """'1 step', '3 steps'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _interval_used(curves: dict, series: str, key: str, config: Config | None) -> int | None:
+    """The interval in steps a run used (train.eval_every_steps or train.logging_steps): from
+    its config, or read off the curve's spacing where there is no config."""
+    if config is not None:
+        return getattr(config.train, key)
+    steps = curves[series]["step"]
+    gaps = [b - a for a, b in zip(steps, steps[1:]) if b > a]
+    return min(gaps) if gaps else None
+
+
+def _how_to_get_a_verdict(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
+    """What would give the trend a verdict: never a setting already in effect."""
+    steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
+    longer = "train longer (more train.epochs, or a larger data.train_limit)"
+    if curves["validation"]["step"]:
+        have = trend["validation_points_used"]
+        head = (f"Not enough validation points for a verdict: {_count(have, 'evaluation')}, and the trend needs the "
+                f"last {VALIDATION_TREND_POINTS}.")
+        every = _interval_used(curves, "validation", "eval_every_steps", config)
+        if not steps:
+            return f"{head} To get one, validate more often (train.eval_every_steps) or {longer}."
+        # Validation runs at step 0, every `every` steps and at the last step: 1 + ceil(steps / every)
+        # evaluations. Aim at a few more than the window needs.
+        suggest = max(1, steps // (VALIDATION_TREND_POINTS + 1))
+        if every is None or suggest < every:
+            now = f", now {every}" if every is not None else ""
+            return (f"{head} To get one, set train.eval_every_steps to {suggest}{' or less' if suggest > 1 else ''} "
+                    f"(this run took {_count(steps, 'step')}{now}), or {longer}.")
+        needed = (VALIDATION_TREND_POINTS - 2) * every + 1
+        return (f"{head} This run took {_count(steps, 'step')}, validating every {_count(every, 'step')} "
+                f"(train.eval_every_steps: {every}), and {VALIDATION_TREND_POINTS} evaluations take {needed} steps or "
+                f"more. To get one, {longer}.")
+    head = (f"Not enough training-loss points for a verdict: {trend['train_points_used']} logged, and the trend "
+            f"needs {MIN_STRETCH_POINTS}.")
+    every = _interval_used(curves, "train", "logging_steps", config)
+    if every is not None and every > 1:
+        return f"{head} To get one, log more often (train.logging_steps, now {every}) or {longer}."
+    return f"{head} Every step is logged already; to get one, {longer}."
+
+
 def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None,
                             accuracy: dict | None = None) -> str:
     """What to do next, from the loss verdict and the numbers behind it (each named with its
@@ -209,17 +254,7 @@ def _loss_recommendation(trend: dict, summary: dict, curves: dict, config: Confi
     train_text = (f"training loss {_moved(train_dec)} over the final stretch ({trend['train_points_used']} "
                   "logged points)" if train_dec is not None else "")
     if verdict == "not enough points":
-        steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
-        if curves["validation"]["step"]:
-            every = max(1, steps // (VALIDATION_TREND_POINTS + 1)) if steps else None
-            how = (f"set train.eval_every_steps to {every}{' or less' if every > 1 else ''} (this run took {steps} "
-                   "steps), or train longer"
-                   if every else "evaluate more often (train.eval_every_steps) or train longer")
-            return (f"Not enough validation points for a verdict: {trend['validation_points_used']} evaluations, and "
-                    f"the trend needs the last {VALIDATION_TREND_POINTS}. To get one, {how}.")
-        return (f"Not enough training-loss points for a verdict: {trend['train_points_used']} logged, and the trend "
-                f"needs {MIN_STRETCH_POINTS}. To get one, log more often (train.logging_steps) or train longer, "
-                "and keep a validation split (data.val_fraction).")
+        return _how_to_get_a_verdict(trend, summary, curves, config)
     decider, other = (val_text, train_text) if val_dec is not None else (train_text, "")
     other = f"; {other}" if other else ""
     facts = "; ".join(t for t in (val_text, train_text) if t)
@@ -310,6 +345,11 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "tokens_per_s": rounded(summary.get("tokens_per_s"), 1),
         "peak_memory_gib": rounded(summary["peak_memory_bytes"] / 2**30, 2) if summary.get("peak_memory_bytes") else None,
         "trainable_params": summary.get("trainable_params"),
+        # The total has always counted the adapter too; a summary written before base_params was
+        # kept gives it as the difference.
+        "base_params": summary.get("base_params", summary["total_params"] - summary["trainable_params"]
+                                   if isinstance(summary.get("total_params"), int)
+                                   and isinstance(summary.get("trainable_params"), int) else None),
         "total_params": summary.get("total_params"),
         "device": summary.get("device"),
         # Cents for real runs; a short GPU test run still shows a non-zero cost.

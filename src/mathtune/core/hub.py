@@ -4,6 +4,9 @@ instead of a minute of the hub client's retries.
 
     why = hub_unavailable("model", "Qwen/Qwen2-1.5B", cached_file="config.json")
     if why: raise MathtuneError(why)
+
+With HF_HUB_OFFLINE (or HF_DATASETS_OFFLINE, TRANSFORMERS_OFFLINE) set the hub is never asked:
+a name missing from the cache is then reported the same way, as a missing local path.
 """
 
 from __future__ import annotations
@@ -50,13 +53,26 @@ def _in_cache(repo_id: str, filename: str, repo_type: str) -> bool:
         return False
 
 
+def offline_variable() -> str | None:
+    """The offline switch the user set (HF_HUB_OFFLINE=1, ...), or None."""
+    return next((v for v in _OFFLINE_VARIABLES if _set(v)), None)
+
+
+def not_in_offline_cache(kind: str, name: str) -> str:
+    """The error line for a name that is no local path while offline mode keeps the hub out and
+    the cache has no copy: most often a mistyped local path, so it reads as one."""
+    folder, thing = ("model path", "model") if kind == "model" else ("data folder", "dataset")
+    return (f"{folder} not found: {name} (no such local path; {offline_variable() or 'offline mode'} is set, so "
+            f"the Hugging Face hub is not asked, and its cache holds no {thing} of this name)")
+
+
 def hub_unavailable(kind: str, name: str, *, cached_file: str | None = None, repo_type: str = "model") -> str | None:
-    """None when `name` may be fetched from the hub (or the user asked for offline mode, where
-    the library reads its own cache); else the error line to show. kind: 'model' or 'data'."""
-    if any(_set(v) for v in _OFFLINE_VARIABLES):
-        return None
+    """None when `name` may be fetched from the hub (or, in offline mode, may be in the
+    library's own cache); else the error line to show. kind: 'model' or 'data'."""
     if cached_file and _in_cache(name, cached_file, repo_type):
         return None
+    if offline_variable():  # the hub is not asked; a known cache file that is absent settles it
+        return not_in_offline_cache(kind, name) if cached_file else None
     if hub_reachable():
         return None
     folder = "model path" if kind == "model" else "data folder"

@@ -49,6 +49,25 @@ def sweep_stale_temps(folder: Path) -> list[Path]:
     return removed
 
 
+def check_output_folder(path: Path, option: str = "--out") -> None:
+    """A folder mathtune will write into is usable: not a file, not under a file, and writable
+    where it exists or where it would be made. Checked before anything is read or printed, so a
+    mistyped output folder is one line at once, not after minutes of work."""
+    path = Path(os.path.expanduser(path))
+    if path.exists() and not path.is_dir():
+        raise MathtuneError(f"{option} {path}: is a file, not a folder")
+    existing = path
+    while not existing.exists():  # the nearest folder that exists: the one that must take the write
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise MathtuneError(f"{option} {path}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "folder is not writable" if existing == path else f"{existing} is not writable, so it cannot be made"
+        raise MathtuneError(f"{option} {path}: {what}")
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

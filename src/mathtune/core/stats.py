@@ -60,6 +60,13 @@ def mcnemar_exact(improved: int, regressed: int) -> float:
     return float(binomtest(improved, discordant, 0.5, alternative="two-sided").pvalue)
 
 
+def p_value_text(p: float | None) -> str:
+    """A p-value as every table of mathtune shows it: '0.688', '1.000', '< 0.001'."""
+    if p is None:
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def paired_bootstrap_difference(
     correct_a: list[bool], correct_b: list[bool], *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
     level: float = CI_LEVEL,

@@ -28,9 +28,20 @@ def say(message: str) -> None:
 
 
 def duration(seconds: float) -> str:
-    """A span of time as people read it: '45 s', '3.2 min', '2.5 h'."""
+    """A span of time as people read it: '45 s', '3.2 min', '2.5 h'; a span too short to round
+    to a second is 'under 1 s', never '0 s'."""
+    if 0 < seconds < 0.5:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
         f"{seconds / 3600:.1f} h"
+
+
+def round_seconds(seconds: float) -> float:
+    """Seconds kept to 0.1 s, or to two significant digits below that, so a short span that
+    is not zero is never stored as 0.0."""
+    if seconds == 0 or abs(seconds) >= 0.1:
+        return round(seconds, 1)
+    return float(f"{seconds:.2g}")
 
 
 class _HeldFileHandler(logging.FileHandler):
@@ -55,6 +66,48 @@ class _HeldFileHandler(logging.FileHandler):
             super().emit(record)
 
 
+# The loggers of the libraries mathtune drives. Each library that sets up its own terminal
+# handler on import (transformers, datasets, huggingface_hub) is also told by its environment
+# variable, in the CLI, to keep warnings to itself (see cli.main).
+LIBRARY_LOGGERS = ("mathtune", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub",
+                   "bitsandbytes", "torch", "py.warnings")
+
+
+@contextlib.contextmanager
+def _logs_to(handler: logging.Handler, level: int):
+    """Every log record of the libraries (and of anything else, through the root logger) and
+    every Python warning goes to `handler` alone for the duration of the block."""
+    root = logging.getLogger()
+    libraries = [logging.getLogger(name) for name in LIBRARY_LOGGERS]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in libraries]
+    saved_root = root.handlers[:]
+    for lg in libraries:
+        lg.handlers = [handler]
+        lg.propagate = False
+        if lg.level == logging.NOTSET or lg.level > level:
+            lg.setLevel(level)
+    root.handlers = [handler]  # a library outside the list logs through the root: no stderr fallback
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            yield handler
+    finally:
+        logging.captureWarnings(False)
+        root.handlers = saved_root
+        for lg, handlers, propagate, lvl in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+            lg.setLevel(lvl)
+
+
+@contextlib.contextmanager
+def quiet_libraries():
+    """The libraries' log records and warnings kept off the terminal for the whole command;
+    where there is a run folder, run_log() inside this block keeps them in its run.log."""
+    with _logs_to(logging.NullHandler(), logging.WARNING):
+        yield
+
+
 @contextlib.contextmanager
 def run_log(run_dir: Path, *, start: bool = True):
     """Send library log records and Python warnings to RUN_DIR/run.log (appended) instead of
@@ -65,22 +118,8 @@ def run_log(run_dir: Path, *, start: bool = True):
     if start:
         handler.start()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    libraries = [logging.getLogger(name) for name in ("mathtune", "transformers", "trl", "peft", "accelerate",
-                                                      "datasets", "torch", "py.warnings")]
-    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in libraries]
-    for lg in libraries:
-        lg.handlers = [handler]
-        lg.propagate = False
-        if lg.level == logging.NOTSET or lg.level > logging.INFO:
-            lg.setLevel(logging.INFO)
-    logging.captureWarnings(True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
+        with _logs_to(handler, logging.INFO):
             yield handler
     finally:
-        logging.captureWarnings(False)
-        for lg, handlers, propagate, level in saved:
-            lg.handlers, lg.propagate = handlers, propagate
-            lg.setLevel(level)
         handler.close()

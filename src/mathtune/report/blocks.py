@@ -65,6 +65,11 @@ def show(value: Any) -> str:
     return str(value)
 
 
+def show_count(value: Any) -> str:
+    """A count as the plan prints it: 9,232,384."""
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else show(value)
+
+
 def show_pct(value: Any) -> str:
     return "n/a" if value is None else f"{value}%"
 

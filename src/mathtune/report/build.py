@@ -15,7 +15,7 @@ from pathlib import Path
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
-                                    show_interval, show_pct, show_signed)
+                                    show_count, show_interval, show_pct, show_signed)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followups import followup_blocks, followup_figures
 from mathtune.report.render import render_html, render_markdown
@@ -83,7 +83,9 @@ def training_blocks(training: dict, figures: set[str]) -> list:
             ["tokens seen", show(training["tokens_seen"])],
             ["tokens/s", show(training["tokens_per_s"])],
             ["peak memory", f"{show(training['peak_memory_gib'])} GiB"],
-            ["trainable / total parameters", f"{show(training['trainable_params'])} / {show(training['total_params'])}"],
+            ["trainable / total parameters (total = base model + adapter)",
+             f"{show_count(training['trainable_params'])} / {show_count(training['total_params'])} (base model "
+             f"{show_count(training.get('base_params'))} + adapter {show_count(training['trainable_params'])})"],
             ["device", show(training["device"])],
             ["estimated cost", cost + note],
         ],

@@ -8,6 +8,7 @@ computes nothing.
 
 from __future__ import annotations
 
+from mathtune.core.stats import p_value_text
 from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval
 from mathtune.report.figures import error_bars, figure_bytes, pyplot
 
@@ -56,12 +57,15 @@ def _probe(probe: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Variants of {g.get('kept')} of {g.get('problems')} test problems "
                        f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): the question's numbers "
                        "changed, the gold answer recomputed through the solution's calculator annotations. "
-                       f"Skipped: {skipped}."))
+                       f"Skipped: {skipped}."
+                       + (f" Draws rejected because they made two distinct numbers of the question equal, and "
+                          f"drawn again: {g['draws_rejected']['numbers_collapse']}."
+                          if (g.get("draws_rejected") or {}).get("numbers_collapse") else "")))
     rows = []
     for name, m in probe["models"].items():
         rows.append([name, _acc(m["original"]), _acc(m["variant"]), _points(m["gap"]),
                      f"{m['pairs']['solved_original_lost_variant']} / {m['pairs']['failed_original_solved_variant']}",
-                     show(m["mcnemar_p"])])
+                     p_value_text(m["mcnemar_p"])])
     blocks.append(Table(["model", "originals (strict)", "variants (strict)", "variants - originals, points [95%]",
                          "solved original, lost variant / the reverse", "McNemar p"], rows))
     blocks.append(Para(f"{probe['definitions']['gap']}; {probe['definitions']['mcnemar']}."))
@@ -82,7 +86,7 @@ def _self_check(check: dict) -> list:
                        f"restate the final answer; the benchmark scores the final turn. Fixed: {d['fixed']}. "
                        f"Broken: {d['broken']}. Net: {d['net_change']}."))
     rows = [[name, _acc(m["first_turn"]), _acc(m["final_turn"]), str(m["fixed"]), str(m["broken"]),
-             str(m["answer_changed"]), _points(m["net_change"]), show(m["mcnemar_p"])]
+             str(m["answer_changed"]), _points(m["net_change"]), p_value_text(m["mcnemar_p"])]
             for name, m in check["models"].items()]
     blocks.append(Table(["model", "first turn", "final turn", "fixed", "broken", "answer changed",
                          "net, points [95%]", "McNemar p"], rows))
@@ -104,7 +108,7 @@ def _regression(reg: dict) -> list:
     if reg.get("paired"):
         blocks.append(Table(["task", "documents", "tuned - base, points [95%]", "improved", "regressed", "McNemar p"],
                             [[task, str(p["n"]), _points(p["difference"]), str(p["improved"]), str(p["regressed"]),
-                              show(p["mcnemar_p"])] for task, p in reg["paired"].items()]))
+                              p_value_text(p["mcnemar_p"])] for task, p in reg["paired"].items()]))
         blocks.append(Bullets(reg["verdicts"]))
     return blocks
 

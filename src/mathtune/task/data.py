@@ -111,7 +111,7 @@ def _hub_config(source: str, fmt: DataFormat) -> str | None:
 
 
 def _load_hub(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
-    from mathtune.core.hub import hub_unavailable
+    from mathtune.core.hub import hub_unavailable, not_in_offline_cache, offline_variable
 
     why = hub_unavailable("data", source)
     if why:  # a mistyped local path, or no network: say so now, not after the client's retries
@@ -122,6 +122,10 @@ def _load_hub(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[P
         rows = datasets.load_dataset(source, _hub_config(source, fmt), split=split)
     except Exception as err:  # network, unknown id, missing config: all one user-facing failure
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        # Offline and not cached (the client's words for it depend on when it read the switch).
+        if offline_variable() and any(w in f"{type(err).__name__} {first}" for w in (
+                "OfflineModeIsEnabled", "LocalEntryNotFoundError", "Couldn't reach")):
+            raise MathtuneError(not_in_offline_cache("data", source)) from None
         raise MathtuneError(
             f"cannot load dataset '{source}' from the hub ({first}); "
             "pass a local folder with train.jsonl and test.jsonl, or set MATHTUNE_DATA"

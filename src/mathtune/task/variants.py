@@ -16,7 +16,9 @@ A problem is kept only when its whole chain can be recomputed: every annotation 
 arithmetic that gives its stated result, and the gold answer is a step's result. A variant
 is kept only when it makes sense: every step's result stays positive where the original's
 was, whole where the original's was whole (no division leaves a fraction the original did
-not have), with no more decimals than the original's; otherwise another draw is tried.
+not have), with no more decimals than the original's, and numbers the question keeps apart
+stay apart (4 inch and 2 inch heels do not both become 3 inch: that is another problem, or a
+trivial one); otherwise another draw is tried.
 
 Written here because neither lm-evaluation-harness nor the GSM-Symbolic release builds
 variants from GSM8K's own annotations; their templates are written by hand.
@@ -62,6 +64,7 @@ SKIP_REASONS = {
     "no_question_number": "no number of the question enters the calculation",
     "percent_two_forms": "a number of the question enters the calculation in two forms (20 and 0.2)",
     "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
+    "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
 }
 
@@ -210,11 +213,18 @@ def _candidates(value: Fraction, is_percent: bool) -> list[Fraction]:
     return out
 
 
+def collapses(values: dict[Fraction, Fraction], originals: set[Fraction]) -> bool:
+    """Whether the new values make two numbers of the question equal that were distinct: two
+    changed ones, or a changed one and one left as it was."""
+    new = [values.get(v, v) for v in originals]
+    return len(set(new)) < len(new)
+
+
 def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42) -> tuple[list[dict], dict]:
     """Up to `variants` perturbed copies of each problem whose chain can be recomputed; returns
     (variant rows for a data file, the counts kept and skipped with their reasons)."""
     rng = random.Random(seed)
-    rows, skipped, kept = [], Counter(), 0
+    rows, skipped, kept, collapsed = [], Counter(), 0, 0
     for problem in problems:
         numbers = question_numbers(problem.question)
         steps, why = parse_chain(problem, numbers)
@@ -243,7 +253,8 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
         percent = {v for start, end, v, _ in numbers if problem.question[end:end + 1] == "%"
                    or problem.question[end:end + 8].strip().startswith("percent")}
         options = {v: _candidates(v, v in percent) for v in used}
-        made, seen = [], set()
+        originals = {v for _, _, v, _ in numbers}
+        made, seen, sensible = [], set(), 0
         for _ in range(DRAWS):
             if len(made) == variants:
                 break
@@ -255,9 +266,13 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
             chain = recompute(steps, values)
             if chain is None:
                 continue
+            sensible += 1
+            if collapses(values, originals):
+                collapsed += 1
+                continue
             made.append((values, chain))
         if not made:
-            skipped["no_sensible_variant"] += 1
+            skipped["numbers_collapse" if sensible else "no_sensible_variant"] += 1
             continue
         kept += 1
         for k, (values, chain) in enumerate(made, start=1):
@@ -275,6 +290,7 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
                          "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
     return rows, {"problems": len(problems), "kept": kept, "variants": len(rows), "variants_per_problem": variants,
                   "seed": seed, "skipped": dict(sorted(skipped.items())),
+                  "draws_rejected": {"numbers_collapse": collapsed},  # retried; a problem left with none is skipped
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
 
 

@@ -45,7 +45,7 @@ class TrainProgress(TrainerCallback):
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", desc=self.label,
                             dynamic_ncols=True)
         else:
-            say(f"{self.label}: {state.max_steps} steps" + (f", resuming at {state.global_step}" if state.global_step else ""))
+            say(f"{self.label}: {state.max_steps} step{'' if state.max_steps == 1 else 's'}" + (f", resuming at {state.global_step}" if state.global_step else ""))
 
     def _postfix(self) -> str:
         parts = []

@@ -21,6 +21,7 @@ from typing import Callable
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
+from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.records import EvalPaths, finished_summary
@@ -125,7 +126,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         "sampling_reused": summary.get("_reused", False),
         "samples_file": "train/rft_samples.jsonl",
     }
-    print(
+    say(
         f"rft: {with_correct} of {len(problems)} problems have a strictly correct sample; kept {kept} solutions, "
         f"{from_model} from the model and {kept - from_model} gold"
     )
@@ -137,7 +138,7 @@ def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPa
     GPU is present, on it, with an attention the decoder supports."""
     done = finished_summary(paths, request)
     if done is not None:
-        print(f"rft: reusing the samples in {paths.records}")
+        say(f"rft: reusing the samples in {paths.records}")
         return {**done, "_reused": True}
     with decoding(model):
         # The samples file is this run's own, redrawn when the sampling settings change.

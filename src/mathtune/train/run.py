@@ -33,7 +33,7 @@ from mathtune.config import Config, config_from_yaml_text, config_to_yaml
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.provenance import library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
-from mathtune.core.terminal import run_log, say
+from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.attention import training_attention
 from mathtune.models.load import load_model, load_tokenizer
 from mathtune.task.data import DataFormat, data_identity, training_splits
@@ -161,8 +161,9 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
                 f"best step {summary['best_step']} (validation exact match {em['correct']}/{em['n']}, "
                 f"eval_loss {summary['best_eval_loss']:.4f})" if em else
                 f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})")
-        say(f"training done ({method}): {best}, {summary['global_step']} steps in {summary['wall_time_s']:.0f} s; "
-              f"adapter in {run_dir / 'adapter'}")
+        steps = summary["global_step"]
+        say(f"training done ({method}): {best}, {steps} step{'' if steps == 1 else 's'} in "
+            f"{duration(summary['wall_time_s'])}")  # the adapter's path: the command's final line
     state.wait_for_everyone()
     return run_dir
 
@@ -322,7 +323,8 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "peak_memory_bytes": memory,
         "peak_memory_kind": memory_kind,
         "trainable_params": trainable,
-        "total_params": total,
+        "base_params": total - trainable,
+        "total_params": total,  # the base model's and the adapter's, as the plan counts them
         "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
         "world_size": world,
         # What ran: the base weights' dtype and the attention the model was built with.

@@ -21,6 +21,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
+from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
 from mathtune.task.data import DataFormat, Problem, training_splits
@@ -96,7 +97,7 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
         "dropped_too_long": {"train": train_dropped, "validation": val_dropped},
     }
     if train_dropped or val_dropped:
-        print(
+        say(
             f"dropped {train_dropped} training and {val_dropped} validation examples longer than "
             f"data.max_length={config.data.max_length}"
         )
