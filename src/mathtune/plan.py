@@ -65,12 +65,9 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
     from mathtune.models.load import resolve_model_path
     from mathtune.train.trainer import make_lora_config
 
-    import warnings
-
     cfg = AutoConfig.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=config.model.trust_remote_code)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(cfg)
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")  # PEFT's use of a renamed property
     text = cfg.get_text_config()
     embedding = text.vocab_size * text.hidden_size
     base = sum(p.numel() for p in model.parameters())
