@@ -100,7 +100,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         dtype=config.model.dtype,
         # GRPO trains on unpacked, padded batches
         attn_implementation=training_attention(config.model.attn_implementation,
-                                               config.train.packing and method != "grpo"),
+                                               config.train.packing and method != "grpo", config.model.dtype),
         device="cpu",  # the Trainer moves it to this process's device
         trust_remote_code=config.model.trust_remote_code,
     )
