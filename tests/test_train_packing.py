@@ -14,6 +14,7 @@ from conftest import tiny_train_config
 from mathtune.models import attention
 from mathtune.models.attention import VARLEN, VarlenKernel, reference_varlen_attn, training_attention
 from mathtune.models.load import load_model, load_tokenizer
+from mathtune.train.lm_head import use_lm_head
 from mathtune.train.trainer import build_datasets, build_trainer, make_lora_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,7 +146,7 @@ def test_packed_examples_do_not_attend_to_each_other(attn, tmp_path, tiny_model_
     torch.testing.assert_close(torch.stack(packed), torch.stack(alone), rtol=1e-5, atol=1e-5)
     assert (torch.stack(leaky[1:]) - torch.stack(alone[1:])).abs().max() > 1e-3  # the check has teeth
 
-    # And the loss the trainer itself computes on the packed batch (fused LM head, PEFT
+    # And the loss the trainer itself computes on the packed batch (lean LM head, PEFT
     # model, LoRA still zero) is the token-weighted mean of the per-example losses.
     assert trainer.model.config._attn_implementation == attn
     trainer.model.eval()
@@ -249,6 +250,52 @@ def test_which_attention_training_gets_where(gpu, capability, kernel, dtype, pac
     monkeypatch.setattr(__import__("importlib.util").util, "find_spec", lambda name, *a: None)  # no flash-attn
     assert training_attention("auto", packing, dtype) == expected
     assert training_attention("sdpa", packing, dtype) == "sdpa"  # a named attention is kept
+
+
+def test_lean_lm_head_scores_only_answer_tokens_and_equals_trls(tmp_path, tiny_model_dir, small_data_dir,
+                                                                monkeypatch):
+    import trl.kernels
+    import trl.trainer.utils
+
+    trainer, _, _ = make_trainer(tmp_path, tiny_model_dir, small_data_dir)
+    batch = next(iter(trainer.get_train_dataloader()))
+    scored = []
+    for module, attr in ((trl.kernels, "ChunkedLogProbFunction"), (trl.trainer.utils, "_ChunkedLogProbFunction")):
+        real = getattr(module, attr)
+
+        class Recording:
+            @staticmethod
+            def apply(hidden, *a, _real=real):
+                scored.append(hidden.shape[0])
+                return _real.apply(hidden, *a)
+
+        monkeypatch.setattr(module, attr, Recording)
+    model = trainer.model
+    model.eval()  # no LoRA dropout: both heads see the same network
+    lora = [p for n, p in model.named_parameters() if p.requires_grad]
+    with torch.no_grad():  # LoRA's B starts at zero; give every LoRA matrix a gradient to compare
+        for p in lora:
+            p.normal_(std=0.05)
+    results = {}
+    for head in ("trl", "lean"):
+        assert use_lm_head(model, head) == head
+        model.zero_grad()
+        trainer._metrics["eval"].clear()
+        loss = trainer.compute_loss(model, dict(batch))
+        loss.backward()
+        metrics = {k: v[-1] for k, v in trainer._metrics["eval"].items() if k != "num_tokens"}
+        results[head] = (loss.detach(), [p.grad.clone() for p in lora], metrics)
+
+    n_labels = int((batch["labels"][:, 1:] != -100).sum())
+    assert scored == [batch["input_ids"].shape[1] - 1, n_labels]  # TRL's head on a CPU: every position
+    assert n_labels < batch["input_ids"].shape[1] - 1
+    (trl_loss, trl_grads, trl_metrics), (lean_loss, lean_grads, lean_metrics) = results["trl"], results["lean"]
+    torch.testing.assert_close(lean_loss, trl_loss, rtol=1e-6, atol=1e-6)
+    for a, b in zip(lean_grads, trl_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert lean_metrics.keys() == trl_metrics.keys() >= {"entropy", "mean_token_accuracy"}
+    for key in lean_metrics:
+        assert lean_metrics[key] == pytest.approx(trl_metrics[key], rel=1e-5)
 
 
 def hand_metrics(model, examples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
