@@ -25,7 +25,6 @@ Without boundaries (unpacked, padded batches; generation) both are plain sdpa wi
 
 from __future__ import annotations
 
-import functools
 import inspect
 from dataclasses import dataclass
 from typing import Callable
@@ -91,7 +90,6 @@ class VarlenKernel:
         return cls(fn, causal, "enable_gqa" in params, "scale" in params)
 
 
-@functools.cache
 def torch_varlen_kernel() -> VarlenKernel | None:
     """torch's varlen flash attention where this torch has it, else None."""
     try:
@@ -121,6 +119,7 @@ def reference_varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q: int, max
     return out
 
 
+_TORCH_KERNEL = torch_varlen_kernel()  # read once: a lookup per call would cost host time and break torch.compile
 _kernel: VarlenKernel | None = None
 
 
@@ -149,7 +148,7 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     query: [1, Hq, T, D]; key, value: [1, Hkv, T, D]"""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    kernel = _kernel or torch_varlen_kernel()
+    kernel = _kernel or _TORCH_KERNEL
     single_row = (query.shape[0] == 1 and query.shape[2] == key.shape[2] and attention_mask is None
                   and not kwargs.get("output_attentions", False))
     if single_row and cu_seq_lens_q is None and kwargs.get("position_ids") is not None:
