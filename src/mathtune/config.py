@@ -382,11 +382,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `a.b=value` in the config data. A section on the way that is absent or null (an
+    optional one such as eval.probe, unset) is created, and the schema fills its other keys with
+    their defaults."""
     for text in overrides:
         path, value = parse_override(text)
         node = data
         for part in path[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise MathtuneError(f"--set {text}: '{part}' is not a section")
             node = child
