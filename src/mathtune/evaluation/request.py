@@ -40,6 +40,7 @@ class EvalRequest:
     val_fraction: float = 0.10
     trust_remote_code: bool = False
     data_format: DataFormat = GSM8K_FORMAT
+    quantization: str = "none"  # the base weights as bitsandbytes loads them (models.quantize)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
@@ -62,6 +63,7 @@ class EvalRequest:
             val_fraction=config.data.val_fraction,
             trust_remote_code=config.model.trust_remote_code,
             data_format=DataFormat.of(config.data),
+            quantization=config.model.quantization,
         )
 
     def identity(self) -> dict:
@@ -72,6 +74,8 @@ class EvalRequest:
             ident.pop("trust_remote_code")
         if self.data_format == GSM8K_FORMAT:
             ident.pop("data_format")
+        if self.quantization == "none":
+            ident.pop("quantization")
         ident["data"] = resolve_source(self.data)
         return ident
 
