@@ -182,6 +182,10 @@ def test_the_evaluation_identity_names_the_quantization_only_when_set(tiny_model
     assert "quantization" not in EvalRequest.from_config(config).identity()
     quantized = tiny_train_config(tiny_model_dir, small_data_dir, "model.quantization=8bit")
     assert EvalRequest.from_config(quantized).identity()["quantization"] == "8bit"
+    full, eight = EvalRequest.from_config(config), EvalRequest.from_config(quantized)
+    earlier = full.summary_identity()  # a record from before: it names no quantization
+    assert full.differing_settings(earlier) == [] and eight.differing_settings(earlier) == ["quantization"]
+    assert full.differing_settings(eight.summary_identity()) == ["quantization"]  # nor is an 8-bit one taken
 
 
 def test_export_of_a_quantized_run_merges_into_the_full_precision_base_and_says_so(quantized_run, tmp_path, capsys):
@@ -227,3 +231,18 @@ def test_settings_are_checked_before_any_weights_load(tmp_path, tiny_model_dir, 
     with pytest.raises(MathtuneError, match=r"needs bitsandbytes, which is not installed: pip install 'mathtune\[qlora\]'"):
         run_train(missing, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_on_a_quantized_base_is_its_own_record(quantized_run, tiny_kbit_model_dir, small_data_dir, tmp_path, capsys):
+    """`mathtune eval --quantization 4bit` records the quantization; a finished full-precision
+    evaluation under the same name is not taken for it (nor silently replaced)."""
+    from mathtune import cli
+
+    args = ["eval", "--model", str(tiny_kbit_model_dir), "--adapter", str(quantized_run / "adapter"), "--data",
+            str(small_data_dir), "--limit", "2", "--max-new-tokens", "4", "--out", str(tmp_path), "--name", "tuned"]
+    assert cli.main(args + ["--quantization", "4bit", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["quantization"] == "4bit" and summary["adapter_merged"] is False
+    assert summary["quantization_record"]["quant_type"] == "nf4"
+    assert cli.main(args) == 1  # full precision, same name
+    assert "differs in quantization" in capsys.readouterr().err

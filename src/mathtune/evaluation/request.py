@@ -20,6 +20,11 @@ from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, re
 from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
 
 
+# Settings a request's identity leaves out at their defaults, as records written before these
+# settings existed do: a summary without one of them was made at its default.
+IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FORMAT), "quantization": "none"}
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """Everything that determines an evaluation's results (batch size does not: greedy
@@ -84,6 +89,14 @@ class EvalRequest:
         ident = self.identity()
         ident["dtype_requested"] = ident.pop("dtype")
         return ident
+
+    def differing_settings(self, summary: dict) -> list[str]:
+        """The settings in which the evaluation a summary records differs from this request ([]: the
+        same). A setting either side leaves out is at its default (a 4-bit record does not match a
+        full-precision request)."""
+        ident = self.summary_identity()
+        keys = list(ident) + [k for k in IDENTITY_DEFAULTS if k in summary and k not in ident]
+        return [k for k in keys if summary.get(k, IDENTITY_DEFAULTS.get(k)) != ident.get(k, IDENTITY_DEFAULTS.get(k))]
 
 
 def default_name(request: EvalRequest) -> str:
