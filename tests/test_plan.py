@@ -145,4 +145,4 @@ def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, 
     config_file.write_text(f"model:\n  name_or_path: {tiny_model_dir}\n  quantization: 4bit\ndata:\n  source: {small_data_dir}\n")
     assert main(["plan", str(config_file), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert "the base in 4bit (a float32 base: " in text and "trainable (LoRA r 8, alpha 16)" in text
+    assert "the base in 4bit (a float32 base: " in text and "8,192); adapter LoRA r 8, alpha 16" in text

@@ -76,7 +76,7 @@ def test_compare_shows_the_base_weights_and_the_adapter(quantized_run, tmp_path,
     assert f"bitsandbytes {metadata.version('bitsandbytes')}" in weights[1]
     assert rows["config: model.quantization"] == ["none", "4bit"]
     adapter = rows["adapter (variant, rank, alpha, target modules)"]
-    assert adapter[0] == "n/a" and adapter[1].startswith("LoRA r 8, alpha 16, on down_proj, gate_proj")
+    assert adapter[0] == "-" and adapter[1].startswith("LoRA r 8, alpha 16, on down_proj, gate_proj")
 
 
 def test_the_adapter_loads_with_plain_peft_on_the_same_quantized_base(quantized_run, tiny_kbit_model_dir):

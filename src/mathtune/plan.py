@@ -302,8 +302,8 @@ def format_plan(plan: dict) -> str:
         f"{'' if plan['validation_passes'] == 1 else 'es'}"
         + (f", each decoding {plan['accuracy_problems']} problems for exact match" if plan.get("accuracy_problems")
            else ""),
-        f"  params     {plan['trainable_params']:,} trainable ({plan.get('adapter', 'LoRA')}) of {plan['total_params']:,} "
-        f"(the base model's {plan['base_params']:,} + the adapter's {plan['trainable_params']:,})",
+        f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,} (the base model's "
+        f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,}); adapter {plan.get('adapter', 'LoRA')}",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
         + (f" of which decoding {duration(ts['validation_decoding'])} at most" if "validation_decoding" in ts else "")

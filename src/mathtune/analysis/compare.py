@@ -105,7 +105,7 @@ def _weights_cell(r: dict) -> str:
     label where training and every evaluation agree."""
     summaries = [s for s in [r["train"], *r["evals"].values()] if s]
     labels = sorted({quantization_label(s.get("quantization_record")) for s in summaries})
-    return "; ".join(labels) if labels else "n/a"
+    return "; ".join(labels) if labels else MISSING
 
 
 def _adapter_cell(r: dict) -> str:
