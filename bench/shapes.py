@@ -24,6 +24,10 @@ SHAPES = {
     "qwen2-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                        num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
                        max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6),
+    # Qwen2-7B's config.json, likewise (untied output layer, a slightly larger vocabulary).
+    "qwen2-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152064, tie_word_embeddings=False,
+                     max_position_embeddings=131072, rope_theta=1_000_000.0, rms_norm_eps=1e-6),
     # For trying the bench scripts on a CPU in seconds: the real vocabulary, a tiny body.
     "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True,
@@ -52,6 +56,21 @@ def build_shape(name: str, tokenizer_dir: Path, out_dir: Path, dtype: torch.dtyp
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out_dir)
+    return out_dir
+
+
+def build_shape_config(name: str, tokenizer_dir: Path, out_dir: Path) -> Path:
+    """A model folder with this shape's config.json and the tokenizer, and no weights: enough for
+    `mathtune plan`, which builds the model on the meta device."""
+    from transformers import AutoTokenizer, Qwen2Config
+
+    if name not in SHAPES:
+        raise SystemExit(f"unknown shape {name!r} (known: {', '.join(SHAPES)})")
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    stop = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    Qwen2Config(**SHAPES[name], eos_token_id=stop, bos_token_id=stop, pad_token_id=stop).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
     return out_dir
 
 
