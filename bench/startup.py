@@ -1,0 +1,330 @@
+"""Where `mathtune eval` spends its time before the first decoding step, and `mathtune eval
+--limit 1` against a plain transformers script that does the same work, back to back.
+
+    python bench/startup.py --model PATH [--data ../shared/gsm8k] [--prompt chat] [--limit 1]
+        [--max-new-tokens 8] [--repeat 3] [--eval-args "--batch-size 8"] [--json OUT.json]
+    python bench/startup.py --shape tiny --tokenizer ../shared/qwen2.5-tokenizer
+
+Two measurements, each run in fresh processes (a start-up is only measured cold in its own process):
+
+breakdown  `mathtune eval` run through mathtune's own command line (mathtune.cli.main) in one
+           process, with timers around the steps it takes: importing torch, initialising CUDA
+           (on a GPU), importing transformers and mathtune, reading the data, rendering the
+           prompts, loading the tokenizer, loading the weights (from_pretrained), any move or
+           cast of the loaded model (Module.to), tokenizing, the model's forward calls (the
+           first, the other prefills, the decode steps), and a CUDA-graph capture where the
+           decoder makes one. A wrapped call's time counts once, under the outermost timer that
+           is running; the rows add up to the time before the first decoding step, the rest
+           (`other`) being what no timer covers. On a GPU every timer synchronises, so a
+           kernel's time lands in the step that launched it.
+versus     the whole `mathtune eval --limit N --max-new-tokens M --quiet` command against a plain
+           script (import torch and transformers, load the tokenizer and the model straight onto
+           the device in its dtype, render the first problem's chat prompt, `generate` M tokens):
+           alternating which goes first, --repeat pairs; the medians and their ratio.
+
+Timings on a shared machine are noisy: compare the ratio of paths run back to back, not
+absolute seconds across runs.
+"""
+
+from __future__ import annotations
+
+import time
+
+_T0 = time.perf_counter()  # before any heavy import: a worker's start-up counts from here
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+# The plain-transformers reference: what a user would write to run one problem.
+PLAIN = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+t_import = time.perf_counter()
+model_dir, data_dir, new_tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = torch.bfloat16 if device == "cuda" else torch.float32
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, device_map=device).eval()
+t_load = time.perf_counter()
+with open(f"{data_dir}/test.jsonl") as fh:
+    question = json.loads(fh.readline())["question"]
+text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+enc = tok(text, return_tensors="pt", add_special_tokens=False).to(device)
+out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False)
+text = tok.decode(out[0, enc["input_ids"].shape[1]:])
+t_end = time.perf_counter()
+print(json.dumps({"import_s": t_import - t0, "load_s": t_load - t_import, "generate_s": t_end - t_load}))
+"""
+
+# Rows of the breakdown, in the order a run meets them.
+ORDER = ["import torch", "CUDA initialisation", "import transformers", "import mathtune", "read data",
+         "render prompts", "load tokenizer", "load weights (from_pretrained)", "move/cast model (Module.to)",
+         "tokenize prompts", "first forward", "other prefill forwards", "graph capture", "first decode step"]
+
+
+# ------------------------------------------------------------------------------ breakdown worker
+
+
+class Timers:
+    """Wall time per label; a call made while another timer runs counts only for the outer one."""
+
+    def __init__(self, sync):
+        self.sync = sync
+        self.spans: list[tuple[str, float, float]] = []
+        self.active: str | None = None
+
+    def span(self, label: str, fn, *args, **kwargs):
+        if self.active is not None:
+            return fn(*args, **kwargs)
+        self.active = label
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.sync()
+            self.spans.append((label, start, time.perf_counter()))
+            self.active = None
+
+    def wrap(self, owner, attr: str, label):
+        """Replace owner.attr by a timed call; label may be a function of the call's arguments."""
+        original = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            name = label(*args, **kwargs) if callable(label) else label
+            return self.span(name, original, *args, **kwargs)
+
+        setattr(owner, attr, timed)
+
+
+def breakdown_worker(args) -> dict:
+    import importlib
+
+    marks = []
+
+    def mark(label):
+        marks.append((label, time.perf_counter()))
+
+    start = time.perf_counter()
+    import torch
+    mark("import torch")
+    gpu = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    if gpu:
+        torch.cuda.init()
+        torch.empty(1, device="cuda")
+        sync()
+        mark("CUDA initialisation")
+    import transformers
+    import transformers.modeling_utils  # noqa: F401  (transformers imports lazily; this is what loading needs)
+    mark("import transformers")
+    for name in ("mathtune.cli", "mathtune.evaluation.evaluate", "mathtune.models.load", "mathtune.models.engine"):
+        importlib.import_module(name)
+    mark("import mathtune")
+    spans = [(label, t0, t1) for (label, t1), t0 in zip(marks, [start] + [t for _, t in marks[:-1]])]
+
+    from mathtune import cli
+    from mathtune.evaluation import evaluate as evaluate_module
+    from mathtune.models import load as load_module
+    from mathtune.task.prompts import PromptBuilder
+
+    timers = Timers(sync)
+    timers.wrap(evaluate_module, "load_problems", "read data")
+    timers.wrap(PromptBuilder, "render", "render prompts")
+    timers.wrap(load_module, "load_tokenizer", "load tokenizer")
+    timers.wrap(transformers.tokenization_utils_base.PreTrainedTokenizerBase, "__call__", "tokenize prompts")
+    timers.wrap(torch.nn.Module, "to", "move/cast model (Module.to)")
+    auto = transformers.AutoModelForCausalLM
+    from_pretrained = auto.from_pretrained
+    seen = {"forward": 0}
+
+    def forward_label(*a, **kw):
+        ids = kw.get("input_ids", a[0] if a else None)
+        if ids is not None and ids.shape[-1] == 1:
+            seen["forward"] += 1
+            return "first decode step" if seen["forward"] == 1 else "decode steps"
+        return "first forward" if not any(s[0] == "first forward" for s in timers.spans) else "other prefill forwards"
+
+    def loaded(*a, **kw):
+        model = from_pretrained(*a, **kw)
+        timers.wrap(model, "forward", forward_label)
+        return model
+
+    auto.from_pretrained = loaded
+    timers.wrap(auto, "from_pretrained", "load weights (from_pretrained)")
+    try:
+        from mathtune.models import static_engine
+    except ImportError:  # a tree without the static-cache decoder
+        static_engine = None
+    if static_engine is not None:
+        timers.wrap(static_engine, "capture_step", "graph capture")
+        timers.wrap(static_engine.Slots, "step", lambda *a, **k: "first decode step" if not any(
+            s[0] == "first decode step" for s in timers.spans) else "decode steps")
+
+    with tempfile.TemporaryDirectory() as out:
+        cmd = ["eval", "--model", args.model, "--data", args.data, "--prompt", args.prompt, "--limit",
+               str(args.limit), "--max-new-tokens", str(args.max_new_tokens), "--out", out, "--quiet",
+               *args.eval_args.split()]
+        code = cli.main(cmd)
+    end = time.perf_counter()
+    if code != 0:
+        raise SystemExit(f"mathtune eval failed with exit code {code}")
+    spans += timers.spans
+    first_step = min((t0 for label, t0, _ in spans if label == "first decode step"), default=end)
+    first_step_end = min((t1 for label, _, t1 in spans if label == "first decode step"), default=end)
+    rows: dict[str, dict] = {}
+    for label, t0, t1 in spans:
+        if t1 <= first_step_end and label != "decode steps":
+            row = rows.setdefault(label, {"s": 0.0, "calls": 0})
+            row["s"] += t1 - t0
+            row["calls"] += 1
+    covered = sum(r["s"] for r in rows.values())
+    return {"rows": {k: round(v["s"], 4) for k, v in rows.items()},
+            "calls": {k: v["calls"] for k, v in rows.items()},
+            "before_worker_s": round(start - _T0, 4),  # this script's own imports
+            "until_first_step_s": round(first_step - start, 4),
+            "until_first_step_end_s": round(first_step_end - start, 4),
+            "other_s": round(first_step_end - start - covered, 4),
+            "after_first_step_s": round(end - first_step_end, 4),
+            "total_s": round(end - start, 4), "device": "cuda" if gpu else "cpu"}
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def run(cmd: list[str], timeout: float | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return wall, proc
+
+
+def breakdown(args) -> dict:
+    """--repeat fresh processes; per row the median."""
+    results = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "b.json"
+            cmd = [sys.executable, __file__, "--worker", "--result", str(out)] + args.passthrough
+            wall, _ = run(cmd, timeout=args.timeout)
+            r = json.loads(out.read_text())
+        r["process_s"] = round(wall, 4)
+        # the interpreter's start (~0.03 s) and its exit (tearing down torch and transformers)
+        r["interpreter_s"] = round(wall - r["total_s"], 4)
+        results.append(r)
+    labels = [k for k in ORDER if any(k in r["rows"] for r in results)]
+    labels += sorted({k for r in results for k in r["rows"]} - set(labels))
+    med = {k: round(statistics.median(r["rows"].get(k, 0.0) for r in results), 3) for k in labels}
+    summary = {"rows": med, "calls": {k: max(r["calls"].get(k, 0) for r in results) for k in labels}}
+    for key in ("interpreter_s", "other_s", "until_first_step_s", "until_first_step_end_s", "after_first_step_s",
+                "total_s", "process_s"):
+        summary[key] = round(statistics.median(r[key] for r in results), 3)
+    summary["runs"] = results
+    summary["device"] = results[0]["device"]
+    return summary
+
+
+def versus(args) -> dict:
+    """`mathtune eval --limit N` against the plain script, alternating which runs first."""
+    mathtune, plain, inner = [], [], []
+    for i in range(args.repeat):
+        with tempfile.TemporaryDirectory() as out:
+            m_cmd = [sys.executable, "-m", "mathtune", "eval", "--model", args.model, "--data", args.data,
+                     "--prompt", args.prompt, "--limit", str(args.limit), "--max-new-tokens",
+                     str(args.max_new_tokens), "--out", out, "--quiet", *args.eval_args.split()]
+            p_cmd = [sys.executable, "-c", PLAIN, args.model, args.data, str(args.max_new_tokens)]
+            for which in ((m_cmd, mathtune), (p_cmd, plain)) if i % 2 == 0 else ((p_cmd, plain), (m_cmd, mathtune)):
+                wall, proc = run(which[0], timeout=args.timeout)
+                which[1].append(round(wall, 3))
+                if which[1] is plain:
+                    inner.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    m, p = statistics.median(mathtune), statistics.median(plain)
+    return {"mathtune_s": mathtune, "plain_s": plain, "mathtune_median_s": round(m, 3), "plain_median_s": round(p, 3),
+            "ratio": round(m / p, 3), "pair_ratios": [round(a / b, 3) for a, b in zip(mathtune, plain)],
+            "plain_inner": {k: round(statistics.median(r[k] for r in inner), 3) for k in inner[0]}}
+
+
+def print_breakdown(b: dict) -> None:
+    print(f"\nstart-up of `mathtune eval` ({b['device']}), median of {len(b['runs'])} fresh processes:")
+    print(f"  {'step':34s} {'seconds':>8s}  calls")
+    print(f"  {'interpreter start and exit':34s} {b['interpreter_s']:8.3f}")
+    for label, s in b["rows"].items():
+        print(f"  {label:34s} {s:8.3f}  {b['calls'][label]}")
+    print(f"  {'other (no timer)':34s} {b['other_s']:8.3f}")
+    print(f"  {'= to the end of the first step':34s} {b['until_first_step_end_s']:8.3f}")
+    print(f"  {'the rest (decoding, records)':34s} {b['after_first_step_s']:8.3f}")
+    print(f"  {'process wall time':34s} {b['process_s']:8.3f}")
+
+
+def print_versus(v: dict, args) -> None:
+    print(f"\n`mathtune eval --limit {args.limit} --max-new-tokens {args.max_new_tokens}` against the plain script, "
+          f"{len(v['mathtune_s'])} pairs back to back:")
+    print(f"  mathtune eval  {v['mathtune_median_s']:7.3f} s  (runs {v['mathtune_s']})")
+    print(f"  plain script   {v['plain_median_s']:7.3f} s  (runs {v['plain_s']}; inside it: {v['plain_inner']})")
+    print(f"  ratio          {v['ratio']:7.3f}x  (pairs {v['pair_ratios']})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if "--worker" in sys.argv:  # its clock starts before torch is imported: no shapes module (it imports torch)
+        p.add_argument("--model")
+        p.add_argument("--data")
+    else:
+        sys.path.insert(0, str(HERE))
+        from shapes import add_model_arguments
+
+        add_model_arguments(p)
+    p.add_argument("--prompt", default="chat")
+    p.add_argument("--limit", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--eval-args", default="", help="more `mathtune eval` options, one string")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--only", choices=("breakdown", "versus"), default=None)
+    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--results", type=Path, default=HERE / "results_startup.jsonl", help="append a row here")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.result.write_text(json.dumps(breakdown_worker(args)))
+        return
+
+    from shapes import machine, resolve_model
+
+    from mathtune.models.load import resolve_dtype
+
+    args.model = resolve_model(args, resolve_dtype(args.dtype))
+    args.passthrough = ["--model", args.model, "--data", args.data, "--prompt", args.prompt, "--limit",
+                        str(args.limit), "--max-new-tokens", str(args.max_new_tokens), f"--eval-args={args.eval_args}"]
+    results = {"date": datetime.date.today().isoformat(), "machine": machine(), "command": " ".join(sys.argv),
+               "model": args.shape and f"shape {args.shape} (random weights)" or args.model, "prompt": args.prompt,
+               "limit": args.limit, "max_new_tokens": args.max_new_tokens, "eval_args": args.eval_args}
+    if args.only in (None, "breakdown"):
+        results["breakdown"] = breakdown(args)
+        print_breakdown(results["breakdown"])
+    if args.only in (None, "versus"):
+        results["versus"] = versus(args)
+        print_versus(results["versus"], args)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    with args.results.open("a") as fh:
+        fh.write(json.dumps(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()
