@@ -176,13 +176,16 @@ def generate_stream(
     prefill_size: int | None = None,
     prefill_tokens: int | None = None,
     share_prefix: bool | None = None,
+    prompt_ids: list[list[int]] | None = None,
 ) -> Iterator[tuple[int, list[Generation]]]:
     """Yield (prompt index, its `samples` generations) as each prompt finishes.
 
     batch_size: prompts decoded at once (rows = batch_size x samples). A new group of prompts
     is prefilled when at least prefill_size (default: a quarter of batch_size, at least 1)
     places are free, so a refill costs one forward for several problems; one forward
-    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device)."""
+    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device).
+    prompt_ids: the prompts already tokenized (with add_special_tokens as given), so that the
+    caller's tokenization is not done twice."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -191,7 +194,8 @@ def generate_stream(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     # Turn-end markers are special tokens, matched by id (decoded text never holds them).
     text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
-    ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    ids = prompt_ids if prompt_ids is not None else [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
+                                                     for p in prompts]
     prefill_size = prefill_size or max(1, batch_size // 4)
     prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
     cache_kw = _cache_keyword(model)
