@@ -207,12 +207,15 @@ def load_model(
     if _is_local(path) and not weight_files(Path(path)):
         raise MathtuneError(f"model folder has no weights (no *.safetensors or pytorch_model*.bin): {name_or_path}")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    device = torch.device(device) if device is not None else process_device()
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
             trust_remote_code=trust_remote_code,
             dtype=resolve_dtype(dtype),
             attn_implementation=resolve_attn(attn_implementation),
+            # Straight onto a GPU in the dtype asked for, not into CPU memory first and then copied.
+            device_map=None if device.type == "cpu" else device,
         )
     except Exception as err:
         files = ", ".join(weight_files(Path(path))) if _is_local(path) else ""
@@ -220,9 +223,7 @@ def load_model(
                             + f": {_first_line(err)}") from None
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
-    if device is None:
-        device = process_device()
-    model.to(device)
+    model.to(device)  # in place already: nothing moves (an adapter's weights come to the model's device)
     model.eval()
     return model, tokenizer
 
