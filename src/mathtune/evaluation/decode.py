@@ -56,10 +56,13 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
 
     ids = ([token_ids[p.id] for p in problems] if token_ids is not None else
            [tokenizer(t, add_special_tokens=kwargs["add_special_tokens"])["input_ids"] for t in texts])
+    static = engine.uses_static_cache(model)
     size = request.batch_size
     if size == "auto":
-        longest = len(ids[0])  # problems come longest first
-        size = engine.auto_batch_size(model, longest + request.max_new_tokens, request.samples)
+        row_tokens = len(ids[0]) + request.max_new_tokens  # problems come longest first
+        if static:  # every slot holds the whole capacity
+            row_tokens = engine.static_capacity(len(ids[0]), request.max_new_tokens)
+        size = engine.auto_batch_size(model, row_tokens, request.samples)
     remaining = list(range(len(problems)))
     while remaining:
         finished: set[int] = set()
@@ -76,7 +79,10 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
             size = max(1, size // 2)
             torch.cuda.empty_cache()
             remaining = [j for i, j in enumerate(remaining) if i not in finished]
-    return size, "mathtune engine (shared prefix, refilled batch)"
+    if not static:
+        return size, "mathtune engine (shared prefix, refilled batch)"
+    graph = ", one CUDA graph per step" if next(model.parameters()).device.type == "cuda" else ""
+    return size, f"mathtune engine (shared prefix, fixed slots refilled in place{graph})"
 
 
 def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:
