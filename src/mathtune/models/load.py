@@ -22,6 +22,10 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off until a
+# GPU measurement of the greedy agreement between merged and unmerged decoding says it may be
+# on (bench/eval_speed.py, path mathtune:merged; bench/gpu.sh, stage merge).
+MERGE_IN_LOW_PRECISION = False
 
 
 def cache_root() -> Path:
@@ -286,6 +290,6 @@ def attach_adapter(model, adapter: str | Path, *, merge: bool = False):
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as err:
         raise MathtuneError(f"cannot attach adapter {adapter}: {_first_line(err)}") from None
-    if merge and all(p.dtype == torch.float32 for p in peft_model.parameters()):
+    if merge and (MERGE_IN_LOW_PRECISION or all(p.dtype == torch.float32 for p in peft_model.parameters())):
         return peft_model.merge_and_unload()
     return peft_model
