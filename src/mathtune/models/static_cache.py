@@ -199,12 +199,8 @@ def capture_step(step: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]
     step's inputs and outputs must live in tensors that never move (Slots allocates them
     once); the graph's own temporaries live in its private memory pool."""
     graph = torch.cuda.CUDAGraph()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        with torch.cuda.graph(graph, stream=side):
-            out = step()
-    torch.cuda.current_stream().wait_stream(side)
+    with torch.cuda.graph(graph):  # waits for the work before it, records on a side stream of its own
+        out = step()
 
     def replay() -> torch.Tensor:
         graph.replay()
