@@ -12,11 +12,12 @@ breakdown  `mathtune eval` run through mathtune's own command line (mathtune.cli
            (on a GPU), importing transformers and mathtune, reading the data, rendering the
            prompts, loading the tokenizer, loading the weights (from_pretrained), any move or
            cast of the loaded model (Module.to), tokenizing, the model's forward calls (the
-           first, the other prefills, the decode steps), and a CUDA-graph capture where the
-           decoder makes one. A wrapped call's time counts once, under the outermost timer that
-           is running; the rows add up to the time before the first decoding step, the rest
-           (`other`) being what no timer covers. On a GPU every timer synchronises, so a
-           kernel's time lands in the step that launched it.
+           first, the other prefills, the decoding steps), and on a GPU the fixed-slot decoder's
+           eager warm-up steps, its CUDA-graph capture and the first replay. A timed call inside
+           another counts for its own row only. The start-up ends with the first replay of the
+           captured step (else with the first decoding step); the rows add up to it, `other`
+           being what no timer covers. On a GPU every timer synchronises, so a kernel's time
+           lands in the step that launched it.
 versus     the whole `mathtune eval --limit N --max-new-tokens M --quiet` command against a plain
            script (import torch and transformers, load the tokenizer and the model straight onto
            the device in its dtype, render the first problem's chat prompt, `generate` M tokens):
@@ -70,31 +71,39 @@ print(json.dumps({"import_s": t_import - t0, "load_s": t_load - t_import, "gener
 # Rows of the breakdown, in the order a run meets them.
 ORDER = ["import torch", "CUDA initialisation", "import transformers", "import mathtune", "read data",
          "render prompts", "load tokenizer", "load weights (from_pretrained)", "move/cast model (Module.to)",
-         "tokenize prompts", "first forward", "other prefill forwards", "graph capture", "first decode step"]
+         "tokenize prompts", "first forward", "other prefill forwards", "first decode step", "warm-up decode steps",
+         "graph capture", "first graph replay"]
 
 
 # ------------------------------------------------------------------------------ breakdown worker
 
 
 class Timers:
-    """Wall time per label; a call made while another timer runs counts only for the outer one."""
+    """Wall time per label, exclusive: a timed call made inside another gives its time to its
+    own label, not to the outer one's. A label function that returns None opens no timer (the
+    call counts for whatever runs around it)."""
 
     def __init__(self, sync):
         self.sync = sync
-        self.spans: list[tuple[str, float, float]] = []
-        self.active: str | None = None
+        self.spans: list[tuple[str, float, float, float]] = []  # label, start, end, exclusive seconds
+        self.stack: list[list] = []  # label, start, seconds of the timed calls inside it
 
-    def span(self, label: str, fn, *args, **kwargs):
-        if self.active is not None:
+    def span(self, label: str | None, fn, *args, **kwargs):
+        if label is None:
             return fn(*args, **kwargs)
-        self.active = label
-        start = time.perf_counter()
+        self.stack.append([label, time.perf_counter(), 0.0])
         try:
             return fn(*args, **kwargs)
         finally:
             self.sync()
-            self.spans.append((label, start, time.perf_counter()))
-            self.active = None
+            label, start, inner = self.stack.pop()
+            end = time.perf_counter()
+            self.spans.append((label, start, end, end - start - inner))
+            if self.stack:
+                self.stack[-1][2] += end - start
+
+    def seen(self, label: str) -> bool:
+        return any(s[0] == label for s in self.spans) or any(s[0] == label for s in self.stack)
 
     def wrap(self, owner, attr: str, label):
         """Replace owner.attr by a timed call; label may be a function of the call's arguments."""
@@ -131,7 +140,7 @@ def breakdown_worker(args) -> dict:
     for name in ("mathtune.cli", "mathtune.evaluation.evaluate", "mathtune.models.load", "mathtune.models.engine"):
         importlib.import_module(name)
     mark("import mathtune")
-    spans = [(label, t0, t1) for (label, t1), t0 in zip(marks, [start] + [t for _, t in marks[:-1]])]
+    spans = [(label, t0, t1, t1 - t0) for (label, t1), t0 in zip(marks, [start] + [t for _, t in marks[:-1]])]
 
     from mathtune import cli
     from mathtune.evaluation import evaluate as evaluate_module
@@ -146,14 +155,14 @@ def breakdown_worker(args) -> dict:
     timers.wrap(torch.nn.Module, "to", "move/cast model (Module.to)")
     auto = transformers.AutoModelForCausalLM
     from_pretrained = auto.from_pretrained
-    seen = {"forward": 0}
 
     def forward_label(*a, **kw):
+        if timers.stack:  # inside a timed decoding step or a graph capture: theirs
+            return None
         ids = kw.get("input_ids", a[0] if a else None)
         if ids is not None and ids.shape[-1] == 1:
-            seen["forward"] += 1
-            return "first decode step" if seen["forward"] == 1 else "decode steps"
-        return "first forward" if not any(s[0] == "first forward" for s in timers.spans) else "other prefill forwards"
+            return "decode steps" if timers.seen("first decode step") else "first decode step"
+        return "other prefill forwards" if timers.seen("first forward") else "first forward"
 
     def loaded(*a, **kw):
         model = from_pretrained(*a, **kw)
@@ -163,13 +172,19 @@ def breakdown_worker(args) -> dict:
     auto.from_pretrained = loaded
     timers.wrap(auto, "from_pretrained", "load weights (from_pretrained)")
     try:
-        from mathtune.models import static_engine
+        from mathtune.models import static_cache
     except ImportError:  # a tree without the static-cache decoder
-        static_engine = None
-    if static_engine is not None:
-        timers.wrap(static_engine, "capture_step", "graph capture")
-        timers.wrap(static_engine.Slots, "step", lambda *a, **k: "first decode step" if not any(
-            s[0] == "first decode step" for s in timers.spans) else "decode steps")
+        static_cache = None
+    if static_cache is not None:
+        def step_label(slots):
+            if slots.steps == 0:
+                return "first decode step"
+            if slots.run is None and slots.mask.is_cuda:  # eager warm-up steps, then the one that captures
+                return "warm-up decode steps" if slots.steps < static_cache.WARMUP_STEPS else "first graph replay"
+            return "decode steps"
+
+        timers.wrap(static_cache, "capture_step", "graph capture")
+        timers.wrap(static_cache.Slots, "step", step_label)
 
     with tempfile.TemporaryDirectory() as out:
         cmd = ["eval", "--model", args.model, "--data", args.data, "--prompt", args.prompt, "--limit",
@@ -180,23 +195,27 @@ def breakdown_worker(args) -> dict:
     if code != 0:
         raise SystemExit(f"mathtune eval failed with exit code {code}")
     spans += timers.spans
-    first_step = min((t0 for label, t0, _ in spans if label == "first decode step"), default=end)
-    first_step_end = min((t1 for label, _, t1 in spans if label == "first decode step"), default=end)
+    # Start-up ends where decoding runs as it will to the end: after the first replay of a
+    # captured step, else after the first decoding step.
+    ready = min((t1 for label, _, t1, _ in spans if label == "first graph replay"), default=None)
+    if ready is None:
+        ready = min((t1 for label, _, t1, _ in spans if label == "first decode step"), default=end)
     rows: dict[str, dict] = {}
-    for label, t0, t1 in spans:
-        if t1 <= first_step_end and label != "decode steps":
+    for label, _, t1, own in spans:
+        if t1 <= ready and label != "decode steps":
             row = rows.setdefault(label, {"s": 0.0, "calls": 0})
-            row["s"] += t1 - t0
+            row["s"] += own
             row["calls"] += 1
     covered = sum(r["s"] for r in rows.values())
     return {"rows": {k: round(v["s"], 4) for k, v in rows.items()},
             "calls": {k: v["calls"] for k, v in rows.items()},
             "before_worker_s": round(start - _T0, 4),  # this script's own imports
-            "until_first_step_s": round(first_step - start, 4),
-            "until_first_step_end_s": round(first_step_end - start, 4),
-            "other_s": round(first_step_end - start - covered, 4),
-            "after_first_step_s": round(end - first_step_end, 4),
-            "total_s": round(end - start, 4), "device": "cuda" if gpu else "cpu"}
+            "until_first_step_end_s": round(ready - start, 4),
+            "other_s": round(ready - start - covered, 4),
+            "after_first_step_s": round(end - ready, 4),
+            "total_s": round(end - start, 4), "device": "cuda" if gpu else "cpu",
+            "decoder_steps": sum(1 for s in spans if s[0] in ("decode steps", "first decode step",
+                                                               "warm-up decode steps", "first graph replay"))}
 
 
 # ------------------------------------------------------------------------------ driver
@@ -228,8 +247,7 @@ def breakdown(args) -> dict:
     labels += sorted({k for r in results for k in r["rows"]} - set(labels))
     med = {k: round(statistics.median(r["rows"].get(k, 0.0) for r in results), 3) for k in labels}
     summary = {"rows": med, "calls": {k: max(r["calls"].get(k, 0) for r in results) for k in labels}}
-    for key in ("interpreter_s", "other_s", "until_first_step_s", "until_first_step_end_s", "after_first_step_s",
-                "total_s", "process_s"):
+    for key in ("interpreter_s", "other_s", "until_first_step_end_s", "after_first_step_s", "total_s", "process_s"):
         summary[key] = round(statistics.median(r[key] for r in results), 3)
     summary["runs"] = results
     summary["device"] = results[0]["device"]
@@ -263,7 +281,8 @@ def print_breakdown(b: dict) -> None:
     for label, s in b["rows"].items():
         print(f"  {label:34s} {s:8.3f}  {b['calls'][label]}")
     print(f"  {'other (no timer)':34s} {b['other_s']:8.3f}")
-    print(f"  {'= to the end of the first step':34s} {b['until_first_step_end_s']:8.3f}")
+    print(f"  {'= start-up':34s} {b['until_first_step_end_s']:8.3f}  "
+          "(to the end of the first graph replay, else of the first decoding step)")
     print(f"  {'the rest (decoding, records)':34s} {b['after_first_step_s']:8.3f}")
     print(f"  {'process wall time':34s} {b['process_s']:8.3f}")
 
