@@ -2,7 +2,7 @@
 --limit 1` against a plain transformers script that does the same work, back to back.
 
     python bench/startup.py --model PATH [--data ../shared/gsm8k] [--prompt chat] [--limit 1]
-        [--max-new-tokens 8] [--repeat 3] [--eval-args "--batch-size 8"] [--json OUT.json]
+        [--max-new-tokens 8] [--repeat 3] [--eval-args "--batch-size 8"] [--also-src DIR] [--json OUT.json]
     python bench/startup.py --shape tiny --tokenizer ../shared/qwen2.5-tokenizer
 
 Two measurements, each run in fresh processes (a start-up is only measured cold in its own process):
@@ -21,7 +21,8 @@ breakdown  `mathtune eval` run through mathtune's own command line (mathtune.cli
 versus     the whole `mathtune eval --limit N --max-new-tokens M --quiet` command against a plain
            script (import torch and transformers, load the tokenizer and the model straight onto
            the device in its dtype, render the first problem's chat prompt, `generate` M tokens):
-           alternating which goes first, --repeat pairs; the medians and their ratio.
+           --repeat rounds, the order rotating; the medians and their ratio. --also-src adds
+           `mathtune eval` from another source tree to the rotation (before/after a change).
 
 Timings on a shared machine are noisy: compare the ratio of paths run back to back, not
 absolute seconds across runs.
@@ -255,23 +256,36 @@ def breakdown(args) -> dict:
 
 
 def versus(args) -> dict:
-    """`mathtune eval --limit N` against the plain script, alternating which runs first."""
-    mathtune, plain, inner = [], [], []
+    """`mathtune eval --limit N` against the plain script (and against mathtune from --also-src),
+    the order rotating from round to round; per command the median."""
+    import os
+
+    def eval_cmd(out: str, src: str | None) -> list[str]:
+        env = ["env", f"PYTHONPATH={src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"] if src else []
+        return env + [sys.executable, "-m", "mathtune", "eval", "--model", args.model, "--data", args.data,
+                      "--prompt", args.prompt, "--limit", str(args.limit), "--max-new-tokens",
+                      str(args.max_new_tokens), "--out", out, "--quiet", *args.eval_args.split()]
+
+    names = ["mathtune", "plain"] + (["mathtune (--also-src)"] if args.also_src else [])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    inner = []
     for i in range(args.repeat):
-        with tempfile.TemporaryDirectory() as out:
-            m_cmd = [sys.executable, "-m", "mathtune", "eval", "--model", args.model, "--data", args.data,
-                     "--prompt", args.prompt, "--limit", str(args.limit), "--max-new-tokens",
-                     str(args.max_new_tokens), "--out", out, "--quiet", *args.eval_args.split()]
-            p_cmd = [sys.executable, "-c", PLAIN, args.model, args.data, str(args.max_new_tokens)]
-            for which in ((m_cmd, mathtune), (p_cmd, plain)) if i % 2 == 0 else ((p_cmd, plain), (m_cmd, mathtune)):
-                wall, proc = run(which[0], timeout=args.timeout)
-                which[1].append(round(wall, 3))
-                if which[1] is plain:
-                    inner.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    m, p = statistics.median(mathtune), statistics.median(plain)
-    return {"mathtune_s": mathtune, "plain_s": plain, "mathtune_median_s": round(m, 3), "plain_median_s": round(p, 3),
-            "ratio": round(m / p, 3), "pair_ratios": [round(a / b, 3) for a, b in zip(mathtune, plain)],
-            "plain_inner": {k: round(statistics.median(r[k] for r in inner), 3) for k in inner[0]}}
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            with tempfile.TemporaryDirectory() as out:
+                cmd = ([sys.executable, "-c", PLAIN, args.model, args.data, str(args.max_new_tokens)] if name == "plain"
+                       else eval_cmd(out, args.also_src if name != "mathtune" else None))
+                wall, proc = run(cmd, timeout=args.timeout)
+            times[name].append(round(wall, 3))
+            if name == "plain":
+                inner.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    result = {"runs_s": times, "median_s": {k: round(v, 3) for k, v in med.items()},
+              "ratio": round(med["mathtune"] / med["plain"], 3),
+              "plain_inner": {k: round(statistics.median(r[k] for r in inner), 3) for k in inner[0]}}
+    if args.also_src:
+        result["also_src"] = args.also_src
+        result["also_src_ratio"] = round(med["mathtune (--also-src)"] / med["plain"], 3)
+    return result
 
 
 def print_breakdown(b: dict) -> None:
@@ -289,10 +303,13 @@ def print_breakdown(b: dict) -> None:
 
 def print_versus(v: dict, args) -> None:
     print(f"\n`mathtune eval --limit {args.limit} --max-new-tokens {args.max_new_tokens}` against the plain script, "
-          f"{len(v['mathtune_s'])} pairs back to back:")
-    print(f"  mathtune eval  {v['mathtune_median_s']:7.3f} s  (runs {v['mathtune_s']})")
-    print(f"  plain script   {v['plain_median_s']:7.3f} s  (runs {v['plain_s']}; inside it: {v['plain_inner']})")
-    print(f"  ratio          {v['ratio']:7.3f}x  (pairs {v['pair_ratios']})")
+          f"{args.repeat} rounds back to back, the order rotating:")
+    for name, runs in v["runs_s"].items():
+        print(f"  {name:22s} {v['median_s'][name]:7.3f} s  (runs {runs})")
+    print(f"  plain script inside: {v['plain_inner']}")
+    print(f"  mathtune / plain       {v['ratio']:7.3f}x")
+    if "also_src_ratio" in v:
+        print(f"  --also-src / plain     {v['also_src_ratio']:7.3f}x  ({v['also_src']})")
 
 
 def main() -> None:
@@ -311,6 +328,9 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--eval-args", default="", help="more `mathtune eval` options, one string")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--also-src", default=None,
+                   help="another copy of mathtune's src/ (e.g. `git archive REV src | tar -x -C DIR`), run in the "
+                        "same rotation: before and after a change, back to back")
     p.add_argument("--only", choices=("breakdown", "versus"), default=None)
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--json", type=Path, default=None)
@@ -329,7 +349,10 @@ def main() -> None:
     args.model = resolve_model(args, resolve_dtype(args.dtype))
     args.passthrough = ["--model", args.model, "--data", args.data, "--prompt", args.prompt, "--limit",
                         str(args.limit), "--max-new-tokens", str(args.max_new_tokens), f"--eval-args={args.eval_args}"]
+    import mathtune
+
     results = {"date": datetime.date.today().isoformat(), "machine": machine(), "command": " ".join(sys.argv),
+               "mathtune_src": str(Path(mathtune.__file__).parent.parent),
                "model": args.shape and f"shape {args.shape} (random weights)" or args.model, "prompt": args.prompt,
                "limit": args.limit, "max_new_tokens": args.max_new_tokens, "eval_args": args.eval_args}
     if args.only in (None, "breakdown"):
