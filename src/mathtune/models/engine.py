@@ -13,6 +13,11 @@ benchmark fast:
   Here a finished row leaves the batch at once, and new problems are prefilled into the free
   places; cache columns no row attends to any more are dropped.
 
+Two ways to hold the batch, the same prefill and bookkeeping (_Session) around both:
+- _decode_dynamic: a DynamicCache; finished rows are removed, new rows appended (the CPU default).
+- _decode_static: fixed slots (static_cache.Slots), a finished row's slot refilled in place, the
+  step one CUDA graph on a GPU (the GPU default; uses_static_cache, MATHTUNE_STATIC_CACHE).
+
 Each row keeps its own position ids and attention mask, so a row sees exactly the tokens of
 its own prompt, in their own positions: in float32 the tokens equal those of plain
 batch-1 `generate` (tests/test_engine.py). Decoding knobs are those of generate.py: greedy
