@@ -173,6 +173,18 @@ def test_static_slots_equal_the_dynamic_engine_through_refills_and_compaction(ti
         assert len(compactions) >= 3
 
 
+def test_static_slots_with_eager_attention_write_an_additive_mask(tiny, one_thread):
+    model, tok = tiny
+    prompts = [make_prompt_builder("cot8").render(q, tok) for q in QUESTIONS]
+    kwargs = dict(max_new_tokens=16, stop_strings=(), batch_size=3)
+    model.set_attn_implementation("eager")
+    try:
+        assert _stream(model, tok, prompts, static_cache=True, **kwargs) == _stream(model, tok, prompts,
+                                                                                     static_cache=False, **kwargs)
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def test_static_slots_place_and_compact_keep_each_rows_columns():
     """A slot's own columns survive compaction in their order, and no slot keeps another's."""
     from types import SimpleNamespace
