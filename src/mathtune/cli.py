@@ -420,7 +420,7 @@ def os_error_line(err: OSError) -> str:
 
 def skip_exit_collection() -> None:
     """Let the process exit without Python's last garbage collection. After torch and
-    transformers are imported that collection walks millions of objects: about 1.5 s of a 10 s
+    transformers are imported that collection walks millions of objects: about 1.6 s of a 10 s
     `mathtune eval --limit 1` on 2 CPU cores (bench/startup.py). Frozen objects are left out of
     it; every file mathtune writes is closed (or renamed into place) before the command
     returns, so nothing waits on a finalizer."""
