@@ -74,6 +74,29 @@ def build_shape_config(name: str, tokenizer_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def build_random_adapter(model_dir: Path, out_dir: Path, *, r: int = 8, alpha: int = 16, b_std: float = 0.005) -> Path:
+    """A LoRA adapter of the reference shape (r 8, alpha 16, every linear layer) with random
+    weights, for measuring what merging it into bf16 weights changes where no trained adapter
+    is at hand. PEFT starts B at zero (a no-op adapter); here B ~ N(0, b_std), which with PEFT's
+    A makes the update about 2% of a randomly initialised weight's scale."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    if (out_dir / "adapter_config.json").is_file():
+        return out_dir
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
+                                                  task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, b_std)
+    peft_model.save_pretrained(out_dir)
+    return out_dir
+
+
 def machine() -> dict:
     """The device and library versions a result was measured with."""
     import os

@@ -27,7 +27,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.core.terminal import say
-from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first
+from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
 from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary, refuse_other_settings,
                                          session_timing, start_partial, summarize)
@@ -131,7 +131,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     shard = Shard.current()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
     records = resume(paths, request, shard)
-    pending = longest_first([p for p in problems if p.id not in records], prompts, tokenizer)
+    pending = [p for p in problems if p.id not in records]
+    token_ids = prompt_token_ids(pending, prompts, tokenizer, request)
+    pending = longest_first(pending, token_ids)
     mine = pending[shard.rank::shard.world_size]
     if request.samples > 1:
         torch.manual_seed(request.seed + len(records) + shard.rank)
@@ -140,7 +142,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     own = paths.partial if whole else paths.partial_for_rank(shard.rank)
     with PartialWriter(own, prompts, records, bar, shard) as writer:
         decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
-        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write)
+        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write,
+                                     token_ids)
     shard.wait()
     if not shard.is_main:
         shard.wait()  # the first process writes the merged files

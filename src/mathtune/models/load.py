@@ -22,6 +22,10 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off until a
+# GPU measurement of the greedy agreement between merged and unmerged decoding says it may be
+# on (bench/eval_speed.py, path mathtune:merged; bench/gpu.sh, stage merge).
+MERGE_IN_LOW_PRECISION = False
 
 
 def cache_root() -> Path:
@@ -212,13 +216,14 @@ def load_model(
     if _is_local(path) and not weight_files(Path(path)):
         raise MathtuneError(f"model folder has no weights (no *.safetensors or pytorch_model*.bin): {name_or_path}")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
-    if device is None:
-        device = process_device()
+    device = torch.device(device) if device is not None else process_device()
     settings = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype),
                     attn_implementation=resolve_attn(attn_implementation))
     try:
         if quantization == "none":
-            model = AutoModelForCausalLM.from_pretrained(path, **settings)
+            # Straight onto a GPU in the dtype asked for, not into CPU memory first and then copied.
+            model = AutoModelForCausalLM.from_pretrained(path, device_map=None if device.type == "cpu" else device,
+                                                         **settings)
         else:
             model = load_quantized(path, quantization, device=device, **settings)
     except MathtuneError:
@@ -230,7 +235,7 @@ def load_model(
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
     if quantization == "none":  # a quantized model was loaded onto its device and cannot be moved
-        model.to(device)
+        model.to(device)  # in place already: nothing moves (an adapter's weights come to the model's device)
     model.eval()
     return model, tokenizer
 
@@ -308,7 +313,7 @@ def attach_adapter(model, adapter: str | Path, *, merge: bool = False):
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as err:
         raise MathtuneError(f"cannot attach adapter {adapter}: {_first_line(err)}") from None
-    if merge and all(p.dtype == torch.float32 for p in peft_model.parameters()):
+    if merge and (MERGE_IN_LOW_PRECISION or all(p.dtype == torch.float32 for p in peft_model.parameters())):
         return peft_model.merge_and_unload()
     return peft_model  # a quantized base (int8 or packed 4-bit weights) never gets here merged
 
