@@ -8,13 +8,13 @@ DEMO_MODEL := qwen2.5-coder-0.5b-instruct
 
 .PHONY: setup model browser demo test test-fast clean
 
-# constraints.txt pins torch to the CPU build (2.13.0) so no multi-GB CUDA wheel is pulled;
-# the package itself only asks for a range.
+# constraints.txt pins torch to the CPU build (2.13.0) so no multi-GB CUDA wheel is pulled, and the
+# bitsandbytes whose CPU backend the quantization tests run on; the package itself only asks for ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,extra]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,extra,qlora]'
 	touch $@
 
 setup: $(VENV)/.installed

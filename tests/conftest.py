@@ -38,6 +38,16 @@ def tiny_model_dir(tmp_path_factory, small_data_dir) -> Path:
     return build_tiny_model(out, corpus)
 
 
+@pytest.fixture(scope="session")
+def tiny_kbit_model_dir(tmp_path_factory, small_data_dir) -> Path:
+    """The tiny model 64 wide, for a quantized base: bitsandbytes' CPU inference kernel for
+    4-bit layers (used by plain transformers on a CPU with AVX512-BF16) needs in_features to be a
+    multiple of 64 and out_features of 32, which the 32-wide model's layers are not."""
+    out = tmp_path_factory.mktemp("tiny-qwen2-64")
+    corpus = corpus_from_jsonl(small_data_dir / "train.jsonl", small_data_dir / "test.jsonl")
+    return build_tiny_model(out, corpus, hidden=64)
+
+
 def tiny_train_config(tiny_model_dir: Path, data_dir: Path, *overrides: str):
     """A training config on the tiny model and the small data: a few CPU steps."""
     from mathtune.config import load_config

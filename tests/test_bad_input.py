@@ -297,6 +297,22 @@ CASES = [
         "--out", str(c.out)], lambda c: ["none.jsonl", "not found"]),
     Case("field mapping that fits no record", lambda c: c.eval_args("--question-field", "problem"),
          lambda c: ["test.jsonl:1", "'problem'"]),
+    # --- model and adapter settings: one line before any weights load ---
+    Case("unknown target module", lambda c: ["train", str(c.config(
+        f"model: {{name_or_path: {c.model}}}\ndata: {{source: {c.data}}}\nlora: {{target_modules: [q_proj, vproj]}}\n")),
+        "--out", str(c.out)], lambda c: ["lora.target_modules ['vproj'] match no module", "q_proj"]),
+    Case("unknown target module in a plan", lambda c: ["plan", str(c.config(
+        f"model: {{name_or_path: {c.model}}}\ndata: {{source: {c.data}}}\n")), "--set", "lora.target_modules=[vproj]"],
+        lambda c: ["['vproj'] match no module"]),
+    Case("8-bit base with DoRA", lambda c: ["run", str(c.config(
+        f"model: {{name_or_path: {c.model}, quantization: 8bit}}\ndata: {{source: {c.data}}}\nlora: {{use_dora: true}}\n")),
+        "--out", str(c.out)], lambda c: ["lora.use_dora with model.quantization 8bit cannot train", "4bit"]),
+    Case("quantization of a .gguf model", lambda c: ["train", str(c.config(
+        f"model: {{name_or_path: {_file(c, 'model.gguf')}, quantization: 4bit}}\ndata: {{source: {c.data}}}\n")),
+        "--out", str(c.out)], lambda c: ["c.yaml", "model.quantization", ".gguf file is already quantized"]),
+    Case("eval --quantization of a .gguf model", lambda c: c.eval_args("--quantization", "4bit",
+                                                                       model=_file(c, "model.gguf")),
+         lambda c: ["quantization 4bit", ".gguf file is already quantized"]),
     Case("probe with a model path missing", lambda c: ["probe", "--model", str(c.tmp / "no-model"), "--data", str(c.data),
                                                        "--limit", "2", "--out", str(c.out)],
          lambda c: ["model path not found"]),

@@ -33,6 +33,46 @@ def test_overrides_are_typed_like_yaml(tmp_path):
     assert c.lora.target_modules == ["q_proj", "v_proj"] and c.eval.batch_size == "auto" and c.name == "x"
 
 
+def _optional_sections(model=Config, prefix: str = "") -> list[tuple[str, type]]:
+    """Every section of the schema that may be null (`section: X | None`), by dotted path."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found = []
+    for name, field in model.model_fields.items():
+        args = typing.get_args(field.annotation)
+        sections = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        if sections and type(None) in args:
+            found.append((prefix + name, sections[0]))
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            found += _optional_sections(field.annotation, prefix + name + ".")
+    return found
+
+
+def test_a_dotted_override_creates_an_unset_optional_section_with_its_defaults(tmp_path):
+    """`--set eval.probe.variants=2` works as `--set 'eval.probe={variants: 2}'` does, whether
+    the section is left out or written as null, for every optional section of the schema."""
+    sections = _optional_sections()
+    assert "eval.probe" in dict(sections)
+    reference = REPO / "configs" / "qwen2-1.5b-gsm8k-lora.yaml"  # writes every optional section as null
+    for path, section in sections:
+        key, default = next((k, f.default) for k, f in section.model_fields.items() if f.default is not None)
+        override = f"{path}.{key}={default}"
+        for config_file in (None, reference):
+            resolved = load_config(config_file, [override])
+            node = resolved
+            for part in path.split("."):
+                node = getattr(node, part)
+            assert node == section(), (path, config_file)
+    assert load_config(None, ["eval.probe.variants=2"]).eval.probe.variants == 2
+    assert load_config(reference, ["eval.probe.variants=2"]) == load_config(reference, ["eval.probe={variants: 2}"])
+    with pytest.raises(MathtuneError, match="'eval.probe.variant'"):  # a typo is still named
+        load_config(None, ["eval.probe.variant=2"])
+    with pytest.raises(MathtuneError, match="'name' is not a section"):
+        load_config(reference, ["name.x=2"])
+
+
 @pytest.mark.parametrize(
     "yaml_text, key",
     [

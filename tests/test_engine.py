@@ -1,9 +1,12 @@
-"""The evaluation decoder (shared-prefix cache, refilled batch) against plain batch-1 generate."""
+"""The evaluation decoder (shared-prefix cache, refilled batch) against plain batch-1 generate,
+on both of its caches: the dynamic one (the CPU default) and the fixed slots (static_cache, the
+GPU default, whose step runs uncaptured here: the same function a CUDA graph records)."""
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from mathtune.models import static_cache
 from mathtune.models.engine import common_prefix_length, generate_stream, supports
 from mathtune.models.generate import generate_batch
 from mathtune.task.prompts import STOP_STRINGS, make_prompt_builder
@@ -47,17 +50,19 @@ def test_common_prefix_leaves_every_prompt_a_token():
     assert common_prefix_length([[1, 2], [3, 4]]) == 0
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
 @pytest.mark.parametrize("kind", ["chat", "cot8"])
 @pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_greedy_tokens_equal_batch1_generate(tiny, one_thread, kind, batch_size):
+def test_greedy_tokens_equal_batch1_generate(tiny, one_thread, kind, batch_size, static):
     """fp32: the shared prefix, the refills and the dropped rows change no token."""
     model, tok = tiny
     assert supports(model)
     builder = make_prompt_builder(kind)
     prompts = [builder.render(q, tok) for q in QUESTIONS]
     stops = STOP_STRINGS[kind]
-    kwargs = dict(max_new_tokens=20, stop_strings=stops, add_special_tokens=kind != "chat")
-    reference = [generate_batch(model, tok, [p], **kwargs)[0] for p in prompts]
+    kwargs = dict(max_new_tokens=20, stop_strings=stops, add_special_tokens=kind != "chat", static_cache=static)
+    reference = [generate_batch(model, tok, [p], **{k: v for k, v in kwargs.items() if k != "static_cache"})[0]
+                 for p in prompts]
     got = _stream(model, tok, prompts, batch_size=batch_size, **kwargs)
     assert got == reference
     if batch_size == 8:
@@ -76,7 +81,8 @@ def _greedy_ids(model, tok, prompt, n):
     return next((out[:i] for i, t in enumerate(out) if t in stops), out)
 
 
-def test_rows_stop_where_their_text_first_holds_a_stop_string(tiny, one_thread):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_rows_stop_where_their_text_first_holds_a_stop_string(tiny, one_thread, static):
     """Each row stops at the first token after which its text holds a stop string, is cut
     there, and counts the tokens it produced up to that point."""
     model, tok = tiny
@@ -98,7 +104,7 @@ def test_rows_stop_where_their_text_first_holds_a_stop_string(tiny, one_thread):
         expected.append(text[: min(text.find(s) for s in stops if s in text)])
         expected[-1] = (expected[-1], n)
     assert sum(e is not None for e in expected) >= 2
-    got = _stream(model, tok, prompts, batch_size=3, max_new_tokens=30, stop_strings=stops)
+    got = _stream(model, tok, prompts, batch_size=3, max_new_tokens=30, stop_strings=stops, static_cache=static)
     for (g,), e, p in zip(got, expected, prompts):
         if e is None:
             assert g == generate_batch(model, tok, [p], max_new_tokens=30, stop_strings=())[0][0]
@@ -106,10 +112,11 @@ def test_rows_stop_where_their_text_first_holds_a_stop_string(tiny, one_thread):
             assert (g.completion, g.num_generated_tokens, g.truncated) == (e[0], e[1], False)
 
 
-def test_samples_are_seeded_and_grouped(tiny, one_thread):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_samples_are_seeded_and_grouped(tiny, one_thread, static):
     model, tok = tiny
     prompts = [make_prompt_builder("chat").render(q, tok) for q in QUESTIONS[:4]]
-    kwargs = dict(max_new_tokens=12, stop_strings=(), samples=3, temperature=1.0, batch_size=2)
+    kwargs = dict(max_new_tokens=12, stop_strings=(), samples=3, temperature=1.0, batch_size=2, static_cache=static)
     torch.manual_seed(5)
     a = _stream(model, tok, prompts, **kwargs)
     torch.manual_seed(5)
@@ -119,7 +126,8 @@ def test_samples_are_seeded_and_grouped(tiny, one_thread):
     assert any(len({s.completion for s in g}) > 1 for g in a)
 
 
-def test_unmerged_adapter_decodes_like_generate(tiny, one_thread):
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+def test_unmerged_adapter_decodes_like_generate(tiny, one_thread, static):
     """bf16/fp16 evaluation keeps a LoRA adapter unmerged: the engine drives the PEFT model."""
     from peft import LoraConfig, get_peft_model
 
@@ -130,9 +138,78 @@ def test_unmerged_adapter_decodes_like_generate(tiny, one_thread):
         prompts = [make_prompt_builder("chat").render(q, tok) for q in QUESTIONS[:5]]
         kwargs = dict(max_new_tokens=12, stop_strings=())
         reference = [generate_batch(peft_model, tok, [p], **kwargs)[0] for p in prompts]
-        assert _stream(peft_model, tok, prompts, batch_size=2, **kwargs) == reference
+        assert _stream(peft_model, tok, prompts, batch_size=2, static_cache=static, **kwargs) == reference
     finally:
         peft_model.unload()  # the module-scoped tiny model goes back to plain
+
+
+@pytest.mark.parametrize("kind", ["chat", "cot8"])
+def test_static_slots_equal_the_dynamic_engine_through_refills_and_compaction(tiny, one_thread, monkeypatch, kind):
+    """Rows of many lengths (stop strings the model writes), slots refilled one or two prompts
+    at a time, and a cache so small that its columns are compacted again and again: the fixed
+    slots give the dynamic engine's tokens, with and without the shared prefix."""
+    model, tok = tiny
+    builder = make_prompt_builder(kind)
+    questions = QUESTIONS + [q + " Explain." for q in QUESTIONS] + [q + " Why?" for q in QUESTIONS]
+    prompts = [builder.render(q, tok) for q in questions]
+    free = [_greedy_ids(model, tok, p, 32) for p in prompts]
+    texts = [tok.decode(ids, skip_special_tokens=True) for ids in free]
+    stops = tuple(sorted({t[12:14] for t in texts[:2] if len(t) > 16 and t[12:14].strip()}))
+    kwargs = dict(max_new_tokens=32, stop_strings=stops, add_special_tokens=kind != "chat")
+    compactions = []
+    compact = static_cache.Slots.compact
+    monkeypatch.setattr(static_cache.Slots, "compact", lambda self, live: (compactions.append(self.t),
+                                                                           compact(self, live)))
+    # two columns of headroom: compacted every other step once the cache has filled
+    monkeypatch.setattr("mathtune.models.engine.static_capacity", lambda longest, new: longest + new + 2)
+    for share in (True, False):
+        dynamic = _stream(model, tok, prompts, batch_size=4, prefill_size=1, share_prefix=share, static_cache=False,
+                          **kwargs)
+        lengths = {g[0].num_generated_tokens for g in dynamic}
+        assert len(lengths) > 2  # rows really finish at different steps
+        compactions.clear()
+        assert _stream(model, tok, prompts, batch_size=4, prefill_size=1, share_prefix=share, static_cache=True,
+                       **kwargs) == dynamic
+        assert len(compactions) >= 3
+
+
+def test_static_slots_with_eager_attention_write_an_additive_mask(tiny, one_thread):
+    model, tok = tiny
+    prompts = [make_prompt_builder("cot8").render(q, tok) for q in QUESTIONS]
+    kwargs = dict(max_new_tokens=16, stop_strings=(), batch_size=3)
+    model.set_attn_implementation("eager")
+    try:
+        assert _stream(model, tok, prompts, static_cache=True, **kwargs) == _stream(model, tok, prompts,
+                                                                                     static_cache=False, **kwargs)
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
+def test_static_slots_place_and_compact_keep_each_rows_columns():
+    """A slot's own columns survive compaction in their order, and no slot keeps another's."""
+    from types import SimpleNamespace
+
+    config = SimpleNamespace(hidden_size=8, num_attention_heads=2, num_key_value_heads=1, num_hidden_layers=1,
+                             layer_types=["full_attention"], _attn_implementation="sdpa")
+    config.get_text_config = lambda: config
+    model = SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(1)]))
+    slots = static_cache.Slots(model, 3, 12, greedy=True)
+
+    def kv(values):  # [k, heads=1, L, head_dim=4], each column holding its value
+        t = torch.tensor(values, dtype=torch.float32)
+        return [(t[:, None, :, None].expand(-1, 1, -1, 4).clone(), t[:, None, :, None].expand(-1, 1, -1, 4).clone())]
+
+    slots.place([0, 2], kv([[1, 2, 3], [0, 5, 6]]), torch.tensor([[1, 1, 1], [0, 1, 1]]), torch.tensor([3, 2]),
+                torch.tensor([7, 8]))
+    assert slots.t == 3 and slots.tokens.tolist() == [7, 0, 8] and slots.pos.tolist() == [3, 0, 2]
+    slots.set_column(9)
+    slots.place([1], kv([[4, 4]]), torch.tensor([[1, 1]]), torch.tensor([2]), torch.tensor([9]))  # columns 7, 8
+    slots.compact([0, 1])  # slot 2 finished: it keeps nothing
+    assert slots.t == 3
+    keys = slots.layers[0].keys[:, 0, :, 0]
+    assert slots.mask[:, :3].tolist() == [[True, True, True], [False, True, True], [False, False, False]]
+    assert keys[0, :3].tolist() == [1, 2, 3] and keys[1, 1:3].tolist() == [4, 4]
+    assert not slots.mask[:, 3:].any()
 
 
 def test_cpu_auto_batch_counts_rows_not_problems():

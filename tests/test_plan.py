@@ -105,3 +105,44 @@ def test_packed_rows_follow_best_fit_decreasing():
     # 384 alone; 300 + 84; 200 + 100 (best fit puts 100 with 200, not in 300's 84 of room)
     assert packed_rows([300, 200, 100, 384, 84], 384) == 3
     assert packed_rows([200] * 5, 384) == 5 and packed_rows([100] * 8, 384) == 3
+
+
+def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    """Weights shrink with the quantization, the full-precision figure is given beside it, and
+    DoRA's magnitude vectors count as trainable parameters, as training builds them."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from mathtune.cli import main
+    from mathtune.train.trainer import make_lora_config
+
+    plans = {q: make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"model.quantization={q}"), device="cpu")
+             for q in ("none", "8bit", "4bit")}
+    weights = {q: p["peak_memory_parts_bytes"]["weights"] for q, p in plans.items()}
+    assert weights["4bit"] < weights["8bit"] < weights["none"]
+    assert plans["none"]["full_precision"] is None and plans["none"]["quantization"] == "none"
+    for q in ("8bit", "4bit"):
+        assert plans[q]["full_precision"]["peak_memory_gib"] == plans["none"]["peak_memory_gib"]
+        assert plans[q]["peak_memory_parts_bytes"]["activations"] == plans["none"]["peak_memory_parts_bytes"]["activations"]
+        assert plans[q]["trainable_params"] == plans["none"]["trainable_params"]
+
+    # Accumulated micro-batches run one after another: they add steps' worth of tokens, not memory.
+    accumulated = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=1",
+                                              "train.gradient_accumulation_steps=2"), device="cpu")
+    single = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=1"), device="cpu")
+    assert accumulated["peak_memory_parts_bytes"] == single["peak_memory_parts_bytes"]
+    assert plans["none"]["peak_memory_parts_bytes"]["activations"] == 2 * single["peak_memory_parts_bytes"]["activations"]
+
+    dora_config = tiny_train_config(tiny_model_dir, small_data_dir, "lora.use_dora=true", "lora.use_rslora=true")
+    dora = make_plan(dora_config, device="cpu")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    built = get_peft_model(model, make_lora_config(dora_config, model))
+    assert dora["trainable_params"] == sum(p.numel() for p in built.parameters() if p.requires_grad)
+    assert dora["trainable_params"] > plans["none"]["trainable_params"]
+    assert dora["adapter"] == "DoRA + rsLoRA r 8, alpha 16"
+
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(f"model:\n  name_or_path: {tiny_model_dir}\n  quantization: 4bit\ndata:\n  source: {small_data_dir}\n")
+    assert main(["plan", str(config_file), "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "the base in 4bit (a float32 base: " in text and "8,192); adapter LoRA r 8, alpha 16" in text

@@ -5,6 +5,7 @@ paths only, in every command that has it."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import re
 import subprocess
@@ -67,32 +68,30 @@ def _settings(tiny_model_dir, small_data_dir, *extra: str) -> list[str]:
     return [x for s in settings for x in ("--set", s)]
 
 
+def _dropping(command: str, out: Path, tiny_model_dir, small_data_dir, capfd, *flags: str) -> tuple[str, str]:
+    """`command` on a config whose max_length 400 drops examples (the line that says so is
+    progress, not a final path); what it printed on stdout and stderr."""
+    config = out.parent / "c.yaml"
+    config.write_text("name: q\n")
+    assert main([command, str(config), "--out", str(out), *flags,
+                 *_settings(tiny_model_dir, small_data_dir, "data.max_length=400")]) == 0
+    assert json.loads((out / "train" / "summary.json").read_text())["dropped_too_long"]["train"] > 0
+    return capfd.readouterr()
+
+
 def test_train_quiet_prints_the_adapter_path_and_nothing_else(tiny_model_dir, small_data_dir, tmp_path, capfd,
                                                                one_thread):
-    """max_length 400 drops examples: the line that says so is progress, not a final path."""
-    config = tmp_path / "c.yaml"
-    config.write_text("name: q\n")
     out = tmp_path / "t"
-    assert main(["train", str(config), "--out", str(out), "--quiet",
-                 *_settings(tiny_model_dir, small_data_dir, "data.max_length=400")]) == 0
-    printed, err = capfd.readouterr()
-    assert json.loads((out / "train" / "summary.json").read_text())["dropped_too_long"]["train"] > 0
+    printed, err = _dropping("train", out, tiny_model_dir, small_data_dir, capfd, "--quiet")
     assert printed.splitlines() == [f"adapter: {out / 'adapter'}"] and err.strip() == ""
     # Without --quiet the same command says what it dropped, and ends with the same path.
-    assert main(["train", str(config), "--out", str(tmp_path / "t2"),
-                 *_settings(tiny_model_dir, small_data_dir, "data.max_length=400")]) == 0
-    printed = capfd.readouterr().out
+    printed, _ = _dropping("train", tmp_path / "t2", tiny_model_dir, small_data_dir, capfd)
     assert "dropped" in printed and printed.splitlines()[-1] == f"adapter: {tmp_path / 't2' / 'adapter'}"
 
 
 def test_run_quiet_prints_the_report_paths_only(tiny_model_dir, small_data_dir, tmp_path, capfd, one_thread):
-    config = tmp_path / "c.yaml"
-    config.write_text("name: q\n")
     out = tmp_path / "r"
-    assert main(["run", str(config), "--out", str(out), "--quiet",
-                 *_settings(tiny_model_dir, small_data_dir, "data.max_length=400")]) == 0
-    printed, err = capfd.readouterr()
-    assert json.loads((out / "train" / "summary.json").read_text())["dropped_too_long"]["train"] > 0
+    printed, err = _dropping("run", out, tiny_model_dir, small_data_dir, capfd, "--quiet")
     assert printed.splitlines() == [f"report: {out / 'report.md'}", f"report: {out / 'report.html'}"]
     assert err.strip() == ""
 

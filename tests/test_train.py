@@ -25,6 +25,7 @@ SUMMARY_KEYS = {
     "gpu_hourly_usd", "cost_usd", "cost_note", "resumed_from_step", "versions",
     "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity", "data_sources",
     "select_by", "best_val_exact_match",
+    "quantization_record", "adapter_settings",
 }
 
 
@@ -91,6 +92,11 @@ def test_summary_schema_and_best_step(trained_run):
     adapter = load_file(str(trained_run / "adapter" / "adapter_model.safetensors"))
     assert summary["trainable_params"] == sum(t.numel() for t in adapter.values())
     assert summary["train_examples"] == 16 and summary["val_examples"] == 2
+    # What ran: full-precision base weights, and a plain LoRA adapter on every linear layer
+    assert summary["quantization_record"] is None
+    assert summary["adapter_settings"] == {
+        "variant": "LoRA", "r": 8, "alpha": 16, "trained_dtype": "float32",
+        "target_modules": ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]}
 
 
 def test_adapter_is_the_best_checkpoint(trained_run):

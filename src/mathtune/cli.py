@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS
+from mathtune.config import EVAL_PROMPTS, QUANTIZATIONS
 from mathtune.core.errors import MathtuneError
 
 
@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
         sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="auto: bfloat16 on a GPU, float32 on a CPU")
+        sp.add_argument("--quantization", default="none", choices=QUANTIZATIONS,
+                        help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
+                             "8bit: LLM.int8()), as a run with model.quantization does; needs mathtune[qlora]")
         sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
         sp.add_argument("--trust-remote-code", action="store_true",
                         help="run Python code shipped with the model (a custom architecture); off by default")
@@ -268,6 +271,9 @@ def _eval_request(args):
     problem = sampling_problem(samples, temperature, args.prompt)
     if problem:
         raise MathtuneError(f"{problem} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
+    from mathtune.models.quantize import check_quantization
+
+    check_quantization(args.quantization, args.model)  # a .gguf, or bitsandbytes missing: before any data is read
     return EvalRequest(  # local paths recorded as absolute paths, so a rerun from elsewhere matches
         model=absolute_if_local(args.model),
         adapter=absolute_if_local(args.adapter) if args.adapter else None,
@@ -284,6 +290,7 @@ def _eval_request(args):
         trust_remote_code=args.trust_remote_code,
         data_format=DataFormat(question=args.question_field, answer=args.answer_field, config=args.data_config,
                                test_split=args.data_split),
+        quantization=args.quantization,
     )
 
 
@@ -320,7 +327,7 @@ def _cmd_eval(args) -> None:
 
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                                      trust_remote_code=request.trust_remote_code)
+                                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
     summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:
@@ -418,8 +425,22 @@ def os_error_line(err: OSError) -> str:
     return f"{what}: {where}" if where else what
 
 
+def skip_exit_collection() -> None:
+    """Let the process exit without Python's last garbage collection. After torch and
+    transformers are imported that collection walks millions of objects: about 1.6 s of a 10 s
+    `mathtune eval --limit 1` on 2 CPU cores (bench/startup.py). Frozen objects are left out of
+    it; every file mathtune writes is closed (or renamed into place) before the command
+    returns, so nothing waits on a finalizer."""
+    import atexit
+    import gc
+
+    atexit.unregister(gc.freeze)  # once, however often main runs in one process
+    atexit.register(gc.freeze)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    skip_exit_collection()
     if not (sys.argv[1:] if argv is None else argv):  # bare `mathtune`: the usage and the commands
         parser.print_help()
         return 0

@@ -17,6 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from mathtune.core.errors import MathtuneError
 
+# How the base weights are held: the one place these names are written (models.quantize loads them).
+Quantization = Literal["none", "4bit", "8bit"]
+QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
+
 # The prompt formats: the one place their names are written (task.prompts renders them).
 TrainingPrompt = Literal["chat", "cot8", "plain5"]
 EvalPrompt = Literal[TrainingPrompt, "chat-verify"]  # chat-verify: a second, self-check turn
@@ -33,6 +37,16 @@ def sampling_problem(samples: int, temperature: float, prompt: str | None = None
         return "samples > 1 needs temperature > 0 (greedy samples are all the same)"
     if prompt == "chat-verify" and samples > 1:
         return "chat-verify checks one answer per problem: use it with samples 1"
+    return None
+
+
+def quantization_problem(quantization: str, name_or_path: str) -> str | None:
+    """Why this model cannot be loaded with this quantization, or None: the one check that the
+    config, the command line and the loader all use."""
+    if quantization != "none" and str(name_or_path).endswith(".gguf"):
+        return (f"quantization {quantization} applies to a transformers checkpoint, and a .gguf file is already "
+                "quantized (mathtune dequantizes it on load): use quantization none with it, or give the model's "
+                "folder or hub id")
     return None
 
 
@@ -69,6 +83,18 @@ class ModelConfig(_Section):
     trust_remote_code: bool = False
     """Run Python code shipped with the model (a custom architecture). Off by default; the
     report says when it was on."""
+    quantization: Quantization = "none"
+    """Base weights loaded quantized by bitsandbytes (QLoRA), for training and for both
+    evaluations: 4bit = NF4 with double quantization, computing in model.dtype (bf16 on a GPU,
+    fp32 on a CPU); 8bit = LLM.int8(). Needs `pip install 'mathtune[qlora]'`; not for a .gguf."""
+
+    @field_validator("quantization")
+    @classmethod
+    def _quantizable(cls, v: str, info) -> str:
+        problem = quantization_problem(v, info.data.get("name_or_path", ""))
+        if problem:
+            raise ValueError(problem)
+        return v
 
 
 class FieldsConfig(_Section):
@@ -126,6 +152,12 @@ class LoraConfig(_Section):
     """Which biases are trained."""
     target_modules: str | list[str] = "all-linear"
     """Module names to adapt, or 'all-linear' (every linear layer except the LM head)."""
+    use_dora: bool = False
+    """DoRA: the adapted weight is split into a magnitude (a trained vector per output) and a
+    direction (the LoRA update), PEFT's use_dora; adds one vector per adapted layer."""
+    use_rslora: bool = False
+    """rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (PEFT's use_rslora),
+    which keeps higher ranks learning."""
 
 
 # Reward names GRPO accepts (mathtune.train.grpo.REWARDS holds the functions).
@@ -383,11 +415,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `a.b=value` in the config data. A section on the way that is absent or null (an
+    optional one such as eval.probe, unset) is created, and the schema fills its other keys with
+    their defaults."""
     for text in overrides:
         path, value = parse_override(text)
         node = data
         for part in path[:-1]:
-            child = node.setdefault(part, {})
+            if node.get(part) is None:
+                node[part] = {}
+            child = node[part]
             if not isinstance(child, dict):
                 raise MathtuneError(f"--set {text}: '{part}' is not a section")
             node = child

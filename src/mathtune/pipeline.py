@@ -61,9 +61,12 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
                         source=config.data.source, overwrite=overwrite)
     from mathtune.models.load import attach_adapter, load_model
 
+    # One load for both: with model.quantization the tuned model is this same quantized base with
+    # the adapter beside it (attach_adapter merges only into float32 weights).
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
                                   attn_implementation=config.model.attn_implementation,
-                                  trust_remote_code=config.model.trust_remote_code)
+                                  trust_remote_code=config.model.trust_remote_code,
+                                  quantization=config.model.quantization)
     attached = False
     for name, req in todo:
         if name.startswith("tuned") and not attached:
@@ -119,6 +122,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
     analysis and report, whose probe section pairs the two."""
     from mathtune.models.load import check_adapter_folder, load_model, resolve_model_path
+    from mathtune.models.quantize import check_quantization
 
     out_dir = Path(out_dir)
     name = name or default_name(request)
@@ -126,13 +130,15 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
             ((name, request), (name + PROBE_SUFFIX, variant_req))]
+    check_quantization(request.quantization, request.model)
     resolve_model_path(request.model)  # a wrong model is one line before the variants are written
     if request.adapter is not None:
         check_adapter_folder(request.adapter)
     ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite)
     if None in done:
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
-                                      merge_adapter=True, trust_remote_code=request.trust_remote_code)
+                                      merge_adapter=True, trust_remote_code=request.trust_remote_code,
+                                      quantization=request.quantization)
         for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
             evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
             say_paths(EvalPaths.for_name(out_dir, n))
@@ -155,6 +161,9 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     from mathtune.train.run import run_train
 
     run_dir = Path(run_dir)
+    from mathtune.train.trainer import check_before_loading
+
+    check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
         from mathtune.evaluation.regression import ExtraSpec, check_extra
 

@@ -60,17 +60,17 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
     total_params counts the base model and the adapter, as train/summary.json does."""
     import torch
     from peft import get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    from mathtune.models.load import resolve_model_path
+    from mathtune.models.load import meta_model
     from mathtune.train.trainer import make_lora_config
 
-    cfg = AutoConfig.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=config.model.trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(cfg)
-    text = cfg.get_text_config()
+    model = meta_model(name_or_path, trust_remote_code=config.model.trust_remote_code)
+    text = model.config.get_text_config()
     embedding = text.vocab_size * text.hidden_size
     base = sum(p.numel() for p in model.parameters())
+    # What bitsandbytes quantizes: every linear layer's weight but the output layer's.
+    output = model.get_output_embeddings()
+    linear = [m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not output]
     peft_model = get_peft_model(model, make_lora_config(config, model))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
@@ -78,7 +78,37 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
             "non_embedding_params": base - embedding * (1 if getattr(text, "tie_word_embeddings", False) else 2),
             "head_params": embedding, "layers": text.num_hidden_layers,
             "attention_width": text.num_attention_heads * head_dim, "hidden": text.hidden_size,
-            "vocab": text.vocab_size}
+            "vocab": text.vocab_size, "quantizable_params": sum(linear), "largest_linear_params": max(linear)}
+
+
+# Bytes per quantized weight: 4-bit NF4 holds a weight in half a byte plus its block's scale (one
+# per 64 weights; with double quantization an 8-bit scale, and an fp32 scale per 256 of those);
+# 8-bit holds a byte plus an fp32 scale per output row (counted as a weight's share below).
+QUANTIZED_BYTES = {"4bit": 0.5 + (1 + 4 / 256) / 64, "8bit": 1.0}
+
+
+def weight_bytes(shape: dict, quantization: str, dtype_bytes: int) -> float:
+    """The base weights in memory while training. Quantized, PEFT's k-bit preparation holds
+    every weight bitsandbytes leaves alone (embeddings, output layer, norms, biases) in fp32."""
+    if quantization == "none":
+        return shape["base_params"] * dtype_bytes
+    kept = shape["base_params"] - shape["quantizable_params"]
+    return shape["quantizable_params"] * QUANTIZED_BYTES[quantization] + kept * 4
+
+
+def training_memory(shape: dict, config: Config, *, quantization: str, dtype_bytes: int, tokens_in_memory: int) -> dict:
+    """Peak training memory, in bytes, by part: the base weights; the adapter with its gradient
+    and Adam's two moments; per token of a micro-batch, the float32 logits and their gradient and the
+    saved activations of every layer (about 34 x hidden values per layer without gradient
+    checkpointing), for the tokens of one micro-batch (accumulated micro-batches run one after
+    another); and, with a quantized base, one layer's weights dequantized at a time."""
+    hidden, layers = shape["hidden"], shape["layers"]
+    per_token = 8 * shape["vocab"] + (2 if config.train.gradient_checkpointing else 34) * hidden * layers * dtype_bytes
+    parts = {"weights": weight_bytes(shape, quantization, dtype_bytes),
+             "adapter_and_optimizer": 16 * shape["trainable_params"],
+             "activations": tokens_in_memory * per_token,
+             "dequantized_layer": 0 if quantization == "none" else shape["largest_linear_params"] * dtype_bytes}
+    return {**parts, "total": sum(parts.values())}
 
 
 def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]:
@@ -195,12 +225,17 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     val_s += decode_s  # validation time includes its decoding
     hours = (train_s + val_s + eval_s) / 3600
     dtype_bytes = 2 if on_gpu else 4
-    tokens_per_step = limit * per_step // world_size if t.packing else per_step // world_size * max(x for x, _ in kept)
-    # Weights, plus per token of a step: the float32 logits and their gradient, and the saved
-    # activations (about 34 x hidden values per layer without gradient checkpointing).
-    activation = tokens_per_step * (8 * shape["vocab"] + (34 * shape["hidden"] * layers * dtype_bytes
-                                                          if not t.gradient_checkpointing else 2 * shape["hidden"] * layers * dtype_bytes))
-    memory = shape["base_params"] * dtype_bytes + 16 * shape["trainable_params"] + activation
+    # One micro-batch of one process is in memory at a time: batch_size packed rows of max_length,
+    # or batch_size examples padded to the longest.
+    tokens_in_memory = t.batch_size * (limit if t.packing else max(x for x, _ in kept))
+    quantization = config.model.quantization
+    memory = training_memory(shape, config, quantization=quantization, dtype_bytes=dtype_bytes,
+                             tokens_in_memory=tokens_in_memory)
+    unquantized = training_memory(shape, config, quantization="none", dtype_bytes=dtype_bytes,
+                                  tokens_in_memory=tokens_in_memory)
+    if quantization != "none":
+        basis += ("; measured without quantization: a quantized base also dequantizes every layer in each pass, "
+                  "which this time does not count")
     return {
         "device": device,
         "world_size": world_size,
@@ -225,15 +260,32 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "time_basis": basis,
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
-        "peak_memory_gib": round(memory / 2**30, 1),
+        "peak_memory_gib": round(memory["total"] / 2**30, 1),
+        "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
         "peak_memory_basis": ("weights + 16 bytes per trainable parameter (weights, gradient, two Adam moments) + "
-                              "per token of a step: float32 logits and their gradient, and the saved activations "
-                              "of every layer; an estimate, not a measurement"),
+                              "per token of a micro-batch: float32 logits and their gradient, and the saved "
+                              "activations of every layer" + ("; a quantized base: its linear layers at "
+                                                  f"{QUANTIZED_BYTES[quantization]:.3f} bytes per weight, the rest "
+                                                  "in fp32 (PEFT's k-bit preparation), one layer dequantized at a "
+                                                  "time" if quantization != "none" else "")
+                              + "; an estimate, not a measurement"),
+        "quantization": quantization,
+        "adapter": _adapter_variant(config),
+        "full_precision": None if quantization == "none" else {
+            "dtype": "bfloat16" if on_gpu else "float32",
+            "peak_memory_gib": round(unquantized["total"] / 2**30, 1),
+            "weights_gib": round(unquantized["weights"] / 2**30, 2)},
     }
 
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
+
+
+def _adapter_variant(config: Config) -> str:
+    lora = config.lora
+    variant = " + ".join(name for name, on in (("DoRA", lora.use_dora), ("rsLoRA", lora.use_rslora)) if on) or "LoRA"
+    return f"{variant} r {lora.r}, alpha {lora.alpha}"
 
 
 def format_plan(plan: dict) -> str:
@@ -251,18 +303,29 @@ def format_plan(plan: dict) -> str:
         + (f", each decoding {plan['accuracy_problems']} problems for exact match" if plan.get("accuracy_problems")
            else ""),
         f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,} (the base model's "
-        f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,})",
+        f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,}); adapter {plan.get('adapter', 'LoRA')}",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
         + (f" of which decoding {duration(ts['validation_decoding'])} at most" if "validation_decoding" in ts else "")
         + f", evaluation {duration(ts['evaluation'])} at most)",
         "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
-        f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate)",
+        f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan),
         f"  basis      {plan['time_basis']}",
         f"  FLOPs are  {f['formula']}",
     ]
     return "\n".join(lines)
+
+
+def _memory_parts(plan: dict) -> str:
+    parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.get("peak_memory_parts_bytes") or {}).items()}
+    text = (f"base weights {parts.get('weights')} GiB, adapter and optimizer {parts.get('adapter_and_optimizer')} GiB, "
+            f"activations and logits {parts.get('activations')} GiB")
+    full = plan.get("full_precision")
+    if full:
+        text += (f"; the base in {plan['quantization']} (a {full['dtype']} base: {full['weights_gib']} GiB of weights, "
+                 f"about {full['peak_memory_gib']} GiB at the peak)")
+    return text
 
 
 def write_plan(plan: dict, run_dir: Path) -> None:

@@ -20,6 +20,7 @@ from mathtune.analysis.benchmark import paired_comparison
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import adapter_label, describe_adapter, quantization_label
 from mathtune.core.runfiles import read_eval_records, read_json
 from mathtune.core.stats import wilson_interval
 from mathtune.core.terminal import duration
@@ -97,6 +98,21 @@ def _recipe_cell(recipe: dict) -> str:
         return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
                 f"mixed groups {g['mixed_groups_mean_pct']}%")
     return "gold solutions" if method == "sft" else MISSING
+
+
+def _weights_cell(r: dict) -> str:
+    """The base weights as each stage loaded them (quantization and its library version); one
+    label where training and every evaluation agree."""
+    summaries = [s for s in [r["train"], *r["evals"].values()] if s]
+    labels = sorted({quantization_label(s.get("quantization_record")) for s in summaries})
+    return "; ".join(labels) if labels else MISSING
+
+
+def _adapter_cell(r: dict) -> str:
+    """The adapter's variant, rank, alpha and target modules, as training recorded them (or, for
+    a run from before that was recorded, as its adapter_config.json says)."""
+    settings = (r["train"] or {}).get("adapter_settings") or describe_adapter(r["dir"] / "adapter")
+    return _show(adapter_label(settings))
 
 
 def _sampling_seconds(r: dict) -> float:
@@ -194,6 +210,8 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
                      *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
         rows.append([f"tuned - {name} tuned, strict, paired", MISSING,
                      *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
+    rows.append(["base weights (training and evaluation)", *(_weights_cell(r) for r in runs)])
+    rows.append(["adapter (variant, rank, alpha, target modules)", *(_adapter_cell(r) for r in runs)])
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
 
     def train_value(r: dict, key: str, fmt=str) -> str:

@@ -43,6 +43,42 @@ def data_label(identity: dict | None) -> str | None:
     return f"{identity.get('id')} [{identity.get('split')}] revision {identity.get('revision') or 'not recorded'}"
 
 
+def describe_adapter(adapter_dir: str | Path) -> dict | None:
+    """What a PEFT adapter is, from its adapter_config.json: the variant (LoRA, DoRA, rsLoRA),
+    rank, alpha and the modules it adapts; None where the folder holds no adapter config."""
+    path = Path(adapter_dir) / "adapter_config.json"
+    if not path.is_file():
+        return None
+    settings = read_json(path)
+    variant = " + ".join(name for name, on in (("DoRA", settings.get("use_dora")), ("rsLoRA", settings.get("use_rslora")))
+                         if on) or "LoRA"
+    targets = settings.get("target_modules")
+    # PEFT writes either module names or the full paths it expanded 'all-linear' to: the names say it.
+    names = sorted({t.rsplit(".", 1)[-1] for t in targets}) if isinstance(targets, list) else targets
+    return {"variant": variant, "r": settings.get("r"), "alpha": settings.get("lora_alpha"), "target_modules": names}
+
+
+def quantization_label(record: dict | None) -> str:
+    """One line for the base weights as loaded: 'full precision', or the quantization with its
+    library version, e.g. '4bit NF4, double quantization, compute float32 (bitsandbytes 0.50.2)'."""
+    if not record:
+        return "full precision"
+    details = [record.get("quant_type", "").upper() or None,
+               "double quantization" if record.get("double_quant") else None,
+               f"compute {record['compute_dtype']}" if record.get("compute_dtype") else None]
+    shown = ", ".join(d for d in details if d)
+    return f"{record['quantization']}{' ' + shown if shown else ''} ({record['library']} {record['version']})"
+
+
+def adapter_label(settings: dict | None) -> str | None:
+    """One line for an adapter: 'DoRA r 8, alpha 16, on down_proj, gate_proj, ...'."""
+    if not settings:
+        return None
+    targets = settings.get("target_modules")
+    on = ", ".join(targets) if isinstance(targets, list) else str(targets)
+    return f"{settings['variant']} r {settings.get('r')}, alpha {settings.get('alpha')}, on {on}"
+
+
 def run_provenance(run_dir: Path) -> dict:
     """What each stage of a run folder ran with, read from the summaries it wrote: model, data,
     device, dtype, attention, batch size and library versions. Works for any run folder, an
@@ -54,7 +90,13 @@ def run_provenance(run_dir: Path) -> dict:
         stages.append({"stage": "train", "model": train.get("model"), "adapter": None, "data": data_label(train.get("data_identity")),
                        "device": train.get("device"), "dtype": train.get("dtype"), "attention": train.get("attention"),
                        "batch_size": train.get("batch_size"), "versions": train.get("versions") or {},
-                       "trust_remote_code": bool(train.get("trust_remote_code"))})
+                       "trust_remote_code": bool(train.get("trust_remote_code")),
+                       "weights": quantization_label(train.get("quantization_record")),
+                       # a run from before adapters were recorded: its adapter folder says it
+                       "adapter_settings": adapter_label(train.get("adapter_settings")
+                                                         or describe_adapter(run_dir / "adapter")),
+                       "adapter_merged": None,
+                       "adapter_trained_dtype": (train.get("adapter_settings") or {}).get("trained_dtype")})
     for path in sorted((run_dir / "eval").glob("*.summary.json")) if (run_dir / "eval").is_dir() else []:
         s = _read(path)
         if not s:
@@ -63,9 +105,44 @@ def run_provenance(run_dir: Path) -> dict:
                        "adapter": s.get("adapter"), "data": data_label(s.get("data_identity")) or s.get("data"),
                        "device": s.get("device"), "dtype": s.get("dtype"), "attention": s.get("attention"),
                        "batch_size": s.get("batch_size"), "versions": s.get("platform") or {},
-                       "trust_remote_code": bool(s.get("trust_remote_code"))})
+                       "trust_remote_code": bool(s.get("trust_remote_code")),
+                       "weights": quantization_label(s.get("quantization_record")),
+                       "adapter_settings": adapter_label(s.get("adapter_settings")),
+                       "adapter_merged": s.get("adapter_merged")})
     models = [s["model"] for s in stages if s["model"]]
     # The benchmark's data before the probe's variants (eval NAME-probe), whatever the file order.
     data = [s["data"] for s in sorted(stages, key=lambda s: s["stage"].endswith("-probe")) if s["data"]]
     return {"stages": stages, "model": models[0] if models else None, "data": data[0] if data else None,
-            "remote_code_stages": [s["stage"] for s in stages if s["trust_remote_code"]]}
+            "remote_code_stages": [s["stage"] for s in stages if s["trust_remote_code"]],
+            "weights": _weights_note(stages), "adapters": _adapters(stages)}
+
+
+def _adapters(stages: list[dict]) -> list[dict]:
+    """Each adapter described once, with the stages that trained or evaluated it."""
+    found: dict[str, dict] = {}
+    for s in stages:
+        if s.get("adapter_settings"):
+            entry = found.setdefault(s["adapter_settings"], {"adapter": s["adapter_settings"], "stages": []})
+            entry["stages"].append(s["stage"])
+            if s.get("adapter_trained_dtype"):
+                entry["trained_dtype"] = s["adapter_trained_dtype"]
+    return list(found.values())
+
+
+def _weights_note(stages: list[dict]) -> str | None:
+    """Whether the evaluations compared base and tuned on the same base weights, said where a
+    stage ran on quantized weights (None where every stage had full-precision weights)."""
+    quantized = [s for s in stages if s["weights"] != "full precision"]
+    if not quantized:
+        return None
+    evals = [s for s in stages if s["stage"].startswith("eval ")]
+    kinds = {s["weights"] for s in evals}
+    unmerged = [s["stage"] for s in evals if s.get("adapter_merged") is False]
+    if len(kinds) == 1 and len(evals) > 1:
+        text = (f"Every evaluation ran on the same quantized base ({next(iter(kinds))}): base and tuned are "
+                "compared on the same weights")
+        if unmerged:
+            text += f", the tuned model being that base with its adapter beside it, unmerged ({', '.join(unmerged)})"
+        return text + "."
+    listing = "; ".join(f"{s['stage']}: {s['weights']}" for s in stages)
+    return f"The stages ran on differently held base weights ({listing}): their results are not paired on one base."

@@ -1,7 +1,9 @@
 """Decoding a benchmark's problems: the engine where the model allows it, batched `generate`
 where not, and chat-verify's two turns.
 
-    batch_size, decoder = decode_problems(model, tokenizer, problems, prompts, request, stops, on_done)
+    token_ids = prompt_token_ids(problems, prompts, tokenizer, request)   # once, for ordering and decoding
+    problems = longest_first(problems, token_ids)
+    batch_size, decoder = decode_problems(model, tokenizer, problems, prompts, request, stops, on_done, token_ids)
     records = decode_and_score(model, tokenizer, problems, builder, request)   # in memory, no files
 
 Problems come longest prompt first; on_done(problem, generations) is called as each finishes.
@@ -17,33 +19,56 @@ from mathtune.models.generate import Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
 from mathtune.task.prompts import PromptBuilder, render_verify_turn
 
+
+def adds_special_tokens(request: EvalRequest) -> bool:
+    """The chat template writes its own special tokens; a few-shot prompt gets the tokenizer's
+    (a BOS token, for models that have one), as lm-eval gives it."""
+    return request.prompt not in ("chat", "chat-verify")
+
+
+def prompt_token_ids(problems: list[Problem], prompts: dict[str, str], tokenizer,
+                     request: EvalRequest) -> dict[str, list[int]]:
+    """Each problem's prompt as the decoder reads it. Tokenized once, here, for both the order
+    and the decoder (8-shot prompts of 1,319 problems take over a second to tokenize on a CPU)."""
+    add = adds_special_tokens(request)
+    return {p.id: tokenizer(prompts[p.id], add_special_tokens=add)["input_ids"] for p in problems}
+
+
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
-                    stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
+                    stop_strings: tuple[str, ...], on_done,
+                    token_ids: dict[str, list[int]] | None = None) -> tuple[int, str]:
     """Generate for every problem (given longest prompt first), calling on_done(problem,
     generations) as each finishes;
     returns the batch size used and which decoder ran. The engine (shared prefix, refilled batch) where the
     model's cache allows it, else batched `generate`. Out of GPU memory, the batch halves
-    and the unfinished problems go on."""
+    and the unfinished problems go on. token_ids: the prompts already tokenized
+    (prompt_token_ids), else the engine tokenizes them."""
     from mathtune.models import engine
 
     texts = [prompts[p.id] for p in problems]
     kwargs = dict(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
-                  add_special_tokens=request.prompt not in ("chat", "chat-verify"), samples=request.samples,
+                  add_special_tokens=adds_special_tokens(request), samples=request.samples,
                   temperature=request.temperature)
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
     if not engine.supports(model):
         return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done), "transformers generate"
 
+    ids = ([token_ids[p.id] for p in problems] if token_ids is not None else
+           [tokenizer(t, add_special_tokens=kwargs["add_special_tokens"])["input_ids"] for t in texts])
+    static = engine.uses_static_cache(model)
     size = request.batch_size
     if size == "auto":
-        longest = len(tokenizer(texts[0], add_special_tokens=False)["input_ids"])  # problems come longest first
-        size = engine.auto_batch_size(model, longest + request.max_new_tokens, request.samples)
+        row_tokens = len(ids[0]) + request.max_new_tokens  # problems come longest first
+        if static:  # every slot holds the whole capacity
+            row_tokens = engine.static_capacity(len(ids[0]), request.max_new_tokens)
+        size = engine.auto_batch_size(model, row_tokens, request.samples)
     remaining = list(range(len(problems)))
     while remaining:
         finished: set[int] = set()
         try:
             for i, generations in engine.generate_stream(model, tokenizer, [texts[j] for j in remaining],
+                                                         prompt_ids=[ids[j] for j in remaining],
                                                          batch_size=size, **kwargs):
                 on_done(problems[remaining[i]], generations)
                 finished.add(i)
@@ -54,7 +79,10 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
             size = max(1, size // 2)
             torch.cuda.empty_cache()
             remaining = [j for i, j in enumerate(remaining) if i not in finished]
-    return size, "mathtune engine (shared prefix, refilled batch)"
+    if not static:
+        return size, "mathtune engine (shared prefix, refilled batch)"
+    graph = ", one CUDA graph per step" if next(model.parameters()).device.type == "cuda" else ""
+    return size, f"mathtune engine (shared prefix, fixed slots refilled in place{graph})"
 
 
 def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:
@@ -79,7 +107,8 @@ VERIFY_CHUNK = 32
 
 
 def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
-                     stop_strings: tuple[str, ...], on_done) -> tuple[int, str]:
+                     stop_strings: tuple[str, ...], on_done,
+                     token_ids: dict[str, list[int]] | None = None) -> tuple[int, str]:
     """chat-verify: each problem's first answer, then, in the same conversation, the model's
     check of it; on_done(problem, [final], first) once both turns are done."""
     size, decoder = decode_problems(model, tokenizer, [], prompts, request, stop_strings, on_done)
@@ -87,7 +116,7 @@ def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[st
         part = problems[start:start + VERIFY_CHUNK]
         first: dict[str, Generation] = {}
         decode_problems(model, tokenizer, part, prompts, request, stop_strings,
-                        lambda p, g: first.__setitem__(p.id, g[0]))
+                        lambda p, g: first.__setitem__(p.id, g[0]), token_ids)
         second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer) for p in part}
         part = sorted(part, key=lambda p: -len(second[p.id]))  # longest first, as decode_problems expects
         size, decoder = decode_problems(model, tokenizer, part, second, request, stop_strings,
@@ -95,12 +124,11 @@ def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[st
     return size, decoder
 
 
-def longest_first(problems: list[Problem], prompts: dict[str, str], tokenizer) -> list[Problem]:
+def longest_first(problems: list[Problem], token_ids: dict[str, list[int]]) -> list[Problem]:
     """Longest prompts first: similar lengths are prefilled together (little padding), and an
     out-of-memory error shows up at the start, not halfway through. Processes take every
     world_size-th problem of that order, so each gets a similar mix of lengths."""
-    lengths = {p.id: len(tokenizer(prompts[p.id], add_special_tokens=False)["input_ids"]) for p in problems}
-    return sorted(problems, key=lambda p: -lengths[p.id])
+    return sorted(problems, key=lambda p: -len(token_ids[p.id]))
 
 
 def decode_and_score(model, tokenizer, problems: list[Problem], builder: PromptBuilder,
@@ -114,6 +142,8 @@ def decode_and_score(model, tokenizer, problems: list[Problem], builder: PromptB
     def keep(problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
         records[problem.id] = build_record(problem, prompts[problem.id], generations, first_turn)
 
+    token_ids = prompt_token_ids(problems, prompts, tokenizer, request)
     decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
-    decode(model, tokenizer, longest_first(problems, prompts, tokenizer), prompts, request, builder.stop_strings, keep)
+    decode(model, tokenizer, longest_first(problems, token_ids), prompts, request, builder.stop_strings, keep,
+           token_ids)
     return [records[p.id] for p in problems]

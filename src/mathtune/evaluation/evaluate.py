@@ -24,10 +24,10 @@ from tqdm.auto import tqdm
 
 from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
-from mathtune.core.provenance import library_versions
+from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.core.terminal import say
-from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first
+from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
 from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary, refuse_other_settings,
                                          session_timing, start_partial, summarize)
@@ -131,7 +131,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     shard = Shard.current()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
     records = resume(paths, request, shard)
-    pending = longest_first([p for p in problems if p.id not in records], prompts, tokenizer)
+    pending = [p for p in problems if p.id not in records]
+    token_ids = prompt_token_ids(pending, prompts, tokenizer, request)
+    pending = longest_first(pending, token_ids)
     mine = pending[shard.rank::shard.world_size]
     if request.samples > 1:
         torch.manual_seed(request.seed + len(records) + shard.rank)
@@ -140,7 +142,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     own = paths.partial if whole else paths.partial_for_rank(shard.rank)
     with PartialWriter(own, prompts, records, bar, shard) as writer:
         decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
-        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write)
+        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write,
+                                     token_ids)
     shard.wait()
     if not shard.is_main:
         shard.wait()  # the first process writes the merged files
@@ -169,7 +172,19 @@ def load_evaluated_model(request: EvalRequest):
     if request.adapter is not None:
         check_adapter_folder(request.adapter)  # before the slow model load
     return load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                      trust_remote_code=request.trust_remote_code)
+                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
+
+
+def weights_record(model, request: EvalRequest) -> dict:
+    """What the evaluated weights were: the base's quantization (None: full precision), and the
+    adapter's variant, rank and target modules, and whether it was merged into the base."""
+    from mathtune.models.quantize import quantization_record
+
+    record: dict = {"quantization_record": quantization_record(model)}
+    if request.adapter is not None:
+        record["adapter_settings"] = describe_adapter(request.adapter)
+        record["adapter_merged"] = not hasattr(model, "peft_config")  # merge_and_unload returns the bare model
+    return record
 
 
 def read_partials(paths: EvalPaths) -> dict[str, dict]:
@@ -209,6 +224,7 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
                         attention=getattr(model.config, "_attn_implementation", None))
     summary["world_size"] = world_size
     summary["decoder"] = decoder
+    summary |= weights_record(model, request)
     if resumed:
         summary["resumed_from"] = resumed
     if len(summary["sessions"]) > 1 or summary["untimed_problems"]:

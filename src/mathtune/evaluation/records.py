@@ -150,10 +150,7 @@ def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
     summary = read_json(paths.summary)
-    ident = request.summary_identity()
-    if all(summary.get(k) == v for k, v in ident.items()):
-        return summary
-    return None
+    return None if request.differing_settings(summary) else summary
 
 
 def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
@@ -165,7 +162,7 @@ def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
         summary = json.loads(paths.summary.read_text())
     except ValueError:
         return ["(unreadable summary)"]
-    return [k for k, v in request.summary_identity().items() if summary.get(k) != v]
+    return request.differing_settings(summary)
 
 
 def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:

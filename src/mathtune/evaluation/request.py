@@ -20,6 +20,11 @@ from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, re
 from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
 
 
+# Settings a request's identity leaves out at their defaults, as records written before these
+# settings existed do: a summary without one of them was made at its default.
+IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FORMAT), "quantization": "none"}
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """Everything that determines an evaluation's results (batch size does not: greedy
@@ -40,6 +45,7 @@ class EvalRequest:
     val_fraction: float = 0.10
     trust_remote_code: bool = False
     data_format: DataFormat = GSM8K_FORMAT
+    quantization: str = "none"  # the base weights as bitsandbytes loads them (models.quantize)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
@@ -62,6 +68,7 @@ class EvalRequest:
             val_fraction=config.data.val_fraction,
             trust_remote_code=config.model.trust_remote_code,
             data_format=DataFormat.of(config.data),
+            quantization=config.model.quantization,
         )
 
     def identity(self) -> dict:
@@ -72,6 +79,8 @@ class EvalRequest:
             ident.pop("trust_remote_code")
         if self.data_format == GSM8K_FORMAT:
             ident.pop("data_format")
+        if self.quantization == "none":
+            ident.pop("quantization")
         ident["data"] = resolve_source(self.data)
         return ident
 
@@ -80,6 +89,14 @@ class EvalRequest:
         ident = self.identity()
         ident["dtype_requested"] = ident.pop("dtype")
         return ident
+
+    def differing_settings(self, summary: dict) -> list[str]:
+        """The settings in which the evaluation a summary records differs from this request ([]: the
+        same). A setting either side leaves out is at its default (a 4-bit record does not match a
+        full-precision request)."""
+        ident = self.summary_identity()
+        keys = list(ident) + [k for k in IDENTITY_DEFAULTS if k in summary and k not in ident]
+        return [k for k in keys if summary.get(k, IDENTITY_DEFAULTS.get(k)) != ident.get(k, IDENTITY_DEFAULTS.get(k))]
 
 
 def default_name(request: EvalRequest) -> str:

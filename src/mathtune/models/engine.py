@@ -13,6 +13,11 @@ benchmark fast:
   Here a finished row leaves the batch at once, and new problems are prefilled into the free
   places; cache columns no row attends to any more are dropped.
 
+Two ways to hold the batch, the same prefill and bookkeeping (_Session) around both:
+- _decode_dynamic: a DynamicCache; finished rows are removed, new rows appended (the CPU default).
+- _decode_static: fixed slots (static_cache.Slots), a finished row's slot refilled in place, the
+  step one CUDA graph on a GPU (the GPU default; uses_static_cache, MATHTUNE_STATIC_CACHE).
+
 Each row keeps its own position ids and attention mask, so a row sees exactly the tokens of
 its own prompt, in their own positions: in float32 the tokens equal those of plain
 batch-1 `generate` (tests/test_engine.py). Decoding knobs are those of generate.py: greedy
@@ -23,6 +28,7 @@ layers) are not handled; `supports` says so and the caller falls back to `genera
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -33,6 +39,11 @@ from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, st
 # Whether generate_stream shares the prompts' common prefix by default (the eval speed
 # benchmark switches it off to measure what it contributes).
 SHARE_PREFIX = True
+# Whether generate_stream decodes with fixed slots (static_cache.Slots): None leaves it to
+# uses_static_cache (on a GPU, yes); tests and the benchmark force either path.
+STATIC_CACHE: bool | None = None
+# The fixed slots' cache holds a row's prompt and answer plus this fraction of them again.
+STATIC_HEADROOM = 4
 # Stop strings are short; the last few tokens hold any that the newest token completes.
 _STOP_TAIL_TOKENS = 8
 # Prompt tokens run through the model in one prefill forward (bounds its activations).
@@ -161,6 +172,139 @@ def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits.argmax(dim=-1)
 
 
+def uses_static_cache(model, static_cache: bool | None = None) -> bool:
+    """Whether generate_stream decodes with fixed slots (static_cache.Slots): as asked, else
+    MATHTUNE_STATIC_CACHE=1/0, else on a GPU. On a CPU the dynamic cache stays the default: with
+    no kernel launches to save, attending over every column of the fixed capacity costs more
+    than it saves (BENCHMARKS.md). Needs an attention whose masks the slots write (sdpa, eager)."""
+    from mathtune.models.static_cache import ATTENTION
+
+    if static_cache is None:
+        static_cache = STATIC_CACHE
+    if static_cache is None:
+        env = os.environ.get("MATHTUNE_STATIC_CACHE")
+        static_cache = env == "1" if env in ("0", "1") else next(model.parameters()).device.type == "cuda"
+    return bool(static_cache) and getattr(model.config, "_attn_implementation", None) in ATTENTION
+
+
+def static_capacity(longest_prompt: int, max_new_tokens: int) -> int:
+    """Cache columns of the fixed slots: a row's prompt and answer, and headroom so that the
+    columns are compacted once every headroom steps, not on every step."""
+    need = longest_prompt + max_new_tokens
+    return need + max(16, need // STATIC_HEADROOM)
+
+
+class _Session:
+    """What both decoders share: the tokenized prompts, the shared prefix's keys and values,
+    the prefill of new rows, and each row's stop checks and results."""
+
+    def __init__(self, model, tokenizer, ids: list[list[int]], *, max_new_tokens: int,
+                 stop_strings: tuple[str, ...], samples: int, temperature: float, share_prefix: bool,
+                 prefill_tokens: int):
+        self.model, self.tokenizer, self.ids = model, tokenizer, ids
+        self.max_new_tokens, self.stop_strings = max_new_tokens, stop_strings
+        self.samples, self.temperature, self.prefill_tokens = samples, temperature, prefill_tokens
+        self.device = next(model.parameters()).device
+        stops = stop_token_ids(tokenizer, model)
+        self.stop_set = set(stops)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+        # Turn-end markers are special tokens, matched by id (decoded text never holds them).
+        self.text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
+        self.cache_kw = _cache_keyword(model)
+        # A stop string can only be completed by a token whose text holds the string's last
+        # character; only after such a token is the row's tail decoded (per token id, cached).
+        self.last_chars = {s[-1] for s in self.text_stops}
+        self.may_complete: dict[int, bool] = {}
+        self.pending_done: dict[int, dict[int, Generation]] = {}
+
+        # --- the shared prefix, run once ---
+        self.prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
+        self.prefix_kv = None
+        if self.prefix_len > 0:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=model.config)
+            model(input_ids=torch.tensor([ids[0][:self.prefix_len]], device=self.device), **{self.cache_kw: cache},
+                  use_cache=True, logits_to_keep=1)
+            self.prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def take(self, queue: list[int], free: int) -> int:
+        """How many of the queue's next prompts one prefill forward takes (the queue is longest first)."""
+        return max(1, min(free, self.prefill_tokens // max(1, len(self.ids[queue[0]]) - self.prefix_len)))
+
+    def prefill(self, group: list[int]) -> tuple["_Batch", torch.Tensor]:
+        """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
+        from transformers import DynamicCache
+
+        device, prefix_len, samples = self.device, self.prefix_len, self.samples
+        suffixes = [self.ids[i][prefix_len:] for i in group]
+        width = max(len(s) for s in suffixes)
+        k = len(group)
+        inp = torch.full((k, width), self.pad_id, dtype=torch.long)
+        smask = torch.zeros((k, width), dtype=torch.long)
+        for r, s in enumerate(suffixes):  # left padding: every row's last column is its last token
+            inp[r, width - len(s):] = torch.tensor(s)
+            smask[r, width - len(s):] = 1
+        inp, smask = inp.to(device), smask.to(device)
+        pos = (prefix_len + smask.cumsum(1) - 1).clamp(min=prefix_len)
+        cache = DynamicCache(config=self.model.config)
+        mask = smask
+        if self.prefix_kv is not None:
+            for layer_idx, (keys, values) in enumerate(self.prefix_kv):
+                cache.update(keys.expand(k, -1, -1, -1).contiguous(), values.expand(k, -1, -1, -1).contiguous(),
+                             layer_idx)
+            mask = torch.cat([torch.ones((k, prefix_len), dtype=torch.long, device=device), smask], dim=1)
+        out = self.model(input_ids=inp, attention_mask=mask, position_ids=pos, **{self.cache_kw: cache},
+                         use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float()
+        next_pos = pos[:, -1] + 1
+        if samples > 1:
+            cache.batch_repeat_interleave(samples)
+            mask = mask.repeat_interleave(samples, dim=0)
+            next_pos = next_pos.repeat_interleave(samples)
+            logits = logits.repeat_interleave(samples, dim=0)
+        rows = [_Row(i, s) for i in group for s in range(samples)]
+        return _Batch(cache, mask, next_pos, rows), logits
+
+    def finished(self, row: _Row) -> bool:
+        return row.stopped_by_token or row.stopped_by_string or len(row.tokens) >= self.max_new_tokens
+
+    def push(self, row: _Row, token: int) -> None:
+        if token in self.stop_set:
+            row.stopped_by_token = True
+            return
+        row.tokens.append(token)
+        if not self.text_stops:
+            return
+        if token not in self.may_complete:
+            text = self.tokenizer.decode([token], skip_special_tokens=True)
+            self.may_complete[token] = any(c in text for c in self.last_chars) or "\ufffd" in text
+        if self.may_complete[token]:
+            tail = self.tokenizer.decode(row.tokens[-_STOP_TAIL_TOKENS:], skip_special_tokens=True)
+            row.stopped_by_string = any(s in tail for s in self.text_stops)
+
+    def result(self, row: _Row) -> Generation:
+        text, hit_stop_string = cut_at_stop(self.tokenizer.decode(row.tokens, skip_special_tokens=True),
+                                            self.stop_strings)
+        n_tokens = len(row.tokens) + (1 if row.stopped_by_token else 0)
+        truncated = not row.stopped_by_token and not hit_stop_string and len(row.tokens) >= self.max_new_tokens
+        return Generation(text, min(n_tokens, self.max_new_tokens), truncated)
+
+    def record(self, rows: list[_Row], tokens: list[int]) -> Iterator[tuple[int, list[Generation]]]:
+        """Give each running row its chosen token; yield the prompts whose rows all finished."""
+        for row, token in zip(rows, tokens):
+            if row.done:
+                continue
+            self.push(row, token)
+            if self.finished(row):
+                row.done = True
+                done = self.pending_done.setdefault(row.prompt_index, {})
+                done[row.sample] = self.result(row)
+                if len(done) == self.samples:
+                    yield row.prompt_index, [done[s] for s in range(self.samples)]
+                    del self.pending_done[row.prompt_index]
+
+
 @torch.inference_mode()
 def generate_stream(
     model,
@@ -176,114 +320,41 @@ def generate_stream(
     prefill_size: int | None = None,
     prefill_tokens: int | None = None,
     share_prefix: bool | None = None,
+    prompt_ids: list[list[int]] | None = None,
+    static_cache: bool | None = None,
 ) -> Iterator[tuple[int, list[Generation]]]:
     """Yield (prompt index, its `samples` generations) as each prompt finishes.
 
     batch_size: prompts decoded at once (rows = batch_size x samples). A new group of prompts
     is prefilled when at least prefill_size (default: a quarter of batch_size, at least 1)
     places are free, so a refill costs one forward for several problems; one forward
-    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device)."""
-    from transformers import DynamicCache
-
+    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device).
+    prompt_ids: the prompts already tokenized (with add_special_tokens as given), so that the
+    caller's tokenization is not done twice. static_cache: decode with fixed slots and, on a
+    GPU, a CUDA graph per step (default: uses_static_cache)."""
     device = next(model.parameters()).device
-    stops = stop_token_ids(tokenizer, model)
-    stop_set = set(stops)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    # Turn-end markers are special tokens, matched by id (decoded text never holds them).
-    text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
-    ids = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    ids = prompt_ids if prompt_ids is not None else [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
+                                                     for p in prompts]
+    session = _Session(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
+                       samples=samples, temperature=temperature,
+                       share_prefix=SHARE_PREFIX if share_prefix is None else share_prefix,
+                       prefill_tokens=prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
     prefill_size = prefill_size or max(1, batch_size // 4)
-    prefill_tokens = prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"])
-    cache_kw = _cache_keyword(model)
-
-    # --- the shared prefix, run once ---
-    share_prefix = SHARE_PREFIX if share_prefix is None else share_prefix
-    prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
-    prefix_kv = None
-    if prefix_len > 0:
-        cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([ids[0][:prefix_len]], device=device), **{cache_kw: cache},
-              use_cache=True, logits_to_keep=1)
-        prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-
-    def prefill(group: list[int]) -> tuple[_Batch, torch.Tensor]:
-        """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
-        suffixes = [ids[i][prefix_len:] for i in group]
-        width = max(len(s) for s in suffixes)
-        k = len(group)
-        inp = torch.full((k, width), pad_id, dtype=torch.long)
-        smask = torch.zeros((k, width), dtype=torch.long)
-        for r, s in enumerate(suffixes):  # left padding: every row's last column is its last token
-            inp[r, width - len(s):] = torch.tensor(s)
-            smask[r, width - len(s):] = 1
-        inp, smask = inp.to(device), smask.to(device)
-        pos = (prefix_len + smask.cumsum(1) - 1).clamp(min=prefix_len)
-        cache = DynamicCache(config=model.config)
-        mask = smask
-        if prefix_kv is not None:
-            for layer_idx, (keys, values) in enumerate(prefix_kv):
-                cache.update(keys.expand(k, -1, -1, -1).contiguous(), values.expand(k, -1, -1, -1).contiguous(),
-                             layer_idx)
-            mask = torch.cat([torch.ones((k, prefix_len), dtype=torch.long, device=device), smask], dim=1)
-        out = model(input_ids=inp, attention_mask=mask, position_ids=pos, **{cache_kw: cache},
-                    use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1, :].float()
-        next_pos = pos[:, -1] + 1
-        if samples > 1:
-            cache.batch_repeat_interleave(samples)
-            mask = mask.repeat_interleave(samples, dim=0)
-            next_pos = next_pos.repeat_interleave(samples)
-            logits = logits.repeat_interleave(samples, dim=0)
-        rows = [_Row(i, s) for i in group for s in range(samples)]
-        return _Batch(cache, mask, next_pos, rows), logits
-
-    def finished(row: _Row) -> bool:
-        return row.stopped_by_token or row.stopped_by_string or len(row.tokens) >= max_new_tokens
-
-    # A stop string can only be completed by a token whose text holds the string's last
-    # character; only after such a token is the row's tail decoded (per token id, cached).
-    last_chars = {s[-1] for s in text_stops}
-    may_complete: dict[int, bool] = {}
-
-    def push(row: _Row, token: int) -> None:
-        if token in stop_set:
-            row.stopped_by_token = True
-            return
-        row.tokens.append(token)
-        if not text_stops:
-            return
-        if token not in may_complete:
-            text = tokenizer.decode([token], skip_special_tokens=True)
-            may_complete[token] = any(c in text for c in last_chars) or "\ufffd" in text
-        if may_complete[token]:
-            tail = tokenizer.decode(row.tokens[-_STOP_TAIL_TOKENS:], skip_special_tokens=True)
-            row.stopped_by_string = any(s in tail for s in text_stops)
-
-    def result(row: _Row) -> Generation:
-        text, hit_stop_string = cut_at_stop(tokenizer.decode(row.tokens, skip_special_tokens=True), stop_strings)
-        n_tokens = len(row.tokens) + (1 if row.stopped_by_token else 0)
-        truncated = not row.stopped_by_token and not hit_stop_string and len(row.tokens) >= max_new_tokens
-        return Generation(text, min(n_tokens, max_new_tokens), truncated)
-
     queue = list(range(len(prompts)))  # the caller orders them (longest first)
+    if not queue:
+        return
+    if uses_static_cache(model, static_cache):
+        yield from _decode_static(session, queue, batch_size, prefill_size)
+    else:
+        yield from _decode_dynamic(session, queue, batch_size, prefill_size)
+
+
+def _decode_dynamic(session: _Session, queue: list[int], batch_size: int,
+                    prefill_size: int) -> Iterator[tuple[int, list[Generation]]]:
+    """The batch as a DynamicCache: finished rows are removed, new rows appended."""
+    model, device, temperature = session.model, session.device, session.temperature
     batch = _Batch(None, None, None, [])
-    pending_done: dict[int, dict[int, Generation]] = {}
     next_tokens = torch.empty(0, dtype=torch.long, device=device)
-
-    def record(rows: list[_Row], tokens: list[int]) -> Iterator[tuple[int, list[Generation]]]:
-        """Give each running row its chosen token; yield the prompts whose rows all finished."""
-        for row, token in zip(rows, tokens):
-            if row.done:
-                continue
-            push(row, token)
-            if finished(row):
-                row.done = True
-                done = pending_done.setdefault(row.prompt_index, {})
-                done[row.sample] = result(row)
-                if len(done) == samples:
-                    yield row.prompt_index, [done[s] for s in range(samples)]
-                    del pending_done[row.prompt_index]
-
     while True:
         # Finished rows stay (decoded, their tokens ignored) until enough have piled up to be
         # worth the copy of the cache that removing them costs, or their places are refilled.
@@ -296,15 +367,14 @@ def generate_stream(
             next_tokens = next_tokens[running] if running else next_tokens[:0]
         if refill:
             while queue and free > 0:
-                # As many as fit in one prefill forward (the queue is longest first).
-                take = max(1, min(free, prefill_tokens // max(1, len(ids[queue[0]]) - prefix_len)))
+                take = session.take(queue, free)
                 group, queue = queue[:take], queue[take:]
                 free -= take
-                new, logits = prefill(group)
+                new, logits = session.prefill(group)
                 first = _pick(logits, temperature)
                 batch.add(new)
                 next_tokens = torch.cat([next_tokens, first])
-                yield from record(new.rows, first.tolist())
+                yield from session.record(new.rows, first.tolist())
         if not any(not row.done for row in batch.rows):
             if queue:
                 continue
@@ -312,8 +382,52 @@ def generate_stream(
         # One decoding step for every row in the batch.
         mask = torch.cat([batch.mask, torch.ones((len(batch), 1), dtype=batch.mask.dtype, device=device)], dim=1)
         out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=batch.next_pos[:, None],
-                    **{cache_kw: batch.cache}, use_cache=True)
+                    **{session.cache_kw: batch.cache}, use_cache=True)
         batch.mask = mask
         batch.next_pos = batch.next_pos + 1
         next_tokens = _pick(out.logits[:, -1, :].float(), temperature)
-        yield from record(batch.rows, next_tokens.tolist())
+        yield from session.record(batch.rows, next_tokens.tolist())
+
+
+def _decode_static(session: _Session, queue: list[int], batch_size: int,
+                   prefill_size: int) -> Iterator[tuple[int, list[Generation]]]:
+    """The batch as fixed slots (static_cache.Slots): a finished row's slot is refilled in place."""
+    from mathtune.models.static_cache import Slots
+
+    samples, temperature = session.samples, session.temperature
+    n_slots = min(batch_size, len(queue)) * samples
+    longest = max(len(session.ids[i]) for i in queue)
+    slots = Slots(session.model, n_slots, static_capacity(longest, session.max_new_tokens),
+                  greedy=temperature == 0, cache_keyword=session.cache_kw)
+    rows: list[_Row | None] = [None] * n_slots
+    while True:
+        free_slots = [i for i, row in enumerate(rows) if row is None or row.done]
+        live = len(rows) - len(free_slots)
+        free = len(free_slots) // samples  # in prompts: a prompt's samples take a slot each
+        if queue and (free >= prefill_size or not live):
+            while queue and free > 0:
+                take = session.take(queue, free)
+                group, queue = queue[:take], queue[take:]
+                free -= take
+                new, logits = session.prefill(group)
+                first = _pick(logits, temperature)
+                places, free_slots = free_slots[:len(new.rows)], free_slots[len(new.rows):]
+                slots.place(places, [(layer.keys, layer.values) for layer in new.cache.layers], new.mask,
+                            new.next_pos, first)
+                for place, row in zip(places, new.rows):
+                    rows[place] = row
+                yield from session.record(new.rows, first.tolist())
+        occupied = [(i, row) for i, row in enumerate(rows) if row is not None and not row.done]
+        if not occupied:
+            if queue:
+                continue
+            return
+        if slots.t >= slots.capacity:
+            slots.compact([i for i, _ in occupied])
+        # One decoding step for every slot (free slots too: a graph's shapes never change).
+        out = slots.step()
+        if temperature > 0:
+            out = _pick(out.float(), temperature)
+            slots.tokens.copy_(out)
+        tokens = out.tolist()
+        yield from session.record([row for _, row in occupied], [tokens[i] for i, _ in occupied])

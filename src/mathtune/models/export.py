@@ -4,7 +4,9 @@
 
 The merge is done in float32 (so no rounding enters through the adapter's low-rank
 product) and saved in the dtype the base checkpoint was stored in, with its tokenizer and
-generation settings, so `AutoModelForCausalLM.from_pretrained(OUT)` needs nothing else.
+generation settings, so `AutoModelForCausalLM.from_pretrained(OUT)` needs nothing else. A run
+with model.quantization (4bit, 8bit) is merged into the full-precision base too, and the
+command says so: its merged model is not the quantized model the run evaluated.
 """
 
 from __future__ import annotations
@@ -47,10 +49,18 @@ def export_merged(run_dir: Path, out: Path) -> Path:
         raise MathtuneError(f"{out} already exists and is not empty; choose another --merged folder")
     config = config_from_yaml_text(config_file.read_text(), str(config_file))
 
+    # Always the full-precision base: merging into quantized weights would round the update away
+    # (and bitsandbytes' 4-bit weights cannot be saved as a plain transformers model).
     model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
                                   trust_remote_code=config.model.trust_remote_code)
+    dtype = stored_dtype(config.model.name_or_path)
     say(f"merging {adapter} into {config.model.name_or_path}")
-    merged = model.merge_and_unload().to(stored_dtype(config.model.name_or_path))
+    if config.model.quantization != "none":
+        say(f"note: this run trained and evaluated its adapter on the base quantized to {config.model.quantization}; "
+            f"the merge is into the full-precision base, saved in {str(dtype).removeprefix('torch.')}, so its "
+            "answers can differ from the evaluated ones by the quantization's error. To run what was evaluated, "
+            f"load the base with quantization {config.model.quantization} and attach {adapter} with PEFT.")
+    merged = model.merge_and_unload().to(dtype)
 
     # Save into a temporary sibling and rename: a crash never leaves a half model at OUT.
     out.parent.mkdir(parents=True, exist_ok=True)

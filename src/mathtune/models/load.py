@@ -22,6 +22,10 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off until a
+# GPU measurement of the greedy agreement between merged and unmerged decoding says it may be
+# on (bench/eval_speed.py, path mathtune:merged; bench/gpu.sh, stage merge).
+MERGE_IN_LOW_PRECISION = False
 
 
 def cache_root() -> Path:
@@ -196,35 +200,59 @@ def load_model(
     device: str | torch.device | None = None,
     merge_adapter: bool = False,
     trust_remote_code: bool = False,
+    quantization: str = "none",
 ):
     """(model, tokenizer) ready for inference or training; the adapter, if any, is attached,
     and folded into the weights when merge_adapter is set and that is exact (see
-    attach_adapter)."""
+    attach_adapter). With quantization 4bit or 8bit the base weights are loaded quantized by
+    bitsandbytes (models.quantize), straight onto the device."""
     from transformers import AutoModelForCausalLM
 
+    from mathtune.models.quantize import check_quantization, load_quantized
+
+    check_quantization(quantization, name_or_path)  # before the (slow) dequantizing of a .gguf
     use_shape_free_attention()
     path = resolve_model_path(name_or_path)
     if _is_local(path) and not weight_files(Path(path)):
         raise MathtuneError(f"model folder has no weights (no *.safetensors or pytorch_model*.bin): {name_or_path}")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
+    device = torch.device(device) if device is not None else process_device()
+    settings = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype),
+                    attn_implementation=resolve_attn(attn_implementation))
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            trust_remote_code=trust_remote_code,
-            dtype=resolve_dtype(dtype),
-            attn_implementation=resolve_attn(attn_implementation),
-        )
+        if quantization == "none":
+            # Straight onto a GPU in the dtype asked for, not into CPU memory first and then copied.
+            model = AutoModelForCausalLM.from_pretrained(path, device_map=None if device.type == "cpu" else device,
+                                                         **settings)
+        else:
+            model = load_quantized(path, quantization, device=device, **settings)
+    except MathtuneError:
+        raise
     except Exception as err:
         files = ", ".join(weight_files(Path(path))) if _is_local(path) else ""
         raise MathtuneError(f"cannot load model '{name_or_path}'" + (f" (weights {files})" if files else "")
                             + f": {_first_line(err)}") from None
     if adapter is not None:
         model = attach_adapter(model, adapter, merge=merge_adapter)
-    if device is None:
-        device = process_device()
-    model.to(device)
+    if quantization == "none":  # a quantized model was loaded onto its device and cannot be moved
+        model.to(device)  # in place already: nothing moves (an adapter's weights come to the model's device)
     model.eval()
     return model, tokenizer
+
+
+def meta_model(name_or_path: str, *, trust_remote_code: bool = False):
+    """The model built from its config on PyTorch's meta device: its modules and parameter
+    shapes, with no weights read or allocated (for the plan and for checks before loading)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise MathtuneError(f"cannot read the model config of '{name_or_path}': {_first_line(err)}") from None
 
 
 def check_adapter_fits(model, adapter_dir: Path) -> None:
@@ -285,6 +313,7 @@ def attach_adapter(model, adapter: str | Path, *, merge: bool = False):
         peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
     except Exception as err:
         raise MathtuneError(f"cannot attach adapter {adapter}: {_first_line(err)}") from None
-    if merge and all(p.dtype == torch.float32 for p in peft_model.parameters()):
+    if merge and (MERGE_IN_LOW_PRECISION or all(p.dtype == torch.float32 for p in peft_model.parameters())):
         return peft_model.merge_and_unload()
-    return peft_model
+    return peft_model  # a quantized base (int8 or packed 4-bit weights) never gets here merged
+

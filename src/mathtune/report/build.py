@@ -341,12 +341,20 @@ def provenance_blocks(provenance: dict) -> list:
         return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
 
     rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
-             show(s["device"]), show(s["dtype"]), show(s["attention"]), show(s["batch_size"]), versions(s["versions"])]
+             show(s["device"]), show(s["dtype"]), show(s.get("weights")), show(s["attention"]), show(s["batch_size"]),
+             versions(s["versions"])]
             for s in stages]
     remote = provenance.get("remote_code_stages") or []
     said = (f"trust_remote_code was on for {', '.join(remote)}: Python code shipped with the model ran in that stage."
             if remote else "trust_remote_code was off: no code shipped with the model ran.")
-    return [Table(["stage", "model", "data", "device", "dtype", "attention", "batch", "versions"], rows), Para(said)]
+    blocks: list = [Table(["stage", "model", "data", "device", "dtype", "base weights", "attention", "batch", "versions"],
+                          rows)]
+    for a in provenance.get("adapters") or []:
+        trained = f"; its weights trained in {a['trained_dtype']}" if a.get("trained_dtype") else ""
+        blocks.append(Para(f"Adapter ({', '.join(a['stages'])}): {a['adapter']}{trained}."))
+    if provenance.get("weights"):
+        blocks.append(Para(provenance["weights"]))
+    return blocks + [Para(said)]
 
 
 def summary_blocks(analysis: dict) -> list:

@@ -31,16 +31,17 @@ import torch
 
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml
 from mathtune.core.errors import MathtuneError, listing
-from mathtune.core.provenance import library_versions
+from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.attention import training_attention
-from mathtune.models.load import load_model, load_tokenizer
+from mathtune.models.load import load_model, load_tokenizer, process_device
+from mathtune.models.quantize import prepare_for_training, quantization_record
 from mathtune.task.data import DataFormat, data_identity, training_splits
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.progress import replace_progress
-from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_trackers,
-                                    make_lora_config, text_length)
+from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_before_loading,
+                                    check_trackers, make_lora_config, text_length)
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
@@ -72,6 +73,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
 
 def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     check_trackers(config.train.report_to)
+    check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
     method = config.train.method
     # Data first (no network for a local folder), then the tokenizer (no weights yet).
     train_problems, val_problems = training_splits(
@@ -95,15 +97,21 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
                        "dropped_too_long": {"train": 0, "validation": 0}}
     else:
         train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems)
+    quantized = config.model.quantization != "none"
     model, _ = load_model(
         config.model.name_or_path,
         dtype=config.model.dtype,
         # GRPO trains on unpacked, padded batches
         attn_implementation=training_attention(config.model.attn_implementation,
                                                config.train.packing and method != "grpo", config.model.dtype),
-        device="cpu",  # the Trainer moves it to this process's device
+        # The Trainer moves a full-precision model to this process's device; a quantized one
+        # is quantized on it and cannot move.
+        device=process_device() if quantized else "cpu",
         trust_remote_code=config.model.trust_remote_code,
+        quantization=config.model.quantization,
     )
+    if quantized:
+        model = prepare_for_training(model, gradient_checkpointing=config.train.gradient_checkpointing)
     peft_config = make_lora_config(config, model)
 
     checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
@@ -142,6 +150,11 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
             accuracy=accuracy,
         )
 
+    # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
+    # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
+    adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
+                         None)
+
     # --- train ---
     replace_progress(trainer, run_dir / "run.log", f"train ({method})")
     if torch.cuda.is_available():
@@ -153,6 +166,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     if state.is_main_process:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
+        summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
         if recipe_stats is not None:
             summary["rft"] = recipe_stats
         write_json_atomic(run_dir / "train" / "summary.json", summary)
@@ -331,6 +345,8 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
         "dtype_requested": config.model.dtype,
         "attention": getattr(trainer.model.config, "_attn_implementation", None),
+        # The base weights as loaded (None: full precision).
+        "quantization_record": quantization_record(trainer.model),
         "batch_size": config.train.batch_size,
         "trust_remote_code": config.model.trust_remote_code,
         "data_identity": data_identity(config.data.source, "train", DataFormat.of(config.data)),

@@ -105,37 +105,86 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
     return Dataset.from_list(train_rows), Dataset.from_list(val_rows), counts
 
 
+def check_lora_targets(targets: str | list[str], model) -> None:
+    """The target modules exist in the model (its real modules, or the weightless ones of
+    models.load.meta_model): PEFT only fails when nothing matches, so a typo in one name of a
+    list would silently adapt less."""
+    if targets == "all-linear":
+        return
+    names = [name for name, _ in model.named_modules() if name]
+    if isinstance(targets, str):
+        if not any(re.fullmatch(targets, n) for n in names):
+            raise MathtuneError(f"lora.target_modules '{targets}' matches no module of the model")
+        return
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        examples = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise MathtuneError(
+            f"lora.target_modules {missing} match no module of the model "
+            f"(its linear layers: {', '.join(examples)})"
+        )
+    if any(t == "lm_head" or t.endswith(".lm_head") for t in targets):
+        raise MathtuneError("lora.target_modules: 'lm_head' cannot be adapted (TRL scores it directly)")
+
+
 def make_lora_config(config: Config, model):
-    """PEFT's LoraConfig, after checking that the target modules exist: PEFT only fails
-    when nothing matches, so a typo in one name of a list would silently adapt less."""
+    """PEFT's LoraConfig for this model, after checking that the target modules exist in it."""
+    check_lora_targets(config.lora.target_modules, model)
+    return lora_config(config)
+
+
+def lora_config(config: Config):
+    """PEFT's LoraConfig: plain LoRA, DoRA and/or rsLoRA. A combination PEFT refuses, or one that
+    cannot train, is one line naming the keys."""
     from peft import LoraConfig
 
     lora = config.lora
-    targets = lora.target_modules
-    names = [name for name, _ in model.named_modules() if name]
-    if targets != "all-linear":
-        if isinstance(targets, str):
-            matched = [n for n in names if re.fullmatch(targets, n)]
-            if not matched:
-                raise MathtuneError(f"lora.target_modules '{targets}' matches no module of the model")
-        else:
-            missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-            if missing:
-                examples = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-                raise MathtuneError(
-                    f"lora.target_modules {missing} match no module of the model "
-                    f"(its linear layers: {', '.join(examples)})"
-                )
-            if any(t == "lm_head" or t.endswith(".lm_head") for t in targets):
-                raise MathtuneError("lora.target_modules: 'lm_head' cannot be adapted (TRL scores it directly)")
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        bias=lora.bias,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
+    if lora.use_dora and config.model.quantization == "8bit":
+        # PEFT (0.21.2) accepts DoRA on bitsandbytes' 8-bit layers, but after a DoRA forward pass in
+        # eval mode (the trainer validates at step 0) the next training step fails inside
+        # bitsandbytes 0.50.2: the layer's int8 weights have lost their scales (SCB is None).
+        # tests/test_qlora.py keeps a check that it still fails, so this refusal is lifted when it is fixed.
+        raise MathtuneError("lora.use_dora with model.quantization 8bit cannot train: after a validation pass, DoRA "
+                            f"on bitsandbytes' 8-bit layers fails (PEFT {_version('peft')}, bitsandbytes "
+                            f"{_version('bitsandbytes')}: the layers lose their int8 scales); use model.quantization "
+                            "4bit, or DoRA on an unquantized base")
+    try:
+        return LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            bias=lora.bias,
+            target_modules=lora.target_modules,
+            use_dora=lora.use_dora,
+            use_rslora=lora.use_rslora,
+            task_type="CAUSAL_LM",
+        )
+    except ValueError as err:
+        raise MathtuneError(f"lora: PEFT refuses these settings (use_dora {lora.use_dora}, use_rslora "
+                            f"{lora.use_rslora}, bias {lora.bias}): {str(err).strip().splitlines()[0]}") from None
+
+
+def _version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def check_before_loading(config: Config) -> None:
+    """The model and adapter settings, checked before any weights load: the quantization (a
+    .gguf, bitsandbytes missing), the LoRA settings, and named target modules against the
+    model's weightless modules (built from its config alone)."""
+    from mathtune.models.load import meta_model
+    from mathtune.models.quantize import check_quantization
+
+    check_quantization(config.model.quantization, config.model.name_or_path)
+    if config.lora.target_modules != "all-linear":
+        check_lora_targets(config.lora.target_modules,
+                           meta_model(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code))
+    lora_config(config)
 
 
 def trainer_arguments(config: Config, run_dir: Path) -> dict:
