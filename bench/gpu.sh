@@ -2,40 +2,52 @@
 # Every GPU measurement in one device call, on the Qwen2-1.5B shape with random weights, the
 # real tokenizer and the real GSM8K text. Stages (STAGES, in this order, each under its own
 # time limit so that one slow stage still leaves the others' results):
-#   startup bench/startup.py: where `mathtune eval` spends its time before decoding runs, on
-#           STARTUP_LIMIT problems, with the GPU's default decoder (fixed slots, a CUDA graph
-#           per step) and with the dynamic cache (MATHTUNE_STATIC_CACHE=0); then
-#           `mathtune eval --limit 1 --max-new-tokens 8` against a plain transformers script
-#   eval    bench/eval_speed.py, once per EVAL_RUNS entry "PROMPT:LIMIT:PATHS" (PATHS as
-#           eval_speed's --paths: mathtune:static, mathtune:dynamic, lm-eval:b64, lm-eval, ...);
-#           each path in its own process, back to back; wall time with load, decode time,
-#           problems/s both ways, and the greedy agreement of every two paths (bf16)
-#   merge   a random LoRA adapter of the reference shape (bench/shapes.py), decoded unmerged and
-#           merged into the bf16 weights (mathtune:static against mathtune:static:merged) on
-#           MERGE_LIMIT problems: the greedy agreement that decides whether merging in bf16 may
-#           become the default (mathtune.models.load.MERGE_IN_LOW_PRECISION)
-#   train   bench/train_speed.py (TRAIN_PATHS on TRAIN_LIMIT examples)
-#   run     a reference `mathtune run` of configs/qwen2-1.5b-gsm8k-lora.yaml
-#   rft     RFT sampling through `mathtune eval --samples 4`
-#   grpo    GRPO steps of configs/qwen2-1.5b-gsm8k-grpo.yaml
+#   check     bench/varlen_check.py: packed rows through mathtune_varlen on the real kernel against
+#             an unpacked reference (loss, each example's loss, LoRA gradients) within bf16 tolerance
+#   train     bench/train_speed.py, TRAIN_PATHS (default mathtune, TRL's defaults, and mathtune's
+#             per-example attention briefly): WARMUP + STEPS timed + PROFILE profiled steps per path,
+#             each path in its own process, back to back; the profile's top operations, syncs,
+#             launches and allocator retries per path
+#   switches  the same for SWITCH_PATHS: lora_dropout 0, Liger's RMSNorm/RoPE/SwiGLU, Liger's fused
+#             linear cross-entropy head, torch.compile of the decoder layers (its cost in the warm-up)
+#   sweep     the same for SWEEP_PATHS: 32 and 64 rows per step (16 is train's mathtune row)
+#   startup   bench/startup.py: where `mathtune eval` spends its time before decoding runs, on
+#             STARTUP_LIMIT problems, with the GPU's default decoder (fixed slots, a CUDA graph
+#             per step) and with the dynamic cache (MATHTUNE_STATIC_CACHE=0); then
+#             `mathtune eval --limit 1 --max-new-tokens 8` against a plain transformers script
+#   eval      bench/eval_speed.py, once per EVAL_RUNS entry "PROMPT:LIMIT:PATHS" (PATHS as
+#             eval_speed's --paths: mathtune:static, mathtune:dynamic, lm-eval:b64, lm-eval, ...);
+#             each path in its own process, back to back; wall time with load, decode time,
+#             problems/s both ways, and the greedy agreement of every two paths (bf16)
+#   merge     a random LoRA adapter of the reference shape (bench/shapes.py), decoded unmerged and
+#             merged into the bf16 weights (mathtune:static against mathtune:static:merged) on
+#             MERGE_LIMIT problems: the greedy agreement that decides whether merging in bf16 may
+#             become the default (mathtune.models.load.MERGE_IN_LOW_PRECISION)
+#   run       a reference `mathtune run` of configs/qwen2-1.5b-gsm8k-lora.yaml
+#   rft       RFT sampling through `mathtune eval --samples 4`
+#   grpo      GRPO steps of configs/qwen2-1.5b-gsm8k-grpo.yaml
+# Default STAGES="check train" (training speed, 5-7 minutes); the evaluation's figures in a
+# second call, STAGES="startup eval merge" (~11 minutes); then STAGES="switches sweep".
 # Everything lands in OUT/results.tgz plus OUT/summary.txt (the device tool brings back at most
 # eight files).
 #
-# For the evaluation issue (start-up, decoder, side by side) alone: STAGES="startup eval merge".
-# Planned: set-up and shape ~35 s; startup ~150 s (two breakdowns over 1,319 problems, four
-# short runs); eval ~400 s (1,319 problems on three mathtune paths; 256 problems mathtune and
-# lm-eval at batch 64; 32 problems mathtune and lm-eval at batch_size=auto, stopped at 100 s);
-# merge ~80 s. The 15 device minutes hold it once, with T_* limits as set below.
+# Planning figures from one H100 (2026-11-27, before varlen attention and the fixed-slot
+# decoder): set-up of the carried wheels 15 s, building the shape 18 s, loading it ~15 s per
+# path; 8 training steps of mathtune's per-example attention ~35 s, 16 of TRL ~17 s; a mathtune
+# eval of 1,319 chat problems x 256 tokens 40 s, lm-eval's HF backend at batch 64 about 20 s per
+# 64 problems, lm-eval with batch_size=auto over 16 problems > 120 s. So `mathtune:segments:s5`
+# (5 timed steps) and the other training paths at 30 steps. The evaluation stages: startup ~150 s
+# (two breakdowns over 1,319 problems, four short runs); eval ~400 s (1,319 problems on three
+# mathtune paths; 256 problems mathtune and lm-eval at batch 64; 32 problems mathtune and lm-eval
+# at batch_size=auto, stopped at 100 s); merge ~80 s.
 #
-# Planning figures from one H100 (2026-11-27): set-up of the carried wheels 15 s, building the
-# shape 18 s, a mathtune eval of 1,319 chat problems x 256 tokens 40 s, lm-eval's HF backend at
-# batch 64 about 20 s per 64 problems, lm-eval with batch_size=auto over 16 problems > 120 s,
-# 8 training steps of mathtune ~35 s and 16 of TRL ~17 s after ~15 s of loading each.
-#
-# Here, once:   EXTRA_WHEELS="lm-eval==0.4.13" DATASETS_SPEC="datasets==5.2.0" bash ../shared/device/prepare.sh
-#               (add transformers, peft and tokenizers wheels of this machine's versions to .device/whl)
+# Here, once:   bash ../shared/device/prepare.sh      (liger-kernel is among its wheels)
 # On the GPU:   bash .device/setup.sh && PYTHONPATH=/tmp/site:$PWD/src bash bench/gpu.sh "$OUT"
-# On a CPU, to try the script itself in a minute or two:
+# On a CPU, to try the script itself in a few minutes (the tiny shape: 2 layers, the real vocabulary):
+#   SHAPE=tiny TOKENIZER=../shared/qwen2.5-tokenizer DATA=../shared/gsm8k TRAIN_LIMIT=32 CHECK_PROBLEMS=16 \
+#     BATCH=4 MAX_LENGTH=256 WARMUP=1 STEPS=3 PROFILE=1 SWITCH_PATHS=mathtune:dropout0,mathtune:trl-head \
+#     SWEEP_PATHS=mathtune:b8 STAGES="check train switches sweep" bash bench/gpu.sh /tmp/gpu-try
+# the end-to-end stages:
 #   SHAPE=tiny EVAL_RUNS="chat:8:mathtune,lm-eval:b4" NEW_TOKENS=16 TRAIN_LIMIT=32 TRAIN_PATHS=mathtune,trl \
 #     RUN_SETS="--set eval.limit=4 --set data.train_limit=32 --set eval.max_new_tokens=16" \
 #     TOKENIZER=../shared/qwen2.5-tokenizer DATA=../shared/gsm8k STAGES="eval train run" bash bench/gpu.sh /tmp/gpu-try
@@ -51,18 +63,23 @@ shape=${SHAPE:-qwen2-1.5b}
 tokenizer=${TOKENIZER:-.device/tokenizer}
 data=${DATA:-.device/gsm8k}
 py=${PYTHON:-python3}
-stages=" ${STAGES:-startup eval merge train run rft grpo} "
+stages=" ${STAGES:-check train} "
 summary="$out/summary.txt"
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$summary"; }
 has() { [[ "$stages" == *" $1 "* ]]; }
 # A stage's own limit (seconds); a stage that overruns is killed and reported, and the next one runs.
-limited() { local t=$1; shift; timeout -k 10 "$t" "$@"; local rc=$?; [ $rc -eq 0 ] || log "exit $rc (124: over its ${t} s limit)"; return 0; }
+limited() { local t=$1; shift; timeout -k 10 "$t" "$@"; local rc=$?; [ $rc -eq 0 ] || log "exit $rc (124: over its ${t} s limit)" >&2; return 0; }
 finish() { tar czf "$out/results.tgz" -C "$out" r 2>/dev/null && rm -rf "$work"; }
 trap finish EXIT
 
 log "machine"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  $py -c "import torch, transformers, peft, trl; print('torch', torch.__version__, '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__)"
+  $py - <<'PY'
+import importlib, importlib.util
+names = ("torch", "transformers", "peft", "trl", "liger_kernel", "triton")
+print(" | ".join(f"{n} {getattr(importlib.util.find_spec(n) and importlib.import_module(n), '__version__', 'missing')}"
+                 for n in names))
+PY
 } | tee -a "$summary"
 
 log "building the $shape shape"
@@ -109,6 +126,24 @@ if has eval; then
   done
 fi
 
+if has check; then
+  log "packed = unpacked on the kernel ($shape): ${CHECK_PROBLEMS:-40} problems, batch ${BATCH:-16}, rows of ${MAX_LENGTH:-512}"
+  limited "${T_CHECK:-150}" $py bench/varlen_check.py --model "$model_dir" --data "$data" \
+    --problems "${CHECK_PROBLEMS:-40}" --batch-size "${BATCH:-16}" --max-length "${MAX_LENGTH:-512}" \
+    --json "$work/varlen_check.json" 2>&1 | grep -v Warning | tee "$work/varlen_check.log" | tail -6 | tee -a "$summary"
+fi
+
+# One train_speed.py call: train_paths NAME PATHS TIME_LIMIT
+train_paths() {
+  local name=$1 paths=$2 limit=$3
+  log "training speed, $name ($shape): $paths; batch ${BATCH:-16}, rows of ${MAX_LENGTH:-512}, ${TRAIN_LIMIT:-256} problems, warm-up ${WARMUP:-3} + ${STEPS:-30} timed + ${PROFILE_N:-0} profiled steps"
+  limited "$limit" $py bench/train_speed.py --model "$model_dir" --data "$data" \
+    --limit "${TRAIN_LIMIT:-256}" --batch-size "${BATCH:-16}" --max-length "${MAX_LENGTH:-512}" \
+    --warmup-steps "${WARMUP:-3}" --steps "${STEPS:-30}" --profile-steps "${PROFILE_N:-0}" --paths "$paths" \
+    --json "$work/train_speed_$name.json" --results "$work/results_train_speed.jsonl" 2>&1 \
+    | grep -v Warning | tee "$work/train_speed_$name.log" | sed -n '/^steady state/,$p' | tee -a "$summary"
+}
+
 if has merge; then
   log "merged against unmerged LoRA in bf16 ($shape, a random adapter): ${MERGE_LIMIT:-256} problems"
   adapter=$($py - "$model_dir" "$work/random-adapter" <<'PY'
@@ -128,12 +163,13 @@ PY
 fi
 
 if has train; then
-  log "training speed ($shape): ${TRAIN_PATHS:-mathtune,mathtune:cudnn,trl} on ${TRAIN_LIMIT:-512} examples"
-  limited "${T_TRAIN:-300}" $py bench/train_speed.py --model "$model_dir" --data "$data" \
-    --limit "${TRAIN_LIMIT:-512}" --batch-size 16 --max-length 512 --epochs "${TRAIN_EPOCHS:-1}" \
-    --paths "${TRAIN_PATHS:-mathtune,mathtune:cudnn,trl}" \
-    --json "$work/train_speed.json" --results "$work/results_train_speed.jsonl" 2>&1 \
-    | grep -v Warning | tee "$work/train_speed.log" | tail -12 | tee -a "$summary"
+  PROFILE_N=${PROFILE:-3} train_paths main "${TRAIN_PATHS:-mathtune,trl,mathtune:segments:s5}" "${T_TRAIN:-420}"
+fi
+if has switches; then
+  train_paths switches "${SWITCH_PATHS:-mathtune:dropout0,mathtune:liger,mathtune:liger-head,mathtune:compile}" "${T_SWITCH:-420}"
+fi
+if has sweep; then
+  train_paths sweep "${SWEEP_PATHS:-mathtune:b32,mathtune:b64}" "${T_SWEEP:-300}"
 fi
 
 if has run; then

@@ -78,7 +78,8 @@ class ModelConfig(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto = bfloat16 on a GPU, float32 on a CPU."""
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
-    """auto = sdpa (its varlen path keeps packed examples apart through position ids)."""
+    """auto = sdpa, except for packed training rows: there one varlen flash-attention call per
+    layer on a GPU (torch 2.10+, bf16/fp16), one sdpa call per example elsewhere."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model (a custom architecture). Off by default; the
     report says when it was on."""

@@ -103,7 +103,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         dtype=config.model.dtype,
         # GRPO trains on unpacked, padded batches
         attn_implementation=training_attention(config.model.attn_implementation,
-                                               config.train.packing and method != "grpo"),
+                                               config.train.packing and method != "grpo", config.model.dtype),
         # The Trainer moves a full-precision model to this process's device; a quantized one
         # is quantized on it and cannot move.
         device=process_device() if quantized else "cpu",

@@ -26,6 +26,7 @@ from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
 from mathtune.task.data import DataFormat, Problem, training_splits
 from mathtune.task.prompts import training_pair
+from mathtune.train.lm_head import use_lm_head
 
 # The fields of one metrics.jsonl line, in order. Train steps carry the first group, eval
 # steps the second; a step that is both carries both (merged into one line).
@@ -257,7 +258,7 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
     callbacks = ([accuracy] if by_exact_match else []) + [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -266,6 +267,8 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    use_lm_head(trainer.model, "lean")  # score only the answer tokens on every device (train/lm_head.py)
+    return trainer
 
 
 class MetricsFileCallback(TrainerCallback):
