@@ -232,6 +232,14 @@ class _Session:
         """How many of the queue's next prompts one prefill forward takes (the queue is longest first)."""
         return max(1, min(free, self.prefill_tokens // max(1, len(self.ids[queue[0]]) - self.prefix_len)))
 
+    def prefill_next(self, queue: list[int], free: int):
+        """Prefill the queue's next prompts (as many as `take` allows within `free` places) and
+        remove them from the queue; returns their batch, their first tokens and how many it took."""
+        take = self.take(queue, free)
+        new, logits = self.prefill(queue[:take])
+        del queue[:take]
+        return new, _pick(logits, self.temperature), take
+
     def prefill(self, group: list[int]) -> tuple["_Batch", torch.Tensor]:
         """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
         from transformers import DynamicCache
@@ -367,11 +375,8 @@ def _decode_dynamic(session: _Session, queue: list[int], batch_size: int,
             next_tokens = next_tokens[running] if running else next_tokens[:0]
         if refill:
             while queue and free > 0:
-                take = session.take(queue, free)
-                group, queue = queue[:take], queue[take:]
-                free -= take
-                new, logits = session.prefill(group)
-                first = _pick(logits, temperature)
+                new, first, took = session.prefill_next(queue, free)
+                free -= took
                 batch.add(new)
                 next_tokens = torch.cat([next_tokens, first])
                 yield from session.record(new.rows, first.tolist())
@@ -406,11 +411,8 @@ def _decode_static(session: _Session, queue: list[int], batch_size: int,
         free = len(free_slots) // samples  # in prompts: a prompt's samples take a slot each
         if queue and (free >= prefill_size or not live):
             while queue and free > 0:
-                take = session.take(queue, free)
-                group, queue = queue[:take], queue[take:]
-                free -= take
-                new, logits = session.prefill(group)
-                first = _pick(logits, temperature)
+                new, first, took = session.prefill_next(queue, free)
+                free -= took
                 places, free_slots = free_slots[:len(new.rows)], free_slots[len(new.rows):]
                 slots.place(places, [(layer.keys, layer.values) for layer in new.cache.layers], new.mask,
                             new.next_pos, first)
