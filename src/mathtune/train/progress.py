@@ -31,6 +31,7 @@ class TrainProgress(TrainerCallback):
         self.label = label
         self.bar = None
         self.loss = self.eval_loss = None
+        self.loss_step = self.eval_step = 0  # the steps those were logged at
         self.started = self.last_plain = 0.0
         self.first_step = 0
 
@@ -47,32 +48,36 @@ class TrainProgress(TrainerCallback):
         else:
             say(f"{self.label}: {state.max_steps} step{'' if state.max_steps == 1 else 's'}" + (f", resuming at {state.global_step}" if state.global_step else ""))
 
-    def _postfix(self) -> str:
+    def _postfix(self, step: int) -> str:
+        """The latest losses, each with its step where that is not `step`: the trainer ends a
+        step (and the display moves on) before it logs that step's loss."""
         parts = []
         if self.loss is not None:
-            parts.append(f"loss {self.loss:.4f}")
+            parts.append(f"loss {self.loss:.4f}" + (f" (step {self.loss_step})" if self.loss_step != step else ""))
         if self.eval_loss is not None:
-            parts.append(f"val {self.eval_loss:.4f}")
+            parts.append(f"val {self.eval_loss:.4f}" + (f" (step {self.eval_step})" if self.eval_step != step else ""))
         return ", ".join(parts)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
-            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.set_postfix_str(self._postfix(state.global_step), refresh=False)
         elif not terminal.QUIET and state.is_world_process_zero and time.monotonic() - self.last_plain >= PLAIN_EVERY_S:
             self.last_plain = time.monotonic()
             done = state.global_step - self.first_step
             rate = done / (self.last_plain - self.started) if done else 0.0
             left = (state.max_steps - state.global_step) / rate if rate else 0.0
             say(f"{self.label}: step {state.global_step}/{state.max_steps}, {rate:.2f} steps/s, "
-                f"{duration(left)} left" + (f", {self._postfix()}" if self._postfix() else ""))
+                f"{duration(left)} left" + (f", {postfix}" if (postfix := self._postfix(state.global_step)) else ""))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" in logs:
-            self.loss = float(logs["loss"])
+            self.loss, self.loss_step = float(logs["loss"]), state.global_step
         if "eval_loss" in logs:
-            self.eval_loss = float(logs["eval_loss"])
+            self.eval_loss, self.eval_step = float(logs["eval_loss"]), state.global_step
+        if self.bar is not None and ("loss" in logs or "eval_loss" in logs):
+            self.bar.set_postfix_str(self._postfix(state.global_step), refresh=False)
         if state.is_world_process_zero:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a", encoding="utf-8") as fh:
