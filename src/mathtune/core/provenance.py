@@ -12,15 +12,17 @@ from mathtune.core.runfiles import read_json
 LIBRARIES = ("mathtune", "torch", "transformers", "peft", "trl", "accelerate", "datasets")
 
 
+def library_version(name: str) -> str | None:
+    """An installed distribution's version, None where it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str | None]:
     """Installed versions (None for one that is not installed), with Python's."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+    return {"python": platform.python_version()} | {name: library_version(name) for name in LIBRARIES}
 
 
 def _read(path: Path) -> dict | None:

@@ -243,7 +243,6 @@ def load_model(
 def meta_model(name_or_path: str, *, trust_remote_code: bool = False):
     """The model built from its config on PyTorch's meta device: its modules and parameter
     shapes, with no weights read or allocated (for the plan and for checks before loading)."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model_path(name_or_path)

@@ -16,12 +16,12 @@ prepare_model_for_kbit_training (the base frozen, the unquantized weights in fp3
 from __future__ import annotations
 
 import importlib.util
-from importlib import metadata
 
 import torch
 
 from mathtune.config import quantization_problem
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import library_version
 
 INSTALL = "pip install 'mathtune[qlora]'"
 
@@ -50,10 +50,10 @@ def bitsandbytes_config(quantization: str, dtype: torch.dtype):
 
 def load_quantized(path: str, quantization: str, *, dtype: torch.dtype, device: torch.device | str, **kwargs):
     """AutoModelForCausalLM.from_pretrained with its weights quantized on `device` (a quantized
-    model cannot be moved after loading); kwargs go to from_pretrained."""
+    model cannot be moved after loading); kwargs go to from_pretrained. The setting is checked
+    by the caller (check_quantization), before a .gguf is dequantized into `path`."""
     from transformers import AutoModelForCausalLM
 
-    check_quantization(quantization, path)
     model = AutoModelForCausalLM.from_pretrained(path, quantization_config=bitsandbytes_config(quantization, dtype),
                                                  dtype=dtype, device_map={"": torch.device(device)}, **kwargs)
     keep_one_cpu_layout(model)
@@ -93,7 +93,7 @@ def quantization_record(model) -> dict | None:
         return None
     four = bool(config.load_in_4bit)
     record = {"quantization": "4bit" if four else "8bit", "library": "bitsandbytes",
-              "version": metadata.version("bitsandbytes")}
+              "version": library_version("bitsandbytes")}
     if four:
         record |= {"quant_type": config.bnb_4bit_quant_type, "double_quant": bool(config.bnb_4bit_use_double_quant),
                    "compute_dtype": str(config.bnb_4bit_compute_dtype).removeprefix("torch.")}

@@ -21,6 +21,7 @@ from transformers import EarlyStoppingCallback, TrainerCallback
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import library_version
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
@@ -145,8 +146,8 @@ def lora_config(config: Config):
         # bitsandbytes 0.50.2: the layer's int8 weights have lost their scales (SCB is None).
         # tests/test_qlora.py keeps a check that it still fails, so this refusal is lifted when it is fixed.
         raise MathtuneError("lora.use_dora with model.quantization 8bit cannot train: after a validation pass, DoRA "
-                            f"on bitsandbytes' 8-bit layers fails (PEFT {_version('peft')}, bitsandbytes "
-                            f"{_version('bitsandbytes')}: the layers lose their int8 scales); use model.quantization "
+                            f"on bitsandbytes' 8-bit layers fails (PEFT {library_version('peft')}, bitsandbytes "
+                            f"{library_version('bitsandbytes') or '(not installed)'}: the layers lose their int8 scales); use model.quantization "
                             "4bit, or DoRA on an unquantized base")
     try:
         return LoraConfig(
@@ -162,15 +163,6 @@ def lora_config(config: Config):
     except ValueError as err:
         raise MathtuneError(f"lora: PEFT refuses these settings (use_dora {lora.use_dora}, use_rslora "
                             f"{lora.use_rslora}, bias {lora.bias}): {str(err).strip().splitlines()[0]}") from None
-
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "(not installed)"
 
 
 def check_before_loading(config: Config) -> None:
