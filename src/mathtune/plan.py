@@ -22,6 +22,7 @@ from pathlib import Path
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import adapter_variant
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
 
@@ -284,8 +285,7 @@ def _s(n: int) -> str:
 
 def _adapter_variant(config: Config) -> str:
     lora = config.lora
-    variant = " + ".join(name for name, on in (("DoRA", lora.use_dora), ("rsLoRA", lora.use_rslora)) if on) or "LoRA"
-    return f"{variant} r {lora.r}, alpha {lora.alpha}"
+    return f"{adapter_variant(lora.use_dora, lora.use_rslora)} r {lora.r}, alpha {lora.alpha}"
 
 
 def format_plan(plan: dict) -> str:

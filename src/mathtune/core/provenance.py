@@ -45,6 +45,11 @@ def data_label(identity: dict | None) -> str | None:
     return f"{identity.get('id')} [{identity.get('split')}] revision {identity.get('revision') or 'not recorded'}"
 
 
+def adapter_variant(use_dora: bool, use_rslora: bool) -> str:
+    """The adapter's name: 'LoRA', 'DoRA', 'rsLoRA' or 'DoRA + rsLoRA'."""
+    return " + ".join(name for name, on in (("DoRA", use_dora), ("rsLoRA", use_rslora)) if on) or "LoRA"
+
+
 def describe_adapter(adapter_dir: str | Path) -> dict | None:
     """What a PEFT adapter is, from its adapter_config.json: the variant (LoRA, DoRA, rsLoRA),
     rank, alpha and the modules it adapts; None where the folder holds no adapter config."""
@@ -52,8 +57,7 @@ def describe_adapter(adapter_dir: str | Path) -> dict | None:
     if not path.is_file():
         return None
     settings = read_json(path)
-    variant = " + ".join(name for name, on in (("DoRA", settings.get("use_dora")), ("rsLoRA", settings.get("use_rslora")))
-                         if on) or "LoRA"
+    variant = adapter_variant(bool(settings.get("use_dora")), bool(settings.get("use_rslora")))
     targets = settings.get("target_modules")
     # PEFT writes either module names or the full paths it expanded 'all-linear' to: the names say it.
     names = sorted({t.rsplit(".", 1)[-1] for t in targets}) if isinstance(targets, list) else targets
