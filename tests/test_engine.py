@@ -185,6 +185,25 @@ def test_static_slots_with_eager_attention_write_an_additive_mask(tiny, one_thre
         model.set_attn_implementation("sdpa")
 
 
+def test_static_slots_under_trainings_packed_attentions_equal_the_dynamic_engine(tiny, one_thread):
+    """Validation decoding while training runs on the training attention (per-example sdpa on a
+    CPU, varlen on a GPU); outside packed rows both are sdpa, so the fixed slots serve them too."""
+    from mathtune.models import engine
+    from mathtune.models.attention import NAME, VARLEN, register
+
+    model, tok = tiny
+    prompts = [make_prompt_builder("chat").render(q, tok) for q in QUESTIONS]
+    kwargs = dict(max_new_tokens=16, stop_strings=(), batch_size=3, prefill_size=1)
+    dynamic = _stream(model, tok, prompts, static_cache=False, **kwargs)
+    try:
+        for name in (NAME, VARLEN):
+            model.set_attn_implementation(register(name))
+            assert engine.uses_static_cache(model, True)
+            assert _stream(model, tok, prompts, static_cache=True, **kwargs) == dynamic
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def test_static_slots_place_and_compact_keep_each_rows_columns():
     """A slot's own columns survive compaction in their order, and no slot keeps another's."""
     from types import SimpleNamespace

@@ -32,10 +32,12 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from mathtune.models.attention import NAME as SEGMENT_ATTENTION
+from mathtune.models.attention import VARLEN as VARLEN_ATTENTION
 
-# Attention implementations whose masks this module writes: sdpa (and training's per-example
-# sdpa, which is sdpa outside packed batches) takes a boolean mask, eager an additive one.
-ATTENTION = ("sdpa", "eager", SEGMENT_ATTENTION)
+# Attention implementations whose masks this module writes: sdpa (and training's two packed
+# attentions, per-example and varlen, which are sdpa outside packed rows) takes a boolean mask,
+# eager an additive one.
+ATTENTION = ("sdpa", "eager", SEGMENT_ATTENTION, VARLEN_ATTENTION)
 # Steps run eagerly before the graph is captured: cuBLAS and the kernels load on first use, and
 # a capture must not be the first run of any of them.
 WARMUP_STEPS = 2
