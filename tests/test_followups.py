@@ -275,3 +275,99 @@ def test_probe_command_writes_variants_records_and_a_report(tiny_model_dir, smal
     # Other settings over the same folder are refused, not mixed in.
     assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
                  "--variants", "3", "--max-new-tokens", "4", "--name", "m", "--out", str(out), "--quiet"]) == 1
+
+
+# --- variants a careful writer would sign ---------------------------------------------------------
+
+# GSM8K test problem 23 (test-22), as published: "His next 2 customers" once became "1 customers".
+BILLY = Problem("test-22", "Billy sells DVDs. He has 8 customers on Tuesday. His first 3 customers buy one DVD each.  "
+                "His next 2 customers buy 2 DVDs each.  His last 3 customers don't buy any DVDs. How many DVDs did "
+                "Billy sell on Tuesday?",
+                "His first 3 customers buy 3 * 1 = <<3*1=3>>3 DVDs.\nHis next 2 buy 2 * 2 = <<2*2=4>>4 DVDs.\n"
+                "He sells a total of 3 + 4 + 0 = <<3+4+0=7>>7 DVDs.\n#### 7", "7")
+CANDLE = Problem("test-23", "A candle melts by 2 centimeters every hour that it burns. How many centimeters shorter "
+                 "will a candle be after burning from 1:00 PM to 5:00 PM?",
+                 "The candle burns for 5 - 1 = <<5-1=4>>4 hours.\nThus, the candle will be 2 * 4 = <<2*4=8>>8 "
+                 "centimeters shorter.\n#### 8", "8")
+ONE_BEFORE_PLURAL = __import__("re").compile(r"(?<![\d.,/$])\b1 ([a-z]+(?<![su])s)\b")
+
+
+def test_a_count_is_never_drawn_as_1_and_a_1_is_never_changed():
+    rows, counts = build_variants([BILLY, CANDLE], variants=3, seed=0)
+    assert {r["original_id"] for r in rows} == {"test-22", "test-23"}
+    for row in rows:
+        assert not ONE_BEFORE_PLURAL.search(row["question"]), row["question"]
+        assert "1" not in row["changed"].values() and "1" not in row["changed"]
+    assert counts["draws_rejected"]["count_of_one"] > 0  # 2 may become 1 or 3: the 1 was drawn, and turned down
+    assert "count_of_one" in counts["draw_rules"]
+    # "1 hour" stays "1 hour": the 1 is held, the 3 beside it changes.
+    hour = Problem("t-8", "Ann reads 3 pages in 1 hour. How many pages does she read in 4 hours?",
+                   "3*4=<<3*4=12>>12\n#### 12", "12")
+    rows, counts = build_variants([hour], variants=2, seed=1)
+    assert rows and counts["held"]["one"] == 1
+    assert all("in 1 hour." in r["question"] and "1 hours" not in r["question"] for r in rows)
+
+
+def test_a_fraction_is_one_value_and_its_parts_are_never_drawn():
+    seniors = Problem("test-369", "44 seniors need awards. 1/4 of the seniors are officers and need cords that are $12 "
+                      "each. How much is spent on cords?",
+                      "The number of seniors receiving cords is 1/4 * 44 = <<1/4*44=11>>11 seniors.\nThe total cost "
+                      "of cords is 11 seniors * $12 = $<<11*12=132>>132.\n#### 132", "132")
+    windows = Problem("test-727", "She smashes 3/4ths of the teachers' cars' windows. If there are 32 teachers' cars "
+                      "with 4 windows each, how many windows does she smash?",
+                      "32 cars * 3/4 = <<32*3/4=24>>24 cars\n24 cars * 4 windows/car = <<24*4=96>>96 windows\n#### 96",
+                      "96")
+    ball = Problem("test-1089", "A ball bounces to 2/3rds of its starting height with each bounce. If it is dropped "
+                   "from 72 feet, how high does it go on its second bounce?",
+                   "72 feet * 2/3 = <<72*2/3=48>>48 feet\n48 feet * 2/3 = <<48*2/3=32>>32 feet\n#### 32", "32")
+    rows, counts = build_variants([seniors, windows, ball], variants=3, seed=5)
+    assert counts["held"]["fraction"] == 3
+    kept = {r["original_id"] for r in rows}
+    assert kept == {"test-369", "test-727", "test-1089"}
+    for row in rows:
+        assert not any("/" in k for k in row["changed"])
+        for fraction in ("1/4 of the seniors", "3/4ths of", "2/3rds of"):
+            original = next(p for p in (seniors, windows, ball) if p.id == row["original_id"]).question
+            assert (fraction in original) == (fraction in row["question"])
+        steps, why = parse_chain(Problem(row["id"], row["question"], row["answer"], row["answer"].rsplit("#### ", 1)[1]))
+        assert why is None and steps[-1].result == _value(row["answer"].rsplit("#### ", 1)[1])
+    # The 4 of "4 windows" changes; the 4 of 3/4 stays the fraction's (the chain is recomputed with it).
+    assert any("4" in r["changed"] and "3/4" in r["answer"] for r in rows if r["original_id"] == "test-727")
+
+
+def test_facts_of_the_calendar_and_of_units_are_held():
+    february = Problem("test-643", "A news website publishes an average of 20 articles every day. Its sister company "
+                       "publishes an average of 10 articles daily. Calculate the total number of articles the two "
+                       "published together in February if there are 28 days in the month.",
+                       "28*20=<<28*20=560>>560 articles.\n10*28=<<10*28=280>>280 articles.\n"
+                       "280+560=<<280+560=840>>840\n#### 840", "840")
+    march = Problem("test-1096", "Billy helps 2 people per hour for 3 hours a day. How many people does he help "
+                    "between March 1st and April 19th? (Remember there are 31 days in March.)",
+                    "31 days + 19 days = <<31+19=50>>50 days\n2*3=<<2*3=6>>6 people/day\n6*50=<<6*50=300>>300\n"
+                    "#### 300", "300")
+    week = Problem("t-9", "Tom works 8 hours a day, 5 days a week. There are 7 days in a week. How many hours does "
+                   "he work in 4 weeks?", "8*5=<<8*5=40>>40\n40*4=<<40*4=160>>160\n#### 160", "160")
+    rows, counts = build_variants([february, march, week], variants=4, seed=2)
+    assert counts["held"]["unit_fact"] == 3 and {r["original_id"] for r in rows} == {"test-643", "test-1096", "t-9"}
+    for row in rows:
+        assert "28" not in row["changed"] and "31" not in row["changed"]
+        assert ("28 days in the month" in row["question"]) == (row["original_id"] == "test-643")
+        assert ("31 days in March" in row["question"]) == (row["original_id"] == "test-1096")
+        if row["original_id"] == "t-9":  # bounded by the day and the week they are counted in
+            assert _value(row["changed"].get("8", "8")) <= 24 and _value(row["changed"].get("5", "5")) <= 7
+            assert "7 days in a week" in row["question"]
+
+
+def test_the_issue_examples_from_the_real_test_set(gsm8k_dir):
+    from mathtune.task.data import load_split
+
+    problems = {p.id: p for p in load_split(str(gsm8k_dir), "test")}
+    picked = [problems[f"test-{i}"] for i in (8, 22, 23, 369, 643, 727, 1089, 1096)]
+    rows, _ = build_variants(picked, variants=3, seed=42)
+    assert rows
+    for row in rows:
+        original = problems[row["original_id"]].question
+        assert not ONE_BEFORE_PLURAL.search(row["question"]) or ONE_BEFORE_PLURAL.search(original)
+        assert "1" not in row["changed"] and "28" not in row["changed"] and "31" not in row["changed"]
+        assert __import__("re").findall(r"\d+/\d+\w*", row["question"]) == __import__("re").findall(r"\d+/\d+\w*", original)
+        assert row["kind"] == "numbers"

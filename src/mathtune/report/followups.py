@@ -50,6 +50,16 @@ def _self_consistency(sc: dict, figures: set[str]) -> list:
     return blocks
 
 
+def _draw_rules(g: dict) -> str:
+    """The draws each rule turned down (drawn again) and the numbers held, as the generator counted them."""
+    rejected = g.get("draws_rejected") or {}
+    rules = g.get("draw_rules") or {"numbers_collapse": "two distinct numbers of the question made equal"}
+    text = "; ".join(f"{n} {rules.get(k, k)}" for k, n in rejected.items() if n)
+    held = "; ".join(f"{n} {(g.get('held_rules') or {}).get(k, k)}" for k, n in (g.get("held") or {}).items() if n)
+    return (f" Draws turned down, and drawn again: {text}." if text else "") + \
+        (f" Numbers of the questions held as they are: {held}." if held else "")
+
+
 def _probe(probe: dict, figures: set[str]) -> list:
     blocks: list = [Heading(2, "Robustness to changed numbers")]
     g = probe["generator"]
@@ -57,10 +67,7 @@ def _probe(probe: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Variants of {g.get('kept')} of {g.get('problems')} test problems "
                        f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): the question's numbers "
                        "changed, the gold answer recomputed through the solution's calculator annotations. "
-                       f"Skipped: {skipped}."
-                       + (f" Draws rejected because they made two distinct numbers of the question equal, and "
-                          f"drawn again: {g['draws_rejected']['numbers_collapse']}."
-                          if (g.get("draws_rejected") or {}).get("numbers_collapse") else "")))
+                       f"Skipped: {skipped}." + _draw_rules(g)))
     rows = []
     for name, m in probe["models"].items():
         rows.append([name, _acc(m["original"]), _acc(m["variant"]), _points(m["gap"]),

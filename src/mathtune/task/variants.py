@@ -20,6 +20,19 @@ not have), with no more decimals than the original's, and numbers the question k
 stay apart (4 inch and 2 inch heels do not both become 3 inch: that is another problem, or a
 trivial one); otherwise another draw is tried.
 
+A variant is also one a careful writer would sign:
+- Number agreement: a count is never drawn as 1, and a 1 of the question is never changed.
+  "1 hours" and "2 hour" are what changing the noun with the count avoids, but that takes
+  inflecting any English noun (person/people, foot/feet) and the verbs that agree with it
+  ("1 customer buys", "2 customers buy"); holding the 1 loses little and is always right.
+- A fraction written a/b is one value: its parts are never drawn (nor traced to the calculation
+  as numbers of the question), so "1/4 of the seniors" and "3/4ths" stay as they are while the
+  question's other numbers change.
+- A number stated as a fact of the calendar or of units ("28 days in the month", "12 inches in
+  a foot", task.stated_facts), or a year ("in 2019"), is held; a number a unit bounds ("8 hours
+  a day", "12 years old") is drawn within the bound.
+Draws these rules turn down are counted by rule in the summary, beside the skip reasons.
+
 Written here because neither lm-evaluation-harness nor the GSM-Symbolic release builds
 variants from GSM8K's own annotations; their templates are written by hand.
 """
@@ -37,12 +50,16 @@ from pathlib import Path
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
 from mathtune.task.data import Problem
+from mathtune.task.stated_facts import fixed_numbers
 from mathtune.task.taxonomy import evaluate_arithmetic
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 EXPR_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
 # A number in the question: '1,200', '48', '2.5'; not part of a word ('2nd', 'B12') or a time ('3:30').
-QUESTION_NUMBER = re.compile(r"(?<![\w.,:])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:]|\.\d|,\d{3})")
+# A fraction's parts ('1/4', '3/4ths') and dates ('3/15') are no numbers of their own: see FRACTION.
+QUESTION_NUMBER = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:/]|\.\d|,\d{3})")
+FRACTION = re.compile(r"(?<![\w.,/])(\d+)/(\d+)(?:ths|rds|nds|sts|th|rd|nd|st)?(?![\w/]|\.\d)")
+KINDS = ("numbers",)  # what a variant changes
 DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
 MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
 
@@ -66,6 +83,20 @@ SKIP_REASONS = {
     "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
     "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
+    "all_numbers_held": "every number of the question that enters the calculation is held (a 1, a unit fact, a year)",
+}
+# The rules a draw must pass beyond recomputing; a draw turned down is drawn again.
+DRAW_RULES = {
+    "count_of_one": "a number drawn as 1 (its noun would lose its number: '1 hours')",
+    "beyond_unit_bound": "a number drawn past what its unit allows (more than 24 hours a day, 7 days a week, age 100)",
+    "numbers_collapse": "two distinct numbers of the question made equal",
+}
+# Numbers of the question left as they are, by rule.
+HELD_RULES = {
+    "one": "a 1 (its noun is singular)",
+    "unit_fact": "a fact of the calendar or of units ('28 days in the month', '12 inches in a foot')",
+    "year": "a year of the calendar ('in 2019')",
+    "fraction": "a fraction a/b, one value whose parts are not drawn",
 }
 
 
@@ -103,8 +134,11 @@ def _decimals(value: Fraction) -> int | None:
 
 
 def format_number(value: Fraction, like: str = "") -> str:
-    """A value as a question or a solution writes it: '1,200' when `like` had a comma, '2.5'."""
+    """A value as a question or a solution writes it: '1,200' when `like` had a comma, '2.5';
+    two decimals where `like` had two."""
     places = _decimals(value) or 0
+    if "." in like and len(like.split(".")[1]) == 2 and places <= 2:
+        places = 2  # money keeps its cents: '$0.75' becomes '$0.50', not '$0.5'
     text = f"{float(value):.{places}f}" if places else str(value.numerator // value.denominator)
     if "," in like and places == 0:
         text = f"{int(text):,}"
@@ -128,6 +162,7 @@ def parse_chain(problem: Problem, numbers: list | None = None) -> tuple[list[Ste
     if not annotations:
         return None, "no_annotations"
     in_question = {value for _, _, value, _ in (numbers or question_numbers(problem.question))}
+    fractions = {(m.group(1), m.group(2)) for m in FRACTION.finditer(problem.question)}
     steps: list[Step] = []
     for expr, stated in annotations:
         result = _fraction(stated)
@@ -140,8 +175,15 @@ def parse_chain(problem: Problem, numbers: list | None = None) -> tuple[list[Ste
         if value != result:
             return None, "wrong_annotation"
         operands = []
+        # The parts of a question's fraction written as that fraction ('32*3/4') are its value,
+        # not numbers of the question that another number of the same value would change.
+        in_fraction = {i for f in re.finditer(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", expr)
+                       if (f.group(1), f.group(2)) in fractions for i in (f.start(1), f.start(2))}
         for m in EXPR_NUMBER.finditer(expr):
             v = Fraction(m.group(0))
+            if m.start() in in_fraction:
+                operands.append(Operand(m.start(), m.end(), "const", v))
+                continue
             earlier = [j for j, s in enumerate(steps) if s.result == v]
             if earlier:  # a result carried forward; the latest one when several match
                 operands.append(Operand(m.start(), m.end(), "step", v, earlier[-1]))
@@ -220,13 +262,43 @@ def collapses(values: dict[Fraction, Fraction], originals: set[Fraction]) -> boo
     return len(set(new)) < len(new)
 
 
+def held_numbers(question: str, numbers: list) -> tuple[dict[Fraction, str], dict[Fraction, int]]:
+    """(values held with the rule that holds them, upper bounds of the others) for a question's
+    numbers. A value held anywhere is held everywhere: a variant changes values, not places."""
+    spans, bounds_at = fixed_numbers(question)
+    held: dict[Fraction, str] = {}
+    bounds: dict[Fraction, int] = {}
+    for start, end, value, _ in numbers:
+        if value == 1:
+            held[value] = "one"
+        elif (start, end) in spans:
+            held.setdefault(value, spans[(start, end)])
+        elif (start, end) in bounds_at:
+            bounds[value] = min(bounds.get(value, bounds_at[(start, end)]), bounds_at[(start, end)])
+    return held, bounds
+
+
+def _draw_rule(values: dict[Fraction, Fraction], bounds: dict[Fraction, int]) -> str | None:
+    """The first rule of DRAW_RULES (but the collapse, checked after recomputing) a draw breaks."""
+    if any(new == 1 for new in values.values()):
+        return "count_of_one"
+    if any(new > bounds[v] for v, new in values.items() if v in bounds):
+        return "beyond_unit_bound"
+    return None
+
+
 def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42) -> tuple[list[dict], dict]:
     """Up to `variants` perturbed copies of each problem whose chain can be recomputed; returns
     (variant rows for a data file, the counts kept and skipped with their reasons)."""
     rng = random.Random(seed)
-    rows, skipped, kept, collapsed = [], Counter(), 0, 0
+    rows, skipped, kept = [], Counter(), 0
+    rejected = Counter({rule: 0 for rule in DRAW_RULES})
+    held_count = Counter({rule: 0 for rule in HELD_RULES})
     for problem in problems:
         numbers = question_numbers(problem.question)
+        held_count["fraction"] += len(FRACTION.findall(problem.question))
+        held, bounds = held_numbers(problem.question, numbers)
+        held_count.update(rule for v, rule in held.items())
         steps, why = parse_chain(problem, numbers)
         gold = _fraction(problem.gold)
         if steps is not None:
@@ -235,10 +307,12 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
                 why = "gold_not_a_step"
         if steps is not None and why is None:
             uses = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
-            used = sorted(uses)
             consts = {op.value for s in steps for op in s.operands if op.kind == "const"}
-            if not used:
+            used = sorted(v for v in uses if v not in held)
+            if not uses:
                 why = "no_question_number"
+            elif not used:
+                why = "all_numbers_held"
             elif any(v / 100 in consts for v in used if v >= 1):
                 why = "percent_two_forms"
             else:
@@ -263,12 +337,16 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
             if not values or key in seen:
                 continue
             seen.add(key)
+            rule = _draw_rule(values, bounds)
+            if rule is not None:
+                rejected[rule] += 1
+                continue
             chain = recompute(steps, values)
             if chain is None:
                 continue
             sensible += 1
             if collapses(values, originals):
-                collapsed += 1
+                rejected["numbers_collapse"] += 1
                 continue
             made.append((values, chain))
         if not made:
@@ -285,12 +363,14 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
             new_gold = chain[answer_at][1]
             solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
                                  for expr, res in chain[: answer_at + 1])
-            rows.append({"id": f"{problem.id}~v{k}", "original_id": problem.id, "question": question,
-                         "answer": f"{solution}\n#### {format_number(new_gold)}",
+            rows.append({"id": f"{problem.id}~v{k}", "original_id": problem.id, "kind": "numbers",
+                         "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
                          "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
-    return rows, {"problems": len(problems), "kept": kept, "variants": len(rows), "variants_per_problem": variants,
-                  "seed": seed, "skipped": dict(sorted(skipped.items())),
-                  "draws_rejected": {"numbers_collapse": collapsed},  # retried; a problem left with none is skipped
+    return rows, {"problems": len(problems), "kinds": list(KINDS), "kept": kept, "variants": len(rows),
+                  "variants_per_problem": variants, "seed": seed, "skipped": dict(sorted(skipped.items())),
+                  # retried; a problem left with none is skipped
+                  "draws_rejected": dict(rejected), "draw_rules": dict(DRAW_RULES),
+                  "held": dict(held_count), "held_rules": dict(HELD_RULES),
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
 
 
