@@ -99,6 +99,7 @@ def test_a_step_that_uses_an_earlier_result_is_recomputed_from_it():
     assert [(op.kind, op.value) for op in steps[1].operands] == [("question", 48), ("step", 24)]
     assert steps[0].operands[1].kind == "const"  # the 2 of "half" is the solver's, not the question's
     rows, counts = build_variants([NATALIA], variants=3, seed=1)
+    counts = counts["by_kind"]["numbers"]
     assert counts["kept"] == 1 and len(rows) == 3 and len({r["question"] for r in rows}) == 3
     for row in rows:
         new = _value(row["changed"]["48"])
@@ -127,6 +128,7 @@ def test_problems_whose_chain_cannot_be_recomputed_are_skipped_with_the_reason()
     words = Problem("t-4", "A box holds 6 eggs. How many eggs are in 3 boxes?", "6*3=<<6*3=18>>18\n#### 18", "18")
     off_chain = Problem("t-5", "Tom reads 10 pages a day for 3 days.", "10*3=<<10*3=30>>30\nplus 1\n#### 31", "31")
     rows, counts = build_variants([wrong, bare, words, off_chain], variants=1, seed=0)
+    counts = counts["by_kind"]["numbers"]
     assert counts["skipped"] == {"wrong_annotation": 1, "no_annotations": 1, "gold_not_a_step": 1}
     assert counts["kept"] == 1 and rows[0]["original_id"] == "t-4"
     assert set(counts["skip_reasons"]) == {"wrong_annotation", "no_annotations", "gold_not_a_step"}
@@ -161,6 +163,7 @@ def test_a_variant_keeps_distinct_numbers_distinct():
     rejected = 0
     for seed in range(6):
         rows, counts = build_variants([HEELS], variants=3, seed=seed)
+        counts = counts["by_kind"]["numbers"]
         assert counts["kept"] == 1 and rows
         rejected += counts["draws_rejected"]["numbers_collapse"]
         for row in rows:
@@ -175,6 +178,7 @@ def test_a_problem_whose_every_draw_collapses_numbers_is_skipped_with_its_own_re
     eggs = Problem("t-7", "Ann has 1 dog and 3 cats. Each week she buys 2 dozen eggs. How many eggs does she buy?",
                    "2*12=<<2*12=24>>24\n#### 24", "24")
     rows, counts = build_variants([eggs, NATALIA], variants=1, seed=0)
+    counts = counts["by_kind"]["numbers"]
     assert counts["skipped"] == {"numbers_collapse": 1} and counts["kept"] == 1
     assert "two distinct numbers of the question equal" in counts["skip_reasons"]["numbers_collapse"]
     assert [r["original_id"] for r in rows] == ["test-0"]
@@ -185,6 +189,7 @@ def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
 
     problems = load_split(str(gsm8k_dir), "test")[:100]
     rows, counts = build_variants(problems, variants=1, seed=42)
+    counts = counts["by_kind"]["numbers"]
     assert counts["kept"] + sum(counts["skipped"].values()) == 100 and counts["kept"] >= 60
     for row in rows:  # every variant's gold follows from its own annotated chain
         steps, why = parse_chain(Problem(row["id"], row["question"], row["answer"], row["answer"].rsplit("#### ", 1)[1]))
@@ -199,7 +204,7 @@ def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
     on_variants = [{"id": v["id"], "correct_strict": v["id"].endswith("v1") and v["original_id"] != "p0"}
                    for v in variants]
     out = probe_analysis(tmp_path, {"base": originals, "base-probe": on_variants})
-    m = out["models"]["base"]
+    m = out["kinds"]["numbers"]["models"]["base"]
     assert m["original"]["correct"] == 4 and m["variant"]["correct"] == 3 and m["variant"]["n"] == 8
     assert m["gap"]["points"] == pytest.approx(-62.5)
     assert m["pairs"] == {"solved_original_lost_variant": 5, "failed_original_solved_variant": 0}
@@ -218,15 +223,16 @@ def test_probe_table_shows_mcnemar_p_as_every_table_does():
     share = {"correct": 1, "n": 4, "accuracy_pct": 25.0, "ci95_pct": [4.6, 69.9]}
     model = {"original": share, "variant": share, "gap": {"points": 0.0, "ci95_points": [-50.0, 50.0]},
              "pairs": {"solved_original_lost_variant": 1, "failed_original_solved_variant": 1}, "meaning": "m"}
+    counts = {"kept": 4, "skipped": {"numbers_collapse": 1}, "draws_rejected": {"numbers_collapse": 3},
+              "skip_reasons": {"numbers_collapse": "every sensible draw ..."}}
     probe = {"available": True, "definitions": {"gap": "g", "mcnemar": "m"},
-             "generator": {"problems": 5, "kept": 4, "variants_per_problem": 1, "seed": 42,
-                           "skipped": {"numbers_collapse": 1}, "draws_rejected": {"numbers_collapse": 3},
-                           "skip_reasons": {"numbers_collapse": "every sensible draw ..."}},
-             "models": {"base": {**model, "mcnemar_p": 1.0}, "tuned": {**model, "mcnemar_p": 0.6875}}}
+             "generator": {"problems": 5, "variants_per_problem": 1, "seed": 42},
+             "kinds": {"numbers": {"generator": counts, "models": {"base": {**model, "mcnemar_p": 1.0},
+                                                                    "tuned": {**model, "mcnemar_p": 0.6875}}}}}
     blocks = followup_blocks({"probe": probe}, set())
     table = next(b for b in blocks if isinstance(b, Table))
     assert [row[-1] for row in table.rows] == ["1.000", "0.688"]
-    assert any(isinstance(b, Para) and "drawn again: 3" in b.text for b in blocks)
+    assert any(isinstance(b, Para) and "drawn again: 3 two distinct numbers" in b.text for b in blocks)
 
 
 def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, small_data_dir, tmp_path, one_thread):
@@ -269,12 +275,33 @@ def test_probe_command_writes_variants_records_and_a_report(tiny_model_dir, smal
     records = [json.loads(x) for x in (out / "eval" / "m-probe.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == [v["id"] for v in variants]
     analysis = json.loads((out / "analysis.json").read_text())
-    assert analysis["probe"]["available"] and analysis["probe"]["models"]["m"]["variant"]["n"] == len(variants)
+    numbers = analysis["probe"]["kinds"]["numbers"]["models"]["m"]
+    assert analysis["probe"]["available"] and numbers["variant"]["n"] == len(variants)
     assert "m-probe" not in analysis["benchmark"]["models"]
     assert "## Robustness to changed numbers" in (out / "report.md").read_text()
     # Other settings over the same folder are refused, not mixed in.
     assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
                  "--variants", "3", "--max-new-tokens", "4", "--name", "m", "--out", str(out), "--quiet"]) == 1
+    assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
+                 "--variants", "2", "--max-new-tokens", "4", "--name", "m", "--out", str(out), "--quiet",
+                 "--kinds", "numbers,names"]) == 1
+
+    # --kinds numbers is the default, to the byte; names beside it are paired on their own.
+    explicit, both = tmp_path / "explicit", tmp_path / "both"
+    for folder, kinds in ((explicit, "numbers"), (both, "names,numbers")):
+        assert main(["probe", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "8",
+                     "--variants", "2", "--max-new-tokens", "4", "--name", "m", "--out", str(folder), "--quiet",
+                     "--kinds", kinds]) == 0
+    for name in ("test.jsonl", "summary.json"):
+        assert (explicit / "probe" / name).read_bytes() == (out / "probe" / name).read_bytes()
+    rows = [json.loads(x) for x in (both / "probe" / "test.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in rows} == {"numbers", "names"} and all(r["original_id"] for r in rows)
+    assert [r for r in rows if r["kind"] == "numbers"] == variants
+    analysis = json.loads((both / "analysis.json").read_text())
+    names = analysis["probe"]["kinds"]["names"]["models"]["m"]
+    assert names["variant"]["n"] == sum(r["kind"] == "names" for r in rows) > 0
+    report = (both / "report.md").read_text()
+    assert report.index("## Renamed people") > report.index("## Robustness to changed numbers")
 
 
 # --- variants a careful writer would sign ---------------------------------------------------------
@@ -294,6 +321,7 @@ ONE_BEFORE_PLURAL = __import__("re").compile(r"(?<![\d.,/$])\b1 ([a-z]+(?<![su])
 
 def test_a_count_is_never_drawn_as_1_and_a_1_is_never_changed():
     rows, counts = build_variants([BILLY, CANDLE], variants=3, seed=0)
+    counts = counts["by_kind"]["numbers"]
     assert {r["original_id"] for r in rows} == {"test-22", "test-23"}
     for row in rows:
         assert not ONE_BEFORE_PLURAL.search(row["question"]), row["question"]
@@ -304,6 +332,7 @@ def test_a_count_is_never_drawn_as_1_and_a_1_is_never_changed():
     hour = Problem("t-8", "Ann reads 3 pages in 1 hour. How many pages does she read in 4 hours?",
                    "3*4=<<3*4=12>>12\n#### 12", "12")
     rows, counts = build_variants([hour], variants=2, seed=1)
+    counts = counts["by_kind"]["numbers"]
     assert rows and counts["held"]["one"] == 1
     assert all("in 1 hour." in r["question"] and "1 hours" not in r["question"] for r in rows)
 
@@ -321,6 +350,7 @@ def test_a_fraction_is_one_value_and_its_parts_are_never_drawn():
                    "from 72 feet, how high does it go on its second bounce?",
                    "72 feet * 2/3 = <<72*2/3=48>>48 feet\n48 feet * 2/3 = <<48*2/3=32>>32 feet\n#### 32", "32")
     rows, counts = build_variants([seniors, windows, ball], variants=3, seed=5)
+    counts = counts["by_kind"]["numbers"]
     assert counts["held"]["fraction"] == 3
     kept = {r["original_id"] for r in rows}
     assert kept == {"test-369", "test-727", "test-1089"}
@@ -348,6 +378,7 @@ def test_facts_of_the_calendar_and_of_units_are_held():
     week = Problem("t-9", "Tom works 8 hours a day, 5 days a week. There are 7 days in a week. How many hours does "
                    "he work in 4 weeks?", "8*5=<<8*5=40>>40\n40*4=<<40*4=160>>160\n#### 160", "160")
     rows, counts = build_variants([february, march, week], variants=4, seed=2)
+    counts = counts["by_kind"]["numbers"]
     assert counts["held"]["unit_fact"] == 3 and {r["original_id"] for r in rows} == {"test-643", "test-1096", "t-9"}
     for row in rows:
         assert "28" not in row["changed"] and "31" not in row["changed"]
@@ -371,3 +402,43 @@ def test_the_issue_examples_from_the_real_test_set(gsm8k_dir):
         assert "1" not in row["changed"] and "28" not in row["changed"] and "31" not in row["changed"]
         assert __import__("re").findall(r"\d+/\d+\w*", row["question"]) == __import__("re").findall(r"\d+/\d+\w*", original)
         assert row["kind"] == "numbers"
+
+
+# --- the names kind --------------------------------------------------------------------------------
+
+
+def test_names_are_replaced_everywhere_with_the_same_gender_and_nothing_else_changes():
+    from mathtune.task.renaming import FEMALE, MALE
+
+    two = Problem("t-10", "James has 5 apples and Maria has 3. James' apples and Maria's apples go in one box. "
+                  "How many apples are in the box?",
+                  "James and Maria have 5+3=<<5+3=8>>8 apples.\n#### 8", "8")
+    rows, counts = build_variants([NATALIA, two, BILLY, CANDLE], variants=2, seed=3, kinds=["numbers", "names"])
+    names = [r for r in rows if r["kind"] == "names"]
+    assert counts["kinds"] == ["numbers", "names"]
+    assert counts["by_kind"]["names"]["skipped"] == {"no_person_name": 1}  # the candle has no person
+    assert {r["original_id"] for r in names} == {"test-0", "t-10", "test-22"} and len(names) == 6
+    digits = __import__("re").compile(r"\d+")
+    by_id = {p.id: p for p in (NATALIA, two, BILLY)}
+    for row in names:
+        original = by_id[row["original_id"]]
+        assert row["id"].startswith(original.id + "~names-v") and row["changed"]
+        assert digits.findall(row["question"]) == digits.findall(original.question)
+        assert row["answer"].rsplit("#### ", 1)[1] == original.gold
+        for old, new in row["changed"].items():
+            assert old not in row["question"] and new in row["question"]
+            assert (old in FEMALE) == (new in FEMALE) and (old in MALE) == (new in MALE)
+        if row["original_id"] == "t-10":
+            james, maria = row["changed"]["James"], row["changed"]["Maria"]
+            assert f"{james}'{'' if james.endswith('s') else 's'} apples and {maria}'s apples" in row["question"]
+    # Asking for names beside numbers leaves the numbers' variants as they were.
+    alone, _ = build_variants([NATALIA, two, BILLY, CANDLE], variants=2, seed=3)
+    assert alone == [r for r in rows if r["kind"] == "numbers"]
+
+
+def test_a_name_that_is_also_a_word_counts_only_mid_sentence():
+    from mathtune.task.renaming import people
+
+    assert people("Mark the boxes. Each box holds 4 pens.") == []
+    assert people("Bill buys 4 pens. Then Bill sells 2.") == ["Bill"]
+    assert people("Alex has 2 cats and she feeds them.") == ["Alex"]

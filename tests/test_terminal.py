@@ -46,12 +46,13 @@ def test_probe_and_export_keep_library_warnings_off_the_terminal(trained_run, ti
     assert all(line.startswith("eval m") for line in lines), lines  # the evaluation's progress, nothing else
 
     # The probe's line gives the kept count and the skipped one, as probe/summary.json counts them.
-    counts = json.loads((tmp_path / "probe" / "probe" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "probe" / "probe" / "summary.json").read_text())
+    counts = summary["by_kind"]["numbers"]
     said = next(line for line in probe.stdout.splitlines() if line.startswith("probe: "))
     assert said.startswith(f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} "
                            f"of {counts['kept']} problem{'' if counts['kept'] == 1 else 's'} in ")
-    skipped = counts["problems"] - counts["kept"]
-    assert skipped > 0 and f"{skipped} of {counts['problems']} skipped (" in said  # the first 8: one is skipped
+    skipped = summary["problems"] - counts["kept"]
+    assert skipped > 0 and f"{skipped} of {summary['problems']} skipped (" in said  # the first 8: one is skipped
 
     export = _mathtune("export", str(trained_run), "--merged", str(tmp_path / "merged"))
     assert export.returncode == 0, export.stderr[-2000:]

@@ -20,8 +20,17 @@ import os
 import sys
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS, QUANTIZATIONS
+from mathtune.config import EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS
 from mathtune.core.errors import MathtuneError
+
+
+def _probe_kinds(text: str) -> list[str]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    unknown = [k for k in kinds if k not in PROBE_KINDS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(f"unknown kind {', '.join(unknown) or '(none)'}; "
+                                         f"choose from {', '.join(PROBE_KINDS)}")
+    return [k for k in PROBE_KINDS if k in kinds]
 
 
 def _positive_int(text: str) -> int:
@@ -176,7 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("probe", help="robustness probe: test problems and variants with changed numbers, paired")
     model_args(sp, sampling=False)
-    sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem")
+    sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem and kind")
+    sp.add_argument("--kinds", type=_probe_kinds, default=["numbers"],
+                    help="what the variants change, comma-separated: numbers (new numbers, gold recomputed), "
+                         "names (the people renamed, gold unchanged); default numbers")
     sp.add_argument("--out", type=Path, help="output folder (default runs/probe); gets a report")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")
@@ -356,7 +368,8 @@ def _cmd_probe(args) -> None:
     from mathtune.pipeline import run_probe
 
     out = _out(args, Path("runs") / "probe")
-    run_probe(_eval_request(args), out, variants=args.variants, name=args.name, overwrite=args.overwrite)
+    run_probe(_eval_request(args), out, variants=args.variants, name=args.name, overwrite=args.overwrite,
+              kinds=args.kinds)
 
 
 def _cmd_score(args) -> None:

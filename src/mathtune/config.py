@@ -274,10 +274,16 @@ class TrainConfig(_Section):
         return self
 
 
+PROBE_KINDS = ("numbers", "names")
+
+
 class ProbeConfig(_Section):
     variants: int = Field(1, gt=0)
     """Perturbed copies of each test problem whose calculation can be recomputed (numbers
     changed, gold answer recomputed from the solution's annotations); seeded by `seed`."""
+    kinds: list[Literal["numbers", "names"]] = Field(["numbers"], min_length=1)
+    """What the variants change: numbers (gold recomputed), names (the people renamed, gold
+    unchanged); each kind paired with the originals on its own."""
 
 
 class EvalConfig(_Sampled):

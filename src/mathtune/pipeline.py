@@ -58,7 +58,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     if config.eval.probe is not None:
         problems, _ = load_problems(base_req)
         ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
-                        source=config.data.source, overwrite=overwrite)
+                        source=config.data.source, overwrite=overwrite, kinds=config.eval.probe.kinds)
     from mathtune.models.load import attach_adapter, load_model
 
     # One load for both: with model.quantization the tuned model is this same quantized base with
@@ -88,36 +88,42 @@ def say_paths(paths: EvalPaths) -> None:
     say(f"records: {paths.records}\nsummary: {paths.summary}")
 
 
-def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool) -> None:
+def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool,
+                    kinds: list[str] | tuple[str, ...] = ("numbers",)) -> None:
     """The probe's variants in OUT/probe/, built once; variants of other settings already there
     are refused (their records would no longer match) unless overwrite."""
     summary_path = out_dir / PROBE_FOLDER / "summary.json"
-    wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source}
+    wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
+              "kinds": list(kinds)}
     if summary_path.is_file() and not overwrite:
-        have = read_json(summary_path)
+        have = {"kinds": ["numbers"], **read_json(summary_path)}  # variants from before kinds were numbers
         differs = [k for k, v in wanted.items() if have.get(k) != v]
         if not differs:
             return
         raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
                             "use --overwrite to replace them, or another --out")
-    folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source)
+    folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source, kinds=kinds)
     say(variants_line(read_json(folder / "summary.json"), folder))
 
 
-def variants_line(counts: dict, folder: Path) -> str:
+def variants_line(summary: dict, folder: Path) -> str:
     """'probe: 7 variants of 7 problems in OUT/probe; 1 of 8 skipped (...)': what was kept, and
-    what was not, as probe/summary.json counts them."""
-    skipped = counts["problems"] - counts["kept"]
-    line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
-           f"problem{'' if counts['kept'] == 1 else 's'} in {folder}"
-    if skipped:
-        reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
-        line += f"; {skipped} of {counts['problems']} skipped ({reasons})"
-    return line
+    what was not, as probe/summary.json counts them; a line for each kind of change."""
+    lines = []
+    for kind, counts in summary["by_kind"].items():
+        skipped = summary["problems"] - counts["kept"]
+        line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
+               f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if kind != "numbers" else "") + \
+               f" in {folder}"
+        if skipped:
+            reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
+            line += f"; {skipped} of {summary['problems']} skipped ({reasons})"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str | None = None,
-               overwrite: bool = False) -> Path:
+              overwrite: bool = False, kinds: list[str] | tuple[str, ...] = ("numbers",)) -> Path:
     """`mathtune probe`: the model on the test problems and on seeded variants of them with
     changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
     analysis and report, whose probe section pairs the two."""
@@ -134,7 +140,8 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     resolve_model_path(request.model)  # a wrong model is one line before the variants are written
     if request.adapter is not None:
         check_adapter_folder(request.adapter)
-    ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite)
+    ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite,
+                    kinds=kinds)
     if None in done:
         model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
                                       merge_adapter=True, trust_remote_code=request.trust_remote_code,

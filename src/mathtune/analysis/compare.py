@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mathtune.analysis.benchmark import paired_comparison
+from mathtune.analysis.followups import probe_analysis
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
@@ -24,6 +25,7 @@ from mathtune.core.provenance import adapter_label, describe_adapter, quantizati
 from mathtune.core.runfiles import read_eval_records, read_json
 from mathtune.core.stats import wilson_interval
 from mathtune.core.terminal import duration
+from mathtune.task.variants import PROBE_SUFFIX
 
 MODELS = ("base", "tuned")
 MISSING = "-"  # the one marker of the table for a value a run does not have, or that does not apply to it
@@ -56,7 +58,10 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
         raise MathtuneError(f"{run_dir} is unfinished: no eval/base.summary.json or eval/tuned.summary.json yet")
     train_path = run_dir / "train" / "summary.json"
     records = {m: run_dir / "eval" / f"{m}.jsonl" for m in MODELS}
+    probe_records = {name: read_eval_records(run_dir / "eval" / f"{name}.jsonl") for m in MODELS
+                     for name in (m, m + PROBE_SUFFIX) if (run_dir / "eval" / f"{name}.jsonl").is_file()}
     return {
+        "probe": probe_analysis(run_dir, probe_records),
         "dir": run_dir,
         "config": _flatten(config.model_dump(mode="json")),
         "evals": evals,
@@ -77,6 +82,14 @@ def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
     lo, hi = s["ci95_pp"]
     return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
             f"+{s['improved']}/-{s['regressed']} of {paired['n_paired']}")
+
+
+def _probe_cell(probe: dict, kind: str, model: str) -> str:
+    m = probe.get("kinds", {}).get(kind, {}).get("models", {}).get(model)
+    if not m:
+        return MISSING
+    lo, hi = m["gap"]["ci95_points"]
+    return f"{m['gap']['points']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {m['mcnemar_p']:.3f}, {m['problems']} problems"
 
 
 def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
@@ -210,6 +223,11 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
                      *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
         rows.append([f"tuned - {name} tuned, strict, paired", MISSING,
                      *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
+    kinds = [k for k in ("numbers", "names") if any(k in r["probe"].get("kinds", {}) for r in runs)]
+    for kind in kinds:  # the robustness probe's gap, per kind of variant
+        for model in MODELS:
+            rows.append([f"{model} probe, {kind}: variants - originals, strict (points [95% CI], McNemar p)",
+                         *(_probe_cell(r["probe"], kind, model) for r in runs)])
     rows.append(["base weights (training and evaluation)", *(_weights_cell(r) for r in runs)])
     rows.append(["adapter (variant, rank, alpha, target modules)", *(_adapter_cell(r) for r in runs)])
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])

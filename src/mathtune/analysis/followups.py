@@ -103,13 +103,17 @@ def self_check(records_by_model: dict[str, list[dict]]) -> dict:
                               f"95% interval ({BOOTSTRAP_RESAMPLES:,} resamples of the problems)"}}
 
 
-def _read_variants(run_dir: Path) -> tuple[dict[str, str], dict]:
+def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], dict]:
+    """{kind: {variant id: original id}} and the generator's summary, per kind; variants from
+    before there were kinds changed numbers."""
     folder = run_dir / PROBE_FOLDER
-    mapping: dict[str, str] = {}
+    mapping: dict[str, dict[str, str]] = {}
     if (folder / "test.jsonl").is_file():
         for _, row in iter_jsonl(folder / "test.jsonl"):
-            mapping[str(row["id"])] = str(row["original_id"])
+            mapping.setdefault(str(row.get("kind", "numbers")), {})[str(row["id"])] = str(row["original_id"])
     summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+    if summary and "by_kind" not in summary:
+        summary = {**summary, "kinds": ["numbers"], "by_kind": {"numbers": summary}}
     return mapping, summary
 
 
@@ -128,7 +132,13 @@ def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tupl
     return float(per.mean()), float(lo), float(hi)
 
 
-def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str]) -> dict | None:
+# What each kind of variant changed, as the gap's meaning names it.
+SURFACE = {"numbers": ("their particular numbers", "the same problem with other numbers", "changed numbers"),
+           "names": ("their particular names", "the same problem with its people renamed", "renamed people")}
+
+
+def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str],
+              kind: str = "numbers") -> dict | None:
     by_original: dict[str, list[bool]] = {}
     for r in variants:
         if r["id"] in mapping:
@@ -144,14 +154,14 @@ def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, st
     gained = sum(b and not a for a, b in zip(flat_orig, flat_var))
     diff, lo, hi = _cluster_bootstrap(orig, means)
     gap = difference_points(diff, lo, hi)
+    surface, same, changed = SURFACE.get(kind, SURFACE["numbers"])
     if hi < 0:
         meaning = ("the drop is outside the interval: part of what this model solves rests on the surface of the "
-                   "original problems (their particular numbers), not on reasoning that carries over to the same "
-                   "problem with other numbers")
+                   f"original problems ({surface}), not on reasoning that carries over to {same}")
     elif lo > 0:
         meaning = "the variants came out easier for this model, beyond the interval"
     else:
-        meaning = "the interval covers zero: no drop on changed numbers is shown at this size"
+        meaning = f"the interval covers zero: no drop on {changed} is shown at this size"
     return {"problems": len(pairs), "variants": len(flat_var), "original": share(sum(orig), len(orig)),
             "variant": share(sum(flat_var), len(flat_var)), "gap": gap,
             "pairs": {"solved_original_lost_variant": lost, "failed_original_solved_variant": gained},
@@ -167,17 +177,30 @@ def probe_analysis(run_dir: Path, records_by_model: dict[str, list[dict]]) -> di
     if not mapping or not pairs:
         return {"available": False, "reason": "no robustness probe in this run (eval.probe: {variants: N}, or "
                                               "mathtune probe)"}
-    models = {}
-    for name, probe_name in pairs.items():
-        gap = model_gap(records_by_model[name], records_by_model[probe_name], mapping)
-        if gap is not None:
-            models[name] = gap
-    out = {"available": bool(models), "generator": summary, "models": models,
+    kinds = {}
+    for kind, kind_mapping in mapping.items():
+        models = {}
+        for name, probe_name in pairs.items():
+            gap = model_gap(records_by_model[name], records_by_model[probe_name], kind_mapping, kind)
+            if gap is not None:
+                models[name] = gap
+        if models:
+            kinds[kind] = {"generator": summary.get("by_kind", {}).get(kind, {}), "models": models,
+                           **_tuned_minus_base(models)}
+    out = {"available": bool(kinds), "generator": {k: v for k, v in summary.items() if k != "by_kind"},
+           "kinds": kinds,
            "definitions": {
                "gap": "strict accuracy on the variants minus on their originals, points; 95% interval from "
                       f"{BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the original problems (a problem's "
                       "variants stay together)",
                "mcnemar": "exact McNemar test over (original, variant) pairs"}}
+    return out
+
+
+def _tuned_minus_base(models: dict) -> dict:
+    """{"tuned_minus_base": ...} where both models ran on the variants; the per-problem
+    verdicts the gaps kept are dropped here."""
+    out = {}
     if "base" in models and "tuned" in models:
         common = sorted(set(models["base"]["_per_problem"]) & set(models["tuned"]["_per_problem"]))
         b, t = models["base"]["_per_problem"], models["tuned"]["_per_problem"]

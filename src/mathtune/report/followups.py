@@ -2,7 +2,8 @@
 turn. Renders what analysis.json holds (see analysis.followups) and
 computes nothing.
 
-    followup_blocks(analysis, figures) -> report blocks
+    followup_blocks(analysis, figures)        -> report blocks
+    renamed_people_blocks(analysis, figures)  -> the names probe, for beside the contamination check
     followup_figures(analysis)         -> {figure name: PNG bytes}
 """
 
@@ -60,30 +61,46 @@ def _draw_rules(g: dict) -> str:
         (f" Numbers of the questions held as they are: {held}." if held else "")
 
 
-def _probe(probe: dict, figures: set[str]) -> list:
-    blocks: list = [Heading(2, "Robustness to changed numbers")]
-    g = probe["generator"]
-    skipped = "; ".join(f"{n} {g['skip_reasons'][k]}" for k, n in g.get("skipped", {}).items()) or "none"
-    blocks.append(Para(f"Variants of {g.get('kept')} of {g.get('problems')} test problems "
-                       f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): the question's numbers "
-                       "changed, the gold answer recomputed through the solution's calculator annotations. "
-                       f"Skipped: {skipped}." + _draw_rules(g)))
+PROBE_TITLES = {"numbers": "Robustness to changed numbers",
+                "names": "Renamed people: the memorization check beside the contamination check"}
+PROBE_CHANGES = {"numbers": "the question's numbers changed, the gold answer recomputed through the solution's "
+                            "calculator annotations",
+                 "names": "the people's first names replaced, every occurrence, by names of the same grammatical "
+                          "gender; digits and gold answer unchanged (GSM-Symbolic's memorization check: a problem "
+                          "solved as written but not renamed was remembered, not reasoned)"}
+
+
+def _probe(kind: str, probe: dict, figures: set[str]) -> list:
+    """One kind of variant: what was kept and skipped, and each model's paired accuracy."""
+    blocks: list = [Heading(2, PROBE_TITLES.get(kind, f"Robustness: {kind}"))]
+    g, k = probe["generator"], probe["kinds"][kind]
+    counts = k["generator"]
+    skipped = "; ".join(f"{n} {counts['skip_reasons'][r]}" for r, n in counts.get("skipped", {}).items()) or "none"
+    blocks.append(Para(f"Variants of {counts.get('kept')} of {g.get('problems')} test problems "
+                       f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): "
+                       f"{PROBE_CHANGES.get(kind, kind)}. Skipped: {skipped}." + _draw_rules(counts)))
     rows = []
-    for name, m in probe["models"].items():
+    for name, m in k["models"].items():
         rows.append([name, _acc(m["original"]), _acc(m["variant"]), _points(m["gap"]),
                      f"{m['pairs']['solved_original_lost_variant']} / {m['pairs']['failed_original_solved_variant']}",
                      p_value_text(m["mcnemar_p"])])
     blocks.append(Table(["model", "originals (strict)", "variants (strict)", "variants - originals, points [95%]",
                          "solved original, lost variant / the reverse", "McNemar p"], rows))
     blocks.append(Para(f"{probe['definitions']['gap']}; {probe['definitions']['mcnemar']}."))
-    blocks.append(Bullets([f"{name}: {m['meaning']}." for name, m in probe["models"].items()]))
-    tb = probe.get("tuned_minus_base")
+    blocks.append(Bullets([f"{name}: {m['meaning']}." for name, m in k["models"].items()]))
+    tb = k.get("tuned_minus_base")
     if tb:
         blocks.append(Para(f"Tuned minus base, points [95% paired bootstrap]: on the originals "
                            f"{_points(tb['originals'])}, on the variants {_points(tb['variants'])}."))
-    if "probe.png" in figures:
+    if kind == "numbers" and "probe.png" in figures:
         blocks.append(Figure("probe.png", "strict accuracy on the original problems and on their variants, 95% Wilson"))
     return blocks
+
+
+def renamed_people_blocks(analysis: dict, figures: set[str]) -> list:
+    """The names probe, which the report puts beside the contamination check."""
+    probe = analysis.get("probe", {})
+    return _probe("names", probe, figures) if probe.get("available") and "names" in probe.get("kinds", {}) else []
 
 
 def _self_check(check: dict) -> list:
@@ -126,8 +143,11 @@ def followup_blocks(analysis: dict, figures: set[str]) -> list:
         blocks += _regression(analysis["regression"])
     if analysis.get("self_consistency", {}).get("available"):
         blocks += _self_consistency(analysis["self_consistency"], figures)
-    if analysis.get("probe", {}).get("available"):
-        blocks += _probe(analysis["probe"], figures)
+    probe = analysis.get("probe", {})
+    if probe.get("available"):
+        for kind in probe.get("kinds", {}):
+            if kind != "names":  # beside the contamination check: renamed_people_blocks
+                blocks += _probe(kind, probe, figures)
     if analysis.get("self_check", {}).get("available"):
         blocks += _self_check(analysis["self_check"])
     return blocks
@@ -149,8 +169,8 @@ def followup_figures(analysis: dict) -> dict[str, bytes]:
         ax.set(xlabel="samples k", ylabel="strict exact match %", ylim=(0, 100), title="Self-consistency")
         ax.legend()
         out["self_consistency.png"] = figure_bytes(fig)
-    probe = analysis.get("probe", {})
-    if probe.get("available"):
+    probe = analysis.get("probe", {}).get("kinds", {}).get("numbers", {})
+    if probe.get("models"):
         models = list(probe["models"])
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.8 / 2

@@ -47,9 +47,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from mathtune.config import PROBE_KINDS
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
 from mathtune.task.data import Problem
+from mathtune.task.renaming import rename_people
 from mathtune.task.stated_facts import fixed_numbers
 from mathtune.task.taxonomy import evaluate_arithmetic
 
@@ -59,7 +61,7 @@ EXPR_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
 # A fraction's parts ('1/4', '3/4ths') and dates ('3/15') are no numbers of their own: see FRACTION.
 QUESTION_NUMBER = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:/]|\.\d|,\d{3})")
 FRACTION = re.compile(r"(?<![\w.,/])(\d+)/(\d+)(?:ths|rds|nds|sts|th|rd|nd|st)?(?![\w/]|\.\d)")
-KINDS = ("numbers",)  # what a variant changes
+KINDS = PROBE_KINDS  # what a variant changes: see build_variants
 DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
 MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
 
@@ -83,6 +85,7 @@ SKIP_REASONS = {
     "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
     "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
+    "no_person_name": "no person's name from the list of first names in the question",
     "all_numbers_held": "every number of the question that enters the calculation is held (a 1, a unit fact, a year)",
 }
 # The rules a draw must pass beyond recomputing; a draw turned down is drawn again.
@@ -287,9 +290,50 @@ def _draw_rule(values: dict[Fraction, Fraction], bounds: dict[Fraction, int]) ->
     return None
 
 
-def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42) -> tuple[list[dict], dict]:
-    """Up to `variants` perturbed copies of each problem whose chain can be recomputed; returns
-    (variant rows for a data file, the counts kept and skipped with their reasons)."""
+def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42,
+                   kinds: tuple[str, ...] | list[str] = ("numbers",)) -> tuple[list[dict], dict]:
+    """Up to `variants` copies of each problem for each kind of change: "numbers" (the
+    question's numbers, chain recomputed) and "names" (the people renamed, task.renaming);
+    returns (variant rows for a data file, per kind the counts kept and skipped with their
+    reasons). Each kind draws from its own seeded generator, so asking for another kind
+    beside one leaves that one's variants as they were."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise MathtuneError(f"unknown probe kind {', '.join(unknown) or '(none)'}; the kinds are {', '.join(KINDS)}")
+    rows, by_kind = [], {}
+    for kind in KINDS:
+        if kind in kinds:
+            made, by_kind[kind] = (_number_variants if kind == "numbers" else _name_variants)(problems, variants, seed)
+            rows += made
+    return rows, {"problems": len(problems), "kinds": [k for k in KINDS if k in kinds], "variants": len(rows),
+                  "variants_per_problem": variants, "seed": seed, "by_kind": by_kind}
+
+
+def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
+    rng = random.Random(f"{seed}-names")
+    rows, skipped, kept = [], Counter(), 0
+    for problem in problems:
+        made: list[tuple[str, str, dict]] = []
+        for _ in range(DRAWS):
+            if len(made) == variants:
+                break
+            renamed = rename_people(problem.question, problem.answer, rng)
+            if renamed is None:
+                break
+            if all(renamed[2] != m for _, _, m in made):
+                made.append(renamed)
+        if not made:
+            skipped["no_person_name"] += 1
+            continue
+        kept += 1
+        for k, (question, solution, mapping) in enumerate(made, start=1):
+            rows.append({"id": f"{problem.id}~names-v{k}", "original_id": problem.id, "kind": "names",
+                         "question": question, "answer": solution, "changed": mapping})
+    return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
+                  "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
+
+
+def _number_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
     rng = random.Random(seed)
     rows, skipped, kept = [], Counter(), 0
     rejected = Counter({rule: 0 for rule in DRAW_RULES})
@@ -366,8 +410,7 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
             rows.append({"id": f"{problem.id}~v{k}", "original_id": problem.id, "kind": "numbers",
                          "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
                          "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
-    return rows, {"problems": len(problems), "kinds": list(KINDS), "kept": kept, "variants": len(rows),
-                  "variants_per_problem": variants, "seed": seed, "skipped": dict(sorted(skipped.items())),
+    return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
                   # retried; a problem left with none is skipped
                   "draws_rejected": dict(rejected), "draw_rules": dict(DRAW_RULES),
                   "held": dict(held_count), "held_rules": dict(HELD_RULES),
@@ -380,12 +423,13 @@ PROBE_FOLDER = "probe"  # RUN_DIR/probe/test.jsonl: the variants, a data folder 
 PROBE_SUFFIX = "-probe"  # eval/NAME-probe.jsonl: the records of model NAME on the variants
 
 
-def write_variants(out_dir: Path, problems: list[Problem], *, variants: int, seed: int, source: str) -> Path:
+def write_variants(out_dir: Path, problems: list[Problem], *, variants: int, seed: int, source: str,
+                   kinds: tuple[str, ...] | list[str] = ("numbers",)) -> Path:
     """Build the variants of problems and write them (with what was skipped) under
     out_dir/probe/; returns the folder, which `mathtune eval --data` reads like any other."""
-    rows, counts = build_variants(problems, variants=variants, seed=seed)
+    rows, counts = build_variants(problems, variants=variants, seed=seed, kinds=kinds)
     if not rows:
-        reasons = ", ".join(f"{n} {SKIP_REASONS[k]}" for k, n in counts["skipped"].items())
+        reasons = ", ".join(f"{n} {SKIP_REASONS[k]}" for c in counts["by_kind"].values() for k, n in c["skipped"].items())
         raise MathtuneError(f"none of the {len(problems)} problems gave a variant ({reasons})")
     folder = Path(out_dir) / PROBE_FOLDER
     write_atomic(folder / "test.jsonl", jsonl_text(rows))
