@@ -1,14 +1,16 @@
 """Audit of the robustness probe's variants on a whole test set: generation only, no model.
 
-    python bench/probe_variants_audit.py [--data ../shared/gsm8k/test.jsonl] [--seed 42] [--variants 1]
-                                         [--sample 30]
+    python bench/probe_variants_audit.py [--kind numbers|names|magnitudes] [--data ../shared/gsm8k]
+                                         [--seed 42] [--variants 1] [--sample 30]
 
 Builds the variants exactly as `mathtune probe` does (task.variants.build_variants), then checks
 each one as an outside reader would and prints the counts as JSON: variants kept, draws turned
 down per rule, problems skipped per reason, numbers held per rule, and the audit's findings
 (each should be 0): a '1' before a plural noun that the original did not have, a 1 of the
 question changed, a fraction changed, a held unit fact or year changed, distinct numbers made
-equal, an annotation that does not recompute or a gold that is not the last step's result.
+equal, an annotation that does not recompute or a gold that is not the last step's result;
+for --kind names: digits or gold changed, or no name changed; for magnitudes also a changed
+number below ten times its original.
 --sample N prints N variants beside their originals for reading.
 """
 
@@ -19,6 +21,7 @@ import json
 import random
 import re
 from collections import Counter
+from fractions import Fraction
 from pathlib import Path
 
 from mathtune.task.data import Problem, load_split
@@ -27,11 +30,23 @@ from mathtune.task.variants import FRACTION, build_variants, held_numbers, parse
 ONE_PLURAL = re.compile(r"(?<![\d.,/$])\b1 ([a-z]+(?<![su])s)\b")
 
 
+DIGITS = re.compile(r"\d+")
+
+
 def audit(problems: list[Problem], rows: list[dict]) -> Counter:
     by_id = {p.id: p for p in problems}
     found = Counter()
     for row in rows:
         original = by_id[row["original_id"]]
+        if row["kind"] == "names":
+            found["names_digits_changed"] += DIGITS.findall(row["question"]) != DIGITS.findall(original.question)
+            found["names_gold_changed"] += row["answer"].rsplit("#### ", 1)[1] != original.answer.rsplit("#### ", 1)[1]
+            found["names_none_changed"] += not row["changed"] or any(
+                re.search(rf"\b{old}\b", row["question"]) for old in row["changed"])
+            continue
+        if row["kind"] == "magnitudes":
+            found["magnitudes_below_10x"] += any(Fraction(new.replace(",", "")) < 10 * Fraction(old.replace(",", ""))
+                                                 for old, new in row["changed"].items())
         if Counter(ONE_PLURAL.findall(row["question"])) - Counter(ONE_PLURAL.findall(original.question)):
             found["one_before_a_plural_added"] += 1
         if "1" in row["changed"]:
@@ -58,19 +73,24 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--variants", type=int, default=1)
     ap.add_argument("--sample", type=int, default=0)
+    ap.add_argument("--kind", default="numbers", choices=["numbers", "names", "magnitudes"])
     args = ap.parse_args()
     problems = load_split(str(args.data), "test")
-    rows, counts = build_variants(problems, variants=args.variants, seed=args.seed)
+    rows, summary = build_variants(problems, variants=args.variants, seed=args.seed, kinds=[args.kind])
+    counts = summary["by_kind"][args.kind]
     findings = audit(problems, rows)
     by_id = {p.id: p for p in problems}
     for row in random.Random(0).sample(rows, min(args.sample, len(rows))):
         print(f"--- {row['original_id']} {row['changed']}\n  was: {by_id[row['original_id']].question}\n"
               f"  now: {row['question']}\n  gold {by_id[row['original_id']].gold} -> {row['answer'].rsplit('#### ', 1)[1]}")
-    print(json.dumps({"problems": counts["problems"], "kept": counts["kept"], "variants": counts["variants"],
-                      "draws_rejected": counts["draws_rejected"], "held": counts["held"],
-                      "skipped": counts["skipped"], "audit": {k: findings[k] for k in (
-                          "one_before_a_plural_added", "a_1_changed", "fraction_changed", "unit_fact_or_year_changed",
-                          "distinct_numbers_made_equal", "chain_does_not_recompute")}}, indent=1))
+    checks = ("names_digits_changed", "names_gold_changed", "names_none_changed") if args.kind == "names" else (
+        "one_before_a_plural_added", "a_1_changed", "fraction_changed", "unit_fact_or_year_changed",
+        "distinct_numbers_made_equal", "chain_does_not_recompute") + (
+        ("magnitudes_below_10x",) if args.kind == "magnitudes" else ())
+    print(json.dumps({"kind": args.kind, "problems": len(problems), "kept": counts["kept"],
+                      "variants": counts["variants"], "draws_rejected": counts.get("draws_rejected"),
+                      "held": counts.get("held"), "skipped": counts["skipped"],
+                      "audit": {k: findings[k] for k in checks}}))
 
 
 if __name__ == "__main__":

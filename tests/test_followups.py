@@ -442,3 +442,18 @@ def test_a_name_that_is_also_a_word_counts_only_mid_sentence():
     assert people("Mark the boxes. Each box holds 4 pens.") == []
     assert people("Bill buys 4 pens. Then Bill sells 2.") == ["Bill"]
     assert people("Alex has 2 cats and she feeds them.") == ["Alex"]
+
+
+def test_magnitudes_scale_every_changed_number_tenfold_or_more_and_recompute():
+    rows, counts = build_variants([NATALIA, WENG, BILLY], variants=2, seed=4, kinds=["magnitudes"])
+    assert counts["kinds"] == ["magnitudes"] and rows
+    for row in rows:
+        assert row["kind"] == "magnitudes" and row["id"].startswith(row["original_id"] + "~magnitudes-v")
+        factors = {_value(new) / _value(old) for old, new in row["changed"].items()}
+        assert len(factors) == 1 and factors <= {10, 100, 1000}  # one factor: the story keeps its proportions
+        gold = row["answer"].rsplit("#### ", 1)[1]
+        steps, why = parse_chain(Problem(row["id"], row["question"], row["answer"], gold))
+        assert why is None and steps[-1].result == _value(gold)
+    weng = [r for r in rows if r["original_id"] == "test-1"]
+    assert all("50" not in r["changed"] or r["changed"]["50"] in ("500", "5,000", "50,000") for r in weng)
+    assert any("," in r["question"] for r in rows if max(_value(v) for v in r["changed"].values()) >= 1000)

@@ -188,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem and kind")
     sp.add_argument("--kinds", type=_probe_kinds, default=["numbers"],
                     help="what the variants change, comma-separated: numbers (new numbers, gold recomputed), "
-                         "names (the people renamed, gold unchanged); default numbers")
+                         "names (the people renamed, gold unchanged), magnitudes (numbers x10/x100/x1000, gold "
+                         "recomputed); default numbers")
     sp.add_argument("--out", type=Path, help="output folder (default runs/probe); gets a report")
 
     sp = sub.add_parser("score", help="re-score completions produced anywhere")

@@ -274,16 +274,17 @@ class TrainConfig(_Section):
         return self
 
 
-PROBE_KINDS = ("numbers", "names")
+PROBE_KINDS = ("numbers", "names", "magnitudes")
 
 
 class ProbeConfig(_Section):
     variants: int = Field(1, gt=0)
     """Perturbed copies of each test problem whose calculation can be recomputed (numbers
     changed, gold answer recomputed from the solution's annotations); seeded by `seed`."""
-    kinds: list[Literal["numbers", "names"]] = Field(["numbers"], min_length=1)
+    kinds: list[Literal["numbers", "names", "magnitudes"]] = Field(["numbers"], min_length=1)
     """What the variants change: numbers (gold recomputed), names (the people renamed, gold
-    unchanged); each kind paired with the originals on its own."""
+    unchanged), magnitudes (the numbers scaled by 10, 100 or 1,000, gold recomputed); each
+    kind paired with the originals on its own."""
 
 
 class EvalConfig(_Sampled):

@@ -223,7 +223,7 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
                      *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
         rows.append([f"tuned - {name} tuned, strict, paired", MISSING,
                      *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
-    kinds = [k for k in ("numbers", "names") if any(k in r["probe"].get("kinds", {}) for r in runs)]
+    kinds = [k for k in ("numbers", "names", "magnitudes") if any(k in r["probe"].get("kinds", {}) for r in runs)]
     for kind in kinds:  # the robustness probe's gap, per kind of variant
         for model in MODELS:
             rows.append([f"{model} probe, {kind}: variants - originals, strict (points [95% CI], McNemar p)",

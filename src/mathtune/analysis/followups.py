@@ -134,7 +134,9 @@ def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tupl
 
 # What each kind of variant changed, as the gap's meaning names it.
 SURFACE = {"numbers": ("their particular numbers", "the same problem with other numbers", "changed numbers"),
-           "names": ("their particular names", "the same problem with its people renamed", "renamed people")}
+           "names": ("their particular names", "the same problem with its people renamed", "renamed people"),
+           "magnitudes": ("the size of their numbers", "the same problem at ten to a thousand times the scale",
+                          "larger numbers")}
 
 
 def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str],

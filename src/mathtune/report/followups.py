@@ -62,12 +62,16 @@ def _draw_rules(g: dict) -> str:
 
 
 PROBE_TITLES = {"numbers": "Robustness to changed numbers",
-                "names": "Renamed people: the memorization check beside the contamination check"}
+                "names": "Renamed people: the memorization check beside the contamination check",
+                "magnitudes": "Robustness to larger numbers"}
 PROBE_CHANGES = {"numbers": "the question's numbers changed, the gold answer recomputed through the solution's "
                             "calculator annotations",
                  "names": "the people's first names replaced, every occurrence, by names of the same grammatical "
                           "gender; digits and gold answer unchanged (GSM-Symbolic's memorization check: a problem "
-                          "solved as written but not renamed was remembered, not reasoned)"}
+                          "solved as written but not renamed was remembered, not reasoned)",
+                 "magnitudes": "the question's numbers scaled by one factor of 10, 100 or 1,000 (percentages, facts of "
+                               "units and numbers a unit bounds held), the gold answer recomputed through the "
+                               "calculator annotations"}
 
 
 def _probe(kind: str, probe: dict, figures: set[str]) -> list:

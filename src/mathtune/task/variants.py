@@ -1,7 +1,8 @@
 """The robustness probe's variants: the same problems with other numbers, in the spirit of
 GSM-Symbolic and GSM-Plus.
 
-    build_variants(problems, variants=N, seed=S) -> (variant problems, what was kept and skipped)
+    build_variants(problems, variants=N, seed=S, kinds=[numbers, names, magnitudes])
+                                                 -> (variant problems, what was kept and skipped per kind)
     write_variants(out_dir, problems, ...)       -> OUT/probe/, a data folder any evaluator reads
 
 (analysis.followups pairs a model's records on the variants with its records on the originals.)
@@ -62,6 +63,7 @@ EXPR_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
 QUESTION_NUMBER = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:/]|\.\d|,\d{3})")
 FRACTION = re.compile(r"(?<![\w.,/])(\d+)/(\d+)(?:ths|rds|nds|sts|th|rd|nd|st)?(?![\w/]|\.\d)")
 KINDS = PROBE_KINDS  # what a variant changes: see build_variants
+MAGNITUDE_FACTORS = (10, 100, 1000)
 DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
 MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
 
@@ -85,6 +87,7 @@ SKIP_REASONS = {
     "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
     "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
+    "nothing_to_scale": "every number of the calculation is a percentage, held, or bounded by its unit",
     "no_person_name": "no person's name from the list of first names in the question",
     "all_numbers_held": "every number of the question that enters the calculation is held (a 1, a unit fact, a year)",
 }
@@ -293,7 +296,8 @@ def _draw_rule(values: dict[Fraction, Fraction], bounds: dict[Fraction, int]) ->
 def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42,
                    kinds: tuple[str, ...] | list[str] = ("numbers",)) -> tuple[list[dict], dict]:
     """Up to `variants` copies of each problem for each kind of change: "numbers" (the
-    question's numbers, chain recomputed) and "names" (the people renamed, task.renaming);
+    question's numbers, chain recomputed), "magnitudes" (the numbers scaled up, chain
+    recomputed) and "names" (the people renamed, task.renaming);
     returns (variant rows for a data file, per kind the counts kept and skipped with their
     reasons). Each kind draws from its own seeded generator, so asking for another kind
     beside one leaves that one's variants as they were."""
@@ -303,7 +307,10 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
     rows, by_kind = [], {}
     for kind in KINDS:
         if kind in kinds:
-            made, by_kind[kind] = (_number_variants if kind == "numbers" else _name_variants)(problems, variants, seed)
+            if kind == "names":
+                made, by_kind[kind] = _name_variants(problems, variants, seed)
+            else:
+                made, by_kind[kind] = _number_variants(problems, variants, seed, kind)
             rows += made
     return rows, {"problems": len(problems), "kinds": [k for k in KINDS if k in kinds], "variants": len(rows),
                   "variants_per_problem": variants, "seed": seed, "by_kind": by_kind}
@@ -333,8 +340,20 @@ def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[l
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
 
 
-def _number_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
-    rng = random.Random(seed)
+def _scaled_text(value: Fraction, text: str) -> str:
+    """A scaled number as a writer would put it: '1,200', '$250.00' (cents where it had cents)."""
+    if value >= 1000 and value.denominator == 1:
+        return format_number(value, like="1,000" + (text[text.index("."):] if "." in text else ""))
+    return format_number(value, like=text)
+
+
+def _number_variants(problems: list[Problem], variants: int, seed: int,
+                     kind: str = "numbers") -> tuple[list[dict], dict]:
+    """"numbers": each number of the question drawn anew within its size; "magnitudes": the
+    question's numbers all scaled by one factor of 10, 100 or 1,000, so that the story keeps
+    its proportions (what was twice another stays twice it) at a larger scale. Percentages,
+    and numbers a unit bounds below ten times their size (24 hours a day), are held there."""
+    rng = random.Random(seed) if kind == "numbers" else random.Random(f"{seed}-{kind}")
     rows, skipped, kept = [], Counter(), 0
     rejected = Counter({rule: 0 for rule in DRAW_RULES})
     held_count = Counter({rule: 0 for rule in HELD_RULES})
@@ -370,13 +389,26 @@ def _number_variants(problems: list[Problem], variants: int, seed: int) -> tuple
             continue
         percent = {v for start, end, v, _ in numbers if problem.question[end:end + 1] == "%"
                    or problem.question[end:end + 8].strip().startswith("percent")}
-        options = {v: _candidates(v, v in percent) for v in used}
+        if kind == "magnitudes":
+            # A multiplier ("3 times as many") scaled is another story, not the same one larger.
+            times = {v for _, end, v, _ in numbers if re.match(r"\s*(?:times|x)\b", problem.question[end:])}
+            used = [v for v in used if v not in percent | times and bounds.get(v, MAX_VALUE) >= 10 * v]
+            if not used:
+                skipped["nothing_to_scale"] += 1
+                continue
+            options = {v: [v * factor for factor in MAGNITUDE_FACTORS] for v in used}
+        else:
+            options = {v: _candidates(v, v in percent) for v in used}
         originals = {v for _, _, v, _ in numbers}
         made, seen, sensible = [], set(), 0
         for _ in range(DRAWS):
             if len(made) == variants:
                 break
-            values = {v: rng.choice(options[v]) for v in used if options[v]}
+            if kind == "magnitudes":
+                factor = rng.choice(MAGNITUDE_FACTORS)
+                values = {v: v * factor for v in used}
+            else:
+                values = {v: rng.choice(options[v]) for v in used if options[v]}
             key = tuple(sorted(values.items()))
             if not values or key in seen:
                 continue
@@ -401,13 +433,14 @@ def _number_variants(problems: list[Problem], variants: int, seed: int) -> tuple
             question, shift = problem.question, 0
             for start, end, v, text in numbers:
                 if v in values:
-                    new = format_number(values[v], like=text)
+                    new = format_number(values[v], like=text) if kind == "numbers" else _scaled_text(values[v], text)
                     question = question[: start + shift] + new + question[end + shift:]
                     shift += len(new) - (end - start)
             new_gold = chain[answer_at][1]
             solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
                                  for expr, res in chain[: answer_at + 1])
-            rows.append({"id": f"{problem.id}~v{k}", "original_id": problem.id, "kind": "numbers",
+            rows.append({"id": f"{problem.id}~v{k}" if kind == "numbers" else f"{problem.id}~{kind}-v{k}",
+                         "original_id": problem.id, "kind": kind,
                          "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
                          "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
     return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
