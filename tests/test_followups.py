@@ -455,5 +455,5 @@ def test_magnitudes_scale_every_changed_number_tenfold_or_more_and_recompute():
         steps, why = parse_chain(Problem(row["id"], row["question"], row["answer"], gold))
         assert why is None and steps[-1].result == _value(gold)
     weng = [r for r in rows if r["original_id"] == "test-1"]
-    assert all("50" not in r["changed"] or r["changed"]["50"] in ("500", "5,000", "50,000") for r in weng)
+    assert weng and all(_value(r["changed"]["50"]) in (500, 5000, 50000) for r in weng)
     assert any("," in r["question"] for r in rows if max(_value(v) for v in r["changed"].values()) >= 1000)
