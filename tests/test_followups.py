@@ -457,3 +457,15 @@ def test_magnitudes_scale_every_changed_number_tenfold_or_more_and_recompute():
     weng = [r for r in rows if r["original_id"] == "test-1"]
     assert weng and all(_value(r["changed"]["50"]) in (500, 5000, 50000) for r in weng)
     assert any("," in r["question"] for r in rows if max(_value(v) for v in r["changed"].values()) >= 1000)
+
+
+def test_a_and_an_follow_the_new_number_and_ages_stay_human():
+    from mathtune.task.variants import fix_articles
+
+    assert fix_articles("a 5-hour day and an $11 hat", {"8", "110"}) == "a 5-hour day and an $11 hat"
+    assert fix_articles("a 8-hour day and an $110 hat, A 11,000 m", {"8", "110", "11,000"}) == \
+        "an 8-hour day and a $110 hat, An 11,000 m"
+    ages = Problem("t-11", "John had a son when he was 19. His son will turn 12 in 3 years. How old is John?",
+                   "19+12-3=<<19+12-3=28>>28\n28+3=<<28+3=31>>31\n#### 31", "31")
+    rows, _ = build_variants([ages], variants=3, seed=0, kinds=["magnitudes"])
+    assert rows and all(set(r["changed"]) == {"3"} for r in rows)  # 190 and 120 are no ages; the 3 years may grow

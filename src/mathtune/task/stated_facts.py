@@ -62,7 +62,10 @@ CONTAINER_FIRST = re.compile(rf"\b(?:a|an|one|1|each|every|there)\s+({_CONTAINER
                              rf"(?:has|have|is|equals?|=|contains|holds|is equal to|are)\s+(?:about\s+)?"
                              rf"{_NUMBER}\s*({_UNIT})\b", re.IGNORECASE)
 DOZEN = re.compile(rf"{_NUMBER}\s+(?:\w+\s+)?(?:in|per|make(?:s)?)\s+(?:a|one|each)\s+dozen\b", re.IGNORECASE)
-AGE = re.compile(rf"{_NUMBER}[\s-]*years?[\s-]+old\b|\bage of {_NUMBER}|\baged? {_NUMBER}\b", re.IGNORECASE)
+AGE = re.compile(rf"{_NUMBER}[\s-]*years?[\s-]+(?:old|older|younger)\b|\bage of {_NUMBER}|\baged? {_NUMBER}\b"
+                 rf"|\bwhen (?:he|she|they|I|we|you|[A-Z][a-z]+) (?:was|were|is|turns|turned) {_NUMBER}"
+                 rf"|\b(?:is|was|will be) {_NUMBER}(?=\s+(?:now|today|years)\b)"
+                 rf"|\b(?:turns?|turned) {_NUMBER}")
 # A year of the calendar, "in 2019", "since 1995": changed, it is another date, and ten
 # times larger it is nonsense.
 YEAR = re.compile(r"\b(?:in|since|from|until|by|year|of|before|after|during|to|through) "
@@ -99,7 +102,7 @@ def fixed_numbers(question: str) -> tuple[dict[tuple[int, int], str], dict[tuple
         if m.group(1) == "12":
             held[m.span(1)] = "unit_fact"
     for m in AGE.finditer(question):
-        for g in (1, 2, 3):
+        for g in range(1, (m.re.groups or 0) + 1):
             if m.group(g):
                 bounds[m.span(g)] = min(bounds.get(m.span(g), MAX_AGE), MAX_AGE)
     for m in YEAR.finditer(question):

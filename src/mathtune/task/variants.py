@@ -340,6 +340,25 @@ def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[l
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
 
 
+def _reads_with_an(number: str) -> bool:
+    """Whether a number is read starting with a vowel sound: 8, 11, 18, 80, 800, 11,000 ('an 8-hour day')."""
+    whole = number.lstrip("$").split(".")[0].replace(",", "")
+    lead = whole[: len(whole) % 3 or 3]
+    return lead.startswith("8") or lead in ("11", "18")
+
+
+def fix_articles(question: str, new_numbers: set[str]) -> str:
+    """'a'/'an' before each new number as it is read: a 5-hour day may become an 8-hour day."""
+    def article(m: re.Match) -> str:
+        if m.group(3) not in new_numbers:
+            return m.group(0)
+        wanted = "an" if _reads_with_an(m.group(3)) else "a"
+        if m.group(1)[0].isupper():
+            wanted = wanted.capitalize()
+        return f"{wanted}{m.group(2)}{m.group(3)}"
+    return re.sub(r"\b([Aa]n?)(\s+\$?)(\d[\d,]*(?:\.\d+)?)", article, question)
+
+
 def _scaled_text(value: Fraction, text: str) -> str:
     """A scaled number as a writer would put it: '1,200', '$250.00' (cents where it had cents)."""
     if value >= 1000 and value.denominator == 1:
@@ -436,6 +455,9 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
                     new = format_number(values[v], like=text) if kind == "numbers" else _scaled_text(values[v], text)
                     question = question[: start + shift] + new + question[end + shift:]
                     shift += len(new) - (end - start)
+            question = fix_articles(question, {format_number(values[v], like=text) if kind == "numbers"
+                                               else _scaled_text(values[v], text)
+                                               for _, _, v, text in numbers if v in values})
             new_gold = chain[answer_at][1]
             solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
                                  for expr, res in chain[: answer_at + 1])
