@@ -128,3 +128,24 @@ def test_compare_json_is_the_table_and_the_raw_figures(tmp_path, gsm8k_dir, caps
     tuned = json.loads((a / "eval" / "tuned.summary.json").read_text())
     assert data["runs"][0]["evals"]["tuned"]["accuracy_strict"] == tuned["accuracy_strict"]
     assert all(len(row) == 3 for row in data["rows"])
+
+
+def test_compare_shows_the_probe_gap_per_kind(tmp_path, gsm8k_dir):
+    a = write_run(tmp_path, gsm8k_dir, name="probed")
+    b = write_run(tmp_path, gsm8k_dir, name="plain", lr=1e-4)
+    records = [json.loads(x) for x in (a / "eval" / "tuned.jsonl").read_text().splitlines()]
+    (a / "probe").mkdir()
+    rows, on_variants = [], []
+    for kind, suffix in (("numbers", "~v1"), ("names", "~names-v1")):
+        for r in records:
+            rows.append({"id": r["id"] + suffix, "original_id": r["id"], "kind": kind})
+            # the names variants are solved as the originals were; every numbers variant is lost
+            on_variants.append({**r, "id": r["id"] + suffix, "correct_strict": kind == "names" and r["correct_strict"]})
+    (a / "probe" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (a / "eval" / "tuned-probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in on_variants))
+    lines = compare_runs([a, b]).splitlines()
+    numbers = next(line for line in lines if line.startswith("| tuned probe, numbers:"))
+    names = next(line for line in lines if line.startswith("| tuned probe, names:"))
+    assert numbers.split(" | ")[1].startswith("-50.0 [") and numbers.endswith(" | - |")
+    assert names.split(" | ")[1].startswith("+0.0 [+0.0, +0.0], p 1.000")
+    assert not any(line.startswith("| base probe") and "p " in line for line in lines)
