@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
     sp.add_argument("--json", action="store_true", help="print only the summary, as JSON (no progress bar)")
 
-    sp = sub.add_parser("probe", help="robustness probe: test problems and variants with changed numbers, paired")
+    sp = sub.add_parser("probe", help="robustness probe: test problems and variants (changed numbers, renamed people, "
+                        "larger numbers), paired per kind")
     model_args(sp, sampling=False)
     sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem and kind")
     sp.add_argument("--kinds", type=_probe_kinds, default=["numbers"],
