@@ -146,3 +146,20 @@ def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, 
     assert main(["plan", str(config_file), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "the base in 4bit (a float32 base: " in text and "8,192); adapter LoRA r 8, alpha 16" in text
+
+
+def test_plan_refuses_what_run_refuses_in_the_same_words(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    """Every example over data.max_length: run refuses it (nothing would train), and so does
+    plan, with the same one line and exit 1, not a plan of 0 examples per epoch."""
+    from mathtune.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {tiny_model_dir}\ndata:\n  source: {small_data_dir}\n  max_length: 40\n")
+    lines = {}
+    for command in ("plan", "run"):
+        argv = [command, str(config)] + (["--out", str(tmp_path / "run")] if command == "run" else ["--device", "cpu"])
+        assert main(argv) == 1
+        lines[command] = capsys.readouterr().err.strip().splitlines()[-1]
+    assert lines["plan"] == lines["run"]
+    assert lines["plan"].startswith("mathtune: error: data.max_length 40 cuts the answer of every training example")
+    assert not (tmp_path / "run").exists()

@@ -154,6 +154,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     from mathtune.models.load import load_tokenizer
     from mathtune.task.data import DataFormat, training_splits
     from mathtune.task.mix import mix_training_problems
+    from mathtune.train.trainer import refuse_all_too_long
 
     if config.train.method != "sft":
         raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
@@ -173,6 +174,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     limit = config.data.max_length
     train_len, train_ans = _lengths(config, tokenizer, train)
     val_len, _ = _lengths(config, tokenizer, val)
+    refuse_all_too_long(train_len, limit, "training")  # what training would refuse, in its words
+    refuse_all_too_long(val_len, limit, "validation")
     kept = [(t, c) for t, c in zip(train_len, train_ans) if t <= limit]
     kept_val = [t for t in val_len if t <= limit]
     t = config.train
