@@ -163,3 +163,21 @@ def test_plan_refuses_what_run_refuses_in_the_same_words(tiny_model_dir, small_d
     assert lines["plan"] == lines["run"]
     assert lines["plan"].startswith("mathtune: error: data.max_length 40 cuts the answer of every training example")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dora_plan_costs_more_time_and_memory_than_a_lora_plan(tiny_model_dir, small_data_dir):
+    """DoRA's extra pass and checkpointing's recompute each have a stated, measured cost."""
+    from mathtune.plan import CHECKPOINTING_TIME_RATIO, DORA_MEMORY_RATIO, DORA_TIME_RATIO, format_plan
+
+    lora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
+    dora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "lora.use_dora=true"), device="cpu")
+    lora_bytes = sum(lora["peak_memory_parts_bytes"].values())
+    dora_bytes = sum(dora["peak_memory_parts_bytes"].values())
+    assert dora_bytes > lora_bytes and dora["peak_memory_parts_bytes"]["dora_extra"] > 0
+    assert dora["time_s"]["train"] > lora["time_s"]["train"]
+    assert f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory" in dora["time_basis"]
+    assert "DoRA's extra pass" in format_plan(dora) and "DoRA" not in lora["time_basis"]
+    ckpt = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.gradient_checkpointing=true"),
+                     device="cpu")
+    assert f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO}" in ckpt["time_basis"]
+    assert ckpt["time_s"]["train"] > lora["time_s"]["train"]
