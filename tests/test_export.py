@@ -4,7 +4,9 @@ base + adapter generates."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -66,7 +68,12 @@ def test_adapter_loads_with_plain_peft_and_mathtune(trained_run, tiny_model_dir)
 def test_merged_model_generates_what_base_plus_adapter_generates(strong_adapter_run, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = export_merged(strong_adapter_run, tmp_path / "merged")
+    old_umask = os.umask(0o022)
+    try:
+        out = export_merged(strong_adapter_run, tmp_path / "merged")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755  # as every other folder mathtune writes, not mkdtemp's 0700
     merged = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     tuned, _ = load_model(str(tiny_model_dir), adapter=str(strong_adapter_run / "adapter"), device="cpu")

@@ -146,3 +146,38 @@ def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, 
     assert main(["plan", str(config_file), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
     assert "the base in 4bit (a float32 base: " in text and "8,192); adapter LoRA r 8, alpha 16" in text
+
+
+def test_plan_refuses_what_run_refuses_in_the_same_words(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    """Every example over data.max_length: run refuses it (nothing would train), and so does
+    plan, with the same one line and exit 1, not a plan of 0 examples per epoch."""
+    from mathtune.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {tiny_model_dir}\ndata:\n  source: {small_data_dir}\n  max_length: 40\n")
+    lines = {}
+    for command in ("plan", "run"):
+        argv = [command, str(config)] + (["--out", str(tmp_path / "run")] if command == "run" else ["--device", "cpu"])
+        assert main(argv) == 1
+        lines[command] = capsys.readouterr().err.strip().splitlines()[-1]
+    assert lines["plan"] == lines["run"]
+    assert lines["plan"].startswith("mathtune: error: data.max_length 40 cuts the answer of every training example")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dora_plan_costs_more_time_and_memory_than_a_lora_plan(tiny_model_dir, small_data_dir):
+    """DoRA's extra pass and checkpointing's recompute each have a stated, measured cost."""
+    from mathtune.plan import CHECKPOINTING_TIME_RATIO, DORA_MEMORY_RATIO, DORA_TIME_RATIO, format_plan
+
+    lora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
+    dora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "lora.use_dora=true"), device="cpu")
+    lora_bytes = sum(lora["peak_memory_parts_bytes"].values())
+    dora_bytes = sum(dora["peak_memory_parts_bytes"].values())
+    assert dora_bytes > lora_bytes and dora["peak_memory_parts_bytes"]["dora_extra"] > 0
+    assert dora["time_s"]["train"] > lora["time_s"]["train"]
+    assert f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory" in dora["time_basis"]
+    assert "DoRA's extra pass" in format_plan(dora) and "DoRA" not in lora["time_basis"]
+    ckpt = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.gradient_checkpointing=true"),
+                     device="cpu")
+    assert f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO}" in ckpt["time_basis"]
+    assert ckpt["time_s"]["train"] > lora["time_s"]["train"]

@@ -144,3 +144,11 @@ def test_cli_reports_errors_in_one_line(cache, capsys):
     assert rm.main(["no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mathtune: error: unknown registry model") and "\n" not in err
+
+
+def test_help_describes_the_registry_in_a_whole_sentence(capsys):
+    with pytest.raises(SystemExit):
+        rm.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("Real small models fetched from the package registry, not the model hub: a GGUF file that someone "
+            "split into the data files of a few wheels.") in text

@@ -33,11 +33,21 @@ ASSUMED_UTILISATION = 0.30
 # Scaling a measured throughput by parameter count holds near the measured size; a model more
 # than this many times smaller or larger is an extrapolation, and the plan says so.
 EXTRAPOLATION_FACTOR = 10
+# Adapter variants' cost, each a ratio to plain LoRA measured by bench/adapter_costs.py (BENCHMARKS.md,
+# "What an adapter variant costs"): SmolLM2-135M's shape, batch 2 x 256 tokens, fp32, one thread,
+# this 2-core CPU, one process per variant. DoRA recomputes each adapted layer's weight norm and
+# its base output (PEFT's extra pass); checkpointing recomputes the forward pass in the backward.
+DORA_TIME_RATIO = 1.41
+DORA_MEMORY_RATIO = 1.26
+CHECKPOINTING_TIME_RATIO = 1.23
+# A 4-bit or 8-bit base on a CPU dequantizes every layer at every decoding step: about 2.5x the
+# fp32 decoding time (BENCHMARKS.md, "QLoRA against LoRA on a CPU"); on a GPU not measured.
+CPU_QUANTIZED_DECODE_RATIO = 2.5
 PARAMS_DEFINITION = "total = the base model's parameters + the LoRA adapter's (the trainable ones)"
 FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forward 2*N*T + 2*H*C + 2*L*d*T^2, "
                  "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
                  "non-embedding parameters, H the output layer's, L layers of attention width d; validation "
-                 "2*(N+H)*T per example per pass; evaluation (an upper bound: every answer runs to "
+                 "2*(N+H)*T per example per pass; evaluation (assuming every answer runs to "
                  "max_new_tokens) 2*(N+H)*(prompt + max_new_tokens) per problem and model; with train.select_by "
                  "exact_match, validation decoding likewise per accuracy problem and validation pass")
 
@@ -154,6 +164,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     from mathtune.models.load import load_tokenizer
     from mathtune.task.data import DataFormat, training_splits
     from mathtune.task.mix import mix_training_problems
+    from mathtune.train.trainer import refuse_all_too_long
 
     if config.train.method != "sft":
         raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
@@ -173,6 +184,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     limit = config.data.max_length
     train_len, train_ans = _lengths(config, tokenizer, train)
     val_len, _ = _lengths(config, tokenizer, val)
+    refuse_all_too_long(train_len, limit, "training")  # what training would refuse, in its words
+    refuse_all_too_long(val_len, limit, "validation")
     kept = [(t, c) for t, c in zip(train_len, train_ans) if t <= limit]
     kept_val = [t for t in val_len if t <= limit]
     t = config.train
@@ -223,6 +236,18 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         basis = (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
                  f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak")
     on_gpu = device != "cpu"
+    variant_costs = []
+    if config.lora.use_dora:
+        train_s, val_s, decode_s = (x * DORA_TIME_RATIO for x in (train_s, val_s, decode_s))
+        variant_costs.append(f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory")
+    if t.gradient_checkpointing:
+        train_s *= CHECKPOINTING_TIME_RATIO
+        variant_costs.append(f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO} training time")
+    if config.model.quantization != "none" and not on_gpu:
+        eval_s, decode_s = eval_s * CPU_QUANTIZED_DECODE_RATIO, decode_s * CPU_QUANTIZED_DECODE_RATIO
+        variant_costs.append(f"a quantized base on a CPU x{CPU_QUANTIZED_DECODE_RATIO} decoding time")
+    if variant_costs:
+        basis += "; measured ratios to plain LoRA (bench/adapter_costs.py, BENCHMARKS.md): " + ", ".join(variant_costs)
     val_s += decode_s  # validation time includes its decoding
     hours = (train_s + val_s + eval_s) / 3600
     dtype_bytes = 2 if on_gpu else 4
@@ -234,9 +259,12 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                              tokens_in_memory=tokens_in_memory)
     unquantized = training_memory(shape, config, quantization="none", dtype_bytes=dtype_bytes,
                                   tokens_in_memory=tokens_in_memory)
-    if quantization != "none":
+    if quantization != "none" and on_gpu:
         basis += ("; measured without quantization: a quantized base also dequantizes every layer in each pass, "
-                  "which this time does not count")
+                  "which this time does not count on a GPU (not measured there)")
+    if config.lora.use_dora:  # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
+        memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
+        memory["total"] += memory["dora_extra"]
     return {
         "device": device,
         "world_size": world_size,
@@ -306,8 +334,8 @@ def format_plan(plan: dict) -> str:
         f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,}); adapter {plan.get('adapter', 'LoRA')}",
         f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
-        + (f" of which decoding {duration(ts['validation_decoding'])} at most" if "validation_decoding" in ts else "")
-        + f", evaluation {duration(ts['evaluation'])} at most)",
+        + (f" of which decoding {duration(ts['validation_decoding'])}" if "validation_decoding" in ts else "")
+        + f", evaluation {duration(ts['evaluation'])} if every answer runs to max_new_tokens)",
         "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan),
@@ -320,7 +348,8 @@ def format_plan(plan: dict) -> str:
 def _memory_parts(plan: dict) -> str:
     parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.get("peak_memory_parts_bytes") or {}).items()}
     text = (f"base weights {parts.get('weights')} GiB, adapter and optimizer {parts.get('adapter_and_optimizer')} GiB, "
-            f"activations and logits {parts.get('activations')} GiB")
+            f"activations and logits {parts.get('activations')} GiB"
+            + (f", DoRA's extra pass {parts['dora_extra']} GiB" if "dora_extra" in parts else ""))
     full = plan.get("full_precision")
     if full:
         text += (f"; the base in {plan['quantization']} (a {full['dtype']} base: {full['weights_gib']} GiB of weights, "

@@ -123,7 +123,7 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
          "actual": training.get("cost_usd") if training.get("available") else None},
     ]
     return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
-            "note": "planned evaluation time is an upper bound (every answer at max_new_tokens)"}
+            "note": "planned evaluation time assumes every answer runs to max_new_tokens; an estimate, not a bound"}
 
 
 def recommendations(analysis: dict) -> list[str]:

@@ -68,6 +68,11 @@ def export_merged(run_dir: Path, out: Path) -> Path:
     try:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        # mkdtemp makes its folder 0700; the exported folder gets what the user's umask gives any
+        # folder mathtune writes (0755 under the usual 022).
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(tmp, out)

