@@ -180,6 +180,7 @@ def test_a_problem_whose_every_draw_collapses_numbers_is_skipped_with_its_own_re
     assert [r["original_id"] for r in rows] == ["test-0"]
 
 
+@pytest.mark.full_gsm8k
 def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
     from mathtune.task.data import load_split
 
