@@ -4,7 +4,7 @@ GSM-Symbolic and GSM-Plus.
     build_variants(problems, variants=N, seed=S) -> (variant problems, what was kept and skipped)
     write_variants(out_dir, problems, ...)       -> OUT/probe/, a data folder any evaluator reads
 
-(analysis.followups pairs a model's records on the variants with its records on the originals.)
+(analysis.followup_measures pairs a model's records on the variants with its records on the originals.)
 
 A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. Each number in
 an annotation comes from the question, from an earlier step's result, or is a constant the
