@@ -10,7 +10,7 @@ import pytest
 
 from mathtune.cli import main
 from mathtune.task.data import Problem
-from mathtune.analysis.followups import probe_analysis, self_check, self_consistency
+from mathtune.analysis.followup_measures import probe_analysis, self_check, self_consistency
 from mathtune.evaluation.metrics import curve, ks_for
 from mathtune.task.variants import build_variants, format_number, parse_chain
 
@@ -184,6 +184,7 @@ def test_a_problem_whose_every_draw_collapses_numbers_is_skipped_with_its_own_re
     assert [r["original_id"] for r in rows] == ["test-0"]
 
 
+@pytest.mark.full_gsm8k
 def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
     from mathtune.task.data import load_split
 
@@ -218,7 +219,7 @@ def test_probe_table_shows_mcnemar_p_as_every_table_does():
     """The stored p-value stays as analysis.json has it (1.0, 0.6875); the report writes it with three
     decimals, as the benchmark table does (1.000, 0.688), and names the draws it turned down."""
     from mathtune.report.blocks import Para, Table
-    from mathtune.report.followups import followup_blocks
+    from mathtune.report.followup_sections import followup_blocks
 
     share = {"correct": 1, "n": 4, "accuracy_pct": 25.0, "ci95_pct": [4.6, 69.9]}
     model = {"original": share, "variant": share, "gap": {"points": 0.0, "ci95_points": [-50.0, 50.0]},

@@ -20,6 +20,7 @@ def real_model():
     return ensure_model("qwen2.5-coder-0.5b-instruct")
 
 
+@pytest.mark.full_gsm8k
 def test_real_model_solves_gsm8k_problems(real_model, gsm8k_dir, tmp_path):
     """A broken pipeline (wrong padding side, a template that drops the question, an
     extractor that reads the wrong number, a stop token that cuts every answer) scores near

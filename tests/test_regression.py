@@ -16,7 +16,7 @@ pytest.importorskip("lm_eval")
 
 from mathtune.cli import main  # noqa: E402
 from mathtune.core.errors import MathtuneError  # noqa: E402
-from mathtune.analysis.followups import regression_analysis  # noqa: E402
+from mathtune.analysis.followup_measures import regression_analysis  # noqa: E402
 from mathtune.evaluation.regression import ExtraSpec, check_extra, lmeval_tasks, run_extra_tasks  # noqa: E402
 
 MMLU = Path(os.environ.get("MATHTUNE_TEST_MMLU", Path(__file__).resolve().parents[2] / "shared" / "mmlu"))

@@ -117,6 +117,7 @@ def lm_eval_exact_match(pred, gold_solution):
     return clean(pred) == clean(gold_solution)
 
 
+@pytest.mark.full_gsm8k
 def test_agrees_with_lm_eval_on_every_gold_solution(gsm8k_dir):
     """Fed the 1,319 gold solutions as completions, both extractors of both tools say correct."""
     rows = [json.loads(line) for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()]

@@ -139,6 +139,7 @@ def test_every_wrong_record_gets_exactly_one_known_category():
     assert set(PRECEDENCE) == set(CATEGORIES)
 
 
+@pytest.mark.full_gsm8k
 def test_gold_solutions_rarely_look_like_slips(gsm8k_dir):
     # GSM8K's own solutions are (nearly) all correct arithmetic, with and without their
     # <<a*b=c>> annotations; the few hits are genuine typos in the dataset ("8*3 = 240").

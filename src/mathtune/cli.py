@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also score lm-evaluation-harness tasks on the same loaded model (e.g. mmlu arc_easy); "
                          "needs mathtune[extra]")
     sp.add_argument("--extra-data", action="append", default=[], metavar="TASK=PATH",
-                    help="a local data folder for a task, e.g. mmlu=../shared/mmlu (MMLU's CSV layout)")
+                    help="a local data folder for a task, e.g. mmlu=data/mmlu (MMLU's CSV layout)")
     sp.add_argument("--extra-subjects", nargs="+", metavar="SUBJECT", help="MMLU subjects (default: all in the folder)")
     sp.add_argument("--extra-limit", type=_positive_int, help="at most N documents per task (per MMLU subject)")
     sp.add_argument("--out", type=Path, help="output folder (default runs/eval)")
@@ -274,7 +274,7 @@ def _cmd_plan(args) -> None:
 
 
 def _eval_request(args):
-    from mathtune.config import absolute_if_local, sampling_problem
+    from mathtune.config import absolute_if_local, sampling_setting_error
     from mathtune.evaluation.request import EvalRequest
     from mathtune.task.data import DataFormat
 
@@ -282,9 +282,9 @@ def _eval_request(args):
     temperature = getattr(args, "temperature", None)
     if temperature is None:
         temperature = 0.7 if samples > 1 else 0.0
-    problem = sampling_problem(samples, temperature, args.prompt)
-    if problem:
-        raise MathtuneError(f"{problem} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
+    error = sampling_setting_error(samples, temperature, args.prompt)
+    if error:
+        raise MathtuneError(f"{error} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
     from mathtune.models.quantize import check_quantization
 
     check_quantization(args.quantization, args.model)  # a .gguf, or bitsandbytes missing: before any data is read

@@ -28,7 +28,7 @@ PROMPTS: tuple[str, ...] = get_args(TrainingPrompt)
 EVAL_PROMPTS: tuple[str, ...] = get_args(EvalPrompt)
 
 
-def sampling_problem(samples: int, temperature: float, prompt: str | None = None) -> str | None:
+def sampling_setting_error(samples: int, temperature: float, prompt: str | None = None) -> str | None:
     """Why these decoding settings cannot run together, or None: the one check that the config,
     the command line and the evaluation all use."""
     if samples < 1:
@@ -40,7 +40,7 @@ def sampling_problem(samples: int, temperature: float, prompt: str | None = None
     return None
 
 
-def quantization_problem(quantization: str, name_or_path: str) -> str | None:
+def quantization_setting_error(quantization: str, name_or_path: str) -> str | None:
     """Why this model cannot be loaded with this quantization, or None: the one check that the
     config, the command line and the loader all use."""
     if quantization != "none" and str(name_or_path).endswith(".gguf"):
@@ -91,9 +91,9 @@ class ModelConfig(_Section):
     @field_validator("quantization")
     @classmethod
     def _quantizable(cls, v: str, info) -> str:
-        problem = quantization_problem(v, info.data.get("name_or_path", ""))
-        if problem:
-            raise ValueError(problem)
+        error = quantization_setting_error(v, info.data.get("name_or_path", ""))
+        if error:
+            raise ValueError(error)
         return v
 
 
@@ -170,9 +170,9 @@ class _Sampled(_Section):
 
     @model_validator(mode="after")
     def _sampling_settings_fit(self):
-        problem = sampling_problem(self.samples, self.temperature, getattr(self, "prompt", None))
-        if problem:
-            raise ValueError(problem)
+        error = sampling_setting_error(self.samples, self.temperature, getattr(self, "prompt", None))
+        if error:
+            raise ValueError(error)
         return self
 
 
@@ -309,7 +309,7 @@ class EvalConfig(_Sampled):
     extra: list[str] = []
     """lm-evaluation-harness tasks scored on base and tuned (the regression check), e.g. [mmlu, arc_easy]."""
     extra_data: dict[str, PathOrId] = {}
-    """Task -> local data folder, e.g. {mmlu: ../shared/mmlu} (MMLU's original CSV layout)."""
+    """Task -> local data folder, e.g. {mmlu: data/mmlu} (MMLU's original CSV layout)."""
     extra_subjects: list[str] | None = None
     """MMLU subjects to score (default: every subject in the folder)."""
     extra_limit: int | None = Field(None, gt=0)

@@ -2,7 +2,7 @@
 
     mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml [--set key=value ...] [--out DIR]
 
-Stages talk through files (DESIGN.md's run folder). Each stage is skipped when its outputs
+Stages talk through files (the run folder README.md describes). Each stage is skipped when its outputs
 already exist for the same resolved config, so a crashed run started again with the same
 command continues where it stopped: training from its last checkpoint, evaluation from its
 last finished batch.

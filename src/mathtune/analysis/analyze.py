@@ -7,7 +7,7 @@ eval/*.summary.json, probe/ and extra/; writes RUN_DIR/analysis.json. Never runs
 numbers the report prints are stored here already rounded, so a reader finds each one again
 verbatim. Missing parts (no train/ in an eval-only folder, no tuned model) are recorded as not
 available with the reason instead of failing. Each part comes from a module of its own:
-training, benchmark (and errors), contamination, recipe, followups; this one puts them
+training, benchmark (and errors), contamination, recipe, followup_measures; this one puts them
 together, with the plan against what happened and the recommendations.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 from mathtune.analysis.benchmark import analyze_benchmark, analyze_errors
 from mathtune.analysis.common import UNNAMED_DATA, load_run_config, pct
 from mathtune.analysis.contamination import analyze_contamination
-from mathtune.analysis.followups import probe_analysis, regression_analysis, self_check, self_consistency
+from mathtune.analysis.followup_measures import probe_analysis, regression_analysis, self_check, self_consistency
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.analysis.training import analyze_training
 from mathtune.core.errors import MathtuneError

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mathtune.analysis.benchmark import paired_comparison
-from mathtune.analysis.followups import probe_analysis
+from mathtune.analysis.followup_measures import probe_analysis
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError

@@ -12,7 +12,7 @@ choices and description of lm-eval's own `mmlu` task, so the score means the sam
 other task comes from the hub through lm-eval's own task definitions.
 
 Per problem, OUT/extra/NAME.jsonl keeps which document of which task was right, so base and
-tuned are paired on the same documents (analysis.followups): the difference gets a paired
+tuned are paired on the same documents (analysis.followup_measures): the difference gets a paired
 bootstrap interval and McNemar's exact test.
 """
 

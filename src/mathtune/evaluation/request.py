@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS, Config, sampling_problem
+from mathtune.config import EVAL_PROMPTS, Config, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
 from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
@@ -127,9 +127,9 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     exemplars come from the train split, never from the problems evaluated."""
     if request.prompt not in EVAL_PROMPTS:  # before any data is read
         raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
-    problem = sampling_problem(request.samples, request.temperature, request.prompt)
-    if problem:
-        raise MathtuneError(problem)
+    error = sampling_setting_error(request.samples, request.temperature, request.prompt)
+    if error:
+        raise MathtuneError(error)
     problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
                           fmt=request.data_format)
     if request.limit is not None:

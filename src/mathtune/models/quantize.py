@@ -19,7 +19,7 @@ import importlib.util
 
 import torch
 
-from mathtune.config import quantization_problem
+from mathtune.config import quantization_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_version
 
@@ -29,9 +29,9 @@ INSTALL = "pip install 'mathtune[qlora]'"
 def check_quantization(quantization: str, name_or_path: str) -> None:
     """A setting that cannot load is one line before anything loads: a .gguf model, or
     bitsandbytes not installed."""
-    problem = quantization_problem(quantization, name_or_path)
-    if problem:
-        raise MathtuneError(problem)
+    error = quantization_setting_error(quantization, name_or_path)
+    if error:
+        raise MathtuneError(error)
     if quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
         raise MathtuneError(f"quantization {quantization} needs bitsandbytes, which is not installed: {INSTALL}")
 

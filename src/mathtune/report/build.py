@@ -17,7 +17,7 @@ from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
-from mathtune.report.followups import followup_blocks, followup_figures, renamed_people_blocks
+from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
 
 

@@ -1,6 +1,6 @@
 """The report's figures: PNG bytes drawn with matplotlib from the arrays analysis.json holds.
 
-    make_figures(analysis) -> {figure name: PNG bytes}   (report.followups draws the follow-ups')
+    make_figures(analysis) -> {figure name: PNG bytes}   (report.followup_sections draws the follow-ups')
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import io
 
 FIGURE_NAMES = (
     "loss.png", "val_exact_match.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
-    "contamination.png", "grpo.png", "self_consistency.png", "probe.png",  # the last two: report.followups
+    "contamination.png", "grpo.png", "self_consistency.png", "probe.png",  # the last two: report.followup_sections
 )
 
 MODEL_COLORS = {"base": "#8c8c8c", "tuned": "#1f77b4"}

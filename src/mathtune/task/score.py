@@ -120,7 +120,7 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
 
 
 def score_completion(completion: str, gold: str) -> dict:
-    """The four fields DESIGN.md adds to every record."""
+    """The four fields `mathtune score` adds to every record (README: Scoring)."""
     pred_strict = extract_strict(completion)
     pred_flexible = extract_flexible(completion)
     return {

@@ -5,7 +5,7 @@ GSM-Symbolic and GSM-Plus.
                                                  -> (variant problems, what was kept and skipped per kind)
     write_variants(out_dir, problems, ...)       -> OUT/probe/, a data folder any evaluator reads
 
-(analysis.followups pairs a model's records on the variants with its records on the originals.)
+(analysis.followup_measures pairs a model's records on the variants with its records on the originals.)
 
 A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. Each number in
 an annotation comes from the question, from an earlier step's result, or is a constant the

@@ -1,5 +1,5 @@
 """The report's follow-up sections: self-consistency, the robustness probe, the self-check
-turn. Renders what analysis.json holds (see analysis.followups) and
+turn. Renders what analysis.json holds (see analysis.followup_measures) and
 computes nothing.
 
     followup_blocks(analysis, figures)        -> report blocks
