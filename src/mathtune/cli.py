@@ -93,6 +93,7 @@ EXAMPLES = {
     "compare": "example:\n  mathtune compare runs/sft runs/rft runs/grpo",
     "export": "example:\n  mathtune export runs/qwen2-1.5b-gsm8k-lora --merged merged/qwen2-1.5b-gsm8k",
     "demo": "example:\n  mathtune demo",
+    "doctor": "examples:\n  mathtune doctor\n  mathtune doctor --device cpu --json",
 }
 
 
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--merged", type=Path, required=True, help="output folder for the merged model")
 
     sub.add_parser("demo", help="the whole pipeline on a small real model, on CPU, offline")
+
+    sp = sub.add_parser("doctor", help="this machine's environment, and each fast path checked against its reference")
+    sp.add_argument("--model", help="hub id or local folder whose config gives the shapes (default: Qwen2-1.5B's)")
+    sp.add_argument("--device", choices=["cuda", "cpu"], help="check on this device (default: the GPU if any)")
+    sp.add_argument("--json", action="store_true", help="print {device, versions, checks} as JSON")
     return p
 
 
@@ -419,6 +425,16 @@ def _cmd_demo(args) -> None:
     run_demo()
 
 
+def _cmd_doctor(args) -> None:
+    from mathtune.train.selfcheck import failed_auto_paths, format_report, run_doctor
+
+    report = run_doctor(args.model, args.device)
+    print(json.dumps(report) if args.json else format_report(report))
+    failed = failed_auto_paths(report)
+    if failed:
+        raise MathtuneError("a path auto picks here failed its check: " + ", ".join(c["name"] for c in failed))
+
+
 COMMANDS = {
     "run": _cmd_run,
     "train": _cmd_train,
@@ -430,6 +446,7 @@ COMMANDS = {
     "compare": _cmd_compare,
     "export": _cmd_export,
     "demo": _cmd_demo,
+    "doctor": _cmd_doctor,
 }
 
 
