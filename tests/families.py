@@ -1,0 +1,221 @@
+"""Tiny random models of the families users fine-tune (Llama 3, Mistral, Gemma 3, Phi-3, Qwen2),
+each with a small byte-level BPE tokenizer trained offline that keeps its family's conventions:
+the special tokens, whether the tokenizer prepends a BOS token, the eos ids its generation
+config lists, and a short chat template written here from the family's documented format
+(none is copied from a hub file; the tests never reach a hub):
+
+- Llama 3.1/3.2: the tokenizer prepends <|begin_of_text|> and the template writes it too; header
+  tokens around each role; turns end <|eot_id|>; a system header that writes "Today Date: ..."
+  from `date_string`, or from `strftime_now` when the caller passes none.
+- Mistral / Llama 2: the tokenizer prepends <s>, the template writes `<s>[INST] ... [/INST]answer</s>`
+  and folds a system message into the first user turn.
+- Gemma: the template writes <bos>, `<start_of_turn>user ... <end_of_turn>`, calls the reply's
+  role `model`, and raises on a system role.
+- Phi-3: `<|user|>\\n...<|end|>\\n<|assistant|>\\n`, turns end <|end|>, no BOS.
+- Qwen2: ChatML, no BOS (the tiny model of tests/tiny.py).
+
+Byte-level BPE stands in for the SentencePiece vocabularies of Mistral, Gemma and Phi-3: what
+these tests prove is about special tokens and templates, which both kinds of tokenizer handle
+alike (special tokens are split off before any pre-tokenizing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+from mathtune.task.prompts import FALLBACK_CHAT_TEMPLATE, VERIFY_INSTRUCTION
+
+LLAMA3_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if not date_string is defined %}{%- set date_string = strftime_now('%d %b %Y') %}{%- endif %}"
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] | trim %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- '<|start_header_id|>system<|end_header_id|>\\n\\n' }}"
+    "{{- 'Cutting Knowledge Date: December 2023\\nToday Date: ' + date_string + '\\n\\n' }}"
+    "{{- system_message + '<|eot_id|>' }}"
+    "{%- for message in messages %}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
+)
+
+MISTRAL_TEMPLATE = (
+    "{%- if messages[0]['role'] == 'system' %}"
+    "{%- set system_message = messages[0]['content'] + '\\n\\n' %}{%- set messages = messages[1:] %}"
+    "{%- else %}{%- set system_message = '' %}{%- endif %}"
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}"
+    "{{- '[INST] ' + (system_message if loop.first else '') + message['content'] + ' [/INST]' }}"
+    "{%- elif message['role'] == 'assistant' %}{{- message['content'] + eos_token }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+)
+
+GEMMA_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}{{- raise_exception('System role not supported') }}{%- endif %}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{- '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<start_of_turn>model\\n' }}{%- endif %}"
+)
+
+PHI3_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|assistant|>\\n' }}{%- else %}{{- eos_token }}{%- endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_class: type
+    specials: tuple[str, ...]
+    template: str
+    eos_token: str
+    turn_end: str  # the token that closes the assistant's turn: what must stop generation
+    generation_eos: tuple[str, ...]  # generation_config.eos_token_id, as the family's models ship it
+    bos_token: str | None = None
+    prepends_bos: bool = False  # the tokenizer's post-processor puts bos_token in front of any text
+    pad_token: str | None = None  # Llama 3 and Mistral ship none
+    unk_token: str | None = None
+    writes_bos: bool = False  # the chat template writes bos_token itself
+    dated: bool = False  # the template writes today's date
+    model_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def answer_closings(self) -> tuple[str, ...]:
+        """The ids a training answer may end with: the turn end or an eos the model stops on."""
+        return (self.turn_end, self.eos_token) + self.generation_eos
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            "llama3", LlamaConfig,
+            ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+            LLAMA3_TEMPLATE, eos_token="<|eot_id|>", turn_end="<|eot_id|>",
+            generation_eos=("<|end_of_text|>", "<|eot_id|>"),
+            bos_token="<|begin_of_text|>", prepends_bos=True, writes_bos=True, dated=True,
+        ),
+        Family(
+            "mistral", MistralConfig, ("<unk>", "<s>", "</s>"), MISTRAL_TEMPLATE,
+            eos_token="</s>", turn_end="</s>", generation_eos=("</s>",),
+            bos_token="<s>", prepends_bos=True, writes_bos=True, unk_token="<unk>",
+            model_kwargs={"sliding_window": None},
+        ),
+        Family(
+            "gemma3", Gemma3TextConfig, ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
+            GEMMA_TEMPLATE, eos_token="<eos>", turn_end="<end_of_turn>", generation_eos=("<eos>", "<end_of_turn>"),
+            bos_token="<bos>", prepends_bos=True, writes_bos=True, pad_token="<pad>", unk_token="<unk>",
+            model_kwargs={"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 64},
+        ),
+        Family(
+            "phi3", Phi3Config,
+            ("<unk>", "<s>", "</s>", "<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"),
+            PHI3_TEMPLATE, eos_token="<|endoftext|>", turn_end="<|end|>",
+            generation_eos=("<|endoftext|>", "<|assistant|>", "<|end|>"),
+            bos_token="<s>", pad_token="<|endoftext|>", unk_token="<unk>",
+        ),
+        Family(
+            "qwen2", Qwen2Config, ("<|endoftext|>", "<|im_start|>", "<|im_end|>"), FALLBACK_CHAT_TEMPLATE,
+            eos_token="<|im_end|>", turn_end="<|im_end|>", generation_eos=("<|im_end|>", "<|endoftext|>"),
+            pad_token="<|endoftext|>",
+        ),
+    )
+}
+
+
+def build_family_tokenizer(family: Family, corpus: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(family.specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus + [VERIFY_INSTRUCTION], trainer=trainer)
+    if family.prepends_bos:
+        bos = family.bos_token
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=family.bos_token,
+        eos_token=family.eos_token,
+        pad_token=family.pad_token,
+        unk_token=family.unk_token,
+        additional_special_tokens=[t for t in family.specials
+                                   if t not in (family.bos_token, family.eos_token, family.pad_token, family.unk_token)],
+    )
+    fast.chat_template = family.template
+    return fast
+
+
+def build_family_model(family: Family, out_dir: Path, corpus: list[str], *, seed: int = 0,
+                       stuck_on_turn_end: bool = False) -> Path:
+    """Write a random 2-layer, 32-wide model of the family with its tokenizer to out_dir.
+
+    stuck_on_turn_end: rig the weights so the greedy next token is always the family's turn
+    end, whatever the prompt: every layer adds nothing to the residual stream (attention and
+    MLP output projections are zero), every token embeds to the same unit vector, and only the
+    turn end's row of an untied output head reads it. A correct decoder then stops after one
+    token with an empty completion."""
+    tokenizer = build_family_tokenizer(family, corpus)
+    ids = tokenizer.convert_tokens_to_ids
+    config = family.config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=not stuck_on_turn_end,
+        bos_token_id=ids(family.bos_token) if family.bos_token else None,
+        eos_token_id=ids(family.eos_token),
+        pad_token_id=ids(family.pad_token) if family.pad_token else None,
+        **family.model_kwargs,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    if stuck_on_turn_end:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith(("o_proj.weight", "down_proj.weight")):
+                    param.zero_()
+            embed = model.get_input_embeddings().weight
+            embed.zero_()
+            embed[:, 0] = 1.0
+            head = model.get_output_embeddings().weight
+            head.zero_()
+            head[ids(family.turn_end), 0] = 1.0
+    model.generation_config.eos_token_id = [ids(t) for t in family.generation_eos]
+    model.generation_config.bos_token_id = config.bos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
