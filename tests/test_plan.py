@@ -96,7 +96,7 @@ def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path,
     assert plan["device"] == "h100" and plan["optimizer_steps"] >= 1 and plan["cost_usd"] is not None
     assert main(["plan", str(config), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("plan on cpu") and "optimizer steps" in text and "FLOPs are" in text
+    assert text.startswith(f"plan of {tiny_model_dir.name}-gsm8k-lora on cpu") and "optimizer steps" in text and "FLOPs are" in text
 
 
 def test_packed_rows_follow_best_fit_decreasing():

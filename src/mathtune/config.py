@@ -357,6 +357,17 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     report: ReportConfig = ReportConfig()
 
+    @model_validator(mode="after")
+    def _named_after_its_model(self) -> "Config":
+        """The reference name on another model (the reference config with model.name_or_path
+        changed, or a config that names a model and no run) would title the report and name
+        the run folder after a model that did not run: such a run is named after its model."""
+        reference = type(self).model_fields
+        if (self.name == reference["name"].default
+                and self.model.name_or_path != ModelConfig.model_fields["name_or_path"].default):
+            self.name = name_for_model(self.model.name_or_path)
+        return self
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-3 and 2E5 as floats. PyYAML follows YAML 1.1, where a
@@ -516,6 +527,12 @@ def config_to_yaml(config: Config) -> str:
 
 def config_from_yaml_text(text: str, origin: str) -> Config:
     return config_from_dict(_load_yaml(text) or {}, origin)
+
+
+def name_for_model(name_or_path: str) -> str:
+    """A run name after a model: 'Qwen/Qwen2.5-0.5B' -> 'qwen2.5-0.5b-gsm8k-lora'."""
+    stem = Path(str(name_or_path).rstrip("/")).name.removesuffix(".gguf")
+    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") + "-gsm8k-lora"
 
 
 def with_prompt_date(config: Config, run_dir: Path) -> Config:

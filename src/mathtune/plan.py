@@ -263,6 +263,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
         memory["total"] += memory["dora_extra"]
     return {
+        "name": config.name,  # the report's title and the run folder's default name
         "device": device,
         "world_size": world_size,
         "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
@@ -317,7 +318,7 @@ def format_plan(plan: dict) -> str:
     d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
     f, ts = plan["flops"], plan["time_s"]
     lines = [
-        f"plan on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
+        f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
         f"  data       train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length {d['max_length']}, "
         f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
         f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
