@@ -113,3 +113,24 @@ def test_eval_merges_adapter_only_when_exact(strong_adapter_run, tiny_model_dir)
     bf16, _ = load_model(str(tiny_model_dir), dtype="bfloat16", adapter=adapter, device="cpu",
                          merge_adapter=True)
     assert isinstance(bf16, PeftModel)
+
+
+def test_export_keeps_a_tokenizer_without_a_pad_token_without_one(trained_run, tiny_model_dir, tmp_path):
+    """Evaluation pads batches with the end token in memory; the exported tokenizer stays the model's."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "no-pad-base"
+    shutil.copytree(tiny_model_dir, base)
+    settings = json.loads((base / "tokenizer_config.json").read_text())
+    settings["pad_token"] = None
+    (base / "tokenizer_config.json").write_text(json.dumps(settings))
+    assert AutoTokenizer.from_pretrained(base).pad_token is None
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace(str(tiny_model_dir), str(base)))
+    out = export_merged(run_dir, tmp_path / "merged")
+    assert AutoTokenizer.from_pretrained(out).pad_token is None
+    assert AutoTokenizer.from_pretrained(tiny_model_dir).pad_token is not None  # the tiny model's own has one, kept

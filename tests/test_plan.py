@@ -15,12 +15,13 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     from transformers import AutoModelForCausalLM
 
     from mathtune.models.load import load_tokenizer
-    from mathtune.train.trainer import build_datasets, make_lora_config, text_length
+    from mathtune.task.sequences import training_example
+    from mathtune.train.trainer import build_datasets, make_lora_config
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "data.max_length=400")
     plan = make_plan(config, device="cpu")
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    _, _, counts = build_datasets(config, tokenizer)
+    train_set, _, counts = build_datasets(config, tokenizer)
     assert plan["data"]["train"]["examples"] - plan["data"]["train"]["dropped_over_max_length"] == counts["train_examples"]
     assert plan["data"]["train"]["dropped_over_max_length"] == counts["dropped_too_long"]["train"] > 0
     assert plan["data"]["validation"]["examples"] - plan["data"]["validation"]["dropped_over_max_length"] == counts["val_examples"]
@@ -28,12 +29,11 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     trainable = sum(p.numel() for p in get_peft_model(model, make_lora_config(config, model)).parameters() if p.requires_grad)
     assert plan["trainable_params"] == trainable
     from mathtune.task.data import training_splits
-    from mathtune.task.prompts import training_pair
 
     train, _ = training_splits(str(small_data_dir), val_fraction=config.data.val_fraction, seed=config.seed,
                                train_limit=config.data.train_limit)
-    lengths = [text_length(tokenizer, *training_pair(p, tokenizer, "chat")) for p in train]
-    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= 400)
+    lengths = [len(training_example(p, tokenizer, "chat")) for p in train]
+    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= 400) == sum(map(len, train_set["input_ids"]))
     assert plan["data"]["train"]["max"] == max(lengths)
     assert plan["time_basis"].startswith("measured throughput 'cpu-")
     assert plan["cost_usd"] is None
@@ -96,7 +96,7 @@ def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path,
     assert plan["device"] == "h100" and plan["optimizer_steps"] >= 1 and plan["cost_usd"] is not None
     assert main(["plan", str(config), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("plan on cpu") and "optimizer steps" in text and "FLOPs are" in text
+    assert text.startswith(f"plan of {tiny_model_dir.name}-gsm8k-lora on cpu") and "optimizer steps" in text and "FLOPs are" in text
 
 
 def test_packed_rows_follow_best_fit_decreasing():

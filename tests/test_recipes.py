@@ -150,7 +150,14 @@ def test_grpo_step_raises_the_rewarded_completion(tmp_path, tiny_model_dir, smal
                                  make_lora_config(config, model), [], reward_funcs=[first_wins])
     trainer.train()
     assert len(seen) == 4 and len({tuple(s) for s in seen}) > 1  # the group's completions differ
-    prompt_ids = tokenizer(prompt_rows(config, tokenizer, problems)[0]["prompt"], add_special_tokens=False)["input_ids"]
+    from mathtune.task.prompts import make_prompt_builder
+    from mathtune.task.sequences import prompt_ids as eval_prompt_ids
+
+    # The prompt GRPO sampled from is the evaluation's, token for token.
+    prompt_ids = eval_prompt_ids(make_prompt_builder("chat").render(problems[0].question, tokenizer), tokenizer, "chat")
+    rendered = tokenizer.apply_chat_template(prompt_rows(config, tokenizer, problems)[0]["prompt"],
+                                             add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+    assert list(rendered) == prompt_ids
     tuned = trainer.model
     tuned.eval()
     after = [completion_logprob(tuned, prompt_ids, ids) for ids in seen]

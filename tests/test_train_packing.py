@@ -78,11 +78,12 @@ def test_unpacked_labels_mask_exactly_the_prompt(tmp_path, tiny_model_dir, small
     prepared = trainer.train_dataset
     assert len(prepared) == len(raw)
     for example, row in zip(raw, prepared):
-        n_prompt = len(tokenizer(text=example["prompt"])["input_ids"])
+        n_prompt = example["completion_mask"].index(1)
         labels, ids = row["labels"], row["input_ids"]
+        assert ids == example["input_ids"]  # the trainer feeds mathtune's ids, not a tokenization of its own
         assert labels[:n_prompt] == [-100] * n_prompt  # no prompt token carries loss
         assert labels[n_prompt:] == ids[n_prompt:]  # every answer token does
-        assert tokenizer.decode(labels[n_prompt:]) == example["completion"]
+        assert tokenizer.decode(labels[n_prompt:]).endswith("<|im_end|>")
 
 
 def test_packed_labels_mask_exactly_the_prompts(tmp_path, tiny_model_dir, small_data_dir):
@@ -94,9 +95,9 @@ def test_packed_labels_mask_exactly_the_prompts(tmp_path, tiny_model_dir, small_
             assert all(x == -100 for x in labels[:n_masked])
             assert labels[n_masked:] == ids[n_masked:]
             prompt_lengths[n_masked] += 1
-            completions[tokenizer.decode(labels[n_masked:])] += 1
-    assert completions == Counter(example["completion"] for example in raw)
-    assert prompt_lengths == Counter(len(tokenizer(text=e["prompt"])["input_ids"]) for e in raw)
+            completions[tuple(labels[n_masked:])] += 1
+    assert completions == Counter(tuple(e["input_ids"][e["completion_mask"].index(1):]) for e in raw)
+    assert prompt_lengths == Counter(e["completion_mask"].index(1) for e in raw)
 
     # The collator flattens a batch into one row; each example's first token is masked
     # too, so no example is trained to predict the start of the next.

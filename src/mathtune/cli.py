@@ -78,7 +78,8 @@ EXAMPLES = {
            "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --set eval.limit=200 --out runs/quick\n"
            "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --print-config",
     "plan": "examples:\n  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --device h100\n"
-            "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --json",
+            "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --json\n"
+            "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --show-example 3",
     "train": "examples:\n  mathtune train configs/qwen2-1.5b-gsm8k-rft.yaml --out runs/rft\n"
              "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml --set train.learning_rate=1e-4",
     "eval": "examples:\n  mathtune eval --model Qwen/Qwen2-1.5B --limit 200\n"
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(sp, writes=False)
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp.add_argument("--show-example", nargs="?", type=int, const=0, metavar="N",
+                    help="also show training example N (default 0) token by token as the trainer feeds it, "
+                         "with its loss mask, and the same question's evaluation prompt")
 
     def model_args(sp, *, sampling: bool):
         """What names a model and its benchmark: shared by eval and probe."""
@@ -276,7 +280,18 @@ def _cmd_plan(args) -> None:
     if config is None:
         return
     plan = make_plan(config, device=args.device)
-    print(json.dumps(plan) if args.json else format_plan(plan))
+    view = None
+    if args.show_example is not None:
+        from mathtune.train.example_view import JSON_KEYS, format_example, show_example
+
+        view = show_example(config, args.show_example)
+        plan["example"] = {k: view[k] for k in JSON_KEYS}
+    if args.json:
+        print(json.dumps(plan))
+        return
+    print(format_plan(plan))
+    if view is not None:
+        print(format_example(view))
 
 
 def _eval_request(args):

@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors that name the key.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from pathlib import Path
@@ -139,6 +140,22 @@ class DataConfig(_Section):
     mix: list[MixSource] = []
     """Extra training sources ({source, fields, config, split, weight}); the seeded split,
     the validation set and the test set stay those of `source`."""
+    prompt_date: str | None = None
+    """The day (YYYY-MM-DD) a chat template that writes today's date (Llama 3.1/3.2) is given,
+    in training and every evaluation of the run; null: the day the run folder is made, then
+    kept in its config.yaml, so prompts never change with the clock."""
+
+    @field_validator("prompt_date", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        if isinstance(value, datetime.date):  # YAML reads 2026-12-05 as a date
+            return value.isoformat()
+        if isinstance(value, str):
+            try:
+                datetime.date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"'{value}' is not a date of the form YYYY-MM-DD") from None
+        return value
 
 
 class LoraConfig(_Section):
@@ -340,6 +357,17 @@ class Config(_Section):
     eval: EvalConfig = EvalConfig()
     report: ReportConfig = ReportConfig()
 
+    @model_validator(mode="after")
+    def _named_after_its_model(self) -> "Config":
+        """The reference name on another model (the reference config with model.name_or_path
+        changed, or a config that names a model and no run) would title the report and name
+        the run folder after a model that did not run: such a run is named after its model."""
+        reference = type(self).model_fields
+        if (self.name == reference["name"].default
+                and self.model.name_or_path != ModelConfig.model_fields["name_or_path"].default):
+            self.name = name_for_model(self.model.name_or_path)
+        return self
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads 1e-3 and 2E5 as floats. PyYAML follows YAML 1.1, where a
@@ -499,3 +527,27 @@ def config_to_yaml(config: Config) -> str:
 
 def config_from_yaml_text(text: str, origin: str) -> Config:
     return config_from_dict(_load_yaml(text) or {}, origin)
+
+
+def name_for_model(name_or_path: str) -> str:
+    """A run name after a model: 'Qwen/Qwen2.5-0.5B' -> 'qwen2.5-0.5b-gsm8k-lora'."""
+    stem = Path(str(name_or_path).rstrip("/")).name.removesuffix(".gguf")
+    return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") + "-gsm8k-lora"
+
+
+def with_prompt_date(config: Config, run_dir: Path) -> Config:
+    """The config with its data.prompt_date settled for this run folder: as given, else the one
+    the folder's config.yaml already holds (a resumed or re-evaluated run), else today (UTC).
+    Chosen once per run folder, so training, every evaluation, the probe and a resume render
+    the same prompts on any day."""
+    if config.data.prompt_date is not None:
+        return config
+    saved = Path(run_dir) / "config.yaml"
+    date = None
+    if saved.is_file():
+        try:
+            date = config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved)).data.prompt_date
+        except (MathtuneError, OSError, UnicodeDecodeError):
+            date = None  # the folder's own check names what is wrong with it
+    date = date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    return config.model_copy(update={"data": config.data.model_copy(update={"prompt_date": date})})

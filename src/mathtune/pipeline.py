@@ -14,12 +14,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from mathtune.config import Config, config_to_yaml
+from mathtune.config import Config, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, sweep_stale_temps, write_atomic
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.evaluate import evaluate
-from mathtune.evaluation.records import EvalPaths, finished_summary, refuse_other_settings
+from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, refuse_other_settings
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.task.data import GSM8K_FORMAT
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
@@ -132,6 +132,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
 
     out_dir = Path(out_dir)
     name = name or default_name(request)
+    request = dated_request(request, EvalPaths.for_name(out_dir, name))  # one date for the problems and variants
     problems, _ = load_problems(request)  # data errors before anything is written or loaded
     variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
@@ -168,6 +169,7 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     from mathtune.train.run import run_train
 
     run_dir = Path(run_dir)
+    config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder, on any day
     from mathtune.train.trainer import check_before_loading
 
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan

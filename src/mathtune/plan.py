@@ -123,15 +123,11 @@ def training_memory(shape: dict, config: Config, *, quantization: str, dtype_byt
 
 
 def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]:
-    from mathtune.task.prompts import training_pair
-    from mathtune.train.trainer import text_length
+    """Each example's tokens and answer tokens, from the very ids training feeds."""
+    from mathtune.train.trainer import gold_examples
 
-    totals, answers = [], []
-    for problem in problems:
-        prompt, completion = training_pair(problem, tokenizer, config.data.prompt)
-        totals.append(text_length(tokenizer, prompt, completion))
-        answers.append(totals[-1] - len(tokenizer(text=prompt)["input_ids"]))
-    return totals, answers
+    examples = gold_examples(config, tokenizer, problems)
+    return [len(e) for e in examples], [len(e.answer_ids) for e in examples]
 
 
 def packed_rows(lengths: list[int], capacity: int) -> int:
@@ -164,6 +160,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     from mathtune.models.load import load_tokenizer
     from mathtune.task.data import DataFormat, training_splits
     from mathtune.task.mix import mix_training_problems
+    from mathtune.task.sequences import prompt_ids
     from mathtune.train.trainer import refuse_all_too_long
 
     if config.train.method != "sft":
@@ -200,8 +197,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     train_flops = t.epochs * sum(4 * n * x + 4 * head * c + 6 * layers * d * x * x for x, c in kept)
     val_flops = val_passes * sum(2 * n * x + 2 * head * x for x in kept_val)
     sample = test[:50]  # the prompt length of the evaluation, from the first problems
-    mean_prompt = sum(len(tokenizer(text=builder.render(p.question, tokenizer))["input_ids"]) for p in sample) / max(
-        1, len(sample))
+    mean_prompt = sum(len(prompt_ids(builder.render(p.question, tokenizer), tokenizer, builder.kind))
+                      for p in sample) / max(1, len(sample))
     generated = 2 * len(test) * config.eval.samples * config.eval.max_new_tokens  # base and tuned
     eval_flops = 2 * len(test) * config.eval.samples * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
     # train.select_by exact_match: every validation pass also decodes the accuracy problems (every
@@ -266,6 +263,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
         memory["total"] += memory["dora_extra"]
     return {
+        "name": config.name,  # the report's title and the run folder's default name
         "device": device,
         "world_size": world_size,
         "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
@@ -320,7 +318,7 @@ def format_plan(plan: dict) -> str:
     d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
     f, ts = plan["flops"], plan["time_s"]
     lines = [
-        f"plan on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
+        f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
         f"  data       train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length {d['max_length']}, "
         f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
         f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "

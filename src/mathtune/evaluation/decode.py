@@ -18,20 +18,15 @@ from mathtune.evaluation.request import EvalRequest
 from mathtune.models.generate import Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
 from mathtune.task.prompts import PromptBuilder, render_verify_turn
-
-
-def adds_special_tokens(request: EvalRequest) -> bool:
-    """The chat template writes its own special tokens; a few-shot prompt gets the tokenizer's
-    (a BOS token, for models that have one), as lm-eval gives it."""
-    return request.prompt not in ("chat", "chat-verify")
+from mathtune.task.sequences import adds_special_tokens, prompt_ids
 
 
 def prompt_token_ids(problems: list[Problem], prompts: dict[str, str], tokenizer,
                      request: EvalRequest) -> dict[str, list[int]]:
-    """Each problem's prompt as the decoder reads it. Tokenized once, here, for both the order
-    and the decoder (8-shot prompts of 1,319 problems take over a second to tokenize on a CPU)."""
-    add = adds_special_tokens(request)
-    return {p.id: tokenizer(prompts[p.id], add_special_tokens=add)["input_ids"] for p in problems}
+    """Each problem's prompt as the decoder reads it, the ids training puts before the answer
+    (task.sequences). Tokenized once, here, for both the order and the decoder (8-shot prompts
+    of 1,319 problems take over a second to tokenize on a CPU)."""
+    return {p.id: prompt_ids(prompts[p.id], tokenizer, request.prompt) for p in problems}
 
 
 def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str, str], request: EvalRequest,
@@ -47,7 +42,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
 
     texts = [prompts[p.id] for p in problems]
     kwargs = dict(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
-                  add_special_tokens=adds_special_tokens(request), samples=request.samples,
+                  add_special_tokens=adds_special_tokens(request.prompt), samples=request.samples,
                   temperature=request.temperature)
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
@@ -110,17 +105,18 @@ def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[st
                      stop_strings: tuple[str, ...], on_done,
                      token_ids: dict[str, list[int]] | None = None) -> tuple[int, str]:
     """chat-verify: each problem's first answer, then, in the same conversation, the model's
-    check of it; on_done(problem, [final], first) once both turns are done."""
+    check of it; on_done(problem, [final], first, second_prompt) once both turns are done."""
     size, decoder = decode_problems(model, tokenizer, [], prompts, request, stop_strings, on_done)
     for start in range(0, len(problems), VERIFY_CHUNK):
         part = problems[start:start + VERIFY_CHUNK]
         first: dict[str, Generation] = {}
         decode_problems(model, tokenizer, part, prompts, request, stop_strings,
                         lambda p, g: first.__setitem__(p.id, g[0]), token_ids)
-        second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer) for p in part}
+        second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer, request.prompt_date)
+                  for p in part}
         part = sorted(part, key=lambda p: -len(second[p.id]))  # longest first, as decode_problems expects
         size, decoder = decode_problems(model, tokenizer, part, second, request, stop_strings,
-                                        lambda p, g: on_done(p, g, first[p.id]))
+                                        lambda p, g: on_done(p, g, first[p.id], second[p.id]))
     return size, decoder
 
 
@@ -139,11 +135,12 @@ def decode_and_score(model, tokenizer, problems: list[Problem], builder: PromptB
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}
     records: dict[str, dict] = {}
 
-    def keep(problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
-        records[problem.id] = build_record(problem, prompts[problem.id], generations, first_turn)
+    def keep(problem: Problem, generations: list[Generation], first_turn: Generation | None = None,
+             final_prompt: str | None = None) -> None:
+        records[problem.id] = build_record(problem, prompts[problem.id], generations, first_turn, final_prompt)
 
     token_ids = prompt_token_ids(problems, prompts, tokenizer, request)
     decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
-    decode(model, tokenizer, longest_first(problems, token_ids), prompts, request, builder.stop_strings, keep,
+    decode(model, tokenizer, longest_first(problems, token_ids), prompts, request, builder.stops_for(tokenizer), keep,
            token_ids)
     return [records[p.id] for p in problems]

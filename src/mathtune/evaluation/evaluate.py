@@ -29,8 +29,9 @@ from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
-from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary, refuse_other_settings,
-                                         session_timing, start_partial, summarize)
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_request, finished_summary,
+                                         refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
+                                         summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.generate import Generation
 from mathtune.task.data import Problem
@@ -96,8 +97,9 @@ class PartialWriter:
         self.file.close()
         self.bar.close()
 
-    def write(self, problem: Problem, generations: list[Generation], first_turn: Generation | None = None) -> None:
-        record = build_record(problem, self.prompts[problem.id], generations, first_turn)
+    def write(self, problem: Problem, generations: list[Generation], first_turn: Generation | None = None,
+              final_prompt: str | None = None) -> None:
+        record = build_record(problem, self.prompts[problem.id], generations, first_turn, final_prompt)
         record[TIMING] = {**self.mark, "elapsed_s": round(time.perf_counter() - self.start, 3)}
         self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self.file.flush()
@@ -120,6 +122,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     and summary one process writes."""
     name = name or default_name(request)
     paths = paths or EvalPaths.for_name(out_dir, name)
+    request = dated_request(request, paths)  # one date for every prompt of this evaluation, on any day
     problems, builder = load_problems(request)  # data errors surface before the slow model load
     done = finished_summary(paths, request)
     if done is not None:
@@ -131,6 +134,9 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     shard = Shard.current()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
     records = resume(paths, request, shard)
+    if overwrite and any(pid in prompts and r.get("prompt") != prompts[pid] for pid, r in records.items()):
+        records = discard_partials(paths, shard)
+    refuse_changed_prompts(records, prompts, name, paths.partial)
     pending = [p for p in problems if p.id not in records]
     token_ids = prompt_token_ids(pending, prompts, tokenizer, request)
     pending = longest_first(pending, token_ids)
@@ -142,8 +148,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     own = paths.partial if whole else paths.partial_for_rank(shard.rank)
     with PartialWriter(own, prompts, records, bar, shard) as writer:
         decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
-        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stop_strings, writer.write,
-                                     token_ids)
+        batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stops_for(tokenizer),
+                                     writer.write, token_ids)
     shard.wait()
     if not shard.is_main:
         shard.wait()  # the first process writes the merged files
@@ -201,6 +207,16 @@ def resume(paths: EvalPaths, request: EvalRequest, shard: Shard) -> dict[str, di
     records = read_partials(paths)
     shard.wait()  # every process has read the same records before any appends more
     return records
+
+
+def discard_partials(paths: EvalPaths, shard: Shard) -> dict[str, dict]:
+    """--overwrite over partial records made from other prompts: they go, and the evaluation starts over."""
+    shard.wait()
+    if shard.is_main:
+        for stale in paths.partial_files():
+            stale.unlink(missing_ok=True)
+    shard.wait()
+    return {}
 
 
 def progress_bar(name: str, shard: Shard, *, total: int, done: int):

@@ -12,8 +12,9 @@ NAME.summary.json appear only when every problem is done.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mathtune.core.errors import MathtuneError, listing
@@ -26,10 +27,11 @@ from mathtune.task.score import majority_vote, numbers_equal, score_completion
 from mathtune.task.taxonomy import classify_error
 
 def build_record(problem: Problem, prompt: str, generations: list[Generation],
-                 first_turn: Generation | None = None) -> dict:
+                 first_turn: Generation | None = None, final_prompt: str | None = None) -> dict:
     """One scored line of eval/NAME.jsonl. With several samples the answer is the majority
     vote; every sample is kept under 'samples'. With a first turn (chat-verify) the record is
-    scored on the final turn, and the first is kept, scored, under 'first_turn'."""
+    scored on the final turn, whose exact prompt is kept under 'final_turn_prompt', and the
+    first is kept, scored, under 'first_turn'."""
     scored = [score_completion(g.completion, problem.gold) for g in generations]
     record = {"id": problem.id, "question": problem.question, "answer": problem.answer, "gold": problem.gold,
               "prompt": prompt}
@@ -53,6 +55,8 @@ def build_record(problem: Problem, prompt: str, generations: list[Generation],
             {"completion": g.completion, **s, "num_generated_tokens": g.num_generated_tokens, "truncated": g.truncated}
             for g, s in zip(generations, scored)
         ]
+    if final_prompt is not None:
+        record["final_turn_prompt"] = final_prompt
     if first_turn is not None:
         record["first_turn"] = {"completion": first_turn.completion,
                                 **score_completion(first_turn.completion, problem.gold),
@@ -174,6 +178,32 @@ def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, wh
         raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
                             f"{advice}")
     return differs
+
+
+def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
+    """The request with its prompt date settled: as given, else the date the finished or partial
+    records under these paths were made with (so a rerun or a resume on another day renders
+    the same prompts), else today (UTC)."""
+    if request.prompt_date is not None:
+        return request
+    for made in (paths.summary, paths.partial_meta):
+        if made.is_file():
+            try:
+                return replace(request, prompt_date=read_json(made).get("prompt_date"))
+            except (OSError, ValueError):
+                break
+    return replace(request, prompt_date=datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+
+
+def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:
+    """A resume continues only records made from the very prompts it would render now: a
+    changed chat template, or a template that wrote another day's date, refuses it."""
+    changed = [pid for pid, record in resumed.items() if pid in prompts and record.get("prompt") != prompts[pid]]
+    if changed:
+        raise MathtuneError(f"eval/{name}: {len(changed)} of the {len(resumed)} records already in {partial} were "
+                            f"made from other prompts than these settings render now (first: {changed[0]}): the "
+                            "tokenizer's chat template, or the date it writes, has changed; use --overwrite to start "
+                            "again")
 
 
 def start_partial(paths: EvalPaths, ident: dict) -> None:

@@ -46,6 +46,7 @@ class EvalRequest:
     trust_remote_code: bool = False
     data_format: DataFormat = GSM8K_FORMAT
     quantization: str = "none"  # the base weights as bitsandbytes loads them (models.quantize)
+    prompt_date: str | None = None  # the day a dated chat template is given (task.prompts.template_date)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
@@ -69,6 +70,7 @@ class EvalRequest:
             trust_remote_code=config.model.trust_remote_code,
             data_format=DataFormat.of(config.data),
             quantization=config.model.quantization,
+            prompt_date=config.data.prompt_date,
         )
 
     def identity(self) -> dict:
@@ -81,6 +83,8 @@ class EvalRequest:
             ident.pop("data_format")
         if self.quantization == "none":
             ident.pop("quantization")
+        if self.prompt_date is None:  # not yet settled (see evaluation.records.dated_request)
+            ident.pop("prompt_date")
         ident["data"] = resolve_source(self.data)
         return ident
 
@@ -140,4 +144,4 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
                            fmt=request.data_format)
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]
-    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed)
+    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed, date=request.prompt_date)

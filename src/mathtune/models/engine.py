@@ -205,11 +205,12 @@ class _Session:
         self.max_new_tokens, self.stop_strings = max_new_tokens, stop_strings
         self.samples, self.temperature, self.prefill_tokens = samples, temperature, prefill_tokens
         self.device = next(model.parameters()).device
-        stops = stop_token_ids(tokenizer, model)
+        stops = stop_token_ids(tokenizer, model, stop_strings)
         self.stop_set = set(stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
         # Turn-end markers are special tokens, matched by id (decoded text never holds them).
-        self.text_stops = tuple(s for s in stop_strings if s and s not in tokenizer.all_special_tokens)
+        specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+        self.text_stops = tuple(s for s in stop_strings if s and s not in specials)
         self.cache_kw = _cache_keyword(model)
         # A stop string can only be completed by a token whose text holds the string's last
         # character; only after such a token is the row's tail decoded (per token id, cached).

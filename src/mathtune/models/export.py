@@ -21,7 +21,7 @@ import torch
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
-from mathtune.models.load import load_model, resolve_model_path
+from mathtune.models.load import load_model, load_tokenizer, resolve_model_path
 
 
 def stored_dtype(name_or_path: str) -> torch.dtype:
@@ -51,8 +51,12 @@ def export_merged(run_dir: Path, out: Path) -> Path:
 
     # Always the full-precision base: merging into quantized weights would round the update away
     # (and bitsandbytes' 4-bit weights cannot be saved as a plain transformers model).
-    model, tokenizer = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
-                                  trust_remote_code=config.model.trust_remote_code)
+    model, _ = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
+                          trust_remote_code=config.model.trust_remote_code)
+    # The tokenizer as the model has it: no pad token where it had none (evaluation's batches
+    # add one in memory; a saved one would change the tokenizer users then load).
+    tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code,
+                               pad_for_batches=False)
     dtype = stored_dtype(config.model.name_or_path)
     say(f"merging {adapter} into {config.model.name_or_path}")
     if config.model.quantization != "none":

@@ -34,11 +34,13 @@ class Generation:
     """True when the row hit max_new_tokens without reaching a stop token or stop string."""
 
 
-def stop_token_ids(tokenizer, model) -> list[int]:
+def stop_token_ids(tokenizer, model, stop_strings: tuple[str, ...] = ()) -> list[int]:
     """Every turn-end token we know of: base Qwen models end with <|endoftext|>, chat
-    models with <|im_end|>; a base model only told about one runs on to max_new_tokens."""
+    models with <|im_end|>; a base model only told about one runs on to max_new_tokens. Stop
+    strings that are special tokens of this tokenizer (a template's turn end) stop by id."""
     ids: set[int] = set()
-    for token in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>"):
+    specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+    for token in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>") + tuple(s for s in stop_strings if s in specials):
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)
@@ -84,7 +86,7 @@ def generate_batch(
     device = next(model.parameters()).device
     enc = encode_batch(tokenizer, prompts, add_special_tokens, device)
     prompt_len = enc["input_ids"].shape[1]
-    stops = stop_token_ids(tokenizer, model)
+    stops = stop_token_ids(tokenizer, model, stop_strings)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     sampling = samples > 1 or temperature > 0
     # Every decoding knob set explicitly: `generate` fills any field left None from the

@@ -133,8 +133,10 @@ def weight_files(folder: Path) -> list[str]:
                   (p.name.startswith("pytorch_model") and p.suffix == ".bin"))
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
-    """trust_remote_code runs Python that ships with the model: off unless the config turns it on."""
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, pad_for_batches: bool = True):
+    """trust_remote_code runs Python that ships with the model: off unless the config turns it on.
+    A tokenizer without a pad token gets its end token as one, for padded batches, unless
+    pad_for_batches is off (an export writes the tokenizer as the model has it)."""
     from transformers import AutoTokenizer
 
     path = resolve_model_path(name_or_path)
@@ -142,7 +144,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as err:
         raise MathtuneError(f"cannot load tokenizer of '{name_or_path}': {_first_line(err)}") from None
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None and pad_for_batches:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 

@@ -12,8 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import random
 import re
+import sys
 from dataclasses import dataclass
 
 from mathtune.config import EVAL_PROMPTS
@@ -110,16 +113,21 @@ assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every promp
 _CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
+CHAT_KINDS = ("chat", "chat-verify")
+
+
 @dataclass(frozen=True)
 class PromptBuilder:
-    """Renders the prompt text of one format; the few-shot exemplars are fixed at construction."""
+    """Renders the prompt text of one format; the few-shot exemplars are fixed at construction,
+    and so is the date a chat template that writes today's date is given (see template_date)."""
 
     kind: str
     fewshot: tuple[Problem, ...] = ()
+    date: str | None = None
 
     def render(self, question: str, tokenizer=None) -> str:
-        if self.kind in ("chat", "chat-verify"):  # chat-verify's first turn is the chat prompt
-            return render_chat_prompt(question, tokenizer)
+        if self.kind in CHAT_KINDS:  # chat-verify's first turn is the chat prompt
+            return render_chat_prompt(question, tokenizer, self.date)
         if self.kind == "cot8":
             shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
             return "\n\n".join(shots + [f"Q: {question}\nA:"])
@@ -129,6 +137,15 @@ class PromptBuilder:
     @property
     def stop_strings(self) -> tuple[str, ...]:
         return STOP_STRINGS[self.kind]
+
+    def stops_for(self, tokenizer) -> tuple[str, ...]:
+        """The stop strings, and for a chat prompt the token that closes a turn in this
+        tokenizer's template (Gemma's <end_of_turn>, Phi-3's <|end|>): training ends every
+        answer with it, so evaluation stops there whatever the generation config lists."""
+        closing = turn_end_token(tokenizer) if self.kind in CHAT_KINDS else None
+        if closing is None or closing in self.stop_strings:
+            return self.stop_strings
+        return self.stop_strings + (closing,)
 
 
 def clean_solution(answer: str) -> str:
@@ -153,6 +170,8 @@ def ensure_chat_template(tokenizer) -> None:
 
 
 def chat_messages(question: str) -> list[dict[str, str]]:
+    """The conversation of the chat prompt: one user turn. No system turn, so templates that
+    refuse one (Gemma's) or fold it into the first user turn (Mistral's) render it as written."""
     return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
 
 
@@ -165,42 +184,106 @@ VERIFY_INSTRUCTION = (
     "'#### <number>' that gives the final answer."
 )
 
+# How a template is told the date (Llama 3.1/3.2's `date_string`, rendered '26 Jul 2024').
+DATE_STRING_FORMAT = "%d %b %Y"
 
-def render_verify_turn(question: str, first_answer: str, tokenizer) -> str:
-    """The chat-verify prompt's second turn: the first exchange, then the check request."""
+
+def template_date(date: str | None) -> datetime.date:
+    """The day a chat template sees: the given ISO date ('2026-12-05'), else today (UTC). A run
+    folder fixes one (config data.prompt_date) and an evaluation records the one it used, so a
+    template that writes 'Today Date: ...' renders the same prompt on every day."""
+    if date is None:
+        return datetime.datetime.now(datetime.timezone.utc).date()
+    try:
+        return datetime.date.fromisoformat(date)
+    except ValueError:
+        raise MathtuneError(f"prompt date '{date}' is not a date of the form YYYY-MM-DD") from None
+
+
+@contextlib.contextmanager
+def _frozen_template_clock(day: datetime.date):
+    """transformers gives templates `strftime_now`, which reads the clock at render time, and it
+    accepts only plain data as template variables (a function passed in becomes a placeholder
+    string), so a template that calls strftime_now directly is held to `day` by holding the
+    clock of the module that defines it while the template renders."""
+    module = sys.modules.get("transformers.utils.chat_template_utils")
+    clock = getattr(module, "datetime", None)
+    if clock is None:
+        yield
+        return
+
+    class FixedDay(clock):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(day.year, day.month, day.day, tzinfo=tz)
+
+    module.datetime = FixedDay
+    try:
+        yield
+    finally:
+        module.datetime = clock
+
+
+def render_chat(messages: list[dict[str, str]], tokenizer, date: str | None, *,
+                add_generation_prompt: bool = True) -> str:
+    """The chat template's text for these turns, on the given day: every chat rendering in
+    mathtune (training, evaluation, the self-check turn) goes through here."""
     ensure_chat_template(tokenizer)
+    day = template_date(date)
+    with _frozen_template_clock(day):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             date_string=day.strftime(DATE_STRING_FORMAT))
+
+
+def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None) -> str:
+    """The chat-verify prompt's second turn: the first exchange, then the check request."""
     messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
                                           {"role": "user", "content": VERIFY_INSTRUCTION}]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return render_chat(messages, tokenizer, date)
 
 
-def render_chat_prompt(question: str, tokenizer) -> str:
+def render_chat_prompt(question: str, tokenizer, date: str | None = None) -> str:
     if tokenizer is None:
         raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
-    ensure_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(chat_messages(question), tokenize=False, add_generation_prompt=True)
+    return render_chat(chat_messages(question), tokenizer, date)
 
 
-def training_pair(problem: Problem, tokenizer, kind: str = "chat") -> tuple[str, str]:
-    """(prompt, completion) for supervised fine-tuning: the evaluation prompt, then the gold
-    solution as the answer, closed by the turn-end token so the model learns to stop."""
-    builder = PromptBuilder(kind)
-    prompt = builder.render(problem.question, tokenizer)
-    completion = clean_solution(problem.answer)
-    if kind == "chat":
-        completion += end_of_turn(tokenizer)
-    return prompt, completion
+def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
+                  solution: str | None = None) -> tuple[str, str]:
+    """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
+    solution (the gold one unless given) as the model should continue it. For a chat prompt
+    the answer is the rest of the conversation as the template renders it, turn end included,
+    so the model learns to stop where evaluation stops; for a few-shot prompt it is the
+    solution after the space the exemplars put after 'A:' / 'Answer:'."""
+    solution = clean_solution(problem.answer) if solution is None else solution
+    prompt = PromptBuilder(kind, date=date).render(problem.question, tokenizer)
+    if kind not in CHAT_KINDS:
+        return prompt, " " + solution
+    conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]
+    whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False)
+    if not whole.startswith(prompt):
+        name = getattr(tokenizer, "name_or_path", "") or "this model"
+        raise MathtuneError(f"the chat template of {name} does not render a reply as the evaluation prompt followed "
+                            "by the answer, so training and evaluation would see different tokens; use data.prompt "
+                            "cot8 or plain5, or a tokenizer whose template does")
+    return prompt, whole[len(prompt):].rstrip("\n")
 
 
 def end_of_turn(tokenizer) -> str:
     """The text that closes an assistant turn in the chat template (e.g. '<|im_end|>')."""
     ensure_chat_template(tokenizer)
     probe = "\x00PROBE\x00"
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenize=False
-    )
+    rendered = render_chat([{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenizer,
+                           None, add_generation_prompt=False)
     tail = rendered.split(probe, 1)[1]
     return tail.rstrip("\n") or (tokenizer.eos_token or "")
+
+
+def turn_end_token(tokenizer) -> str | None:
+    """The special token that closes an assistant turn in the chat template ('<|im_end|>',
+    '<|eot_id|>', '<end_of_turn>', '<|end|>'), or None when the closing has none."""
+    specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+    return next((t for t in tokenizer.tokenize(end_of_turn(tokenizer)) if t in specials), None)
 
 
 def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple[Problem, ...]:
@@ -210,11 +293,12 @@ def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple
     return tuple(rng.sample(train, k))
 
 
-def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42) -> PromptBuilder:
+def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42,
+                        date: str | None = None) -> PromptBuilder:
     if kind not in EVAL_PROMPTS:
         raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
     if kind == "plain5":
         if train is None:
             raise ValueError("plain5 needs the train split for its exemplars")
-        return PromptBuilder(kind, draw_fewshot(train, seed))
-    return PromptBuilder(kind)
+        return PromptBuilder(kind, draw_fewshot(train, seed), date)
+    return PromptBuilder(kind, date=date)

@@ -24,7 +24,8 @@ from typing import Callable
 
 from mathtune.config import GRPO_REWARDS, Config
 from mathtune.task.data import Problem
-from mathtune.task.prompts import make_prompt_builder
+from mathtune.task.prompts import CHAT_KINDS, DATE_STRING_FORMAT, chat_messages, ensure_chat_template, \
+    make_prompt_builder, template_date
 from mathtune.task.score import extract_strict, numbers_equal
 from mathtune.train.trainer import trainer_arguments
 
@@ -83,7 +84,14 @@ def step_fields(logs: dict) -> dict:
 
 
 def prompt_rows(config: Config, tokenizer, problems: list[Problem]) -> list[dict]:
-    """GRPO's dataset: the rendered evaluation prompt and the gold number per problem."""
+    """GRPO's dataset: the evaluation prompt and the gold number per problem. A chat prompt goes
+    as its conversation, which TRL renders through the template and tokenizes without adding
+    the tokenizer's special tokens (the template writes its own), as evaluation does; as text
+    TRL would tokenize it with them (a second BOS for Llama 3). A few-shot prompt goes as text,
+    with the tokenizer's BOS, as evaluation feeds it."""
+    if config.data.prompt in CHAT_KINDS:
+        ensure_chat_template(tokenizer)
+        return [{"prompt": chat_messages(p.question), "gold": p.gold} for p in problems]
     builder = make_prompt_builder(config.data.prompt, train=problems, seed=config.seed)
     return [{"prompt": builder.render(p.question, tokenizer), "gold": p.gold} for p in problems]
 
@@ -112,6 +120,8 @@ def build_grpo_trainer(config: Config, run_dir, model, tokenizer, train_set, pef
         # function; LoRA dropout would make them differ at every token.
         disable_dropout=True,
         eval_strategy="no",  # no validation loss; checkpoints only
+        # The run's date for a template that writes today's (task.prompts.template_date).
+        chat_template_kwargs={"date_string": template_date(config.data.prompt_date).strftime(DATE_STRING_FORMAT)},
     )
     return GRPOTrainer(
         model=model,

@@ -28,7 +28,7 @@ from mathtune.evaluation.records import EvalPaths, finished_summary
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.load import decoding
 from mathtune.task.data import Problem
-from mathtune.task.prompts import end_of_turn, training_pair
+from mathtune.task.prompts import training_pair
 
 SAMPLES_NAME = "rft_samples"
 
@@ -79,14 +79,14 @@ def select_solutions(record: dict, keep: int, fits: Callable[[str], bool] = lamb
 
 def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems: list[Problem],
                        fits: Callable[[str, str], bool]) -> tuple[list[tuple[str, str]], dict]:
-    """(prompt, completion) pairs for SFT, and the counts the run records. `fits(prompt,
-    completion)` says whether an example fits data.max_length. Samples the base model first
+    """(prompt, answer) text pairs for SFT (task.prompts.training_pair: for a chat prompt the
+    answer carries the template's turn end), and the counts the run records. `fits(prompt,
+    answer)` says whether an example fits data.max_length. Samples the base model first
     unless train/rft_samples.jsonl already holds these settings' samples."""
     request = sampling_request(config)
     paths = sample_paths(run_dir)
     summary = _sample(request, run_dir, model, tokenizer, paths)
     records = {r["id"]: r for r in read_jsonl_until_torn(paths.records)}
-    closing = end_of_turn(tokenizer) if config.data.prompt == "chat" else ""
 
     pairs: list[tuple[str, str]] = []
     with_correct = from_model = correct_samples = too_long = 0
@@ -99,11 +99,13 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         with_correct += correct > 0
         # The prompt SFT would train on (for plain5 that is the zero-shot form), the model's
         # own solutions in place of the gold one.
-        prompt, gold_completion = training_pair(problem, tokenizer, config.data.prompt)
-        chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(prompt, c + closing))
+        def pair(solution: str | None) -> tuple[str, str]:
+            return training_pair(problem, tokenizer, config.data.prompt, date=config.data.prompt_date, solution=solution)
+
+        chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(*pair(c)))
         from_model += len(chosen)
         too_long += left_out
-        pairs += [(prompt, c + closing) for c in chosen] or [(prompt, gold_completion)]
+        pairs += [pair(c) for c in chosen] or [pair(None)]
     kept = len(pairs)
     stats = {
         "problems": len(problems),

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from mathtune.config import Config, config_from_yaml_text, config_to_yaml
+from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
@@ -38,10 +38,11 @@ from mathtune.models.attention import training_attention
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
 from mathtune.task.data import DataFormat, data_identity, training_splits
+from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.progress import replace_progress
 from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_before_loading,
-                                    check_trackers, make_lora_config, text_length)
+                                    check_trackers, make_lora_config)
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
@@ -55,6 +56,7 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
     from accelerate import PartialState
 
     run_dir = Path(out_dir)
+    config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder
     # Under torchrun this joins the process group (gloo on CPU, nccl on GPU); in a plain
     # process it is a no-op. Without cpu=True accelerate does not treat several CPU
     # processes as data-parallel.
@@ -129,8 +131,8 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     if method == "rft":
         from mathtune.train.rft import rft_training_pairs
 
-        def fits(prompt: str, completion: str) -> bool:
-            return text_length(tokenizer, prompt, completion) <= config.data.max_length
+        def fits(prompt: str, answer: str) -> bool:
+            return len(example_from_text(prompt, answer, tokenizer, config.data.prompt)) <= config.data.max_length
 
         pairs, recipe_stats = rft_training_pairs(config, run_dir, model, tokenizer, train_problems, fits)
         train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems,
@@ -201,6 +203,7 @@ def training_outputs(run_dir: Path) -> list[Path]:
 def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh', without writing anything. A folder holding another
     config's training is an error unless overwrite is set."""
+    config = with_prompt_date(config, run_dir)  # an unset date is the one the folder holds
     adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     summary_done = (run_dir / "train" / "summary.json").is_file()
     has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()

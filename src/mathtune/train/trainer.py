@@ -1,4 +1,4 @@
-"""What every training method builds on: the data as prompt/completion pairs, PEFT's LoRA
+"""What every training method builds on: the data as tokenized examples, PEFT's LoRA
 config, the TrainingArguments all methods share, TRL's SFTTrainer, and the metrics file.
 
     train_set, val_set, counts = build_datasets(config, tokenizer, train_problems, val_problems)
@@ -26,7 +26,7 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
 from mathtune.task.data import DataFormat, Problem, training_splits
-from mathtune.task.prompts import training_pair
+from mathtune.task.sequences import TrainingExample, example_from_text, training_example
 from mathtune.train.lm_head import use_lm_head
 
 # The fields of one metrics.jsonl line, in order. Train steps carry the first group, eval
@@ -52,12 +52,10 @@ def check_trackers(report_to: list[str]) -> None:
             raise MathtuneError(f"train.report_to: '{name}' is not installed (pip install {name})")
 
 
-def text_length(tokenizer, prompt: str, completion: str) -> int:
-    """Tokens of one training example as TRL tokenizes it, including the eos it appends
-    to a completion that lacks one."""
-    if tokenizer.eos_token and not completion.endswith(tokenizer.eos_token):
-        completion += tokenizer.eos_token
-    return len(tokenizer(text=prompt + completion)["input_ids"])
+def gold_examples(config: Config, tokenizer, problems: list[Problem]) -> list[TrainingExample]:
+    """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
+    gold solution's; what training feeds, the plan counts and `plan --show-example` shows."""
+    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date) for p in problems]
 
 
 class AllTooLong(MathtuneError):
@@ -74,9 +72,14 @@ def refuse_all_too_long(lengths: list[int], max_length: int, split: str) -> None
 
 def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None, val: list[Problem] | None = None,
                    *, train_pairs: list[tuple[str, str]] | None = None):
-    """Prompt/completion datasets (TRL then puts the loss on completion tokens only): the
-    gold solutions, or for training the given (prompt, completion) pairs (RFT's samples).
-    Validation is always on the gold solutions.
+    """Tokenized datasets, loss on the answer tokens only: the gold solutions, or for training
+    the given (prompt, answer) text pairs (RFT's samples). Validation is always on the gold
+    solutions.
+
+    mathtune tokenizes the examples itself (task.sequences) and gives TRL `input_ids` with a
+    `completion_mask`, which TRL takes as they are (no second tokenization, no added BOS, no
+    re-derived prompt boundary) and turns into the labels: so the ids trained on are the
+    evaluation prompt's ids followed by the answer's, for every tokenizer.
 
     Examples longer than data.max_length are dropped, not truncated: a cut answer has no
     '#### N' line and no turn end, so it would teach the model to ramble and never stop."""
@@ -86,21 +89,16 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
         train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
                                      train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
 
-    def rows(pairs: list[tuple[str, str]], split: str) -> tuple[list[dict], int]:
-        kept, lengths = [], []
-        for prompt, completion in pairs:
-            n = text_length(tokenizer, prompt, completion)
-            lengths.append(n)
-            if n <= config.data.max_length:
-                kept.append({"prompt": prompt, "completion": completion})
-        refuse_all_too_long(lengths, config.data.max_length, split)
-        return kept, len(pairs) - len(kept)
+    def rows(examples: list[TrainingExample], split: str) -> tuple[list[dict], int]:
+        refuse_all_too_long([len(e) for e in examples], config.data.max_length, split)
+        kept = [{"input_ids": e.input_ids, "completion_mask": e.loss_mask} for e in examples
+                if len(e) <= config.data.max_length]
+        return kept, len(examples) - len(kept)
 
-    def gold(problems: list[Problem]) -> list[tuple[str, str]]:
-        return [training_pair(problem, tokenizer, config.data.prompt) for problem in problems]
-
-    train_rows, train_dropped = rows(gold(train) if train_pairs is None else train_pairs, "training")
-    val_rows, val_dropped = rows(gold(val), "validation")
+    train_examples = (gold_examples(config, tokenizer, train) if train_pairs is None else
+                      [example_from_text(prompt, answer, tokenizer, config.data.prompt) for prompt, answer in train_pairs])
+    train_rows, train_dropped = rows(train_examples, "training")
+    val_rows, val_dropped = rows(gold_examples(config, tokenizer, val), "validation")
     counts = {
         "train_examples": len(train_rows),
         "val_examples": len(val_rows),
@@ -236,9 +234,10 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
     args = SFTConfig(
         **trainer_arguments(config, run_dir),
         per_device_eval_batch_size=t.batch_size,
-        # Data: prompt/completion form, loss on the completion only; packing is TRL's
-        # best-fit-decreasing, which keeps examples whole and passes per-example position
-        # ids, from which transformers builds a block-diagonal mask (tests/test_train_packing.py).
+        # Data: tokenized examples with their completion mask (build_datasets), loss on the
+        # answer only; packing is TRL's best-fit-decreasing, which keeps examples whole and
+        # passes per-example position ids, from which transformers builds a block-diagonal
+        # mask (tests/test_train_packing.py).
         max_length=config.data.max_length,
         packing=t.packing,
         packing_strategy="bfd",
