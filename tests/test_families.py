@@ -76,6 +76,11 @@ def clock_at(moment: datetime.datetime):
     imported the class by name) sees `moment`."""
     import transformers.utils.chat_template_utils as chat_utils
 
+    # pandas' C extensions (which `datasets` imports on first use, inside a run) crash when
+    # first imported while datetime.datetime is replaced: load them on the real class.
+    import datasets  # noqa: F401
+    import pandas  # noqa: F401
+
     real = datetime.datetime
 
     class Frozen(real):
@@ -239,7 +244,9 @@ def test_export_merges_and_reloads_with_plain_transformers(name, family_run, fam
     original = AutoTokenizer.from_pretrained(family_model(name))
     assert not any("lora" in n for n, _ in model.named_parameters())
     assert tokenizer.get_vocab() == original.get_vocab() and tokenizer.chat_template == original.chat_template
-    assert (tokenizer.bos_token, tokenizer.eos_token) == (original.bos_token, original.eos_token)
+    # The tokenizer as the model has it: no pad token added to Llama 3's or Mistral's, which ship none.
+    assert (tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token) == (original.bos_token, original.eos_token,
+                                                                             original.pad_token)
 
     # The merged model says what the tuned evaluation recorded, from the recorded prompt.
     from mathtune.task.sequences import prompt_ids
