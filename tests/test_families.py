@@ -110,14 +110,16 @@ PLAIN5_TRAINS_ZERO_SHOT = pytest.mark.xfail(strict=True, reason="plain5's traini
                                             "its evaluation prompt starts with")
 
 
-@pytest.mark.parametrize("prompt", ["chat", "cot8", pytest.param("plain5", marks=PLAIN5_TRAINS_ZERO_SHOT)])
+# (data.prompt, eval.prompt): chat-verify trains as chat, and its first turn is the chat prompt.
+@pytest.mark.parametrize("prompt, evaluated_as", [("chat", "chat"), ("chat", "chat-verify"), ("cot8", "cot8"),
+                                                  pytest.param("plain5", "plain5", marks=PLAIN5_TRAINS_ZERO_SHOT)])
 @pytest.mark.parametrize("name", NAMES)
-def test_training_example_is_the_evaluation_prompt_then_the_answer(name, prompt, family_model, small_data_dir,
-                                                                    tmp_path, capsys):
+def test_training_example_is_the_evaluation_prompt_then_the_answer(name, prompt, evaluated_as, family_model,
+                                                                    small_data_dir, tmp_path, capsys):
     family = FAMILIES[name]
     model = family_model(name)
     argv = ["plan", str(config_file(tmp_path)), "--show-example", "--json",
-            *overrides(model, small_data_dir, name, f"data.prompt={prompt}", f"eval.prompt={prompt}",
+            *overrides(model, small_data_dir, name, f"data.prompt={prompt}", f"eval.prompt={evaluated_as}",
                       "data.max_length=2048")]  # the few-shot prompts run to ~900 tokens
     assert main(argv) == 0
     example = json.loads(capsys.readouterr().out)["example"]

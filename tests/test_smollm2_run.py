@@ -1,7 +1,7 @@
 """The real SmolLM2-135M-Instruct (a Llama-architecture model, from the package registry)
 through `mathtune run` on a few problems: the cheapest real model that is not a Qwen2. Marked
-slow (run by `make test`, skipped by `make test-fast`); tiny limits keep it to well under a
-minute on a CPU once the model is cached."""
+slow (run by `make test`, skipped by `make test-fast`); tiny limits (2 training problems, one
+step, 2 test problems, 8 new tokens) keep it short."""
 
 import json
 
