@@ -182,3 +182,24 @@ def test_plan_show_example_json(tiny_model_dir, small_data_dir, tmp_path, capsys
     lines = capsys.readouterr().out.rstrip().splitlines()
     assert lines[-1].startswith("the evaluation prompt is exactly the training example's first")
     assert any(line.split()[0].endswith("*") for line in lines if line[:6].strip().rstrip("*").isdigit())
+
+
+def test_run_refuses_such_a_template_in_one_line_before_writing(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from mathtune.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    tok = AutoTokenizer.from_pretrained(model)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>model\n{% endif %}")
+    tok.save_pretrained(model)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: t\nmodel: {{name_or_path: {model}}}\ndata: {{source: {small_data_dir}, train_limit: 8}}\n")
+    assert main(["run", str(config), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not render a reply as the evaluation prompt followed by the answer" in err[0]
+    assert not (tmp_path / "run").exists()

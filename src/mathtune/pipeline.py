@@ -206,11 +206,12 @@ def _plan(config: Config, run_dir: Path) -> dict | None:
     saved = run_dir / "plan.json"
     if saved.is_file():
         return None  # planned when this run first started; a resume keeps that plan
+    from mathtune.task.prompts import NoCleanBoundary
     from mathtune.train.trainer import AllTooLong
 
     try:
         plan = make_plan(config)
-    except AllTooLong:
+    except (AllTooLong, NoCleanBoundary):
         raise  # training would refuse it too: refused now, before anything is written
     except MathtuneError as err:
         say(f"plan: not available ({err})")

@@ -248,6 +248,10 @@ def render_chat_prompt(question: str, tokenizer, date: str | None = None) -> str
     return render_chat(chat_messages(question), tokenizer, date)
 
 
+class NoCleanBoundary(MathtuneError):
+    """The chat template does not render a reply as the evaluation prompt followed by the answer."""
+
+
 def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
                   solution: str | None = None) -> tuple[str, str]:
     """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
@@ -263,7 +267,7 @@ def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str 
     whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False)
     if not whole.startswith(prompt):
         name = getattr(tokenizer, "name_or_path", "") or "this model"
-        raise MathtuneError(f"the chat template of {name} does not render a reply as the evaluation prompt followed "
+        raise NoCleanBoundary(f"the chat template of {name} does not render a reply as the evaluation prompt followed "
                             "by the answer, so training and evaluation would see different tokens; use data.prompt "
                             "cot8 or plain5, or a tokenizer whose template does")
     return prompt, whole[len(prompt):].rstrip("\n")
