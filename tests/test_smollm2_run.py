@@ -12,7 +12,10 @@ from mathtune.cli import main
 from mathtune.models.load import resolve_model_path
 from mathtune.models.registry import ensure_model
 
-pytestmark = pytest.mark.slow
+# One torch thread: on a 2-core machine shared with other jobs this test took 118 s with the
+# default two threads and 26 s with one, back to back (a 135M model's short sequences gain
+# nothing from a second thread that has to wait for a core).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def test_smollm2_runs_end_to_end_on_its_own_token_sequence(small_data_dir, tmp_path, capsys):
