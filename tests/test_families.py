@@ -196,6 +196,9 @@ def test_a_run_trains_on_exactly_the_ids_evaluation_feeds(name, family_run, fami
     run = family_run(name)
     for f in ("report.md", "report.html", "analysis.json", "adapter/adapter_config.json"):
         assert (run / f).is_file(), f
+    # TRL was given ids, so it never re-derived a prompt boundary of its own (and never warned
+    # that its tokenized prompt was no prefix of prompt + completion).
+    assert "not a prefix" not in (run / "run.log").read_text()
     config = load_config(run / "config.yaml", [])
     tokenizer = AutoTokenizer.from_pretrained(family_model(name))
     builder = make_prompt_builder("chat", date=config.data.prompt_date)
