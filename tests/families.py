@@ -14,9 +14,9 @@ config lists, and a short chat template written here from the family's documente
 - Phi-3: `<|user|>\\n...<|end|>\\n<|assistant|>\\n`, turns end <|end|>, no BOS.
 - Qwen2: ChatML, no BOS (the tiny model of tests/tiny.py).
 
-Byte-level BPE stands in for the SentencePiece vocabularies of Mistral, Gemma and Phi-3: what
-these tests prove is about special tokens and templates, which both kinds of tokenizer handle
-alike (special tokens are split off before any pre-tokenizing).
+Mistral's and Gemma's tokenizers split words SentencePiece's way ('▁' for a space, with and
+without a dummy '▁' before the first word); Llama 3's and Qwen2's are byte-level BPE, and so is
+Phi-3's here, standing in for its SentencePiece vocabulary.
 """
 
 from __future__ import annotations
@@ -100,6 +100,10 @@ class Family:
     writes_bos: bool = False  # the chat template writes bos_token itself
     dated: bool = False  # the template writes today's date
     model_kwargs: dict = field(default_factory=dict)
+    # SentencePiece-style words ('▁' for a space, no byte-level alphabet) with this dummy-prefix
+    # scheme: Mistral's "first" (a '▁' before the text's first word), Gemma's "never"; None:
+    # byte-level BPE (Llama 3, Qwen2; Phi-3's SentencePiece vocabulary is stood in for by it).
+    metaspace: str | None = None
 
     @property
     def answer_closings(self) -> tuple[str, ...]:
@@ -121,13 +125,13 @@ FAMILIES: dict[str, Family] = {
             "mistral", MistralConfig, ("<unk>", "<s>", "</s>"), MISTRAL_TEMPLATE,
             eos_token="</s>", turn_end="</s>", generation_eos=("</s>",),
             bos_token="<s>", prepends_bos=True, writes_bos=True, unk_token="<unk>",
-            model_kwargs={"sliding_window": None},
+            model_kwargs={"sliding_window": None}, metaspace="first",
         ),
         Family(
             "gemma3", Gemma3TextConfig, ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"),
             GEMMA_TEMPLATE, eos_token="<eos>", turn_end="<end_of_turn>", generation_eos=("<eos>", "<end_of_turn>"),
             bos_token="<bos>", prepends_bos=True, writes_bos=True, pad_token="<pad>", unk_token="<unk>",
-            model_kwargs={"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 64},
+            model_kwargs={"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 64}, metaspace="never",
         ),
         Family(
             "phi3", Phi3Config,
@@ -146,16 +150,24 @@ FAMILIES: dict[str, Family] = {
 
 
 def build_family_tokenizer(family: Family, corpus: list[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    texts = corpus + [VERIFY_INSTRUCTION, family.template]  # the template's own text ('[INST]') has words too
+    if family.metaspace is None:
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok = Tokenizer(models.BPE(unk_token=family.unk_token))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme=family.metaspace)
+        tok.decoder = decoders.Metaspace(prepend_scheme=family.metaspace)
+        alphabet = sorted(set("".join(texts)) | {"▁"})
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(family.specials),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=alphabet,
         show_progress=False,
     )
-    tok.train_from_iterator(corpus + [VERIFY_INSTRUCTION], trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
     if family.prepends_bos:
         bos = family.bos_token
         tok.post_processor = processors.TemplateProcessing(
