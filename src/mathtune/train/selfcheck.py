@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from mathtune.core.errors import MathtuneError
-from mathtune.models.selfcheck import (TOLERANCE, Check, build_model, check_attention, check_decoder, check_merged_lora,
+from mathtune.models.selfcheck import (TOLERANCE, Check, DecoderBench, build_model, check_attention, check_decoder, check_merged_lora,
                                        environment, random_examples, relative_diff, verdict)
 
 
@@ -36,6 +37,10 @@ def check_lean_head(model_name, device, dtype: torch.dtype) -> Check:
     start = time.perf_counter()
     model = build_model(model_name, device, dtype)
     model.train()
+    for p in model.parameters():  # only the head's input side is compared: no weight gradients elsewhere
+        p.requires_grad_(False)
+    for p in (model.model.norm.weight, model.get_output_embeddings().weight):
+        p.requires_grad_(True)
     add_fused_lm_head(model, outputs=OUTPUTS)
     head = use_lm_head(model, "lean")
     ids = torch.cat(random_examples(model.config.vocab_size, [48, 30], seed=3))[None].to(device)
@@ -63,8 +68,9 @@ def check_lean_head(model_name, device, dtype: torch.dtype) -> Check:
 # ---------------------------------------------------------------------------------- entry
 
 
-def run_doctor(model: str | None = None, device: str | None = None) -> dict:
-    """The environment and every check for this device: {device, versions, kernels, checks}."""
+def run_doctor(model: str | None = None, device: str | None = None, show: Callable[[str], None] | None = None) -> dict:
+    """The environment and every check for this device: {device, versions, kernels, checks}.
+    show: called with the environment's lines, then each check's line as it finishes."""
     from mathtune.models.attention import NAME as SEGMENTS, VARLEN, varlen_usable
     from mathtune.models.first_use import remember, verdict_key, verdict_name
 
@@ -73,19 +79,28 @@ def run_doctor(model: str | None = None, device: str | None = None) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32  # what dtype auto gives there
     env = environment(dev)
+    if show:
+        show(format_environment(env))
     on_gpu = dev.type == "cuda"
     varlen_ok = on_gpu and varlen_usable(torch.bfloat16)
-    checks = [
-        check_attention(model, dev, SEGMENTS, "sdpa", torch.float32, auto_picks=not varlen_ok),
-        check_attention(model, dev, VARLEN, "sdpa", torch.bfloat16, auto_picks=varlen_ok,
-                        reason_not=None if varlen_ok else
-                        "needs torch's varlen kernel on an Ampere-or-newer CUDA GPU in bf16"),
-        check_lean_head(model, dev, dtype),
-        check_decoder(model, dev, dtype, "dynamic_cache", auto_picks=not on_gpu),
-        check_decoder(model, dev, dtype, "fixed_slots_cuda_graph" if on_gpu else "fixed_slots", auto_picks=on_gpu),
+    bench = DecoderBench(model, dev, dtype)  # one model for the decoders and the merge, which comes last
+    planned = [
+        lambda: check_attention(model, dev, SEGMENTS, "sdpa", torch.float32, auto_picks=not varlen_ok),
+        lambda: check_attention(model, dev, VARLEN, "sdpa", torch.bfloat16, auto_picks=varlen_ok,
+                                reason_not=None if varlen_ok else
+                                "needs torch's varlen kernel on an Ampere-or-newer CUDA GPU in bf16"),
+        lambda: check_lean_head(model, dev, dtype),
+        lambda: check_decoder(model, dev, dtype, "dynamic_cache", auto_picks=not on_gpu, bench=bench),
+        lambda: check_decoder(model, dev, dtype, "fixed_slots_cuda_graph" if on_gpu else "fixed_slots",
+                              auto_picks=on_gpu, bench=bench),
         # auto merges an adapter into float32 weights only (models.load.attach_adapter)
-        check_merged_lora(model, dev, dtype, auto_picks=dtype == torch.float32),
+        lambda: check_merged_lora(model, dev, dtype, auto_picks=dtype == torch.float32, bench=bench),
     ]
+    checks = []
+    for run in planned:
+        checks.append(run())
+        if show:
+            show(format_check(asdict(checks[-1])))
     if model is None:  # the first-use checks' own model: their verdicts hold for runs here
         from mathtune.models.selfcheck import check_model
 
@@ -104,16 +119,23 @@ def failed_auto_paths(report: dict) -> list[dict]:
     return [c for c in report["checks"] if c["auto_picks"] and c["verdict"] == "fail"]
 
 
+def format_environment(env: dict) -> str:
+    d, v, k = env["device"], env["versions"], env["kernels"]
+    return "\n".join([
+        f"device: {d['name']} ({d['type']}{', capability ' + d['capability'] if d['capability'] else ''})",
+        "versions: " + ", ".join(f"{name} {ver or 'not installed'}" for name, ver in v.items()),
+        "kernels: " + ", ".join(f"{name} {'importable' if ok else 'missing'}" for name, ok in k.items())])
+
+
+def format_check(c: dict) -> str:
+    """'lm_head lean: pass  max diff 5.8e-07 (tolerance 0.001)  9.8 s  vs plain head: ...'"""
+    diff = "" if c["max_diff"] is None else f"  max diff {c['max_diff']:.3g} (tolerance {c['tolerance']:.3g})"
+    return (f"{c['name']}: {c['verdict']}{diff}  {c['seconds']:.1f} s  vs {c['reference']}"
+            + ("  [auto picks it here]" if c["auto_picks"] else ""))
+
+
 def format_report(report: dict) -> str:
-    d, v, k = report["device"], report["versions"], report["kernels"]
-    lines = [f"device: {d['name']} ({d['type']}{', capability ' + d['capability'] if d['capability'] else ''})",
-             "versions: " + ", ".join(f"{name} {ver or 'not installed'}" for name, ver in v.items()),
-             "kernels: " + ", ".join(f"{name} {'importable' if ok else 'missing'}" for name, ok in k.items())]
-    for c in report["checks"]:
-        diff = "" if c["max_diff"] is None else f"  max diff {c['max_diff']:.3g} (tolerance {c['tolerance']:.3g})"
-        lines.append(f"{c['name']}: {c['verdict']}{diff}  {c['seconds']:.1f} s  vs {c['reference']}"
-                     + ("  [auto picks it here]" if c["auto_picks"] else ""))
-    return "\n".join(lines)
+    return "\n".join([format_environment(report)] + [format_check(c) for c in report["checks"]])
 
 
 # ---------------------------------------------------------------------------------- first use
