@@ -204,3 +204,31 @@ def test_doctor_on_the_reference_shape_within_two_minutes(fresh_cache, monkeypat
     assert time.perf_counter() - start < 120
     report = json.loads(capsys.readouterr().out)
     assert sum(c["verdict"] == "pass" for c in report["checks"]) >= 3
+
+
+def test_the_merge_check_sees_an_adapter_that_did_not_merge():
+    """The merged-vs-unmerged comparison fails when the 'merged' model lost the adapter (an
+    adapter large enough to change the small model's greedy tokens), and passes for a real merge."""
+    from mathtune.models import selfcheck
+
+    model = selfcheck.with_lora(selfcheck.build_model(first_use.check_model(), CPU, torch.float32)).eval()
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    prompts = selfcheck.check_prompts(model.config.vocab_size)
+    with torch.inference_mode():
+        assert selfcheck.greedy_disagreement(model, lambda: _without_adapter(model), prompts, CPU) == 1
+        assert selfcheck.greedy_disagreement(model, model.merge_and_unload, prompts, CPU) == 0
+
+
+def _without_adapter(peft_model):
+    class Plain(torch.nn.Module):  # the base model's forward with the adapter's layers switched off
+        def __init__(self):
+            super().__init__()
+            self.inner = peft_model
+
+        def forward(self, **kwargs):
+            with peft_model.disable_adapter():
+                return peft_model(**kwargs)
+
+    return Plain()
