@@ -91,8 +91,9 @@ def environment(device: torch.device) -> dict:
             "kernels": kernels}
 
 
-def build_model(model: str | None, device: torch.device, dtype: torch.dtype, attn: str = "sdpa"):
-    """A random model of the given (or the reference) config, a few layers deep."""
+def build_model(model: str | None, device: torch.device, dtype: torch.dtype, attn: str = "sdpa", untie: bool = False):
+    """A random model of the given (or the reference) config, a few layers deep; untie: the LM
+    head a weight of its own, not the input embedding's."""
     from transformers import AutoConfig, AutoModelForCausalLM, Qwen2Config
 
     if model is None:
@@ -109,6 +110,10 @@ def build_model(model: str | None, device: torch.device, dtype: torch.dtype, att
         config.vocab_size = min(config.vocab_size, VOCAB_ON_CPU)
     config.eos_token_id = config.pad_token_id = config.bos_token_id = None
     config._attn_implementation = attn
+    if untie:
+        config.tie_word_embeddings = False
+        if hasattr(config, "get_text_config"):
+            config.get_text_config().tie_word_embeddings = False
     torch.manual_seed(0)
     with torch.device(device):
         built = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn)
@@ -221,7 +226,7 @@ def check_prompts(vocab: int) -> list[list[int]]:
     return [shared + e.tolist() for e in random_examples(vocab, [3, 17, 30, 1], seed=6)]
 
 
-NEW_TOKENS = 8
+NEW_TOKENS = 6
 
 
 def _greedy_one_by_one(model, prompts: list[list[int]], device) -> list[list[int]]:

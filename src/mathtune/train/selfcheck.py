@@ -28,16 +28,18 @@ from mathtune.models.selfcheck import (TOLERANCE, Check, DecoderBench, build_mod
 
 def check_lean_head(model_name, device, dtype: torch.dtype) -> Check:
     """The lean head (TRL's chunked log-probabilities on the labelled positions only) against
-    the plain head (all logits, cross-entropy): the loss and the gradients of the head's input
-    side (the final norm and the embedding/head weight)."""
+    the plain head (all logits, cross-entropy): the loss and the gradients of the final norm
+    (which the head's gradient to its input decides) and of the head's weight."""
     from trl.trainer.utils import add_fused_lm_head
 
     from mathtune.train.lm_head import OUTPUTS, use_lm_head
 
     start = time.perf_counter()
-    model = build_model(model_name, device, dtype)
+    # The head a weight of its own (the same shape): only the head and the final norm take
+    # gradients, so the backward ends at the norm instead of running through every layer.
+    model = build_model(model_name, device, dtype, untie=True)
     model.train()
-    for p in model.parameters():  # only the head's input side is compared: no weight gradients elsewhere
+    for p in model.parameters():
         p.requires_grad_(False)
     for p in (model.model.norm.weight, model.get_output_embeddings().weight):
         p.requires_grad_(True)
