@@ -153,6 +153,47 @@ def test_a_named_path_that_fails_is_refused_not_replaced(fresh_cache, tiny_model
     assert not (out / "adapter").exists() and not (out / "train" / "summary.json").exists()
 
 
+def test_training_on_a_wrong_packed_attention_runs_sdpa_and_says_why(fresh_cache, segments_replaced,
+                                                                     tiny_model_dir, small_data_dir, tmp_path,
+                                                                     capsys):
+    def wrong(module, query, key, value, attention_mask, **kwargs):
+        out, weights = segment_attention(module, query, key, value, attention_mask, **kwargs)
+        return out.flip(1), weights  # the tokens' outputs in the wrong order
+
+    segments_replaced(wrong)
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\n")
+    out = tmp_path / "run"
+    settings = [f"model.name_or_path={tiny_model_dir}", f"data.source={small_data_dir}", "data.train_limit=8",
+                "train.epochs=1", "train.batch_size=4", "train.report_to=[]"]
+    assert main(["train", str(config), "--out", str(out), *[x for s in settings for x in ("--set", s)]]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("attention: ")]
+    assert len(said) == 1 and "mathtune_segments failed its check" in said[0] and said[0].endswith("sdpa ran instead")
+    summary = json.loads((out / "train" / "summary.json").read_text())
+    assert summary["attention"] == "sdpa"
+    record = summary["fast_paths"]["attention"]
+    assert (record["asked"], record["path"], record["verdict"]) == (SEGMENTS, "sdpa", "fail")
+    assert said[0] == f"attention: {record['reason']}"
+    assert summary["fast_paths"]["lm_head"]["verdict"] == "pass" and summary["lm_head"] == "lean"
+
+
+def test_fixed_slots_asked_for_by_name_and_failing_are_refused(fresh_cache, monkeypatch, tiny_model_dir,
+                                                               small_data_dir, tmp_path, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the stand-in slots broke")
+        yield
+
+    monkeypatch.setattr(engine, "_decode_static", broken)
+    monkeypatch.setenv("MATHTUNE_STATIC_CACHE", "1")
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "2",
+                 "--max-new-tokens", "4", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("mathtune: error: MATHTUNE_STATIC_CACHE=1: fixed_slots failed its check on this device "
+                   "(decoder fixed_slots: crashed: RuntimeError: the stand-in slots broke); ask for another, or auto")
+    assert not (out / "eval").exists() or not any((out / "eval").iterdir())  # refused before anything is written
+
+
 def test_doctor_on_the_cpu(fresh_cache, capsys):
     from mathtune.core.provenance import library_version
 

@@ -26,7 +26,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.models.load import cache_root
-from mathtune.models.selfcheck import DECODERS, FALLBACK, check_model, environment, run_check
+from mathtune.models.selfcheck import DECODER_CHECK_DTYPE, FALLBACK, check_model, environment, run_check
 
 VERDICTS_ENV = "MATHTUNE_VERDICTS"
 # Verdicts read or made by this process, by (key, check name): the file is read once, and a
@@ -152,9 +152,7 @@ def checked_decoder(model) -> dict:
     """The decoder the evaluation of this model runs, checked before its first use here; kept on
     the model (decoder_of reads it)."""
     path = auto_decoder(model)
-    weights = next(model.parameters())
-    dtype = weights.dtype if weights.dtype.is_floating_point else torch.bfloat16
-    record = checked_path("decoder", path, weights.device, dtype,
+    record = checked_path("decoder", path, next(model.parameters()).device, DECODER_CHECK_DTYPE,
                           explicit=path.startswith("fixed_slots") and os.environ.get("MATHTUNE_STATIC_CACHE") == "1",
                           setting="MATHTUNE_STATIC_CACHE=1")
     model.mathtune_decoder = record
@@ -162,11 +160,10 @@ def checked_decoder(model) -> dict:
 
 
 def decoder_of(model) -> str:
-    """The decoder to run for this model: its checked one, else what auto picks (unchecked)."""
-    record = getattr(model, "mathtune_decoder", None)
-    path = record["path"] if record else auto_decoder(model)
-    assert path in DECODERS
-    return path
+    """The decoder to run for this model (a DECODERS key), checked before its first use here:
+    every place that decodes (evaluation, validation exact match, RFT's sampling) asks this."""
+    record = getattr(model, "mathtune_decoder", None) or checked_decoder(model)
+    return record["path"]
 
 
 def eval_paths(model) -> dict:
@@ -176,4 +173,4 @@ def eval_paths(model) -> dict:
     return {"attention": {"kind": "attention", "path": attention, "asked": attention, "check": None,
                           "verdict": "not needed",
                           "reason": "decoding has no packed rows: the attention runs as transformers' own"},
-            "decoder": getattr(model, "mathtune_decoder", None) or {"kind": "decoder", "path": decoder_of(model)}}
+            "decoder": getattr(model, "mathtune_decoder", None) or checked_decoder(model)}

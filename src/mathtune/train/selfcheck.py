@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mathtune.core.errors import MathtuneError
-from mathtune.models.selfcheck import (TOLERANCE, Check, DecoderBench, build_model, check_attention, check_decoder, check_merged_lora,
-                                       environment, random_examples, relative_diff, verdict)
+from mathtune.models.selfcheck import (DECODER_CHECK_DTYPE, TOLERANCE, Check, DecoderBench, build_model,
+                                       check_attention, check_decoder, check_merged_lora, environment,
+                                       random_examples, relative_diff, verdict)
 
 
 # ---------------------------------------------------------------------------------- LM head
@@ -70,7 +71,8 @@ def check_lean_head(model_name, device, dtype: torch.dtype) -> Check:
 # ---------------------------------------------------------------------------------- entry
 
 
-def run_doctor(model: str | None = None, device: str | None = None, show: Callable[[str], None] | None = None) -> dict:
+def run_doctor(model: str | None = None, device: str | None = None,
+               show: Callable[[str], None] | None = None) -> dict:
     """The environment and every check for this device: {device, versions, kernels, checks}.
     show: called with the environment's lines, then each check's line as it finishes."""
     from mathtune.models.attention import NAME as SEGMENTS, VARLEN, varlen_usable
@@ -85,18 +87,20 @@ def run_doctor(model: str | None = None, device: str | None = None, show: Callab
         show(format_environment(env))
     on_gpu = dev.type == "cuda"
     varlen_ok = on_gpu and varlen_usable(torch.bfloat16)
-    bench = DecoderBench(model, dev, dtype)  # one model for the decoders and the merge, which comes last
+    # One model for the decoders and the merge, which comes last: the merge in float32, as auto
+    # merges, even on a GPU (where a bf16 merge's agreement is bench/gpu.sh's merge stage).
+    bench = DecoderBench(model, dev, DECODER_CHECK_DTYPE)
     planned = [
-        lambda: check_attention(model, dev, SEGMENTS, "sdpa", torch.float32, auto_picks=not varlen_ok),
+        lambda: check_attention(model, dev, SEGMENTS, "sdpa", dtype, auto_picks=not varlen_ok),
         lambda: check_attention(model, dev, VARLEN, "sdpa", torch.bfloat16, auto_picks=varlen_ok,
                                 reason_not=None if varlen_ok else
                                 "needs torch's varlen kernel on an Ampere-or-newer CUDA GPU in bf16"),
         lambda: check_lean_head(model, dev, dtype),
-        lambda: check_decoder(model, dev, dtype, "dynamic_cache", auto_picks=not on_gpu, bench=bench),
-        lambda: check_decoder(model, dev, dtype, "fixed_slots_cuda_graph" if on_gpu else "fixed_slots",
+        lambda: check_decoder(model, dev, DECODER_CHECK_DTYPE, "dynamic_cache", auto_picks=not on_gpu, bench=bench),
+        lambda: check_decoder(model, dev, DECODER_CHECK_DTYPE, "fixed_slots_cuda_graph" if on_gpu else "fixed_slots",
                               auto_picks=on_gpu, bench=bench),
-        # auto merges an adapter into float32 weights only (models.load.attach_adapter)
-        lambda: check_merged_lora(model, dev, dtype, auto_picks=dtype == torch.float32, bench=bench),
+        # auto merges only into float32 weights (models.load.attach_adapter): a CPU's, not a GPU's bf16
+        lambda: check_merged_lora(model, dev, DECODER_CHECK_DTYPE, auto_picks=dtype == torch.float32, bench=bench),
     ]
     checks = []
     for run in planned:
@@ -108,10 +112,13 @@ def run_doctor(model: str | None = None, device: str | None = None, show: Callab
 
         if check_model() is None:
             key = verdict_key(dev)
-            for c, checked_in in zip(checks, [torch.float32, torch.bfloat16, dtype, dtype, dtype]):
-                if c.auto_picks and not c.verdict.startswith("n/a"):
-                    remember(key, verdict_name(c.name, checked_in), {"verdict": c.verdict, "max_diff": c.max_diff, "tolerance": c.tolerance,
-                                           "reference": c.reference, "seconds": c.seconds})
+            # every path that ran (auto's or not: MATHTUNE_STATIC_CACHE may ask for the other
+            # decoder); the merge is no first-use path
+            for c, checked_in in zip(checks, [dtype, torch.bfloat16, dtype, DECODER_CHECK_DTYPE, DECODER_CHECK_DTYPE]):
+                if not c.verdict.startswith("n/a"):
+                    remember(key, verdict_name(c.name, checked_in),
+                             {"verdict": c.verdict, "max_diff": c.max_diff, "tolerance": c.tolerance,
+                              "reference": c.reference, "seconds": c.seconds})
     return {"device": env["device"], "versions": env["versions"], "kernels": env["kernels"],
             "checks": [asdict(c) for c in checks]}
 
