@@ -4,8 +4,8 @@ library's own path run instead when the check fails.
     record = checked_path("attention", "mathtune_segments", device, dtype, explicit=False)
     record["path"]   # what runs: the path asked for, or its fallback (selfcheck.FALLBACK)
 
-The verdict of each check is kept in VERDICTS_FILE (default $MATHTUNE_CACHE/verdicts.json,
-~/.cache/mathtune/verdicts.json), keyed by the device's name and capability, the versions of
+The verdict of each check is kept in verdicts_file() ($MATHTUNE_VERDICTS, else
+$MATHTUNE_CACHE/verdicts.json, by default ~/.cache/mathtune/verdicts.json), keyed by the device's name and capability, the versions of
 torch, CUDA, transformers, peft, trl, bitsandbytes and mathtune, and the check's model: a new
 GPU, driver stack or release is checked again, the same one only once. A check that fails or
 crashes sends `auto` to the fallback, with one terminal line naming the path, the check and
