@@ -26,6 +26,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -82,7 +83,7 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         name, capability = torch.cuda.get_device_name(device), ".".join(map(str, torch.cuda.get_device_capability(device)))
     else:
-        name, capability = platform.processor() or platform.machine() or "cpu", None
+        name, capability = _cpu_name(), None
     versions = {lib: library_version(lib) for lib in ("mathtune", "torch", "transformers", "peft", "trl", "bitsandbytes")}
     versions["cuda"] = torch.version.cuda
     kernels = {"varlen": torch_varlen_kernel() is not None,
@@ -90,6 +91,17 @@ def environment(device: torch.device) -> dict:
                "liger": importlib.util.find_spec("liger_kernel") is not None}
     return {"device": {"type": device.type, "name": name, "capability": capability}, "versions": versions,
             "kernels": kernels}
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (its vector units decide the kernels a CPU runs), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def build_model(model: str | None, device: torch.device, dtype: torch.dtype, attn: str = "sdpa", untie: bool = False):
