@@ -2,6 +2,9 @@
 # Every GPU measurement in one device call, on the Qwen2-1.5B shape with random weights, the
 # real tokenizer and the real GSM8K text. Stages (STAGES, in this order, each under its own
 # time limit so that one slow stage still leaves the others' results):
+#   doctor    `mathtune doctor` first: every fast path against its reference on this GPU (packed
+#             varlen attention, the lean head, the CUDA-graph and dynamic decoders, merged LoRA);
+#             a path that fails here is what the later stages' figures must not rest on
 #   check     bench/varlen_check.py: packed rows through mathtune_varlen on the real kernel against
 #             an unpacked reference (loss, each example's loss, LoRA gradients) within bf16 tolerance
 #   train     bench/train_speed.py, TRAIN_PATHS (default mathtune, TRL's defaults, and mathtune's
@@ -26,7 +29,7 @@
 #   run       a reference `mathtune run` of configs/qwen2-1.5b-gsm8k-lora.yaml
 #   rft       RFT sampling through `mathtune eval --samples 4`
 #   grpo      GRPO steps of configs/qwen2-1.5b-gsm8k-grpo.yaml
-# Default STAGES="check train" (training speed, 5-7 minutes); the evaluation's figures in a
+# Default STAGES="doctor check train" (the doctor ~1 minute, then training speed, 5-7 minutes); the evaluation's figures in a
 # second call, STAGES="startup eval merge" (~11 minutes); then STAGES="switches sweep".
 # Everything lands in OUT/results.tgz plus OUT/summary.txt (the device tool brings back at most
 # eight files).
@@ -63,7 +66,7 @@ shape=${SHAPE:-qwen2-1.5b}
 tokenizer=${TOKENIZER:-.device/tokenizer}
 data=${DATA:-.device/gsm8k}
 py=${PYTHON:-python3}
-stages=" ${STAGES:-check train} "
+stages=" ${STAGES:-doctor check train} "
 summary="$out/summary.txt"
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$summary"; }
 has() { [[ "$stages" == *" $1 "* ]]; }
@@ -81,6 +84,14 @@ print(" | ".join(f"{n} {getattr(importlib.util.find_spec(n) and importlib.import
                  for n in names))
 PY
 } | tee -a "$summary"
+
+if has doctor; then
+  log "mathtune doctor (the Qwen2-1.5B shape, 4 layers, random weights); its verdicts stay in the cache for the run stage"
+  limited "${T_DOCTOR:-240}" $py -m mathtune doctor --json > "$work/doctor.json" 2> "$work/doctor.err"
+  cat "$work/doctor.err" | grep -v Warning | tail -3 | tee -a "$summary"
+  $py -c "import json, sys; from mathtune.train.selfcheck import format_report; print(format_report(json.load(open(sys.argv[1]))))" \
+    "$work/doctor.json" 2>/dev/null | tee -a "$summary"
+fi
 
 log "building the $shape shape"
 model_dir=$($py - "$shape" "$tokenizer" <<'PY'

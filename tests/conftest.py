@@ -33,6 +33,22 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{len(skipped)} skipped: {FULL_GSM8K_MISSING}", yellow=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def first_use_checks_on_a_small_model(tmp_path_factory):
+    """The first-use checks of fast paths (models.first_use) build a small config, not the
+    reference shape (seconds, not a minute, per session), and keep their verdicts in this
+    session's own file, never in the user's cache; subprocesses inherit both."""
+    saved = {k: os.environ.get(k) for k in ("MATHTUNE_CHECK_MODEL", "MATHTUNE_VERDICTS")}
+    os.environ["MATHTUNE_CHECK_MODEL"] = str(REPO / "tests" / "data" / "check-model")
+    os.environ["MATHTUNE_VERDICTS"] = str(tmp_path_factory.mktemp("verdicts") / "verdicts.json")
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
     """GSM8K problems in a local folder (train.jsonl, test.jsonl): the full GSM8K (7,473 train /

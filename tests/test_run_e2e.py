@@ -217,3 +217,31 @@ def test_sigkill_while_writing_the_report_leaves_no_truncated_file(run_dir, tmp_
     assert main(["report", str(copy)]) == 0
     assert not list(copy.rglob(".*.tmp"))
     assert json.loads((copy / "analysis.json").read_text())["run"]["name"] == "tiny"
+
+
+def test_summaries_name_the_paths_that_ran_and_their_checks(run_dir):
+    """Which attention, LM head and decoder ran, each fast one checked on this device before its
+    first use, named as the plan, the report and `mathtune doctor` name them."""
+    out, _ = run_dir
+    train = json.loads((out / "train" / "summary.json").read_text())
+    assert (train["attention"], train["lm_head"]) == ("mathtune_segments", "lean")  # packed rows on a CPU
+    for kind, path in (("attention", "mathtune_segments"), ("lm_head", "lean")):
+        record = train["fast_paths"][kind]
+        assert (record["path"], record["check"], record["verdict"], record["reason"]) == \
+            (path, f"{kind} {path}", "pass", None)
+        assert record["max_diff"] <= record["tolerance"] and record["checked"] in ("now", "remembered")
+    for name in ("base", "tuned"):
+        s = json.loads((out / "eval" / f"{name}.summary.json").read_text())
+        assert s["decoder"] == "dynamic_cache" and s["attention"] == "sdpa"
+        d = s["fast_paths"]["decoder"]
+        assert (d["path"], d["check"], d["verdict"], d["reason"]) == ("dynamic_cache", "decoder dynamic_cache", "pass",
+                                                                      None)
+        assert s["fast_paths"]["attention"]["verdict"] == "not needed"
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["paths"] == {"attention": "mathtune_segments", "lm_head": "lean", "decoder": "dynamic_cache"}
+    stages = {s["stage"]: s for s in json.loads((out / "analysis.json").read_text())["run"]["provenance"]["stages"]}
+    assert (stages["train"]["attention"], stages["train"]["lm_head"]) == ("mathtune_segments", "lean")
+    assert stages["eval base"]["decoder"] == "dynamic_cache"
+    report = (out / "report.md").read_text()
+    assert "LM head" in report and "dynamic_cache" in report
+    assert "train: attention mathtune_segments: checked on this device, pass (max diff" in report

@@ -26,6 +26,7 @@ SUMMARY_KEYS = {
     "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity", "data_sources",
     "select_by", "best_val_exact_match",
     "quantization_record", "adapter_settings",
+    "lm_head", "fast_paths",  # which head ran, and how each fast path was chosen (models.first_use)
 }
 
 

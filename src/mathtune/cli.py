@@ -441,10 +441,11 @@ def _cmd_demo(args) -> None:
 
 
 def _cmd_doctor(args) -> None:
-    from mathtune.train.selfcheck import failed_auto_paths, format_report, run_doctor
+    from mathtune.train.selfcheck import failed_auto_paths, run_doctor
 
-    report = run_doctor(args.model, args.device)
-    print(json.dumps(report) if args.json else format_report(report))
+    report = run_doctor(args.model, args.device, show=None if args.json else lambda line: print(line, flush=True))
+    if args.json:
+        print(json.dumps(report))
     failed = failed_auto_paths(report)
     if failed:
         raise MathtuneError("a path auto picks here failed its check: " + ", ".join(c["name"] for c in failed))

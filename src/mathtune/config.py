@@ -78,9 +78,12 @@ class ModelConfig(_Section):
     """Hub id, local folder, or a .gguf file (dequantized on load, cached as safetensors)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """auto = bfloat16 on a GPU, float32 on a CPU."""
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = "auto"
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "mathtune_varlen",
+                                 "mathtune_segments"] = "auto"
     """auto = sdpa, except for packed training rows: there one varlen flash-attention call per
-    layer on a GPU (torch 2.10+, bf16/fp16), one sdpa call per example elsewhere."""
+    layer on a GPU (mathtune_varlen: torch 2.10+, bf16/fp16), one sdpa call per example
+    elsewhere (mathtune_segments). Either is checked on the device before its first use: auto
+    falls back to sdpa when the check fails; a name given here is refused instead."""
     trust_remote_code: bool = False
     """Run Python code shipped with the model (a custom architecture). Off by default; the
     report says when it was on."""

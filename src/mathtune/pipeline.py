@@ -21,6 +21,7 @@ from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, refuse_other_settings
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.models.attention import training_attention  # unpacked rows: what decoding runs
 from mathtune.task.data import GSM8K_FORMAT
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
 
@@ -64,7 +65,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     # One load for both: with model.quantization the tuned model is this same quantized base with
     # the adapter beside it (attach_adapter merges only into float32 weights).
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
-                                  attn_implementation=config.model.attn_implementation,
+                                  attn_implementation=training_attention(config.model.attn_implementation, False),
                                   trust_remote_code=config.model.trust_remote_code,
                                   quantization=config.model.quantization)
     attached = False

@@ -158,6 +158,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
     from mathtune.evaluation.request import EvalRequest, load_problems
     from mathtune.models.load import load_tokenizer
+    from mathtune.models.selfcheck import planned_paths
     from mathtune.task.data import DataFormat, training_splits
     from mathtune.task.mix import mix_training_problems
     from mathtune.task.sequences import prompt_ids
@@ -297,6 +298,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                                                   "time" if quantization != "none" else "")
                               + "; an estimate, not a measurement"),
         "quantization": quantization,
+        "paths": planned_paths(config.model.attn_implementation, t.packing, on_gpu),
         "adapter": _adapter_variant(config),
         "full_precision": None if quantization == "none" else {
             "dtype": "bfloat16" if on_gpu else "float32",
@@ -338,9 +340,15 @@ def format_plan(plan: dict) -> str:
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan),
         f"  basis      {plan['time_basis']}",
+        *([f"  paths      {_paths(plan['paths'])}"] if plan.get("paths") else []),
         f"  FLOPs are  {f['formula']}",
     ]
     return "\n".join(lines)
+
+
+def _paths(paths: dict) -> str:
+    return (", ".join(f"{kind} {path}" for kind, path in paths.items())
+            + " (each fast one checked on the device before its first use)")
 
 
 def _memory_parts(plan: dict) -> str:

@@ -95,6 +95,7 @@ def run_provenance(run_dir: Path) -> dict:
     if train:
         stages.append({"stage": "train", "model": train.get("model"), "adapter": None, "data": data_label(train.get("data_identity")),
                        "device": train.get("device"), "dtype": train.get("dtype"), "attention": train.get("attention"),
+                       "lm_head": train.get("lm_head"), "decoder": None, "path_checks": path_checks(train),
                        "batch_size": train.get("batch_size"), "versions": train.get("versions") or {},
                        "trust_remote_code": bool(train.get("trust_remote_code")),
                        "weights": quantization_label(train.get("quantization_record")),
@@ -110,6 +111,7 @@ def run_provenance(run_dir: Path) -> dict:
         stages.append({"stage": f"eval {path.name.removesuffix('.summary.json')}", "model": s.get("model"),
                        "adapter": s.get("adapter"), "data": data_label(s.get("data_identity")) or s.get("data"),
                        "device": s.get("device"), "dtype": s.get("dtype"), "attention": s.get("attention"),
+                       "lm_head": None, "decoder": s.get("decoder"), "path_checks": path_checks(s),
                        "batch_size": s.get("batch_size"), "versions": s.get("platform") or {},
                        "trust_remote_code": bool(s.get("trust_remote_code")),
                        "weights": quantization_label(s.get("quantization_record")),
@@ -121,6 +123,21 @@ def run_provenance(run_dir: Path) -> dict:
     return {"stages": stages, "model": models[0] if models else None, "data": data[0] if data else None,
             "remote_code_stages": [s["stage"] for s in stages if s["trust_remote_code"]],
             "weights": _weights_note(stages), "adapters": _adapters(stages)}
+
+
+def path_checks(summary: dict) -> list[str]:
+    """How each path a stage ran was chosen, from its summary's fast_paths (models.first_use):
+    'attention mathtune_segments: checked on this device, pass (max diff 2e-07, tolerance 0.001)'."""
+    lines = []
+    for kind, r in (summary.get("fast_paths") or {}).items():
+        if not isinstance(r, dict) or not r.get("check"):
+            continue
+        if r.get("reason"):
+            lines.append(f"{kind} {r.get('path')}: {r['reason']}")
+        else:
+            diff = "" if r.get("max_diff") is None else f" (max diff {r['max_diff']:.2g}, tolerance {r['tolerance']:.2g})"
+            lines.append(f"{kind} {r.get('path')}: checked on this device, {r.get('verdict')}{diff}")
+    return lines
 
 
 def _adapters(stages: list[dict]) -> list[dict]:

@@ -15,6 +15,7 @@ import torch
 
 from mathtune.evaluation.records import build_record
 from mathtune.evaluation.request import EvalRequest
+from mathtune.models.first_use import decoder_of
 from mathtune.models.generate import Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
 from mathtune.task.prompts import PromptBuilder, render_verify_turn
@@ -46,12 +47,13 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
                   temperature=request.temperature)
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
-    if not engine.supports(model):
-        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done), "transformers generate"
+    decoder = decoder_of(model)  # auto's pick, or its fallback where its check failed on this device
+    if decoder == "generate":
+        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done), decoder
 
     ids = ([token_ids[p.id] for p in problems] if token_ids is not None else
            [tokenizer(t, add_special_tokens=kwargs["add_special_tokens"])["input_ids"] for t in texts])
-    static = engine.uses_static_cache(model)
+    static = decoder.startswith("fixed_slots")
     size = request.batch_size
     if size == "auto":
         row_tokens = len(ids[0]) + request.max_new_tokens  # problems come longest first
@@ -64,7 +66,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
         try:
             for i, generations in engine.generate_stream(model, tokenizer, [texts[j] for j in remaining],
                                                          prompt_ids=[ids[j] for j in remaining],
-                                                         batch_size=size, **kwargs):
+                                                         batch_size=size, static_cache=static, **kwargs):
                 on_done(problems[remaining[i]], generations)
                 finished.add(i)
             remaining = []
@@ -74,10 +76,7 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
             size = max(1, size // 2)
             torch.cuda.empty_cache()
             remaining = [j for i, j in enumerate(remaining) if i not in finished]
-    if not static:
-        return size, "mathtune engine (shared prefix, refilled batch)"
-    graph = ", one CUDA graph per step" if next(model.parameters()).device.type == "cuda" else ""
-    return size, f"mathtune engine (shared prefix, fixed slots refilled in place{graph})"
+    return size, decoder
 
 
 def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:

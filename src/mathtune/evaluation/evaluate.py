@@ -33,6 +33,7 @@ from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_
                                          refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
                                          summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
 from mathtune.task.data import Problem
 
@@ -131,6 +132,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     check_replacement(paths, request, name, overwrite)
     if model is None:
         model, tokenizer = load_evaluated_model(request)
+    checked_decoder(model)  # the decoder checked before its first use here; its record goes in the summary
     shard = Shard.current()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
     records = resume(paths, request, shard)
@@ -240,6 +242,7 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
                         attention=getattr(model.config, "_attn_implementation", None))
     summary["world_size"] = world_size
     summary["decoder"] = decoder
+    summary["fast_paths"] = eval_paths(model)  # which attention and decoder ran, and why
     summary |= weights_record(model, request)
     if resumed:
         summary["resumed_from"] = resumed

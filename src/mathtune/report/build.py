@@ -341,14 +341,19 @@ def provenance_blocks(provenance: dict) -> list:
         return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
 
     rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
-             show(s["device"]), show(s["dtype"]), show(s.get("weights")), show(s["attention"]), show(s["batch_size"]),
-             versions(s["versions"])]
+             show(s["device"]), show(s["dtype"]), show(s.get("weights")), show(s["attention"]), show(s.get("lm_head")),
+             show(s.get("decoder")), show(s["batch_size"]), versions(s["versions"])]
             for s in stages]
     remote = provenance.get("remote_code_stages") or []
     said = (f"trust_remote_code was on for {', '.join(remote)}: Python code shipped with the model ran in that stage."
             if remote else "trust_remote_code was off: no code shipped with the model ran.")
-    blocks: list = [Table(["stage", "model", "data", "device", "dtype", "base weights", "attention", "batch", "versions"],
-                          rows)]
+    blocks: list = [Table(["stage", "model", "data", "device", "dtype", "base weights", "attention", "LM head", "decoder",
+                           "batch", "versions"], rows)]
+    checks = [f"{s['stage']}: {line}" for s in stages for line in s.get("path_checks") or []]
+    if checks:
+        blocks.append(Para("Fast paths, each checked against its reference on the device before its first use "
+                           "(`mathtune doctor`):"))
+        blocks.append(Bullets(checks))
     for a in provenance.get("adapters") or []:
         trained = f"; its weights trained in {a['trained_dtype']}" if a.get("trained_dtype") else ""
         blocks.append(Para(f"Adapter ({', '.join(a['stages'])}): {a['adapter']}{trained}."))

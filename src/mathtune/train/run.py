@@ -34,13 +34,14 @@ from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.core.terminal import duration, run_log, say
-from mathtune.models.attention import training_attention
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
 from mathtune.task.data import DataFormat, data_identity, training_splits
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
+from mathtune.train.lm_head import use_lm_head
 from mathtune.train.progress import replace_progress
+from mathtune.train.selfcheck import checked_training_paths
 from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_before_loading,
                                     check_trackers, make_lora_config)
 
@@ -100,12 +101,12 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     else:
         train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems)
     quantized = config.model.quantization != "none"
+    # GRPO trains on unpacked, padded batches. Each fast path is checked here before its first use.
+    attention, head, fast_paths = checked_training_paths(config, config.train.packing and method != "grpo")
     model, _ = load_model(
         config.model.name_or_path,
         dtype=config.model.dtype,
-        # GRPO trains on unpacked, padded batches
-        attn_implementation=training_attention(config.model.attn_implementation,
-                                               config.train.packing and method != "grpo", config.model.dtype),
+        attn_implementation=attention,
         # The Trainer moves a full-precision model to this process's device; a quantized one
         # is quantized on it and cannot move.
         device=process_device() if quantized else "cpu",
@@ -151,6 +152,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
             config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None,
             accuracy=accuracy,
         )
+        head = use_lm_head(trainer.model, head)  # lean unless its check failed here (then TRL's own)
 
     # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
     # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
@@ -169,6 +171,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
+        summary |= {"lm_head": head, "fast_paths": fast_paths}  # which paths ran, and why
         if recipe_stats is not None:
             summary["rft"] = recipe_stats
         write_json_atomic(run_dir / "train" / "summary.json", summary)
