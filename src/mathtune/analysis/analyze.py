@@ -119,11 +119,26 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
          "actual": training.get("wall_time_s") if training.get("available") else None},
         {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
          "actual": round(eval_s, 1) if eval_s is not None else None},
+        {"figure": "peak training memory (GiB)", "planned": plan.get("peak_memory_gib"),
+         "actual": training.get("peak_memory_gib") if training.get("available") else None},
         {"figure": "training cost (USD)", "planned": plan["cost_usd"],
          "actual": training.get("cost_usd") if training.get("available") else None},
     ]
+    for row in rows:
+        row["missed_by"] = plan_miss(row["planned"], row["actual"])
     return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
             "note": "planned evaluation time assumes every answer runs to max_new_tokens; an estimate, not a bound"}
+
+
+def plan_miss(planned, actual) -> str | None:
+    """By how much a planned figure missed what happened, in words: 'on plan', '+38% (actual
+    x1.38 the plan)', '-20% (x0.80)'; None where either is missing or the plan was 0."""
+    if planned is None or actual is None or not planned:
+        return None
+    ratio = actual / planned
+    if round(ratio, 2) == 1:
+        return "on plan"
+    return f"{(ratio - 1) * 100:+.0f}% (actual x{ratio:.2f} the plan)"
 
 
 def recommendations(analysis: dict) -> list[str]:

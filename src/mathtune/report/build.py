@@ -383,8 +383,9 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Table(["", "measured"], rows))
     plan = analysis.get("plan") or {}
     if plan.get("available"):
-        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual"],
-                            [[r["figure"], show(r["planned"]), show(r["actual"])] for r in plan["rows"]]))
+        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
+                            [[r["figure"], show(r["planned"]), show(r["actual"]), r.get("missed_by") or "-"]
+                             for r in plan["rows"]]))
         blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
     verdicts = []
     if training.get("available") and training.get("trend", {}).get("verdict"):
