@@ -202,8 +202,8 @@ def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
     common = [f"model.name_or_path={tiny_model_dir}", f"data.source={small_data_dir}", "data.max_length=512",
               "train.epochs=1", "train.batch_size=2", "train.eval_every_steps=4", "train.report_to=[]",
               "eval.batch_size=3", "name=tiny"]
-    first = ["data.train_limit=12", "eval.limit=3", "eval.max_new_tokens=16"]
-    second = ["data.train_limit=24", "eval.limit=6", "eval.max_new_tokens=24"]
+    first = ["data.train_limit=16", "eval.limit=6", "eval.max_new_tokens=48"]
+    second = ["data.train_limit=24", "eval.limit=9", "eval.max_new_tokens=64"]
 
     def argv(command, sets, *extra):
         return [command, str(config), *extra] + [arg for s in common + sets for arg in ("--set", s)]
@@ -228,3 +228,4 @@ def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
         print(f"{figure}: planned {rows[figure]['planned']}, actual {rows[figure]['actual']}, x{ratio:.2f}")
         assert 1 / CALIBRATED_TOLERANCE <= ratio <= CALIBRATED_TOLERANCE, rows[figure]
         assert rows[figure]["missed_by"]
+    assert "| missed by |" in (tmp_path / "second" / "report.md").read_text()
