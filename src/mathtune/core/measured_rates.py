@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mathtune.core.cache import cache_root
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_json_atomic
 
@@ -26,8 +27,7 @@ def rates_file() -> Path:
     explicit = os.environ.get("MATHTUNE_RATES")
     if explicit:
         return Path(explicit)
-    # The same cache folder as the models' (models.load.cache_root), which core cannot import.
-    return Path(os.environ.get("MATHTUNE_CACHE", Path.home() / ".cache" / "mathtune")) / "measured_rates.json"
+    return cache_root() / "measured_rates.json"
 
 
 def _read_all() -> dict:

@@ -9,7 +9,6 @@ the result is cached once as safetensors under MATHTUNE_CACHE (default
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mathtune.core import cache as core_cache
 from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
@@ -29,7 +29,7 @@ MERGE_IN_LOW_PRECISION = False
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("MATHTUNE_CACHE", Path.home() / ".cache" / "mathtune"))
+    return core_cache.cache_root()
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -53,9 +53,7 @@ def _is_local(name_or_path: str) -> bool:
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_root() / "dequantized" / f"{gguf.stem}-{key}"
+    return core_cache.dequantized_folder(gguf)
 
 
 def dequantize_gguf(gguf: Path) -> Path:
