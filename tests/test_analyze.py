@@ -154,6 +154,16 @@ def test_unreachable_data_source_is_recorded_not_raised(tmp_path, gsm8k_dir):
     assert c["available"] is False and "not reachable" in c["reason"]
 
 
+def test_the_data_source_is_named_resolved_as_what_ran_names_it(tmp_path, gsm8k_dir):
+    """Data given through a link (…/shared/gsm8k) reads as the folder it is, in the header as in
+    "What ran": one path for the data in the whole report."""
+    run = write_run(tmp_path, gsm8k_dir)
+    (tmp_path / "linked").symlink_to(tmp_path / "data")
+    config = (run / "config.yaml").read_text().replace(str(tmp_path / "data"), str(tmp_path / "linked"))
+    (run / "config.yaml").write_text(config)
+    assert build_analysis(run)["run"]["data_source"] == str((tmp_path / "data").resolve())
+
+
 def test_eval_only_folder(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir, with_train=False)
     analysis = build_analysis(run)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
             "name": config.name if config else run_dir.name,
             # An evaluation-only folder has no config; its summaries still say what ran.
             "base_model": config.model.name_or_path if config else provenance["model"],
-            "data_source": config.data.source if config else provenance["data"],
+            # Resolved, as "What ran" names it: one path for the data in the whole report.
+            "data_source": resolved_source(config.data.source) if config else provenance["data"],
             "report_formats": list(config.report.formats) if config else ["md", "html"],
             "provenance": provenance,
         },
@@ -101,6 +103,13 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     analysis["plan"] = plan_vs_actual(run_dir, training, benchmark)
     analysis["recommendations"] = recommendations(analysis)
     return analysis
+
+
+def resolved_source(source: str) -> str:
+    """A local data folder or file with its links resolved (…/shared/gsm8k given through a link
+    reads as the folder it is); a hub id as given."""
+    path = Path(os.path.expanduser(source))
+    return str(path.resolve()) if path.exists() else source
 
 
 def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
