@@ -167,9 +167,27 @@ def test_the_data_source_is_named_resolved_as_what_ran_names_it(tmp_path, gsm8k_
 def test_eval_only_folder(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir, with_train=False)
     analysis = build_analysis(run)
-    assert analysis["training"] == {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    assert analysis["training"] == {"available": False, "ran": False,
+                                    "reason": "no training in this run (no train/metrics.jsonl)"}
     assert analysis["seed_claim"]["available"] is False
     assert analysis["benchmark"]["paired"]["available"]
+
+
+def test_a_report_without_training_leaves_out_what_did_not_run(tmp_path, gsm8k_dir):
+    """An evaluation or probe folder's report has no Training or Token accuracy section that
+    would only say "not available"; a run that trained keeps both."""
+    from mathtune.report.build import build_report
+
+    run = write_run(tmp_path / "evaluated", gsm8k_dir, with_train=False)
+    run_analysis(run)
+    build_report(run)
+    text = (run / "report.md").read_text()
+    assert "## Training" not in text and "Token accuracy is not" not in text and "## Benchmark" in text
+    trained_run = write_run(tmp_path / "trained", gsm8k_dir)
+    run_analysis(trained_run)
+    build_report(trained_run)
+    trained = (trained_run / "report.md").read_text()
+    assert "## Training" in trained and "## Token accuracy is not problem-solving accuracy" in trained
 
 
 def test_seed_claim_puts_token_accuracy_next_to_exact_match(plateau_run):

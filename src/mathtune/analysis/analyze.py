@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 
 def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     if not training.get("available"):
-        return {"available": False, "reason": "no training in this run"}
+        return {"available": False, "ran": training.get("ran", True), "reason": "no training in this run"}
     tuned = benchmark.get("models", {}).get("tuned") if benchmark.get("available") else None
     if tuned is None:
         return {"available": False, "reason": "no tuned-model evaluation in this run"}
