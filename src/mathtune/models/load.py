@@ -56,6 +56,24 @@ def _gguf_cache_dir(gguf: Path) -> Path:
     return core_cache.dequantized_folder(gguf)
 
 
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers draws its GGUF conversion bar with tqdm.auto directly, which neither its
+    disable_progress_bar nor HF_HUB_DISABLE_PROGRESS_BARS reaches, and TQDM_DISABLE is read only
+    when tqdm is imported: its module's tqdm is swapped for a disabled one while it converts.
+    The lines around it (dequantizing ..., dequantized: ...) say what happened."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
 def dequantize_gguf(gguf: Path) -> Path:
     """Dequantize a GGUF once and save it as a plain transformers folder; returns the folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -66,8 +84,9 @@ def dequantize_gguf(gguf: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     say(f"dequantizing {gguf.name} (once; cached in {target})")
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _no_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as err:
         raise MathtuneError(f"cannot load GGUF file {gguf}: {_first_line(err)}") from None
     # A GGUF-loaded model keeps its quantizer attached, and save_pretrained refuses to run
