@@ -48,7 +48,9 @@ def run_case(name: str, before: bool, busy: bool, args, out: Path) -> dict:
             competitor.kill()
             competitor.wait()
     records = out / name / "eval"
-    files = sorted(records.glob("*.jsonl")) if records.is_dir() else []
+    # The finished records only: a stopped case leaves NAME.partial.jsonl, which is not compared.
+    files = sorted(p for p in records.glob("*.jsonl") if not p.name.endswith(".partial.jsonl")) \
+        if records.is_dir() and rc == 0 else []
     return {"case": name, "wait": "runtime default" if before else "passive (mathtune)",
             "competing_busy_loop": busy, "wall_s": round(wall, 1) if wall else None, "rc": rc,
             "load_average_at_start": [round(x, 2) for x in load],
