@@ -264,12 +264,14 @@ def _shipped_train_rate(entry: dict) -> float:
     return entry["train_tokens_per_s"] * per_example / ex["tokens_mean"]
 
 
-def _nearest_measurement(shape: dict) -> dict | None:
-    """This machine's newest measurement on the model nearest in size, within EXTRAPOLATION_FACTOR."""
+def _nearest_measurement(shape: dict, field: str) -> dict | None:
+    """This machine's newest measurement of `field` on the model nearest in size, within
+    EXTRAPOLATION_FACTOR (a quantized run measures training alone: decoding then comes from
+    another run)."""
     best, best_distance = None, math.log(EXTRAPOLATION_FACTOR)
     for entry in measured_rates(this_machine()):
         params = entry.get("base_params")
-        if not params or not (entry.get("train_flops_per_s") or entry.get("decode_flops_per_s")):
+        if not params or not entry.get(field):
             continue
         distance = abs(math.log(params / shape["base_params"]))
         if distance <= best_distance:  # the newer of two as near
@@ -304,16 +306,17 @@ def _rates(device: str, shape: dict) -> dict:
                  "basis": (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
                            f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak, weights read at its specified "
                            f"{BANDWIDTH_TBPS[device]} TB/s")}
-    measured = _nearest_measurement(shape) if device == _detected_device() else None
-    if measured is not None:
-        kept = [k for k in ("train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s") if measured.get(k)]
-        rates.update({k: measured[k] for k in kept}, source="measured", extrapolated=False)
+    fields = ("train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")
+    measured = {k: _nearest_measurement(shape, k) for k in fields} if device == _detected_device() else {}
+    measured = {k: m for k, m in measured.items() if m is not None}
+    if measured:
         words = {"train_flops_per_s": "training {:,.3g} GFLOP/s", "decode_flops_per_s": "decoding {:,.3g} GFLOP/s",
                  "weight_bytes_per_s": "weights read at {:,.3g} GB/s"}
-        rates["basis"] = (f"this machine's measured rates ({this_machine()}), reached by the run {measured['run']} "
-                          f"({measured['when']}) on a model of {measured['base_params']:,} parameters: "
-                          + ", ".join(words[k].format(measured[k] / 1e9) for k in kept)
-                          + ("" if len(kept) == 3 else "; the rest from " + rates["basis"]))
+        rates.update({k: m[k] for k, m in measured.items()}, source="measured", extrapolated=False)
+        rates["basis"] = (f"this machine's measured rates ({this_machine()}): "
+                          + ", ".join(f"{words[k].format(m[k] / 1e9)} (the run {m['run']}, {m['when']}, a model of "
+                                      f"{m['base_params']:,} parameters)" for k, m in measured.items())
+                          + ("" if len(measured) == len(fields) else "; the rest from " + rates["basis"]))
     return rates
 
 
