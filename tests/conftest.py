@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ SHARED_GSM8K = Path(os.environ.get("MATHTUNE_TEST_GSM8K", REPO.parent / "shared"
 # this repository alone has, so the suite runs there too.
 DEMO_PROBLEMS = REPO / "src" / "mathtune" / "demo_data"
 FULL_GSM8K_MISSING = f"needs the full GSM8K test set, not found at {SHARED_GSM8K} (set MATHTUNE_TEST_GSM8K)"
+# The rates the tests' tiny runs reach go to a file of the session's, never to the user's cache,
+# where the next plan on this machine would read them.
+os.environ["MATHTUNE_RATES"] = os.path.join(tempfile.mkdtemp(prefix="mathtune-rates-"), "measured_rates.json")
 
 
 def have_full_gsm8k() -> bool:

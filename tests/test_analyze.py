@@ -154,12 +154,40 @@ def test_unreachable_data_source_is_recorded_not_raised(tmp_path, gsm8k_dir):
     assert c["available"] is False and "not reachable" in c["reason"]
 
 
+def test_the_data_source_is_named_resolved_as_what_ran_names_it(tmp_path, gsm8k_dir):
+    """Data given through a link (…/shared/gsm8k) reads as the folder it is, in the header as in
+    "What ran": one path for the data in the whole report."""
+    run = write_run(tmp_path, gsm8k_dir)
+    (tmp_path / "linked").symlink_to(tmp_path / "data")
+    config = (run / "config.yaml").read_text().replace(str(tmp_path / "data"), str(tmp_path / "linked"))
+    (run / "config.yaml").write_text(config)
+    assert build_analysis(run)["run"]["data_source"] == str((tmp_path / "data").resolve())
+
+
 def test_eval_only_folder(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir, with_train=False)
     analysis = build_analysis(run)
-    assert analysis["training"] == {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    assert analysis["training"] == {"available": False, "ran": False,
+                                    "reason": "no training in this run (no train/metrics.jsonl)"}
     assert analysis["seed_claim"]["available"] is False
     assert analysis["benchmark"]["paired"]["available"]
+
+
+def test_a_report_without_training_leaves_out_what_did_not_run(tmp_path, gsm8k_dir):
+    """An evaluation or probe folder's report has no Training or Token accuracy section that
+    would only say "not available"; a run that trained keeps both."""
+    from mathtune.report.build import build_report
+
+    run = write_run(tmp_path / "evaluated", gsm8k_dir, with_train=False)
+    run_analysis(run)
+    build_report(run)
+    text = (run / "report.md").read_text()
+    assert "## Training" not in text and "Token accuracy is not" not in text and "## Benchmark" in text
+    trained_run = write_run(tmp_path / "trained", gsm8k_dir)
+    run_analysis(trained_run)
+    build_report(trained_run)
+    trained = (trained_run / "report.md").read_text()
+    assert "## Training" in trained and "## Token accuracy is not problem-solving accuracy" in trained
 
 
 def test_seed_claim_puts_token_accuracy_next_to_exact_match(plateau_run):

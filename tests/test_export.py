@@ -134,3 +134,20 @@ def test_export_keeps_a_tokenizer_without_a_pad_token_without_one(trained_run, t
     out = export_merged(run_dir, tmp_path / "merged")
     assert AutoTokenizer.from_pretrained(out).pad_token is None
     assert AutoTokenizer.from_pretrained(tiny_model_dir).pad_token is not None  # the tiny model's own has one, kept
+
+
+def test_a_bf16_export_says_its_merge_is_rounded_and_the_answers_can_differ(trained_run, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A base stored in bf16 is merged and saved in bf16: the export says so, and says whether
+    the merged-against-unmerged agreement was measured; a float32 base says nothing of it."""
+    from mathtune.models import export
+
+    assert cli.main(["export", str(trained_run), "--merged", str(tmp_path / "fp32")]) == 0
+    assert "rounded to" not in capsys.readouterr().out
+    monkeypatch.setattr(export, "stored_dtype", lambda name: torch.bfloat16)
+    assert cli.main(["export", str(trained_run), "--merged", str(tmp_path / "bf16")]) == 0
+    said = capsys.readouterr().out
+    assert "note: the merged model is saved in bfloat16" in said and "can differ from the run's records" in said
+    assert "not measured yet" in said
+    monkeypatch.setattr(export, "LOW_PRECISION_MERGE_AGREEMENT", "1,300/1,319")
+    assert export.low_precision_merge_note(torch.bfloat16, tmp_path).count("same greedy answer on 1,300/1,319") == 1

@@ -181,3 +181,51 @@ def test_a_dora_plan_costs_more_time_and_memory_than_a_lora_plan(tiny_model_dir,
                      device="cpu")
     assert f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO}" in ckpt["time_basis"]
     assert ckpt["time_s"]["train"] > lora["time_s"]["train"]
+
+
+# How far a plan calibrated by one finished run on this machine may miss the next run, a
+# different size, on this machine: the tiny model's time is mostly the fixed cost of every step,
+# which the plan carries in its measured rates, on a 2-core machine shared with other jobs.
+CALIBRATED_TOLERANCE = 2.0
+
+
+def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
+        tiny_model_dir, small_data_dir, tmp_path, monkeypatch, capsys, one_thread):
+    """Before any run the plan's basis is the shipped throughput; after one finished run, `plan
+    --json` names this machine's measured rates, and a larger run planned with them takes
+    within CALIBRATED_TOLERANCE of its planned training and evaluation time."""
+    from mathtune.cli import main
+
+    monkeypatch.setenv("MATHTUNE_RATES", str(tmp_path / "measured_rates.json"))
+    config = tmp_path / "c.yaml"
+    config.write_text("seed: 3\n")
+    common = [f"model.name_or_path={tiny_model_dir}", f"data.source={small_data_dir}", "data.max_length=512",
+              "train.epochs=1", "train.batch_size=2", "train.eval_every_steps=4", "train.report_to=[]",
+              "eval.batch_size=3", "name=tiny"]
+    first = ["data.train_limit=16", "eval.limit=6", "eval.max_new_tokens=48"]
+    second = ["data.train_limit=24", "eval.limit=9", "eval.max_new_tokens=64"]
+
+    def argv(command, sets, *extra):
+        return [command, str(config), *extra] + [arg for s in common + sets for arg in ("--set", s)]
+
+    def plan(sets):
+        capsys.readouterr()
+        assert main(argv("plan", sets, "--json")) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert plan(second)["rates"]["source"] == "shipped"
+    assert main(argv("run", first, "--out", str(tmp_path / "first"))) == 0
+    assert "measured rates: kept in" in capsys.readouterr().out
+    planned = plan(second)
+    assert planned["rates"]["source"] == "measured"
+    assert planned["time_basis"].startswith("this machine's measured rates")
+    assert str((tmp_path / "first").resolve()) in planned["time_basis"]
+
+    assert main(argv("run", second, "--out", str(tmp_path / "second"))) == 0
+    rows = {r["figure"]: r for r in json.loads((tmp_path / "second" / "analysis.json").read_text())["plan"]["rows"]}
+    for figure in ("training time incl. validation (s)", "evaluation time, base and tuned (s)"):
+        ratio = rows[figure]["actual"] / rows[figure]["planned"]
+        print(f"{figure}: planned {rows[figure]['planned']}, actual {rows[figure]['actual']}, x{ratio:.2f}")
+        assert 1 / CALIBRATED_TOLERANCE <= ratio <= CALIBRATED_TOLERANCE, rows[figure]
+        assert rows[figure]["missed_by"]
+    assert "| missed by |" in (tmp_path / "second" / "report.md").read_text()

@@ -27,3 +27,20 @@ def test_plain_lines_name_the_step_of_the_loss_they_show(tmp_path, capsys, monke
     assert lines[1].startswith("train (sft): step 2/3") and lines[1].endswith("loss 0.9000 (step 1)")
     assert lines[2].startswith("train (sft): step 3/3") and lines[2].endswith("loss 0.7000, val 0.7500")
     assert len((tmp_path / "run.log").read_text().splitlines()) == 3  # every log line kept
+
+
+def test_eval_progress_off_a_terminal_is_plain_lines_without_carriage_returns(tiny_model_dir, small_data_dir,
+                                                                               tmp_path, capfd, monkeypatch,
+                                                                               one_thread):
+    """`make demo > log`: `eval base` and `eval tuned` print a line when they start and one
+    every PLAIN_EVERY_S seconds, as training does, never tqdm bars joined by carriage returns."""
+    from mathtune.cli import main
+
+    monkeypatch.setattr(terminal, "PLAIN_EVERY_S", 0.0)
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(small_data_dir), "--limit", "3",
+                 "--max-new-tokens", "4", "--batch-size", "1", "--name", "base", "--out", str(tmp_path)]) == 0
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err
+    lines = out.splitlines()
+    assert "eval base: 3 problems" in lines
+    assert any(line.startswith("eval base: 3/3 problems, ") and "left, strict " in line for line in lines)

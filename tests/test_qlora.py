@@ -8,6 +8,7 @@ refused (it fails after the first validation pass), and a test watches the libra
 from __future__ import annotations
 
 import json
+import re
 from importlib import metadata
 from pathlib import Path
 
@@ -223,6 +224,20 @@ def test_settings_are_checked_before_any_weights_load(tmp_path, tiny_model_dir, 
     with pytest.raises(MathtuneError, match=r"'model.quantization': quantization 4bit applies to a transformers "
                                             r"checkpoint, and a \.gguf file is already quantized"):
         load_config(None, [f"model.name_or_path={gguf}", "model.quantization=4bit"])
+
+    # The refusal names the folder mathtune keeps (or will keep) for that file: what 4bit can load.
+    from mathtune.core.cache import dequantized_folder
+    from mathtune.models.quantize import check_quantization
+
+    monkeypatch.setenv("MATHTUNE_CACHE", str(tmp_path / "cache"))
+    folder = dequantized_folder(gguf)
+    with pytest.raises(MathtuneError, match=f"dequantizes this file once into {re.escape(str(folder))}, the first"):
+        check_quantization("4bit", str(gguf))
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(MathtuneError, match=f"the dequantized folder mathtune keeps for this file: "
+                                            f"{re.escape(str(folder))} \\(with quantization 4bit\\)"):
+        check_quantization("4bit", str(gguf))
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -152,3 +152,22 @@ def test_help_describes_the_registry_in_a_whole_sentence(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert ("Real small models fetched from the package registry, not the model hub: a GGUF file that someone "
             "split into the data files of a few wheels.") in text
+
+
+def test_dequantizing_prints_no_raw_progress_bar(tmp_path, monkeypatch, capfd):
+    """`--dequantize` draws none of transformers' raw bars (its GGUF conversion bar reaches a log
+    as carriage returns); the gguf/dequantizing/dequantized lines say what happened. Needs a real
+    GGUF: the registry's SmolLM2-135M where this machine's cache holds it."""
+    from mathtune.core.cache import cache_root
+    from mathtune.models import registry
+
+    gguf = cache_root() / "models" / "smollm2-135m-instruct.gguf"
+    if not gguf.is_file():
+        pytest.skip(f"needs {gguf} (python -m mathtune.models.registry smollm2-135m-instruct)")
+    (tmp_path / "cache" / "models").mkdir(parents=True)
+    (tmp_path / "cache" / "models" / gguf.name).symlink_to(gguf)
+    monkeypatch.setenv("MATHTUNE_CACHE", str(tmp_path / "cache"))
+    assert registry.main(["smollm2-135m-instruct", "--dequantize"]) == 0
+    out, err = capfd.readouterr()
+    assert "\r" not in out + err and "Converting and de-quantizing" not in out + err
+    assert "dequantizing smollm2-135m-instruct.gguf" in out and "dequantized: " + str(tmp_path / "cache") in out

@@ -129,10 +129,10 @@ def test_html_is_self_contained_with_valid_pngs(run):
     assert "src=\"figures/" not in page and "http" not in page
 
 
-def test_eval_only_folder_says_no_training(tmp_path, gsm8k_dir):
+def test_eval_only_folder_leaves_training_out(tmp_path, gsm8k_dir):
     run = built_run(tmp_path, gsm8k_dir, with_train=False)
     md = (run / "report.md").read_text()
-    assert "No training in this run" in md
+    assert "## Training" not in md and "No training in this run" not in md
     assert not (run / "figures" / "loss.png").exists()
     assert (run / "figures" / "accuracy.png").exists()
 

@@ -493,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
+    from mathtune.core.cpu_share import share_cpu
+
+    share_cpu()  # before anything imports torch: a busy CPU then slows mathtune in proportion
     # Quiet the libraries' own chatter; our progress bars and messages are what users read.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

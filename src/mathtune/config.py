@@ -47,8 +47,23 @@ def quantization_setting_error(quantization: str, name_or_path: str) -> str | No
     if quantization != "none" and str(name_or_path).endswith(".gguf"):
         return (f"quantization {quantization} applies to a transformers checkpoint, and a .gguf file is already "
                 "quantized (mathtune dequantizes it on load): use quantization none with it, or give the model's "
-                "folder or hub id")
+                f"folder or hub id{_dequantized_folder_named(name_or_path, quantization)}")
     return None
+
+
+def _dequantized_folder_named(gguf: str, quantization: str) -> str:
+    """The transformers folder mathtune keeps for this .gguf: a checkpoint that quantization
+    does apply to."""
+    from mathtune.core.cache import dequantized_folder
+
+    try:
+        folder = dequantized_folder(Path(gguf))
+    except OSError:
+        return ""  # no such file: the loader says so
+    if (folder / "config.json").is_file():
+        return f", such as the dequantized folder mathtune keeps for this file: {folder} (with quantization {quantization})"
+    return (f"; mathtune dequantizes this file once into {folder}, the first time it is used with quantization "
+            f"none, and quantization {quantization} can then load that folder")
 
 
 class _Section(BaseModel):

@@ -197,7 +197,22 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
     with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
         evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
+    _record_rates(run_dir)
     return rebuild_report(run_dir)
+
+
+def _record_rates(run_dir: Path) -> None:
+    """The rates this finished run reached, for the next plan on this machine. A cache that
+    cannot be written costs the next plan its calibration, never this run."""
+    from mathtune.plan import record_measured_rates
+
+    try:
+        written = record_measured_rates(run_dir)
+    except OSError as err:
+        say(f"measured rates: not kept ({err})")
+        return
+    if written is not None:
+        say(f"measured rates: kept in {written} for the next plan on this machine")
 
 
 def _plan(config: Config, run_dir: Path) -> dict | None:

@@ -5,33 +5,46 @@
 
 It tokenizes every training and validation example with the real tokenizer, counts what
 data.max_length drops, works out optimizer steps and validation passes as the trainer will,
-counts trainable parameters on a weightless (meta-device) copy of the model, and estimates
-FLOPs, wall time, cost and peak memory. Times come from measured throughputs kept as data
-(throughputs.json, the figures of BENCHMARKS.md), scaled by parameter count; a device with
-no measured entry gets its FLOPs at a stated share of the device's peak. `mathtune run`
-prints the plan first and writes it to RUN_DIR/plan.json, where the analysis
-(analysis.analyze.plan_vs_actual) puts it next to what happened.
+reads the model's shapes (layers, width, heads, KV heads, intermediate width, vocabulary, tied
+embeddings) from its config on a weightless (meta-device) copy, and estimates FLOPs, wall time,
+cost and peak memory from those shapes. Training time is its FLOPs at a rate; evaluation time is
+a decoding cost per step: the weights read once a step at a bandwidth, and each row's FLOPs
+and cached keys and values. The rates are this machine's, measured by its finished runs and kept
+in the user's cache (core.measured_rates), where there are some for a model of about this
+size; else the measured entry of throughputs.json for the device (BENCHMARKS.md); else a stated
+share of the device's peak. The basis line says which. `mathtune run` prints the plan first,
+writes it to RUN_DIR/plan.json, where the analysis (analysis.analyze.plan_vs_actual) puts it
+next to what happened, and once the run has finished records the rates it reached
+(record_measured_rates).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
-from mathtune.core.provenance import adapter_variant
-from mathtune.core.runfiles import write_json_atomic
+from mathtune.core.measured_rates import measured_rates, record_rates
+from mathtune.core.provenance import adapter_variant, library_version
+from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
-# assumed where no throughput was measured on that device.
+# assumed where no throughput was measured on that device; their specified memory bandwidth
+# (TB/s), which bounds a decoding step's weight reads.
 PEAK_TFLOPS = {"h100": 989.0, "h200": 989.0, "a100": 312.0, "l4": 121.0}
+BANDWIDTH_TBPS = {"h100": 3.35, "h200": 4.8, "a100": 2.0, "l4": 0.3}
 ASSUMED_UTILISATION = 0.30
-# Scaling a measured throughput by parameter count holds near the measured size; a model more
-# than this many times smaller or larger is an extrapolation, and the plan says so.
+# A rate measured on one model size carries its fixed per-step costs (kernel launches, Python)
+# in its FLOP/s; a model more than this many times smaller or larger than the measured one is an
+# extrapolation, and the plan says so. This machine's own measurements are used for models within
+# this factor of the measured size.
 EXTRAPOLATION_FACTOR = 10
 # Adapter variants' cost, each a ratio to plain LoRA measured by bench/adapter_costs.py (BENCHMARKS.md,
 # "What an adapter variant costs"): SmolLM2-135M's shape, batch 2 x 256 tokens, fp32, one thread,
@@ -43,13 +56,25 @@ CHECKPOINTING_TIME_RATIO = 1.23
 # A 4-bit or 8-bit base on a CPU dequantizes every layer at every decoding step: about 2.5x the
 # fp32 decoding time (BENCHMARKS.md, "QLoRA against LoRA on a CPU"); on a GPU not measured.
 CPU_QUANTIZED_DECODE_RATIO = 2.5
+# Resident memory of a CPU process once torch, transformers, peft and trl are imported, before a
+# model is loaded (measured 0.42 GiB on this 2-core CPU, torch 2.13.0+cpu); on a GPU the peak
+# counts the device's allocations alone.
+CPU_RUNTIME_BYTES = 0.42 * 2**30
+# TRL's chunked LM head (train.lm_head) holds one tile of at most 4,096 tokens x 32,768
+# vocabulary entries in fp32 at a time, about three tile-sized buffers with the backward's.
+HEAD_TILE_TOKENS, HEAD_TILE_VOCAB, HEAD_TILE_BUFFERS = 4096, 32768, 3
 PARAMS_DEFINITION = "total = the base model's parameters + the LoRA adapter's (the trainable ones)"
 FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forward 2*N*T + 2*H*C + 2*L*d*T^2, "
                  "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
-                 "non-embedding parameters, H the output layer's, L layers of attention width d; validation "
-                 "2*(N+H)*T per example per pass; evaluation (assuming every answer runs to "
-                 "max_new_tokens) 2*(N+H)*(prompt + max_new_tokens) per problem and model; with train.select_by "
-                 "exact_match, validation decoding likewise per accuracy problem and validation pass")
+                 "non-embedding parameters, H the output layer's, L layers of attention width d (the adapter's "
+                 "own FLOPs, under 1% at r 8, left out); validation 2*N*T + 2*H*C + 2*L*d*T^2 per example per "
+                 "pass; evaluation (assuming every answer runs to max_new_tokens) 2*(N+H) per prompt and "
+                 "generated token plus 4*L*d per token of context it attends to, per problem and model; with "
+                 "train.select_by exact_match, validation decoding likewise per accuracy problem and pass")
+DECODE_FORMULA = ("a decoding step reads the weights once (bytes / bandwidth) and, for each of its rows, does "
+                  "2*(N+H) + 4*L*d*context FLOPs and reads the row's cached keys and values (2*L*KV width "
+                  "values per token of context); rows = the evaluation batch (or the problems, if fewer); "
+                  "prompts are prefilled at the FLOP rate")
 
 
 def throughputs() -> list[dict]:
@@ -66,9 +91,29 @@ def _detected_device() -> str:
     return "cpu"
 
 
+def this_machine() -> str:
+    """This machine's device and the versions that set its speed: the key of its measured rates."""
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    else:
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        device = f"cpu {model} x{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()}"
+    versions = ", ".join(f"{name} {library_version(name)}" for name in ("torch", "transformers", "peft", "trl"))
+    return f"{device}; {versions}"
+
+
 def _model_shape(name_or_path: str, config: Config) -> dict:
-    """Parameter counts from the model's config on the meta device: no weights are read.
-    total_params counts the base model and the adapter, as train/summary.json does."""
+    """Parameter counts and shapes from the model's config on the meta device: no weights are
+    read. total_params counts the base model and the adapter, as train/summary.json does."""
     import torch
     from peft import get_peft_model
 
@@ -85,11 +130,17 @@ def _model_shape(name_or_path: str, config: Config) -> dict:
     peft_model = get_peft_model(model, make_lora_config(config, model))
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    tied = bool(getattr(text, "tie_word_embeddings", False))
+    kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
     return {"base_params": base, "trainable_params": trainable, "total_params": base + trainable,
-            "non_embedding_params": base - embedding * (1 if getattr(text, "tie_word_embeddings", False) else 2),
+            "non_embedding_params": base - embedding * (1 if tied else 2),
             "head_params": embedding, "layers": text.num_hidden_layers,
             "attention_width": text.num_attention_heads * head_dim, "hidden": text.hidden_size,
-            "vocab": text.vocab_size, "quantizable_params": sum(linear), "largest_linear_params": max(linear)}
+            "heads": text.num_attention_heads, "kv_heads": kv_heads, "head_dim": head_dim,
+            "kv_width": kv_heads * head_dim,
+            "intermediate": getattr(text, "intermediate_size", None) or 4 * text.hidden_size,
+            "vocab": text.vocab_size, "tied": tied,
+            "quantizable_params": sum(linear), "largest_linear_params": max(linear)}
 
 
 # Bytes per quantized weight: 4-bit NF4 holds a weight in half a byte plus its block's scale (one
@@ -107,18 +158,36 @@ def weight_bytes(shape: dict, quantization: str, dtype_bytes: int) -> float:
     return shape["quantizable_params"] * QUANTIZED_BYTES[quantization] + kept * 4
 
 
-def training_memory(shape: dict, config: Config, *, quantization: str, dtype_bytes: int, tokens_in_memory: int) -> dict:
+def layer_activation_values(shape: dict, checkpointing: bool) -> int:
+    """Values one decoder layer keeps per token for the backward, by its shapes. Without
+    checkpointing: about ten hidden-wide tensors (the two norms' inputs and outputs, the residual
+    sums, the LoRA dropouts' copies of the attention and MLP inputs and the o-projection's),
+    the queries, keys and values with the attention output twice, and six intermediate-wide ones
+    (gate, up, the activation, their product, and the down projection's input with its dropout
+    copy). With checkpointing a layer keeps its input alone."""
+    if checkpointing:
+        return shape["hidden"]
+    return 10 * shape["hidden"] + 2 * (shape["attention_width"] + 2 * shape["kv_width"]) + 6 * shape["intermediate"]
+
+
+def training_memory(shape: dict, config: Config, *, quantization: str, dtype_bytes: int, tokens_in_memory: int,
+                    answer_tokens_in_memory: int, on_gpu: bool) -> dict:
     """Peak training memory, in bytes, by part: the base weights; the adapter with its gradient
-    and Adam's two moments; per token of a micro-batch, the float32 logits and their gradient and the
-    saved activations of every layer (about 34 x hidden values per layer without gradient
-    checkpointing), for the tokens of one micro-batch (accumulated micro-batches run one after
-    another); and, with a quantized base, one layer's weights dequantized at a time."""
-    hidden, layers = shape["hidden"], shape["layers"]
-    per_token = 8 * shape["vocab"] + (2 if config.train.gradient_checkpointing else 34) * hidden * layers * dtype_bytes
+    and Adam's two moments; the saved activations of every layer for the tokens of one
+    micro-batch (accumulated micro-batches run one after another), plus, with checkpointing, one
+    layer's full set while it is recomputed; the LM head's fp32 logit tiles over the answer
+    tokens; with a quantized base, one layer's weights dequantized at a time; on a CPU, the
+    process's runtime."""
+    checkpointing = config.train.gradient_checkpointing
+    per_token = shape["layers"] * layer_activation_values(shape, checkpointing)
+    if checkpointing:
+        per_token += layer_activation_values(shape, False)
+    tile = min(answer_tokens_in_memory, HEAD_TILE_TOKENS) * min(shape["vocab"], HEAD_TILE_VOCAB) * 4
     parts = {"weights": weight_bytes(shape, quantization, dtype_bytes),
              "adapter_and_optimizer": 16 * shape["trainable_params"],
-             "activations": tokens_in_memory * per_token,
-             "dequantized_layer": 0 if quantization == "none" else shape["largest_linear_params"] * dtype_bytes}
+             "activations": tokens_in_memory * per_token * dtype_bytes + HEAD_TILE_BUFFERS * tile,
+             "dequantized_layer": 0 if quantization == "none" else shape["largest_linear_params"] * dtype_bytes,
+             "runtime": 0 if on_gpu else CPU_RUNTIME_BYTES}
     return {**parts, "total": sum(parts.values())}
 
 
@@ -154,6 +223,168 @@ def _stats(lengths: list[int]) -> dict:
             "p99": ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)], "max": ordered[-1]}
 
 
+def training_example_flops(shape: dict, tokens: int, answer_tokens: int) -> float:
+    """One training example's forward and backward FLOPs (FLOPS_FORMULA)."""
+    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
+    return 4 * n * tokens + 4 * head * answer_tokens + 6 * layers * d * tokens * tokens
+
+
+def validation_example_flops(shape: dict, tokens: int, answer_tokens: int) -> float:
+    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
+    return 2 * n * tokens + 2 * head * answer_tokens + 2 * layers * d * tokens * tokens
+
+
+def decode_seconds(shape: dict, rates: dict, *, steps: float, rows_per_step: float, context: float,
+                   prompt_tokens: float, rows: int, dtype_bytes: int) -> float:
+    """Decoding time by DECODE_FORMULA: `steps` steps of `rows_per_step` rows each attending to
+    `context` tokens, after prefilling `rows` prompts of `prompt_tokens`. An untied input embedding
+    is looked up, not read whole; the output layer is read every step."""
+    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
+    weights = (shape["base_params"] - (0 if shape["tied"] else head)) * dtype_bytes
+    cache = rows_per_step * context * 2 * layers * shape["kv_width"] * dtype_bytes
+    step = (weights + cache) / rates["weight_bytes_per_s"] + rows_per_step * (
+        2 * (n + head) + 4 * layers * d * context) / rates["decode_flops_per_s"]
+    prefill = rows * prompt_tokens * (2 * (n + head) + 2 * layers * d * prompt_tokens) / rates["decode_flops_per_s"]
+    return steps * step + prefill
+
+
+def _shipped_train_rate(entry: dict) -> float:
+    """The FLOP/s of an entry's measured training: its tokens/s times the FLOPs a token of its
+    examples costs on its model's shapes."""
+    s, ex = entry["shape"], entry["train_example"]
+    head = s["vocab"] * s["hidden"]
+    shape = {"non_embedding_params": entry["params"] - head * (1 if s["tied"] else 2), "head_params": head,
+             "layers": s["layers"], "attention_width": s["heads"] * s["head_dim"]}
+    n, layers, d = shape["non_embedding_params"], shape["layers"], shape["attention_width"]
+    per_example = 4 * n * ex["tokens_mean"] + 4 * head * ex["answer_tokens_mean"] + 6 * layers * d * ex["tokens_squared_mean"]
+    return entry["train_tokens_per_s"] * per_example / ex["tokens_mean"]
+
+
+def _nearest_measurement(shape: dict, field: str) -> dict | None:
+    """This machine's newest measurement of `field` on the model nearest in size, within
+    EXTRAPOLATION_FACTOR (a quantized run measures training alone: decoding then comes from
+    another run)."""
+    best, best_distance = None, math.log(EXTRAPOLATION_FACTOR)
+    for entry in measured_rates(this_machine()):
+        params = entry.get("base_params")
+        if not params or not entry.get(field):
+            continue
+        distance = abs(math.log(params / shape["base_params"]))
+        if distance <= best_distance:  # the newer of two as near
+            best, best_distance = entry, distance
+    return best
+
+
+def _rates(device: str, shape: dict) -> dict:
+    """The rates the plan divides by, where they come from, and its basis line."""
+    entry = next((e for e in throughputs() if e["device"] == device), None)
+    if entry is not None:
+        rates = {"source": "shipped", "train_flops_per_s": _shipped_train_rate(entry),
+                 "decode_flops_per_s": entry["decode"]["flops_per_s"],
+                 "weight_bytes_per_s": entry["decode"]["weight_bytes_per_s"], "extrapolated": False}
+        scale = shape["base_params"] / entry["params"]
+        rates["basis"] = (f"measured throughput '{entry['id']}' ({entry['source']}): training {entry['train_tokens_per_s']} "
+                          f"tokens/s on a {entry['params'] / 1e9:.2f}B model, {rates['train_flops_per_s'] / 1e9:,.1f} "
+                          f"GFLOP/s by these FLOPs; decoding: weights read at "
+                          f"{rates['weight_bytes_per_s'] / 1e9:,.1f} GB/s, {rates['decode_flops_per_s'] / 1e9:,.1f} "
+                          f"GFLOP/s ({entry['decode']['source']})")
+        if not 1 / EXTRAPOLATION_FACTOR <= scale <= EXTRAPOLATION_FACTOR:
+            rates["extrapolated"] = True
+            size = f"{1 / scale:,.0f}x smaller" if scale < 1 else f"{scale:,.0f}x larger"
+            rates["basis"] += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {size} than the "
+                               "measured one, whose rate carries its own share of the fixed costs of every step "
+                               "(kernel launches, Python) that FLOPs leave out: a rough estimate"
+                               + (", likely short" if scale < 1 else ""))
+    else:  # a known peak (make_plan checked the device)
+        rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION
+        rates = {"source": "peak", "train_flops_per_s": rate, "decode_flops_per_s": rate,
+                 "weight_bytes_per_s": BANDWIDTH_TBPS[device] * 1e12, "extrapolated": False,
+                 "basis": (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
+                           f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak, weights read at its specified "
+                           f"{BANDWIDTH_TBPS[device]} TB/s")}
+    fields = ("train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")
+    measured = {k: _nearest_measurement(shape, k) for k in fields} if device == _detected_device() else {}
+    measured = {k: m for k, m in measured.items() if m is not None}
+    if measured:
+        words = {"train_flops_per_s": "training {:,.3g} GFLOP/s", "decode_flops_per_s": "decoding {:,.3g} GFLOP/s",
+                 "weight_bytes_per_s": "weights read at {:,.3g} GB/s"}
+        rates.update({k: m[k] for k, m in measured.items()}, source="measured", extrapolated=False)
+        rates["basis"] = (f"this machine's measured rates ({this_machine()}): "
+                          + ", ".join(f"{words[k].format(m[k] / 1e9)} (the run {m['run']}, {m['when']}, a model of "
+                                      f"{m['base_params']:,} parameters)" for k, m in measured.items())
+                          + ("" if len(measured) == len(fields) else "; the rest from " + rates["basis"]))
+    return rates
+
+
+def _training_schedule(config: Config, train_len: list[int], train_ans: list[int], val_len: list[int],
+                       val_ans: list[int], world_size: int) -> dict:
+    """Examples kept under max_length, steps and validation passes, as the trainer makes them."""
+    t, limit = config.train, config.data.max_length
+    kept = [(x, c) for x, c in zip(train_len, train_ans) if x <= limit]
+    kept_val = [(x, c) for x, c in zip(val_len, val_ans) if x <= limit]
+    per_step = t.batch_size * t.gradient_accumulation_steps * world_size
+    rows = packed_rows([x for x, _ in kept], limit) if t.packing else len(kept)
+    steps_per_epoch = max(1, math.ceil(rows / per_step))
+    steps = math.ceil(steps_per_epoch * t.epochs)
+    val_passes = steps // t.eval_every_steps + 1 + (1 if steps % t.eval_every_steps else 0)
+    # One micro-batch of one process is in memory at a time: batch_size packed rows of up to
+    # max_length (never more than the examples hold), or batch_size examples padded to the
+    # longest; its answer tokens at the mean share.
+    kept_tokens = sum(x for x, _ in kept)
+    tokens_in_memory = min(t.batch_size * limit, kept_tokens) if t.packing else t.batch_size * max(x for x, _ in kept)
+    answer_share = sum(c for _, c in kept) / max(1, kept_tokens)
+    return {"kept": kept, "kept_val": kept_val, "steps": steps, "steps_per_epoch": steps_per_epoch,
+            "val_passes": val_passes, "tokens_in_memory": tokens_in_memory,
+            "answer_tokens_in_memory": math.ceil(tokens_in_memory * answer_share)}
+
+
+def _decoding(config: Config, shape: dict, rates: dict, *, problems: int, prompt: float, on_gpu: bool,
+              dtype_bytes: int) -> float:
+    """One model's evaluation of `problems` problems, every answer at max_new_tokens."""
+    from mathtune.models.generate import CPU_BATCH_SIZE, GPU_START_BATCH_SIZE
+
+    rows = problems * config.eval.samples
+    if rows == 0:
+        return 0.0
+    batch = config.eval.batch_size if config.eval.batch_size != "auto" else (
+        GPU_START_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE)
+    at_once = min(batch, rows)
+    new = config.eval.max_new_tokens
+    return decode_seconds(shape, rates, steps=math.ceil(rows / at_once) * new, rows_per_step=at_once,
+                          context=prompt + new / 2, prompt_tokens=prompt, rows=rows, dtype_bytes=dtype_bytes)
+
+
+def _answer_flops(config: Config, shape: dict, prompt: float) -> float:
+    """One evaluation answer's FLOPs, run to max_new_tokens (FLOPS_FORMULA)."""
+    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
+    new = config.eval.max_new_tokens
+    return 2 * (n + head) * (prompt + new) + 4 * layers * d * (prompt + new / 2) * new
+
+
+def _times(config: Config, shape: dict, rates: dict, *, train_flops: float, val_flops: float, test_problems: int,
+           accuracy_n: int, val_passes: int, prompt: float, on_gpu: bool, world_size: int) -> tuple:
+    """Seconds of training, validation (its decoding included), evaluation (base and tuned) and
+    validation decoding, each variant's measured ratio applied; and the ratios applied, in words."""
+    t, dtype_bytes = config.train, 2 if on_gpu else 4
+    train_s = train_flops / rates["train_flops_per_s"] / world_size
+    val_s = val_flops / rates["train_flops_per_s"] / world_size
+    eval_s = 2 * _decoding(config, shape, rates, problems=math.ceil(test_problems / world_size), prompt=prompt,
+                           on_gpu=on_gpu, dtype_bytes=dtype_bytes)
+    decode_s = val_passes * _decoding(config, shape, rates, problems=accuracy_n, prompt=prompt, on_gpu=on_gpu,
+                                      dtype_bytes=dtype_bytes)
+    variant_costs = []
+    if config.lora.use_dora:
+        train_s, val_s, decode_s = (x * DORA_TIME_RATIO for x in (train_s, val_s, decode_s))
+        variant_costs.append(f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory")
+    if t.gradient_checkpointing:
+        train_s *= CHECKPOINTING_TIME_RATIO
+        variant_costs.append(f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO} training time")
+    if config.model.quantization != "none" and not on_gpu:
+        eval_s, decode_s = eval_s * CPU_QUANTIZED_DECODE_RATIO, decode_s * CPU_QUANTIZED_DECODE_RATIO
+        variant_costs.append(f"a quantized base on a CPU x{CPU_QUANTIZED_DECODE_RATIO} decoding time")
+    return train_s, val_s + decode_s, eval_s, decode_s, variant_costs
+
+
 def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
     from mathtune.evaluation.request import EvalRequest, load_problems
@@ -181,88 +412,36 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
 
     limit = config.data.max_length
     train_len, train_ans = _lengths(config, tokenizer, train)
-    val_len, _ = _lengths(config, tokenizer, val)
+    val_len, val_ans = _lengths(config, tokenizer, val)
     refuse_all_too_long(train_len, limit, "training")  # what training would refuse, in its words
     refuse_all_too_long(val_len, limit, "validation")
-    kept = [(t, c) for t, c in zip(train_len, train_ans) if t <= limit]
-    kept_val = [t for t in val_len if t <= limit]
     t = config.train
-    per_step = t.batch_size * t.gradient_accumulation_steps * world_size
-    kept_tokens = sum(x for x, _ in kept)
-    rows = packed_rows([x for x, _ in kept], limit) if t.packing else len(kept)
-    steps_per_epoch = max(1, math.ceil(rows / per_step))
-    steps = math.ceil(steps_per_epoch * t.epochs)
-    val_passes = steps // t.eval_every_steps + 1 + (1 if steps % t.eval_every_steps else 0)
-
-    n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
-    train_flops = t.epochs * sum(4 * n * x + 4 * head * c + 6 * layers * d * x * x for x, c in kept)
-    val_flops = val_passes * sum(2 * n * x + 2 * head * x for x in kept_val)
+    sched = _training_schedule(config, train_len, train_ans, val_len, val_ans, world_size)
+    kept, kept_val, steps, val_passes = sched["kept"], sched["kept_val"], sched["steps"], sched["val_passes"]
+    on_gpu = device != "cpu"
+    rates = _rates(device, shape)
+    train_flops = t.epochs * sum(training_example_flops(shape, x, c) for x, c in kept)
+    val_flops = val_passes * sum(validation_example_flops(shape, x, c) for x, c in kept_val)
     sample = test[:50]  # the prompt length of the evaluation, from the first problems
-    mean_prompt = sum(len(prompt_ids(builder.render(p.question, tokenizer), tokenizer, builder.kind))
-                      for p in sample) / max(1, len(sample))
-    generated = 2 * len(test) * config.eval.samples * config.eval.max_new_tokens  # base and tuned
-    eval_flops = 2 * len(test) * config.eval.samples * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
+    prompt = sum(len(prompt_ids(builder.render(p.question, tokenizer), tokenizer, builder.kind))
+                 for p in sample) / max(1, len(sample))
     # train.select_by exact_match: every validation pass also decodes the accuracy problems (every
     # process decodes all of them, so this part does not shrink with more processes).
     accuracy_n = min(t.accuracy_problems, len(val)) if t.select_by == "exact_match" else 0
-    decoded = val_passes * accuracy_n * config.eval.max_new_tokens
-    decode_flops = val_passes * accuracy_n * (2 * (n + head)) * (mean_prompt + config.eval.max_new_tokens)
-
-    entry = next((e for e in throughputs() if e["device"] == device), None)
-    if entry is not None:
-        scale = shape["base_params"] / entry["params"]  # the entry measured a base model's size
-        train_s = t.epochs * kept_tokens / entry["train_tokens_per_s"] * scale / world_size
-        val_s = val_passes * sum(kept_val) / (3 * entry["train_tokens_per_s"]) * scale / world_size
-        eval_s = generated / entry["eval_tokens_per_s"] * scale / world_size
-        decode_s = decoded / entry["eval_tokens_per_s"] * scale
-        factor = f"x{scale:.2f}" if scale >= 0.01 else f"x{scale:.2g}"
-        basis = (f"measured throughput '{entry['id']}' ({entry['source']}): training {entry['train_tokens_per_s']} "
-                 f"tokens/s and evaluation {entry['eval_tokens_per_s']} generated tokens/s on a "
-                 f"{entry['params'] / 1e9:.2f}B model, scaled by parameter count {factor}; validation at 3x the "
-                 "training rate (forward only)")
-        if scale < 1 / EXTRAPOLATION_FACTOR:
-            basis += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {1 / scale:,.0f}x smaller "
-                      "than the measured one, far outside what was measured, where the fixed costs of every step "
-                      "that parameter-count scaling leaves out dominate: the real time is likely longer")
-        elif scale > EXTRAPOLATION_FACTOR:
-            basis += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {scale:,.0f}x larger "
-                      "than the measured one, far outside what was measured: a rough estimate")
-    else:  # a known peak (checked above)
-        rate = PEAK_TFLOPS[device] * 1e12 * ASSUMED_UTILISATION * world_size
-        train_s, val_s, eval_s = train_flops / rate, val_flops / rate, eval_flops / rate
-        decode_s = decode_flops / (rate / world_size)
-        basis = (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
-                 f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak")
-    on_gpu = device != "cpu"
-    variant_costs = []
-    if config.lora.use_dora:
-        train_s, val_s, decode_s = (x * DORA_TIME_RATIO for x in (train_s, val_s, decode_s))
-        variant_costs.append(f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory")
-    if t.gradient_checkpointing:
-        train_s *= CHECKPOINTING_TIME_RATIO
-        variant_costs.append(f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO} training time")
-    if config.model.quantization != "none" and not on_gpu:
-        eval_s, decode_s = eval_s * CPU_QUANTIZED_DECODE_RATIO, decode_s * CPU_QUANTIZED_DECODE_RATIO
-        variant_costs.append(f"a quantized base on a CPU x{CPU_QUANTIZED_DECODE_RATIO} decoding time")
+    per_answer = _answer_flops(config, shape, prompt)
+    eval_flops = 2 * len(test) * config.eval.samples * per_answer  # base and tuned
+    decode_flops = val_passes * accuracy_n * per_answer
+    train_s, val_s, eval_s, decode_s, variant_costs = _times(
+        config, shape, rates, train_flops=train_flops, val_flops=val_flops, test_problems=len(test),
+        accuracy_n=accuracy_n, val_passes=val_passes, prompt=prompt, on_gpu=on_gpu, world_size=world_size)
+    quantization = config.model.quantization
+    basis = rates["basis"]
     if variant_costs:
         basis += "; measured ratios to plain LoRA (bench/adapter_costs.py, BENCHMARKS.md): " + ", ".join(variant_costs)
-    val_s += decode_s  # validation time includes its decoding
-    hours = (train_s + val_s + eval_s) / 3600
-    dtype_bytes = 2 if on_gpu else 4
-    # One micro-batch of one process is in memory at a time: batch_size packed rows of max_length,
-    # or batch_size examples padded to the longest.
-    tokens_in_memory = t.batch_size * (limit if t.packing else max(x for x, _ in kept))
-    quantization = config.model.quantization
-    memory = training_memory(shape, config, quantization=quantization, dtype_bytes=dtype_bytes,
-                             tokens_in_memory=tokens_in_memory)
-    unquantized = training_memory(shape, config, quantization="none", dtype_bytes=dtype_bytes,
-                                  tokens_in_memory=tokens_in_memory)
     if quantization != "none" and on_gpu:
         basis += ("; measured without quantization: a quantized base also dequantizes every layer in each pass, "
                   "which this time does not count on a GPU (not measured there)")
-    if config.lora.use_dora:  # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
-        memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
-        memory["total"] += memory["dora_extra"]
+    hours = (train_s + val_s + eval_s) / 3600
     return {
         "name": config.name,  # the report's title and the run folder's default name
         "device": device,
@@ -270,41 +449,115 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
                  "validation": {**_stats(val_len), "dropped_over_max_length": len(val_len) - len(kept_val)},
                  "test_problems": len(test), "max_length": limit},
-        "train_tokens_per_epoch": kept_tokens,
+        "train_tokens_per_epoch": sum(x for x, _ in kept),
         "optimizer_steps": steps,
-        "steps_per_epoch": steps_per_epoch,
+        "steps_per_epoch": sched["steps_per_epoch"],
         "validation_passes": val_passes,
         "trainable_params": shape["trainable_params"],
         "base_params": shape["base_params"],
         "total_params": shape["total_params"],
         "params_definition": PARAMS_DEFINITION,
+        "shape": {k: v for k, v in shape.items() if k not in ("trainable_params", "total_params")},
         "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA,
                   **({"validation_decoding": decode_flops} if accuracy_n else {})},
         "time_s": {"train": round_seconds(train_s), "validation": round_seconds(val_s),
                    "evaluation": round_seconds(eval_s), "total": round_seconds(train_s + val_s + eval_s),
                    **({"validation_decoding": round_seconds(decode_s)} if accuracy_n else {})},
+        "evaluation": {"prompt_tokens_mean": round(prompt, 1), "samples": config.eval.samples,
+                       "dtype_bytes": 2 if on_gpu else 4, "decode_formula": DECODE_FORMULA},
+        "rates": {k: rates[k] for k in ("source", "train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")},
         "accuracy_problems": accuracy_n or None,
-        "time_extrapolated": entry is not None and not 1 / EXTRAPOLATION_FACTOR <= scale <= EXTRAPOLATION_FACTOR,
+        "time_extrapolated": rates["extrapolated"],
         "time_basis": basis,
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
-        "peak_memory_gib": round(memory["total"] / 2**30, 1),
-        "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
-        "peak_memory_basis": ("weights + 16 bytes per trainable parameter (weights, gradient, two Adam moments) + "
-                              "per token of a micro-batch: float32 logits and their gradient, and the saved "
-                              "activations of every layer" + ("; a quantized base: its linear layers at "
-                                                  f"{QUANTIZED_BYTES[quantization]:.3f} bytes per weight, the rest "
-                                                  "in fp32 (PEFT's k-bit preparation), one layer dequantized at a "
-                                                  "time" if quantization != "none" else "")
-                              + "; an estimate, not a measurement"),
+        **_memory_fields(config, shape, sched, on_gpu),
         "quantization": quantization,
         "paths": planned_paths(config.model.attn_implementation, t.packing, on_gpu),
         "adapter": _adapter_variant(config),
+    }
+
+
+def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool) -> dict:
+    """The plan's peak training memory, by part, and a quantized base's full-precision figure."""
+    quantization = config.model.quantization
+    memory_args = dict(dtype_bytes=2 if on_gpu else 4, tokens_in_memory=sched["tokens_in_memory"],
+                       answer_tokens_in_memory=sched["answer_tokens_in_memory"], on_gpu=on_gpu)
+    memory = training_memory(shape, config, quantization=quantization, **memory_args)
+    unquantized = training_memory(shape, config, quantization="none", **memory_args)
+    if config.lora.use_dora:  # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
+        memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
+        memory["total"] += memory["dora_extra"]
+    return {
+        "peak_memory_gib": round(memory["total"] / 2**30, 1),
+        "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
+        "peak_memory_basis": _memory_basis(quantization, on_gpu),
         "full_precision": None if quantization == "none" else {
             "dtype": "bfloat16" if on_gpu else "float32",
             "peak_memory_gib": round(unquantized["total"] / 2**30, 1),
             "weights_gib": round(unquantized["weights"] / 2**30, 2)},
     }
+
+
+def _memory_basis(quantization: str, on_gpu: bool) -> str:
+    return ("weights + 16 bytes per trainable parameter (weights, gradient, two Adam moments) + the saved "
+            "activations of every layer by its shapes for the tokens of one micro-batch + the LM head's fp32 "
+            "tiles over its answer tokens" + ("" if on_gpu else " + the process's runtime (0.42 GiB on a CPU)")
+            + ("; a quantized base: its linear layers at "
+               f"{QUANTIZED_BYTES[quantization]:.3f} bytes per weight, the rest in fp32 (PEFT's k-bit preparation), "
+               "one layer dequantized at a time" if quantization != "none" else "")
+            + "; an estimate, not a measurement")
+
+
+def record_measured_rates(run_dir: Path) -> Path | None:
+    """After a finished run on this machine: the rates it reached, from its plan.json (the
+    FLOPs and the rates it planned with) and what its summaries recorded, kept in the user's
+    cache for the next plan (core.measured_rates). Returns the file written, or None where the
+    run has nothing to measure (no plan with shapes, planned for another device, resumed)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "plan.json"
+    plan = read_json(path) if path.is_file() else {}
+    if "rates" not in plan or "shape" not in plan or plan["device"] != _detected_device() or plan["world_size"] != 1:
+        return None
+    used, time_s = plan["rates"], plan["time_s"]
+    entry = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "run": str(run_dir.resolve()),
+             "base_params": plan["base_params"], "quantization": plan["quantization"], "adapter": plan.get("adapter")}
+    train = run_dir / "train" / "summary.json"
+    summary = read_json(train) if train.is_file() else {}
+    decoding = time_s.get("validation_decoding") or 0
+    planned = time_s["train"] + time_s["validation"] - decoding
+    actual = (summary.get("wall_time_s") or 0) - decoding
+    if summary and not summary.get("resumed_from_step") and planned > 0 and actual > 0:
+        entry["train_flops_per_s"] = used["train_flops_per_s"] * planned / actual
+        entry["training_planned_actual_s"] = [round(planned, 3), round(actual, 3)]
+    modeled, taken = _evaluations_modeled(run_dir, plan)
+    if plan["quantization"] == "none" and modeled > 0 and taken > 0:  # a quantized base's ratio is its own
+        entry["decode_flops_per_s"] = used["decode_flops_per_s"] * modeled / taken
+        entry["weight_bytes_per_s"] = used["weight_bytes_per_s"] * modeled / taken
+        entry["evaluation_modeled_actual_s"] = [round(modeled, 3), round(taken, 3)]
+    if len(entry) == 5:
+        return None
+    return record_rates(this_machine(), entry)
+
+
+def _evaluations_modeled(run_dir: Path, plan: dict) -> tuple[float, float]:
+    """The decoding time the plan's rates give for the work the base and tuned evaluations did
+    (their generated tokens, rows at their batch, refilled as rows finish), and the time taken."""
+    modeled = taken = 0.0
+    ev = plan["evaluation"]
+    for name in ("base", "tuned"):
+        path = run_dir / "eval" / f"{name}.summary.json"
+        s = read_json(path) if path.is_file() else {}
+        rows = (s.get("timed_problems") or 0) * ev["samples"]
+        if not rows or not s.get("wall_time_s") or s.get("untimed_problems"):
+            continue
+        at_once = min(s.get("batch_size") or 1, rows)
+        per_row = s["generated_tokens"] / rows
+        modeled += decode_seconds(plan["shape"], plan["rates"], steps=s["generated_tokens"] / at_once,
+                                  rows_per_step=at_once, context=ev["prompt_tokens_mean"] + per_row / 2,
+                                  prompt_tokens=ev["prompt_tokens_mean"], rows=rows, dtype_bytes=ev["dtype_bytes"])
+        taken += s["wall_time_s"]
+    return modeled, taken
 
 
 def _s(n: int) -> str:
@@ -355,7 +608,8 @@ def _memory_parts(plan: dict) -> str:
     parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.get("peak_memory_parts_bytes") or {}).items()}
     text = (f"base weights {parts.get('weights')} GiB, adapter and optimizer {parts.get('adapter_and_optimizer')} GiB, "
             f"activations and logits {parts.get('activations')} GiB"
-            + (f", DoRA's extra pass {parts['dora_extra']} GiB" if "dora_extra" in parts else ""))
+            + (f", DoRA's extra pass {parts['dora_extra']} GiB" if "dora_extra" in parts else "")
+            + (f", the process's runtime {parts['runtime']} GiB" if float(parts.get("runtime") or 0) else ""))
     full = plan.get("full_precision")
     if full:
         text += (f"; the base in {plan['quantization']} (a {full['dtype']} base: {full['weights_gib']} GiB of weights, "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ SCHEMA_VERSION = 1
 
 def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     if not training.get("available"):
-        return {"available": False, "reason": "no training in this run"}
+        return {"available": False, "ran": training.get("ran", True), "reason": "no training in this run"}
     tuned = benchmark.get("models", {}).get("tuned") if benchmark.get("available") else None
     if tuned is None:
         return {"available": False, "reason": "no tuned-model evaluation in this run"}
@@ -81,7 +82,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
             "name": config.name if config else run_dir.name,
             # An evaluation-only folder has no config; its summaries still say what ran.
             "base_model": config.model.name_or_path if config else provenance["model"],
-            "data_source": config.data.source if config else provenance["data"],
+            # Resolved, as "What ran" names it: one path for the data in the whole report.
+            "data_source": resolved_source(config.data.source) if config else provenance["data"],
             "report_formats": list(config.report.formats) if config else ["md", "html"],
             "provenance": provenance,
         },
@@ -103,6 +105,13 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     return analysis
 
 
+def resolved_source(source: str) -> str:
+    """A local data folder or file with its links resolved (…/shared/gsm8k given through a link
+    reads as the folder it is); a hub id as given."""
+    path = Path(os.path.expanduser(source))
+    return str(path.resolve()) if path.exists() else source
+
+
 def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     """The plan of RUN_DIR/plan.json next to what the run recorded, figure by figure."""
     path = Path(run_dir) / "plan.json"
@@ -119,11 +128,26 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
          "actual": training.get("wall_time_s") if training.get("available") else None},
         {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
          "actual": round(eval_s, 1) if eval_s is not None else None},
+        {"figure": "peak training memory (GiB)", "planned": plan.get("peak_memory_gib"),
+         "actual": training.get("peak_memory_gib") if training.get("available") else None},
         {"figure": "training cost (USD)", "planned": plan["cost_usd"],
          "actual": training.get("cost_usd") if training.get("available") else None},
     ]
+    for row in rows:
+        row["missed_by"] = plan_miss(row["planned"], row["actual"])
     return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
             "note": "planned evaluation time assumes every answer runs to max_new_tokens; an estimate, not a bound"}
+
+
+def plan_miss(planned, actual) -> str | None:
+    """By how much a planned figure missed what happened, in words: 'on plan', '+38% (actual
+    x1.38 the plan)', '-20% (x0.80)'; None where either is missing or the plan was 0."""
+    if planned is None or actual is None or not planned:
+        return None
+    ratio = actual / planned
+    if round(ratio, 2) == 1:
+        return "on plan"
+    return f"{(ratio - 1) * 100:+.0f}% (actual x{ratio:.2f} the plan)"
 
 
 def recommendations(analysis: dict) -> list[str]:

@@ -287,7 +287,9 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
     metrics_path = run_dir / "train" / "metrics.jsonl"
     summary_path = run_dir / "train" / "summary.json"
     if not metrics_path.is_file():
-        return {"available": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+        # "ran": false: the report leaves the section out (an evaluation or probe folder), where a
+        # training that ran but left no readable log is said in its place.
+        return {"available": False, "ran": False, "reason": "no training in this run (no train/metrics.jsonl)"}
     if config is not None and config.train.method == "grpo":
         return {"available": False, "reason": (
             "method grpo maximises a reward and has no supervised loss curve or validation loss; its reward, "

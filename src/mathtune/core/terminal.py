@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from pathlib import Path
 
@@ -123,3 +124,32 @@ def run_log(run_dir: Path, *, start: bool = True):
             yield handler
     finally:
         handler.close()
+
+
+class PlainProgress:
+    """Progress where the output is not a terminal (a log file, CI, a pipe): a line when the
+    work starts and one every PLAIN_EVERY_S seconds, never a bar redrawn with carriage returns.
+    It takes the calls the evaluation makes of a tqdm bar: update, set_postfix_str, close."""
+
+    def __init__(self, label: str, *, total: int, done: int = 0, unit: str = "problem"):
+        self.label, self.total, self.n, self.unit = label, total, done, unit
+        self.first, self.postfix = done, ""
+        self.started = self.last = time.monotonic()
+        say(f"{label}: {total} {unit}{'' if total == 1 else 's'}" + (f", {done} already done" if done else ""))
+
+    def set_postfix_str(self, text: str, refresh: bool = False) -> None:
+        self.postfix = text
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.monotonic()
+        if now - self.last < PLAIN_EVERY_S:
+            return
+        self.last = now
+        rate = (self.n - self.first) / (now - self.started) if now > self.started else 0.0
+        left = (self.total - self.n) / rate if rate else 0.0
+        say(f"{self.label}: {self.n}/{self.total} {self.unit}s, {rate:.2f} {self.unit}s/s, {duration(left)} left"
+            + (f", {self.postfix}" if self.postfix else ""))
+
+    def close(self) -> None:
+        pass

@@ -222,10 +222,11 @@ def discard_partials(paths: EvalPaths, shard: Shard) -> dict[str, dict]:
 
 
 def progress_bar(name: str, shard: Shard, *, total: int, done: int):
+    if not (terminal.QUIET or not shard.is_main or sys.stderr.isatty()):
+        # not a terminal (a log, CI, a pipe): a plain line now and then, never a bar's carriage returns
+        return terminal.PlainProgress(f"eval {name}", total=total, done=done)
     return tqdm(total=total, initial=done, unit="problem", desc=f"eval {name}",
-                disable=terminal.QUIET or not shard.is_main, dynamic_ncols=True,
-                # not a terminal (CI, a pipe): a plain line now and then, not a redraw per problem
-                mininterval=0.1 if sys.stderr.isatty() else terminal.PLAIN_EVERY_S)
+                disable=terminal.QUIET or not shard.is_main, dynamic_ncols=True, mininterval=0.1)
 
 
 def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,

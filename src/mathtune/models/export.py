@@ -36,6 +36,26 @@ def stored_dtype(name_or_path: str) -> torch.dtype:
     return dtype if isinstance(dtype, torch.dtype) else torch.float32
 
 
+# The greedy agreement of a bf16 model merged with its adapter against the same model with the
+# adapter unmerged, as "same completions / problems", once bench/gpu.sh (stage merge) has
+# measured it on a GPU (BENCHMARKS.md, "Open (GPU)"); None until then.
+LOW_PRECISION_MERGE_AGREEMENT: str | None = None
+
+
+def low_precision_merge_note(dtype: torch.dtype, adapter: Path) -> str:
+    """What export says when it saves the merged weights in bf16 or fp16: the merge is rounded
+    to that dtype, unlike the base + unmerged adapter the run evaluated."""
+    name = str(dtype).removeprefix("torch.")
+    agreement = (f"merged and unmerged gave the same greedy answer on {LOW_PRECISION_MERGE_AGREEMENT} problems "
+                 "(BENCHMARKS.md)" if LOW_PRECISION_MERGE_AGREEMENT else
+                 "how often merged and unmerged give the same greedy answer in this dtype is not measured yet "
+                 "(BENCHMARKS.md, Open (GPU))")
+    return (f"note: the merged model is saved in {name}, the base checkpoint's dtype: the merged weights W + BA are "
+            f"rounded to {name}, which the run's evaluation (the adapter kept unmerged beside the base) never did, "
+            f"so its answers can differ from the run's records; {agreement}. To run what was evaluated, load the "
+            f"base and attach {adapter} with PEFT.")
+
+
 def export_merged(run_dir: Path, out: Path) -> Path:
     """Write base + adapter, merged, to out; returns out."""
     run_dir, out = Path(run_dir), Path(out)
@@ -64,6 +84,8 @@ def export_merged(run_dir: Path, out: Path) -> Path:
             f"the merge is into the full-precision base, saved in {str(dtype).removeprefix('torch.')}, so its "
             "answers can differ from the evaluated ones by the quantization's error. To run what was evaluated, "
             f"load the base with quantization {config.model.quantization} and attach {adapter} with PEFT.")
+    elif dtype in (torch.bfloat16, torch.float16):
+        say(low_precision_merge_note(dtype, adapter))
     merged = model.merge_and_unload().to(dtype)
 
     # Save into a temporary sibling and rename: a crash never leaves a half model at OUT.

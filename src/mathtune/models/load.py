@@ -9,7 +9,6 @@ the result is cached once as safetensors under MATHTUNE_CACHE (default
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mathtune.core import cache as core_cache
 from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
@@ -29,7 +29,7 @@ MERGE_IN_LOW_PRECISION = False
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("MATHTUNE_CACHE", Path.home() / ".cache" / "mathtune"))
+    return core_cache.cache_root()
 
 
 def resolve_dtype(dtype: str) -> torch.dtype:
@@ -53,9 +53,25 @@ def _is_local(name_or_path: str) -> bool:
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
-    stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:16]
-    return cache_root() / "dequantized" / f"{gguf.stem}-{key}"
+    return core_cache.dequantized_folder(gguf)
+
+
+@contextlib.contextmanager
+def _no_gguf_bar():
+    """transformers draws its GGUF conversion bar with tqdm.auto directly, which neither its
+    disable_progress_bar nor HF_HUB_DISABLE_PROGRESS_BARS reaches, and TQDM_DISABLE is read only
+    when tqdm is imported: its module's tqdm is swapped for a disabled one while it converts.
+    The lines around it (dequantizing ..., dequantized: ...) say what happened."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def dequantize_gguf(gguf: Path) -> Path:
@@ -68,8 +84,9 @@ def dequantize_gguf(gguf: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     say(f"dequantizing {gguf.name} (once; cached in {target})")
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with _no_gguf_bar():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as err:
         raise MathtuneError(f"cannot load GGUF file {gguf}: {_first_line(err)}") from None
     # A GGUF-loaded model keeps its quantizer attached, and save_pretrained refuses to run

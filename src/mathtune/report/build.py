@@ -22,6 +22,8 @@ from mathtune.report.render import render_html, render_markdown
 
 
 def training_blocks(training: dict, figures: set[str]) -> list:
+    if training.get("ran") is False:  # an evaluation or probe folder: nothing to say "not available" about
+        return []
     blocks: list = [Heading(2, "Training")]
     if not training.get("available"):
         return blocks + [Para(sentence(training.get("reason", "no training in this run")) + ".")]
@@ -245,6 +247,8 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
 
 
 def seed_claim_blocks(claim: dict) -> list:
+    if claim.get("ran") is False:  # no training: no token accuracy to set beside the exact match
+        return []
     blocks: list = [Heading(2, "Token accuracy is not problem-solving accuracy")]
     if not claim.get("available"):
         return blocks + [Para(f"Not available: {claim.get('reason')}.")]
@@ -388,8 +392,9 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Table(["", "measured"], rows))
     plan = analysis.get("plan") or {}
     if plan.get("available"):
-        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual"],
-                            [[r["figure"], show(r["planned"]), show(r["actual"])] for r in plan["rows"]]))
+        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
+                            [[r["figure"], show(r["planned"]), show(r["actual"]), r.get("missed_by") or "-"]
+                             for r in plan["rows"]]))
         blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
     verdicts = []
     if training.get("available") and training.get("trend", {}).get("verdict"):
