@@ -390,6 +390,7 @@ def test_facts_of_the_calendar_and_of_units_are_held():
             assert "7 days in a week" in row["question"]
 
 
+@pytest.mark.full_gsm8k
 def test_the_issue_examples_from_the_real_test_set(gsm8k_dir):
     from mathtune.task.data import load_split
 
