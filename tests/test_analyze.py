@@ -207,7 +207,7 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
+    req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
     evaluate(req, tmp_path, name="base")
     run = build_analysis(tmp_path)["run"]
     assert run["base_model"] == str(tiny_model_dir)
