@@ -53,8 +53,9 @@ TRAINING_KEYS = ("seed", "model", "data", "lora", "train")
 
 
 
-def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
-    """Train (or resume, or skip) the run in out_dir; returns the run folder."""
+def run_train(config: Config, out_dir: Path, overwrite: bool = False, *, checked: bool = False) -> Path:
+    """Train (or resume, or skip) the run in out_dir; returns the run folder. `checked`: the
+    caller's preflight has run check_before_loading already (`mathtune run`)."""
     from accelerate import PartialState
 
     run_dir = Path(out_dir)
@@ -71,13 +72,14 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
         return run_dir
     # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
     with run_log(run_dir, start=False) as log:
-        return _train(config, run_dir, state, status, log)
+        return _train(config, run_dir, state, status, log, checked)
 
 
-def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
+def _train(config: Config, run_dir: Path, state, status: str, log, checked: bool) -> Path:
     """The training steps, in order: data, model, resume, (RFT's samples), fit, save."""
     check_trackers(config.train.report_to)
-    check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
+    if not checked:
+        check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
     method = METHODS[config.train.method]
     data = _data(config, method)
     model, peft_config = _model(config, method)
