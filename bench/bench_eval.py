@@ -38,7 +38,7 @@ def main() -> None:
         model = args.model
         for bs in args.batch_sizes.split(","):
             batch_size = bs if bs == "auto" else int(bs)
-            req = EvalRequest(model=model, data=args.data, limit=args.limit, prompt=args.prompt,
+            req = EvalRequest.with_config_defaults(model=model, data=args.data, limit=args.limit, prompt=args.prompt,
                               max_new_tokens=args.max_new_tokens, batch_size=batch_size)
             out = Path(tmp) / f"bs{bs}"
             terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar

@@ -52,7 +52,7 @@ sys.path.insert(0, str(HERE))
 def _problems_and_prompts(args, tokenizer):
     from mathtune.evaluation.request import EvalRequest, load_problems
 
-    req = EvalRequest(model=args.model, data=args.data, limit=args.limit, prompt=args.prompt)
+    req = EvalRequest.with_config_defaults(model=args.model, data=args.data, limit=args.limit, prompt=args.prompt)
     problems, builder = load_problems(req)
     return problems, [builder.render(p.question, tokenizer) for p in problems], builder.stop_strings
 
@@ -70,7 +70,7 @@ def worker_mathtune(args, batch_size=None, share_prefix=True, static_cache=None,
     engine.STATIC_CACHE = static_cache
     load.MERGE_IN_LOW_PRECISION = merged
     terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
-    req = EvalRequest(model=args.model, adapter=args.adapter, data=args.data, limit=args.limit, prompt=args.prompt,
+    req = EvalRequest.with_config_defaults(model=args.model, adapter=args.adapter, data=args.data, limit=args.limit, prompt=args.prompt,
                       max_new_tokens=args.max_new_tokens, batch_size=batch_size or args.batch_size, dtype=args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()

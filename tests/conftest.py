@@ -106,6 +106,25 @@ def tiny_train_config(tiny_model_dir: Path, data_dir: Path, *overrides: str):
     return load_config(None, base + list(overrides))
 
 
+def training_lengths(tiny_model_dir: Path, data_dir: Path) -> list[int]:
+    """Token lengths of the training examples tiny_train_config builds (its train_limit of 16)."""
+    from mathtune.models.load import load_tokenizer
+    from mathtune.task.data import training_splits
+    from mathtune.task.sequences import training_example
+
+    config = tiny_train_config(tiny_model_dir, data_dir)
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    train, _ = training_splits(str(data_dir), val_fraction=config.data.val_fraction, seed=config.seed,
+                               train_limit=config.data.train_limit)
+    return [len(training_example(p, tokenizer, "chat")) for p in train]
+
+
+def max_length_dropping_some(lengths: list[int]) -> int:
+    """A data.max_length that drops some training examples but not all: 400 drops some of GSM8K's
+    first problems under the tiny tokenizer; the shorter demo problems need one below their longest."""
+    return min(400, max(lengths) - 1)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """The tiny model's matrices are too small to share between threads; on a busy 2-core

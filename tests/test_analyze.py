@@ -5,8 +5,9 @@ import pytest
 
 from mathtune.analysis.analyze import build_analysis, run_analysis
 from mathtune.analysis.contamination import ngram_overlap
-from mathtune.analysis.training import TREND_THRESHOLD_PCT, read_training_curves, training_trend
+from mathtune.analysis.training import TREND_THRESHOLD_PCT, read_training_curves, training_next_step, training_trend
 from mathtune.core.errors import MathtuneError
+from mathtune.report.explanations import seed_claim_text, training_advice
 from mathtune.task.taxonomy import CATEGORIES
 from synthetic_run import write_run
 
@@ -23,7 +24,7 @@ def test_trend_verdict_follows_the_curves(tmp_path, gsm8k_dir, shape, verdict):
     training = build_analysis(run)["training"]
     assert training["trend"]["verdict"] == verdict
     # The recommendation names the verdict and quotes the numbers behind it.
-    rec = training["recommendation"]
+    rec = training_advice(training["trend"], training["recommendation"], training.get("exact_match"))
     assert rec.lower().startswith(verdict)
     dec = training["trend"]["validation_decrease_pct"]
     assert f"validation loss {'fell' if dec > 0 else 'rose'} {abs(dec):.1f}% over the last 3 evaluations" in rec
@@ -44,36 +45,37 @@ def test_trend_rules_on_hand_made_curves():
     assert training_trend(curves(flat, []))["definition"]["threshold_pct"] == TREND_THRESHOLD_PCT
 
 
+def _advice(trend, summary, curves, config) -> str:
+    """The analysis' next step for a trend, in the report's words."""
+    return training_advice(trend, training_next_step(trend, summary, curves, config))
+
+
 def test_no_verdict_from_too_few_points():
     """Two validation points or two logged steps make no trend, and the text says what to run."""
-    from mathtune.analysis.training import training_recommendation
-
     two = {"train": {"step": [1, 2], "loss": [2.0, 1.0], "epoch": [0.5, 1.0]},
            "validation": {"step": [0, 2], "loss": [2.0, 2.0], "epoch": [0, 1.0]}}
     trend = training_trend(two)
     assert trend["verdict"] == "not enough points" and trend["validation_points_used"] == 2
-    rec = training_recommendation(trend, {"global_step": 2}, two, None)
+    rec = _advice(trend, {"global_step": 2}, two, None)
     assert rec.startswith("Not enough validation points for a verdict: 2 evaluations")
     assert "unlikely to help" not in rec and "train.eval_every_steps" in rec
     no_val = {"train": two["train"], "validation": {"step": [], "loss": [], "epoch": []}}
     assert training_trend(no_val)["verdict"] == "not enough points"
     # Both steps were logged: logging more often is not advice, training longer is.
-    rec = training_recommendation(training_trend(no_val), {}, no_val, None)
+    rec = _advice(training_trend(no_val), {}, no_val, None)
     assert "train.logging_steps" not in rec and "train longer" in rec
     sparse = {"train": {"step": [2, 4], "loss": [2.0, 1.0], "epoch": [0.5, 1.0]}, "validation": no_val["validation"]}
-    assert "train.logging_steps, now 2" in training_recommendation(training_trend(sparse), {}, sparse, None)
+    assert "train.logging_steps, now 2" in _advice(training_trend(sparse), {}, sparse, None)
 
 
 def test_advice_never_names_a_setting_already_in_effect():
     """A 1-step run that validated every step (at steps 0 and 1) was told to 'set
     train.eval_every_steps to 1 (this run took 1 steps)': it was 1. It needs more steps."""
     from conftest import tiny_train_config
-    from mathtune.analysis.training import training_recommendation
-
     one = {"train": {"step": [1], "loss": [6.9], "epoch": [1.0]},
            "validation": {"step": [0, 1], "loss": [6.9, 6.8], "epoch": [0, 1.0]}}
     config = tiny_train_config(Path("model"), Path("data"), "train.eval_every_steps=1")
-    rec = training_recommendation(training_trend(one), {"global_step": 1}, one, config)
+    rec = _advice(training_trend(one), {"global_step": 1}, one, config)
     assert "set train.eval_every_steps" not in rec and "1 steps" not in rec
     assert "This run took 1 step, validating every 1 step" in rec and "2 steps or more" in rec
     assert "train longer" in rec
@@ -81,7 +83,7 @@ def test_advice_never_names_a_setting_already_in_effect():
     ten = {"train": {"step": list(range(1, 11)), "loss": [1.0] * 10, "epoch": [0.1] * 10},
            "validation": {"step": [0, 10], "loss": [2.0, 1.0], "epoch": [0, 1.0]}}
     config = tiny_train_config(Path("model"), Path("data"), "train.eval_every_steps=50")
-    rec = training_recommendation(training_trend(ten), {"global_step": 10}, ten, config)
+    rec = _advice(training_trend(ten), {"global_step": 10}, ten, config)
     assert "set train.eval_every_steps to 2 or less (this run took 10 steps, now 50)" in rec
 
 
@@ -193,8 +195,8 @@ def test_a_report_without_training_leaves_out_what_did_not_run(tmp_path, gsm8k_d
 def test_seed_claim_puts_token_accuracy_next_to_exact_match(plateau_run):
     claim = build_analysis(plateau_run)["seed_claim"]
     assert claim["token_accuracy_validation_end_pct"] > claim["gsm8k_exact_match_strict_pct"]
-    assert "teacher-forced" in claim["why_they_differ"]
-    assert f"{claim['gsm8k_exact_match_strict_pct']}%" in claim["why_they_differ"]
+    assert "teacher-forced" in seed_claim_text(claim)
+    assert f"{claim['gsm8k_exact_match_strict_pct']}%" in seed_claim_text(claim)
 
 
 def test_run_analysis_writes_json_atomically(plateau_run):
@@ -233,7 +235,7 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
+    req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
     evaluate(req, tmp_path, name="base")
     run = build_analysis(tmp_path)["run"]
     assert run["base_model"] == str(tiny_model_dir)

@@ -157,6 +157,7 @@ def _peak_rss_mb(argv: list[str]) -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.full_gsm8k
 def test_memory_does_not_grow_per_problem(tiny_model_dir, gsm8k_dir, tmp_path, record_property):
     """The whole 1,319-problem test set against its first 100: beyond the records themselves
     (a few kB a problem, held until the final file is written), memory must not grow."""

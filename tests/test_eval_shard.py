@@ -17,7 +17,7 @@ def _lines(path):
 
 
 def test_two_processes_write_what_one_writes(tmp_path, tiny_model_dir, small_data_dir, one_thread):
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=9, max_new_tokens=12, batch_size=2)
+    req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=9, max_new_tokens=12, batch_size=2)
     single = evaluate(req, tmp_path / "one", name="m")
 
     out = tmp_path / "two"

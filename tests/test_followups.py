@@ -240,7 +240,7 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
+    req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
                       prompt="chat-verify", batch_size=2)
     summary = evaluate(req, tmp_path, name="v")
     assert "second turn asking the model to check its work" in summary["protocol"]
@@ -252,7 +252,7 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
         assert r["correct_strict"] == score_completion(r["completion"], r["gold"])["correct_strict"]
         assert r["num_generated_tokens"] > r["first_turn"]["num_generated_tokens"]
     with pytest.raises(Exception, match="samples 1"):
-        evaluate(EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
+        evaluate(EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
                              samples=2, temperature=0.7), tmp_path, name="v2")
 
 
@@ -260,7 +260,7 @@ def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_th
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
+    req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
                       temperature=1.0, batch_size=3, seed=5)
     for out in ("a", "b"):
         evaluate(req, tmp_path / out, name="s")
@@ -390,6 +390,7 @@ def test_facts_of_the_calendar_and_of_units_are_held():
             assert "7 days in a week" in row["question"]
 
 
+@pytest.mark.full_gsm8k
 def test_the_issue_examples_from_the_real_test_set(gsm8k_dir):
     from mathtune.task.data import load_split
 

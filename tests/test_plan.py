@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import tiny_train_config
+from conftest import max_length_dropping_some, tiny_train_config, training_lengths
 from mathtune.core.errors import MathtuneError
 from mathtune.plan import ASSUMED_UTILISATION, PEAK_TFLOPS, make_plan
 
@@ -15,12 +15,13 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     from transformers import AutoModelForCausalLM
 
     from mathtune.models.load import load_tokenizer
-    from mathtune.task.sequences import training_example
     from mathtune.train.trainer import build_datasets, make_lora_config
 
-    config = tiny_train_config(tiny_model_dir, small_data_dir, "data.max_length=400")
-    plan = make_plan(config, device="cpu")
     tokenizer = load_tokenizer(str(tiny_model_dir))
+    lengths = training_lengths(tiny_model_dir, small_data_dir)
+    max_length = max_length_dropping_some(lengths)
+    config = tiny_train_config(tiny_model_dir, small_data_dir, f"data.max_length={max_length}")
+    plan = make_plan(config, device="cpu")
     train_set, _, counts = build_datasets(config, tokenizer)
     assert plan["data"]["train"]["examples"] - plan["data"]["train"]["dropped_over_max_length"] == counts["train_examples"]
     assert plan["data"]["train"]["dropped_over_max_length"] == counts["dropped_too_long"]["train"] > 0
@@ -28,12 +29,8 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainable = sum(p.numel() for p in get_peft_model(model, make_lora_config(config, model)).parameters() if p.requires_grad)
     assert plan["trainable_params"] == trainable
-    from mathtune.task.data import training_splits
-
-    train, _ = training_splits(str(small_data_dir), val_fraction=config.data.val_fraction, seed=config.seed,
-                               train_limit=config.data.train_limit)
-    lengths = [len(training_example(p, tokenizer, "chat")) for p in train]
-    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= 400) == sum(map(len, train_set["input_ids"]))
+    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= max_length) == sum(
+        map(len, train_set["input_ids"]))
     assert plan["data"]["train"]["max"] == max(lengths)
     assert plan["time_basis"].startswith("measured throughput 'cpu-")
     assert plan["cost_usd"] is None

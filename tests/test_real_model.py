@@ -28,7 +28,7 @@ def test_real_model_solves_gsm8k_problems(real_model, gsm8k_dir, tmp_path):
     exemplars' form on 23 of these 24 problems and gets 4 right (measured on two machines,
     greedy fp32; 15 of the first 100 under cot8, 26 under the chat prompt). The bounds leave
     a margin of one problem for numerical differences between CPUs."""
-    req = EvalRequest(model=str(real_model), data=str(gsm8k_dir), limit=N_PROBLEMS, prompt="cot8",
+    req = EvalRequest.with_config_defaults(model=str(real_model), data=str(gsm8k_dir), limit=N_PROBLEMS, prompt="cot8",
                       max_new_tokens=256, batch_size=8)
     summary = evaluate(req, tmp_path, name="real")
     records = [json.loads(line) for line in (tmp_path / "eval" / "real.jsonl").read_text().splitlines()]

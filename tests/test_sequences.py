@@ -134,7 +134,7 @@ def test_a_resume_from_records_of_other_prompts_is_refused(tiny_model_dir, small
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=4,
+    req = EvalRequest.with_config_defaults(str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=4,
                       prompt_date="2026-12-05")
     evaluate(req, tmp_path / "full", name="m")
     records = [json.loads(line) for line in (tmp_path / "full" / "eval" / "m.jsonl").read_text().splitlines()]
@@ -153,7 +153,7 @@ def test_standalone_eval_records_its_date_and_keeps_it_on_a_rerun(tiny_model_dir
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
 
-    req = EvalRequest(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, max_new_tokens=4,
+    req = EvalRequest.with_config_defaults(str(tiny_model_dir), data=str(small_data_dir), limit=2, max_new_tokens=4,
                       prompt="chat-verify")
     summary = evaluate(req, tmp_path, name="v")
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()

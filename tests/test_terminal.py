@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from conftest import max_length_dropping_some, training_lengths
 from mathtune.cli import build_parser, main
 
 # What transformers, PEFT and bitsandbytes print when nobody stops them.
@@ -37,8 +38,17 @@ def test_probe_and_export_keep_library_warnings_off_the_terminal(trained_run, ti
     """Loading a model with an adapter (PEFT's use of a renamed transformers property) and reading
     a base config for export made transformers warn on stderr; bitsandbytes logs a warning when
     imported on some CPUs. None of it may reach the terminal; the progress bars are all there is."""
+    # First among the 8 problems, one the probe skips (2 is also the 'half'), so the line has a
+    # skipped count on any data: none of the demo problems is skipped.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text((small_data_dir / "train.jsonl").read_text())
+    skipped_problem = {"question": "Tom has 2 apples and eats half of them. How many apples are left?",
+                       "answer": "Half of 2 is 2/2=<<2/2=1>>1 apple.\n#### 1"}
+    test_lines = (small_data_dir / "test.jsonl").read_text().splitlines()[:7]
+    (data / "test.jsonl").write_text("\n".join([json.dumps(skipped_problem), *test_lines]) + "\n")
     probe = _mathtune("probe", "--model", str(tiny_model_dir), "--adapter", str(trained_run / "adapter"),
-                      "--data", str(small_data_dir), "--limit", "8", "--max-new-tokens", "4", "--name", "m",
+                      "--data", str(data), "--limit", "8", "--max-new-tokens", "4", "--name", "m",
                       "--out", str(tmp_path / "probe"))
     assert probe.returncode == 0, probe.stderr[-2000:]
     lines = _stderr_lines(probe)
@@ -52,7 +62,7 @@ def test_probe_and_export_keep_library_warnings_off_the_terminal(trained_run, ti
     assert said.startswith(f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} "
                            f"of {counts['kept']} problem{'' if counts['kept'] == 1 else 's'} in ")
     skipped = summary["problems"] - counts["kept"]
-    assert skipped > 0 and f"{skipped} of {summary['problems']} skipped (" in said  # the first 8: one is skipped
+    assert skipped > 0 and f"{skipped} of {summary['problems']} skipped (" in said
 
     export = _mathtune("export", str(trained_run), "--merged", str(tmp_path / "merged"))
     assert export.returncode == 0, export.stderr[-2000:]
@@ -70,12 +80,13 @@ def _settings(tiny_model_dir, small_data_dir, *extra: str) -> list[str]:
 
 
 def _dropping(command: str, out: Path, tiny_model_dir, small_data_dir, capfd, *flags: str) -> tuple[str, str]:
-    """`command` on a config whose max_length 400 drops examples (the line that says so is
+    """`command` on a config whose max_length drops examples (the line that says so is
     progress, not a final path); what it printed on stdout and stderr."""
     config = out.parent / "c.yaml"
     config.write_text("name: q\n")
+    max_length = max_length_dropping_some(training_lengths(tiny_model_dir, small_data_dir))
     assert main([command, str(config), "--out", str(out), *flags,
-                 *_settings(tiny_model_dir, small_data_dir, "data.max_length=400")]) == 0
+                 *_settings(tiny_model_dir, small_data_dir, f"data.max_length={max_length}")]) == 0
     assert json.loads((out / "train" / "summary.json").read_text())["dropped_too_long"]["train"] > 0
     return capfd.readouterr()
 

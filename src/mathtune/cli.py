@@ -19,8 +19,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
-from mathtune.config import EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS
+from mathtune.config import (EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS, Config, EvalConfig, ModelConfig,
+                             ProbeConfig)
 from mathtune.core.errors import MathtuneError
 
 
@@ -98,6 +100,64 @@ EXAMPLES = {
 }
 
 
+def _choices(section, key: str) -> tuple:
+    """The values a config key's Literal allows."""
+    return get_args(section.model_fields[key].annotation)
+
+
+def _config_args(sp, *, writes: bool = True):
+    sp.add_argument("config", help="YAML config (every key optional, an empty file included; "
+                                   "defaults = the reference experiment)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config key, e.g. --set train.epochs=1")
+    if writes:  # plan writes nothing: it prints the plan, and that is its output
+        sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
+    sp.add_argument("--print-config", action="store_true",
+                    help="print the resolved config, every default filled in, and exit")
+    if writes:
+        sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
+
+
+def _model_args(sp, *, sampling: bool):
+    """What names a model and its benchmark: shared by eval and probe. Defaults and choices are
+    the config's, so a flag and its config key cannot disagree."""
+    defaults = Config()
+    sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
+    sp.add_argument("--adapter", help="PEFT adapter folder to attach")
+    sp.add_argument("--data", default=defaults.data.source,
+                    help="hub dataset id, folder with train.jsonl/test.jsonl, or one JSONL file (a test set)")
+    sp.add_argument("--split", default=defaults.eval.split, choices=_choices(EvalConfig, "split"))
+    sp.add_argument("--question-field", default=defaults.data.fields.question, help="the record field holding the question")
+    sp.add_argument("--answer-field", default=defaults.data.fields.answer,
+                    help="the record field holding the answer (a solution ending in '#### N', or a bare number)")
+    sp.add_argument("--data-config", help="hub dataset config (default: 'main' for openai/gsm8k)")
+    sp.add_argument("--data-split", default=defaults.data.split,
+                    help="the source's split read as the test set (hub split name, or file stem in a folder)")
+    sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
+    sp.add_argument("--prompt", default=defaults.eval.prompt, choices=EVAL_PROMPTS,
+                    help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
+    if sampling:
+        sp.add_argument("--samples", type=_positive_int, default=defaults.eval.samples,
+                        help="completions per problem (majority vote; maj@k and pass@k in the report)")
+        sp.add_argument("--temperature", type=_nonneg_float,
+                        help="sampling temperature (default 0; 0.7 when --samples > 1)")
+    sp.add_argument("--max-new-tokens", type=_positive_int, default=defaults.eval.max_new_tokens, help="generation budget per completion")
+    sp.add_argument("--batch-size", type=_batch_size, default=defaults.eval.batch_size,
+                    help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
+    sp.add_argument("--dtype", default=defaults.model.dtype, choices=_choices(ModelConfig, "dtype"),
+                    help="auto: bfloat16 on a GPU, float32 on a CPU")
+    sp.add_argument("--quantization", default=defaults.model.quantization, choices=QUANTIZATIONS,
+                    help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
+                         "8bit: LLM.int8()), as a run with model.quantization does; needs mathtune[qlora]")
+    sp.add_argument("--seed", type=int, default=defaults.seed, help="seeds the split, the few-shot draw and sampling")
+    sp.add_argument("--trust-remote-code", action="store_true",
+                    help="run Python code shipped with the model (a custom architecture); off by default")
+    sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
+    sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace a finished record of the same name made with other settings")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mathtune import __version__
 
@@ -111,73 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser = add_parser
 
-    def config_args(sp, *, writes: bool = True):
-        sp.add_argument("config", help="YAML config (every key optional, an empty file included; "
-                                       "defaults = the reference experiment)")
-        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set train.epochs=1")
-        if writes:  # plan writes nothing: it prints the plan, and that is its output
-            sp.add_argument("--out", type=Path, help="run directory (default runs/<name>)")
-        sp.add_argument("--print-config", action="store_true",
-                        help="print the resolved config, every default filled in, and exit")
-        if writes:
-            sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
-
     sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
-    config_args(sp)
+    _config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
 
     sp = sub.add_parser("train", help="LoRA training only (train.method: sft, rft or grpo)")
-    config_args(sp)
+    _config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
 
     sp = sub.add_parser("plan", help="what a run will do and cost: tokens, steps, FLOPs, time, memory; loads no weights")
-    config_args(sp, writes=False)
+    _config_args(sp, writes=False)
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
     sp.add_argument("--show-example", nargs="?", type=int, const=0, metavar="N",
                     help="also show training example N (default 0) token by token as the trainer feeds it, "
                          "with its loss mask, and the same question's evaluation prompt")
 
-    def model_args(sp, *, sampling: bool):
-        """What names a model and its benchmark: shared by eval and probe."""
-        sp.add_argument("--model", required=True, help="hub id, local folder, or .gguf file")
-        sp.add_argument("--adapter", help="PEFT adapter folder to attach")
-        sp.add_argument("--data", default="openai/gsm8k",
-                        help="hub dataset id, folder with train.jsonl/test.jsonl, or one JSONL file (a test set)")
-        sp.add_argument("--split", default="test", choices=["test", "train", "validation"])
-        sp.add_argument("--question-field", default="question", help="the record field holding the question")
-        sp.add_argument("--answer-field", default="answer",
-                        help="the record field holding the answer (a solution ending in '#### N', or a bare number)")
-        sp.add_argument("--data-config", help="hub dataset config (default: 'main' for openai/gsm8k)")
-        sp.add_argument("--data-split", default="test",
-                        help="the source's split read as the test set (hub split name, or file stem in a folder)")
-        sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
-        sp.add_argument("--prompt", default="chat", choices=EVAL_PROMPTS,
-                        help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
-        if sampling:
-            sp.add_argument("--samples", type=_positive_int, default=1,
-                            help="completions per problem (majority vote; maj@k and pass@k in the report)")
-            sp.add_argument("--temperature", type=_nonneg_float,
-                            help="sampling temperature (default 0; 0.7 when --samples > 1)")
-        sp.add_argument("--max-new-tokens", type=_positive_int, default=512, help="generation budget per completion")
-        sp.add_argument("--batch-size", type=_batch_size, default="auto",
-                        help="problems decoded at once; auto fits the GPU's free memory (32 rows on a CPU)")
-        sp.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                        help="auto: bfloat16 on a GPU, float32 on a CPU")
-        sp.add_argument("--quantization", default="none", choices=QUANTIZATIONS,
-                        help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
-                             "8bit: LLM.int8()), as a run with model.quantization does; needs mathtune[qlora]")
-        sp.add_argument("--seed", type=int, default=42, help="seeds the split, the few-shot draw and sampling")
-        sp.add_argument("--trust-remote-code", action="store_true",
-                        help="run Python code shipped with the model (a custom architecture); off by default")
-        sp.add_argument("--name", help="record name: writes OUT/eval/NAME.jsonl (default: from model and prompt)")
-        sp.add_argument("--quiet", action="store_true", help="print only errors and the final paths")
-        sp.add_argument("--overwrite", action="store_true",
-                        help="replace a finished record of the same name made with other settings")
-
     sp = sub.add_parser("eval", help="benchmark a model on GSM8K")
-    model_args(sp, sampling=True)
+    _model_args(sp, sampling=True)
     sp.add_argument("--extra", nargs="+", default=[], metavar="TASK",
                     help="also score lm-evaluation-harness tasks on the same loaded model (e.g. mmlu arc_easy); "
                          "needs mathtune[extra]")
@@ -190,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("probe", help="robustness probe: test problems and variants (changed numbers, renamed people, "
                         "larger numbers), paired per kind")
-    model_args(sp, sampling=False)
-    sp.add_argument("--variants", type=_positive_int, default=1, help="variants per problem and kind")
-    sp.add_argument("--kinds", type=_probe_kinds, default=["numbers"],
+    _model_args(sp, sampling=False)
+    sp.add_argument("--variants", type=_positive_int, default=ProbeConfig().variants, help="variants per problem and kind")
+    sp.add_argument("--kinds", type=_probe_kinds, default=ProbeConfig().kinds,
                     help="what the variants change, comma-separated: numbers (new numbers, gold recomputed), "
                          "names (the people renamed, gold unchanged), magnitudes (numbers x10/x100/x1000, gold "
                          "recomputed); default numbers")
@@ -322,10 +333,12 @@ def _eval_request(args):
         batch_size=args.batch_size,
         dtype=args.dtype,
         seed=args.seed,
+        val_fraction=Config().data.val_fraction,  # the validation split a --split validation reads
         trust_remote_code=args.trust_remote_code,
         data_format=DataFormat(question=args.question_field, answer=args.answer_field, config=args.data_config,
                                test_split=args.data_split),
         quantization=args.quantization,
+        prompt_date=None,  # settled by the evaluation: the date its records hold, else today
     )
 
 

@@ -14,16 +14,25 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from mathtune.analysis.analyze import check_not_hand_edited, run_analysis
 from mathtune.config import Config, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, sweep_stale_temps, write_atomic
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, refuse_other_settings
+from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finished, run_extra_tasks
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.attention import training_attention  # unpacked rows: what decoding runs
+from mathtune.models.load import attach_adapter, check_adapter_folder, load_model, resolve_model_path
+from mathtune.models.quantize import check_quantization
+from mathtune.plan import format_plan, make_plan, record_measured_rates, write_plan
+from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
+from mathtune.task.prompts import NoCleanBoundary
+from mathtune.train.run import run_train
+from mathtune.train.trainer import AllTooLong, check_before_loading
 
 
 def check_eval_settings(config: Config, run_dir: Path) -> None:
@@ -47,10 +56,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
     spec = None
     if config.eval.extra:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
-        from mathtune.evaluation.regression import ExtraSpec, extra_finished
-
         spec = ExtraSpec.from_config(config.eval)
-
         todo += [(name, None) for name in ("base", "tuned") if not extra_finished(run_dir, name, spec)]
         todo.sort(key=lambda item: item[0].startswith("tuned"))  # base first: the adapter is merged once
     if not todo:
@@ -60,8 +66,6 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
         problems, _ = load_problems(base_req)
         ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
                         source=config.data.source, overwrite=overwrite, kinds=config.eval.probe.kinds)
-    from mathtune.models.load import attach_adapter, load_model
-
     # One load for both: with model.quantization the tuned model is this same quantized base with
     # the adapter beside it (attach_adapter merges only into float32 weights).
     model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
@@ -75,8 +79,6 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             model.eval()
             attached = True
         if req is None:
-            from mathtune.evaluation.regression import run_extra_tasks
-
             say(f"extra: lm-evaluation-harness tasks {', '.join(spec.tasks)} on {name}")
             run_extra_tasks(model, tokenizer, name, run_dir, spec)
         else:
@@ -128,9 +130,6 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     """`mathtune probe`: the model on the test problems and on seeded variants of them with
     changed numbers (OUT/probe/test.jsonl), one model load for both; then the folder's
     analysis and report, whose probe section pairs the two."""
-    from mathtune.models.load import check_adapter_folder, load_model, resolve_model_path
-    from mathtune.models.quantize import check_quantization
-
     out_dir = Path(out_dir)
     name = name or default_name(request)
     request = dated_request(request, EvalPaths.for_name(out_dir, name))  # one date for the problems and variants
@@ -166,46 +165,46 @@ def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRe
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
-    """Returns the path of the main report file."""
-    from mathtune.train.run import run_train
-
+    """`mathtune run`, step by step; returns the path of the main report file."""
     run_dir = Path(run_dir)
     config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder, on any day
-    from mathtune.train.trainer import check_before_loading
+    preflight(config, run_dir, overwrite=overwrite)
+    plan = plan_before_training(config, run_dir)
+    run_train(config, run_dir, overwrite=overwrite, checked=True)  # checks the folder before anything is removed
+    say(f"adapter: {run_dir / 'adapter'}")
+    keep_run_files(config, run_dir, plan, overwrite=overwrite)
+    with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
+        evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
+    record_rates(run_dir)
+    return rebuild_report(run_dir)
 
+
+def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
+    """Every check a run can make before hours of work, each once: the model settings,
+    lm-eval's tasks, finished evaluations of other settings and a hand-edited analysis.json."""
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
-        from mathtune.evaluation.regression import ExtraSpec, check_extra
-
         check_extra(ExtraSpec.from_config(config.eval))
     if not overwrite:
         check_eval_settings(config, run_dir)
-        from mathtune.analysis.analyze import check_not_hand_edited
+        check_not_hand_edited(run_dir)
 
-        check_not_hand_edited(run_dir)  # before hours of work, not after
-    plan = _plan(config, run_dir)
-    run_train(config, run_dir, overwrite=overwrite)  # checks the folder before anything is removed
-    say(f"adapter: {run_dir / 'adapter'}")
+
+def keep_run_files(config: Config, run_dir: Path, plan: dict | None, *, overwrite: bool) -> None:
+    """After training: the plan it was started under, nothing left of an overwritten run's later
+    stages, and the config as the evaluation uses it."""
     if plan is not None:
-        from mathtune.plan import write_plan
-
         write_plan(plan, run_dir)
     if overwrite:
         clear_downstream(run_dir)
     # Training only reads the training keys; eval.* and report.* may have changed since, and
     # config.yaml must say what this run actually used.
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
-    with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
-        evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
-    _record_rates(run_dir)
-    return rebuild_report(run_dir)
 
 
-def _record_rates(run_dir: Path) -> None:
+def record_rates(run_dir: Path) -> None:
     """The rates this finished run reached, for the next plan on this machine. A cache that
     cannot be written costs the next plan its calibration, never this run."""
-    from mathtune.plan import record_measured_rates
-
     try:
         written = record_measured_rates(run_dir)
     except OSError as err:
@@ -215,16 +214,11 @@ def _record_rates(run_dir: Path) -> None:
         say(f"measured rates: kept in {written} for the next plan on this machine")
 
 
-def _plan(config: Config, run_dir: Path) -> dict | None:
+def plan_before_training(config: Config, run_dir: Path) -> dict | None:
     """The plan, printed before anything runs (kept from an earlier start of the same run)."""
-    from mathtune.plan import format_plan, make_plan
-
     saved = run_dir / "plan.json"
     if saved.is_file():
         return None  # planned when this run first started; a resume keeps that plan
-    from mathtune.task.prompts import NoCleanBoundary
-    from mathtune.train.trainer import AllTooLong
-
     try:
         plan = make_plan(config)
     except (AllTooLong, NoCleanBoundary):
@@ -247,9 +241,6 @@ def clear_downstream(run_dir: Path) -> None:
 
 def rebuild_report(run_dir: Path, *, overwrite: bool = False) -> Path:
     """analysis.json and the report from the files in run_dir; never runs a model."""
-    from mathtune.analysis.analyze import run_analysis
-    from mathtune.report.build import build_report
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")

@@ -44,7 +44,6 @@ def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     token_train = training["token_accuracy"]["train"]["end_pct"]
     token_val = training["token_accuracy"]["validation"]["end_pct"]
     exact = tuned["strict"]["accuracy_pct"]
-    token = token_val if token_val is not None else token_train
     data_name = tuned.get("data_name") or UNNAMED_DATA
     return {
         "available": True,
@@ -53,12 +52,8 @@ def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
         "gsm8k_exact_match_strict_pct": exact,
         "data_name": data_name,
         "protocol": tuned.get("protocol"),
-        "why_they_differ": (
-            f"Mean token accuracy ({token}%) is teacher-forced: at every position the model is handed "
-            "the gold solution so far and only has to guess the next token, so one wrong digit costs one "
-            f"token; exact match on {data_name} ({exact}%) makes the model write the whole solution itself, where "
-            "one early mistake carries through to a wrong final number."
-        ),
+        # The token accuracy the report's explanation quotes: validation's where there was validation.
+        "token_accuracy_quoted": "validation" if token_val is not None else "train",
     }
 
 
@@ -150,41 +145,28 @@ def plan_miss(planned, actual) -> str | None:
     return f"{(ratio - 1) * 100:+.0f}% (actual x{ratio:.2f} the plan)"
 
 
-def recommendations(analysis: dict) -> list[str]:
-    """Next steps, each quoting the numbers it follows from."""
-    out = []
+def recommendations(analysis: dict) -> list[dict]:
+    """Next steps, each an advice code with the numbers it follows from (report.explanations
+    words each)."""
+    out: list[dict] = []
     training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
     if training.get("available"):
-        out.append(training["recommendation"])
+        out.append({"advice": "training"})  # its code and numbers: training.recommendation
     out += analysis.get("recipe", {}).get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):
-        out.append(paired["verdict"])
+        out.append({"advice": "paired"})
     if errors.get("available"):
         model = "tuned" if "tuned" in errors["counts"] else next(iter(errors["counts"]))
         counts = errors["counts"][model]
         wrong = sum(counts.values())
         if wrong:
             top = max(CATEGORIES, key=lambda c: (counts[c], -CATEGORIES.index(c)))
-            share = pct(counts[top] / wrong)
-            advice = {
-                "format_failure": "the answers are there but not stated as '#### N'; fix the prompt or train on the answer format",
-                "truncated": "raise eval.max_new_tokens or teach the model to stop",
-                "arithmetic_slip": "the reasoning is set up right but computed wrong; a calculator tool or more worked arithmetic in training would target it",
-                "missing_or_extra_step": "the chain stops early or runs one step too far; more multi-step training examples would target it",
-                "misread_question": "the model solves a different problem; this is reasoning, not format, and needs a stronger base model or more data",
-            }[top]
-            out.append(
-                f"The {model} model's most common error is {top.replace('_', ' ')} ({counts[top]} of {wrong} "
-                f"wrong answers, {share}%): {advice}."
-            )
+            out.append({"advice": "top error", "model": model, "category": top, "count": counts[top],
+                        "wrong": wrong, "share_pct": pct(counts[top] / wrong)})
     contamination = analysis["contamination"]
     if contamination.get("available") and contamination["test_questions_half_overlapping"]:
-        out.append(
-            f"Test questions sharing at least half of their {contamination['n']}-grams with training questions: "
-            f"{contamination['test_questions_half_overlapping']} of {contamination['test_questions']}; "
-            "check them before trusting the benchmark."
-        )
+        out.append({"advice": "contamination"})
     return out
 
 

@@ -45,7 +45,7 @@ def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
     return out
 
 
-def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
+def _rft(summary: dict, recommendations: list[dict]) -> dict[str, Any]:
     stats = summary.get("rft")
     if not stats:
         return {"available": False, "reason": "train/summary.json holds no RFT counts (training unfinished?)"}
@@ -69,23 +69,14 @@ def _rft(summary: dict, recommendations: list[str]) -> dict[str, Any]:
         },
     }
     if stats.get("correct_samples_too_long"):
-        n = stats["correct_samples_too_long"]
-        recommendations.append(
-            f"{n} distinct strictly correct RFT sample{'s were' if n > 1 else ' was'} longer than "
-            f"data.max_length={stats['max_length']} tokens and not trained on; a larger data.max_length "
-            f"would keep {'them' if n > 1 else 'it'}."
-        )
+        recommendations.append({"advice": "rft samples too long", "count": stats["correct_samples_too_long"],
+                                "max_length": stats["max_length"]})
     if share is not None and share < LOW_SHARE_FROM_MODEL_PCT:
-        recommendations.append(
-            f"Only {share}% of the RFT training solutions came from the model ({stats['kept_from_model']} of "
-            f"{stats['solutions_kept']}; {stats['problems_with_correct_sample']} of {stats['problems']} problems had a "
-            f"strictly correct sample in {stats['samples_per_problem']}): more samples per problem (train.rft.samples) "
-            "would make it more RFT and less SFT."
-        )
+        recommendations.append({"advice": "rft few model solutions"})
     return result
 
 
-def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: list[str]) -> dict[str, Any]:
+def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: list[dict]) -> dict[str, Any]:
     metrics_path = run_dir / "train" / "metrics.jsonl"
     rows = [r for r in read_jsonl(metrics_path) if isinstance(r.get("step"), int)] if metrics_path.is_file() else []
     rows = [r for r in rows if isinstance(r.get("reward"), (int, float))]
@@ -138,9 +129,5 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
         },
     }
     if mixed_pct is not None and mixed_pct < LOW_MIXED_GROUPS_PCT:
-        recommendations.append(
-            f"Only {mixed_pct}% of GRPO's prompt groups had mixed rewards on average: the rest were all right or all "
-            "wrong and taught nothing. A larger train.grpo.group_size, or problems nearer the model's level, "
-            "would give more signal per step."
-        )
+        recommendations.append({"advice": "grpo few mixed groups"})
     return result

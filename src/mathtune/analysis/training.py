@@ -1,5 +1,5 @@
 """The training part of the analysis: loss curves, their decrease, the trend verdict and what
-to do next, teacher-forced token accuracy, time, throughput and cost.
+to do next (as codes with their numbers; report.explanations words them), teacher-forced token accuracy, time, throughput and cost.
 
     analyze_training(run_dir, config) -> the "training" part of analysis.json
 
@@ -31,16 +31,6 @@ to the last 5 logged points when it holds fewer."""
 
 TREND_THRESHOLD_PCT = 1.0
 """A change smaller than 1% of the loss over a window counts as flat."""
-
-SIGN_CONVENTION = ("every decrease is (start - end) / start x 100: positive when the loss fell, negative "
-                   "when it rose")
-
-
-def _moved(decrease: float | None) -> str:
-    """A decrease in words, so that no sign has to be read: 'fell 2.3%', 'rose 2.3%'."""
-    if decrease is None:
-        return "n/a"
-    return "did not change" if decrease == 0 else f"{'fell' if decrease > 0 else 'rose'} {abs(decrease):.1f}%"
 
 
 def _finite(value: Any) -> bool:
@@ -131,19 +121,12 @@ def training_trend(curves: dict[str, dict[str, list]]) -> dict[str, Any]:
     without validation.
     """
     val = curves["validation"]
+    # The rule's numbers; report.explanations states the rule in words.
     definition = {
-        "train_window": (f"last {round(FINAL_STRETCH_FRACTION * 100)}% of the logged step range, at least "
-                         f"{MIN_STRETCH_POINTS} logged points"),
+        "final_stretch_fraction_pct": round(FINAL_STRETCH_FRACTION * 100),
         "validation_window_points": VALIDATION_TREND_POINTS,
         "min_train_points": MIN_STRETCH_POINTS,
         "threshold_pct": TREND_THRESHOLD_PCT,
-        "sign": SIGN_CONVENTION,
-        "rule": (
-            "overfitting: validation loss rises by more than the threshold over its window while "
-            "training loss falls; still improving: validation loss (training loss when there is no "
-            "validation) falls by more than the threshold; plateaued: otherwise; not enough points: the "
-            "deciding window holds fewer points than it needs"
-        ),
     }
     stretch = final_stretch(curves)
     train_points = stretch.get("train_points", len(curves["train"]["step"]))
@@ -180,11 +163,6 @@ def _epochs_at(curves: dict, step: int | None) -> float | None:
     return None
 
 
-def _count(n: int, word: str) -> str:
-    """'1 step', '3 steps'."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def _interval_used(curves: dict, series: str, key: str, config: Config | None) -> int | None:
     """The interval in steps a run used (train.eval_every_steps or train.logging_steps): from
     its config, or read off the curve's spacing where there is no config."""
@@ -195,92 +173,57 @@ def _interval_used(curves: dict, series: str, key: str, config: Config | None) -
     return min(gaps) if gaps else None
 
 
-def _how_to_get_a_verdict(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
+def _how_to_get_a_verdict(trend: dict, summary: dict, curves: dict, config: Config | None) -> dict[str, Any]:
     """What would give the trend a verdict: never a setting already in effect."""
     steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
-    longer = "train longer (more train.epochs, or a larger data.train_limit)"
     if curves["validation"]["step"]:
-        have = trend["validation_points_used"]
-        head = (f"Not enough validation points for a verdict: {_count(have, 'evaluation')}, and the trend needs the "
-                f"last {VALIDATION_TREND_POINTS}.")
         every = _interval_used(curves, "validation", "eval_every_steps", config)
+        step = {"advice": "more validation points", "have": trend["validation_points_used"],
+                "needs": VALIDATION_TREND_POINTS, "steps": steps, "eval_every_steps": every}
         if not steps:
-            return f"{head} To get one, validate more often (train.eval_every_steps) or {longer}."
+            return step
         # Validation runs at step 0, every `every` steps and at the last step: 1 + ceil(steps / every)
         # evaluations. Aim at a few more than the window needs.
         suggest = max(1, steps // (VALIDATION_TREND_POINTS + 1))
         if every is None or suggest < every:
-            now = f", now {every}" if every is not None else ""
-            return (f"{head} To get one, set train.eval_every_steps to {suggest}{' or less' if suggest > 1 else ''} "
-                    f"(this run took {_count(steps, 'step')}{now}), or {longer}.")
-        needed = (VALIDATION_TREND_POINTS - 2) * every + 1
-        return (f"{head} This run took {_count(steps, 'step')}, validating every {_count(every, 'step')} "
-                f"(train.eval_every_steps: {every}), and {VALIDATION_TREND_POINTS} evaluations take {needed} steps or "
-                f"more. To get one, {longer}.")
-    head = (f"Not enough training-loss points for a verdict: {trend['train_points_used']} logged, and the trend "
-            f"needs {MIN_STRETCH_POINTS}.")
-    every = _interval_used(curves, "train", "logging_steps", config)
-    if every is not None and every > 1:
-        return f"{head} To get one, log more often (train.logging_steps, now {every}) or {longer}."
-    return f"{head} Every step is logged already; to get one, {longer}."
+            return {**step, "suggest_eval_every_steps": suggest}
+        return {**step, "steps_needed": (VALIDATION_TREND_POINTS - 2) * every + 1}
+    return {"advice": "more training points", "have": trend["train_points_used"], "needs": MIN_STRETCH_POINTS,
+            "logging_steps": _interval_used(curves, "train", "logging_steps", config)}
 
 
-def training_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None,
-                            accuracy: dict | None = None) -> str:
-    """What to do next, from the loss verdict and the numbers behind it (each named with its
-    window), and, where validation exact match was measured, from the problems solved."""
-    text = _loss_recommendation(trend, summary, curves, config)
+def training_next_step(trend: dict, summary: dict, curves: dict, config: Config | None,
+                       accuracy: dict | None = None) -> dict[str, Any]:
+    """What to do next, as an advice code (the trend's verdict, or what would give one) with the
+    numbers it quotes beside the trend's own; where validation exact match was measured, the
+    problems-solved verdict too. report.explanations puts it in words."""
+    step = _loss_next_step(trend, summary, curves, config)
     em = (accuracy or {}).get("trend") or {}
-    if not em.get("available"):
-        return text
-    advice = {
-        "more problems solved": "more training may solve more problems",
-        "fewer problems solved": (f"more training of this recipe loses problems; the adapter kept is step "
-                                  f"{accuracy.get('kept_step')}'s"),
-        "no change in problems solved shown": "more epochs are not shown to solve more problems at this size",
-        "not paired": "without the per-problem answers no interval says whether that is more than chance",
-    }[em["verdict"]]
-    return f"{text} Judged by problems solved: {em['text']}; {advice}."
+    if em.get("available"):
+        step["exact_match"] = {"verdict": em["verdict"], "kept_step": accuracy.get("kept_step")}
+    return step
 
 
-def _loss_recommendation(trend: dict, summary: dict, curves: dict, config: Config | None) -> str:
+def _moved(decrease: float | None) -> dict[str, Any] | None:
+    """A decrease as a direction and a size, so that no sign has to be read ('fell 2.3%')."""
+    if decrease is None:
+        return None
+    return {"direction": "did not change" if decrease == 0 else "fell" if decrease > 0 else "rose", "pct": abs(decrease)}
+
+
+def _loss_next_step(trend: dict, summary: dict, curves: dict, config: Config | None) -> dict[str, Any]:
     verdict = trend["verdict"]
-    val_dec, train_dec = trend["validation_decrease_pct"], trend["train_decrease_pct"]
-    window = trend["validation_window_steps"]
-    val_text = (
-        f"validation loss {_moved(val_dec)} over the last {trend['validation_points_used']} evaluations "
-        f"(steps {window[0]} to {window[1]})" if val_dec is not None else ""
-    )
-    train_text = (f"training loss {_moved(train_dec)} over the final stretch ({trend['train_points_used']} "
-                  "logged points)" if train_dec is not None else "")
     if verdict == "not enough points":
         return _how_to_get_a_verdict(trend, summary, curves, config)
-    decider, other = (val_text, train_text) if val_dec is not None else (train_text, "")
-    other = f"; {other}" if other else ""
-    facts = "; ".join(t for t in (val_text, train_text) if t)
-    best_step, best_loss = summary.get("best_step"), rounded(summary.get("best_eval_loss"), 4)
-    epochs = config.train.epochs if config else None
+    moved = {"validation_loss_moved": _moved(trend["validation_decrease_pct"]),
+             "train_loss_moved": _moved(trend["train_decrease_pct"])}
+    best = {"best_step": summary.get("best_step"), "best_eval_loss": rounded(summary.get("best_eval_loss"), 4)}
     if verdict == "overfitting":
-        best_epoch = _epochs_at(curves, best_step)
-        at = f" (epoch {best_epoch})" if best_epoch is not None else ""
-        return (
-            f"Overfitting: {facts}. Keep the checkpoint from step {best_step}{at} with validation loss "
-            f"{best_loss}; more epochs would make it worse. Train for fewer epochs or regularize more "
-            "(higher LoRA dropout, lower learning rate) instead."
-        )
+        return {"advice": verdict, **moved, **best, "best_epoch": _epochs_at(curves, summary.get("best_step"))}
     if verdict == "still improving":
-        more = f" than the {epochs} used" if epochs is not None else ""
-        stopped = " even though early stopping fired" if summary.get("stopped_early") else ""
-        return (
-            f"Still improving: {decider}, more than the {TREND_THRESHOLD_PCT}% threshold{stopped}{other}. "
-            f"More epochs{more} are likely to lower the validation loss further; whether that lifts "
-            "benchmark exact match must be measured, not assumed."
-        )
-    return (
-        f"Plateaued: {decider}, within the {TREND_THRESHOLD_PCT}% threshold{other}. More epochs of the same "
-        f"recipe are unlikely to help; the best checkpoint is step {best_step} (validation loss "
-        f"{best_loss}). Change the recipe instead (learning rate, LoRA rank, data) to go further."
-    )
+        return {"advice": verdict, **moved, "epochs": config.train.epochs if config else None,
+                "stopped_early": bool(summary.get("stopped_early"))}
+    return {"advice": verdict, **moved, **best}
 
 
 def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
@@ -309,31 +252,17 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
     return {
         "available": True,
         "summary_available": summary_path.is_file(),
+        # The definitions' numbers; report.explanations defines each measure in words.
         "definitions": {
-            "loss_decrease": (
-                "(smoothed first window - smoothed last window) / smoothed first window x 100, where "
-                f"a window is the mean of {round(SMOOTHING_WINDOW_FRACTION * 100)}% of the logged points "
-                "(at least one)"
-            ),
-            "final_stretch": (
-                f"decrease of a least-squares line fitted to the losses logged in the last "
-                f"{round(FINAL_STRETCH_FRACTION * 100)}% of the step range (widened to the last "
-                f"{MIN_STRETCH_POINTS} logged training losses when it holds fewer), in % of its starting value; "
-                "validation over the same steps, where it has at least 2 points"
-            ),
-            "token_accuracy": (
-                "teacher-forced next-token accuracy on the solution tokens (the model sees the gold "
-                "prefix at every position); NOT problem-solving accuracy. Start and end are the "
-                "first- and last-window means"
-            ),
             "window_fraction_pct": round(SMOOTHING_WINDOW_FRACTION * 100),
-            "sign": SIGN_CONVENTION,
+            "final_stretch_fraction_pct": round(FINAL_STRETCH_FRACTION * 100),
+            "min_train_points": MIN_STRETCH_POINTS,
         },
         "curves": curves,
         "loss_decrease": {"train": loss_decrease(curves["train"]), "validation": loss_decrease(curves["validation"])},
         "final_stretch": final_stretch(curves),
         "trend": trend,
-        "recommendation": training_recommendation(trend, summary, curves, config, accuracy),
+        "recommendation": training_next_step(trend, summary, curves, config, accuracy),
         "exact_match": accuracy,
         "token_accuracy": {"train": token_accuracy(curves["train"]), "validation": token_accuracy(curves["validation"])},
         "best_step": summary.get("best_step"),

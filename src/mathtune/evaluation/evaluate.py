@@ -237,8 +237,12 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
         raise MathtuneError(f"eval/{name}: {len(missing)} problems have no record after generation (e.g. {missing[0]})")
     timed = [records[p.id] for p in problems]
     final = [{k: v for k, v in r.items() if k != TIMING} for r in timed]
+    # Sessions are told apart in the order their records were written (the partial files' order):
+    # two sessions started within the same second would otherwise be listed in problem order.
+    wanted = {p.id for p in problems}
+    in_written_order = [r for problem_id, r in records.items() if problem_id in wanted]
     weights = next(model.parameters())
-    summary = summarize(final, request, timing=session_timing(timed), batch_size=batch_size,
+    summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=batch_size,
                         device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
                         attention=getattr(model.config, "_attn_implementation", None))
     summary["world_size"] = world_size

@@ -11,7 +11,7 @@ other settings) by comparing identities.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mathtune.config import EVAL_PROMPTS, Config, sampling_setting_error
@@ -28,25 +28,27 @@ IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FOR
 @dataclass(frozen=True)
 class EvalRequest:
     """Everything that determines an evaluation's results (batch size does not: greedy
-    decoding in fp32 gives the same tokens at any batch size, and a test checks it)."""
+    decoding in fp32 gives the same tokens at any batch size, and a test checks it). No defaults
+    of its own: a request is built from a config (from_config, with_config_defaults) or from the
+    eval command's flags, whose defaults are the config's."""
 
     model: str
-    adapter: str | None = None
-    data: str = "openai/gsm8k"
-    split: str = "test"
-    limit: int | None = None
-    prompt: str = "chat"
-    samples: int = 1
-    temperature: float = 0.0
-    max_new_tokens: int = 512
-    batch_size: int | str = "auto"
-    dtype: str = "auto"
-    seed: int = 42
-    val_fraction: float = 0.10
-    trust_remote_code: bool = False
-    data_format: DataFormat = GSM8K_FORMAT
-    quantization: str = "none"  # the base weights as bitsandbytes loads them (models.quantize)
-    prompt_date: str | None = None  # the day a dated chat template is given (task.prompts.template_date)
+    adapter: str | None
+    data: str
+    split: str
+    limit: int | None
+    prompt: str
+    samples: int
+    temperature: float
+    max_new_tokens: int
+    batch_size: int | str
+    dtype: str
+    seed: int
+    val_fraction: float
+    trust_remote_code: bool
+    data_format: DataFormat
+    quantization: str  # the base weights as bitsandbytes loads them (models.quantize)
+    prompt_date: str | None  # the day a dated chat template is given (task.prompts.template_date); None: settled by the evaluation
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
@@ -72,6 +74,11 @@ class EvalRequest:
             quantization=config.model.quantization,
             prompt_date=config.data.prompt_date,
         )
+
+    @classmethod
+    def with_config_defaults(cls, model: str, **settings) -> "EvalRequest":
+        """A request for `model` with the config's defaults for every setting not given."""
+        return replace(cls.from_config(Config()), model=model, **settings)
 
     def identity(self) -> dict:
         ident = asdict(self)

@@ -16,6 +16,8 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
+from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, final_stretch_definition,
+                                          loss_decrease_definition, recommendation_text, seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -45,10 +47,10 @@ def training_blocks(training: dict, figures: set[str]) -> list:
         ],
     ))
     stretch_text = (
-        f" The final stretch is steps {stretch['from_step']} to {stretch['to_step']}: {d['final_stretch']}."
+        f" The final stretch is steps {stretch['from_step']} to {stretch['to_step']}: {final_stretch_definition(d)}."
         if stretch.get("available") else ""
     )
-    blocks.append(Para(f"Loss decrease: {d['loss_decrease']}.{stretch_text} Sign: {d.get('sign', 'n/a')}."))
+    blocks.append(Para(f"Loss decrease: {loss_decrease_definition(d)}.{stretch_text} Sign: {SIGN}."))
     if "loss.png" in figures:
         blocks.append(Figure("loss.png", "Training and validation loss per step (dotted line: best step)."))
     rule = trend["definition"]
@@ -58,7 +60,7 @@ def training_blocks(training: dict, figures: set[str]) -> list:
         f"over the last {show(trend.get('validation_points_used'))} evaluations (the window needs "
         f"{rule['validation_window_points']}); training: decrease {show_pct(trend.get('train_decrease_pct'))} over "
         f"{show(trend.get('train_points_used'))} logged points of the final stretch (needs "
-        f"{show(rule.get('min_train_points'))}). Threshold {rule['threshold_pct']}%. Rule: {rule['rule']}."
+        f"{show(rule.get('min_train_points'))}). Threshold {rule['threshold_pct']}%. Rule: {TREND_RULE}."
     ))
     acc = training["token_accuracy"]
     blocks.append(Table(
@@ -68,7 +70,7 @@ def training_blocks(training: dict, figures: set[str]) -> list:
             ["validation", show_pct(acc["validation"]["start_pct"]), show_pct(acc["validation"]["end_pct"])],
         ],
     ))
-    blocks.append(Para(f"Token accuracy: {d['token_accuracy']}."))
+    blocks.append(Para(f"Token accuracy: {TOKEN_ACCURACY}."))
     if "token_accuracy.png" in figures:
         blocks.append(Figure("token_accuracy.png",
                              "Mean token accuracy (teacher-forced next-token accuracy, not problem-solving accuracy)."))
@@ -262,7 +264,7 @@ def seed_claim_blocks(claim: dict) -> list:
              show_pct(claim["gsm8k_exact_match_strict_pct"])],
         ],
     ))
-    return blocks + [Para(claim["why_they_differ"])]
+    return blocks + [Para(seed_claim_text(claim))]
 
 
 def error_blocks(errors: dict, figures: set[str]) -> list:
@@ -415,7 +417,8 @@ def report_blocks(analysis: dict, figures: set[str]) -> list:
     blocks.append(Heading(2, "What ran"))
     blocks += provenance_blocks(run.get("provenance") or {})
     blocks.append(Heading(2, "Recommendations"))
-    blocks.append(Bullets(analysis["recommendations"] or ["Nothing to recommend: the run holds too little data."]))
+    blocks.append(Bullets([recommendation_text(item, analysis) for item in analysis["recommendations"]]
+                          or ["Nothing to recommend: the run holds too little data."]))
     if analysis.get("recipe", {}).get("method", "sft") != "sft":
         blocks += recipe_blocks(analysis["recipe"], figures)
     blocks += training_blocks(analysis["training"], figures)

@@ -448,28 +448,35 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
             skipped["numbers_collapse" if sensible else "no_sensible_variant"] += 1
             continue
         kept += 1
-        for k, (values, chain) in enumerate(made, start=1):
-            question, shift = problem.question, 0
-            for start, end, v, text in numbers:
-                if v in values:
-                    new = format_number(values[v], like=text) if kind == "numbers" else _scaled_text(values[v], text)
-                    question = question[: start + shift] + new + question[end + shift:]
-                    shift += len(new) - (end - start)
-            question = fix_articles(question, {format_number(values[v], like=text) if kind == "numbers"
-                                               else _scaled_text(values[v], text)
-                                               for _, _, v, text in numbers if v in values})
-            new_gold = chain[answer_at][1]
-            solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
-                                 for expr, res in chain[: answer_at + 1])
-            rows.append({"id": f"{problem.id}~v{k}" if kind == "numbers" else f"{problem.id}~{kind}-v{k}",
-                         "original_id": problem.id, "kind": kind,
-                         "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
-                         "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}})
+        rows += [_variant_row(problem, k, kind, numbers, values, chain, answer_at)
+                 for k, (values, chain) in enumerate(made, start=1)]
     return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
                   # retried; a problem left with none is skipped
                   "draws_rejected": dict(rejected), "draw_rules": dict(DRAW_RULES),
                   "held": dict(held_count), "held_rules": dict(HELD_RULES),
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
+
+
+def _variant_row(problem: Problem, k: int, kind: str, numbers: list, values: dict, chain: list,
+                 answer_at: int) -> dict:
+    """The k-th variant of a problem as a data row: the question with the drawn values written
+    in, the recomputed chain up to the answer as its solution."""
+    question, shift = problem.question, 0
+    for start, end, v, text in numbers:
+        if v in values:
+            new = format_number(values[v], like=text) if kind == "numbers" else _scaled_text(values[v], text)
+            question = question[: start + shift] + new + question[end + shift:]
+            shift += len(new) - (end - start)
+    question = fix_articles(question, {format_number(values[v], like=text) if kind == "numbers"
+                                       else _scaled_text(values[v], text)
+                                       for _, _, v, text in numbers if v in values})
+    new_gold = chain[answer_at][1]
+    solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
+                         for expr, res in chain[: answer_at + 1])
+    return {"id": f"{problem.id}~v{k}" if kind == "numbers" else f"{problem.id}~{kind}-v{k}",
+            "original_id": problem.id, "kind": kind,
+            "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
+            "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}}
 
 
 # --- writing the variants ------------------------------------------------------------------------

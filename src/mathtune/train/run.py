@@ -25,7 +25,9 @@ import os
 import re
 import resource
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -37,6 +39,7 @@ from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
 from mathtune.task.data import DataFormat, data_identity, training_splits
+from mathtune.task.mix import mix_training_problems
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.lm_head import use_lm_head
@@ -52,8 +55,9 @@ TRAINING_KEYS = ("seed", "model", "data", "lora", "train")
 
 
 
-def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
-    """Train (or resume, or skip) the run in out_dir; returns the run folder."""
+def run_train(config: Config, out_dir: Path, overwrite: bool = False, *, checked: bool = False) -> Path:
+    """Train (or resume, or skip) the run in out_dir; returns the run folder. `checked`: the
+    caller's preflight has run check_before_loading already (`mathtune run`)."""
     from accelerate import PartialState
 
     run_dir = Path(out_dir)
@@ -71,38 +75,108 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False) -> Path:
         return run_dir
     # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
     with run_log(run_dir, start=False) as log:
-        return _train(config, run_dir, state, status, log)
+        return _train(config, run_dir, state, status, log, checked)
 
 
-def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
+def _train(config: Config, run_dir: Path, state, status: str, log, checked: bool) -> Path:
+    """The training steps, in order: data, model, resume, (RFT's samples), fit, save."""
     check_trackers(config.train.report_to)
-    check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
-    method = config.train.method
-    # Data first (no network for a local folder), then the tokenizer (no weights yet).
+    if not checked:
+        check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
+    method = METHODS[config.train.method]
+    data = _data(config, method)
+    model, peft_config, head, fast_paths = _model(config, method)
+    checkpoint = _resume(config, run_dir, state, status, log)
+    recipe_stats = _sample_training_pairs(config, run_dir, model, data) if method.samples_first else None
+    trainer = method.trainer(config, run_dir, model, data, peft_config, checkpoint)
+    if method.trainer is _supervised_trainer:
+        head = use_lm_head(trainer.model, head)  # lean unless its check failed here (then TRL's own)
+    # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
+    # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
+    adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
+                         None)
+    _fit(trainer, run_dir, config.train.method, checkpoint)
+    _save(config, run_dir, state, trainer, data, checkpoint, adapter_dtype, recipe_stats,
+          {"lm_head": head, "fast_paths": fast_paths})
+    return run_dir
+
+
+@dataclass
+class TrainingData:
+    """The problems a run trains and validates on, the tokenizer, and the datasets built from them."""
+    train_problems: list
+    val_problems: list
+    sources: list[dict]
+    tokenizer: Any
+    train_set: Any = None
+    val_set: Any = None
+    counts: dict = field(default_factory=dict)
+
+
+def _supervised_sets(config: Config, data: TrainingData) -> tuple:
+    return build_datasets(config, data.tokenizer, data.train_problems, data.val_problems)
+
+
+def _prompt_sets(config: Config, data: TrainingData) -> tuple:
+    from datasets import Dataset
+
+    from mathtune.train.grpo import prompt_rows
+
+    train_set = Dataset.from_list(prompt_rows(config, data.tokenizer, data.train_problems))
+    return train_set, None, {"train_examples": len(train_set), "val_examples": 0,
+                             "dropped_too_long": {"train": 0, "validation": 0}}
+
+
+def _supervised_trainer(config: Config, run_dir: Path, model, data: TrainingData, peft_config, checkpoint):
+    accuracy = (exact_match_callback(config, run_dir, data.tokenizer, data.val_problems, data.train_problems)
+                if config.train.select_by == "exact_match" else None)
+    return build_trainer(config, run_dir, model, data.tokenizer, data.train_set, data.val_set, peft_config,
+                         eval_on_start=checkpoint is None, accuracy=accuracy)
+
+
+def _grpo_trainer(config: Config, run_dir: Path, model, data: TrainingData, peft_config, checkpoint):
+    from mathtune.train.grpo import FIELD_ORDER, build_grpo_trainer, step_fields
+
+    callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
+    return build_grpo_trainer(config, run_dir, model, data.tokenizer, data.train_set, peft_config, callbacks)
+
+
+@dataclass(frozen=True)
+class Method:
+    """What differs between the training methods; every other step is the same for all."""
+    packs: bool  # trains on packed rows (GRPO: unpacked, padded batches)
+    datasets: Callable  # (config, data) -> (train set, validation set, counts)
+    samples_first: bool  # trains on the base model's own correct samples, drawn before training (RFT)
+    trainer: Callable  # (config, run_dir, model, data, peft_config, checkpoint) -> a TRL trainer
+
+
+METHODS = {
+    "sft": Method(packs=True, datasets=_supervised_sets, samples_first=False, trainer=_supervised_trainer),
+    "rft": Method(packs=True, datasets=_supervised_sets, samples_first=True, trainer=_supervised_trainer),
+    "grpo": Method(packs=False, datasets=_prompt_sets, samples_first=False, trainer=_grpo_trainer),
+}
+
+
+def _data(config: Config, method: Method) -> TrainingData:
+    """Data first (no network for a local folder), then the tokenizer (no weights yet)."""
     train_problems, val_problems = training_splits(
         config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit,
         fmt=DataFormat.of(config.data),
     )
-    from mathtune.task.mix import mix_training_problems
-
     extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
     sources = [{"source": config.data.source, "split": "train (after the seeded split)", "weight": 1.0,
                 "problems": len(train_problems), "examples": len(train_problems)}] + mixed
-    train_problems = train_problems + extra
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
-    if method == "grpo":
-        from datasets import Dataset
+    data = TrainingData(train_problems + extra, val_problems, sources, tokenizer)
+    data.train_set, data.val_set, data.counts = method.datasets(config, data)
+    return data
 
-        from mathtune.train.grpo import prompt_rows
 
-        train_set, val_set = Dataset.from_list(prompt_rows(config, tokenizer, train_problems)), None
-        data_counts = {"train_examples": len(train_set), "val_examples": 0,
-                       "dropped_too_long": {"train": 0, "validation": 0}}
-    else:
-        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems)
+def _model(config: Config, method: Method):
+    """The base model, ready for its adapter, and the adapter's configuration."""
     quantized = config.model.quantization != "none"
     # GRPO trains on unpacked, padded batches. Each fast path is checked here before its first use.
-    attention, head, fast_paths = checked_training_paths(config, config.train.packing and method != "grpo")
+    attention, head, fast_paths = checked_training_paths(config, config.train.packing and method.packs)
     model, _ = load_model(
         config.model.name_or_path,
         dtype=config.model.dtype,
@@ -115,8 +189,11 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
     )
     if quantized:
         model = prepare_for_training(model, gradient_checkpointing=config.train.gradient_checkpointing)
-    peft_config = make_lora_config(config, model)
+    return model, make_lora_config(config, model), head, fast_paths
 
+
+def _resume(config: Config, run_dir: Path, state, status: str, log) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start), with the run folder made ready for it."""
     checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
     state.wait_for_everyone()  # every process has read the folder before the main one changes it
     if state.is_main_process:
@@ -127,51 +204,39 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
                 truncate_metrics(run_dir / "train" / kept, checkpoint_step(checkpoint))
             say(f"resuming from {checkpoint}")
     state.wait_for_everyone()
+    return checkpoint
 
-    recipe_stats = None
-    if method == "rft":
-        from mathtune.train.rft import rft_training_pairs
 
-        def fits(prompt: str, answer: str) -> bool:
-            return len(example_from_text(prompt, answer, tokenizer, config.data.prompt)) <= config.data.max_length
+def _sample_training_pairs(config: Config, run_dir: Path, model, data: TrainingData) -> dict:
+    """RFT: the base model's strictly correct samples (gold where none was) become the training
+    set; returns the sampling's counts."""
+    from mathtune.train.rft import rft_training_pairs
 
-        pairs, recipe_stats = rft_training_pairs(config, run_dir, model, tokenizer, train_problems, fits)
-        train_set, val_set, data_counts = build_datasets(config, tokenizer, train_problems, val_problems,
-                                                         train_pairs=pairs)
+    def fits(prompt: str, answer: str) -> bool:
+        return len(example_from_text(prompt, answer, data.tokenizer, config.data.prompt)) <= config.data.max_length
 
-    data_counts["sources"] = sources
-    if method == "grpo":
-        from mathtune.train.grpo import build_grpo_trainer, step_fields, FIELD_ORDER
+    pairs, recipe_stats = rft_training_pairs(config, run_dir, model, data.tokenizer, data.train_problems, fits)
+    data.train_set, data.val_set, data.counts = build_datasets(config, data.tokenizer, data.train_problems,
+                                                               data.val_problems, train_pairs=pairs)
+    return recipe_stats
 
-        callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
-        trainer = build_grpo_trainer(config, run_dir, model, tokenizer, train_set, peft_config, callbacks)
-    else:
-        accuracy = (exact_match_callback(config, run_dir, tokenizer, val_problems, train_problems)
-                    if config.train.select_by == "exact_match" else None)
-        trainer = build_trainer(
-            config, run_dir, model, tokenizer, train_set, val_set, peft_config, eval_on_start=checkpoint is None,
-            accuracy=accuracy,
-        )
-        head = use_lm_head(trainer.model, head)  # lean unless its check failed here (then TRL's own)
 
-    # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
-    # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
-    adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
-                         None)
-
-    # --- train ---
+def _fit(trainer, run_dir: Path, method: str, checkpoint: Path | None) -> None:
     replace_progress(trainer, run_dir / "run.log", f"train ({method})")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
-    # --- save ---
-    # load_best_model_at_end has put the best checkpoint's adapter back into the model.
+
+def _save(config: Config, run_dir: Path, state, trainer, data: TrainingData, checkpoint: Path | None,
+          adapter_dtype: str | None, recipe_stats: dict | None, paths: dict) -> None:
+    """The adapter and train/summary.json. load_best_model_at_end has put the best checkpoint's
+    adapter back into the model."""
     if state.is_main_process:
         save_adapter(trainer.model, run_dir / "adapter")
-        summary = make_summary(config, trainer, data_counts, resumed_from=checkpoint)
+        summary = make_summary(config, trainer, data.counts | {"sources": data.sources}, resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
-        summary |= {"lm_head": head, "fast_paths": fast_paths}  # which paths ran, and why
+        summary |= paths  # which fast paths ran, and why
         if recipe_stats is not None:
             summary["rft"] = recipe_stats
         write_json_atomic(run_dir / "train" / "summary.json", summary)
@@ -181,10 +246,9 @@ def _train(config: Config, run_dir: Path, state, status: str, log) -> Path:
                 f"eval_loss {summary['best_eval_loss']:.4f})" if em else
                 f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})")
         steps = summary["global_step"]
-        say(f"training done ({method}): {best}, {steps} step{'' if steps == 1 else 's'} in "
+        say(f"training done ({config.train.method}): {best}, {steps} step{'' if steps == 1 else 's'} in "
             f"{duration(summary['wall_time_s'])}")  # the adapter's path: the command's final line
     state.wait_for_everyone()
-    return run_dir
 
 
 # ---------------------------------------------------------------------------------------
