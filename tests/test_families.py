@@ -104,15 +104,9 @@ def clock_at(moment: datetime.datetime):
 
 # --- plan --show-example: the training example is the evaluation prompt, then the answer ----------
 
-# plain5 trains on the bare "Question: ...\nAnswer:" prompt while its evaluation prompt carries
-# five exemplars first: the training example is not the evaluation prompt followed by the answer.
-PLAIN5_TRAINS_ZERO_SHOT = pytest.mark.xfail(strict=True, reason="plain5's training prompt lacks the five exemplars "
-                                            "its evaluation prompt starts with")
-
-
 # (data.prompt, eval.prompt): chat-verify trains as chat, and its first turn is the chat prompt.
 @pytest.mark.parametrize("prompt, evaluated_as", [("chat", "chat"), ("chat", "chat-verify"), ("cot8", "cot8"),
-                                                  pytest.param("plain5", "plain5", marks=PLAIN5_TRAINS_ZERO_SHOT)])
+                                                  ("plain5", "plain5")])
 @pytest.mark.parametrize("name", NAMES)
 def test_training_example_is_the_evaluation_prompt_then_the_answer(name, prompt, evaluated_as, family_model,
                                                                     small_data_dir, tmp_path, capsys):

@@ -253,14 +253,15 @@ class NoCleanBoundary(MathtuneError):
 
 
 def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
-                  solution: str | None = None) -> tuple[str, str]:
+                  solution: str | None = None, fewshot: tuple[Problem, ...] = ()) -> tuple[str, str]:
     """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
     solution (the gold one unless given) as the model should continue it. For a chat prompt
     the answer is the rest of the conversation as the template renders it, turn end included,
     so the model learns to stop where evaluation stops; for a few-shot prompt it is the
-    solution after the space the exemplars put after 'A:' / 'Answer:'."""
+    solution after the space the exemplars put after 'A:' / 'Answer:'. plain5's exemplars
+    (`fewshot`) are those evaluation draws."""
     solution = clean_solution(problem.answer) if solution is None else solution
-    prompt = PromptBuilder(kind, date=date).render(problem.question, tokenizer)
+    prompt = PromptBuilder(kind, fewshot, date).render(problem.question, tokenizer)
     if kind not in CHAT_KINDS:
         return prompt, " " + solution
     conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]

@@ -67,8 +67,8 @@ def example_from_text(prompt: str, answer: str, tokenizer, kind: str) -> Trainin
 
 
 def training_example(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
-                     solution: str | None = None) -> TrainingExample:
+                     solution: str | None = None, fewshot: tuple[Problem, ...] = ()) -> TrainingExample:
     """The supervised example of one problem: its evaluation prompt, then the solution (the
     gold one unless given: RFT passes the model's own)."""
-    prompt, answer = training_pair(problem, tokenizer, kind, date=date, solution=solution)
+    prompt, answer = training_pair(problem, tokenizer, kind, date=date, solution=solution, fewshot=fewshot)
     return example_from_text(prompt, answer, tokenizer, kind)

@@ -29,6 +29,7 @@ from mathtune.evaluation.request import EvalRequest
 from mathtune.models.load import decoding
 from mathtune.task.data import Problem
 from mathtune.task.prompts import training_pair
+from mathtune.train.trainer import training_fewshot
 
 SAMPLES_NAME = "rft_samples"
 
@@ -88,6 +89,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
     summary = _sample(request, run_dir, model, tokenizer, paths)
     records = {r["id"]: r for r in read_jsonl_until_torn(paths.records)}
 
+    fewshot = training_fewshot(config)  # plain5: the evaluation's exemplars
     pairs: list[tuple[str, str]] = []
     with_correct = from_model = correct_samples = too_long = 0
     for problem in problems:
@@ -97,10 +99,11 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         correct = sum(bool(s["correct_strict"]) for s in scored_samples(record))
         correct_samples += correct
         with_correct += correct > 0
-        # The prompt SFT would train on (for plain5 that is the zero-shot form), the model's
+        # The prompt SFT would train on (the evaluation's, plain5's exemplars included), the model's
         # own solutions in place of the gold one.
         def pair(solution: str | None) -> tuple[str, str]:
-            return training_pair(problem, tokenizer, config.data.prompt, date=config.data.prompt_date, solution=solution)
+            return training_pair(problem, tokenizer, config.data.prompt, date=config.data.prompt_date, solution=solution,
+                                 fewshot=fewshot)
 
         chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(*pair(c)))
         from_model += len(chosen)

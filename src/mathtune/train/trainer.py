@@ -52,10 +52,24 @@ def check_trackers(report_to: list[str]) -> None:
             raise MathtuneError(f"train.report_to: '{name}' is not installed (pip install {name})")
 
 
+def training_fewshot(config: Config) -> tuple[Problem, ...]:
+    """plain5's exemplars as evaluation draws them (seeded, from the train split, never a test
+    problem), so a plain5 training prompt is the evaluation's; () for the other prompts."""
+    if config.data.prompt != "plain5":
+        return ()
+    from dataclasses import replace
+
+    from mathtune.evaluation.request import EvalRequest, load_problems
+
+    return load_problems(replace(EvalRequest.from_config(config), prompt="plain5"))[1].fewshot
+
+
 def gold_examples(config: Config, tokenizer, problems: list[Problem]) -> list[TrainingExample]:
     """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
     gold solution's; what training feeds, the plan counts and `plan --show-example` shows."""
-    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date) for p in problems]
+    fewshot = training_fewshot(config)
+    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot)
+            for p in problems]
 
 
 class AllTooLong(MathtuneError):
