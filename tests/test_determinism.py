@@ -87,7 +87,10 @@ def _run(tiny_model_dir: Path, data: Path, out: Path) -> subprocess.CompletedPro
     argv = ["run", str(config), "--out", str(out), "--quiet"]
     for s in sets:
         argv += ["--set", s]
-    return _mathtune(*argv)
+    # Each run plans from the shipped rates, not from what the other one measured on this machine.
+    rates = out.parent / f"{out.name}-rates-{len(list(out.parent.glob('*-rates-*')))}.json"
+    return subprocess.run([sys.executable, "-m", "mathtune", *argv], capture_output=True, text=True,
+                          env={**ENV, "MATHTUNE_RATES": str(rates)}, stdin=subprocess.DEVNULL)
 
 
 def _differences(a, b, path="") -> list[str]:
