@@ -10,6 +10,14 @@ from mathtune.core.errors import MathtuneError
 from mathtune.plan import ASSUMED_UTILISATION, PEAK_TFLOPS, make_plan
 
 
+@pytest.fixture
+def shipped_rates_only(tmp_path, monkeypatch):
+    """A plan from the shipped throughputs alone: earlier tests' runs have left this session's
+    measured rates, which the plan would otherwise take as its basis."""
+    monkeypatch.setenv("MATHTUNE_RATES", str(tmp_path / "no-measured-rates.json"))
+
+
+@pytest.mark.usefixtures("shipped_rates_only")
 def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM
@@ -64,6 +72,7 @@ def test_plan_and_training_count_parameters_alike(trained_run, tiny_model_dir, s
     assert f"{t:,} trainable of {total:,} (the base model's {base:,} + the adapter's {t:,})" in format_plan(plan)
 
 
+@pytest.mark.usefixtures("shipped_rates_only")
 def test_a_model_far_from_every_measurement_is_said_to_be_extrapolated(tiny_model_dir, small_data_dir):
     """The tiny model is thousands of times smaller than the measured 0.49B: its time is scaled
     far outside what was measured. The plan says so, and shows no time as 0."""
