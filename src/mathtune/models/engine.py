@@ -34,7 +34,7 @@ from typing import Iterator
 
 import torch
 
-from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, stop_token_ids
+from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, special_token_texts, stop_token_ids
 
 # Whether generate_stream shares the prompts' common prefix by default (the eval speed
 # benchmark switches it off to measure what it contributes).
@@ -209,7 +209,7 @@ class _Session:
         self.stop_set = set(stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
         # Turn-end markers are special tokens, matched by id (decoded text never holds them).
-        specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+        specials = special_token_texts(tokenizer)
         self.text_stops = tuple(s for s in stop_strings if s and s not in specials)
         self.cache_kw = _cache_keyword(model)
         # A stop string can only be completed by a token whose text holds the string's last

@@ -34,12 +34,18 @@ class Generation:
     """True when the row hit max_new_tokens without reaching a stop token or stop string."""
 
 
+def special_token_texts(tokenizer) -> set[str]:
+    """Every special or added token of the tokenizer, as text: a stop string among them is a
+    token, matched by id (decoded text never holds it)."""
+    return set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+
+
 def stop_token_ids(tokenizer, model, stop_strings: tuple[str, ...] = ()) -> list[int]:
     """Every turn-end token we know of: base Qwen models end with <|endoftext|>, chat
     models with <|im_end|>; a base model only told about one runs on to max_new_tokens. Stop
     strings that are special tokens of this tokenizer (a template's turn end) stop by id."""
     ids: set[int] = set()
-    specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+    specials = special_token_texts(tokenizer)
     for token in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>") + tuple(s for s in stop_strings if s in specials):
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
