@@ -392,6 +392,12 @@ class _Loader(yaml.SafeLoader):
     float needs a dot ('1.0e-3'), so 'learning_rate: 1e-3' would arrive as a string."""
 
 
+# Nor does it read 2026-12-05 as a date: data.prompt_date takes the text and checks it itself,
+# and a date-like value that is no date (2026-13-01) would otherwise crash the YAML reader.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
