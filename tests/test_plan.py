@@ -171,6 +171,7 @@ def test_plan_refuses_what_run_refuses_in_the_same_words(tiny_model_dir, small_d
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.usefixtures("shipped_rates_only")
 def test_a_dora_plan_costs_more_time_and_memory_than_a_lora_plan(tiny_model_dir, small_data_dir):
     """DoRA's extra pass and checkpointing's recompute each have a stated, measured cost."""
     from mathtune.plan import CHECKPOINTING_TIME_RATIO, DORA_MEMORY_RATIO, DORA_TIME_RATIO, format_plan
