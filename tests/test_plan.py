@@ -199,8 +199,9 @@ CALIBRATED_TOLERANCE = 2.0
 def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
         tiny_model_dir, small_data_dir, tmp_path, monkeypatch, capsys, one_thread):
     """Before any run the plan's basis is the shipped throughput; after one finished run, `plan
-    --json` names this machine's measured rates, and a larger run planned with them takes
-    within CALIBRATED_TOLERANCE of its planned training and evaluation time."""
+    --json` names this machine's measured rates and resident memory, and a larger run planned
+    with them takes within CALIBRATED_TOLERANCE of its planned training and evaluation time and
+    peak memory."""
     from mathtune.cli import main
 
     monkeypatch.setenv("MATHTUNE_RATES", str(tmp_path / "measured_rates.json"))
@@ -227,10 +228,13 @@ def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
     assert planned["rates"]["source"] == "measured"
     assert planned["time_basis"].startswith("this machine's measured rates")
     assert str((tmp_path / "first").resolve()) in planned["time_basis"]
+    assert "as this machine measured it" in planned["peak_memory_basis"]
+    assert str((tmp_path / "first").resolve()) in planned["peak_memory_basis"]
 
     assert main(argv("run", second, "--out", str(tmp_path / "second"))) == 0
     rows = {r["figure"]: r for r in json.loads((tmp_path / "second" / "analysis.json").read_text())["plan"]["rows"]}
-    for figure in ("training time incl. validation (s)", "evaluation time, base and tuned (s)"):
+    for figure in ("training time incl. validation (s)", "evaluation time, base and tuned (s)",
+                   "peak training memory (GiB)"):
         ratio = rows[figure]["actual"] / rows[figure]["planned"]
         print(f"{figure}: planned {rows[figure]['planned']}, actual {rows[figure]['actual']}, x{ratio:.2f}")
         assert 1 / CALIBRATED_TOLERANCE <= ratio <= CALIBRATED_TOLERANCE, rows[figure]

@@ -171,13 +171,13 @@ def layer_activation_values(shape: dict, checkpointing: bool) -> int:
 
 
 def training_memory(shape: dict, config: Config, *, quantization: str, dtype_bytes: int, tokens_in_memory: int,
-                    answer_tokens_in_memory: int, on_gpu: bool) -> dict:
+                    answer_tokens_in_memory: int, runtime_bytes: float) -> dict:
     """Peak training memory, in bytes, by part: the base weights; the adapter with its gradient
     and Adam's two moments; the saved activations of every layer for the tokens of one
     micro-batch (accumulated micro-batches run one after another), plus, with checkpointing, one
     layer's full set while it is recomputed; the LM head's fp32 logit tiles over the answer
     tokens; with a quantized base, one layer's weights dequantized at a time; on a CPU, the
-    process's runtime."""
+    process's runtime (runtime_bytes: 0 on a GPU, whose peak counts its own allocations)."""
     checkpointing = config.train.gradient_checkpointing
     per_token = shape["layers"] * layer_activation_values(shape, checkpointing)
     if checkpointing:
@@ -187,7 +187,7 @@ def training_memory(shape: dict, config: Config, *, quantization: str, dtype_byt
              "adapter_and_optimizer": 16 * shape["trainable_params"],
              "activations": tokens_in_memory * per_token * dtype_bytes + HEAD_TILE_BUFFERS * tile,
              "dequantized_layer": 0 if quantization == "none" else shape["largest_linear_params"] * dtype_bytes,
-             "runtime": 0 if on_gpu else CPU_RUNTIME_BYTES}
+             "runtime": runtime_bytes}
     return {**parts, "total": sum(parts.values())}
 
 
@@ -481,8 +481,10 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
 def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool) -> dict:
     """The plan's peak training memory, by part, and a quantized base's full-precision figure."""
     quantization = config.model.quantization
+    measured = None if on_gpu else _nearest_measurement(shape, "cpu_runtime_bytes")
+    runtime = 0 if on_gpu else measured["cpu_runtime_bytes"] if measured else CPU_RUNTIME_BYTES
     memory_args = dict(dtype_bytes=2 if on_gpu else 4, tokens_in_memory=sched["tokens_in_memory"],
-                       answer_tokens_in_memory=sched["answer_tokens_in_memory"], on_gpu=on_gpu)
+                       answer_tokens_in_memory=sched["answer_tokens_in_memory"], runtime_bytes=runtime)
     memory = training_memory(shape, config, quantization=quantization, **memory_args)
     unquantized = training_memory(shape, config, quantization="none", **memory_args)
     if config.lora.use_dora:  # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
@@ -491,7 +493,7 @@ def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool) -> di
     return {
         "peak_memory_gib": round(memory["total"] / 2**30, 1),
         "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
-        "peak_memory_basis": _memory_basis(quantization, on_gpu),
+        "peak_memory_basis": _memory_basis(quantization, on_gpu, measured),
         "full_precision": None if quantization == "none" else {
             "dtype": "bfloat16" if on_gpu else "float32",
             "peak_memory_gib": round(unquantized["total"] / 2**30, 1),
@@ -499,10 +501,18 @@ def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool) -> di
     }
 
 
-def _memory_basis(quantization: str, on_gpu: bool) -> str:
+def _memory_basis(quantization: str, on_gpu: bool, measured: dict | None) -> str:
+    if on_gpu:
+        runtime = ""
+    elif measured:
+        runtime = (f" + the process's resident memory beyond those tensors as this machine measured it "
+                   f"({measured['cpu_runtime_bytes'] / 2**30:.2f} GiB: the run {measured['run']}, {measured['when']}, "
+                   f"a model of {measured['base_params']:,} parameters)")
+    else:
+        runtime = f" + the process's runtime ({CPU_RUNTIME_BYTES / 2**30:.2f} GiB on a CPU, before any run measured it here)"
     return ("weights + 16 bytes per trainable parameter (weights, gradient, two Adam moments) + the saved "
             "activations of every layer by its shapes for the tokens of one micro-batch + the LM head's fp32 "
-            "tiles over its answer tokens" + ("" if on_gpu else " + the process's runtime (0.42 GiB on a CPU)")
+            "tiles over its answer tokens" + runtime
             + ("; a quantized base: its linear layers at "
                f"{QUANTIZED_BYTES[quantization]:.3f} bytes per weight, the rest in fp32 (PEFT's k-bit preparation), "
                "one layer dequantized at a time" if quantization != "none" else "")
@@ -530,6 +540,9 @@ def record_measured_rates(run_dir: Path) -> Path | None:
     if summary and not summary.get("resumed_from_step") and planned > 0 and actual > 0:
         entry["train_flops_per_s"] = used["train_flops_per_s"] * planned / actual
         entry["training_planned_actual_s"] = [round(planned, 3), round(actual, 3)]
+        runtime = _measured_runtime_bytes(plan, summary)
+        if runtime is not None:
+            entry["cpu_runtime_bytes"] = runtime
     modeled, taken = _evaluations_modeled(run_dir, plan)
     if plan["quantization"] == "none" and modeled > 0 and taken > 0:  # a quantized base's ratio is its own
         entry["decode_flops_per_s"] = used["decode_flops_per_s"] * modeled / taken
@@ -538,6 +551,17 @@ def record_measured_rates(run_dir: Path) -> Path | None:
     if len(entry) == 5:
         return None
     return record_rates(this_machine(), entry)
+
+
+def _measured_runtime_bytes(plan: dict, summary: dict) -> int | None:
+    """On a CPU: the training process's peak resident memory beyond the tensors the plan adds up
+    (the libraries, the allocator's free blocks, the tokenizer and data), for the next plan's
+    "runtime" part."""
+    parts = plan.get("peak_memory_parts_bytes") or {}
+    if summary.get("peak_memory_kind") != "cpu_max_rss" or not summary.get("peak_memory_bytes") or not parts:
+        return None
+    tensors = sum(v for k, v in parts.items() if k != "runtime")
+    return max(0, round(summary["peak_memory_bytes"] - tensors))
 
 
 def _evaluations_modeled(run_dir: Path, plan: dict) -> tuple[float, float]:
