@@ -38,7 +38,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,9 +67,12 @@ def worker_mathtune(args, batch_size=None, share_prefix=True, static_cache=None,
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
     from mathtune.models import engine, load
+    from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
 
-    engine.SHARE_PREFIX = share_prefix
-    engine.STATIC_CACHE = static_cache
+    if static_cache is not None:  # the user's switch, in this worker process only
+        os.environ[STATIC_CACHE_SETTING] = "1" if static_cache else "0"
+    if not share_prefix:  # every engine call `mathtune eval` makes, with the engine's keyword
+        engine.generate_stream = functools.partial(engine.generate_stream, share_prefix=False)
     load.MERGE_IN_LOW_PRECISION = merged
     terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
     req = EvalRequest.with_config_defaults(model=args.model, adapter=args.adapter, data=args.data, limit=args.limit, prompt=args.prompt,
@@ -136,8 +141,6 @@ def run_named(name: str, args) -> dict:
     """'mathtune', 'mathtune:b8', 'mathtune:b8:noprefix', 'mathtune:cudnn' (cuDNN attention left on
     where the GPU has it, see mathtune.models.load.use_shape_free_attention), 'mathtune:static',
     'mathtune:dynamic', 'mathtune:merged', 'lm-eval', 'lm-eval:b32', 'batch1'."""
-    import os
-
     base, *opts = name.split(":")
     kwargs = {}
     for opt in opts:

@@ -28,20 +28,17 @@ layers) are not handled; `supports` says so and the caller falls back to `genera
 
 from __future__ import annotations
 
-import os
+import inspect
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, special_token_texts, stop_token_ids
+from mathtune.models.static_cache import ATTENTION, Slots, static_cache_by_default
 
-# Whether generate_stream shares the prompts' common prefix by default (the eval speed
-# benchmark switches it off to measure what it contributes).
-SHARE_PREFIX = True
-# Whether generate_stream decodes with fixed slots (static_cache.Slots): None leaves it to
-# uses_static_cache (on a GPU, yes); tests and the benchmark force either path.
-STATIC_CACHE: bool | None = None
 # The fixed slots' cache holds a row's prompt and answer plus this fraction of them again.
 STATIC_HEADROOM = 4
 # Stop strings are short; the last few tokens hold any that the newest token completes.
@@ -68,9 +65,6 @@ def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
 
 def supports(model) -> bool:
     """True when the model's KV cache is a list of plain dynamic layers we can re-arrange."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
     try:
         cache = DynamicCache(config=model.config)
     except Exception:  # a config the cache cannot read: leave it to generate
@@ -159,8 +153,6 @@ def common_prefix_length(token_lists: list[list[int]]) -> int:
 
 def _cache_keyword(model) -> str:
     """transformers 5.2x renamed forward's `past_key_values` to `cache` (the old name warns)."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
@@ -174,16 +166,10 @@ def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def uses_static_cache(model, static_cache: bool | None = None) -> bool:
     """Whether generate_stream decodes with fixed slots (static_cache.Slots): as asked, else
-    MATHTUNE_STATIC_CACHE=1/0, else on a GPU. On a CPU the dynamic cache stays the default: with
-    no kernel launches to save, attending over every column of the fixed capacity costs more
-    than it saves (BENCHMARKS.md). Needs an attention whose masks the slots write (sdpa, eager)."""
-    from mathtune.models.static_cache import ATTENTION
-
+    static_cache_by_default (MATHTUNE_STATIC_CACHE=1/0, else on a GPU). Needs an attention
+    whose masks the slots write (sdpa, eager)."""
     if static_cache is None:
-        static_cache = STATIC_CACHE
-    if static_cache is None:
-        env = os.environ.get("MATHTUNE_STATIC_CACHE")
-        static_cache = env == "1" if env in ("0", "1") else next(model.parameters()).device.type == "cuda"
+        static_cache = static_cache_by_default(next(model.parameters()).device.type == "cuda")
     return bool(static_cache) and getattr(model.config, "_attn_implementation", None) in ATTENTION
 
 
@@ -222,8 +208,6 @@ class _Session:
         self.prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
         self.prefix_kv = None
         if self.prefix_len > 0:
-            from transformers import DynamicCache
-
             cache = DynamicCache(config=model.config)
             model(input_ids=torch.tensor([ids[0][:self.prefix_len]], device=self.device), **{self.cache_kw: cache},
                   use_cache=True, logits_to_keep=1)
@@ -243,8 +227,6 @@ class _Session:
 
     def prefill(self, group: list[int]) -> tuple["_Batch", torch.Tensor]:
         """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
-        from transformers import DynamicCache
-
         device, prefix_len, samples = self.device, self.prefix_len, self.samples
         suffixes = [self.ids[i][prefix_len:] for i in group]
         width = max(len(s) for s in suffixes)
@@ -328,7 +310,7 @@ def generate_stream(
     batch_size: int = 8,
     prefill_size: int | None = None,
     prefill_tokens: int | None = None,
-    share_prefix: bool | None = None,
+    share_prefix: bool = True,
     prompt_ids: list[list[int]] | None = None,
     static_cache: bool | None = None,
 ) -> Iterator[tuple[int, list[Generation]]]:
@@ -346,7 +328,7 @@ def generate_stream(
                                                      for p in prompts]
     session = _Session(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
                        samples=samples, temperature=temperature,
-                       share_prefix=SHARE_PREFIX if share_prefix is None else share_prefix,
+                       share_prefix=share_prefix,
                        prefill_tokens=prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
     prefill_size = prefill_size or max(1, batch_size // 4)
     queue = list(range(len(prompts)))  # the caller orders them (longest first)
@@ -398,8 +380,6 @@ def _decode_dynamic(session: _Session, queue: list[int], batch_size: int,
 def _decode_static(session: _Session, queue: list[int], batch_size: int,
                    prefill_size: int) -> Iterator[tuple[int, list[Generation]]]:
     """The batch as fixed slots (static_cache.Slots): a finished row's slot is refilled in place."""
-    from mathtune.models.static_cache import Slots
-
     samples, temperature = session.samples, session.temperature
     n_slots = min(batch_size, len(queue)) * samples
     longest = max(len(session.ids[i]) for i in queue)
