@@ -24,6 +24,7 @@ from typing import get_args
 from mathtune.config import (EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS, Config, EvalConfig, ModelConfig,
                              ProbeConfig)
 from mathtune.core.errors import MathtuneError
+from mathtune.core.processes import this_process
 
 
 def _probe_kinds(text: str) -> list[str]:
@@ -250,11 +251,6 @@ def _config(args):
     return config
 
 
-def _first_process() -> bool:
-    """True in a plain process and in the first of a torchrun launch: the final paths are said once."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _out(args, default: Path) -> Path:
     """The output folder (--out, or the default), checked before anything is read or printed."""
     from mathtune.core.runfiles import check_output_folder
@@ -280,7 +276,7 @@ def _cmd_train(args) -> None:
     if config is None:
         return
     run_dir = run_train(config, _out(args, Path("runs") / config.name), overwrite=args.overwrite)
-    if _first_process():
+    if this_process().is_first:  # the final paths are said once
         print(f"adapter: {run_dir / 'adapter'}")  # a final path: printed under --quiet too
 
 
@@ -388,7 +384,7 @@ def _cmd_eval(args) -> None:
             for task, t in extra["tasks"].items():
                 lo, hi = t["ci95_pct"]
                 say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
-    if not _first_process():
+    if not this_process().is_first:  # the final paths are said once
         return
     if args.json:
         print(json.dumps(summary))

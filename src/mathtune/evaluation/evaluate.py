@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
+from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.core.terminal import say
@@ -38,55 +37,15 @@ from mathtune.models.generate import Generation
 from mathtune.task.data import Problem
 
 
-@dataclass(frozen=True)
-class Shard:
-    """This process's place among the processes of a torchrun / accelerate launch."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def current(cls) -> "Shard":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        from accelerate import PartialState
-
-        # Joins the process group (gloo on CPU, nccl on GPU); cpu=True makes several CPU
-        # processes a group rather than one process each.
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return cls(state.process_index, state.num_processes)
-
-    def same_for_all(self, value):
-        """The first process's value, in every process."""
-        if self.world_size == 1:
-            return value
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def wait(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-
 class PartialWriter:
     """Appends each finished problem's scored record to this process's partial file, marked with
     when it was written, and moves the progress bar, which shows the running strict count."""
 
-    def __init__(self, path: Path, prompts: dict[str, str], records: dict[str, dict], bar, shard: Shard):
+    def __init__(self, path: Path, prompts: dict[str, str], records: dict[str, dict], bar, here: Process):
         self.path, self.prompts, self.records, self.bar = path, prompts, records, bar
-        self.mark = {"session": shard.same_for_all(uuid.uuid4().hex[:12]),
+        self.mark = {"session": here.same_for_all(uuid.uuid4().hex[:12]),
                      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "rank": shard.rank}
+                     "rank": here.rank}
         self.right = self.written = 0  # this session's problems: strictly right, written
 
     def __enter__(self) -> "PartialWriter":
@@ -133,34 +92,34 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if model is None:
         model, tokenizer = load_evaluated_model(request)
     checked_decoder(model)  # the decoder checked before its first use here; its record goes in the summary
-    shard = Shard.current()
+    here = this_process()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
-    records = resume(paths, request, shard)
+    records = resume(paths, request, here)
     if overwrite and any(pid in prompts and r.get("prompt") != prompts[pid] for pid, r in records.items()):
-        records = discard_partials(paths, shard)
+        records = discard_partials(paths, here)
     refuse_changed_prompts(records, prompts, name, paths.partial)
     pending = [p for p in problems if p.id not in records]
     token_ids = prompt_token_ids(pending, prompts, tokenizer, request)
     pending = longest_first(pending, token_ids)
-    mine = pending[shard.rank::shard.world_size]
+    mine = pending[here.rank::here.world_size]
     if request.samples > 1:
-        torch.manual_seed(request.seed + len(records) + shard.rank)
-    whole = shard.world_size == 1  # one process shows the whole evaluation; several, each its share
-    bar = progress_bar(name, shard, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
-    own = paths.partial if whole else paths.partial_for_rank(shard.rank)
-    with PartialWriter(own, prompts, records, bar, shard) as writer:
+        torch.manual_seed(request.seed + len(records) + here.rank)
+    whole = here.world_size == 1  # one process shows the whole evaluation; several, each its share
+    bar = progress_bar(name, here, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
+    own = paths.partial if whole else paths.partial_for_rank(here.rank)
+    with PartialWriter(own, prompts, records, bar, here) as writer:
         decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
         batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stops_for(tokenizer),
                                      writer.write, token_ids)
-    shard.wait()
-    if not shard.is_main:
-        shard.wait()  # the first process writes the merged files
+    here.wait()
+    if not here.is_first:
+        here.wait()  # the first process writes the merged files
         return read_json(paths.summary)
     if not whole:  # the other processes' records are only on disk
         records = read_partials(paths)
     summary = write_final(paths, name, problems, records, request, model, batch_size=batch_size, decoder=decoder,
-                          resumed=len(problems) - len(pending), world_size=shard.world_size)
-    shard.wait()
+                          resumed=len(problems) - len(pending), world_size=here.world_size)
+    here.wait()
     print_summary(name, summary, [records[p.id] for p in problems])
     return summary
 
@@ -201,32 +160,32 @@ def read_partials(paths: EvalPaths) -> dict[str, dict]:
     return {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
 
 
-def resume(paths: EvalPaths, request: EvalRequest, shard: Shard) -> dict[str, dict]:
+def resume(paths: EvalPaths, request: EvalRequest, here: Process) -> dict[str, dict]:
     """Open (or continue) the partial records and read what they hold, the same in every process."""
-    if shard.is_main:
+    if here.is_first:
         start_partial(paths, request.identity())
-    shard.wait()
+    here.wait()
     records = read_partials(paths)
-    shard.wait()  # every process has read the same records before any appends more
+    here.wait()  # every process has read the same records before any appends more
     return records
 
 
-def discard_partials(paths: EvalPaths, shard: Shard) -> dict[str, dict]:
+def discard_partials(paths: EvalPaths, here: Process) -> dict[str, dict]:
     """--overwrite over partial records made from other prompts: they go, and the evaluation starts over."""
-    shard.wait()
-    if shard.is_main:
+    here.wait()
+    if here.is_first:
         for stale in paths.partial_files():
             stale.unlink(missing_ok=True)
-    shard.wait()
+    here.wait()
     return {}
 
 
-def progress_bar(name: str, shard: Shard, *, total: int, done: int):
-    if not (terminal.QUIET or not shard.is_main or sys.stderr.isatty()):
+def progress_bar(name: str, here: Process, *, total: int, done: int):
+    if not (terminal.QUIET or not here.is_first or sys.stderr.isatty()):
         # not a terminal (a log, CI, a pipe): a plain line now and then, never a bar's carriage returns
         return terminal.PlainProgress(f"eval {name}", total=total, done=done)
     return tqdm(total=total, initial=done, unit="problem", desc=f"eval {name}",
-                disable=terminal.QUIET or not shard.is_main, dynamic_ncols=True, mininterval=0.1)
+                disable=terminal.QUIET or not here.is_first, dynamic_ncols=True, mininterval=0.1)
 
 
 def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,
