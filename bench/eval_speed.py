@@ -118,11 +118,12 @@ def worker_lm_eval(args, batch_size=None) -> dict:
 
 
 def worker_batch1(args, **_) -> dict:
+    from mathtune.config import ModelConfig
     from mathtune.models.generate import generate_batch
     from mathtune.models.load import load_model
 
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    model, tokenizer = load_model(ModelConfig(name_or_path=args.model, dtype=args.dtype))
     load = time.perf_counter() - start
     _, prompts, stops = _problems_and_prompts(args, tokenizer)
     prompts = prompts[: args.batch1_sample]

@@ -370,8 +370,7 @@ def _cmd_eval(args) -> None:
         from mathtune.models.load import load_model
 
         load_problems(request)  # data errors before the slow load
-        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
+        model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
     summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:

@@ -34,6 +34,8 @@ from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
+from mathtune.models.load import check_adapter_folder, load_model
+from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
 
 
@@ -134,19 +136,14 @@ def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwri
 
 def load_evaluated_model(request: EvalRequest):
     """(model, tokenizer) of the request, the adapter merged in where that is exact."""
-    from mathtune.models.load import check_adapter_folder, load_model
-
     if request.adapter is not None:
         check_adapter_folder(request.adapter)  # before the slow model load
-    return load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
+    return load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
 
 
 def weights_record(model, request: EvalRequest) -> dict:
     """What the evaluated weights were: the base's quantization (None: full precision), and the
     adapter's variant, rank and target modules, and whether it was merged into the base."""
-    from mathtune.models.quantize import quantization_record
-
     record: dict = {"quantization_record": quantization_record(model)}
     if request.adapter is not None:
         record["adapter_settings"] = describe_adapter(request.adapter)

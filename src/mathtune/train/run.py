@@ -174,14 +174,11 @@ def _model(config: Config, method: Method):
     # GRPO trains on unpacked, padded batches. Each fast path is checked here before its first use.
     attention, head, fast_paths = checked_training_paths(config, config.train.packing and method.packs)
     model, _ = load_model(
-        config.model.name_or_path,
-        dtype=config.model.dtype,
+        config.model,
         attn_implementation=attention,
         # The Trainer moves a full-precision model to this process's device; a quantized one
         # is quantized on it and cannot move.
         device=process_device() if quantized else "cpu",
-        trust_remote_code=config.model.trust_remote_code,
-        quantization=config.model.quantization,
     )
     if quantized:
         model = prepare_for_training(model, gradient_checkpointing=config.train.gradient_checkpointing)
