@@ -37,8 +37,8 @@ per problem (the table shows the tokens each generated).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
-import functools
 import json
 import os
 import subprocess
@@ -71,8 +71,14 @@ def worker_mathtune(args, batch_size=None, share_prefix=True, static_cache=None,
 
     if static_cache is not None:  # the user's switch, in this worker process only
         os.environ[STATIC_CACHE_SETTING] = "1" if static_cache else "0"
-    if not share_prefix:  # every engine call `mathtune eval` makes, with the engine's keyword
-        engine.generate_stream = functools.partial(engine.generate_stream, share_prefix=False)
+    if not share_prefix:  # every engine call `mathtune eval` makes, its batching without the shared prefix
+        stream = engine.generate_stream
+
+        def without_shared_prefix(model, tokenizer, prompts, decoding, batching, **kwargs):
+            return stream(model, tokenizer, prompts, decoding, dataclasses.replace(batching, share_prefix=False),
+                          **kwargs)
+
+        engine.generate_stream = without_shared_prefix
     load.MERGE_IN_LOW_PRECISION = merged
     terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
     req = EvalRequest.with_config_defaults(model=args.model, adapter=args.adapter, data=args.data, limit=args.limit, prompt=args.prompt,

@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,6 +38,16 @@ from mathtune.models.generate import Generation
 from mathtune.models.load import check_adapter_folder, load_model
 from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
+
+
+@dataclass(frozen=True)
+class DecodingRun:
+    """How an evaluation's problems were decoded, as its summary records it."""
+
+    batch_size: int
+    decoder: str  # what ran (a DECODERS key, after the first-use check), or none when all were resumed
+    resumed: int  # problems whose records an earlier, interrupted session wrote
+    world_size: int  # processes that shared the problems
 
 
 class PartialWriter:
@@ -119,8 +130,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
         return read_json(paths.summary)
     if not whole:  # the other processes' records are only on disk
         records = read_partials(paths)
-    summary = write_final(paths, name, problems, records, request, model, batch_size=batch_size, decoder=decoder,
-                          resumed=len(problems) - len(pending), world_size=here.world_size)
+    run = DecodingRun(batch_size, decoder, resumed=len(problems) - len(pending), world_size=here.world_size)
+    summary = write_final(paths, name, problems, records, request, model, run)
     here.wait()
     print_summary(name, summary, [records[p.id] for p in problems])
     return summary
@@ -186,7 +197,7 @@ def progress_bar(name: str, here: Process, *, total: int, done: int):
 
 
 def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,
-                model, *, batch_size: int, decoder: str, resumed: int, world_size: int) -> dict:
+                model, run: DecodingRun) -> dict:
     """NAME.jsonl in problem order and NAME.summary.json; then the partial files go."""
     missing = [p.id for p in problems if p.id not in records]
     if missing:
@@ -198,15 +209,15 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
     wanted = {p.id for p in problems}
     in_written_order = [r for problem_id, r in records.items() if problem_id in wanted]
     weights = next(model.parameters())
-    summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=batch_size,
+    summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=run.batch_size,
                         device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
                         attention=getattr(model.config, "_attn_implementation", None))
-    summary["world_size"] = world_size
-    summary["decoder"] = decoder
+    summary["world_size"] = run.world_size
+    summary["decoder"] = run.decoder
     summary["fast_paths"] = eval_paths(model)  # which attention and decoder ran, and why
     summary |= weights_record(model, request)
-    if resumed:
-        summary["resumed_from"] = resumed
+    if run.resumed:
+        summary["resumed_from"] = run.resumed
     if len(summary["sessions"]) > 1 or summary["untimed_problems"]:
         summary["rate_note"] = ("wall time and rates add up the decoding sessions' own problems and time; a "
                                 "problem cut off by an interruption was redone and counts once")

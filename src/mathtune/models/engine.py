@@ -1,6 +1,7 @@
 """The evaluation decoder: a shared-prefix KV cache and a batch that is refilled as rows finish.
 
-    for index, generations in generate_stream(model, tokenizer, prompts, ...):
+    for index, generations in generate_stream(model, tokenizer, prompts, Decoding(max_new_tokens, stops),
+                                              Batching(batch_size=32)):
         ...   # prompts come back as they finish, not in order
 
 Written by hand because `model.generate` does neither of the two things that make a GSM8K
@@ -36,7 +37,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, special_token_texts, stop_token_ids
+from mathtune.models.generate import (CPU_BATCH_SIZE, Decoding, Generation, cut_at_stop, special_token_texts,
+                                      stop_token_ids)
 from mathtune.models.static_cache import ATTENTION, Slots, static_cache_by_default
 
 # The fixed slots' cache holds a row's prompt and answer plus this fraction of them again.
@@ -45,6 +47,24 @@ STATIC_HEADROOM = 4
 _STOP_TAIL_TOKENS = 8
 # Prompt tokens run through the model in one prefill forward (bounds its activations).
 PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the engine holds its batch. In float32, greedy, none of it changes a token
+    (tests/test_engine.py); it decides how fast they come."""
+
+    batch_size: int = 8
+    """Prompts decoded at once (rows = batch_size x samples)."""
+    prefill_size: int | None = None
+    """Free places that start a refill, so that a refill costs one forward for several problems
+    (default: a quarter of batch_size, at least 1)."""
+    prefill_tokens: int | None = None
+    """Prompt tokens one prefill forward takes at most (default: PREFILL_TOKENS for the device)."""
+    share_prefix: bool = True
+    """The prompts' common prefix run once, its keys and values copied into every row."""
+    static_cache: bool | None = None
+    """Fixed slots and, on a GPU, a CUDA graph per step (default: uses_static_cache)."""
 
 
 def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
@@ -184,19 +204,18 @@ class _Session:
     """What both decoders share: the tokenized prompts, the shared prefix's keys and values,
     the prefill of new rows, and each row's stop checks and results."""
 
-    def __init__(self, model, tokenizer, ids: list[list[int]], *, max_new_tokens: int,
-                 stop_strings: tuple[str, ...], samples: int, temperature: float, share_prefix: bool,
+    def __init__(self, model, tokenizer, ids: list[list[int]], decoding: Decoding, *, share_prefix: bool,
                  prefill_tokens: int):
         self.model, self.tokenizer, self.ids = model, tokenizer, ids
-        self.max_new_tokens, self.stop_strings = max_new_tokens, stop_strings
-        self.samples, self.temperature, self.prefill_tokens = samples, temperature, prefill_tokens
+        self.max_new_tokens, self.stop_strings = decoding.max_new_tokens, decoding.stop_strings
+        self.samples, self.temperature, self.prefill_tokens = decoding.samples, decoding.temperature, prefill_tokens
         self.device = next(model.parameters()).device
-        stops = stop_token_ids(tokenizer, model, stop_strings)
+        stops = stop_token_ids(tokenizer, model, self.stop_strings)
         self.stop_set = set(stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
         # Turn-end markers are special tokens, matched by id (decoded text never holds them).
         specials = special_token_texts(tokenizer)
-        self.text_stops = tuple(s for s in stop_strings if s and s not in specials)
+        self.text_stops = tuple(s for s in self.stop_strings if s and s not in specials)
         self.cache_kw = _cache_keyword(model)
         # A stop string can only be completed by a token whose text holds the string's last
         # character; only after such a token is the row's tail decoded (per token id, cached).
@@ -297,44 +316,22 @@ class _Session:
 
 
 @torch.inference_mode()
-def generate_stream(
-    model,
-    tokenizer,
-    prompts: list[str],
-    *,
-    max_new_tokens: int,
-    stop_strings: tuple[str, ...],
-    add_special_tokens: bool = False,
-    samples: int = 1,
-    temperature: float = 0.0,
-    batch_size: int = 8,
-    prefill_size: int | None = None,
-    prefill_tokens: int | None = None,
-    share_prefix: bool = True,
-    prompt_ids: list[list[int]] | None = None,
-    static_cache: bool | None = None,
-) -> Iterator[tuple[int, list[Generation]]]:
-    """Yield (prompt index, its `samples` generations) as each prompt finishes.
-
-    batch_size: prompts decoded at once (rows = batch_size x samples). A new group of prompts
-    is prefilled when at least prefill_size (default: a quarter of batch_size, at least 1)
-    places are free, so a refill costs one forward for several problems; one forward
-    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device).
-    prompt_ids: the prompts already tokenized (with add_special_tokens as given), so that the
-    caller's tokenization is not done twice. static_cache: decode with fixed slots and, on a
-    GPU, a CUDA graph per step (default: uses_static_cache)."""
+def generate_stream(model, tokenizer, prompts: list[str], decoding: Decoding, batching: Batching = Batching(), *,
+                    prompt_ids: list[list[int]] | None = None) -> Iterator[tuple[int, list[Generation]]]:
+    """Yield (prompt index, its `samples` generations) as each prompt finishes. prompt_ids: the
+    prompts already tokenized (with decoding.add_special_tokens), so that the caller's
+    tokenization is not done twice."""
     device = next(model.parameters()).device
-    ids = prompt_ids if prompt_ids is not None else [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
-                                                     for p in prompts]
-    session = _Session(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
-                       samples=samples, temperature=temperature,
-                       share_prefix=share_prefix,
-                       prefill_tokens=prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
-    prefill_size = prefill_size or max(1, batch_size // 4)
+    ids = prompt_ids if prompt_ids is not None else [
+        tokenizer(p, add_special_tokens=decoding.add_special_tokens)["input_ids"] for p in prompts]
+    session = _Session(model, tokenizer, ids, decoding, share_prefix=batching.share_prefix,
+                       prefill_tokens=batching.prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
+    batch_size = batching.batch_size
+    prefill_size = batching.prefill_size or max(1, batch_size // 4)
     queue = list(range(len(prompts)))  # the caller orders them (longest first)
     if not queue:
         return
-    if uses_static_cache(model, static_cache):
+    if uses_static_cache(model, batching.static_cache):
         yield from _decode_static(session, queue, batch_size, prefill_size)
     else:
         yield from _decode_dynamic(session, queue, batch_size, prefill_size)

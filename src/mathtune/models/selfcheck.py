@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_version
 from mathtune.models.attention import register, torch_varlen_kernel
-from mathtune.models.engine import generate_stream
+from mathtune.models.engine import Batching, generate_stream
+from mathtune.models.generate import Decoding
 from mathtune.models.static_cache import static_cache_by_default
 
 # The reference model's shape (Qwen/Qwen2-1.5B config.json), so that no download is needed.
@@ -300,9 +301,9 @@ class DecoderBench:
                 self.found[decoder] = {i: self.tokenizer.decode(t) for i, t in enumerate(done)}
             else:
                 self.found[decoder] = {i: g[0].completion for i, g in generate_stream(
-                    self.model, self.tokenizer, [""] * len(self.prompts), prompt_ids=self.prompts,
-                    max_new_tokens=NEW_TOKENS, stop_strings=(), batch_size=2, prefill_size=1,
-                    static_cache=decoder.startswith("fixed_slots"))}
+                    self.model, self.tokenizer, [""] * len(self.prompts), Decoding(NEW_TOKENS, stop_strings=()),
+                    Batching(batch_size=2, prefill_size=1, static_cache=decoder.startswith("fixed_slots")),
+                    prompt_ids=self.prompts)}
         return self.found[decoder]
 
 
