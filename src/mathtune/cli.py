@@ -15,16 +15,30 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import sys
 from pathlib import Path
 from typing import get_args
 
+from mathtune import __version__
+from mathtune.analysis.compare import compare_table, render_markdown
 from mathtune.config import (EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS, Config, EvalConfig, ModelConfig,
-                             ProbeConfig)
+                             ProbeConfig, absolute_if_local, config_to_yaml, load_config, sampling_setting_error)
+from mathtune.core import terminal
+from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import this_process
+from mathtune.core.runfiles import check_output_folder
+from mathtune.core.terminal import say
+from mathtune.demo import run_demo
+from mathtune.evaluation.regression import EXTRA_FOLDER, ExtraSpec, check_extra, extra_finished, run_extra_tasks
+from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.evaluation.rescore import score_file
+from mathtune.plan import format_plan, make_plan
+from mathtune.task.data import DataFormat
 
 
 def _probe_kinds(text: str) -> list[str]:
@@ -160,8 +174,6 @@ def _model_args(sp, *, sampling: bool):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mathtune import __version__
-
     p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
     p.add_argument("--version", action="version", version=f"mathtune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -242,8 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args):
     """The resolved config; with --print-config it is printed and the command stops."""
-    from mathtune.config import config_to_yaml, load_config
-
     config = load_config(args.config, args.overrides)
     if args.print_config:
         print(config_to_yaml(config), end="")
@@ -253,8 +263,6 @@ def _config(args):
 
 def _out(args, default: Path) -> Path:
     """The output folder (--out, or the default), checked before anything is read or printed."""
-    from mathtune.core.runfiles import check_output_folder
-
     out = args.out or default
     check_output_folder(out, "--out" if args.out else "output folder")
     return out
@@ -281,8 +289,6 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_plan(args) -> None:
-    from mathtune.plan import format_plan, make_plan
-
     config = _config(args)
     if config is None:
         return
@@ -302,10 +308,6 @@ def _cmd_plan(args) -> None:
 
 
 def _eval_request(args):
-    from mathtune.config import absolute_if_local, sampling_setting_error
-    from mathtune.evaluation.request import EvalRequest
-    from mathtune.task.data import DataFormat
-
     samples = getattr(args, "samples", 1)
     temperature = getattr(args, "temperature", None)
     if temperature is None:
@@ -341,9 +343,6 @@ def _eval_request(args):
 def _extra_spec(args):
     if not args.extra:
         return None
-    from mathtune.config import absolute_if_local
-    from mathtune.evaluation.regression import ExtraSpec, check_extra
-
     data = {}
     for item in args.extra_data:
         task, sep, path = item.partition("=")
@@ -359,8 +358,6 @@ def _extra_spec(args):
 def _cmd_eval(args) -> None:
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.records import EvalPaths
-    from mathtune.evaluation.regression import EXTRA_FOLDER, extra_finished
-    from mathtune.evaluation.request import default_name, load_problems
 
     out = _out(args, Path("runs") / "eval")
     request, spec = _eval_request(args), _extra_spec(args)
@@ -374,9 +371,6 @@ def _cmd_eval(args) -> None:
     summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:
-        from mathtune.core.terminal import say
-        from mathtune.evaluation.regression import run_extra_tasks
-
         extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
         summary["extra"] = extra["tasks"]
         if not args.json:
@@ -404,8 +398,6 @@ def _cmd_probe(args) -> None:
 
 
 def _cmd_score(args) -> None:
-    from mathtune.evaluation.rescore import score_file
-
     s = score_file(args.file, args.out)
     if args.json:
         print(json.dumps(s))
@@ -428,14 +420,11 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from mathtune.analysis.compare import compare_table, render_markdown
-
     table = compare_table(args.run_dirs, force=args.force)
     print(json.dumps(table) if args.json else render_markdown(table))
 
 
 def _cmd_export(args) -> None:
-    from mathtune.core.runfiles import check_output_folder
     from mathtune.models.export import export_merged
 
     check_output_folder(args.merged, "--merged")
@@ -443,8 +432,6 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from mathtune.demo import run_demo
-
     run_demo()
 
 
@@ -487,9 +474,6 @@ def skip_exit_collection() -> None:
     `mathtune eval --limit 1` on 2 CPU cores (bench/startup.py). Frozen objects are left out of
     it; every file mathtune writes is closed (or renamed into place) before the command
     returns, so nothing waits on a finalizer."""
-    import atexit
-    import gc
-
     atexit.unregister(gc.freeze)  # once, however often main runs in one process
     atexit.register(gc.freeze)
 
@@ -501,8 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    from mathtune.core.cpu_share import share_cpu
-
     share_cpu()  # before anything imports torch: a busy CPU then slows mathtune in proportion
     # Quiet the libraries' own chatter; our progress bars and messages are what users read.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -518,8 +500,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
-    from mathtune.core import terminal
-
     terminal.QUIET = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
     try:
         with terminal.quiet_libraries():  # their warnings reach run.log where there is one, never the terminal
