@@ -16,8 +16,10 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
-from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, final_stretch_definition,
-                                          loss_decrease_definition, recommendation_text, seed_claim_text)
+from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, VALIDATION_EXACT_MATCH,
+                                          accuracy_trend_text, disagreement_text, final_stretch_definition,
+                                          loss_decrease_definition, paired_verdict_text, recommendation_text,
+                                          seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -121,13 +123,14 @@ def exact_match_blocks(em: dict, figures: set[str]) -> list:
             f"loss would keep step {show(em['best_step_by_loss'])}, the exact match step "
             f"{show(em['best_step_by_exact_match'])}."]
     if em.get("disagreement"):
-        said.append(em["disagreement"])
+        said.append(disagreement_text(em["disagreement"]))
     trend = em["trend"]
-    said.append(sentence(trend["text"]) + "." if trend.get("available") else f"No accuracy trend: {trend['reason']}.")
+    said.append(sentence(accuracy_trend_text(trend)) + "." if trend.get("available")
+                else f"No accuracy trend: {trend['reason']}.")
     said.append(f"Decoding the {em['problems']} validation problems took {show(em['decode_s'])} s in all"
                 + (f", {em['decode_share_pct']}% of the training time." if em.get("decode_share_pct") is not None
                    else "."))
-    blocks.append(Para(" ".join(said) + f" Definition: {em['definition']}."))
+    blocks.append(Para(" ".join(said) + f" Definition: {VALIDATION_EXACT_MATCH}."))
     if "val_exact_match.png" in figures:
         blocks.append(Figure("val_exact_match.png", "Validation exact match per validation point, 95% Wilson "
                                                     "intervals, next to the validation loss."))
@@ -171,7 +174,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             prow,
         ))
         blocks.append(Para(
-            f"{paired['verdict']} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
+            f"{paired_verdict_text(paired)} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
             f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
         ))
     else:
@@ -402,7 +405,7 @@ def summary_blocks(analysis: dict) -> list:
     if training.get("available") and training.get("trend", {}).get("verdict"):
         verdicts.append(f"Training trend: {training['trend']['verdict']}.")
     if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
-        verdicts.append(benchmark["paired"]["verdict"])
+        verdicts.append(paired_verdict_text(benchmark["paired"]))
     if verdicts:
         blocks.append(Bullets(verdicts))
     return blocks

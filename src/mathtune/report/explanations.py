@@ -6,6 +6,8 @@ words, filling in the numbers as stored.
 
 from __future__ import annotations
 
+from mathtune.core.stats import points_text
+
 SIGN = "every decrease is (start - end) / start x 100: positive when the loss fell, negative when it rose"
 
 TREND_RULE = ("overfitting: validation loss rises by more than the threshold over its window while training loss "
@@ -40,6 +42,31 @@ def final_stretch_definition(definitions: dict) -> str:
             f"{definitions['final_stretch_fraction_pct']}% of the step range (widened to the last "
             f"{definitions['min_train_points']} logged training losses when it holds fewer), in % of its starting "
             "value; validation over the same steps, where it has at least 2 points")
+
+
+VALIDATION_EXACT_MATCH = ("strict exact match of the same validation problems at every validation point, greedy, "
+                         "with the run's evaluation prompt; 95% Wilson intervals; the best step of a rule is its "
+                         "first best among the checkpointed points (step 0 excluded), as the Trainer picks it")
+
+
+def accuracy_trend_text(trend: dict) -> str:
+    """What validation exact match did over the last validation points (analysis.selection's
+    trend, available), paired on the problems where their answers were kept."""
+    start, end = trend["start"], trend["end"]
+    went = (f"validation exact match went from {start['correct']}/{start['n']} at step {trend['from_step']} "
+            f"to {end['correct']}/{end['n']} at step {trend['to_step']}")
+    if trend["change"] is None:
+        return f"{went} (the per-problem answers are missing, so the change has no paired interval)"
+    return (f"{went}: {points_text(trend['change'])}, paired on the same {trend['paired_problems']} problems "
+            f"({trend['solved']} newly solved, {trend['lost']} lost): {trend['verdict']}")
+
+
+def disagreement_text(disagreement: dict) -> str:
+    """The steps validation loss and exact match would keep, where they differ."""
+    loss, em = disagreement["by_loss"], disagreement["by_exact_match"]
+    return (f"Loss and accuracy disagree on the best step: the validation loss is lowest at step {loss['step']} "
+            f"({loss['correct']}/{loss['n']} solved), the exact match highest at step {em['step']} "
+            f"({em['correct']}/{em['n']} solved).")
 
 
 def _moved(moved: dict | None) -> str:
@@ -119,7 +146,21 @@ def training_advice(trend: dict, step: dict, exact_match: dict | None = None) ->
         "no change in problems solved shown": "more epochs are not shown to solve more problems at this size",
         "not paired": "without the per-problem answers no interval says whether that is more than chance",
     }[em_step["verdict"]]
-    return f"{text} Judged by problems solved: {(exact_match or {})['trend']['text']}; {advice}."
+    return f"{text} Judged by problems solved: {accuracy_trend_text((exact_match or {})['trend'])}; {advice}."
+
+
+PAIRED_READINGS = {"better": "the tuned model is better", "worse": "the tuned model is worse",
+                   "no reliable difference": "the benchmark shows no reliable difference (the interval contains 0)"}
+
+
+def paired_verdict_text(paired: dict) -> str:
+    """The paired test of tuned against base on strict accuracy (analysis.benchmark's verdict
+    code) with its numbers."""
+    s = paired["strict"]
+    lo, hi = s["ci95_pp"]
+    return (f"Strict accuracy changed by {s['difference_pp']:+.1f} points (paired bootstrap {paired['ci_level_pct']}% "
+            f"interval {lo} to {hi}; exact McNemar p {s['mcnemar_p_display']}; {s['improved']} problems improved, "
+            f"{s['regressed']} regressed, out of {paired['n_paired']}): {PAIRED_READINGS[paired['verdict']]}.")
 
 
 def recommendation_text(item: dict, analysis: dict) -> str:
@@ -129,7 +170,7 @@ def recommendation_text(item: dict, analysis: dict) -> str:
         training = analysis["training"]
         return training_advice(training["trend"], training["recommendation"], training.get("exact_match"))
     if advice == "paired":
-        return analysis["benchmark"]["paired"]["verdict"]
+        return paired_verdict_text(analysis["benchmark"]["paired"])
     if advice == "rft samples too long":
         n = item["count"]
         return (f"{n} distinct strictly correct RFT sample{'s were' if n > 1 else ' was'} longer than "
