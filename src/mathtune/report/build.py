@@ -17,9 +17,9 @@ from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
 from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, VALIDATION_EXACT_MATCH,
-                                          accuracy_trend_text, disagreement_text, final_stretch_definition,
-                                          loss_decrease_definition, paired_verdict_text, recommendation_text,
-                                          seed_claim_text)
+                                          accuracy_trend_text, contamination_definition, disagreement_text,
+                                          final_stretch_definition, loss_decrease_definition, paired_verdict_text,
+                                          recommendation_text, seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -321,7 +321,7 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     if not c.get("available"):
         return blocks + [Para(f"Not available: {c.get('reason')}.")]
     blocks.append(Para(
-        f"Definition: {c['definition']}. Training questions: {c['train_questions']}; test questions: "
+        f"Definition: {contamination_definition(c)}. Training questions: {c['train_questions']}; test questions: "
         f"{c['test_questions']}. Test questions sharing any {c['n']}-gram: {c['test_questions_with_any_overlap']} "
         f"({c['test_questions_with_any_overlap_pct']}%); sharing at least half: "
         f"{c['test_questions_half_overlapping']} ({c['test_questions_half_overlapping_pct']}%)."

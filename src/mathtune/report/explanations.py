@@ -69,6 +69,12 @@ def disagreement_text(disagreement: dict) -> str:
             f"({em['correct']}/{em['n']} solved).")
 
 
+def contamination_definition(c: dict) -> str:
+    """The overlap measure of analysis.contamination, naming every training source it read."""
+    return (f"share of each test question's word {c['n']}-grams (lower-cased letters and digits) that occur in any "
+            "question of the training split" + (" or of a data.mix source" if len(c["per_source"]) > 1 else ""))
+
+
 def _moved(moved: dict | None) -> str:
     """'fell 2.3%', 'rose 2.3%', 'did not change'."""
     if moved is None:
