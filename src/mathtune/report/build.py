@@ -16,10 +16,12 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
-from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, VALIDATION_EXACT_MATCH,
-                                          accuracy_trend_text, contamination_definition, disagreement_text,
-                                          final_stretch_definition, loss_decrease_definition, paired_verdict_text,
-                                          recommendation_text, seed_claim_text)
+from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
+                                          RFT_SHARE_FROM_MODEL, SIGN, TOKEN_ACCURACY, TREND_RULE,
+                                          VALIDATION_EXACT_MATCH, accuracy_trend_text, contamination_definition,
+                                          disagreement_text, final_stretch_definition, grpo_window_definition,
+                                          loss_decrease_definition, paired_verdict_text, recommendation_text,
+                                          seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -187,7 +189,8 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
 def recipe_blocks(recipe: dict, figures: set[str]) -> list:
     """The training method, and what RFT kept or how GRPO's reward moved."""
     method = recipe.get("method", "sft")
-    blocks: list = [Heading(2, f"Training method: {method}"), Para(sentence(recipe.get("description", method)) + ".")]
+    blocks: list = [Heading(2, f"Training method: {method}"),
+                    Para(sentence(METHOD_DESCRIPTIONS.get(method, method)) + ".")]
     if method == "rft":
         r = recipe["rft"]
         if not r.get("available"):
@@ -209,8 +212,7 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
              f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
              + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
         ]))
-        d = r["definitions"]
-        blocks.append(Para(f"Kept: {d['kept']}. Share from the model: {d['share_from_model']}. "
+        blocks.append(Para(f"Kept: {RFT_KEPT}. Share from the model: {RFT_SHARE_FROM_MODEL}. "
                            f"Every sample is in {r['samples_file']}."))
     elif method == "grpo":
         g = recipe["grpo"]
@@ -242,9 +244,8 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
              + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
         ]
         blocks.append(Table(["GRPO", "value"], rows))
-        d = g["definitions"]
-        blocks.append(Para(f"Reward: {d['reward']}. Mixed groups: {d['mixed_groups']}. KL: {d['kl']}. "
-                           f"Windows: {d['window']}. The adapter is the one of the last step."))
+        blocks.append(Para(f"Reward: {GRPO_REWARD}. Mixed groups: {GRPO_MIXED_GROUPS}. KL: {GRPO_KL}. "
+                           f"Windows: {grpo_window_definition(g)}. The adapter is the one of the last step."))
         if "grpo.png" in figures:
             blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
                                              "completion length (right)."))

@@ -49,6 +49,31 @@ VALIDATION_EXACT_MATCH = ("strict exact match of the same validation problems at
                          "first best among the checkpointed points (step 0 excluded), as the Trainer picks it")
 
 
+METHOD_DESCRIPTIONS = {
+    "sft": "LoRA fine-tuning on the gold solutions (the seed's recipe)",
+    "rft": ("rejection-sampling fine-tuning: the base model sampled solutions to the training problems, "
+            "the strictly correct ones (gold where none was) were the LoRA fine-tuning data"),
+    "grpo": ("GRPO (TRL's GRPOTrainer) with a LoRA adapter: completions sampled in groups per prompt, "
+             "rewarded by mathtune's strict exact-match scorer, each compared with its group's mean"),
+}
+
+RFT_KEPT = ("strictly correct, stopped on its own (not cut by max_new_tokens), fits data.max_length, distinct after "
+            "collapsing whitespace; at most keep_per_problem per problem")
+RFT_SHARE_FROM_MODEL = "kept solutions written by the model / all training solutions (the rest are gold)"
+
+GRPO_REWARD = ("mean over the step's completions of the weighted rewards (exact_match: 1 when the strict scorer finds "
+               "the gold answer)")
+GRPO_MIXED_GROUPS = ("share of the step's prompt groups whose completions did not all get the same reward; only those "
+                     "carry a learning signal")
+GRPO_KL = "mean per-token KL of the policy to the base model (the adapter switched off)"
+
+
+def grpo_window_definition(grpo: dict) -> str:
+    return (f"start and end are the means of the first and last {grpo['window_fraction_pct']}% of the logged steps; "
+            "every step draws other prompts, so a change between them mixes what the model learned with how hard "
+            "those prompts are")
+
+
 def accuracy_trend_text(trend: dict) -> str:
     """What validation exact match did over the last validation points (analysis.selection's
     trend, available), paired on the problems where their answers were kept."""
