@@ -401,7 +401,8 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
                             [[r["figure"], show(r["planned"]), show(r["actual"]), r.get("missed_by") or "-"]
                              for r in plan["rows"]]))
-        blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
+        blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
+                           "max_new_tokens; an estimate, not a bound."))
     verdicts = []
     if training.get("available") and training.get("trend", {}).get("verdict"):
         verdicts.append(f"Training trend: {training['trend']['verdict']}.")
