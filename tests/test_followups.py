@@ -200,7 +200,7 @@ def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
 
 def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
     (tmp_path / "probe").mkdir()
-    variants = [{"id": f"p{i}~v{k}", "original_id": f"p{i}"} for i in range(4) for k in (1, 2)]
+    variants = [{"id": f"p{i}~v{k}", "original_id": f"p{i}", "kind": "numbers"} for i in range(4) for k in (1, 2)]
     (tmp_path / "probe" / "test.jsonl").write_text("".join(json.dumps(v) + "\n" for v in variants))
     originals = [{"id": f"p{i}", "correct_strict": True} for i in range(4)]
     on_variants = [{"id": v["id"], "correct_strict": v["id"].endswith("v1") and v["original_id"] != "p0"}

@@ -98,7 +98,7 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
               "kinds": list(kinds)}
     if summary_path.is_file() and not overwrite:
-        have = {"kinds": ["numbers"], **read_json(summary_path)}  # variants from before kinds were numbers
+        have = read_json(summary_path)
         differs = [k for k, v in wanted.items() if have.get(k) != v]
         if not differs:
             return

@@ -186,9 +186,7 @@ def check_not_hand_edited(run_dir: Path) -> None:
         analysis = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # not JSON: writes are atomic, so no crash of mathtune's left it so
         analysis = None
-    if isinstance(analysis, dict) and CHECKSUM_KEY not in analysis:
-        return  # written by a mathtune from before the checksum: derived data, rebuilt
-    stored = analysis.pop(CHECKSUM_KEY) if isinstance(analysis, dict) else None
+    stored = analysis.pop(CHECKSUM_KEY, None) if isinstance(analysis, dict) else None
     if stored is None or hashlib.sha256(_json_text(analysis).encode()).hexdigest() != stored:
         raise MathtuneError(f"{path} was changed after mathtune wrote it (edited by hand, or by another tool); "
                             "the report is rebuilt from the run's own files: move your copy away, or pass --overwrite")

@@ -94,16 +94,13 @@ def self_check(records_by_model: dict[str, list[dict]]) -> dict:
 
 
 def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], dict]:
-    """{kind: {variant id: original id}} and the generator's summary, per kind; variants from
-    before there were kinds changed numbers."""
+    """{kind: {variant id: original id}} and the generator's summary, per kind."""
     folder = run_dir / PROBE_FOLDER
     mapping: dict[str, dict[str, str]] = {}
     if (folder / "test.jsonl").is_file():
         for _, row in iter_jsonl(folder / "test.jsonl"):
-            mapping.setdefault(str(row.get("kind", "numbers")), {})[str(row["id"])] = str(row["original_id"])
+            mapping.setdefault(str(row["kind"]), {})[str(row["id"])] = str(row["original_id"])
     summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
-    if summary and "by_kind" not in summary:
-        summary = {**summary, "kinds": ["numbers"], "by_kind": {"numbers": summary}}
     return mapping, summary
 
 
