@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from mathtune.core.runfiles import iter_jsonl, read_json, read_jsonl
 from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, difference_points, mcnemar_exact,
                                  paired_bootstrap_difference, paired_counts)
@@ -107,8 +109,6 @@ def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], dict]:
 def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tuple[float, float, float]:
     """(mean variant accuracy - mean original accuracy, 95% interval), resampling the original
     problems: a problem's variants move together, as they share its wording."""
-    import numpy as np
-
     a = np.asarray(original, dtype=np.float64)
     b = np.asarray(variant_means, dtype=np.float64)
     per = b - a
