@@ -133,15 +133,14 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows}
 
 
-def plan_miss(planned, actual) -> str | None:
-    """By how much a planned figure missed what happened, in words: 'on plan', '+38% (actual
-    x1.38 the plan)', '-20% (x0.80)'; None where either is missing or the plan was 0."""
+def plan_miss(planned, actual) -> dict | None:
+    """By how much a planned figure missed what happened: on plan (within 0.5%), or the
+    actual figure's ratio to the plan and its excess in whole percent; None where either is
+    missing or the plan was 0."""
     if planned is None or actual is None or not planned:
         return None
     ratio = actual / planned
-    if round(ratio, 2) == 1:
-        return "on plan"
-    return f"{(ratio - 1) * 100:+.0f}% (actual x{ratio:.2f} the plan)"
+    return {"on_plan": round(ratio, 2) == 1, "pct": round((ratio - 1) * 100), "ratio": round(ratio, 2)}
 
 
 def recommendations(analysis: dict) -> list[dict]:

@@ -20,8 +20,8 @@ from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWAR
                                           RFT_SHARE_FROM_MODEL, SIGN, TOKEN_ACCURACY, TREND_RULE,
                                           VALIDATION_EXACT_MATCH, accuracy_trend_text, contamination_definition,
                                           disagreement_text, final_stretch_definition, grpo_window_definition,
-                                          loss_decrease_definition, paired_verdict_text, recommendation_text,
-                                          seed_claim_text)
+                                          loss_decrease_definition, paired_verdict_text, plan_miss_text,
+                                          recommendation_text, seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -399,7 +399,7 @@ def summary_blocks(analysis: dict) -> list:
     plan = analysis.get("plan") or {}
     if plan.get("available"):
         blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
-                            [[r["figure"], show(r["planned"]), show(r["actual"]), r.get("missed_by") or "-"]
+                            [[r["figure"], show(r["planned"]), show(r["actual"]), plan_miss_text(r.get("missed_by"))]
                              for r in plan["rows"]]))
         blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
                            "max_new_tokens; an estimate, not a bound."))

@@ -74,6 +74,15 @@ def grpo_window_definition(grpo: dict) -> str:
             "those prompts are")
 
 
+def plan_miss_text(missed: dict | None) -> str:
+    """'on plan', '+38% (actual x1.38 the plan)', or '-' where the miss is unknown."""
+    if missed is None:
+        return "-"
+    if missed["on_plan"]:
+        return "on plan"
+    return f"{missed['pct']:+d}% (actual x{missed['ratio']:.2f} the plan)"
+
+
 def accuracy_trend_text(trend: dict) -> str:
     """What validation exact match did over the last validation points (analysis.selection's
     trend, available), paired on the problems where their answers were kept."""
