@@ -1,7 +1,8 @@
 """The report's sentences for what the analysis decides: definitions of the training measures,
-the trend rule, the advice behind each recommendation code and why token accuracy is not exact
-match. The analysis stores codes and numbers (analysis.json); this module only puts them in
-words, filling in the numbers as stored.
+the trend rule, the advice behind each recommendation code, why token accuracy is not exact
+match, the paired test's and validation exact match's verdicts, the training methods and their
+measures, the contamination measure and the plan's miss. The analysis stores codes and numbers
+(analysis.json); this module only puts them in words, filling in the numbers as stored.
 """
 
 from __future__ import annotations
