@@ -348,6 +348,27 @@ def test_a_run_resumed_the_next_day_prompts_as_on_the_first(family_model, small_
     assert [r["prompt"] for r in again["base"]] == [r["prompt"] for r in first["base"]]
 
 
+def test_a_runs_adapter_evaluated_on_its_own_a_day_later_prompts_as_the_run_did(family_model, small_data_dir,
+                                                                                  tmp_path):
+    """`mathtune eval --adapter RUN/adapter` on the next day takes the run's prompt date from
+    RUN/config.yaml: its prompts are the run's tuned prompts, byte for byte."""
+    out = tmp_path / "run"
+    with clock_at(DAY_ONE):
+        assert main(["run", str(config_file(tmp_path)), "--out", str(out),
+                     *overrides(family_model("llama3"), small_data_dir, "llama3")]) == 0
+    tuned = records(out, "tuned")
+    alone = tmp_path / "alone"
+    with clock_at(DAY_TWO):
+        assert main(["eval", "--model", str(family_model("llama3")), "--adapter", str(out / "adapter"),
+                     "--data", str(small_data_dir), "--limit", str(len(tuned)), "--prompt", "chat",
+                     "--max-new-tokens", "4", "--out", str(alone)]) == 0
+    summary = json.loads(next((alone / "eval").glob("*.summary.json")).read_text())
+    assert summary["prompt_date"] == "2026-12-05"
+    got = [json.loads(line)["prompt"] for line in next(p for p in (alone / "eval").glob("*.jsonl")
+                                                       if not p.name.endswith("partial.jsonl")).read_text().splitlines()]
+    assert got == [r["prompt"] for r in tuned]
+
+
 def test_plan_shows_the_same_example_on_any_day_for_a_pinned_date(family_model, small_data_dir, tmp_path, capsys):
     argv = ["plan", str(config_file(tmp_path)), "--show-example", "--json",
             *overrides(family_model("llama3"), small_data_dir, "llama3", "data.prompt_date=2026-12-05")]

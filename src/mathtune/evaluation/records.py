@@ -17,6 +17,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import yaml
+
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.evaluation.metrics import accuracy_figures
@@ -183,7 +185,8 @@ def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, wh
 def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
     """The request with its prompt date settled: as given, else the date the finished or partial
     records under these paths were made with (so a rerun or a resume on another day renders
-    the same prompts), else today (UTC)."""
+    the same prompts), else, for a run's adapter, the date that run trained and evaluated with
+    (so `eval --adapter RUN/adapter` a week later prompts as the run did), else today (UTC)."""
     if request.prompt_date is not None:
         return request
     for made in (paths.summary, paths.partial_meta):
@@ -192,7 +195,25 @@ def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
                 return replace(request, prompt_date=read_json(made).get("prompt_date"))
             except (OSError, ValueError):
                 break
-    return replace(request, prompt_date=datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+    run_date = adapter_run_date(request.adapter) if request.adapter else None
+    return replace(request, prompt_date=run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
+
+
+def adapter_run_date(adapter: str) -> str | None:
+    """The data.prompt_date of the mathtune run an adapter folder belongs to (RUN/adapter, or a
+    checkpoint under RUN/train/checkpoints), read from the run's config.yaml; None for an
+    adapter from elsewhere."""
+    folder = Path(adapter).resolve()
+    for run in (folder.parent, *folder.parents[1:4]):
+        config = run / "config.yaml"
+        if config.is_file() and (run / "train").is_dir():
+            try:
+                data = yaml.load(config.read_text(), Loader=yaml.BaseLoader)  # dates stay text
+            except (OSError, yaml.YAMLError):
+                return None
+            date = data.get("data", {}).get("prompt_date") if isinstance(data, dict) else None
+            return date if isinstance(date, str) else None
+    return None
 
 
 def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:

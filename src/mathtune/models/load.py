@@ -22,9 +22,10 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off until a
-# GPU measurement of the greedy agreement between merged and unmerged decoding says it may be
-# on (bench/eval_speed.py, path mathtune:merged; bench/gpu.sh, stage merge).
+# Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off: merged in
+# bf16, SmolLM2-135M with a trained adapter gave the same greedy completion as unmerged on 8 of 64
+# problems (BENCHMARKS.md, "Merging in bf16"); a GPU measurement (bench/eval_speed.py, path
+# mathtune:merged; bench/gpu.sh, stage merge) would decide it there.
 MERGE_IN_LOW_PRECISION = False
 
 
