@@ -228,9 +228,8 @@ def load_model(
     bitsandbytes (models.quantize), straight onto the device."""
     from transformers import AutoModelForCausalLM
 
-    from mathtune.models.quantize import check_quantization, load_quantized
+    from mathtune.models.quantize import load_quantized
 
-    check_quantization(quantization, name_or_path)  # before the (slow) dequantizing of a .gguf
     use_shape_free_attention()
     path = resolve_model_path(name_or_path)
     if _is_local(path) and not weight_files(Path(path)):
