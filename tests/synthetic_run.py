@@ -121,7 +121,7 @@ def write_run(root: Path, gsm8k_dir: Path, *, shape: str = "plateaued", with_tra
         best = min((loss_curve(s, shape)[1], s) for s in range(10, 101, 10))
         (run / "train" / "summary.json").write_text(json.dumps({
             "wall_time_s": 3725.5, "tokens_seen": 512000, "tokens_per_s": 137.43, "peak_memory_bytes": 3 * 2**30,
-            "trainable_params": 4358144, "total_params": 1548072448, "best_step": best[1], "best_eval_loss": best[0],
+            "trainable_params": 4358144, "base_params": 1543714304, "total_params": 1548072448, "best_step": best[1], "best_eval_loss": best[0],
             "stopped_early": shape == "overfitting", "early_stopping_patience": 5, "global_step": 100,
             "device": "NVIDIA H100", "cost_usd": 2.07, "cost_note": "1.03 GPU-hours at $2.0/h", "gpu_hourly_usd": 2.0,
         }), encoding="utf-8")

@@ -259,11 +259,12 @@ def test_an_edited_analysis_is_kept_unless_overwrite(tmp_path, gsm8k_dir, capsys
     assert main(["report", str(run)]) == 1 and path.read_text() == edited
     assert "changed after mathtune wrote it" in capsys.readouterr().err
     assert main(["report", str(run), "--overwrite"]) == 0 and path.read_text() == written
-    # Written by a mathtune from before the checksum: derived data, rebuilt without a word.
-    older = json.loads(written)
-    del older[CHECKSUM_KEY]
-    path.write_text(json.dumps(older))
-    assert main(["report", str(run)]) == 0 and path.read_text() == written
+    # Without its checksum mathtune did not write it as it stands: kept, like an edited one.
+    unsigned = json.loads(written)
+    del unsigned[CHECKSUM_KEY]
+    path.write_text(json.dumps(unsigned))
+    assert main(["report", str(run)]) == 1 and json.loads(path.read_text()) == unsigned
+    assert "changed after mathtune wrote it" in capsys.readouterr().err
 
 
 def test_an_evaluation_still_running_is_not_a_model(tmp_path, gsm8k_dir):

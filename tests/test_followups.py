@@ -13,6 +13,7 @@ from mathtune.task.data import Problem
 from mathtune.analysis.followup_measures import probe_analysis, self_check, self_consistency
 from mathtune.evaluation.metrics import curve, ks_for
 from mathtune.task.variants import build_variants, format_number, parse_chain
+from mathtune.report.followup_sections import probe_verdict_text
 
 
 def _sample(pred: str | None, gold: str) -> dict:
@@ -199,7 +200,7 @@ def test_on_real_gsm8k_most_problems_are_kept(gsm8k_dir):
 
 def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
     (tmp_path / "probe").mkdir()
-    variants = [{"id": f"p{i}~v{k}", "original_id": f"p{i}"} for i in range(4) for k in (1, 2)]
+    variants = [{"id": f"p{i}~v{k}", "original_id": f"p{i}", "kind": "numbers"} for i in range(4) for k in (1, 2)]
     (tmp_path / "probe" / "test.jsonl").write_text("".join(json.dumps(v) + "\n" for v in variants))
     originals = [{"id": f"p{i}", "correct_strict": True} for i in range(4)]
     on_variants = [{"id": v["id"], "correct_strict": v["id"].endswith("v1") and v["original_id"] != "p0"}
@@ -209,7 +210,7 @@ def test_probe_gap_pairs_each_variant_with_its_original(tmp_path):
     assert m["original"]["correct"] == 4 and m["variant"]["correct"] == 3 and m["variant"]["n"] == 8
     assert m["gap"]["points"] == pytest.approx(-62.5)
     assert m["pairs"] == {"solved_original_lost_variant": 5, "failed_original_solved_variant": 0}
-    assert m["gap"]["ci95_points"][1] < 0 and "surface" in m["meaning"]
+    assert m["gap"]["ci95_points"][1] < 0 and "surface" in probe_verdict_text("numbers", m)
 
 
 # --- end to end on the tiny model ----------------------------------------------------------------
@@ -223,10 +224,11 @@ def test_probe_table_shows_mcnemar_p_as_every_table_does():
 
     share = {"correct": 1, "n": 4, "accuracy_pct": 25.0, "ci95_pct": [4.6, 69.9]}
     model = {"original": share, "variant": share, "gap": {"points": 0.0, "ci95_points": [-50.0, 50.0]},
-             "pairs": {"solved_original_lost_variant": 1, "failed_original_solved_variant": 1}, "meaning": "m"}
+             "pairs": {"solved_original_lost_variant": 1, "failed_original_solved_variant": 1},
+             "verdict": "no difference shown"}
     counts = {"kept": 4, "skipped": {"numbers_collapse": 1}, "draws_rejected": {"numbers_collapse": 3},
               "skip_reasons": {"numbers_collapse": "every sensible draw ..."}}
-    probe = {"available": True, "definitions": {"gap": "g", "mcnemar": "m"},
+    probe = {"available": True, "bootstrap_resamples": 10_000,
              "generator": {"problems": 5, "variants_per_problem": 1, "seed": 42},
              "kinds": {"numbers": {"generator": counts, "models": {"base": {**model, "mcnemar_p": 1.0},
                                                                     "tuned": {**model, "mcnemar_p": 0.6875}}}}}

@@ -18,6 +18,7 @@ from mathtune.cli import main  # noqa: E402
 from mathtune.core.errors import MathtuneError  # noqa: E402
 from mathtune.analysis.followup_measures import regression_analysis  # noqa: E402
 from mathtune.evaluation.regression import ExtraSpec, check_extra, lmeval_tasks, run_extra_tasks  # noqa: E402
+from mathtune.report.followup_sections import regression_verdict_texts  # noqa: E402
 
 MMLU = Path(os.environ.get("MATHTUNE_TEST_MMLU", Path(__file__).resolve().parents[2] / "shared" / "mmlu"))
 SUBJECTS = ("anatomy", "astronomy")
@@ -74,7 +75,7 @@ def test_base_and_tuned_are_paired_on_documents(tmp_path):
     reg = regression_analysis(tmp_path)
     p = reg["paired"]["mmlu"]
     assert (p["n"], p["improved"], p["regressed"]) == (8, 0, 2) and p["difference"]["points"] == -25.0
-    assert reg["verdicts"][0].startswith("mmlu: ")
+    assert regression_verdict_texts(reg)[0].startswith("mmlu: ")
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -120,4 +121,4 @@ def test_run_scores_base_and_tuned_and_reports_the_difference(mmlu, tiny_model_d
     reg = analysis["regression"]
     assert set(reg["models"]) == {"base", "tuned"} and reg["paired"]["mmlu"]["n"] == 10
     report = (out / "report.md").read_text()
-    assert "## General benchmarks: what the fine-tune cost elsewhere" in report and reg["verdicts"][0] in report
+    assert "## General benchmarks: what the fine-tune cost elsewhere" in report and regression_verdict_texts(reg)[0] in report

@@ -19,6 +19,7 @@ from conftest import tiny_train_config
 from mathtune import cli
 from mathtune.analysis.selection import accuracy_trend, analyze_selection, best_step
 from mathtune.core.errors import MathtuneError
+from mathtune.report.explanations import accuracy_trend_text, disagreement_text
 from mathtune.task.data import Problem
 from mathtune.train import run as train_mod
 from mathtune.train.accuracy import ANSWERS_FILE, accuracy_subset
@@ -50,7 +51,7 @@ def test_the_accuracy_trend_pairs_the_problems():
     assert trend["from_step"] == 2 and trend["to_step"] == 6
     assert (trend["solved"], trend["lost"]) == (3, 0)
     assert trend["change"]["points"] == 75.0
-    assert "paired on the same 4 problems" in trend["text"]
+    assert "paired on the same 4 problems" in accuracy_trend_text(trend)
     unpaired = accuracy_trend(points, {})
     assert unpaired["verdict"] == "not paired" and unpaired["change"] is None
 
@@ -111,7 +112,7 @@ def test_best_step_and_early_stopping_follow_exact_match(tmp_path, tiny_model_di
     analysis = analyze_selection(run_dir, summary, summary["wall_time_s"])
     assert analysis["best_step_by_exact_match"] == 4 == analysis["kept_step"]
     assert analysis["best_step_by_loss"] == by_loss
-    assert analysis["disagreement"].startswith("Loss and accuracy disagree on the best step")
+    assert disagreement_text(analysis["disagreement"]).startswith("Loss and accuracy disagree on the best step")
     assert analysis["trend"]["from_step"] == 4 and analysis["trend"]["to_step"] == 8
     assert (analysis["trend"]["solved"], analysis["trend"]["lost"]) == (0, 2)
 

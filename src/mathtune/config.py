@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import difflib
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mathtune.core.cache import dequantized_folder
 from mathtune.core.errors import MathtuneError
 
 # How the base weights are held: the one place these names are written (models.quantize loads them).
@@ -54,8 +56,6 @@ def quantization_setting_error(quantization: str, name_or_path: str) -> str | No
 def _dequantized_folder_named(gguf: str, quantization: str) -> str:
     """The transformers folder mathtune keeps for this .gguf: a checkpoint that quantization
     does apply to."""
-    from mathtune.core.cache import dequantized_folder
-
     try:
         folder = dequantized_folder(Path(gguf))
     except OSError:
@@ -75,8 +75,6 @@ class _Section(BaseModel):
 def absolute_if_local(value: str) -> str:
     """A local path as an absolute one (so a run folder's config works from any folder); a
     hub id, or a path that does not exist and does not look like one, is left as given."""
-    import os
-
     expanded = os.path.expanduser(value)
     if value.startswith((".", "/", "~")) or os.path.exists(expanded):
         return os.path.abspath(expanded)

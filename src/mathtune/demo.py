@@ -15,8 +15,9 @@ from importlib import resources
 from pathlib import Path
 
 from mathtune.config import load_config
-from mathtune.task.data import HUB_DEFAULT
 from mathtune.core.errors import MathtuneError
+from mathtune.core.hub import unreachable_reason
+from mathtune.task.data import HUB_DEFAULT, load_source_split
 
 DEMO_MODEL = "qwen2.5-coder-0.5b-instruct"
 DEMO_RUN_DIR = Path("runs") / "demo"
@@ -38,8 +39,6 @@ def choose_data_source() -> tuple[str, str]:
     reason = hub_unreachable_reason()
     if reason is None:
         try:
-            from mathtune.task.data import load_source_split
-
             load_source_split(HUB_DEFAULT, "test")
             return HUB_DEFAULT, f"GSM8K from the hub ({HUB_DEFAULT})"
         except MathtuneError as err:
@@ -53,9 +52,7 @@ def choose_data_source() -> tuple[str, str]:
 def hub_unreachable_reason() -> str | None:
     """Why the hub cannot be used, found quickly, so an offline machine does not sit through
     the hub client's retry back-off (about 25 s) before the demo falls back."""
-    from huggingface_hub import constants
-
-    from mathtune.core.hub import unreachable_reason
+    from huggingface_hub import constants  # the hub client's import is slow; only the demo's data choice needs it
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE is set"

@@ -25,7 +25,6 @@ from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finishe
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.attention import training_attention  # unpacked rows: what decoding runs
 from mathtune.models.load import attach_adapter, check_adapter_folder, load_model, resolve_model_path
-from mathtune.models.quantize import check_quantization
 from mathtune.plan import format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
@@ -97,7 +96,7 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
               "kinds": list(kinds)}
     if summary_path.is_file() and not overwrite:
-        have = {"kinds": ["numbers"], **read_json(summary_path)}  # variants from before kinds were numbers
+        have = read_json(summary_path)
         differs = [k for k, v in wanted.items() if have.get(k) != v]
         if not differs:
             return
@@ -135,7 +134,6 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
             ((name, request), (name + PROBE_SUFFIX, variant_req))]
-    check_quantization(request.quantization, request.model)
     resolve_model_path(request.model)  # a wrong model is one line before the variants are written
     if request.adapter is not None:
         check_adapter_folder(request.adapter)

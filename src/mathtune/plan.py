@@ -20,6 +20,7 @@ next to what happened, and once the run has finished records the rates it reache
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -34,6 +35,10 @@ from mathtune.core.measured_rates import measured_rates, record_rates
 from mathtune.core.provenance import adapter_variant, library_version
 from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
+from mathtune.evaluation.request import EvalRequest, load_problems
+from mathtune.task.data import DataFormat, training_splits
+from mathtune.task.mix import mix_training_problems
+from mathtune.task.sequences import prompt_ids
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
 # assumed where no throughput was measured on that device; their specified memory bandwidth
@@ -202,8 +207,6 @@ def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]
 def packed_rows(lengths: list[int], capacity: int) -> int:
     """Rows that best-fit-decreasing packing (TRL's packing_strategy="bfd") makes of examples
     of these lengths: longest first, each into the row with the least room that still fits it."""
-    import bisect
-
     rooms: list[int] = []  # the free space of each open row, kept sorted
     for length in sorted(lengths, reverse=True):
         i = bisect.bisect_left(rooms, length)
@@ -387,12 +390,8 @@ def _times(config: Config, shape: dict, rates: dict, *, train_flops: float, val_
 
 def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
-    from mathtune.evaluation.request import EvalRequest, load_problems
     from mathtune.models.load import load_tokenizer
     from mathtune.models.selfcheck import planned_paths
-    from mathtune.task.data import DataFormat, training_splits
-    from mathtune.task.mix import mix_training_problems
-    from mathtune.task.sequences import prompt_ids
     from mathtune.train.trainer import refuse_all_too_long
 
     if config.train.method != "sft":

@@ -130,19 +130,17 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     ]
     for row in rows:
         row["missed_by"] = plan_miss(row["planned"], row["actual"])
-    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows,
-            "note": "planned evaluation time assumes every answer runs to max_new_tokens; an estimate, not a bound"}
+    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows}
 
 
-def plan_miss(planned, actual) -> str | None:
-    """By how much a planned figure missed what happened, in words: 'on plan', '+38% (actual
-    x1.38 the plan)', '-20% (x0.80)'; None where either is missing or the plan was 0."""
+def plan_miss(planned, actual) -> dict | None:
+    """By how much a planned figure missed what happened: on plan (within 0.5%), or the
+    actual figure's ratio to the plan and its excess in whole percent; None where either is
+    missing or the plan was 0."""
     if planned is None or actual is None or not planned:
         return None
     ratio = actual / planned
-    if round(ratio, 2) == 1:
-        return "on plan"
-    return f"{(ratio - 1) * 100:+.0f}% (actual x{ratio:.2f} the plan)"
+    return {"on_plan": round(ratio, 2) == 1, "pct": round((ratio - 1) * 100), "ratio": round(ratio, 2)}
 
 
 def recommendations(analysis: dict) -> list[dict]:
@@ -187,9 +185,7 @@ def check_not_hand_edited(run_dir: Path) -> None:
         analysis = json.loads(path.read_text(encoding="utf-8"))
     except ValueError:  # not JSON: writes are atomic, so no crash of mathtune's left it so
         analysis = None
-    if isinstance(analysis, dict) and CHECKSUM_KEY not in analysis:
-        return  # written by a mathtune from before the checksum: derived data, rebuilt
-    stored = analysis.pop(CHECKSUM_KEY) if isinstance(analysis, dict) else None
+    stored = analysis.pop(CHECKSUM_KEY, None) if isinstance(analysis, dict) else None
     if stored is None or hashlib.sha256(_json_text(analysis).encode()).hexdigest() != stored:
         raise MathtuneError(f"{path} was changed after mathtune wrote it (edited by hand, or by another tool); "
                             "the report is rebuilt from the run's own files: move your copy away, or pass --overwrite")

@@ -27,10 +27,6 @@ MAX_STEP_BUCKET = 8
 """Problems with 8 or more reasoning steps share one bucket ('8+'): there are few of them."""
 
 
-def _signed(value: float | None, unit: str = "%") -> str:
-    return "n/a" if value is None else f"{value:+.1f}{unit}"
-
-
 def _category(record: dict) -> str | None:
     # The per-problem file is the record of what was claimed; recompute only when it is silent.
     if "error_category" in record and (record["error_category"] is not None or record.get("correct_strict")):
@@ -84,20 +80,10 @@ def paired_comparison(base: list[dict], tuned: list[dict]) -> dict[str, Any]:
             "mcnemar_p_display": p_value_text(p),
             **counts,
         }
-    s = result["strict"]
-    lo, hi = s["ci95_pp"]
-    if lo > 0:
-        reading = "the tuned model is better"
-    elif hi < 0:
-        reading = "the tuned model is worse"
-    else:
-        reading = "the benchmark shows no reliable difference (the interval contains 0)"
+    lo, hi = result["strict"]["ci95_pp"]
     result["available"] = True
-    result["verdict"] = (
-        f"Strict accuracy changed by {_signed(s['difference_pp'], ' points')} (paired bootstrap {CI_LEVEL_PCT}% "
-        f"interval {lo} to {hi}; exact McNemar p {s['mcnemar_p_display']}; {s['improved']} problems improved, "
-        f"{s['regressed']} regressed, out of {len(common)}): {reading}."
-    )
+    # On strict accuracy; report.explanations.paired_verdict_text puts it in words.
+    result["verdict"] = "better" if lo > 0 else "worse" if hi < 0 else "no reliable difference"
     return result
 
 

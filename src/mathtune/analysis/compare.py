@@ -21,9 +21,8 @@ from mathtune.analysis.followup_measures import probe_analysis
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
-from mathtune.core.provenance import adapter_label, describe_adapter, quantization_label
+from mathtune.core.provenance import adapter_label, quantization_label
 from mathtune.core.runfiles import read_eval_records, read_json
-from mathtune.core.stats import wilson_interval
 from mathtune.core.terminal import duration
 from mathtune.task.variants import PROBE_SUFFIX
 
@@ -122,10 +121,8 @@ def _weights_cell(r: dict) -> str:
 
 
 def _adapter_cell(r: dict) -> str:
-    """The adapter's variant, rank, alpha and target modules, as training recorded them (or, for
-    a run from before that was recorded, as its adapter_config.json says)."""
-    settings = (r["train"] or {}).get("adapter_settings") or describe_adapter(r["dir"] / "adapter")
-    return _show(adapter_label(settings))
+    """The adapter's variant, rank, alpha and target modules, as training recorded them."""
+    return _show(adapter_label((r["train"] or {}).get("adapter_settings")))
 
 
 def _sampling_seconds(r: dict) -> float:
@@ -144,8 +141,6 @@ def _accuracy_cell(summary: dict | None, kind: str) -> str:
     if summary is None or summary.get(f"accuracy_{kind}") is None:
         return MISSING
     ci = summary.get(f"ci95_{kind}")
-    if not ci and isinstance(summary.get(f"correct_{kind}"), int) and summary.get("n"):
-        ci = wilson_interval(summary[f"correct_{kind}"], summary["n"])  # older summaries lack the interval
     interval = f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if ci else ""
     return f"{summary[f'accuracy_{kind}'] * 100:.1f}%{interval}"
 

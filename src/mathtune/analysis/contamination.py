@@ -74,11 +74,6 @@ def analyze_contamination(config: Config | None, records_by_model: dict[str, lis
     return {
         "available": True,
         "source": config.data.source,
-        "definition": (
-            f"share of each test question's word {NGRAM}-grams (lower-cased letters and digits) that "
-            "occur in any question of the training split"
-            + (" or of a data.mix source" if len(sources) > 1 else "")
-        ),
         **result,
         "per_source": per_source,
     }

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from mathtune.core.runfiles import iter_jsonl, read_json, read_jsonl
 from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, difference_points, mcnemar_exact,
-                                 paired_bootstrap_difference, paired_counts, points_text)
+                                 paired_bootstrap_difference, paired_counts)
 from mathtune.core.stats import wilson_share as share
 from mathtune.evaluation.metrics import check_turn_effect, curve, same_answer
 from mathtune.evaluation.regression import EXTRA_FOLDER
@@ -80,13 +82,7 @@ def self_consistency(run_dir: Path, records_by_model: dict[str, list[dict]]) -> 
                                "vote_differs_pct": round(100 * differ / len(common), 1) if common else None,
                                "greedy": share(greedy_right, len(common)), "vote": share(vote_right, len(common))}
         models[name] = entry
-    return {"available": True, "models": models,
-            "definitions": {
-                "maj@k": "the most common strict answer among a problem's first k samples (ties: the one drawn "
-                         "first) equals the gold answer",
-                "pass@k": "at least one of the first k samples is strictly right: what a perfect verifier "
-                          "choosing among them would reach",
-                "interval": "95% Wilson score interval over problems"}}
+    return {"available": True, "models": models}
 
 
 def self_check(records_by_model: dict[str, list[dict]]) -> dict:
@@ -96,32 +92,23 @@ def self_check(records_by_model: dict[str, list[dict]]) -> dict:
         return {"available": False, "reason": "no evaluation here used the chat-verify prompt "
                                               "(set eval.prompt: chat-verify, or mathtune eval --prompt chat-verify)"}
     return {"available": True, "models": {name: check_turn_effect(recs) for name, recs in checked.items()},
-            "definitions": {
-                "fixed": "strictly wrong after the first turn, strictly right after the check",
-                "broken": "strictly right after the first turn, strictly wrong after the check",
-                "net_change": "final-turn minus first-turn strict accuracy, points, with a paired bootstrap "
-                              f"95% interval ({BOOTSTRAP_RESAMPLES:,} resamples of the problems)"}}
+            "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
 
 
 def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], dict]:
-    """{kind: {variant id: original id}} and the generator's summary, per kind; variants from
-    before there were kinds changed numbers."""
+    """{kind: {variant id: original id}} and the generator's summary, per kind."""
     folder = run_dir / PROBE_FOLDER
     mapping: dict[str, dict[str, str]] = {}
     if (folder / "test.jsonl").is_file():
         for _, row in iter_jsonl(folder / "test.jsonl"):
-            mapping.setdefault(str(row.get("kind", "numbers")), {})[str(row["id"])] = str(row["original_id"])
+            mapping.setdefault(str(row["kind"]), {})[str(row["id"])] = str(row["original_id"])
     summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
-    if summary and "by_kind" not in summary:
-        summary = {**summary, "kinds": ["numbers"], "by_kind": {"numbers": summary}}
     return mapping, summary
 
 
 def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tuple[float, float, float]:
     """(mean variant accuracy - mean original accuracy, 95% interval), resampling the original
     problems: a problem's variants move together, as they share its wording."""
-    import numpy as np
-
     a = np.asarray(original, dtype=np.float64)
     b = np.asarray(variant_means, dtype=np.float64)
     per = b - a
@@ -132,15 +119,7 @@ def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tupl
     return float(per.mean()), float(lo), float(hi)
 
 
-# What each kind of variant changed, as the gap's meaning names it.
-SURFACE = {"numbers": ("their particular numbers", "the same problem with other numbers", "changed numbers"),
-           "names": ("their particular names", "the same problem with its people renamed", "renamed people"),
-           "magnitudes": ("the size of their numbers", "the same problem at ten to a thousand times the scale",
-                          "larger numbers")}
-
-
-def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str],
-              kind: str = "numbers") -> dict | None:
+def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, str]) -> dict | None:
     by_original: dict[str, list[bool]] = {}
     for r in variants:
         if r["id"] in mapping:
@@ -156,18 +135,11 @@ def model_gap(originals: list[dict], variants: list[dict], mapping: dict[str, st
     gained = sum(b and not a for a, b in zip(flat_orig, flat_var))
     diff, lo, hi = _cluster_bootstrap(orig, means)
     gap = difference_points(diff, lo, hi)
-    surface, same, changed = SURFACE.get(kind, SURFACE["numbers"])
-    if hi < 0:
-        meaning = ("the drop is outside the interval: part of what this model solves rests on the surface of the "
-                   f"original problems ({surface}), not on reasoning that carries over to {same}")
-    elif lo > 0:
-        meaning = "the variants came out easier for this model, beyond the interval"
-    else:
-        meaning = f"the interval covers zero: no drop on {changed} is shown at this size"
+    verdict = "lower on variants" if hi < 0 else "higher on variants" if lo > 0 else "no difference shown"
     return {"problems": len(pairs), "variants": len(flat_var), "original": share(sum(orig), len(orig)),
             "variant": share(sum(flat_var), len(flat_var)), "gap": gap,
             "pairs": {"solved_original_lost_variant": lost, "failed_original_solved_variant": gained},
-            "mcnemar_p": round(mcnemar_exact(gained, lost), 4), "meaning": meaning,
+            "mcnemar_p": round(mcnemar_exact(gained, lost), 4), "verdict": verdict,
             "_per_problem": {o["id"]: (bool(o["correct_strict"]), by_original[o["id"]])
                              for o in originals if o["id"] in by_original}}
 
@@ -183,19 +155,14 @@ def probe_analysis(run_dir: Path, records_by_model: dict[str, list[dict]]) -> di
     for kind, kind_mapping in mapping.items():
         models = {}
         for name, probe_name in pairs.items():
-            gap = model_gap(records_by_model[name], records_by_model[probe_name], kind_mapping, kind)
+            gap = model_gap(records_by_model[name], records_by_model[probe_name], kind_mapping)
             if gap is not None:
                 models[name] = gap
         if models:
             kinds[kind] = {"generator": summary.get("by_kind", {}).get(kind, {}), "models": models,
                            **_tuned_minus_base(models)}
     out = {"available": bool(kinds), "generator": {k: v for k, v in summary.items() if k != "by_kind"},
-           "kinds": kinds,
-           "definitions": {
-               "gap": "strict accuracy on the variants minus on their originals, points; 95% interval from "
-                      f"{BOOTSTRAP_RESAMPLES:,} bootstrap resamples of the original problems (a problem's "
-                      "variants stay together)",
-               "mcnemar": "exact McNemar test over (original, variant) pairs"}}
+           "kinds": kinds, "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
     return out
 
 
@@ -226,11 +193,9 @@ def regression_analysis(run_dir: Path) -> dict:
     records = {name: read_jsonl(folder / f"{name}.jsonl") for name in summaries}
     out = {"available": True, "models": {n: s["tasks"] for n, s in summaries.items()},
            "lm_eval_version": next(iter(summaries.values())).get("lm_eval_version"),
-           "definitions": {"metric": "lm-eval's acc: the choice of highest log-likelihood is the gold one",
-                           "difference": "tuned minus base, points, paired on the same documents; 95% interval from "
-                                         f"{BOOTSTRAP_RESAMPLES:,} bootstrap resamples; exact McNemar test"}}
+           "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
     if "base" in summaries and "tuned" in summaries:
-        paired, sentences = {}, []
+        paired = {}
         for task in summaries["base"]["tasks"]:
             b = {(r["subtask"], r["doc_id"]): r["correct"] for r in records["base"] if r["task"] == task}
             t = {(r["subtask"], r["doc_id"]): r["correct"] for r in records["tuned"] if r["task"] == task}
@@ -243,15 +208,7 @@ def regression_analysis(run_dir: Path) -> dict:
             d = difference_points(diff, lo, hi)
             paired[task] = {"n": len(keys), "difference": d, "improved": counts["improved"],
                             "regressed": counts["regressed"],
-                            "mcnemar_p": round(mcnemar_exact(counts["improved"], counts["regressed"]), 4)}
-            if hi < 0:
-                sentences.append(f"{task}: the fine-tune cost general ability beyond the interval: "
-                                 f"{points_text(d)} on {len(keys)} documents.")
-            elif lo > 0:
-                sentences.append(f"{task}: the tuned model scored higher beyond the interval: {points_text(d)}.")
-            else:
-                sentences.append(f"{task}: no cost to general ability is shown beyond the interval: "
-                                 f"{points_text(d)} on {len(keys)} documents.")
+                            "mcnemar_p": round(mcnemar_exact(counts["improved"], counts["regressed"]), 4),
+                            "verdict": "lower" if hi < 0 else "higher" if lo > 0 else "no difference shown"}
         out["paired"] = paired
-        out["verdicts"] = sentences
     return out

@@ -23,21 +23,13 @@ GRPO_SERIES = ("reward", "reward_std", "mixed_groups", "kl", "completion_length"
 LOW_MIXED_GROUPS_PCT = 25.0
 LOW_SHARE_FROM_MODEL_PCT = 50.0
 
-DESCRIPTIONS = {
-    "sft": "LoRA fine-tuning on the gold solutions (the seed's recipe)",
-    "rft": ("rejection-sampling fine-tuning: the base model sampled solutions to the training problems, "
-            "the strictly correct ones (gold where none was) were the LoRA fine-tuning data"),
-    "grpo": ("GRPO (TRL's GRPOTrainer) with a LoRA adapter: completions sampled in groups per prompt, "
-             "rewarded by mathtune's strict exact-match scorer, each compared with its group's mean"),
-}
-
 
 def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     summary_path = run_dir / "train" / "summary.json"
     summary = read_json(summary_path) if summary_path.is_file() else {}
     method = summary.get("method") or (config.train.method if config else "sft")
-    out: dict[str, Any] = {"method": method, "description": DESCRIPTIONS.get(method, method), "recommendations": []}
+    out: dict[str, Any] = {"method": method, "recommendations": []}
     if method == "rft":
         out["rft"] = _rft(summary, out["recommendations"])
     elif method == "grpo":
@@ -62,11 +54,6 @@ def _rft(summary: dict, recommendations: list[dict]) -> dict[str, Any]:
         "problems_with_correct_sample_pct": pct(stats["problems_with_correct_sample"] / stats["problems"])
         if stats.get("problems") else None,
         "sample_accuracy_strict_pct": pct(stats.get("sample_accuracy_strict")),
-        "definitions": {
-            "kept": "strictly correct, stopped on its own (not cut by max_new_tokens), fits data.max_length, "
-                    "distinct after collapsing whitespace; at most keep_per_problem per problem",
-            "share_from_model": "kept solutions written by the model / all training solutions (the rest are gold)",
-        },
     }
     if stats.get("correct_samples_too_long"):
         recommendations.append({"advice": "rft samples too long", "count": stats["correct_samples_too_long"],
@@ -117,16 +104,7 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
         "device": summary.get("device"),
         "cost_usd": summary.get("cost_usd"),
         "cost_note": summary.get("cost_note"),
-        "definitions": {
-            "reward": "mean over the step's completions of the weighted rewards (exact_match: 1 when the strict "
-                      "scorer finds the gold answer)",
-            "mixed_groups": "share of the step's prompt groups whose completions did not all get the same reward; "
-                            "only those carry a learning signal",
-            "kl": "mean per-token KL of the policy to the base model (the adapter switched off)",
-            "window": f"start and end are the means of the first and last {round(WINDOW_FRACTION * 100)}% of the "
-                      "logged steps; every step draws other prompts, so a change between them mixes what the "
-                      "model learned with how hard those prompts are",
-        },
+        "window_fraction_pct": round(WINDOW_FRACTION * 100),
     }
     if mixed_pct is not None and mixed_pct < LOW_MIXED_GROUPS_PCT:
         recommendations.append({"advice": "grpo few mixed groups"})

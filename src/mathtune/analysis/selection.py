@@ -6,8 +6,8 @@ With train.select_by exact_match, every validation point of train/metrics.jsonl 
 strict exact match of the same validation problems (train.accuracy), and
 train/val_exact_match.jsonl each point's answers. From them: the accuracy curve with Wilson
 intervals; the step the validation loss would keep and the step exact match keeps (as the
-Trainer picks them: the first best among the checkpointed points, step 0 excluded), and one
-sentence when they differ; what accuracy did over the last validation points, paired on the
+Trainer picks them: the first best among the checkpointed points, step 0 excluded), and what
+each solved when they differ; what accuracy did over the last validation points, paired on the
 problems; and what the decoding cost, as a share of the training time.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from mathtune.analysis.common import rounded
 from mathtune.core.runfiles import read_jsonl_until_torn, read_metrics
 from mathtune.core.stats import (difference_points, mcnemar_exact, paired_bootstrap_difference, paired_counts,
-                                 points_text, wilson_share)
+                                 wilson_share)
 
 TREND_POINTS = 3
 """The accuracy trend compares the first and the last of the last 3 validation points."""
@@ -70,17 +70,10 @@ def accuracy_trend(points: list[dict], answers: dict[int, dict[str, bool]]) -> d
         lo, hi = change["ci95_points"]
         verdict = ("more problems solved" if lo > 0 else "fewer problems solved" if hi < 0 else
                    "no change in problems solved shown")
-        out.update(change=change, solved=counts["improved"], lost=counts["regressed"],
-                   mcnemar_p=round(mcnemar_exact(counts["improved"], counts["regressed"]), 4), verdict=verdict,
-                   text=(f"validation exact match went from {first['correct']}/{first['n']} at step {first['step']} "
-                         f"to {last['correct']}/{last['n']} at step {last['step']}: {points_text(change)}, paired on "
-                         f"the same {len(ids)} problems ({counts['improved']} newly solved, {counts['regressed']} "
-                         f"lost): {verdict}"))
+        out.update(change=change, paired_problems=len(ids), solved=counts["improved"], lost=counts["regressed"],
+                   mcnemar_p=round(mcnemar_exact(counts["improved"], counts["regressed"]), 4), verdict=verdict)
     else:
-        out.update(change=None, verdict="not paired",
-                   text=(f"validation exact match went from {first['correct']}/{first['n']} at step {first['step']} "
-                         f"to {last['correct']}/{last['n']} at step {last['step']} (the per-problem answers are "
-                         "missing, so the change has no paired interval)"))
+        out.update(change=None, verdict="not paired")
     return out
 
 
@@ -93,11 +86,10 @@ def analyze_selection(run_dir: Path, summary: dict, wall_time_s: float | None) -
     by_loss = best_step(points, "eval_loss", higher_is_better=False)
     by_accuracy = best_step(points, "correct", higher_is_better=True)
     at = {p["step"]: p for p in points}
-    disagreement = None
+    disagreement = None  # the two rules' steps with what each solved, where they differ
     if by_loss is not None and by_accuracy is not None and by_loss != by_accuracy:
-        disagreement = (f"Loss and accuracy disagree on the best step: the validation loss is lowest at step {by_loss} "
-                        f"({at[by_loss]['correct']}/{at[by_loss]['n']} solved), the exact match highest at step "
-                        f"{by_accuracy} ({at[by_accuracy]['correct']}/{at[by_accuracy]['n']} solved).")
+        disagreement = {rule: {"step": step, "correct": at[step]["correct"], "n": at[step]["n"]}
+                        for rule, step in (("by_loss", by_loss), ("by_exact_match", by_accuracy))}
     decode = sum(p["decode_s"] or 0.0 for p in points)
     return {
         "available": True,
@@ -112,7 +104,4 @@ def analyze_selection(run_dir: Path, summary: dict, wall_time_s: float | None) -
         "trend": accuracy_trend(points, _answers(run_dir)),
         "decode_s": rounded(decode, 1),
         "decode_share_pct": rounded(100 * decode / wall_time_s, 1) if wall_time_s else None,
-        "definition": ("strict exact match of the same validation problems at every validation point, greedy, "
-                       "with the run's evaluation prompt; 95% Wilson intervals; the best step of a rule is its first "
-                       "best among the checkpointed points (step 0 excluded), as the Trainer picks it"),
     }

@@ -276,11 +276,7 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "tokens_per_s": rounded(summary.get("tokens_per_s"), 1),
         "peak_memory_gib": rounded(summary["peak_memory_bytes"] / 2**30, 2) if summary.get("peak_memory_bytes") else None,
         "trainable_params": summary.get("trainable_params"),
-        # The total has always counted the adapter too; a summary written before base_params was
-        # kept gives it as the difference.
-        "base_params": summary.get("base_params", summary["total_params"] - summary["trainable_params"]
-                                   if isinstance(summary.get("total_params"), int)
-                                   and isinstance(summary.get("trainable_params"), int) else None),
+        "base_params": summary.get("base_params"),
         "total_params": summary.get("total_params"),
         "device": summary.get("device"),
         # Cents for real runs; a short GPU test run still shows a non-zero cost.

@@ -99,9 +99,7 @@ def run_provenance(run_dir: Path) -> dict:
                        "batch_size": train.get("batch_size"), "versions": train.get("versions") or {},
                        "trust_remote_code": bool(train.get("trust_remote_code")),
                        "weights": quantization_label(train.get("quantization_record")),
-                       # a run from before adapters were recorded: its adapter folder says it
-                       "adapter_settings": adapter_label(train.get("adapter_settings")
-                                                         or describe_adapter(run_dir / "adapter")),
+                       "adapter_settings": adapter_label(train.get("adapter_settings")),
                        "adapter_merged": None,
                        "adapter_trained_dtype": (train.get("adapter_settings") or {}).get("trained_dtype")})
     for path in sorted((run_dir / "eval").glob("*.summary.json")) if (run_dir / "eval").is_dir() else []:

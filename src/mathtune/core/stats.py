@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 # Every paired bootstrap in mathtune resamples this many times with this seed, so that an
 # interval is the same number wherever it is shown.
 BOOTSTRAP_RESAMPLES = 10_000
@@ -73,8 +75,6 @@ def paired_bootstrap_difference(
 ) -> tuple[float, float, float]:
     """(mean(b) - mean(a), lo, hi): percentile interval of the accuracy difference, resampling
     problems (pairs) with replacement, so the correlation between the two models is kept."""
-    import numpy as np
-
     a = np.asarray(correct_a, dtype=np.int8)
     b = np.asarray(correct_b, dtype=np.int8)
     if a.shape != b.shape:
@@ -111,8 +111,6 @@ def linear_change_pct(xs: list[float], ys: list[float]) -> float | None:
     """Relative change of a least-squares line fitted to (xs, ys), from its value at the first
     x to its value at the last, in % of the first (negative = falling). A fitted line is
     far less noisy than comparing two single logged losses. None with fewer than 2 points."""
-    import numpy as np
-
     if len(xs) < 2 or xs[0] == xs[-1]:
         return None
     slope, intercept = np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)

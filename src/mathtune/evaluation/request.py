@@ -77,8 +77,17 @@ class EvalRequest:
 
     @classmethod
     def with_config_defaults(cls, model: str, **settings) -> "EvalRequest":
-        """A request for `model` with the config's defaults for every setting not given."""
-        return replace(cls.from_config(Config()), model=model, **settings)
+        """A request for `model` with the config's defaults for every setting not given, its
+        settings checked as a config's and the eval command's flags are (the checks of a
+        caller that has neither)."""
+        from mathtune.models.quantize import check_quantization  # it loads torch
+
+        request = replace(cls.from_config(Config()), model=model, **settings)
+        error = sampling_setting_error(request.samples, request.temperature, request.prompt)
+        if error:
+            raise MathtuneError(error)
+        check_quantization(request.quantization, request.model)
+        return request
 
     def model_section(self) -> ModelConfig:
         """The model as a config's model section names it, for load_model: this request's own
@@ -145,9 +154,6 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     exemplars come from the train split, never from the problems evaluated."""
     if request.prompt not in EVAL_PROMPTS:  # before any data is read
         raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
-    error = sampling_setting_error(request.samples, request.temperature, request.prompt)
-    if error:
-        raise MathtuneError(error)
     problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
                           fmt=request.data_format)
     if request.limit is not None:

@@ -24,7 +24,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.hub import hub_unavailable
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
-from mathtune.models.quantize import check_quantization, load_quantized
+from mathtune.models.quantize import load_quantized
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off: merged in
@@ -231,7 +231,6 @@ def load_model(
 
     name_or_path, quantization = section.name_or_path, section.quantization
     trust_remote_code = section.trust_remote_code
-    check_quantization(quantization, name_or_path)  # before the (slow) dequantizing of a .gguf
     use_shape_free_attention()
     path = resolve_model_path(name_or_path)
     if _is_local(path) and not weight_files(Path(path)):

@@ -32,6 +32,12 @@ def check_quantization(quantization: str, name_or_path: str) -> None:
     error = quantization_setting_error(quantization, name_or_path)
     if error:
         raise MathtuneError(error)
+    check_bitsandbytes(quantization)
+
+
+def check_bitsandbytes(quantization: str) -> None:
+    """The part of check_quantization a validated config still needs: its model.quantization
+    has passed the .gguf check, but whether bitsandbytes is installed is this machine's."""
     if quantization != "none" and importlib.util.find_spec("bitsandbytes") is None:
         raise MathtuneError(f"quantization {quantization} needs bitsandbytes, which is not installed: {INSTALL}")
 

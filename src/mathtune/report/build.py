@@ -16,8 +16,12 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
-from mathtune.report.explanations import (SIGN, TOKEN_ACCURACY, TREND_RULE, final_stretch_definition,
-                                          loss_decrease_definition, recommendation_text, seed_claim_text)
+from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
+                                          RFT_SHARE_FROM_MODEL, SIGN, TOKEN_ACCURACY, TREND_RULE,
+                                          VALIDATION_EXACT_MATCH, accuracy_trend_text, contamination_definition,
+                                          disagreement_text, final_stretch_definition, grpo_window_definition,
+                                          loss_decrease_definition, paired_verdict_text, plan_miss_text,
+                                          recommendation_text, seed_claim_text)
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
@@ -121,13 +125,14 @@ def exact_match_blocks(em: dict, figures: set[str]) -> list:
             f"loss would keep step {show(em['best_step_by_loss'])}, the exact match step "
             f"{show(em['best_step_by_exact_match'])}."]
     if em.get("disagreement"):
-        said.append(em["disagreement"])
+        said.append(disagreement_text(em["disagreement"]))
     trend = em["trend"]
-    said.append(sentence(trend["text"]) + "." if trend.get("available") else f"No accuracy trend: {trend['reason']}.")
+    said.append(sentence(accuracy_trend_text(trend)) + "." if trend.get("available")
+                else f"No accuracy trend: {trend['reason']}.")
     said.append(f"Decoding the {em['problems']} validation problems took {show(em['decode_s'])} s in all"
                 + (f", {em['decode_share_pct']}% of the training time." if em.get("decode_share_pct") is not None
                    else "."))
-    blocks.append(Para(" ".join(said) + f" Definition: {em['definition']}."))
+    blocks.append(Para(" ".join(said) + f" Definition: {VALIDATION_EXACT_MATCH}."))
     if "val_exact_match.png" in figures:
         blocks.append(Figure("val_exact_match.png", "Validation exact match per validation point, 95% Wilson "
                                                     "intervals, next to the validation loss."))
@@ -171,7 +176,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             prow,
         ))
         blocks.append(Para(
-            f"{paired['verdict']} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
+            f"{paired_verdict_text(paired)} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
             f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
         ))
     else:
@@ -184,7 +189,8 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
 def recipe_blocks(recipe: dict, figures: set[str]) -> list:
     """The training method, and what RFT kept or how GRPO's reward moved."""
     method = recipe.get("method", "sft")
-    blocks: list = [Heading(2, f"Training method: {method}"), Para(sentence(recipe.get("description", method)) + ".")]
+    blocks: list = [Heading(2, f"Training method: {method}"),
+                    Para(sentence(METHOD_DESCRIPTIONS.get(method, method)) + ".")]
     if method == "rft":
         r = recipe["rft"]
         if not r.get("available"):
@@ -206,8 +212,7 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
              f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
              + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
         ]))
-        d = r["definitions"]
-        blocks.append(Para(f"Kept: {d['kept']}. Share from the model: {d['share_from_model']}. "
+        blocks.append(Para(f"Kept: {RFT_KEPT}. Share from the model: {RFT_SHARE_FROM_MODEL}. "
                            f"Every sample is in {r['samples_file']}."))
     elif method == "grpo":
         g = recipe["grpo"]
@@ -239,9 +244,8 @@ def recipe_blocks(recipe: dict, figures: set[str]) -> list:
              + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
         ]
         blocks.append(Table(["GRPO", "value"], rows))
-        d = g["definitions"]
-        blocks.append(Para(f"Reward: {d['reward']}. Mixed groups: {d['mixed_groups']}. KL: {d['kl']}. "
-                           f"Windows: {d['window']}. The adapter is the one of the last step."))
+        blocks.append(Para(f"Reward: {GRPO_REWARD}. Mixed groups: {GRPO_MIXED_GROUPS}. KL: {GRPO_KL}. "
+                           f"Windows: {grpo_window_definition(g)}. The adapter is the one of the last step."))
         if "grpo.png" in figures:
             blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
                                              "completion length (right)."))
@@ -318,7 +322,7 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     if not c.get("available"):
         return blocks + [Para(f"Not available: {c.get('reason')}.")]
     blocks.append(Para(
-        f"Definition: {c['definition']}. Training questions: {c['train_questions']}; test questions: "
+        f"Definition: {contamination_definition(c)}. Training questions: {c['train_questions']}; test questions: "
         f"{c['test_questions']}. Test questions sharing any {c['n']}-gram: {c['test_questions_with_any_overlap']} "
         f"({c['test_questions_with_any_overlap_pct']}%); sharing at least half: "
         f"{c['test_questions_half_overlapping']} ({c['test_questions_half_overlapping_pct']}%)."
@@ -395,14 +399,15 @@ def summary_blocks(analysis: dict) -> list:
     plan = analysis.get("plan") or {}
     if plan.get("available"):
         blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
-                            [[r["figure"], show(r["planned"]), show(r["actual"]), r.get("missed_by") or "-"]
+                            [[r["figure"], show(r["planned"]), show(r["actual"]), plan_miss_text(r.get("missed_by"))]
                              for r in plan["rows"]]))
-        blocks.append(Para(f"Plan basis: {plan['basis']}; {plan['note']}."))
+        blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
+                           "max_new_tokens; an estimate, not a bound."))
     verdicts = []
     if training.get("available") and training.get("trend", {}).get("verdict"):
         verdicts.append(f"Training trend: {training['trend']['verdict']}.")
     if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
-        verdicts.append(benchmark["paired"]["verdict"])
+        verdicts.append(paired_verdict_text(benchmark["paired"]))
     if verdicts:
         blocks.append(Bullets(verdicts))
     return blocks

@@ -1,10 +1,13 @@
 """The report's sentences for what the analysis decides: definitions of the training measures,
-the trend rule, the advice behind each recommendation code and why token accuracy is not exact
-match. The analysis stores codes and numbers (analysis.json); this module only puts them in
-words, filling in the numbers as stored.
+the trend rule, the advice behind each recommendation code, why token accuracy is not exact
+match, the paired test's and validation exact match's verdicts, the training methods and their
+measures, the contamination measure and the plan's miss. The analysis stores codes and numbers
+(analysis.json); this module only puts them in words, filling in the numbers as stored.
 """
 
 from __future__ import annotations
+
+from mathtune.core.stats import points_text
 
 SIGN = "every decrease is (start - end) / start x 100: positive when the loss fell, negative when it rose"
 
@@ -40,6 +43,71 @@ def final_stretch_definition(definitions: dict) -> str:
             f"{definitions['final_stretch_fraction_pct']}% of the step range (widened to the last "
             f"{definitions['min_train_points']} logged training losses when it holds fewer), in % of its starting "
             "value; validation over the same steps, where it has at least 2 points")
+
+
+VALIDATION_EXACT_MATCH = ("strict exact match of the same validation problems at every validation point, greedy, "
+                         "with the run's evaluation prompt; 95% Wilson intervals; the best step of a rule is its "
+                         "first best among the checkpointed points (step 0 excluded), as the Trainer picks it")
+
+
+METHOD_DESCRIPTIONS = {
+    "sft": "LoRA fine-tuning on the gold solutions (the seed's recipe)",
+    "rft": ("rejection-sampling fine-tuning: the base model sampled solutions to the training problems, "
+            "the strictly correct ones (gold where none was) were the LoRA fine-tuning data"),
+    "grpo": ("GRPO (TRL's GRPOTrainer) with a LoRA adapter: completions sampled in groups per prompt, "
+             "rewarded by mathtune's strict exact-match scorer, each compared with its group's mean"),
+}
+
+RFT_KEPT = ("strictly correct, stopped on its own (not cut by max_new_tokens), fits data.max_length, distinct after "
+            "collapsing whitespace; at most keep_per_problem per problem")
+RFT_SHARE_FROM_MODEL = "kept solutions written by the model / all training solutions (the rest are gold)"
+
+GRPO_REWARD = ("mean over the step's completions of the weighted rewards (exact_match: 1 when the strict scorer finds "
+               "the gold answer)")
+GRPO_MIXED_GROUPS = ("share of the step's prompt groups whose completions did not all get the same reward; only those "
+                     "carry a learning signal")
+GRPO_KL = "mean per-token KL of the policy to the base model (the adapter switched off)"
+
+
+def grpo_window_definition(grpo: dict) -> str:
+    return (f"start and end are the means of the first and last {grpo['window_fraction_pct']}% of the logged steps; "
+            "every step draws other prompts, so a change between them mixes what the model learned with how hard "
+            "those prompts are")
+
+
+def plan_miss_text(missed: dict | None) -> str:
+    """'on plan', '+38% (actual x1.38 the plan)', or '-' where the miss is unknown."""
+    if missed is None:
+        return "-"
+    if missed["on_plan"]:
+        return "on plan"
+    return f"{missed['pct']:+d}% (actual x{missed['ratio']:.2f} the plan)"
+
+
+def accuracy_trend_text(trend: dict) -> str:
+    """What validation exact match did over the last validation points (analysis.selection's
+    trend, available), paired on the problems where their answers were kept."""
+    start, end = trend["start"], trend["end"]
+    went = (f"validation exact match went from {start['correct']}/{start['n']} at step {trend['from_step']} "
+            f"to {end['correct']}/{end['n']} at step {trend['to_step']}")
+    if trend["change"] is None:
+        return f"{went} (the per-problem answers are missing, so the change has no paired interval)"
+    return (f"{went}: {points_text(trend['change'])}, paired on the same {trend['paired_problems']} problems "
+            f"({trend['solved']} newly solved, {trend['lost']} lost): {trend['verdict']}")
+
+
+def disagreement_text(disagreement: dict) -> str:
+    """The steps validation loss and exact match would keep, where they differ."""
+    loss, em = disagreement["by_loss"], disagreement["by_exact_match"]
+    return (f"Loss and accuracy disagree on the best step: the validation loss is lowest at step {loss['step']} "
+            f"({loss['correct']}/{loss['n']} solved), the exact match highest at step {em['step']} "
+            f"({em['correct']}/{em['n']} solved).")
+
+
+def contamination_definition(c: dict) -> str:
+    """The overlap measure of analysis.contamination, naming every training source it read."""
+    return (f"share of each test question's word {c['n']}-grams (lower-cased letters and digits) that occur in any "
+            "question of the training split" + (" or of a data.mix source" if len(c["per_source"]) > 1 else ""))
 
 
 def _moved(moved: dict | None) -> str:
@@ -119,7 +187,21 @@ def training_advice(trend: dict, step: dict, exact_match: dict | None = None) ->
         "no change in problems solved shown": "more epochs are not shown to solve more problems at this size",
         "not paired": "without the per-problem answers no interval says whether that is more than chance",
     }[em_step["verdict"]]
-    return f"{text} Judged by problems solved: {(exact_match or {})['trend']['text']}; {advice}."
+    return f"{text} Judged by problems solved: {accuracy_trend_text((exact_match or {})['trend'])}; {advice}."
+
+
+PAIRED_READINGS = {"better": "the tuned model is better", "worse": "the tuned model is worse",
+                   "no reliable difference": "the benchmark shows no reliable difference (the interval contains 0)"}
+
+
+def paired_verdict_text(paired: dict) -> str:
+    """The paired test of tuned against base on strict accuracy (analysis.benchmark's verdict
+    code) with its numbers."""
+    s = paired["strict"]
+    lo, hi = s["ci95_pp"]
+    return (f"Strict accuracy changed by {s['difference_pp']:+.1f} points (paired bootstrap {paired['ci_level_pct']}% "
+            f"interval {lo} to {hi}; exact McNemar p {s['mcnemar_p_display']}; {s['improved']} problems improved, "
+            f"{s['regressed']} regressed, out of {paired['n_paired']}): {PAIRED_READINGS[paired['verdict']]}.")
 
 
 def recommendation_text(item: dict, analysis: dict) -> str:
@@ -129,7 +211,7 @@ def recommendation_text(item: dict, analysis: dict) -> str:
         training = analysis["training"]
         return training_advice(training["trend"], training["recommendation"], training.get("exact_match"))
     if advice == "paired":
-        return analysis["benchmark"]["paired"]["verdict"]
+        return paired_verdict_text(analysis["benchmark"]["paired"])
     if advice == "rft samples too long":
         n = item["count"]
         return (f"{n} distinct strictly correct RFT sample{'s were' if n > 1 else ' was'} longer than "

@@ -1,6 +1,6 @@
 """The report's follow-up sections: self-consistency, the robustness probe, the self-check
-turn. Renders what analysis.json holds (see analysis.followup_measures) and
-computes nothing.
+turn. Renders what analysis.json holds (see analysis.followup_measures), its verdict codes in
+words, and computes nothing.
 
     followup_blocks(analysis, figures)        -> report blocks
     renamed_people_blocks(analysis, figures)  -> the names probe, for beside the contamination check
@@ -9,7 +9,7 @@ computes nothing.
 
 from __future__ import annotations
 
-from mathtune.core.stats import p_value_text
+from mathtune.core.stats import p_value_text, points_text
 from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval
 from mathtune.report.figures import error_bars, figure_bytes, pyplot
 
@@ -26,10 +26,46 @@ def _points(p: dict | None) -> str:
     return f"{p['points']:+} {show_interval(p['ci95_points'], '')}"
 
 
+MAJ_AT_K = ("the most common strict answer among a problem's first k samples (ties: the one drawn first) equals the "
+            "gold answer")
+PASS_AT_K = ("at least one of the first k samples is strictly right: what a perfect verifier choosing among them "
+             "would reach")
+
+# What each kind of variant changed, as a model's verdict on it names it.
+SURFACE = {"numbers": ("their particular numbers", "the same problem with other numbers", "changed numbers"),
+           "names": ("their particular names", "the same problem with its people renamed", "renamed people"),
+           "magnitudes": ("the size of their numbers", "the same problem at ten to a thousand times the scale",
+                          "larger numbers")}
+
+
+def probe_verdict_text(kind: str, model: dict) -> str:
+    """What a model's gap on one kind of variant means (analysis.followup_measures' verdict code)."""
+    surface, same, changed = SURFACE.get(kind, SURFACE["numbers"])
+    return {"lower on variants": ("the drop is outside the interval: part of what this model solves rests on the "
+                                  f"surface of the original problems ({surface}), not on reasoning that carries "
+                                  f"over to {same}"),
+            "higher on variants": "the variants came out easier for this model, beyond the interval",
+            "no difference shown": f"the interval covers zero: no drop on {changed} is shown at this size",
+            }[model["verdict"]]
+
+
+def regression_verdict_texts(reg: dict) -> list[str]:
+    """Per general benchmark, what tuning did to it (analysis.followup_measures' verdict codes)."""
+    texts = []
+    for task, p in reg["paired"].items():
+        change = points_text(p["difference"])
+        texts.append({"lower": f"{task}: the fine-tune cost general ability beyond the interval: {change} on "
+                               f"{p['n']} documents.",
+                      "higher": f"{task}: the tuned model scored higher beyond the interval: {change}.",
+                      "no difference shown": f"{task}: no cost to general ability is shown beyond the interval: "
+                                             f"{change} on {p['n']} documents."}[p["verdict"]])
+    return texts
+
+
 def _self_consistency(sc: dict, figures: set[str]) -> list:
     blocks: list = [Heading(2, "Self-consistency: majority vote and pass@k")]
-    d = sc["definitions"]
-    blocks.append(Para(f"maj@k: {d['maj@k']}. pass@k: {d['pass@k']}. Intervals: {d['interval']}."))
+    blocks.append(Para(f"maj@k: {MAJ_AT_K}. pass@k: {PASS_AT_K}. Intervals: 95% Wilson score interval over "
+                       "problems."))
     for name, m in sc["models"].items():
         s = m["sampling"]
         blocks.append(Para(f"{name}: {m['n']} problems, {m['samples']} samples each at temperature "
@@ -90,8 +126,10 @@ def _probe(kind: str, probe: dict, figures: set[str]) -> list:
                      p_value_text(m["mcnemar_p"])])
     blocks.append(Table(["model", "originals (strict)", "variants (strict)", "variants - originals, points [95%]",
                          "solved original, lost variant / the reverse", "McNemar p"], rows))
-    blocks.append(Para(f"{probe['definitions']['gap']}; {probe['definitions']['mcnemar']}."))
-    blocks.append(Bullets([f"{name}: {m['meaning']}." for name, m in k["models"].items()]))
+    blocks.append(Para(f"strict accuracy on the variants minus on their originals, points; 95% interval from "
+                       f"{probe['bootstrap_resamples']:,} bootstrap resamples of the original problems (a problem's "
+                       "variants stay together); exact McNemar test over (original, variant) pairs."))
+    blocks.append(Bullets([f"{name}: {probe_verdict_text(kind, m)}." for name, m in k["models"].items()]))
     tb = k.get("tuned_minus_base")
     if tb:
         blocks.append(Para(f"Tuned minus base, points [95% paired bootstrap]: on the originals "
@@ -109,10 +147,12 @@ def renamed_people_blocks(analysis: dict, figures: set[str]) -> list:
 
 def _self_check(check: dict) -> list:
     blocks: list = [Heading(2, "Self-check turn")]
-    d = check["definitions"]
     blocks.append(Para("After its first answer the model was asked, in the same conversation, to check its work and "
-                       f"restate the final answer; the benchmark scores the final turn. Fixed: {d['fixed']}. "
-                       f"Broken: {d['broken']}. Net: {d['net_change']}."))
+                       "restate the final answer; the benchmark scores the final turn. Fixed: strictly wrong after "
+                       "the first turn, strictly right after the check. Broken: strictly right after the first turn, "
+                       "strictly wrong after the check. Net: final-turn minus first-turn strict accuracy, points, "
+                       f"with a paired bootstrap 95% interval ({check['bootstrap_resamples']:,} resamples of the "
+                       "problems)."))
     rows = [[name, _acc(m["first_turn"]), _acc(m["final_turn"]), str(m["fixed"]), str(m["broken"]),
              str(m["answer_changed"]), _points(m["net_change"]), p_value_text(m["mcnemar_p"])]
             for name, m in check["models"].items()]
@@ -124,9 +164,10 @@ def _self_check(check: dict) -> list:
 
 def _regression(reg: dict) -> list:
     blocks: list = [Heading(2, "General benchmarks: what the fine-tune cost elsewhere")]
-    d = reg["definitions"]
     blocks.append(Para(f"Scored by lm-evaluation-harness {show(reg['lm_eval_version'])} on the models in memory. "
-                       f"Metric: {d['metric']}. Difference: {d['difference']}."))
+                       "Metric: lm-eval's acc: the choice of highest log-likelihood is the gold one. Difference: tuned "
+                       "minus base, points, paired on the same documents; 95% interval from "
+                       f"{reg['bootstrap_resamples']:,} bootstrap resamples; exact McNemar test."))
     rows = []
     for name, tasks in reg["models"].items():
         for task, t in tasks.items():
@@ -137,7 +178,7 @@ def _regression(reg: dict) -> list:
         blocks.append(Table(["task", "documents", "tuned - base, points [95%]", "improved", "regressed", "McNemar p"],
                             [[task, str(p["n"]), _points(p["difference"]), str(p["improved"]), str(p["regressed"]),
                               p_value_text(p["mcnemar_p"])] for task, p in reg["paired"].items()]))
-        blocks.append(Bullets(reg["verdicts"]))
+        blocks.append(Bullets(regression_verdict_texts(reg)))
     return blocks
 
 

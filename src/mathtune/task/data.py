@@ -13,9 +13,11 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from mathtune.core.errors import MathtuneError
+from mathtune.core.hub import hub_reachable, hub_unavailable, not_in_offline_cache, offline_variable
 from mathtune.core.runfiles import check_unique_id, iter_jsonl
 from mathtune.task.score import extract_gold
 
@@ -111,8 +113,6 @@ def _hub_config(source: str, fmt: DataFormat) -> str | None:
 
 
 def _load_hub(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
-    from mathtune.core.hub import hub_unavailable, not_in_offline_cache, offline_variable
-
     why = hub_unavailable("data", source)
     if why:  # a mistyped local path, or no network: say so now, not after the client's retries
         raise MathtuneError(why)
@@ -162,8 +162,6 @@ def content_sha256(path: Path) -> str:
 
 
 def _demo_folder() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("mathtune") / "demo_data")).resolve()
 
 
@@ -185,8 +183,6 @@ def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> di
         else:
             name = f"local file {folder.name}/{path.name} (not GSM8K's published {file_split} split)"
         return {"kind": "local", "name": name, "split": split, "path": str(path), "sha256": file_sha256(path), **mapped}
-    from mathtune.core.hub import hub_reachable
-
     revision = None
     if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False") and hub_reachable():
         try:  # the commit the hub serves now, best effort: unreachable, it stays None

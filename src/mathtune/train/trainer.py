@@ -186,13 +186,13 @@ def lora_config(config: Config):
 
 
 def check_before_loading(config: Config) -> None:
-    """The model and adapter settings, checked before any weights load: the quantization (a
-    .gguf, bitsandbytes missing), the LoRA settings, and named target modules against the
-    model's weightless modules (built from its config alone)."""
+    """The model and adapter settings, checked before any weights load: bitsandbytes for a
+    quantization (the config refused a quantized .gguf already), the LoRA settings, and named
+    target modules against the model's weightless modules (built from its config alone)."""
     from mathtune.models.load import meta_model
-    from mathtune.models.quantize import check_quantization
+    from mathtune.models.quantize import check_bitsandbytes
 
-    check_quantization(config.model.quantization, config.model.name_or_path)
+    check_bitsandbytes(config.model.quantization)
     if config.lora.target_modules != "all-linear":
         check_lora_targets(config.lora.target_modules,
                            meta_model(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code))
