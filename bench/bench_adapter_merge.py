@@ -20,6 +20,7 @@ import peft
 import torch
 import transformers
 
+from mathtune.config import ModelConfig
 from mathtune.task.data import load_split
 from mathtune.models.load import attach_adapter, load_model
 from mathtune.task.prompts import render_chat_prompt
@@ -52,7 +53,7 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=Path("bench/results.jsonl"))
     args = p.parse_args()
 
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_model(ModelConfig(name_or_path=args.model))
     problems = load_split(args.data, "test")[: args.batch_size]
     prompts = [render_chat_prompt(pr.question, tokenizer) for pr in problems]
     rows = []

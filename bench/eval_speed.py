@@ -37,8 +37,10 @@ per problem (the table shows the tokens each generated).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,9 +67,18 @@ def worker_mathtune(args, batch_size=None, share_prefix=True, static_cache=None,
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.request import EvalRequest
     from mathtune.models import engine, load
+    from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
 
-    engine.SHARE_PREFIX = share_prefix
-    engine.STATIC_CACHE = static_cache
+    if static_cache is not None:  # the user's switch, in this worker process only
+        os.environ[STATIC_CACHE_SETTING] = "1" if static_cache else "0"
+    if not share_prefix:  # every engine call `mathtune eval` makes, its batching without the shared prefix
+        stream = engine.generate_stream
+
+        def without_shared_prefix(model, tokenizer, prompts, decoding, batching, **kwargs):
+            return stream(model, tokenizer, prompts, decoding, dataclasses.replace(batching, share_prefix=False),
+                          **kwargs)
+
+        engine.generate_stream = without_shared_prefix
     load.MERGE_IN_LOW_PRECISION = merged
     terminal.QUIET = True  # as `mathtune eval --quiet`: no progress bar
     req = EvalRequest.with_config_defaults(model=args.model, adapter=args.adapter, data=args.data, limit=args.limit, prompt=args.prompt,
@@ -113,11 +124,12 @@ def worker_lm_eval(args, batch_size=None) -> dict:
 
 
 def worker_batch1(args, **_) -> dict:
+    from mathtune.config import ModelConfig
     from mathtune.models.generate import generate_batch
     from mathtune.models.load import load_model
 
     start = time.perf_counter()
-    model, tokenizer = load_model(args.model, dtype=args.dtype)
+    model, tokenizer = load_model(ModelConfig(name_or_path=args.model, dtype=args.dtype))
     load = time.perf_counter() - start
     _, prompts, stops = _problems_and_prompts(args, tokenizer)
     prompts = prompts[: args.batch1_sample]
@@ -136,8 +148,6 @@ def run_named(name: str, args) -> dict:
     """'mathtune', 'mathtune:b8', 'mathtune:b8:noprefix', 'mathtune:cudnn' (cuDNN attention left on
     where the GPU has it, see mathtune.models.load.use_shape_free_attention), 'mathtune:static',
     'mathtune:dynamic', 'mathtune:merged', 'lm-eval', 'lm-eval:b32', 'batch1'."""
-    import os
-
     base, *opts = name.split(":")
     kwargs = {}
     for opt in opts:

@@ -255,7 +255,7 @@ def worker_mathtune(args, attention=None, batch=None, dropout=None, head="lean",
         apply_liger_kernel_to_qwen2(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=False)
     attn = training_attention(attention or config.model.attn_implementation, config.train.packing, args.dtype)
-    model, _ = load_model(args.model, dtype=args.dtype, attn_implementation=attn, device="cpu")
+    model, _ = load_model(config.model, attn_implementation=attn, device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "train").mkdir()
         trainer = build_trainer(config, Path(tmp), model, tokenizer, train_set, val_set,

@@ -120,8 +120,7 @@ def main() -> None:
     train, _ = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
                                train_limit=config.data.train_limit)
     train_set, val_set, _ = build_datasets(config, tokenizer, train, train)  # nothing is validated here
-    model, _ = load_model(args.model, dtype=args.dtype, attn_implementation=attention.register(attention.VARLEN),
-                          device="cpu")
+    model, _ = load_model(config.model, attn_implementation=attention.register(attention.VARLEN), device="cpu")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "train").mkdir()
         trainer = build_trainer(config, Path(tmp), model, tokenizer, train_set, val_set,

@@ -7,8 +7,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mathtune.models import static_cache
-from mathtune.models.engine import common_prefix_length, generate_stream, supports
-from mathtune.models.generate import generate_batch
+from mathtune.models.engine import Batching, common_prefix_length, generate_stream, supports
+from mathtune.models.generate import Decoding, generate_batch
 from mathtune.task.prompts import STOP_STRINGS, make_prompt_builder
 
 QUESTIONS = [
@@ -38,7 +38,9 @@ def tiny(tiny_model_dir):
 
 
 def _stream(model, tok, prompts, **kwargs):
-    out = dict(generate_stream(model, tok, prompts, **kwargs))
+    """generate_stream with its settings given as keywords: the decoding's and the batching's."""
+    decoding = Decoding(**{k: kwargs.pop(k) for k in list(kwargs) if k in Decoding.__dataclass_fields__})
+    out = dict(generate_stream(model, tok, prompts, decoding, Batching(**kwargs)))
     assert sorted(out) == list(range(len(prompts)))  # every prompt comes back exactly once
     return [out[i] for i in range(len(prompts))]
 

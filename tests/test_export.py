@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mathtune import cli
+from mathtune.config import ModelConfig
 from mathtune.models.export import export_merged
 from mathtune.models.load import load_model
 from mathtune.task.prompts import render_chat_prompt
@@ -59,7 +60,8 @@ def test_adapter_loads_with_plain_peft_and_mathtune(trained_run, tiny_model_dir)
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     plain = PeftModel.from_pretrained(base, str(trained_run / "adapter"))
-    ours, tokenizer = load_model(str(tiny_model_dir), adapter=str(trained_run / "adapter"), device="cpu")
+    ours, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), adapter=str(trained_run / "adapter"),
+                                 device="cpu")
     ids = tokenizer(render_chat_prompt(QUESTIONS[0], tokenizer), return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(plain(input_ids=ids).logits, ours(input_ids=ids).logits)
@@ -76,8 +78,9 @@ def test_merged_model_generates_what_base_plus_adapter_generates(strong_adapter_
     assert stat.S_IMODE(out.stat().st_mode) == 0o755  # as every other folder mathtune writes, not mkdtemp's 0700
     merged = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    tuned, _ = load_model(str(tiny_model_dir), adapter=str(strong_adapter_run / "adapter"), device="cpu")
-    base, _ = load_model(str(tiny_model_dir), device="cpu")
+    tiny = ModelConfig(name_or_path=str(tiny_model_dir))
+    tuned, _ = load_model(tiny, adapter=str(strong_adapter_run / "adapter"), device="cpu")
+    base, _ = load_model(tiny, device="cpu")
 
     assert greedy(merged, tokenizer) == greedy(tuned, tokenizer)
     assert greedy(base, tokenizer) != greedy(tuned, tokenizer)  # the adapter matters
@@ -106,12 +109,13 @@ def test_eval_merges_adapter_only_when_exact(strong_adapter_run, tiny_model_dir)
     from peft import PeftModel
 
     adapter = str(strong_adapter_run / "adapter")
-    unmerged, tokenizer = load_model(str(tiny_model_dir), adapter=adapter, device="cpu")
-    merged, _ = load_model(str(tiny_model_dir), adapter=adapter, device="cpu", merge_adapter=True)
+    tiny = ModelConfig(name_or_path=str(tiny_model_dir))
+    unmerged, tokenizer = load_model(tiny, adapter=adapter, device="cpu")
+    merged, _ = load_model(tiny, adapter=adapter, device="cpu", merge_adapter=True)
     assert isinstance(unmerged, PeftModel) and not isinstance(merged, PeftModel)
     assert greedy(merged, tokenizer) == greedy(unmerged, tokenizer)
-    bf16, _ = load_model(str(tiny_model_dir), dtype="bfloat16", adapter=adapter, device="cpu",
-                         merge_adapter=True)
+    bf16, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="bfloat16"), adapter=adapter,
+                         device="cpu", merge_adapter=True)
     assert isinstance(bf16, PeftModel)
 
 

@@ -85,6 +85,7 @@ def test_the_adapter_loads_with_plain_peft_on_the_same_quantized_base(quantized_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+    from mathtune.config import ModelConfig
     from mathtune.models.load import load_model
 
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -101,8 +102,8 @@ def test_the_adapter_loads_with_plain_peft_on_the_same_quantized_base(quantized_
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_kbit_model_dir)
     ids = tokenizer("Tom has 3 apples and buys 5 more.", return_tensors="pt")["input_ids"]
-    ours, _ = load_model(str(tiny_kbit_model_dir), adapter=str(quantized_run / "adapter"), quantization="4bit",
-                         merge_adapter=True)
+    ours, _ = load_model(ModelConfig(name_or_path=str(tiny_kbit_model_dir), quantization="4bit"),
+                         adapter=str(quantized_run / "adapter"), merge_adapter=True)
     with torch.no_grad():
         plain_logits, our_logits = plain(input_ids=ids).logits, ours(input_ids=ids).logits
         plain.generate(input_ids=ids, max_new_tokens=4, do_sample=False)

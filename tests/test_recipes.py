@@ -131,6 +131,7 @@ def test_grpo_step_raises_the_rewarded_completion(tmp_path, tiny_model_dir, smal
     from datasets import Dataset
 
     from mathtune.train.grpo import build_grpo_trainer, prompt_rows
+    from mathtune.config import ModelConfig
     from mathtune.models.load import load_model
     from mathtune.train.trainer import make_lora_config
 
@@ -138,7 +139,7 @@ def test_grpo_step_raises_the_rewarded_completion(tmp_path, tiny_model_dir, smal
                                "train.grpo.group_size=4", "train.grpo.max_steps=1", "train.grpo.max_completion_length=12",
                                "train.grpo.beta=0.0", "train.learning_rate=1.0e-3", "train.warmup_ratio=0.0",
                                "train.report_to=[]", "lora.dropout=0.0")
-    model, tokenizer = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), device="cpu")
     problems, _ = training_splits(str(small_data_dir), val_fraction=0.1, seed=config.seed, train_limit=1)
     seen: list[list[int]] = []
 

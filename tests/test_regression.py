@@ -33,11 +33,12 @@ def mmlu() -> Path:
 
 
 def test_mmlu_equals_lm_eval_run_directly(mmlu, tiny_model_dir, tmp_path, one_thread, monkeypatch):
+    from mathtune.config import ModelConfig
     from mathtune.models.load import load_model
 
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     spec = ExtraSpec(tasks=("mmlu",), data={"mmlu": str(mmlu)}, subjects=SUBJECTS, limit=12, batch_size=4)
-    model, tokenizer = load_model(str(tiny_model_dir), device="cpu")
+    model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), device="cpu")
     ours = run_extra_tasks(model, tokenizer, "base", tmp_path, spec)["tasks"]["mmlu"]
     assert ours["n"] == 24 and ours["metric"] == "acc" and len(ours["subtasks"]) == 2
 

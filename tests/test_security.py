@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mathtune.config import load_config
+from mathtune.config import ModelConfig, load_config
 from mathtune.core.errors import MathtuneError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mathtune"
@@ -46,9 +46,9 @@ def test_model_code_runs_only_when_the_config_says_so(tiny_model_dir, tmp_path):
     from mathtune.models.load import load_model
 
     folder, marker = _model_with_remote_code(tiny_model_dir, tmp_path)
-    load_model(str(folder), device="cpu")  # the built-in Qwen2 classes, the folder's code ignored
+    load_model(ModelConfig(name_or_path=str(folder)), device="cpu")  # the built-in Qwen2 classes, the folder's code ignored
     assert not marker.exists()
-    load_model(str(folder), device="cpu", trust_remote_code=True)
+    load_model(ModelConfig(name_or_path=str(folder), trust_remote_code=True), device="cpu")
     assert marker.exists()
     assert load_config(None).model.trust_remote_code is False
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_train_config
+from mathtune.config import ModelConfig
 from mathtune.models import attention
 from mathtune.models.attention import VARLEN, VarlenKernel, reference_varlen_attn, training_attention
 from mathtune.models.load import load_model, load_tokenizer
@@ -56,7 +57,7 @@ def make_trainer(tmp_path, tiny_model_dir, small_data_dir, *overrides, attn: str
     train_set, val_set, _ = build_datasets(config, tokenizer)
     # as run_train does, unless the test names one
     attn = training_attention(attn or config.model.attn_implementation, config.train.packing)
-    model, _ = load_model(config.model.name_or_path, attn_implementation=attn, device="cpu")
+    model, _ = load_model(config.model, attn_implementation=attn, device="cpu")
     (tmp_path / "train").mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(
         config, tmp_path, model, tokenizer, train_set, val_set, make_lora_config(config, model), eval_on_start=False
@@ -125,7 +126,8 @@ def test_packed_examples_do_not_attend_to_each_other(attn, tmp_path, tiny_model_
     trainer, _, _ = make_trainer(tmp_path, tiny_model_dir, small_data_dir, attn=attn)
     batch = next(iter(trainer.get_train_dataloader()))
     ids, labels, pos = batch["input_ids"], batch["labels"], batch["position_ids"]
-    model, _ = load_model(str(tiny_model_dir), attn_implementation=training_attention(attn, True), device="cpu")
+    model, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), attn_implementation=training_attention(attn, True),
+                          device="cpu")
     # What the padding-free collator passes besides the tokens: the examples' boundaries.
     bounds = {k: batch[k] for k in ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")}
 
@@ -317,7 +319,7 @@ def hand_metrics(model, examples: list[tuple[torch.Tensor, torch.Tensor]]) -> tu
 
 def test_token_accuracy_and_eval_loss_follow_the_definition(tmp_path, tiny_model_dir, small_data_dir):
     trainer, _, _ = make_trainer(tmp_path, tiny_model_dir, small_data_dir, "train.batch_size=4")
-    model, _ = load_model(str(tiny_model_dir), device="cpu")
+    model, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), device="cpu")
 
     # eval: the validation split fits one batch here, so TRL's per-batch ratio is the
     # token-weighted figure over the whole split

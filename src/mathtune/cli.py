@@ -15,15 +15,30 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import gc
 import json
 import os
 import sys
 from pathlib import Path
 from typing import get_args
 
+from mathtune import __version__
+from mathtune.analysis.compare import compare_table, render_markdown
 from mathtune.config import (EVAL_PROMPTS, PROBE_KINDS, QUANTIZATIONS, Config, EvalConfig, ModelConfig,
-                             ProbeConfig)
+                             ProbeConfig, absolute_if_local, config_to_yaml, load_config, sampling_setting_error)
+from mathtune.core import terminal
+from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
+from mathtune.core.processes import this_process
+from mathtune.core.runfiles import check_output_folder
+from mathtune.core.terminal import say
+from mathtune.demo import run_demo
+from mathtune.evaluation.regression import EXTRA_FOLDER, ExtraSpec, check_extra, extra_finished, run_extra_tasks
+from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.evaluation.rescore import score_file
+from mathtune.plan import format_plan, make_plan
+from mathtune.task.data import DataFormat
 
 
 def _probe_kinds(text: str) -> list[str]:
@@ -159,8 +174,6 @@ def _model_args(sp, *, sampling: bool):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mathtune import __version__
-
     p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
     p.add_argument("--version", action="version", version=f"mathtune {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -241,8 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args):
     """The resolved config; with --print-config it is printed and the command stops."""
-    from mathtune.config import config_to_yaml, load_config
-
     config = load_config(args.config, args.overrides)
     if args.print_config:
         print(config_to_yaml(config), end="")
@@ -250,15 +261,8 @@ def _config(args):
     return config
 
 
-def _first_process() -> bool:
-    """True in a plain process and in the first of a torchrun launch: the final paths are said once."""
-    return os.environ.get("RANK", "0") == "0"
-
-
 def _out(args, default: Path) -> Path:
     """The output folder (--out, or the default), checked before anything is read or printed."""
-    from mathtune.core.runfiles import check_output_folder
-
     out = args.out or default
     check_output_folder(out, "--out" if args.out else "output folder")
     return out
@@ -280,13 +284,11 @@ def _cmd_train(args) -> None:
     if config is None:
         return
     run_dir = run_train(config, _out(args, Path("runs") / config.name), overwrite=args.overwrite)
-    if _first_process():
+    if this_process().is_first:  # the final paths are said once
         print(f"adapter: {run_dir / 'adapter'}")  # a final path: printed under --quiet too
 
 
 def _cmd_plan(args) -> None:
-    from mathtune.plan import format_plan, make_plan
-
     config = _config(args)
     if config is None:
         return
@@ -306,10 +308,6 @@ def _cmd_plan(args) -> None:
 
 
 def _eval_request(args):
-    from mathtune.config import absolute_if_local, sampling_setting_error
-    from mathtune.evaluation.request import EvalRequest
-    from mathtune.task.data import DataFormat
-
     samples = getattr(args, "samples", 1)
     temperature = getattr(args, "temperature", None)
     if temperature is None:
@@ -345,9 +343,6 @@ def _eval_request(args):
 def _extra_spec(args):
     if not args.extra:
         return None
-    from mathtune.config import absolute_if_local
-    from mathtune.evaluation.regression import ExtraSpec, check_extra
-
     data = {}
     for item in args.extra_data:
         task, sep, path = item.partition("=")
@@ -363,8 +358,6 @@ def _extra_spec(args):
 def _cmd_eval(args) -> None:
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.records import EvalPaths
-    from mathtune.evaluation.regression import EXTRA_FOLDER, extra_finished
-    from mathtune.evaluation.request import default_name, load_problems
 
     out = _out(args, Path("runs") / "eval")
     request, spec = _eval_request(args), _extra_spec(args)
@@ -374,21 +367,17 @@ def _cmd_eval(args) -> None:
         from mathtune.models.load import load_model
 
         load_problems(request)  # data errors before the slow load
-        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
+        model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
     summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
                        model=model, tokenizer=tokenizer)
     if spec is not None:
-        from mathtune.core.terminal import say
-        from mathtune.evaluation.regression import run_extra_tasks
-
         extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
         summary["extra"] = extra["tasks"]
         if not args.json:
             for task, t in extra["tasks"].items():
                 lo, hi = t["ci95_pct"]
                 say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
-    if not _first_process():
+    if not this_process().is_first:  # the final paths are said once
         return
     if args.json:
         print(json.dumps(summary))
@@ -409,8 +398,6 @@ def _cmd_probe(args) -> None:
 
 
 def _cmd_score(args) -> None:
-    from mathtune.evaluation.rescore import score_file
-
     s = score_file(args.file, args.out)
     if args.json:
         print(json.dumps(s))
@@ -433,14 +420,11 @@ def _cmd_report(args) -> None:
 
 
 def _cmd_compare(args) -> None:
-    from mathtune.analysis.compare import compare_table, render_markdown
-
     table = compare_table(args.run_dirs, force=args.force)
     print(json.dumps(table) if args.json else render_markdown(table))
 
 
 def _cmd_export(args) -> None:
-    from mathtune.core.runfiles import check_output_folder
     from mathtune.models.export import export_merged
 
     check_output_folder(args.merged, "--merged")
@@ -448,8 +432,6 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_demo(args) -> None:
-    from mathtune.demo import run_demo
-
     run_demo()
 
 
@@ -492,9 +474,6 @@ def skip_exit_collection() -> None:
     `mathtune eval --limit 1` on 2 CPU cores (bench/startup.py). Frozen objects are left out of
     it; every file mathtune writes is closed (or renamed into place) before the command
     returns, so nothing waits on a finalizer."""
-    import atexit
-    import gc
-
     atexit.unregister(gc.freeze)  # once, however often main runs in one process
     atexit.register(gc.freeze)
 
@@ -506,8 +485,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     args = parser.parse_args(argv)
-    from mathtune.core.cpu_share import share_cpu
-
     share_cpu()  # before anything imports torch: a busy CPU then slows mathtune in proportion
     # Quiet the libraries' own chatter; our progress bars and messages are what users read.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -523,8 +500,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["transformers"].utils.logging.disable_progress_bar()
     if "datasets" in sys.modules:
         sys.modules["datasets"].disable_progress_bars()
-    from mathtune.core import terminal
-
     terminal.QUIET = bool(getattr(args, "quiet", False) or getattr(args, "json", False))
     try:
         with terminal.quiet_libraries():  # their warnings reach run.log where there is one, never the terminal

@@ -67,10 +67,8 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
                         source=config.data.source, overwrite=overwrite, kinds=config.eval.probe.kinds)
     # One load for both: with model.quantization the tuned model is this same quantized base with
     # the adapter beside it (attach_adapter merges only into float32 weights).
-    model, tokenizer = load_model(config.model.name_or_path, dtype=config.model.dtype,
-                                  attn_implementation=training_attention(config.model.attn_implementation, False),
-                                  trust_remote_code=config.model.trust_remote_code,
-                                  quantization=config.model.quantization)
+    model, tokenizer = load_model(config.model,
+                                  attn_implementation=training_attention(config.model.attn_implementation, False))
     attached = False
     for name, req in todo:
         if name.startswith("tuned") and not attached:
@@ -142,9 +140,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     ensure_variants(out_dir, problems, variants=variants, seed=request.seed, source=request.data, overwrite=overwrite,
                     kinds=kinds)
     if None in done:
-        model, tokenizer = load_model(request.model, dtype=request.dtype, adapter=request.adapter,
-                                      merge_adapter=True, trust_remote_code=request.trust_remote_code,
-                                      quantization=request.quantization)
+        model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
         for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
             evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
             say_paths(EvalPaths.for_name(out_dir, n))

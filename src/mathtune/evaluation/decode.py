@@ -11,12 +11,16 @@ Problems come longest prompt first; on_done(problem, generations) is called as e
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 
 from mathtune.evaluation.records import build_record
 from mathtune.evaluation.request import EvalRequest
+from mathtune.models import engine
+from mathtune.models.engine import Batching
 from mathtune.models.first_use import decoder_of
-from mathtune.models.generate import Generation, generate_batch, pick_batch_size
+from mathtune.models.generate import Decoding, Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
 from mathtune.task.prompts import PromptBuilder, render_verify_turn
 from mathtune.task.sequences import adds_special_tokens, prompt_ids
@@ -39,20 +43,18 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
     model's cache allows it, else batched `generate`. Out of GPU memory, the batch halves
     and the unfinished problems go on. token_ids: the prompts already tokenized
     (prompt_token_ids), else the engine tokenizes them."""
-    from mathtune.models import engine
-
     texts = [prompts[p.id] for p in problems]
-    kwargs = dict(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
-                  add_special_tokens=adds_special_tokens(request.prompt), samples=request.samples,
-                  temperature=request.temperature)
+    decoding = Decoding(max_new_tokens=request.max_new_tokens, stop_strings=stop_strings,
+                        add_special_tokens=adds_special_tokens(request.prompt), samples=request.samples,
+                        temperature=request.temperature)
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
     decoder = decoder_of(model)  # auto's pick, or its fallback where its check failed on this device
     if decoder == "generate":
-        return _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done), decoder
+        return _decode_with_generate(model, tokenizer, problems, texts, request, decoding, on_done), decoder
 
     ids = ([token_ids[p.id] for p in problems] if token_ids is not None else
-           [tokenizer(t, add_special_tokens=kwargs["add_special_tokens"])["input_ids"] for t in texts])
+           [tokenizer(t, add_special_tokens=decoding.add_special_tokens)["input_ids"] for t in texts])
     static = decoder.startswith("fixed_slots")
     size = request.batch_size
     if size == "auto":
@@ -64,9 +66,9 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
     while remaining:
         finished: set[int] = set()
         try:
-            for i, generations in engine.generate_stream(model, tokenizer, [texts[j] for j in remaining],
-                                                         prompt_ids=[ids[j] for j in remaining],
-                                                         batch_size=size, static_cache=static, **kwargs):
+            for i, generations in engine.generate_stream(model, tokenizer, [texts[j] for j in remaining], decoding,
+                                                         Batching(batch_size=size, static_cache=static),
+                                                         prompt_ids=[ids[j] for j in remaining]):
                 on_done(problems[remaining[i]], generations)
                 finished.add(i)
             remaining = []
@@ -79,13 +81,14 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
     return size, decoder
 
 
-def _decode_with_generate(model, tokenizer, problems, texts, request, kwargs, on_done) -> int:
+def _decode_with_generate(model, tokenizer, problems, texts, request, decoding: Decoding, on_done) -> int:
     cursor = 0
 
     def run_batch(batch_size: int) -> None:
         nonlocal cursor
         chunk = slice(cursor, cursor + batch_size)
-        for problem, generations in zip(problems[chunk], generate_batch(model, tokenizer, texts[chunk], **kwargs)):
+        for problem, generations in zip(problems[chunk], generate_batch(model, tokenizer, texts[chunk],
+                                                                        **asdict(decoding))):
             on_done(problem, generations)
         cursor += len(problems[chunk])
 

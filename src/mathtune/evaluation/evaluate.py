@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import sys
 import time
 import uuid
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
+from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
 from mathtune.core.terminal import say
@@ -35,58 +35,30 @@ from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
+from mathtune.models.load import check_adapter_folder, load_model
+from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
 
 
 @dataclass(frozen=True)
-class Shard:
-    """This process's place among the processes of a torchrun / accelerate launch."""
+class DecodingRun:
+    """How an evaluation's problems were decoded, as its summary records it."""
 
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def current(cls) -> "Shard":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        from accelerate import PartialState
-
-        # Joins the process group (gloo on CPU, nccl on GPU); cpu=True makes several CPU
-        # processes a group rather than one process each.
-        state = PartialState(cpu=not torch.cuda.is_available())
-        return cls(state.process_index, state.num_processes)
-
-    def same_for_all(self, value):
-        """The first process's value, in every process."""
-        if self.world_size == 1:
-            return value
-        import torch.distributed as dist
-
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def wait(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+    batch_size: int
+    decoder: str  # what ran (a DECODERS key, after the first-use check), or none when all were resumed
+    resumed: int  # problems whose records an earlier, interrupted session wrote
+    world_size: int  # processes that shared the problems
 
 
 class PartialWriter:
     """Appends each finished problem's scored record to this process's partial file, marked with
     when it was written, and moves the progress bar, which shows the running strict count."""
 
-    def __init__(self, path: Path, prompts: dict[str, str], records: dict[str, dict], bar, shard: Shard):
+    def __init__(self, path: Path, prompts: dict[str, str], records: dict[str, dict], bar, here: Process):
         self.path, self.prompts, self.records, self.bar = path, prompts, records, bar
-        self.mark = {"session": shard.same_for_all(uuid.uuid4().hex[:12]),
+        self.mark = {"session": here.same_for_all(uuid.uuid4().hex[:12]),
                      "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "rank": shard.rank}
+                     "rank": here.rank}
         self.right = self.written = 0  # this session's problems: strictly right, written
 
     def __enter__(self) -> "PartialWriter":
@@ -133,34 +105,34 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if model is None:
         model, tokenizer = load_evaluated_model(request)
     checked_decoder(model)  # the decoder checked before its first use here; its record goes in the summary
-    shard = Shard.current()
+    here = this_process()
     prompts = {p.id: builder.render(p.question, tokenizer) for p in problems}  # a template error writes nothing
-    records = resume(paths, request, shard)
+    records = resume(paths, request, here)
     if overwrite and any(pid in prompts and r.get("prompt") != prompts[pid] for pid, r in records.items()):
-        records = discard_partials(paths, shard)
+        records = discard_partials(paths, here)
     refuse_changed_prompts(records, prompts, name, paths.partial)
     pending = [p for p in problems if p.id not in records]
     token_ids = prompt_token_ids(pending, prompts, tokenizer, request)
     pending = longest_first(pending, token_ids)
-    mine = pending[shard.rank::shard.world_size]
+    mine = pending[here.rank::here.world_size]
     if request.samples > 1:
-        torch.manual_seed(request.seed + len(records) + shard.rank)
-    whole = shard.world_size == 1  # one process shows the whole evaluation; several, each its share
-    bar = progress_bar(name, shard, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
-    own = paths.partial if whole else paths.partial_for_rank(shard.rank)
-    with PartialWriter(own, prompts, records, bar, shard) as writer:
+        torch.manual_seed(request.seed + len(records) + here.rank)
+    whole = here.world_size == 1  # one process shows the whole evaluation; several, each its share
+    bar = progress_bar(name, here, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
+    own = paths.partial if whole else paths.partial_for_rank(here.rank)
+    with PartialWriter(own, prompts, records, bar, here) as writer:
         decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
         batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stops_for(tokenizer),
                                      writer.write, token_ids)
-    shard.wait()
-    if not shard.is_main:
-        shard.wait()  # the first process writes the merged files
+    here.wait()
+    if not here.is_first:
+        here.wait()  # the first process writes the merged files
         return read_json(paths.summary)
     if not whole:  # the other processes' records are only on disk
         records = read_partials(paths)
-    summary = write_final(paths, name, problems, records, request, model, batch_size=batch_size, decoder=decoder,
-                          resumed=len(problems) - len(pending), world_size=shard.world_size)
-    shard.wait()
+    run = DecodingRun(batch_size, decoder, resumed=len(problems) - len(pending), world_size=here.world_size)
+    summary = write_final(paths, name, problems, records, request, model, run)
+    here.wait()
     print_summary(name, summary, [records[p.id] for p in problems])
     return summary
 
@@ -175,19 +147,14 @@ def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwri
 
 def load_evaluated_model(request: EvalRequest):
     """(model, tokenizer) of the request, the adapter merged in where that is exact."""
-    from mathtune.models.load import check_adapter_folder, load_model
-
     if request.adapter is not None:
         check_adapter_folder(request.adapter)  # before the slow model load
-    return load_model(request.model, dtype=request.dtype, adapter=request.adapter, merge_adapter=True,
-                      trust_remote_code=request.trust_remote_code, quantization=request.quantization)
+    return load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
 
 
 def weights_record(model, request: EvalRequest) -> dict:
     """What the evaluated weights were: the base's quantization (None: full precision), and the
     adapter's variant, rank and target modules, and whether it was merged into the base."""
-    from mathtune.models.quantize import quantization_record
-
     record: dict = {"quantization_record": quantization_record(model)}
     if request.adapter is not None:
         record["adapter_settings"] = describe_adapter(request.adapter)
@@ -201,36 +168,36 @@ def read_partials(paths: EvalPaths) -> dict[str, dict]:
     return {r["id"]: r for f in paths.partial_files() for r in read_jsonl_until_torn(f)}
 
 
-def resume(paths: EvalPaths, request: EvalRequest, shard: Shard) -> dict[str, dict]:
+def resume(paths: EvalPaths, request: EvalRequest, here: Process) -> dict[str, dict]:
     """Open (or continue) the partial records and read what they hold, the same in every process."""
-    if shard.is_main:
+    if here.is_first:
         start_partial(paths, request.identity())
-    shard.wait()
+    here.wait()
     records = read_partials(paths)
-    shard.wait()  # every process has read the same records before any appends more
+    here.wait()  # every process has read the same records before any appends more
     return records
 
 
-def discard_partials(paths: EvalPaths, shard: Shard) -> dict[str, dict]:
+def discard_partials(paths: EvalPaths, here: Process) -> dict[str, dict]:
     """--overwrite over partial records made from other prompts: they go, and the evaluation starts over."""
-    shard.wait()
-    if shard.is_main:
+    here.wait()
+    if here.is_first:
         for stale in paths.partial_files():
             stale.unlink(missing_ok=True)
-    shard.wait()
+    here.wait()
     return {}
 
 
-def progress_bar(name: str, shard: Shard, *, total: int, done: int):
-    if not (terminal.QUIET or not shard.is_main or sys.stderr.isatty()):
+def progress_bar(name: str, here: Process, *, total: int, done: int):
+    if not (terminal.QUIET or not here.is_first or sys.stderr.isatty()):
         # not a terminal (a log, CI, a pipe): a plain line now and then, never a bar's carriage returns
         return terminal.PlainProgress(f"eval {name}", total=total, done=done)
     return tqdm(total=total, initial=done, unit="problem", desc=f"eval {name}",
-                disable=terminal.QUIET or not shard.is_main, dynamic_ncols=True, mininterval=0.1)
+                disable=terminal.QUIET or not here.is_first, dynamic_ncols=True, mininterval=0.1)
 
 
 def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,
-                model, *, batch_size: int, decoder: str, resumed: int, world_size: int) -> dict:
+                model, run: DecodingRun) -> dict:
     """NAME.jsonl in problem order and NAME.summary.json; then the partial files go."""
     missing = [p.id for p in problems if p.id not in records]
     if missing:
@@ -242,15 +209,15 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
     wanted = {p.id for p in problems}
     in_written_order = [r for problem_id, r in records.items() if problem_id in wanted]
     weights = next(model.parameters())
-    summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=batch_size,
+    summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=run.batch_size,
                         device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
                         attention=getattr(model.config, "_attn_implementation", None))
-    summary["world_size"] = world_size
-    summary["decoder"] = decoder
+    summary["world_size"] = run.world_size
+    summary["decoder"] = run.decoder
     summary["fast_paths"] = eval_paths(model)  # which attention and decoder ran, and why
     summary |= weights_record(model, request)
-    if resumed:
-        summary["resumed_from"] = resumed
+    if run.resumed:
+        summary["resumed_from"] = run.resumed
     if len(summary["sessions"]) > 1 or summary["untimed_problems"]:
         summary["rate_note"] = ("wall time and rates add up the decoding sessions' own problems and time; a "
                                 "problem cut off by an interruption was redone and counts once")

@@ -14,7 +14,7 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS, Config, sampling_setting_error
+from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
 from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
@@ -88,6 +88,13 @@ class EvalRequest:
             raise MathtuneError(error)
         check_quantization(request.quantization, request.model)
         return request
+
+    def model_section(self) -> ModelConfig:
+        """The model as a config's model section names it, for load_model: this request's own
+        settings, taken as they are (the eval command has checked them; a run's config was
+        checked when it was read)."""
+        return ModelConfig.model_construct(name_or_path=self.model, dtype=self.dtype,
+                                           trust_remote_code=self.trust_remote_code, quantization=self.quantization)
 
     def identity(self) -> dict:
         ident = asdict(self)

@@ -1,6 +1,7 @@
 """The evaluation decoder: a shared-prefix KV cache and a batch that is refilled as rows finish.
 
-    for index, generations in generate_stream(model, tokenizer, prompts, ...):
+    for index, generations in generate_stream(model, tokenizer, prompts, Decoding(max_new_tokens, stops),
+                                              Batching(batch_size=32)):
         ...   # prompts come back as they finish, not in order
 
 Written by hand because `model.generate` does neither of the two things that make a GSM8K
@@ -28,26 +29,42 @@ layers) are not handled; `supports` says so and the caller falls back to `genera
 
 from __future__ import annotations
 
-import os
+import inspect
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-from mathtune.models.generate import CPU_BATCH_SIZE, Generation, cut_at_stop, special_token_texts, stop_token_ids
+from mathtune.models.generate import (CPU_BATCH_SIZE, Decoding, Generation, cut_at_stop, special_token_texts,
+                                      stop_token_ids)
+from mathtune.models.static_cache import ATTENTION, Slots, static_cache_by_default
 
-# Whether generate_stream shares the prompts' common prefix by default (the eval speed
-# benchmark switches it off to measure what it contributes).
-SHARE_PREFIX = True
-# Whether generate_stream decodes with fixed slots (static_cache.Slots): None leaves it to
-# uses_static_cache (on a GPU, yes); tests and the benchmark force either path.
-STATIC_CACHE: bool | None = None
 # The fixed slots' cache holds a row's prompt and answer plus this fraction of them again.
 STATIC_HEADROOM = 4
 # Stop strings are short; the last few tokens hold any that the newest token completes.
 _STOP_TAIL_TOKENS = 8
 # Prompt tokens run through the model in one prefill forward (bounds its activations).
 PREFILL_TOKENS = {"cuda": 32768, "cpu": 4096}
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the engine holds its batch. In float32, greedy, none of it changes a token
+    (tests/test_engine.py); it decides how fast they come."""
+
+    batch_size: int = 8
+    """Prompts decoded at once (rows = batch_size x samples)."""
+    prefill_size: int | None = None
+    """Free places that start a refill, so that a refill costs one forward for several problems
+    (default: a quarter of batch_size, at least 1)."""
+    prefill_tokens: int | None = None
+    """Prompt tokens one prefill forward takes at most (default: PREFILL_TOKENS for the device)."""
+    share_prefix: bool = True
+    """The prompts' common prefix run once, its keys and values copied into every row."""
+    static_cache: bool | None = None
+    """Fixed slots and, on a GPU, a CUDA graph per step (default: uses_static_cache)."""
 
 
 def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
@@ -68,9 +85,6 @@ def auto_batch_size(model, max_row_tokens: int, samples: int = 1) -> int:
 
 def supports(model) -> bool:
     """True when the model's KV cache is a list of plain dynamic layers we can re-arrange."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
     try:
         cache = DynamicCache(config=model.config)
     except Exception:  # a config the cache cannot read: leave it to generate
@@ -159,8 +173,6 @@ def common_prefix_length(token_lists: list[list[int]]) -> int:
 
 def _cache_keyword(model) -> str:
     """transformers 5.2x renamed forward's `past_key_values` to `cache` (the old name warns)."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
@@ -174,16 +186,10 @@ def _pick(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def uses_static_cache(model, static_cache: bool | None = None) -> bool:
     """Whether generate_stream decodes with fixed slots (static_cache.Slots): as asked, else
-    MATHTUNE_STATIC_CACHE=1/0, else on a GPU. On a CPU the dynamic cache stays the default: with
-    no kernel launches to save, attending over every column of the fixed capacity costs more
-    than it saves (BENCHMARKS.md). Needs an attention whose masks the slots write (sdpa, eager)."""
-    from mathtune.models.static_cache import ATTENTION
-
+    static_cache_by_default (MATHTUNE_STATIC_CACHE=1/0, else on a GPU). Needs an attention
+    whose masks the slots write (sdpa, eager)."""
     if static_cache is None:
-        static_cache = STATIC_CACHE
-    if static_cache is None:
-        env = os.environ.get("MATHTUNE_STATIC_CACHE")
-        static_cache = env == "1" if env in ("0", "1") else next(model.parameters()).device.type == "cuda"
+        static_cache = static_cache_by_default(next(model.parameters()).device.type == "cuda")
     return bool(static_cache) and getattr(model.config, "_attn_implementation", None) in ATTENTION
 
 
@@ -198,19 +204,18 @@ class _Session:
     """What both decoders share: the tokenized prompts, the shared prefix's keys and values,
     the prefill of new rows, and each row's stop checks and results."""
 
-    def __init__(self, model, tokenizer, ids: list[list[int]], *, max_new_tokens: int,
-                 stop_strings: tuple[str, ...], samples: int, temperature: float, share_prefix: bool,
+    def __init__(self, model, tokenizer, ids: list[list[int]], decoding: Decoding, *, share_prefix: bool,
                  prefill_tokens: int):
         self.model, self.tokenizer, self.ids = model, tokenizer, ids
-        self.max_new_tokens, self.stop_strings = max_new_tokens, stop_strings
-        self.samples, self.temperature, self.prefill_tokens = samples, temperature, prefill_tokens
+        self.max_new_tokens, self.stop_strings = decoding.max_new_tokens, decoding.stop_strings
+        self.samples, self.temperature, self.prefill_tokens = decoding.samples, decoding.temperature, prefill_tokens
         self.device = next(model.parameters()).device
-        stops = stop_token_ids(tokenizer, model, stop_strings)
+        stops = stop_token_ids(tokenizer, model, self.stop_strings)
         self.stop_set = set(stops)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
         # Turn-end markers are special tokens, matched by id (decoded text never holds them).
         specials = special_token_texts(tokenizer)
-        self.text_stops = tuple(s for s in stop_strings if s and s not in specials)
+        self.text_stops = tuple(s for s in self.stop_strings if s and s not in specials)
         self.cache_kw = _cache_keyword(model)
         # A stop string can only be completed by a token whose text holds the string's last
         # character; only after such a token is the row's tail decoded (per token id, cached).
@@ -222,8 +227,6 @@ class _Session:
         self.prefix_len = common_prefix_length(ids) if share_prefix and len(ids) > 1 else 0
         self.prefix_kv = None
         if self.prefix_len > 0:
-            from transformers import DynamicCache
-
             cache = DynamicCache(config=model.config)
             model(input_ids=torch.tensor([ids[0][:self.prefix_len]], device=self.device), **{self.cache_kw: cache},
                   use_cache=True, logits_to_keep=1)
@@ -243,8 +246,6 @@ class _Session:
 
     def prefill(self, group: list[int]) -> tuple["_Batch", torch.Tensor]:
         """New rows for these prompts (each repeated `samples` times) and their first-token logits."""
-        from transformers import DynamicCache
-
         device, prefix_len, samples = self.device, self.prefix_len, self.samples
         suffixes = [self.ids[i][prefix_len:] for i in group]
         width = max(len(s) for s in suffixes)
@@ -315,44 +316,22 @@ class _Session:
 
 
 @torch.inference_mode()
-def generate_stream(
-    model,
-    tokenizer,
-    prompts: list[str],
-    *,
-    max_new_tokens: int,
-    stop_strings: tuple[str, ...],
-    add_special_tokens: bool = False,
-    samples: int = 1,
-    temperature: float = 0.0,
-    batch_size: int = 8,
-    prefill_size: int | None = None,
-    prefill_tokens: int | None = None,
-    share_prefix: bool | None = None,
-    prompt_ids: list[list[int]] | None = None,
-    static_cache: bool | None = None,
-) -> Iterator[tuple[int, list[Generation]]]:
-    """Yield (prompt index, its `samples` generations) as each prompt finishes.
-
-    batch_size: prompts decoded at once (rows = batch_size x samples). A new group of prompts
-    is prefilled when at least prefill_size (default: a quarter of batch_size, at least 1)
-    places are free, so a refill costs one forward for several problems; one forward
-    prefills at most prefill_tokens prompt tokens (default PREFILL_TOKENS for the device).
-    prompt_ids: the prompts already tokenized (with add_special_tokens as given), so that the
-    caller's tokenization is not done twice. static_cache: decode with fixed slots and, on a
-    GPU, a CUDA graph per step (default: uses_static_cache)."""
+def generate_stream(model, tokenizer, prompts: list[str], decoding: Decoding, batching: Batching = Batching(), *,
+                    prompt_ids: list[list[int]] | None = None) -> Iterator[tuple[int, list[Generation]]]:
+    """Yield (prompt index, its `samples` generations) as each prompt finishes. prompt_ids: the
+    prompts already tokenized (with decoding.add_special_tokens), so that the caller's
+    tokenization is not done twice."""
     device = next(model.parameters()).device
-    ids = prompt_ids if prompt_ids is not None else [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"]
-                                                     for p in prompts]
-    session = _Session(model, tokenizer, ids, max_new_tokens=max_new_tokens, stop_strings=stop_strings,
-                       samples=samples, temperature=temperature,
-                       share_prefix=SHARE_PREFIX if share_prefix is None else share_prefix,
-                       prefill_tokens=prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
-    prefill_size = prefill_size or max(1, batch_size // 4)
+    ids = prompt_ids if prompt_ids is not None else [
+        tokenizer(p, add_special_tokens=decoding.add_special_tokens)["input_ids"] for p in prompts]
+    session = _Session(model, tokenizer, ids, decoding, share_prefix=batching.share_prefix,
+                       prefill_tokens=batching.prefill_tokens or PREFILL_TOKENS.get(device.type, PREFILL_TOKENS["cpu"]))
+    batch_size = batching.batch_size
+    prefill_size = batching.prefill_size or max(1, batch_size // 4)
     queue = list(range(len(prompts)))  # the caller orders them (longest first)
     if not queue:
         return
-    if uses_static_cache(model, static_cache):
+    if uses_static_cache(model, batching.static_cache):
         yield from _decode_static(session, queue, batch_size, prefill_size)
     else:
         yield from _decode_dynamic(session, queue, batch_size, prefill_size)
@@ -398,8 +377,6 @@ def _decode_dynamic(session: _Session, queue: list[int], batch_size: int,
 def _decode_static(session: _Session, queue: list[int], batch_size: int,
                    prefill_size: int) -> Iterator[tuple[int, list[Generation]]]:
     """The batch as fixed slots (static_cache.Slots): a finished row's slot is refilled in place."""
-    from mathtune.models.static_cache import Slots
-
     samples, temperature = session.samples, session.temperature
     n_slots = min(batch_size, len(queue)) * samples
     longest = max(len(session.ids[i]) for i in queue)

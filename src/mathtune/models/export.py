@@ -73,8 +73,8 @@ def export_merged(run_dir: Path, out: Path) -> Path:
 
     # Always the full-precision base: merging into quantized weights would round the update away
     # (and bitsandbytes' 4-bit weights cannot be saved as a plain transformers model).
-    model, _ = load_model(config.model.name_or_path, dtype="float32", adapter=str(adapter), device="cpu",
-                          trust_remote_code=config.model.trust_remote_code)
+    model, _ = load_model(config.model.model_copy(update={"dtype": "float32", "quantization": "none"}),
+                          adapter=str(adapter), device="cpu")
     # The tokenizer as the model has it: no pad token where it had none (evaluation's batches
     # add one in memory; a saved one would change the tokenizer users then load).
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code,

@@ -25,8 +25,11 @@ import torch
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
+from mathtune.models import engine
 from mathtune.models.load import cache_root
 from mathtune.models.selfcheck import DECODER_CHECK_DTYPE, FALLBACK, check_model, environment, run_check
+from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
+from mathtune.models.static_cache import asked_static_cache
 
 VERDICTS_ENV = "MATHTUNE_VERDICTS"
 # Verdicts read or made by this process, by (key, check name): the file is read once, and a
@@ -139,8 +142,6 @@ def checked_path(kind: str, path: str, device: torch.device, dtype: torch.dtype,
 
 def auto_decoder(model) -> str:
     """The decoder `mathtune eval` picks for this model before any check (a DECODERS key)."""
-    from mathtune.models import engine
-
     if not engine.supports(model):
         return "generate"
     if engine.uses_static_cache(model):
@@ -153,8 +154,8 @@ def checked_decoder(model) -> dict:
     the model (decoder_of reads it)."""
     path = auto_decoder(model)
     record = checked_path("decoder", path, next(model.parameters()).device, DECODER_CHECK_DTYPE,
-                          explicit=path.startswith("fixed_slots") and os.environ.get("MATHTUNE_STATIC_CACHE") == "1",
-                          setting="MATHTUNE_STATIC_CACHE=1")
+                          explicit=path.startswith("fixed_slots") and asked_static_cache() is True,
+                          setting=f"{STATIC_CACHE_SETTING}=1")
     model.mathtune_decoder = record
     return record
 

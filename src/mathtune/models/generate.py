@@ -34,6 +34,21 @@ class Generation:
     """True when the row hit max_new_tokens without reaching a stop token or stop string."""
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How every prompt is decoded, by `generate` and by the engine alike: what decides its tokens."""
+
+    max_new_tokens: int
+    stop_strings: tuple[str, ...]
+    add_special_tokens: bool = False
+    """Whether the tokenizer adds its special tokens to the prompt (the few-shot formats; a chat
+    template has them already)."""
+    samples: int = 1
+    """Completions per prompt."""
+    temperature: float = 0.0
+    """0 is greedy argmax; above 0 a draw from softmax(logits / temperature)."""
+
+
 def special_token_texts(tokenizer) -> set[str]:
     """Every special or added token of the tokenizer, as text: a stop string among them is a
     token, matched by id (decoded text never holds it)."""

@@ -9,17 +9,22 @@ the result is cached once as safetensors under MATHTUNE_CACHE (default
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 
+from mathtune.config import ModelConfig
 from mathtune.core import cache as core_cache
 from mathtune.core.errors import MathtuneError
+from mathtune.core.hub import hub_unavailable
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_json
+from mathtune.models.quantize import load_quantized
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Whether attach_adapter(merge=True) also folds an adapter into bf16/fp16 weights. Off: merged in
@@ -63,8 +68,6 @@ def _no_gguf_bar():
     disable_progress_bar nor HF_HUB_DISABLE_PROGRESS_BARS reaches, and TQDM_DISABLE is read only
     when tqdm is imported: its module's tqdm is swapped for a disabled one while it converts.
     The lines around it (dequantizing ..., dequantized: ...) say what happened."""
-    import functools
-
     from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     original = gguf_utils.tqdm
@@ -126,8 +129,6 @@ def _first_line(err: BaseException) -> str:
 def resolve_model_path(name_or_path: str) -> str:
     """Hub ids pass through; local paths must exist; .gguf files become their cached folder."""
     if not _is_local(name_or_path):
-        from mathtune.core.hub import hub_unavailable
-
         why = hub_unavailable("model", name_or_path, cached_file="config.json")
         if why:  # a mistyped local path, or no network: say so now, not after the client's retries
             raise MathtuneError(why)
@@ -212,31 +213,31 @@ def use_shape_free_attention() -> bool:
 
 
 def load_model(
-    name_or_path: str,
+    section: ModelConfig,
     *,
-    dtype: str = "auto",
     attn_implementation: str = "auto",
     adapter: str | None = None,
     device: str | torch.device | None = None,
     merge_adapter: bool = False,
-    trust_remote_code: bool = False,
-    quantization: str = "none",
 ):
-    """(model, tokenizer) ready for inference or training; the adapter, if any, is attached,
-    and folded into the weights when merge_adapter is set and that is exact (see
-    attach_adapter). With quantization 4bit or 8bit the base weights are loaded quantized by
-    bitsandbytes (models.quantize), straight onto the device."""
+    """(model, tokenizer) of the config's model section (name, dtype, trust_remote_code,
+    quantization) ready for inference or training; the adapter, if any, is attached, and
+    folded into the weights when merge_adapter is set and that is exact (see attach_adapter).
+    With quantization 4bit or 8bit the base weights are loaded quantized by bitsandbytes
+    (models.quantize), straight onto the device. attn_implementation: what the caller made of
+    the section's attention for its use (training's checked path, decoding's unpacked one);
+    auto is sdpa."""
     from transformers import AutoModelForCausalLM
 
-    from mathtune.models.quantize import load_quantized
-
+    name_or_path, quantization = section.name_or_path, section.quantization
+    trust_remote_code = section.trust_remote_code
     use_shape_free_attention()
     path = resolve_model_path(name_or_path)
     if _is_local(path) and not weight_files(Path(path)):
         raise MathtuneError(f"model folder has no weights (no *.safetensors or pytorch_model*.bin): {name_or_path}")
     tokenizer = load_tokenizer(path, trust_remote_code=trust_remote_code)
     device = torch.device(device) if device is not None else process_device()
-    settings = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(dtype),
+    settings = dict(trust_remote_code=trust_remote_code, dtype=resolve_dtype(section.dtype),
                     attn_implementation=resolve_attn(attn_implementation))
     try:
         if quantization == "none":
@@ -276,8 +277,6 @@ def meta_model(name_or_path: str, *, trust_remote_code: bool = False):
 def check_adapter_fits(model, adapter_dir: Path) -> None:
     """Compare every LoRA matrix's shape with the module it adapts, so an adapter trained on
     another base model is a clear error instead of a size-mismatch deep inside PEFT."""
-    from safetensors import safe_open
-
     weights = adapter_dir / "adapter_model.safetensors"
     if not weights.is_file():
         raise MathtuneError(f"adapter folder has no adapter_model.safetensors: {adapter_dir}")

@@ -34,6 +34,10 @@ import torch.nn.functional as F
 
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_version
+from mathtune.models.attention import register, torch_varlen_kernel
+from mathtune.models.engine import Batching, generate_stream
+from mathtune.models.generate import Decoding
+from mathtune.models.static_cache import static_cache_by_default
 
 # The reference model's shape (Qwen/Qwen2-1.5B config.json), so that no download is needed.
 REFERENCE_SHAPE = dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
@@ -78,8 +82,6 @@ class Check:
 
 def environment(device: torch.device) -> dict:
     """The device and the versions and kernels that decide which paths run."""
-    from mathtune.models.attention import torch_varlen_kernel
-
     if device.type == "cuda":
         name, capability = torch.cuda.get_device_name(device), ".".join(map(str, torch.cuda.get_device_capability(device)))
     else:
@@ -195,8 +197,6 @@ def check_attention(model_name, device, impl: str, reference_impl: str, dtype: t
     name = f"attention {impl}"
     if reason_not:
         return Check(name, f"n/a: {reason_not}", ref_name, None, None, 0.0, auto_picks)
-    from mathtune.models.attention import register
-
     start = time.perf_counter()
     tol = TOLERANCE[dtype]["grad"]
     model = with_lora(build_model(model_name, device, torch.float32, register(impl)))
@@ -300,12 +300,10 @@ class DecoderBench:
                 done = _greedy_one_by_one(self.model, self.prompts, device)
                 self.found[decoder] = {i: self.tokenizer.decode(t) for i, t in enumerate(done)}
             else:
-                from mathtune.models.engine import generate_stream
-
                 self.found[decoder] = {i: g[0].completion for i, g in generate_stream(
-                    self.model, self.tokenizer, [""] * len(self.prompts), prompt_ids=self.prompts,
-                    max_new_tokens=NEW_TOKENS, stop_strings=(), batch_size=2, prefill_size=1,
-                    static_cache=decoder.startswith("fixed_slots"))}
+                    self.model, self.tokenizer, [""] * len(self.prompts), Decoding(NEW_TOKENS, stop_strings=()),
+                    Batching(batch_size=2, prefill_size=1, static_cache=decoder.startswith("fixed_slots")),
+                    prompt_ids=self.prompts)}
         return self.found[decoder]
 
 
@@ -363,7 +361,6 @@ def planned_paths(attn_implementation: str, packing: bool, on_gpu: bool) -> dict
         attention = attn_implementation
     else:
         attention = ("mathtune_varlen" if on_gpu else "mathtune_segments") if packing else "sdpa"
-    static = os.environ.get("MATHTUNE_STATIC_CACHE")
-    static = static == "1" if static in ("0", "1") else on_gpu
+    static = static_cache_by_default(on_gpu)
     decoder = ("fixed_slots_cuda_graph" if on_gpu else "fixed_slots") if static else "dynamic_cache"
     return {"attention": attention, "lm_head": "lean", "decoder": decoder}

@@ -25,6 +25,7 @@ the dynamic engine's and with batch-1 `generate`); the capture runs only where C
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Callable
 
@@ -38,9 +39,29 @@ from mathtune.models.attention import VARLEN as VARLEN_ATTENTION
 # attentions, per-example and varlen, which are sdpa outside packed rows) takes a boolean mask,
 # eager an additive one.
 ATTENTION = ("sdpa", "eager", SEGMENT_ATTENTION, VARLEN_ATTENTION)
+# The user's switch between the two evaluation decoders (README): 1 the fixed slots, 0 the
+# dynamic cache; unset, each device its default.
+SETTING = "MATHTUNE_STATIC_CACHE"
 # Steps run eagerly before the graph is captured: cuBLAS and the kernels load on first use, and
 # a capture must not be the first run of any of them.
 WARMUP_STEPS = 2
+
+
+def asked_static_cache() -> bool | None:
+    """What MATHTUNE_STATIC_CACHE asks for: True (1, the fixed slots), False (0, the dynamic
+    cache), None (unset or another value: the device decides). The one place it is read: the
+    engine's default, the decoder's first-use check and the plan all come here."""
+    value = os.environ.get(SETTING)
+    return value == "1" if value in ("0", "1") else None
+
+
+def static_cache_by_default(on_gpu: bool) -> bool:
+    """Whether the evaluation decodes with the fixed slots when its caller does not say: as
+    MATHTUNE_STATIC_CACHE asks, else on a GPU. On a CPU the dynamic cache stays the default:
+    with no kernel launches to save, attending over every column of the fixed capacity costs
+    more than it saves (BENCHMARKS.md)."""
+    asked = asked_static_cache()
+    return on_gpu if asked is None else asked
 
 
 class SlotLayer(CacheLayerMixin):

@@ -33,6 +33,7 @@ import torch
 
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import describe_adapter, library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.core.terminal import duration, run_log, say
@@ -58,27 +59,22 @@ TRAINING_KEYS = ("seed", "model", "data", "lora", "train")
 def run_train(config: Config, out_dir: Path, overwrite: bool = False, *, checked: bool = False) -> Path:
     """Train (or resume, or skip) the run in out_dir; returns the run folder. `checked`: the
     caller's preflight has run check_before_loading already (`mathtune run`)."""
-    from accelerate import PartialState
-
     run_dir = Path(out_dir)
     config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder
-    # Under torchrun this joins the process group (gloo on CPU, nccl on GPU); in a plain
-    # process it is a no-op. Without cpu=True accelerate does not treat several CPU
-    # processes as data-parallel.
-    state = PartialState(cpu=not torch.cuda.is_available())
+    here = this_process()  # under torchrun: joins the process group
 
     # --- setup: every user mistake is raised here, before the run folder is touched ---
     status = inspect_run_dir(run_dir, config, overwrite)
     if status == "done":
-        if state.is_main_process:
+        if here.is_first:
             say(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
         return run_dir
     # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
     with run_log(run_dir, start=False) as log:
-        return _train(config, run_dir, state, status, log, checked)
+        return _train(config, run_dir, here, status, log, checked)
 
 
-def _train(config: Config, run_dir: Path, state, status: str, log, checked: bool) -> Path:
+def _train(config: Config, run_dir: Path, here: Process, status: str, log, checked: bool) -> Path:
     """The training steps, in order: data, model, resume, (RFT's samples), fit, save."""
     check_trackers(config.train.report_to)
     if not checked:
@@ -86,7 +82,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log, checked: bool
     method = METHODS[config.train.method]
     data = _data(config, method)
     model, peft_config, head, fast_paths = _model(config, method)
-    checkpoint = _resume(config, run_dir, state, status, log)
+    checkpoint = _resume(config, run_dir, here, status, log)
     recipe_stats = _sample_training_pairs(config, run_dir, model, data) if method.samples_first else None
     trainer = method.trainer(config, run_dir, model, data, peft_config, checkpoint)
     if method.trainer is _supervised_trainer:
@@ -96,7 +92,7 @@ def _train(config: Config, run_dir: Path, state, status: str, log, checked: bool
     adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
                          None)
     _fit(trainer, run_dir, config.train.method, checkpoint)
-    _save(config, run_dir, state, trainer, data, checkpoint, adapter_dtype, recipe_stats,
+    _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype, recipe_stats,
           {"lm_head": head, "fast_paths": fast_paths})
     return run_dir
 
@@ -178,32 +174,29 @@ def _model(config: Config, method: Method):
     # GRPO trains on unpacked, padded batches. Each fast path is checked here before its first use.
     attention, head, fast_paths = checked_training_paths(config, config.train.packing and method.packs)
     model, _ = load_model(
-        config.model.name_or_path,
-        dtype=config.model.dtype,
+        config.model,
         attn_implementation=attention,
         # The Trainer moves a full-precision model to this process's device; a quantized one
         # is quantized on it and cannot move.
         device=process_device() if quantized else "cpu",
-        trust_remote_code=config.model.trust_remote_code,
-        quantization=config.model.quantization,
     )
     if quantized:
         model = prepare_for_training(model, gradient_checkpointing=config.train.gradient_checkpointing)
     return model, make_lora_config(config, model), head, fast_paths
 
 
-def _resume(config: Config, run_dir: Path, state, status: str, log) -> Path | None:
+def _resume(config: Config, run_dir: Path, here: Process, status: str, log) -> Path | None:
     """The checkpoint to resume from (None: a fresh start), with the run folder made ready for it."""
     checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
-    state.wait_for_everyone()  # every process has read the folder before the main one changes it
-    if state.is_main_process:
+    here.wait()  # every process has read the folder before the first one changes it
+    if here.is_first:
         prepare_run_dir(run_dir, config, fresh=checkpoint is None)
         log.start()
         if checkpoint is not None:
             for kept in ("metrics.jsonl", ANSWERS_FILE):  # what the resumed run will log again goes
                 truncate_metrics(run_dir / "train" / kept, checkpoint_step(checkpoint))
             say(f"resuming from {checkpoint}")
-    state.wait_for_everyone()
+    here.wait()
     return checkpoint
 
 
@@ -228,11 +221,11 @@ def _fit(trainer, run_dir: Path, method: str, checkpoint: Path | None) -> None:
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
 
 
-def _save(config: Config, run_dir: Path, state, trainer, data: TrainingData, checkpoint: Path | None,
+def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingData, checkpoint: Path | None,
           adapter_dtype: str | None, recipe_stats: dict | None, paths: dict) -> None:
     """The adapter and train/summary.json. load_best_model_at_end has put the best checkpoint's
     adapter back into the model."""
-    if state.is_main_process:
+    if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data.counts | {"sources": data.sources}, resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
@@ -248,7 +241,7 @@ def _save(config: Config, run_dir: Path, state, trainer, data: TrainingData, che
         steps = summary["global_step"]
         say(f"training done ({config.train.method}): {best}, {steps} step{'' if steps == 1 else 's'} in "
             f"{duration(summary['wall_time_s'])}")  # the adapter's path: the command's final line
-    state.wait_for_everyone()
+    here.wait()
 
 
 # ---------------------------------------------------------------------------------------
