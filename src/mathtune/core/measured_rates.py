@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mathtune.core.cache import cache_root
-from mathtune.core.errors import MathtuneError
-from mathtune.core.runfiles import read_json, write_json_atomic
+from mathtune.core.cache import cache_root, read_cache_file
+from mathtune.core.runfiles import write_json_atomic
 
 # Measurements kept per machine: one per model size is what the plan uses (the newest of the
 # nearest size); older ones are only history.
@@ -31,14 +30,7 @@ def rates_file() -> Path:
 
 
 def _read_all() -> dict:
-    path = rates_file()
-    if not path.is_file():
-        return {}
-    try:
-        data = read_json(path)
-    except MathtuneError:
-        return {}  # a damaged cache costs a calibration, never a plan
-    return data if isinstance(data, dict) else {}
+    return read_cache_file(rates_file())  # a damaged cache costs a calibration, never a plan
 
 
 def measured_rates(machine: str) -> list[dict]:

@@ -15,13 +15,13 @@ replaced. The record says which path ran and why; the run's summaries keep it.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from mathtune.core.cache import read_cache_file
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
@@ -52,14 +52,6 @@ def verdict_key(device: torch.device) -> str:
     return "; ".join(parts + [f"check model {check_model() or 'reference shape'}"])
 
 
-def _read_all(path: Path) -> dict:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or unreadable: the checks run again and rewrite it
-    return found if isinstance(found, dict) else {}
-
-
 def verdict_name(check: str, dtype: torch.dtype) -> str:
     """A verdict's name in the file: the check and the dtype it ran in ("lm_head lean, float32")."""
     return f"{check}, {str(dtype).removeprefix('torch.')}"
@@ -69,7 +61,7 @@ def remember(key: str, name: str, found: dict) -> None:
     """Keep one verdict beside the others (the cache cannot be written: it is kept for this process)."""
     _seen[(key, name)] = found
     path = verdicts_file()
-    verdicts = _read_all(path)
+    verdicts = read_cache_file(path)
     verdicts.setdefault(key, {})[name] = found
     try:
         write_json_atomic(path, verdicts)
@@ -82,7 +74,7 @@ def _verdict(kind: str, path: str, device: torch.device, dtype: torch.dtype, lea
     key, name = verdict_key(device), verdict_name(f"{kind} {path}", dtype)
     if (key, name) in _seen:
         return _seen[(key, name)] | {"checked": "remembered"}
-    stored = _read_all(verdicts_file()).get(key, {}).get(name)
+    stored = read_cache_file(verdicts_file()).get(key, {}).get(name)
     if stored is not None:
         _seen[(key, name)] = stored
         return stored | {"checked": "remembered"}
