@@ -564,12 +564,17 @@ def with_prompt_date(config: Config, run_dir: Path) -> Config:
     the same prompts on any day."""
     if config.data.prompt_date is not None:
         return config
-    saved = Path(run_dir) / "config.yaml"
-    date = None
-    if saved.is_file():
-        try:
-            date = config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved)).data.prompt_date
-        except (MathtuneError, OSError, UnicodeDecodeError):
-            date = None  # the folder's own check names what is wrong with it
-    date = date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    date = saved_prompt_date(run_dir) or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     return config.model_copy(update={"data": config.data.model_copy(update={"prompt_date": date})})
+
+
+def saved_prompt_date(run_dir: Path) -> str | None:
+    """The data.prompt_date a run folder's config.yaml holds; None without one (or with one that
+    cannot be read: the folder's own check names what is wrong with it)."""
+    saved = Path(run_dir) / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        return config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved)).data.prompt_date
+    except (MathtuneError, OSError, UnicodeDecodeError):
+        return None

@@ -17,8 +17,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import yaml
-
+from mathtune.config import saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.evaluation.metrics import accuracy_figures
@@ -201,18 +200,12 @@ def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
 
 def adapter_run_date(adapter: str) -> str | None:
     """The data.prompt_date of the mathtune run an adapter folder belongs to (RUN/adapter, or a
-    checkpoint under RUN/train/checkpoints), read from the run's config.yaml; None for an
-    adapter from elsewhere."""
+    checkpoint under RUN/train/checkpoints), from the run's config.yaml; None for an adapter
+    from elsewhere."""
     folder = Path(adapter).resolve()
     for run in (folder.parent, *folder.parents[1:4]):
-        config = run / "config.yaml"
-        if config.is_file() and (run / "train").is_dir():
-            try:
-                data = yaml.load(config.read_text(), Loader=yaml.BaseLoader)  # dates stay text
-            except (OSError, yaml.YAMLError):
-                return None
-            date = data.get("data", {}).get("prompt_date") if isinstance(data, dict) else None
-            return date if isinstance(date, str) else None
+        if (run / "config.yaml").is_file() and (run / "train").is_dir():
+            return saved_prompt_date(run)
     return None
 
 
