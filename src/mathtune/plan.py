@@ -196,11 +196,11 @@ def training_memory(shape: dict, config: Config, *, quantization: str, dtype_byt
     return {**parts, "total": sum(parts.values())}
 
 
-def _lengths(config: Config, tokenizer, problems) -> tuple[list[int], list[int]]:
+def _lengths(config: Config, tokenizer, problems, fewshot) -> tuple[list[int], list[int]]:
     """Each example's tokens and answer tokens, from the very ids training feeds."""
     from mathtune.train.trainer import gold_examples
 
-    examples = gold_examples(config, tokenizer, problems)
+    examples = gold_examples(config, tokenizer, problems, fewshot)
     return [len(e) for e in examples], [len(e.answer_ids) for e in examples]
 
 
@@ -392,7 +392,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
     from mathtune.models.load import load_tokenizer
     from mathtune.models.selfcheck import planned_paths
-    from mathtune.train.trainer import refuse_all_too_long
+    from mathtune.train.trainer import refuse_all_too_long, training_fewshot
 
     if config.train.method != "sft":
         raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
@@ -410,8 +410,9 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     shape = _model_shape(config.model.name_or_path, config)
 
     limit = config.data.max_length
-    train_len, train_ans = _lengths(config, tokenizer, train)
-    val_len, val_ans = _lengths(config, tokenizer, val)
+    fewshot = training_fewshot(config)  # plain5's exemplars, drawn once for both splits
+    train_len, train_ans = _lengths(config, tokenizer, train, fewshot)
+    val_len, val_ans = _lengths(config, tokenizer, val, fewshot)
     refuse_all_too_long(train_len, limit, "training")  # what training would refuse, in its words
     refuse_all_too_long(val_len, limit, "validation")
     t = config.train

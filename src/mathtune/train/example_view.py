@@ -18,7 +18,7 @@ from mathtune.models.load import load_tokenizer
 from mathtune.task.data import DataFormat, training_splits
 from mathtune.task.mix import mix_training_problems
 from mathtune.task.sequences import prompt_ids
-from mathtune.train.trainer import gold_examples
+from mathtune.train.trainer import gold_examples, training_fewshot
 
 
 def show_example(config: Config, index: int = 0) -> dict:
@@ -30,7 +30,7 @@ def show_example(config: Config, index: int = 0) -> dict:
                                train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
     train = train + mix_training_problems(config)[0]
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
-    kept = [(problem, example) for problem, example in zip(train, gold_examples(config, tokenizer, train))
+    kept = [(problem, example) for problem, example in zip(train, gold_examples(config, tokenizer, train, training_fewshot(config)))
             if len(example) <= config.data.max_length]
     if index >= len(kept):
         raise MathtuneError(f"--show-example {index}: the training set has {len(kept)} examples (0 to {len(kept) - 1})")

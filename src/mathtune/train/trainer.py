@@ -64,10 +64,11 @@ def training_fewshot(config: Config) -> tuple[Problem, ...]:
     return load_problems(replace(EvalRequest.from_config(config), prompt="plain5"))[1].fewshot
 
 
-def gold_examples(config: Config, tokenizer, problems: list[Problem]) -> list[TrainingExample]:
+def gold_examples(config: Config, tokenizer, problems: list[Problem],
+                  fewshot: tuple[Problem, ...]) -> list[TrainingExample]:
     """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
-    gold solution's; what training feeds, the plan counts and `plan --show-example` shows."""
-    fewshot = training_fewshot(config)
+    gold solution's; what training feeds, the plan counts and `plan --show-example` shows.
+    fewshot: training_fewshot(config), drawn once by the caller for all its splits."""
     return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot)
             for p in problems]
 
@@ -109,10 +110,11 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
                 if len(e) <= config.data.max_length]
         return kept, len(examples) - len(kept)
 
-    train_examples = (gold_examples(config, tokenizer, train) if train_pairs is None else
+    fewshot = training_fewshot(config)
+    train_examples = (gold_examples(config, tokenizer, train, fewshot) if train_pairs is None else
                       [example_from_text(prompt, answer, tokenizer, config.data.prompt) for prompt, answer in train_pairs])
     train_rows, train_dropped = rows(train_examples, "training")
-    val_rows, val_dropped = rows(gold_examples(config, tokenizer, val), "validation")
+    val_rows, val_dropped = rows(gold_examples(config, tokenizer, val, fewshot), "validation")
     counts = {
         "train_examples": len(train_rows),
         "val_examples": len(val_rows),
