@@ -21,12 +21,11 @@ from typing import Callable
 
 import torch
 
-from mathtune.core.cache import read_cache_file
+from mathtune.core.cache import cache_root, read_cache_file
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.models import engine
-from mathtune.models.load import cache_root
 from mathtune.models.selfcheck import DECODER_CHECK_DTYPE, FALLBACK, check_model, environment, run_check
 from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
 from mathtune.models.static_cache import asked_static_cache

