@@ -404,6 +404,10 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
                            "max_new_tokens; an estimate, not a bound."))
     verdicts = []
+    if training.get("diverged"):  # first: no figure of this run is a finished training's
+        d = training["diverged"]
+        verdicts.append(f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there "
+                        "and no adapter was kept from it.")
     if training.get("available") and training.get("trend", {}).get("verdict"):
         verdicts.append(f"Training trend: {training['trend']['verdict']}.")
     if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):

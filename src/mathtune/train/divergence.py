@@ -1,0 +1,64 @@
+"""A training run that diverges is stopped at that step and said, never passed on as a result.
+
+    callback = DivergenceCallback(fp16=args.fp16)    # in the trainer's callbacks
+    trainer.train()
+    raise_if_diverged(callback, config, run_dir)      # exit 1, one line
+
+The Trainer logs a NaN loss or gradient norm and steps on: the optimizer writes NaN into every
+LoRA weight, validation logs NaN, and the saved adapter is NaN throughout while the run looks
+finished. The callback reads each log as the Trainer writes it and, at the first non-finite
+loss, gradient norm or validation loss, stops training there, with no evaluation and no
+checkpoint after it: the checkpoints on disk are those of finite steps, and a resume starts
+from the last of them. The run's adapter is never written from a diverged model
+(train.run checks its weights before saving as well).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from mathtune.config import Config
+from mathtune.core.divergence import WATCHED, first_non_finite
+from mathtune.core.errors import MathtuneError
+
+
+class Diverged(MathtuneError):
+    """Training produced a non-finite loss, gradient norm or validation loss."""
+
+
+class DivergenceCallback(TrainerCallback):
+    """Stops training at the first logged non-finite figure (see the module docstring)."""
+
+    def __init__(self, fp16: bool = False):
+        # Under fp16 mixed precision the gradient scaler meets an overflowing (inf) gradient
+        # norm on purpose while it calibrates the loss scale, and skips that step's update:
+        # there only the loss itself says the model diverged.
+        self.watched = tuple(k for k in WATCHED if not (fp16 and k == "grad_norm"))
+        self.found: dict | None = None  # {"step", "metric", "value"} of the first non-finite figure
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.found is not None or not logs:
+            return
+        self.found = first_non_finite([{**logs, "step": state.global_step}], self.watched)
+        if self.found is None:
+            return
+        # Stop here: no validation of the broken weights, and no checkpoint of them.
+        control.should_training_stop = True
+        control.should_evaluate = False
+        control.should_save = False
+
+
+def divergence_message(found: dict, config: Config, checkpoint: Path | None) -> str:
+    """One line: where it diverged, what usually causes it, what to try, and what resumes."""
+    t, m = config.train, config.model
+    tries = [f"a lower train.learning_rate (now {t.learning_rate:g}, e.g. {t.learning_rate / 4:g})"]
+    if m.dtype == "float16":
+        tries.append("model.dtype bfloat16 or float32 (float16 overflows)")
+    tries.append("train.warmup_ratio 0.1 (now " + f"{t.warmup_ratio:g})")
+    kept = (f"the last finite checkpoint, {checkpoint.name}, is kept, and running again resumes from it"
+            if checkpoint is not None else "no checkpoint was saved before it, so running again starts afresh")
+    return (f"training diverged at step {found['step']}: {found['metric']} is {found['value']}; no adapter was "
+            f"written. Likely causes: a learning rate too high, float16 overflow, or a bad data line (an empty or "
+            f"huge answer). Try {'; '.join(tries)}, with --overwrite or another --out; {kept}")
