@@ -70,8 +70,8 @@ def gold_examples(config: Config, tokenizer, problems: list[Problem],
     """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
     gold solution's; what training feeds, the plan counts and `plan --show-example` shows.
     fewshot: training_fewshot(config), drawn once by the caller for all its splits."""
-    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot)
-            for p in problems]
+    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot,
+                             thinking=config.model.thinking) for p in problems]
 
 
 class AllTooLong(MathtuneError):
