@@ -193,3 +193,9 @@ def test_r1_distill_runs_end_to_end_with_one_token_sequence(r1_model, small_data
             if "</think>" not in record["completion"]:  # a random model rarely closes it in 4 tokens
                 assert record["pred_strict"] is None and record["pred_flexible"] is None and record["truncated"]
     assert "template thinking on" in (out / "report.md").read_text()
+    # The run's adapter evaluated on its own prompts in the mode it was trained in.
+    alone = tmp_path / "alone"
+    assert main(["eval", "--model", str(r1_model), "--adapter", str(out / "adapter"), "--data", str(small_data_dir),
+                 "--limit", "1", "--max-new-tokens", "2", "--out", str(alone)]) == 0
+    (summary,) = list((alone / "eval").glob("*.summary.json"))
+    assert json.loads(summary.read_text())["thinking"] == "on"

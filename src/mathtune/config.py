@@ -590,10 +590,17 @@ def with_prompt_date(config: Config, run_dir: Path) -> Config:
 def saved_prompt_date(run_dir: Path) -> str | None:
     """The data.prompt_date a run folder's config.yaml holds; None without one (or with one that
     cannot be read: the folder's own check names what is wrong with it)."""
+    saved = saved_config(run_dir)
+    return saved.data.prompt_date if saved is not None else None
+
+
+def saved_config(run_dir: Path) -> Config | None:
+    """The config a run folder's config.yaml holds; None without one (or with one that cannot be
+    read: the folder's own check names what is wrong with it)."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         return None
     try:
-        return config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved)).data.prompt_date
+        return config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved))
     except (MathtuneError, OSError, UnicodeDecodeError):
         return None

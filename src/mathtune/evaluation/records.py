@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mathtune.config import saved_prompt_date
+from mathtune.config import saved_config, saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.evaluation.metrics import accuracy_figures
@@ -205,10 +205,24 @@ def adapter_run_date(adapter: str) -> str | None:
     """The data.prompt_date of the mathtune run an adapter folder belongs to (RUN/adapter, or a
     checkpoint under RUN/train/checkpoints), from the run's config.yaml; None for an adapter
     from elsewhere."""
+    run = adapter_run(adapter)
+    return saved_prompt_date(run) if run is not None else None
+
+
+def adapter_run_thinking(adapter: str) -> str | None:
+    """The model.thinking the run an adapter folder belongs to trained with; None for an adapter
+    from elsewhere (so `eval --adapter RUN/adapter` prompts in the mode the adapter learned)."""
+    run = adapter_run(adapter)
+    config = saved_config(run) if run is not None else None
+    return config.model.thinking if config is not None else None
+
+
+def adapter_run(adapter: str) -> Path | None:
+    """The mathtune run folder an adapter folder belongs to, or None."""
     folder = Path(adapter).resolve()
     for run in (folder.parent, *folder.parents[1:4]):
         if (run / "config.yaml").is_file() and (run / "train").is_dir():
-            return saved_prompt_date(run)
+            return run
     return None
 
 

@@ -1,6 +1,6 @@
 """A training run that diverges is stopped at that step and said, never passed on as a result.
 
-    callback = DivergenceCallback(fp16=args.fp16)    # in the trainer's callbacks
+    callback = DivergenceCallback()                  # in the trainer's callbacks
     trainer.train()
     raise_if_diverged(callback, config, run_dir)      # exit 1, one line
 
@@ -31,12 +31,15 @@ class Diverged(MathtuneError):
 class DivergenceCallback(TrainerCallback):
     """Stops training at the first logged non-finite figure (see the module docstring)."""
 
-    def __init__(self, fp16: bool = False):
+    def __init__(self):
+        self.watched = WATCHED
+        self.found: dict | None = None  # {"step", "metric", "value"} of the first non-finite figure
+
+    def on_train_begin(self, args, state, control, **kwargs):
         # Under fp16 mixed precision the gradient scaler meets an overflowing (inf) gradient
         # norm on purpose while it calibrates the loss scale, and skips that step's update:
-        # there only the loss itself says the model diverged.
-        self.watched = tuple(k for k in WATCHED if not (fp16 and k == "grad_norm"))
-        self.found: dict | None = None  # {"step", "metric", "value"} of the first non-finite figure
+        # there only the losses say the model diverged.
+        self.watched = tuple(k for k in WATCHED if not (args.fp16 and k == "grad_norm"))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.found is not None or not logs:

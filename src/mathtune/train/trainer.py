@@ -275,7 +275,7 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
     # In this order: a non-finite figure stops training at its step (train.divergence), the
     # exact match joins a validation point's metrics, the metrics file writes them (a diverged
     # step's line included), early stopping reads them.
-    callbacks = ([DivergenceCallback(fp16=args.fp16)] + ([accuracy] if by_exact_match else [])
+    callbacks = ([DivergenceCallback()] + ([accuracy] if by_exact_match else [])
                  + [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")])
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
