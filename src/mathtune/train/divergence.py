@@ -62,6 +62,10 @@ def divergence_message(found: dict, config: Config, checkpoint: Path | None) -> 
     tries.append("train.warmup_ratio 0.1 (now " + f"{t.warmup_ratio:g})")
     kept = (f"the last finite checkpoint, {checkpoint.name}, is kept, and running again resumes from it"
             if checkpoint is not None else "no checkpoint was saved before it, so running again starts afresh")
+    if found["step"] == 0:  # the validation before any step: the base model itself gives it
+        return (f"the model's {found['metric']} is {found['value']} before any training step, so training stopped and "
+                "no adapter was written: the base model gives non-finite values on this data; try model.dtype "
+                "float32 (float16 overflows), and check the model's weights and the data")
     return (f"training diverged at step {found['step']}: {found['metric']} is {found['value']}; no adapter was "
             f"written. Likely causes: a learning rate too high, float16 overflow, or a bad data line (an empty or "
             f"huge answer). Try {'; '.join(tries)}, with --overwrite or another --out; {kept}")
