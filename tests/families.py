@@ -8,7 +8,8 @@ config lists, and a short chat template written here from the family's documente
   tokens around each role; turns end <|eot_id|>; a system header that writes "Today Date: ..."
   from `date_string`, or from `strftime_now` when the caller passes none.
 - Mistral / Llama 2: the tokenizer prepends <s>, the template writes `<s>[INST] ... [/INST]answer</s>`
-  and folds a system message into the first user turn.
+  and folds a system message into the first user turn (as Llama 2's does; Mistral v0.3's folds it into
+  the last; mathtune sends none, so both render its prompt alike).
 - Gemma: the template writes <bos>, `<start_of_turn>user ... <end_of_turn>`, calls the reply's
   role `model`, and raises on a system role.
 - Phi-3: `<|user|>\\n...<|end|>\\n<|assistant|>\\n`, turns end <|end|>, no BOS.

@@ -192,10 +192,26 @@ def test_r1_distill_runs_end_to_end_with_one_token_sequence(r1_model, small_data
             assert record["prompt"].endswith("<｜Assistant｜><think>\n")
             if "</think>" not in record["completion"]:  # a random model rarely closes it in 4 tokens
                 assert record["pred_strict"] is None and record["pred_flexible"] is None and record["truncated"]
-    assert "template thinking on" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "template thinking on" in report and "(budget 4 tokens" in report
+    in_think = json.loads((out / "analysis.json").read_text())["benchmark"]["models"]["base"]["truncated_in_think"]
+    assert (f"{in_think} still inside a think block" in report) == (in_think > 0)
     # The run's adapter evaluated on its own prompts in the mode it was trained in.
     alone = tmp_path / "alone"
     assert main(["eval", "--model", str(r1_model), "--adapter", str(out / "adapter"), "--data", str(small_data_dir),
                  "--limit", "1", "--max-new-tokens", "2", "--out", str(alone)]) == 0
     (summary,) = list((alone / "eval").glob("*.summary.json"))
     assert json.loads(summary.read_text())["thinking"] == "on"
+
+
+def test_the_report_counts_truncations_inside_a_think_block_beside_the_budget():
+    from mathtune.analysis.benchmark import model_accuracy
+
+    records = [
+        {"prompt": "<｜Assistant｜><think>\n", "completion": "9*2=18 so", "truncated": True, "correct_strict": False},
+        {"prompt": "<｜Assistant｜><think>\n", "completion": "x</think>\n\n#### 18", "truncated": False,
+         "correct_strict": True},
+        {"prompt": "<|im_start|>assistant\n", "completion": "#### 1 and then 2 and", "truncated": True},
+    ]
+    figures = model_accuracy(records, {"max_new_tokens": 4})
+    assert (figures["truncated"], figures["truncated_in_think"], figures["max_new_tokens"]) == (2, 1, 4)

@@ -153,7 +153,9 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             name, show(m["model"]) + (f" + {m['adapter']}" if m.get("adapter") else ""), show(m["n"]),
             f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}",
             f"{show_pct(m['flexible']['accuracy_pct'])} {show_interval(m['flexible']['ci95_pct'])}",
-            show(m["truncated"]),
+            show(m["truncated"]) + f" (budget {show(m['max_new_tokens'])} tokens"
+            + (f"; {show(m['truncated_in_think'])} still inside a think block" if m.get("truncated_in_think") else "")
+            + ")",
         ])
     blocks.append(Table(
         ["run", "model", "problems", f"exact match, strict ({level}% Wilson)", f"exact match, flexible ({level}% Wilson)",
