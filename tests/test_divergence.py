@@ -62,6 +62,8 @@ def test_a_learning_rate_too_high_stops_the_run_and_the_report_says_so(config, t
     report = (out / "report.md").read_text()
     assert f"Training diverged at step {bad['step']}" in report and f"training diverged at step {bad['step']}" in report
     assert "decrease" not in report.split("## Training", 1)[1].split("\n## ", 1)[0]  # no table of a finished run
+    recommended = report.split("## Recommendations", 1)[1].split("\n## ", 1)[0]
+    assert "lower train.learning_rate (it was 1e+06; try 250000)" in recommended, recommended
 
 
 def test_a_forced_nan_keeps_the_last_finite_checkpoint_and_running_again_resumes_from_it(

@@ -152,6 +152,8 @@ def recommendations(analysis: dict) -> list[dict]:
     training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
     if training.get("available"):
         out.append({"advice": "training"})  # its code and numbers: training.recommendation
+    if training.get("diverged"):
+        out.append({"advice": "diverged", **training["diverged"]})
     out += analysis.get("recipe", {}).get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):

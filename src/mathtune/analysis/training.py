@@ -238,6 +238,8 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
     fp16 = config is not None and config.model.dtype == "float16"
     diverged = first_non_finite(read_metrics(metrics_path), tuple(k for k in WATCHED if not (fp16 and k == "grad_norm")))
     if diverged is not None:
+        if config is not None:  # what the recommendation to try next starts from
+            diverged |= {"learning_rate": config.train.learning_rate, "dtype": config.model.dtype}
         # No curve or table of a diverged run: its last figures are NaN and the finite ones before
         # them describe a training that did not finish.
         return {"available": False, "diverged": diverged, "reason": (
