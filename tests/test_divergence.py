@@ -98,6 +98,27 @@ def test_a_forced_nan_keeps_the_last_finite_checkpoint_and_running_again_resumes
     assert adapter_finite(out / "adapter")
 
 
+def test_a_nan_between_logged_steps_writes_no_checkpoint_of_it(config, tiny_model_dir, small_data_dir, tmp_path,
+                                                                capsys, monkeypatch):
+    """train.logging_steps 5, a checkpoint at step 3, NaN from the third step's update on: the
+    weights are checked before the checkpoint is written."""
+    import trl
+
+    real_loss = trl.SFTTrainer.compute_loss
+
+    def nan_at_step_three(self, model, inputs, *args, **kwargs):
+        loss = real_loss(self, model, inputs, *args, **kwargs)
+        return loss * float("nan") if model.training and self.state.global_step == 2 else loss
+
+    monkeypatch.setattr(trl.SFTTrainer, "compute_loss", nan_at_step_three)
+    out = tmp_path / "run"
+    assert main(argv("train", config, tiny_model_dir, small_data_dir, out, "train.eval_every_steps=3",
+                     "train.logging_steps=5")) == 1
+    err = capsys.readouterr().err
+    assert "training diverged at step 3: the adapter is non-finite in" in err, err
+    assert not list((out / "train" / "checkpoints").glob("checkpoint-*")) and not (out / "adapter").exists()
+
+
 def test_eval_refuses_an_adapter_with_non_finite_weights(tiny_model_dir, small_data_dir, trained_adapter, tmp_path,
                                                          capsys):
     broken = tmp_path / "adapter"

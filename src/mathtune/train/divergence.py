@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from mathtune.config import Config
@@ -33,7 +34,13 @@ class DivergenceCallback(TrainerCallback):
 
     def __init__(self):
         self.watched = WATCHED
-        self.found: dict | None = None  # {"step", "metric", "value"} of the first non-finite figure
+        self.logged: dict | None = None  # {"step", "metric", "value"} of the first non-finite logged figure
+        self.weights: dict | None = None  # the same, for non-finite weights found before a checkpoint
+
+    @property
+    def found(self) -> dict | None:
+        """Where training diverged, by the logged figure where one was logged, else by the weights."""
+        return self.logged or self.weights
 
     def on_train_begin(self, args, state, control, **kwargs):
         # Under fp16 mixed precision the gradient scaler meets an overflowing (inf) gradient
@@ -41,16 +48,31 @@ class DivergenceCallback(TrainerCallback):
         # there only the losses say the model diverged.
         self.watched = tuple(k for k in WATCHED if not (args.fp16 and k == "grad_norm"))
 
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        """Before a checkpoint is written (the Trainer logs, validates, then saves after this):
+        its weights are checked, since with train.logging_steps > 1 a non-finite step may not
+        be logged before the save."""
+        if self.found is not None or not control.should_save or model is None:
+            return
+        bad = sum(int((~torch.isfinite(p)).sum()) for p in model.parameters() if p.requires_grad)
+        if bad:
+            self.weights = {"step": state.global_step, "metric": "the adapter",
+                            "value": f"non-finite in {bad:,} weights"}
+            _stop_here(control)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if self.found is not None or not logs:
+        if self.logged is not None or not logs:
             return
-        self.found = first_non_finite([{**logs, "step": state.global_step}], self.watched)
-        if self.found is None:
-            return
-        # Stop here: no validation of the broken weights, and no checkpoint of them.
-        control.should_training_stop = True
-        control.should_evaluate = False
-        control.should_save = False
+        self.logged = first_non_finite([{**logs, "step": state.global_step}], self.watched)
+        if self.logged is not None:
+            _stop_here(control)
+
+
+def _stop_here(control) -> None:
+    """No validation of the broken weights, no checkpoint of them, no further step."""
+    control.should_training_stop = True
+    control.should_evaluate = False
+    control.should_save = False
 
 
 def divergence_message(found: dict, config: Config, checkpoint: Path | None) -> str:
