@@ -231,6 +231,7 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
           adapter_dtype: str | None, recipe_stats: dict | None, paths: dict) -> None:
     """The adapter and train/summary.json. load_best_model_at_end has put the best checkpoint's
     adapter back into the model."""
+    refuse_non_finite_adapter(trainer.model)
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data.counts | {"sources": data.sources}, resumed_from=checkpoint)
@@ -348,15 +349,19 @@ def truncate_metrics(path: Path, step: int) -> None:
 # Outputs
 
 
-def save_adapter(model, target: Path) -> None:
-    """Save into a sibling folder and rename, so adapter/ is never half-written; an adapter with
-    a non-finite weight is never written (a divergence the logs did not show)."""
+def refuse_non_finite_adapter(model) -> None:
+    """An adapter with a non-finite weight is never written as the run's (a divergence the logs
+    did not show). Every process checks, so under torchrun all of them stop together."""
     trained = [p for p in model.parameters() if p.requires_grad]
     bad = sum(int((~torch.isfinite(p)).sum()) for p in trained)
     if bad:
         total = sum(p.numel() for p in trained)
         raise Diverged(f"training diverged: {bad:,} of the adapter's {total:,} weights are not finite, so no adapter "
                        "was written; try a lower train.learning_rate, or model.dtype bfloat16 or float32")
+
+
+def save_adapter(model, target: Path) -> None:
+    """Save into a sibling folder and rename, so adapter/ is never half-written."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
