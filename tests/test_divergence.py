@@ -141,3 +141,19 @@ def trained_adapter(config, tiny_model_dir, small_data_dir, tmp_path_factory) ->
     assert main(argv("train", config, tiny_model_dir, small_data_dir, out, "train.epochs=1",
                      "train.eval_every_steps=50")) == 0
     return out / "adapter"
+
+
+def test_no_adapter_with_a_non_finite_weight_is_written_whatever_the_logs_said():
+    """The last guard before adapter/ is written: a NaN the logs never showed still stops it."""
+    from mathtune.train.divergence import Diverged
+    from mathtune.train.run import refuse_non_finite_adapter
+
+    model = torch.nn.Linear(4, 2)
+    model.weight.requires_grad_(False)  # the frozen base: never counted
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    refuse_non_finite_adapter(model)
+    with torch.no_grad():
+        model.bias[1] = float("inf")
+    with pytest.raises(Diverged, match="1 of the adapter's 2 weights are not finite"):
+        refuse_non_finite_adapter(model)
