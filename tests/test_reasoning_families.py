@@ -215,3 +215,17 @@ def test_the_report_counts_truncations_inside_a_think_block_beside_the_budget():
     ]
     figures = model_accuracy(records, {"max_new_tokens": 4})
     assert (figures["truncated"], figures["truncated_in_think"], figures["max_new_tokens"]) == (2, 1, 4)
+
+
+def test_own_samples_and_grpo_are_refused_where_the_template_thinks(tokenizers):
+    from mathtune.config import Config
+    from mathtune.train.grpo import prompt_rows
+
+    with pytest.raises(MathtuneError, match="model.thinking off, or train.method sft"):
+        training_pair(PROBLEM, tokenizers["qwen3"], "chat", date=DATE, thinking="auto", solution="#### 26")
+    assert training_pair(PROBLEM, tokenizers["qwen3"], "chat", date=DATE, thinking="off", solution="So #### 26")[1] \
+        == "So #### 26<|im_end|>"  # off: the model's own solution, as any non-thinking reply
+    config = Config().model_copy(update={"data": Config().data.model_copy(update={"prompt_date": DATE})})
+    with pytest.raises(MathtuneError, match="grpo with a chat template that opens a think block"):
+        prompt_rows(config, tokenizers["r1-distill-qwen"], [PROBLEM])
+    assert prompt_rows(config, tokenizers["qwen3"], [PROBLEM])[0]["gold"] == "26"  # Qwen3's prompt opens none
