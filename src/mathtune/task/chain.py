@@ -34,6 +34,7 @@ GSM8K's annotations; their variants are written by hand.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -81,7 +82,14 @@ CHAIN_HELD_RULES = {
     "also_implied": "a number the question also gives in words ('2 hours' beside 'two days', '60' beside 'hour')",
     "percent_form": "a percentage the calculation also uses in another form (20 beside 0.2 or 0.8)",
     "count": "a count that sets the shape of the calculation (how many terms or repeated steps)",
+    "stated_more_than_used": "a number the question states more often than the calculation uses it: one of its "
+                             "places plays no part in the calculation (the 3 of '3 cities' beside '3 times a day')",
+    "reused_small_number": "a small number the calculation uses more often than the question states it: some "
+                           "uses may be a constant the question leaves unsaid (the 2 of 'parents')",
 }
+# Numbers a solution often brings unsaid (2 parents, 2 sides, 12 months, 100 percent): where the
+# question states one of them and the calculation uses it more often, it is held.
+SMALL_CONSTANTS = {Fraction(n) for n in (2, 3, 4, 7, 12, 24, 52, 60, 100, 365, 1000)}
 
 
 @dataclass
@@ -194,8 +202,9 @@ def count_values(steps: list[Step]) -> set[Fraction]:
         bare = step.expr.replace(" ", "")
         values = [op.value for op in step.operands]
         repeated = {values.count(v) for v in set(values) if values.count(v) >= 2}
-        if re.fullmatch(r"[\d.+()$]+", bare):
-            counts |= {Fraction(m) for m in repeated} | ({Fraction(len(values))} if len(values) >= 3 else set())
+        if re.fullmatch(r"[\d.+()$]+", bare):  # n terms, or n of n + 1 things the question asks the last of
+            counts |= {Fraction(m) for m in repeated} | (
+                {Fraction(len(values)), Fraction(len(values) + 1)} if len(values) >= 3 else set())
         elif re.fullmatch(r"[\d.*x×()$]+", bare):
             counts |= {Fraction(n) for m in repeated if m >= 3 for n in (m, m + 1)}
     shapes = [re.sub(r"\d+(?:\.\d+)?|\.\d+", lambda m: _shape_number(m, s), s.expr.replace(" ", "")) for s in steps]
@@ -231,6 +240,14 @@ def trace(problem: Problem, numbers: list, held: dict[Fraction, str]) -> tuple[C
         held.setdefault(value, "count")
     for value in in_question & set(implied):
         held.setdefault(value, "also_implied")
+    stated = Counter(value for _, _, value, _ in numbers)
+    taken = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
+    for value in SMALL_CONSTANTS & set(taken):
+        if taken[value] > stated[value]:
+            held.setdefault(value, "reused_small_number")
+    for value in set(taken):
+        if stated[value] > taken[value]:
+            held.setdefault(value, "stated_more_than_used")
     for value in {op.value for s in steps for op in s.operands} - in_question:
         if value in percents:
             held.setdefault(percents[value], "percent_form")

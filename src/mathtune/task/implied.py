@@ -31,9 +31,10 @@ NUMBER_WORDS = {**{w: n for n, w in enumerate(UNITS_WORDS)}, **TENS_WORDS, "hund
 WORD_VALUES: dict[str, tuple[Fraction | int, ...]] = {
     "half": (2, Fraction(1, 2)), "halves": (2, Fraction(1, 2)), "twice": (2,), "double": (2,), "pair": (2,),
     "couple": (2,), "both": (2,), "twin": (2,), "second": (60,),
-    "third": (3, Fraction(1, 3)), "triple": (3,), "thrice": (3,), "quarter": (4, Fraction(1, 4), 25),
-    "fourth": (4, Fraction(1, 4)), "quadruple": (4,), "fifth": (5, Fraction(1, 5)), "tenth": (10, Fraction(1, 10)),
-    "dozen": (12,), "score": (20,),
+    "triple": (3,), "thrice": (3,), "quarter": (4, Fraction(1, 4), 25), "quadruple": (4,),
+    "dozen": (12,), "score": (20,), "parent": (2,), "grandparent": (2, 4), "triplet": (3,), "eyes": (2,),
+    "ears": (2,), "hands": (2,), "bicycle": (2,), "bike": (2,), "tricycle": (3,), "rectang": (2, 4), "square": (4,),
+    "perimeter": (2, 4), "triangle": (3,),
     "weekday": (5,), "school week": (5,), "work week": (5,), "workweek": (5,), "weekend": (2,), "fortnight": (14,),
     "decade": (10,), "century": (100,), "percent": (100, Fraction(1, 100)), "%": (100, Fraction(1, 100)),
     "thousand": (1000,), "hundred": (100,),
@@ -67,6 +68,10 @@ _DAY_RANGE = re.compile(rf"\b({'|'.join(_DAYS)})s?\s+(?:to|through|thru|until|ti
                         re.IGNORECASE)
 _WORD_NUMBER = re.compile(rf"\b({'|'.join(TENS_WORDS)})[- ]({'|'.join(UNITS_WORDS[1:10])})\b"
                           rf"|\b({'|'.join(NUMBER_WORDS)})\b", re.IGNORECASE)
+# An ordinal as a fraction ("a third", "two fifths", "a tenth of"), not as a place ("the third street").
+_ORDINALS = {"third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8, "ninth": 9, "tenth": 10}
+_FRACTION_WORD = re.compile(rf"\b(?:a|one|two|three|four|five|six|seven|eight|nine|every|each)[\s-]+({'|'.join(_ORDINALS)})s?\b"
+                            rf"|\b({'|'.join(_ORDINALS)})s\b|\b({'|'.join(_ORDINALS)})\s+of\b", re.IGNORECASE)
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*(?:%|percent\b)", re.IGNORECASE)
 
 # Digits that name a thing: lumber sizes and other dimensions written a x b, numbered things,
@@ -87,6 +92,10 @@ _NAMED = "|".join((
     r"\s+(\d{1,2})\b(?!\s*(?:%|percent))",  # a date
 ))
 NAMED = re.compile(_NAMED)
+# How many parts a kind of thing has: "spiders with 8 legs", "a 4-wheeled cart", "a 6-sided die".
+# A fact of the thing, not a quantity of the story: never drawn.
+PARTS = re.compile(r"\b(\d+)[\s-]+(?:legs?|legged|wheels?|wheeled|sides?|sided|wings?|eyes?|arms?|tires?|hooves|"
+                   r"fingers?|toes?|strings?|corners?|edges?|faces?|horns?|tentacles?|petals?)\b", re.IGNORECASE)
 # A time of the clock: "3 pm", "7:30", "9 o'clock", "11am".
 CLOCK = re.compile(r"\b(\d{1,2})(?::(\d\d))?\s*(?:a\.?m\.?|p\.?m\.?|AM|PM|A\.M\.|P\.M\.|o'clock)(?![\w])"
                    r"|\b(\d{1,2}):(\d\d)\b", re.IGNORECASE)
@@ -117,6 +126,10 @@ def implied_values(question: str) -> dict[Fraction, str]:
         if _word_at_start(lower, word):
             for value in values:
                 found.setdefault(Fraction(value), word)
+    for m in _FRACTION_WORD.finditer(question):
+        n = _ORDINALS[next(g for g in m.groups() if g).lower()]
+        for value in (Fraction(n), Fraction(1, n)):
+            found.setdefault(value, m.group(0).lower())
     for (small, big), values in UNIT_PAIRS.items():
         if any(_word_at_start(lower, w) for w in small) and any(_word_at_start(lower, w) for w in big):
             for value in values:
@@ -146,6 +159,8 @@ def naming_spans(question: str) -> dict[tuple[int, int], str]:
         for g in range(1, (m.re.groups or 0) + 1):
             if m.group(g):
                 spans[m.span(g)] = "name"
+    for m in PARTS.finditer(question):
+        spans[m.span(1)] = "parts"
     for m in CLOCK.finditer(question):
         for g in range(1, 5):
             if m.group(g):

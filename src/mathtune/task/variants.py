@@ -7,14 +7,13 @@ GSM-Symbolic and GSM-Plus.
 
 (analysis.followup_measures pairs a model's records on the variants with its records on the originals.)
 
-A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. Each number in
-an annotation comes from the question, from an earlier step's result, or is a constant the
-solver brought (the 2 of "half", the 60 of an hour). A variant gives the question's numbers
-new values, recomputes every step in order with the safe arithmetic parser (never `eval`),
-and takes the last step's result as the new gold answer.
-
-A problem is kept only when its whole chain can be recomputed: every annotation is plain
-arithmetic that gives its stated result, and the gold answer is a step's result. A variant
+A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. A variant gives
+the question's numbers new values, recomputes every step in order with the safe arithmetic
+parser (never `eval`), and takes the last step's result as the new gold answer. That gold is
+right only when every number of the chain is accounted for beyond doubt, which task.chain
+checks: a problem whose chain has a step in prose, an unexplained constant or an operand that
+could come from two places is skipped under a named reason, never guessed at. A variant
+is kept only when it makes senseA variant
 is kept only when it makes sense: every step's result stays positive where the original's
 was, whole where the original's was whole (no division leaves a fraction the original did
 not have), with no more decimals than the original's, and numbers the question keeps apart
@@ -30,8 +29,14 @@ A variant is also one a careful writer would sign:
   as numbers of the question), so "1/4 of the seniors" and "3/4ths" stay as they are while the
   question's other numbers change.
 - A number stated as a fact of the calendar or of units ("28 days in the month", "12 inches in
-  a foot", task.stated_facts), or a year ("in 2019"), is held; a number a unit bounds ("8 hours
-  a day", "12 years old") is drawn within the bound.
+  a foot", task.stated_facts), a year ("in 2019"), a number that names a thing ("2 x 4" lumber,
+  "$20 bills", "Route 66", a date, a range "grades 4 - 7") and a time of the clock ("3 pm") are
+  held; a number a unit bounds ("8 hours a day", "12 years old") is drawn within the bound.
+- Magnitudes scale quantities only: percentages, multipliers, times (the calendar and the clock
+  do not scale) are held, questions about ages are skipped, and money keeps its separators
+  ("$3,000.00").
+- Names rename people only (task.renaming): never a place or a business, with titles and
+  relations that agree, and no old name left in any casing.
 Draws these rules turn down are counted by rule in the summary, beside the skip reasons.
 
 Written here because neither lm-evaluation-harness nor the GSM-Symbolic release builds
@@ -40,6 +45,7 @@ variants from GSM8K's own annotations; their templates are written by hand.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
@@ -68,8 +74,21 @@ MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school qu
 # What a variant's rules count. The rules version is kept in the probe's summary: variants made
 # under other rules are refused, never mixed with these (pipeline.ensure_variants).
 RULES_VERSION = 3
+# GSM8K test problems whose published solution misreads its own question, found by the hand
+# audit (task.probe_audit): a variant recomputed through that solution would carry the misreading.
+# Keyed by the first 16 hex digits of the question's SHA-256, so that no other data set's ids
+# can match by chance.
+DISPUTED_ORIGINALS = {
+    "fd00105695254e90": "54 students in six groups of equal size make 6 groups of 9, which the solution counts as 9 groups",
+    "fbfe67e3ade2b0bd": "Ahmed read half of Ezra's books of this hour; the solution halves Ezra's books with the ones "
+                        "he decided to read later",
+    "18becb25c8a05be7": "whole flagstones of 75 pounds fill a 2,000-pound truck with 26, so 80 need 4 trucks; the "
+                        "solution divides the total weight and answers 3",
+}
 SKIP_REASONS = {
     **CHAIN_SKIP_REASONS,
+    "original_gold_disputed": "the published solution misreads its own question (found by the hand audit); a variant "
+                              "would carry the misreading",
     "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
     "nothing_to_scale": "every number of the calculation is a percentage, a time, a multiplier, held, or bounded "
@@ -83,6 +102,8 @@ DRAW_RULES = {
     "count_of_one": "a number drawn as 1 (its noun would lose its number: '1 hours')",
     "beyond_unit_bound": "a number drawn past what its unit allows (more than 24 hours a day, 7 days a week, age 100)",
     "numbers_collapse": "two distinct numbers of the question made equal",
+    "share_over_whole": "an answer asked as a percentage of a whole drawn past 100% (a 5-hour day spent 10 hours "
+                        "cleaning)",
 }
 # Numbers of the question left as they are, by rule.
 HELD_RULES = {
@@ -92,6 +113,7 @@ HELD_RULES = {
     "fraction": "a fraction a/b, one value whose parts are not drawn",
     "name": "a number that names a thing ('2 x 4' lumber, 'Route 66', a date), not a quantity",
     "clock": "a time of the clock ('3 pm', '7:30')",
+    "parts": "how many parts a kind of thing has ('spiders with 8 legs', 'a 6-sided die')",
     **CHAIN_HELD_RULES,
 }
 
@@ -176,6 +198,11 @@ def collapses(values: dict[Fraction, Fraction], originals: set[Fraction]) -> boo
     return len(set(new)) < len(new)
 
 
+def question_key(question: str) -> str:
+    """The key of DISPUTED_ORIGINALS: the first 16 hex digits of the question's SHA-256."""
+    return hashlib.sha256(question.encode()).hexdigest()[:16]
+
+
 def held_numbers(question: str, numbers: list) -> tuple[dict[Fraction, str], dict[Fraction, int]]:
     """(values held with the rule that holds them, upper bounds of the others) for a question's
     numbers. A value held anywhere is held everywhere: a variant changes values, not places."""
@@ -222,7 +249,7 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
                 made, by_kind[kind] = _number_variants(problems, variants, seed, kind)
             rows += made
     return rows, {"problems": len(problems), "kinds": [k for k in KINDS if k in kinds], "variants": len(rows),
-                  "variants_per_problem": variants, "seed": seed, "by_kind": by_kind}
+                  "variants_per_problem": variants, "seed": seed, "rules_version": RULES_VERSION, "by_kind": by_kind}
 
 
 def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
@@ -290,6 +317,8 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
         held_count["fraction"] += len(FRACTION.findall(problem.question))
         held, bounds = held_numbers(problem.question, numbers)
         chain, why = trace(problem, numbers, held)
+        if why is None and question_key(problem.question) in DISPUTED_ORIGINALS:
+            why = "original_gold_disputed"
         if why is None:
             options, why = _options(problem, numbers, chain, bounds, kind)
         if why is not None:
@@ -299,7 +328,7 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
         # Each problem draws from its own seeded generator: whether another problem is kept, or
         # which problems are asked for, never changes this one's variants.
         rng = random.Random(f"{seed}-{kind}-{problem.id}")
-        made = _draw(rng, chain, options, bounds, numbers, kind, rejected, variants)
+        made = _draw(rng, chain, options, (bounds, _share_cap(problem, chain)), numbers, kind, rejected, variants)
         if isinstance(made, str):
             skipped[made] += 1
             continue
@@ -313,6 +342,7 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
 
 
+SCALABLE_TIME = ("second", "minute", "sec", "min")
 AGE_WORDS = re.compile(r"\b(?:years? old|year-old|how old|older|younger|age|ages|aged|birthday|born|turns? \d+|"
                        r"turned \d+)\b", re.IGNORECASE)
 
@@ -329,7 +359,8 @@ def _options(problem: Problem, numbers: list, chain: Chain, bounds: dict, kind: 
     if AGE_WORDS.search(question):
         return {}, "ages"
     times = {v for _, end, v, _ in numbers if re.match(r"\s*(?:times|x)\b", question[end:])}
-    timed = set(time_spans(question))
+    # Hours, days, weeks, months and years do not scale; a 15-minute walk may take 150 minutes.
+    timed = {span for span, unit in time_spans(question).items() if unit not in SCALABLE_TIME}
     times |= {v for start, end, v, _ in numbers if (start, end) in timed}
     used = [v for v in chain.used if v not in percent | times and bounds.get(v, MAX_VALUE) >= 10 * v]
     if not used:
@@ -337,11 +368,22 @@ def _options(problem: Problem, numbers: list, chain: Chain, bounds: dict, kind: 
     return {v: [v * factor for factor in MAGNITUDE_FACTORS] for v in used}, None
 
 
-def _draw(rng: random.Random, chain: Chain, options: dict, bounds: dict, numbers: list, kind: str,
+ASKS_PERCENT = re.compile(r"(?:percent|percentage|%)[^.?!]*\?\s*$|\b(?:what|which) (?:percent|percentage)",
+                          re.IGNORECASE)
+
+
+def _share_cap(problem: Problem, chain: Chain) -> Fraction | None:
+    """100 where the question asks for a percentage that the original answer keeps within a whole."""
+    gold = chain.steps[-1].result
+    return Fraction(100) if ASKS_PERCENT.search(problem.question) and gold <= 100 else None
+
+
+def _draw(rng: random.Random, chain: Chain, options: dict, limits: tuple, numbers: list, kind: str,
           rejected: Counter, variants: int) -> list | str:
     """Up to DRAWS draws of new values, each kept when its chain recomputes sensibly and keeps
     the question's distinct numbers distinct; the variants made, or why there are none."""
     originals = {v for _, _, v, _ in numbers}
+    bounds, cap = limits
     made, seen, sensible = [], set(), 0
     for _ in range(DRAWS):
         if len(made) == variants:
@@ -361,6 +403,9 @@ def _draw(rng: random.Random, chain: Chain, options: dict, bounds: dict, numbers
             continue
         done = recompute(chain.steps, values)
         if done is None:
+            continue
+        if cap is not None and done[-1][1] > cap:
+            rejected["share_over_whole"] += 1
             continue
         sensible += 1
         if collapses(values, originals):
