@@ -307,6 +307,10 @@ def test_probe_command_writes_variants_records_and_a_report(tiny_model_dir, smal
     assert names["variant"]["n"] == sum(r["kind"] == "names" for r in rows) > 0
     report = (both / "report.md").read_text()
     assert report.index("## Renamed people") > report.index("## Robustness to changed numbers")
+    # Each kind's section cites the hand audit of its golds, with the numbers analysis.json holds.
+    audit = analysis["probe"]["kinds"]["numbers"]["hand_audit"]
+    assert audit["checked"] == 100 and audit["wrong"] == 0
+    assert report.count("Gold answers audited by hand") == 2 and f"below {audit['upper95_pct']}%" in report
 
 
 # --- variants a careful writer would sign ---------------------------------------------------------
