@@ -36,8 +36,7 @@ from mathtune.core.provenance import adapter_variant, library_version
 from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
 from mathtune.evaluation.request import EvalRequest, load_problems
-from mathtune.task.data import DataFormat, training_splits
-from mathtune.task.mix import mix_training_problems
+from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
@@ -402,9 +401,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     if device not in known:  # said before the data and the tokenizer are read
         raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
                             f"(known: {', '.join(sorted(known))})")
-    train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                 train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
-    train = train + mix_training_problems(config)[0]  # data.mix sources train too
+    problems = training_set(config)  # data.mix sources train too
+    train, val = problems.train, problems.val
     test, builder = load_problems(EvalRequest.from_config(config))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)

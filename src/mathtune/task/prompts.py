@@ -1,8 +1,9 @@
 """The three prompt formats, shared by training and evaluation so the two cannot drift.
 
 * chat   -- zero-shot through the tokenizer's chat template; asks for step-by-step work and
-            a final line `#### N`. Training uses the same rendered prompt with the gold
-            solution as the assistant turn.
+            a final line `#### N` (or the answer form the training data uses, such as
+            `The answer is: N`: task.answers). Training uses the same rendered prompt with the
+            gold solution as the assistant turn.
 * cot8   -- the 8 fixed chain-of-thought exemplars of Wei et al. (2022), as used by the
             field's reference GSM8K CoT evaluation: "Q: ...\\nA: ... The answer is N."
             joined by blank lines, ending in "Q: {question}\\nA:".
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from mathtune.config import EVAL_PROMPTS
 from mathtune.core.errors import MathtuneError
+from mathtune.task.answers import HASH_FORM, form_pattern
 from mathtune.task.data import Problem
 
 # Worded so that small instruct models work before they answer. Measured on the first 16
@@ -32,6 +34,11 @@ CHAT_INSTRUCTION = (
     "Solve the math problem below. Explain your reasoning step by step. After the reasoning, "
     "end with a line of the form '#### <number>' that gives the final answer."
 )
+
+
+def chat_instruction(answer_form: str = HASH_FORM) -> str:
+    """The chat prompt's instruction, asking for the answer in the training data's form."""
+    return CHAT_INSTRUCTION.replace("'#### <number>'", f"'{form_pattern(answer_form)}'")
 
 # ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
 # templates render the same turns.
@@ -102,13 +109,24 @@ STOP_STRINGS = {
 }
 # What each format is, as the protocol line of a summary and the report state it.
 DESCRIPTIONS = {
-    "chat": "zero-shot chat template, asks for '#### N'",
+    "chat": "zero-shot chat template, asks for '#### N'",  # the form asked for: describe_prompt
     "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
     "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
     "chat-verify": "zero-shot chat template, then a second turn asking the model to check its work; "
                    "scored on the final turn",
 }
 assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every prompt named in config has its format here"
+
+
+
+def describe_prompt(kind: str, answer_form: str = HASH_FORM) -> str:
+    """DESCRIPTIONS[kind], naming the answer form a chat prompt asks for when it is the training
+    data's own rather than GSM8K's."""
+    if kind in ("chat", "chat-verify") and answer_form != HASH_FORM:
+        return (DESCRIPTIONS[kind].replace("'#### N'", f"'{answer_form}'") if kind == "chat" else DESCRIPTIONS[kind]
+                ) + f"; answers asked for as '{answer_form}', the training data's answer form"
+    return DESCRIPTIONS[kind]
+
 
 _CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
@@ -124,10 +142,11 @@ class PromptBuilder:
     kind: str
     fewshot: tuple[Problem, ...] = ()
     date: str | None = None
+    answer_form: str = HASH_FORM  # what the chat instruction asks for (task.answers)
 
     def render(self, question: str, tokenizer=None) -> str:
         if self.kind in CHAT_KINDS:  # chat-verify's first turn is the chat prompt
-            return render_chat_prompt(question, tokenizer, self.date)
+            return render_chat_prompt(question, tokenizer, self.date, self.answer_form)
         if self.kind == "cot8":
             shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
             return "\n\n".join(shots + [f"Q: {question}\nA:"])
@@ -169,10 +188,10 @@ def ensure_chat_template(tokenizer) -> None:
                         "(eval.prompt / data.prompt), or a tokenizer that has a chat template")
 
 
-def chat_messages(question: str) -> list[dict[str, str]]:
+def chat_messages(question: str, answer_form: str = HASH_FORM) -> list[dict[str, str]]:
     """The conversation of the chat prompt: one user turn. No system turn, so templates that
     refuse one (Gemma's) or fold it into the first user turn (Mistral's) render it as written."""
-    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
+    return [{"role": "user", "content": f"{chat_instruction(answer_form)}\n\nProblem: {question}"}]
 
 
 # The self-check turn of the chat-verify prompt: asked after the model's first answer, in the
@@ -235,17 +254,19 @@ def render_chat(messages: list[dict[str, str]], tokenizer, date: str | None, *,
                                              date_string=day.strftime(DATE_STRING_FORMAT))
 
 
-def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None) -> str:
+def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None,
+                       answer_form: str = HASH_FORM) -> str:
     """The chat-verify prompt's second turn: the first exchange, then the check request."""
-    messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
-                                          {"role": "user", "content": VERIFY_INSTRUCTION}]
+    verify = VERIFY_INSTRUCTION.replace("'#### <number>'", f"'{form_pattern(answer_form)}'")
+    messages = chat_messages(question, answer_form) + [{"role": "assistant", "content": first_answer},
+                                                       {"role": "user", "content": verify}]
     return render_chat(messages, tokenizer, date)
 
 
-def render_chat_prompt(question: str, tokenizer, date: str | None = None) -> str:
+def render_chat_prompt(question: str, tokenizer, date: str | None = None, answer_form: str = HASH_FORM) -> str:
     if tokenizer is None:
         raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
-    return render_chat(chat_messages(question), tokenizer, date)
+    return render_chat(chat_messages(question, answer_form), tokenizer, date)
 
 
 class NoCleanBoundary(MathtuneError):
@@ -253,7 +274,8 @@ class NoCleanBoundary(MathtuneError):
 
 
 def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
-                  solution: str | None = None, fewshot: tuple[Problem, ...] = ()) -> tuple[str, str]:
+                  solution: str | None = None, fewshot: tuple[Problem, ...] = (),
+                  answer_form: str = HASH_FORM) -> tuple[str, str]:
     """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
     solution (the gold one unless given) as the model should continue it. For a chat prompt
     the answer is the rest of the conversation as the template renders it, turn end included,
@@ -261,10 +283,10 @@ def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str 
     solution after the space the exemplars put after 'A:' / 'Answer:'. plain5's exemplars
     (`fewshot`) are those evaluation draws."""
     solution = clean_solution(problem.answer) if solution is None else solution
-    prompt = PromptBuilder(kind, fewshot, date).render(problem.question, tokenizer)
+    prompt = PromptBuilder(kind, fewshot, date, answer_form).render(problem.question, tokenizer)
     if kind not in CHAT_KINDS:
         return prompt, " " + solution
-    conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]
+    conversation = chat_messages(problem.question, answer_form) + [{"role": "assistant", "content": solution}]
     whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False)
     if not whole.startswith(prompt):
         name = getattr(tokenizer, "name_or_path", "") or "this model"
@@ -299,11 +321,11 @@ def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple
 
 
 def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42,
-                        date: str | None = None) -> PromptBuilder:
+                        date: str | None = None, answer_form: str = HASH_FORM) -> PromptBuilder:
     if kind not in EVAL_PROMPTS:
         raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
     if kind == "plain5":
         if train is None:
             raise ValueError("plain5 needs the train split for its exemplars")
-        return PromptBuilder(kind, draw_fewshot(train, seed), date)
-    return PromptBuilder(kind, date=date)
+        return PromptBuilder(kind, draw_fewshot(train, seed), date, answer_form)
+    return PromptBuilder(kind, date=date, answer_form=answer_form)

@@ -27,6 +27,7 @@ from mathtune.task.data import Problem
 from mathtune.task.prompts import CHAT_KINDS, DATE_STRING_FORMAT, chat_messages, ensure_chat_template, \
     make_prompt_builder, template_date
 from mathtune.task.score import extract_strict, numbers_equal
+from mathtune.task.training_set import training_answer_form
 from mathtune.train.trainer import trainer_arguments
 
 
@@ -91,7 +92,8 @@ def prompt_rows(config: Config, tokenizer, problems: list[Problem]) -> list[dict
     with the tokenizer's BOS, as evaluation feeds it."""
     if config.data.prompt in CHAT_KINDS:
         ensure_chat_template(tokenizer)
-        return [{"prompt": chat_messages(p.question), "gold": p.gold} for p in problems]
+        form = training_answer_form(config)  # the form the evaluation's chat prompt asks for
+        return [{"prompt": chat_messages(p.question, form), "gold": p.gold} for p in problems]
     builder = make_prompt_builder(config.data.prompt, train=problems, seed=config.seed)
     return [{"prompt": builder.render(p.question, tokenizer), "gold": p.gold} for p in problems]
 
