@@ -1,0 +1,84 @@
+"""A user's own data as it comes: MetaMathQA-style records trained as written, evaluated on
+another source, the prompt asking for the training data's answer form; a mix trained alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import tiny_train_config
+
+from mathtune.core.errors import MathtuneError
+
+
+def metamath_folder(small_data_dir: Path, out: Path, *, boxed_every: int = 0) -> Path:
+    """small_data_dir's train split as MetaMathQA writes it: fields query/response, each
+    response ending 'The answer is: N.' (every boxed_every-th ending in \\boxed{N} instead)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, line in enumerate((small_data_dir / "train.jsonl").read_text().splitlines()):
+        r = json.loads(line)
+        work, number = r["answer"].rsplit("####", 1)
+        ending = f"\\boxed{{{number.strip()}}}" if boxed_every and i % boxed_every == 0 else \
+            f"The answer is: {number.strip()}."
+        rows.append({"query": r["question"], "response": f"{work.strip()}\n{ending}"})
+    (out / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
+
+
+def own_config(tiny_model_dir, small_data_dir, tmp_path, *overrides):
+    own = metamath_folder(small_data_dir, tmp_path / "own", boxed_every=4)
+    return tiny_train_config(tiny_model_dir, own, "data.fields.question=query", "data.fields.answer=response",
+                             f"eval.source={small_data_dir}", "eval.fields={question: question, answer: answer}",
+                             *overrides)
+
+
+def test_own_data_trains_as_written_and_evaluates_on_another_source(tmp_path, tiny_model_dir, small_data_dir):
+    from mathtune.evaluation.request import EvalRequest, load_problems, protocol_text
+    from mathtune.models.load import load_tokenizer
+    from mathtune.task.training_set import training_set
+    from mathtune.train.trainer import gold_examples
+
+    config = own_config(tiny_model_dir, small_data_dir, tmp_path)
+    data = training_set(config)
+    assert data.forms == {"The answer is: N": 12, "\\boxed{N}": 4}  # 16 problems (train_limit), 1 in 4 boxed
+    assert all(p.answer.endswith(("." , "}")) and "####" not in p.answer for p in data.train)  # as written
+    request = EvalRequest.from_config(config)
+    assert request.data == str(small_data_dir) and request.answer_form == "The answer is: N"
+    problems, builder = load_problems(request)
+    assert len(problems) == 24 and problems[0].form == "#### N"  # GSM8K's own test records
+    tok = load_tokenizer(str(tiny_model_dir))
+    prompt = builder.render(problems[0].question, tok)
+    assert "'The answer is: <number>'" in prompt and "####" not in prompt
+    # Training feeds the same prompt text the evaluation renders, then the solution as written.
+    example = gold_examples(config, tok, data.train[:1], ())[0]
+    assert tok.decode(example.prompt_ids).count("The answer is: <number>") == 1
+    assert "answers asked for as 'The answer is: N', the training data's answer form" in protocol_text(request, 24)
+    # The request remembers the form: a GSM8K-form evaluation is another evaluation.
+    assert request.identity()["answer_form"] == "The answer is: N"
+    assert "answer_form" not in EvalRequest.from_config(tiny_train_config(tiny_model_dir, small_data_dir)).identity()
+
+
+def test_without_eval_source_the_test_split_uses_data_fields(tmp_path, tiny_model_dir, small_data_dir):
+    from mathtune.evaluation.request import EvalRequest, load_problems
+
+    own = metamath_folder(small_data_dir, tmp_path / "own")
+    config = tiny_train_config(tiny_model_dir, own, "data.fields.question=query", "data.fields.answer=response")
+    with pytest.raises(MathtuneError, match="data file not found: .*own/test.jsonl"):
+        load_problems(EvalRequest.from_config(config))
+
+
+def test_a_mix_may_train_alone(tmp_path, tiny_model_dir, small_data_dir):
+    from mathtune.config import load_config
+    from mathtune.task.training_set import training_set
+
+    own = metamath_folder(small_data_dir, tmp_path / "own")
+    mix = f"data.mix=[{{source: {own / 'train.jsonl'}, fields: {{question: query, answer: response}}, weight: 0.5}}]"
+    config = tiny_train_config(tiny_model_dir, small_data_dir, "data.train_limit=0", mix)
+    data = training_set(config)
+    assert len(data.train) == 30 and all(p.id.startswith("mix0:") for p in data.train)
+    assert len(data.val) == 4  # ceil(30 * 0.1 / 0.9): in proportion to the mix's examples
+    assert [s["examples"] for s in data.sources] == [0, 30]
+    with pytest.raises(MathtuneError, match="train_limit 0 trains on data.mix alone"):
+        load_config(None, ["data.train_limit=0"])
