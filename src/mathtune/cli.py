@@ -32,6 +32,7 @@ from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import this_process
 from mathtune.core.runfiles import check_output_folder
+from mathtune.core.stats import counted
 from mathtune.core.terminal import say
 from mathtune.demo import run_demo
 from mathtune.evaluation.regression import EXTRA_FOLDER, ExtraSpec, check_extra, extra_finished, run_extra_tasks
@@ -409,7 +410,7 @@ def _cmd_score(args) -> None:
     for name, figures in (s.get("lm_eval") or {}).items():
         differ = figures.get("exact_match_differ")
         print(f"lm-eval {name}: exact_match {figures.get('exact_match')}"
-              + (f", differs from mathtune's {figures.get('compared_with')} on {differ} problems" if differ is not None else ""))
+              + (f", differs from mathtune's {figures.get('compared_with')} on {counted(differ, 'problem')}" if differ is not None else ""))
     print(f"scored lines: {s['out']}")
 
 

@@ -28,6 +28,7 @@ from mathtune.models.load import attach_adapter, check_adapter_folder, load_mode
 from mathtune.plan import format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
+from mathtune.task.training_set import training_set
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
 from mathtune.task.prompts import NoCleanBoundary
 from mathtune.train.run import run_train
@@ -174,8 +175,11 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
 
 
 def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
-    """Every check a run can make before hours of work, each once: the model settings,
+    """Every check a run can make before hours of work, each once: the training and test data
+    (a bad record is said here once, not by the plan and again by training), the model settings,
     lm-eval's tasks, finished evaluations of other settings and a hand-edited analysis.json."""
+    training_set(config)
+    load_problems(EvalRequest.from_config(config))  # the test data too, before hours of training
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
         check_extra(ExtraSpec.from_config(config.eval))

@@ -23,6 +23,7 @@ from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_label, quantization_label
 from mathtune.core.runfiles import read_eval_records, read_json
+from mathtune.core.stats import counted, signed
 from mathtune.core.terminal import duration
 from mathtune.task.variants import PROBE_SUFFIX
 
@@ -79,7 +80,7 @@ def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
         return f"{MISSING} (no common problems)"
     s = paired["strict"]
     lo, hi = s["ci95_pp"]
-    return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
+    return (f"{signed(s['difference_pp'])} [{signed(lo)}, {signed(hi)}], p {s['mcnemar_p_display']}, "
             f"+{s['improved']}/-{s['regressed']} of {paired['n_paired']}")
 
 
@@ -88,7 +89,8 @@ def _probe_cell(probe: dict, kind: str, model: str) -> str:
     if not m:
         return MISSING
     lo, hi = m["gap"]["ci95_points"]
-    return f"{m['gap']['points']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {m['mcnemar_p']:.3f}, {m['problems']} problems"
+    return (f"{signed(m['gap']['points'])} [{signed(lo)}, {signed(hi)}], p {m['mcnemar_p']:.3f}, "
+            f"{counted(m['problems'], 'problem')}")
 
 
 def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
@@ -103,7 +105,7 @@ def _recipe_cell(recipe: dict) -> str:
     if method == "rft" and recipe["rft"].get("available"):
         r = recipe["rft"]
         return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
-                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {r['problems']} problems "
+                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {counted(r['problems'], 'problem')} "
                 "had a correct sample")
     if method == "grpo" and recipe["grpo"].get("available"):
         g = recipe["grpo"]

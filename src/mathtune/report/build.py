@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.core.stats import counted
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
 from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
@@ -25,6 +26,16 @@ from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWAR
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
+from mathtune.task.answers import forms_text
+
+
+def answer_forms_sentence(forms: dict, asked: str | None) -> str:
+    """How the training answers state their final number, and the form the chat prompt asked for."""
+    text = f"Training answers, by how they state the final number: {forms_text(forms)}."
+    if asked:
+        text += (f" The chat prompt asked for '{asked}', the training data's form, in training and evaluation "
+                 "(the strict score accepts every stated form).")
+    return text
 
 
 def training_blocks(training: dict, figures: set[str]) -> list:
@@ -38,6 +49,8 @@ def training_blocks(training: dict, figures: set[str]) -> list:
         blocks.append(Table(["training source", "split", "weight", "problems", "examples taken"],
                             [[s["source"], s["split"], show(s["weight"]), show(s["problems"]), show(s["examples"])]
                              for s in training["data_sources"]]))
+    if training.get("answer_forms"):
+        blocks.append(Para(answer_forms_sentence(training["answer_forms"], training.get("prompt_answer_form"))))
     blocks.append(Table(
         ["", "train loss", "validation loss"],
         [
@@ -176,7 +189,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             prow,
         ))
         blocks.append(Para(
-            f"{paired_verdict_text(paired)} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
+            f"{paired_verdict_text(paired)} Paired on {counted(paired['n_paired'], 'problem')} joined on '{paired['joined_on']}'; "
             f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
         ))
     else:
