@@ -26,7 +26,20 @@ from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWAR
 from mathtune.report.figures import FIGURE_NAMES, make_figures
 from mathtune.report.followup_sections import followup_blocks, followup_figures, renamed_people_blocks
 from mathtune.report.render import render_html, render_markdown
-from mathtune.task.answers import forms_text
+
+
+def reused_sentence(name: str, reused: dict) -> str:
+    """Where a reused evaluation came from (analysis.benchmark's reused_from)."""
+    return (f"The {name} evaluation was reused, not decoded again: the run {show(reused.get('made_in'))} made it "
+            f"({show(reused.get('made'))}) with the same model content, problems, prompt, decoding settings, limit "
+            f"and mathtune version, and it is kept in the cache ({show(reused.get('cache'))}). Its time and speed "
+            "figures are that run's.")
+
+
+def forms_text(forms: dict) -> str:
+    """"'The answer is: N' 180, '\\boxed{N}' 20": the forms found, most common first."""
+    ordered = sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"'{f}' {n}" if " N" in f or "{N}" in f else f"{f} {n}" for f, n in ordered)
 
 
 def answer_forms_sentence(forms: dict, asked: str | None) -> str:
@@ -160,6 +173,9 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Protocol: {benchmark['protocol']}."))
     if not benchmark["same_protocol"]:
         blocks.append(Para("Warning: the models were evaluated under different protocols; their accuracies are not comparable."))
+    for name, m in benchmark["models"].items():
+        if m.get("reused_from"):
+            blocks.append(Para(reused_sentence(name, m["reused_from"])))
     rows = []
     for name, m in benchmark["models"].items():
         rows.append([

@@ -82,9 +82,3 @@ def prompt_form(forms: Counter | dict) -> str:
 def form_pattern(form: str) -> str:
     """How a prompt writes a form: '#### N' -> '#### <number>'."""
     return form.replace("N", "<number>") if form in STATED_FORMS else HASH_FORM.replace("N", "<number>")
-
-
-def forms_text(forms: dict) -> str:
-    """'The answer is: N' 180, '\\boxed{N}' 20': the forms found, most common first."""
-    ordered = sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ", ".join(f"'{f}' {n}" if f in STATED_FORMS else f"{f} {n}" for f, n in ordered)
