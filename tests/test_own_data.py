@@ -54,7 +54,7 @@ def test_own_data_trains_as_written_and_evaluates_on_another_source(tmp_path, ti
     # Training feeds the same prompt text the evaluation renders, then the solution as written.
     example = gold_examples(config, tok, data.train[:1], ())[0]
     assert tok.decode(example.prompt_ids).count("The answer is: <number>") == 1
-    assert "answers asked for as 'The answer is: N', the training data's answer form" in protocol_text(request, 24)
+    assert "asks for 'The answer is: N', the training data's answer form" in protocol_text(request, 24)
     # The request remembers the form: a GSM8K-form evaluation is another evaluation.
     assert request.identity()["answer_form"] == "The answer is: N"
     assert "answer_form" not in EvalRequest.from_config(tiny_train_config(tiny_model_dir, small_data_dir)).identity()

@@ -229,7 +229,11 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
     rows.append(["adapter (variant, rank, alpha, target modules)", *(_adapter_cell(r) for r in runs)])
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
     rows += _training_rows(runs)
-    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values()) for r in runs]
+    # A base evaluation reused from the cache (evaluation.base_cache) took this run no time.
+    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values() if not s.get("reused_from"))
+                    for r in runs]
+    if any((r["evals"].get("base") or {}).get("reused_from") for r in runs):
+        rows.append(["base evaluation", *(_base_made_cell(r) for r in runs)])
     rows.append(["evaluation wall time", *(duration(e) for e in eval_seconds)])
     rows.append([
         "total wall time",
@@ -247,6 +251,14 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
         "wall_time_s")} for m, s in r["evals"].items()}} for r in runs]
     return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw,
             "verdicts": pair_verdicts(runs)}
+
+
+def _base_made_cell(r: dict) -> str:
+    base = r["evals"].get("base")
+    if base is None:
+        return MISSING
+    reused = base.get("reused_from")
+    return f"reused from the cache (made by {Path(str(reused.get('made_in'))).name})" if reused else "decoded here"
 
 
 def _train_value(r: dict, key: str, fmt=str) -> str:

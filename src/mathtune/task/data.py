@@ -268,7 +268,11 @@ def load_source_split(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -
     """The raw 'train' or 'test' split of a source."""
     source = resolve_source(source)
     if _looks_local(source):
-        return read_jsonl_problems(_source_file(source, split, fmt), split, fmt)
+        path = _source_file(source, split, fmt)
+        if split == "test" and not path.is_file():
+            raise MathtuneError(f"data file not found: {path} (a run evaluates on its data's test split unless "
+                                "eval.source names other data, e.g. a folder holding GSM8K's test.jsonl)")
+        return read_jsonl_problems(path, split, fmt)
     return _load_hub(source, fmt.test_split if split == "test" else split, fmt)
 
 

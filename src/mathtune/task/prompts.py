@@ -122,9 +122,10 @@ assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every promp
 def describe_prompt(kind: str, answer_form: str = HASH_FORM) -> str:
     """DESCRIPTIONS[kind], naming the answer form a chat prompt asks for when it is the training
     data's own rather than GSM8K's."""
-    if kind in ("chat", "chat-verify") and answer_form != HASH_FORM:
-        return (DESCRIPTIONS[kind].replace("'#### N'", f"'{answer_form}'") if kind == "chat" else DESCRIPTIONS[kind]
-                ) + f"; answers asked for as '{answer_form}', the training data's answer form"
+    if kind == "chat" and answer_form != HASH_FORM:
+        return f"zero-shot chat template, asks for '{answer_form}', the training data's answer form"
+    if kind == "chat-verify" and answer_form != HASH_FORM:
+        return DESCRIPTIONS[kind] + f"; asks for '{answer_form}', the training data's answer form"
     return DESCRIPTIONS[kind]
 
 
