@@ -29,7 +29,7 @@ def test_side_by_side_table(tmp_path, gsm8k_dir):
     # two made-up wrong answers happen to score right: 5 improved, 3 regressed. Base 8/24 on the
     # demo problems: 5 improved, 1 regressed.
     paired = {"gsm8k": "+8.3 [-12.5, +29.2], p 0.727, +5/-3 of 24",
-              "demo": "+16.7 [+0.0, +37.5], p 0.219, +5/-1 of 24"}["demo" if gsm8k_dir == DEMO_PROBLEMS else "gsm8k"]
+              "demo": "+16.7 [0.0, +37.5], p 0.219, +5/-1 of 24"}["demo" if gsm8k_dir == DEMO_PROBLEMS else "gsm8k"]
     assert f"| tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed) | {paired} | {paired} |" in lines
 
 
