@@ -67,7 +67,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     if config.eval.probe is not None:
         problems, _ = load_problems(base_req)
         ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
-                        source=config.data.source, overwrite=overwrite, kinds=config.eval.probe.kinds)
+                        source=base_req.data, overwrite=overwrite, kinds=config.eval.probe.kinds)
     # One load for both: with model.quantization the tuned model is this same quantized base with
     # the adapter beside it (attach_adapter merges only into float32 weights).
     model, tokenizer = load_model(config.model,

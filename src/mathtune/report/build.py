@@ -445,7 +445,8 @@ def summary_blocks(analysis: dict) -> list:
 def report_blocks(analysis: dict, figures: set[str]) -> list:
     run = analysis["run"]
     blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
-    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
+    evaluated = f" Evaluated on: {show(run['eval_source'])}." if run.get("eval_source") else ""
+    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}.{evaluated}"))
     blocks += summary_blocks(analysis)
     blocks.append(Contents())
     blocks.append(Heading(2, "What ran"))
