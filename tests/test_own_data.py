@@ -82,3 +82,43 @@ def test_a_mix_may_train_alone(tmp_path, tiny_model_dir, small_data_dir):
     assert [s["examples"] for s in data.sources] == [0, 30]
     with pytest.raises(MathtuneError, match="train_limit 0 trains on data.mix alone"):
         load_config(None, ["data.train_limit=0"])
+
+
+def test_the_base_evaluation_cache_is_keyed_by_content(tmp_path, tiny_model_dir, small_data_dir, monkeypatch):
+    """Kept once, reused for the same model content (at another path too) and settings; a model
+    with one byte changed, or another limit, is another evaluation."""
+    import shutil
+
+    from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
+    from mathtune.evaluation.records import EvalPaths
+    from mathtune.evaluation.request import EvalRequest
+
+    monkeypatch.setenv("MATHTUNE_BASE_EVALS", str(tmp_path / "cache"))
+    config = tiny_train_config(tiny_model_dir, small_data_dir, "eval.limit=3", "data.prompt_date=2026-12-05")
+    made = EvalPaths.for_name(tmp_path / "a", "base")
+    made.records.parent.mkdir(parents=True)
+    made.records.write_text('{"id": "test-0"}\n')
+    made.summary.write_text(json.dumps({"n": 3, "wall_time_s": 9.0}))
+    request = EvalRequest.from_config(config)
+    kept = keep_base_evaluation(request, made, tmp_path / "a")
+    assert kept is not None and (kept / "key.json").is_file()
+    copy = tmp_path / "copy-of-the-model"
+    shutil.copytree(tiny_model_dir, copy)
+    other = EvalRequest.from_config(tiny_train_config(copy, small_data_dir, "eval.limit=3", "data.prompt_date=2026-12-05"))
+    into = EvalPaths.for_name(tmp_path / "b", "base")
+    summary = reuse_base_evaluation(other, into)
+    assert summary["reused_from"]["made_in"] == str((tmp_path / "a").resolve()) and summary["model"] == str(copy)
+    assert into.records.read_text() == '{"id": "test-0"}\n' and summary["wall_time_s"] == 9.0
+    assert other.differing_settings(json.loads(into.summary.read_text())) == []  # a finished evaluation of this run
+    assert reuse_base_evaluation(replace_limit(other, 2), EvalPaths.for_name(tmp_path / "c", "base")) is None
+    with open(copy / "config.json", "a") as fh:
+        fh.write(" ")
+    assert reuse_base_evaluation(other, EvalPaths.for_name(tmp_path / "d", "base")) is None
+    monkeypatch.setenv("MATHTUNE_BASE_EVALS", "off")
+    assert reuse_base_evaluation(request, EvalPaths.for_name(tmp_path / "e", "base")) is None
+
+
+def replace_limit(request, limit):
+    from dataclasses import replace
+
+    return replace(request, limit=limit)

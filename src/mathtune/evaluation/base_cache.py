@@ -7,8 +7,8 @@ Runs of a sweep (or any two runs) that differ only in training settings evaluate
 model on the same problems under the same prompt and decoding: the same records, byte for byte.
 The key is what decides those records (base_evaluation_key): the model's content (the sha256
 of every file of its folder, or of its .gguf), the problems' text and gold answers (after the
-limit), the prompt and its settings, the decoding settings, the split and limit, and mathtune's
-version. A reused evaluation's summary says where it came from (`reused_from`), and so does the
+limit), the prompt and its settings, the decoding settings, the split and limit, mathtune's
+version, and the device and torch and transformers versions that compute the tokens. A reused evaluation's summary says where it came from (`reused_from`), and so does the
 report. The evaluations are kept in $MATHTUNE_BASE_EVALS, else base-evaluations/ in the mathtune
 cache; MATHTUNE_BASE_EVALS=off neither reuses nor keeps any.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mathtune import __version__
 from mathtune.core.cache import cache_root, read_cache_file
+from mathtune.core.provenance import library_version
 from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.evaluation.records import EvalPaths
 from mathtune.evaluation.request import EvalRequest, load_problems, protocol_text
@@ -32,6 +33,15 @@ from mathtune.task.data import data_identity
 
 FOLDER = "base-evaluations"
 HASHES_FILE = "content-hashes.json"
+ENV = "MATHTUNE_BASE_EVALS"
+
+
+def cache_folder() -> Path | None:
+    """Where base evaluations are kept; None when MATHTUNE_BASE_EVALS is 'off'."""
+    explicit = os.environ.get(ENV)
+    if explicit == "off":
+        return None
+    return Path(explicit) if explicit else cache_root() / FOLDER
 
 
 def _file_sha256(path: Path, memo: dict) -> str:
@@ -49,13 +59,13 @@ def _file_sha256(path: Path, memo: dict) -> str:
     return memo[key]
 
 
-def _local_model_files(name_or_path: str) -> list[Path] | None:
+def _local_model_files(name_or_path: str) -> tuple[Path, list[Path]] | None:
     """The files that make a model: a .gguf file; every file of a local folder (weights, config,
     tokenizer and its chat template); a hub id's files in the local hub cache; None when the
     model is not on this machine."""
     path = Path(os.path.expanduser(name_or_path))
     if path.is_file():
-        return [path]
+        return path.parent, [path]
     if not path.is_dir():
         try:
             from huggingface_hub import snapshot_download
@@ -63,28 +73,40 @@ def _local_model_files(name_or_path: str) -> list[Path] | None:
             path = Path(snapshot_download(name_or_path, local_files_only=True))
         except Exception:  # not cached here, or not a hub id: no key, the evaluation simply runs
             return None
-    return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                        p.relative_to(path).parts))
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                         p.relative_to(path).parts))
+    return (path, files) if files else None
 
 
 def model_content_sha256(name_or_path: str) -> str | None:
-    """sha256 over the model's files (relative name and content hash), None when it is not here."""
-    files = _local_model_files(name_or_path)
-    if not files:
+    """sha256 over the model's files (relative name and content hash), None when it is not here.
+    Each file's hash is remembered in the cache folder (HASHES_FILE) by its path, size and time."""
+    found = _local_model_files(name_or_path)
+    if found is None:
         return None
-    memo_path = cache_root() / HASHES_FILE
+    root, files = found
+    memo_path = cache_folder() / HASHES_FILE
     memo = read_cache_file(memo_path)
     before = len(memo)
-    root = files[0].parent if len(files) == 1 else Path(os.path.commonpath(files))
     digest = hashlib.sha256()
     for f in files:
-        digest.update(f"{f.relative_to(root) if len(files) > 1 else f.name}\x00{_file_sha256(f, memo)}\n".encode())
+        digest.update(f"{f.relative_to(root)}\x00{_file_sha256(f, memo)}\n".encode())
     if len(memo) != before:
         try:
             write_json_atomic(memo_path, memo)
         except OSError:
             pass  # a cache that cannot be written costs the next run a re-hash, never this one
     return digest.hexdigest()
+
+
+def _machine() -> dict:
+    """What else decides greedy tokens: the device (dtype auto is bf16 on a GPU, fp32 on a CPU)
+    and the versions of the libraries that compute them, so a cache shared between machines
+    (MATHTUNE_CACHE on a network folder) never hands one machine's records to another."""
+    import torch
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"device": device, "torch": library_version("torch"), "transformers": library_version("transformers")}
 
 
 def base_evaluation_key(request: EvalRequest) -> dict | None:
@@ -104,19 +126,8 @@ def base_evaluation_key(request: EvalRequest) -> dict | None:
                                          "dtype", "seed", "val_fraction", "trust_remote_code", "quantization",
                                          "prompt_date", "answer_form")}
     inputs = {"model_sha256": model, "data_sha256": data.hexdigest(), "problems": len(problems), **decided,
-              "mathtune": __version__}
+              "mathtune": __version__, **_machine()}
     return {**inputs, "key": hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]}
-
-
-ENV = "MATHTUNE_BASE_EVALS"
-
-
-def cache_folder() -> Path | None:
-    """Where base evaluations are kept; None when MATHTUNE_BASE_EVALS is 'off'."""
-    explicit = os.environ.get(ENV)
-    if explicit == "off":
-        return None
-    return Path(explicit) if explicit else cache_root() / FOLDER
 
 
 def _folder(key: dict) -> Path:
