@@ -185,10 +185,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# Known data sets' published splits, recognised by their text rather than their bytes or field
-# names: sha256 over "question NUL gold number NEWLINE" per problem, in file order. So a copy
-# written with other JSON spacing, other field names or its answers in another stated form is
-# still recognised; a subset, an edit or other problems is not.
+# Known data sets' published splits (GSM8K: openai/grade-school-math, 7,473 train and 1,319 test
+# problems), recognised by their text rather than their bytes or field names: sha256 over
+# "question NUL gold number NEWLINE" per problem, in file order. So a copy written with other
+# JSON spacing, other field names or its answers in another stated form is still recognised; a
+# subset, an edit or other problems is not.
 KNOWN_SETS = {
     "7cfbcccc1047de8e6c13b487be9108b74e8d24d28229e787463090e6bd312bd6": ("GSM8K", "train"),
     "cc309d35b75ab0b1d11fd93617c71ef0b34b0b749825986397c199a26c4dd0b6": ("GSM8K", "test"),
