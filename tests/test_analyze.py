@@ -223,6 +223,20 @@ def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, g
     text = path.read_text()
     assert "NaN" not in text
     training = json.loads(text)["training"]
+    # A NaN loss is a divergence: said with its step, and no curve or table of the broken run.
+    assert not training["available"] and training["diverged"]["step"] == 101
+    assert "curves" not in training
+    from mathtune.report.build import build_report
+
+    assert "diverged at step 101" in build_report(run)[-2].read_text()
+
+
+def test_missing_values_do_not_break_the_analysis(tmp_path, gsm8k_dir):
+    run = write_run(tmp_path, gsm8k_dir)
+    with (run / "train" / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 102, "loss": 0.5}\n')
+    (run / "train" / "summary.json").write_text("{}")
+    training = json.loads(run_analysis(run).read_text())["training"]
     assert training["curves"]["train"]["step"][-1] == 102
     assert training["cost_usd"] is None and training["best_step"] is None
     from mathtune.report.build import build_report
