@@ -100,7 +100,7 @@ def session_timing(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
-              device: str, dtype: str, attention: str | None = None) -> dict:
+              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> dict:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
     identity = data_identity(request.data, request.split, request.data_format)
@@ -116,7 +116,7 @@ def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_
         "dtype": dtype,
         "attention": attention,
         "protocol": protocol_text(request, n, identity["name"]),
-        **request.summary_identity(),
+        **request.summary_identity(home),
         "data_name": identity["name"],
         "data_identity": identity,
     }
@@ -139,6 +139,12 @@ class EvalPaths:
         return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
                    d / f"{name}.partial.json")
 
+    @property
+    def home(self) -> Path:
+        """The folder this evaluation writes into (OUT of OUT/eval/, a run folder): paths inside
+        it are recorded relative to it (EvalRequest.identity)."""
+        return self.records.parent.parent
+
     def partial_for_rank(self, rank: int) -> Path:
         """Each process of a sharded evaluation appends to a file of its own."""
         return self.partial.with_name(self.partial.name.removesuffix(".jsonl") + f".rank{rank}.jsonl")
@@ -155,7 +161,7 @@ def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
     summary = read_json(paths.summary)
-    return None if request.differing_settings(summary) else summary
+    return None if request.differing_settings(summary, paths.home) else summary
 
 
 def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
@@ -167,7 +173,7 @@ def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
         summary = json.loads(paths.summary.read_text())
     except ValueError:
         return ["(unreadable summary)"]
-    return request.differing_settings(summary)
+    return request.differing_settings(summary, paths.home)
 
 
 def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:
