@@ -128,7 +128,7 @@ def disk_full_message(err: BaseException, folder: Path | None = None) -> str:
     written = _file_being_written(err, folder)
     where = f" writing {written}" if written else ""
     free = free_bytes(written or folder or Path.cwd())
-    return (f"no space left on the disk{where} ({size_text(free)} free there); make room, or copy the folder to "
+    return (f"No space left on device{where} ({size_text(free)} free there); make room, or copy the folder to "
             "a disk with room, and run the same command again (with --out at the copy): it resumes where it "
             "stopped")
 
