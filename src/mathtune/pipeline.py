@@ -65,7 +65,8 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
                   ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
-    todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
+    todo = [(name, req) for name, req in stages
+            if finished_summary(EvalPaths.for_name(run_dir, name), req, say_torn=False) is None]
     spec = None
     if config.eval.extra:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
         spec = ExtraSpec.from_config(config.eval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from functools import lru_cache
 from importlib import metadata
@@ -78,18 +79,25 @@ def adapter_sha256(adapter_dir: str | Path) -> str | None:
     files = [Path(adapter_dir) / name for name in ADAPTER_CONTENT]
     try:
         stamps = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    except OSError:
+        return _hash_files(stamps)
+    except (OSError, ValueError):
         return None
-    return _hash_files(stamps)
 
 
 @lru_cache(maxsize=16)
 def _hash_files(stamps: tuple) -> str:
     """Keyed by path, size and modification time: an adapter is hashed once per process, and
-    again whenever it is rewritten."""
+    again whenever it is rewritten. The settings are hashed as parsed: PEFT writes the target
+    modules it expanded 'all-linear' to in an order that changes from one process to the next."""
     digest = hashlib.sha256()
     for path, _, _ in stamps:
         digest.update(Path(path).name.encode() + b"\0")
+        if path.endswith(".json"):
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+            if isinstance(settings.get("target_modules"), list):
+                settings["target_modules"] = sorted(settings["target_modules"])
+            digest.update(json.dumps(settings, sort_keys=True).encode())
+            continue
         with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)

@@ -20,6 +20,7 @@ from pathlib import Path
 from mathtune.config import saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
+from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
 from mathtune.models.generate import Generation
@@ -156,11 +157,17 @@ class EvalPaths:
         return [f for f in found if f.is_file()]
 
 
-def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
-    """The summary of an already finished evaluation of the same request, else None."""
+def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> dict | None:
+    """The summary of an already finished evaluation of the same request, else None (also for a
+    summary cut short, which is said unless say_torn is off: a caller only looking ahead)."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
-    summary = read_json(paths.summary)
+    try:
+        summary = read_json(paths.summary)
+    except MathtuneError as err:  # cut short (a power cut after its rename): the evaluation is made again
+        if say_torn:
+            say(f"{err}: evaluated again")
+        return None
     return None if request.differing_settings(summary, paths.home) else summary
 
 
@@ -172,7 +179,7 @@ def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
     try:
         summary = json.loads(paths.summary.read_text())
     except ValueError:
-        return ["(unreadable summary)"]
+        return []  # cut short or damaged: nothing to compare, the evaluation is made again (finished_summary)
     return request.differing_settings(summary, paths.home)
 
 

@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.processes import Process, this_process
-from mathtune.core.provenance import describe_adapter, library_versions
+from mathtune.core.provenance import ADAPTER_CONTENT, describe_adapter, library_versions
 from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
@@ -281,7 +281,7 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh', without writing anything. A folder holding another
     config's training is an error unless overwrite is set."""
     config = with_prompt_date(config, run_dir)  # an unset date is the one the folder holds
-    adapter_done = whole(run_dir / "adapter" / "adapter_model.safetensors")
+    adapter_done = all(whole(run_dir / "adapter" / name) for name in ADAPTER_CONTENT)
     summary_done = whole(run_dir / "train" / "summary.json")
     has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()
     saved = run_dir / "config.yaml"
