@@ -288,3 +288,23 @@ def test_a_finished_run_moved_elsewhere_reuses_every_stage(reference, tmp_path, 
     said = capsys.readouterr().out
     assert "training already finished" in said and "eval: base, tuned already finished" in said
     assert outcome(moved) == reference[1] and (moved / "report.md").is_file()
+
+
+def test_the_free_space_check_refuses_what_does_not_fit_and_warns_when_close(tmp_path, monkeypatch, capsys):
+    import mathtune.pipeline as pipeline
+
+    plan = {"disk_bytes": {"adapter": 40_000, "checkpoints": 600_000, "records": 60_000, "report_and_logs": 300_000,
+                           "total": 1_000_000, "checkpoint": 200_000, "checkpoints_at_once": 3}}
+    run = tmp_path / "run"
+    for free, refused, warned in ((900_000, True, False), (1_200_000, False, True), (2_000_000, False, False)):
+        monkeypatch.setattr(pipeline, "free_bytes", lambda path: free)
+        if refused:
+            with pytest.raises(pipeline.MathtuneError, match=r"about 1\.0 MB more .* and 900 KB is free"):
+                pipeline.check_free_space(plan, run)
+        else:
+            pipeline.check_free_space(plan, run)
+        assert ("close to full" in capsys.readouterr().out) == warned
+    run.mkdir()
+    (run / "held").write_bytes(b"\0" * 300_000)  # a resumed run: what its folder holds is written already
+    monkeypatch.setattr(pipeline, "free_bytes", lambda path: 900_000)
+    pipeline.check_free_space(plan, run)
