@@ -308,3 +308,17 @@ def test_the_free_space_check_refuses_what_does_not_fit_and_warns_when_close(tmp
     (run / "held").write_bytes(b"\0" * 300_000)  # a resumed run: what its folder holds is written already
     monkeypatch.setattr(pipeline, "free_bytes", lambda path: 900_000)
     pipeline.check_free_space(plan, run)
+
+
+def test_a_run_log_line_the_disk_cannot_take_prints_no_traceback(tmp_path, capsys):
+    import logging
+
+    from mathtune.core.terminal import run_log
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with run_log(tmp_path) as handler:
+        handler.stream = type("FullDisk", (), {"write": full, "flush": lambda self: None, "close": lambda self: None})()
+        logging.getLogger("transformers").warning("a line for run.log")
+    assert capsys.readouterr().err == ""
