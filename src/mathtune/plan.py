@@ -446,6 +446,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "name": config.name,  # the report's title and the run folder's default name
         "device": device,
         "world_size": world_size,
+        # What the model is asked, as every summary of the run states it (evaluation.request.protocol_text).
+        "prompts": {"train": config.data.prompt, "eval": config.eval.prompt, "thinking": config.model.thinking},
         "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
                  "validation": {**_stats(val_len), "dropped_over_max_length": len(val_len) - len(kept_val)},
                  "test_problems": len(test), "max_length": limit},
@@ -629,6 +631,8 @@ def format_plan(plan: dict) -> str:
         f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
         f"  data       train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length {d['max_length']}, "
         f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
+        f"  prompts    training {plan['prompts']['train']}, evaluation {plan['prompts']['eval']}; template thinking "
+        f"{plan['prompts']['thinking']}",
         f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
         f"max {tr['max']}",
         f"  steps      {plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "

@@ -153,7 +153,9 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             name, show(m["model"]) + (f" + {m['adapter']}" if m.get("adapter") else ""), show(m["n"]),
             f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}",
             f"{show_pct(m['flexible']['accuracy_pct'])} {show_interval(m['flexible']['ci95_pct'])}",
-            show(m["truncated"]),
+            show(m["truncated"]) + f" (budget {show(m['max_new_tokens'])} tokens"
+            + (f"; {show(m['truncated_in_think'])} still inside a think block" if m.get("truncated_in_think") else "")
+            + ")",
         ])
     blocks.append(Table(
         ["run", "model", "problems", f"exact match, strict ({level}% Wilson)", f"exact match, flexible ({level}% Wilson)",
@@ -404,6 +406,10 @@ def summary_blocks(analysis: dict) -> list:
         blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
                            "max_new_tokens; an estimate, not a bound."))
     verdicts = []
+    if training.get("diverged"):  # first: no figure of this run is a finished training's
+        d = training["diverged"]
+        verdicts.append(f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there "
+                        "and no adapter was kept from it.")
     if training.get("available") and training.get("trend", {}).get("verdict"):
         verdicts.append(f"Training trend: {training['trend']['verdict']}.")
     if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
