@@ -18,6 +18,9 @@ FULL_GSM8K_MISSING = f"needs the full GSM8K test set, not found at {SHARED_GSM8K
 # The rates the tests' tiny runs reach go to a file of the session's, never to the user's cache,
 # where the next plan on this machine would read them.
 os.environ["MATHTUNE_RATES"] = os.path.join(tempfile.mkdtemp(prefix="mathtune-rates-"), "measured_rates.json")
+# Nor are base evaluations kept or reused across tests (each test decodes what it checks); the
+# tests of the cache name a folder of their own.
+os.environ["MATHTUNE_BASE_EVALS"] = "off"
 
 
 def have_full_gsm8k() -> bool:

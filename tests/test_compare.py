@@ -29,7 +29,7 @@ def test_side_by_side_table(tmp_path, gsm8k_dir):
     # two made-up wrong answers happen to score right: 5 improved, 3 regressed. Base 8/24 on the
     # demo problems: 5 improved, 1 regressed.
     paired = {"gsm8k": "+8.3 [-12.5, +29.2], p 0.727, +5/-3 of 24",
-              "demo": "+16.7 [+0.0, +37.5], p 0.219, +5/-1 of 24"}["demo" if gsm8k_dir == DEMO_PROBLEMS else "gsm8k"]
+              "demo": "+16.7 [0.0, +37.5], p 0.219, +5/-1 of 24"}["demo" if gsm8k_dir == DEMO_PROBLEMS else "gsm8k"]
     assert f"| tuned - base, strict, paired (points [95% CI], McNemar p, improved/regressed) | {paired} | {paired} |" in lines
 
 
@@ -65,7 +65,7 @@ def test_methods_side_by_side_paired_on_the_same_problems(tmp_path, gsm8k_dir):
     lines = compare_runs([sft, rft, grpo]).splitlines()
     assert "| method | sft | rft | grpo |" in lines
     row = next(line for line in lines if line.startswith("| tuned - sft tuned, strict, paired |"))
-    assert row.split(" | ")[2].startswith("+0.0 [+0.0, +0.0]") and row.split(" | ")[3].startswith("+8.3 [")
+    assert row.split(" | ")[2].startswith("0.0 [0.0, 0.0]") and row.split(" | ")[3].startswith("+8.3 [")
     assert "+2/-0 of 24" in row
     assert "| base results identical to sft's | - | yes | yes |" in lines
     data = next(line for line in lines if line.startswith("| training data / reward |"))
@@ -151,5 +151,5 @@ def test_compare_shows_the_probe_gap_per_kind(tmp_path, gsm8k_dir):
     numbers = next(line for line in lines if line.startswith("| tuned probe, numbers:"))
     names = next(line for line in lines if line.startswith("| tuned probe, names:"))
     assert numbers.split(" | ")[1].startswith("-50.0 [") and numbers.endswith(" | - |")
-    assert names.split(" | ")[1].startswith("+0.0 [+0.0, +0.0], p 1.000")
+    assert names.split(" | ")[1].startswith("0.0 [0.0, 0.0], p 1.000")
     assert not any(line.startswith("| base probe") and "p " in line for line in lines)

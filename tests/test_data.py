@@ -55,6 +55,8 @@ def test_empty_validation_split_is_an_error():
         ('{"question": "q"}', "'answer'"),
         ('{"question": "", "answer": "#### 3"}', "question"),
         ('{"question": "q", "answer": "no marker"}', "#### N"),
+        ('{"question": "q", "solution": "#### 3"}', "no field 'answer' (the record has 'question', 'solution')"),
+        ('{"question": "q\x01", "answer": "#### 3"}', "Invalid control character at column 16"),
         ('{"question": "q", "answer": "#### lots"}', "not a number"),
         ("[1, 2]", "JSON object"),
     ],
@@ -158,12 +160,14 @@ def test_other_math_sets_through_a_field_mapping(tmp_path):
     assert [(p.id, p.gold, p.answer) for p in problems] == [("chal-1", "51", "#### 51.0"), ("chal-2", "1200", "#### 1,200")]
     ident = data_identity(str(path), "test", fmt)
     assert ident["path"] == str(path) and ident["format"]["question"] == "problem" and "GSM8K" not in ident["name"].split(" (")[0]
-    with pytest.raises(MathtuneError, match="svamp.jsonl:1: missing or empty 'question'"):
+    with pytest.raises(MathtuneError, match=r"svamp.jsonl:1: no field 'question' \(the record has 'id', 'problem', "
+                                            r"'target'\)"):
         load_split(str(path), "test")  # GSM8K's field names do not fit these records
     with pytest.raises(MathtuneError, match="one file, read as a test set"):
         load_split(str(path), "train", fmt=fmt)
     path.write_text(json.dumps({"problem": "q?", "target": "many"}) + "\n")
-    with pytest.raises(MathtuneError, match=r"svamp.jsonl:1: 'target' must be a solution ending in '#### N' or a bare number"):
+    with pytest.raises(MathtuneError, match=r"svamp.jsonl:1: 'target' must be a solution stating its final number "
+                                            r"\('#### N', 'The answer is: N', '\\boxed\{N\}', ...\) or a bare number"):
         load_split(str(path), "test", fmt=fmt)
 
 
@@ -174,3 +178,68 @@ def test_a_folder_split_of_another_name(tmp_path):
     assert load_split(str(tmp_path), "test", fmt=DataFormat(test_split="testmini"))[0].gold == "4"
     with pytest.raises(MathtuneError, match="data file not found"):
         load_split(str(tmp_path), "test")
+
+
+@pytest.mark.parametrize("answer, gold, form", [
+    ("Half of 36 is 18. #### 18", "18", "#### N"),
+    ("She has 3 + 4 = 7 apples. The answer is: 7.", "7", "The answer is: N"),
+    ("So it costs $1,200. The answer is 1,200", "1200", "The answer is N"),
+    ("Adding up, the final answer is -5.", "-5", "The final answer is N"),
+    ("We get $x = 12$, so the area is $\\boxed{12}$.", "12", "\\boxed{N}"),
+    ("42", "42", "bare number"),
+])
+def test_answers_as_data_sets_write_them(tmp_path, answer, gold, form):
+    """Every form the strict scorer takes as a stated answer is a gold answer, read as the
+    scorer reads it; the solution is kept as written (a bare number becomes '#### N')."""
+    from mathtune.task.score import extract_strict
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"query": "q?", "response": answer}) + "\n")
+    from mathtune.task.data import DataFormat
+
+    [problem] = read_jsonl_problems(path, "train", DataFormat(question="query", answer="response"))
+    assert (problem.gold, problem.form) == (gold, form)
+    assert problem.answer == (answer if form != "bare number" else f"#### {answer}")
+    if form != "bare number":
+        assert extract_strict(answer) == gold  # the scorer reads the same number from the same text
+
+
+def test_a_named_final_number_field(tmp_path):
+    from mathtune.task.data import DataFormat
+
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"q": "q?", "sol": "Add them: 3 + 4 = 7 apples.", "num": "7"}) + "\n"
+                    + json.dumps({"q": "r?", "sol": "Twice 4. The answer is 8", "num": 8}) + "\n")
+    fmt = DataFormat(question="q", answer="sol", final="num")
+    a, b = read_jsonl_problems(path, "train", fmt)
+    assert (a.gold, a.form, a.answer) == ("7", "no stated answer", "Add them: 3 + 4 = 7 apples.")
+    assert (b.gold, b.form) == ("8", "The answer is N")
+    path.write_text(json.dumps({"q": "q?", "sol": "s", "num": "seven"}) + "\n")
+    with pytest.raises(MathtuneError, match="'num' \\(fields.final\\) must be a number"):
+        read_jsonl_problems(path, "train", fmt)
+
+
+def test_the_prompt_asks_for_the_training_forms_majority():
+    from mathtune.task.answers import prompt_form
+
+    assert prompt_form({"The answer is: N": 3, "\\boxed{N}": 1}) == "The answer is: N"
+    assert prompt_form({"bare number": 2, "no stated answer": 5}) == "#### N"
+    assert prompt_form({}) == "#### N"
+
+
+def test_gsm8k_recognised_by_its_text_whatever_the_fields(tmp_path):
+    """GSM8K's test problems with the keys renamed and the answers restated are still GSM8K's
+    test split; the same file cut short is not."""
+    from mathtune.task.data import DataFormat, data_identity
+
+    real = Path(__file__).resolve().parents[2] / "shared" / "gsm8k" / "test.jsonl"
+    if not real.is_file():
+        pytest.skip("GSM8K's test split is not beside the repository")
+    rows = [json.loads(x) for x in real.read_text().splitlines() if x.strip()]
+    renamed = tmp_path / "test.jsonl"
+    renamed.write_text("".join(json.dumps({"query": r["question"], "response": r["answer"].replace("####", "The answer is:")})
+                               + "\n" for r in rows))
+    fmt = DataFormat(question="query", answer="response")
+    assert data_identity(str(tmp_path), "test", fmt)["name"] == "GSM8K"
+    renamed.write_text("".join(json.dumps({"query": r["question"], "response": r["answer"]}) + "\n" for r in rows[:-1]))
+    assert data_identity(str(tmp_path), "test", fmt)["name"].startswith("local file")

@@ -240,3 +240,43 @@ def test_a_finished_run_calibrates_the_next_plan_within_a_stated_tolerance(
         assert 1 / CALIBRATED_TOLERANCE <= ratio <= CALIBRATED_TOLERANCE, rows[figure]
         assert rows[figure]["missed_by"]
     assert "| missed by |" in (tmp_path / "second" / "report.md").read_text()
+
+
+@pytest.mark.usefixtures("shipped_rates_only")
+def test_the_adapters_own_flops_count_at_its_rank(tiny_model_dir, small_data_dir):
+    """The adapter's FLOPs (6 per trainable parameter and token) are in the training FLOPs, so a
+    higher rank plans more; the plan states the share it computed, never a fixed one."""
+    from mathtune.plan import format_plan
+
+    r8, r32 = (make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"lora.r={r}"), device="cpu") for r in (8, 32))
+    assert r32["trainable_params"] == 4 * r8["trainable_params"]
+    for plan in (r8, r32):
+        tokens = plan["train_tokens_per_epoch"]  # one epoch (tiny_train_config)
+        assert plan["flops"]["train_adapter"] == 6 * plan["trainable_params"] * tokens
+        assert plan["flops"]["adapter_share_pct"] == round(100 * plan["flops"]["train_adapter"] / plan["flops"]["train"], 2)
+    extra = r32["flops"]["train"] - r8["flops"]["train"]
+    assert extra == pytest.approx(6 * (r32["trainable_params"] - r8["trainable_params"]) * r8["train_tokens_per_epoch"])
+    assert r32["flops"]["adapter_share_pct"] > r8["flops"]["adapter_share_pct"] > 0
+    text = format_plan(r32)
+    assert f"(the adapter's own {r32['flops']['adapter_share_pct']}%)" in text and "under 1%" not in text
+
+
+@pytest.mark.usefixtures("shipped_rates_only")
+def test_a_plan_that_does_not_fit_warns_with_a_batch_that_does(tiny_model_dir, small_data_dir, monkeypatch):
+    from mathtune import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "CPU_RUNTIME_BYTES", 0)  # the tiny model's peak is then its activations
+    config = tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=8", "train.gradient_accumulation_steps=2")
+    roomy = make_plan(config, device="cpu")
+    peak = sum(roomy["peak_memory_parts_bytes"].values())
+    monkeypatch.setattr(plan_module, "memory_available", lambda device, on_gpu: (1e15, "lots"))
+    assert make_plan(config, device="cpu")["memory_warning"] is None
+    monkeypatch.setattr(plan_module, "memory_available", lambda device, on_gpu: (peak, "this machine's free memory"))
+    tight = make_plan(config, device="cpu")
+    warning = tight["memory_warning"]
+    assert warning["fits"]["batch_size"] < 8
+    assert warning["fits"]["batch_size"] * warning["fits"]["gradient_accumulation_steps"] == 16  # the same steps
+    assert warning["fits"]["peak_memory_gib"] <= roomy["peak_memory_gib"]
+    text = plan_module.format_plan(tight)
+    assert "WARNING" in text and "over 85% of this machine's free memory" in text
+    assert f"train.batch_size {warning['fits']['batch_size']} with train.gradient_accumulation_steps" in text

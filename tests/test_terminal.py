@@ -149,3 +149,24 @@ def test_plan_offers_no_output_folder_and_no_quiet(tmp_path, capsys):
     for command in ("run", "train", "eval", "probe"):  # the commands that do write keep both
         sub = build_parser()._subparsers._group_actions[0].choices[command]
         assert {"--out", "--quiet"} <= {o for action in sub._actions for o in action.option_strings}
+
+
+def test_warnings_stay_off_the_terminal_after_a_runs_log_closes(tmp_path):
+    """A sweep runs several runs in one command: the first run's run.log closing must not hand
+    the second run's library warnings back to the terminal. In a process of its own: pytest
+    records warnings itself, so stderr shows them only outside it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings\n"
+            "from pathlib import Path\n"
+            "from mathtune.core import terminal\n"
+            "with terminal.quiet_libraries():\n"
+            "    with terminal.run_log(Path(sys.argv[1])):\n"
+            "        warnings.warn('inside the first run', FutureWarning)\n"
+            "    warnings.warn('between runs', FutureWarning)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a")], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "between runs" not in done.stderr
+    assert "inside the first run" in (tmp_path / "a" / "run.log").read_text()

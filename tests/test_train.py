@@ -24,6 +24,7 @@ SUMMARY_KEYS = {
     "peak_memory_kind", "trainable_params", "base_params", "total_params", "device", "world_size", "dtype",
     "gpu_hourly_usd", "cost_usd", "cost_note", "resumed_from_step", "versions",
     "model", "dtype_requested", "attention", "batch_size", "trust_remote_code", "data_identity", "data_sources",
+    "answer_forms", "prompt_answer_form",
     "select_by", "best_val_exact_match",
     "quantization_record", "adapter_settings",
     "lm_head", "fast_paths",  # which head ran, and how each fast path was chosen (models.first_use)

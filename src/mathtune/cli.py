@@ -32,6 +32,7 @@ from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import this_process
 from mathtune.core.runfiles import check_output_folder, disk_full_is_one_line, disk_full_message, is_disk_full
+from mathtune.core.stats import counted
 from mathtune.core.terminal import say
 from mathtune.demo import run_demo
 from mathtune.evaluation.regression import EXTRA_FOLDER, ExtraSpec, check_extra, extra_finished, run_extra_tasks
@@ -109,6 +110,8 @@ EXAMPLES = {
              "  mathtune score samples_gsm8k_2026-11-27.jsonl --out rescored.jsonl",
     "report": "example:\n  mathtune report runs/qwen2-1.5b-gsm8k-lora",
     "compare": "example:\n  mathtune compare runs/sft runs/rft runs/grpo",
+    "sweep": "examples:\n  mathtune sweep configs/qwen2-1.5b-gsm8k-lora.yaml --grid lora.r=8,32\n"
+             "  mathtune sweep my.yaml --grid lora.r=8,32 --grid train.learning_rate=1e-4,2e-4 --out runs/r-lr",
     "export": "example:\n  mathtune export runs/qwen2-1.5b-gsm8k-lora --merged merged/qwen2-1.5b-gsm8k",
     "demo": "example:\n  mathtune demo",
     "doctor": "examples:\n  mathtune doctor\n  mathtune doctor --device cpu --json",
@@ -190,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="train, evaluate base and tuned, analyze, report")
     _config_args(sp)
     sp.add_argument("--overwrite", action="store_true", help="start over in a DIR that holds another config's run")
+
+    sp = sub.add_parser("sweep", help="a grid of runs into sibling folders, then their comparison (md and html)")
+    _config_args(sp)
+    sp.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", required=True,
+                    help="a config key and its values, e.g. --grid lora.r=8,32; several --grid make every "
+                         "combination (default --out runs/<name>-sweep)")
 
     sp = sub.add_parser("train", help="LoRA training only (train.method: sft, rft or grpo)")
     _config_args(sp)
@@ -278,6 +287,15 @@ def _cmd_run(args) -> None:
     if config is None:
         return
     run_experiment(config, _out(args, Path("runs") / config.name), overwrite=args.overwrite)
+
+
+def _cmd_sweep(args) -> None:
+    from mathtune.sweep import run_sweep
+
+    config = _config(args)
+    if config is None:
+        return
+    run_sweep(args.config, args.grid, _out(args, Path("runs") / f"{config.name}-sweep"), args.overrides)
 
 
 def _cmd_train(args) -> None:
@@ -417,7 +435,7 @@ def _cmd_score(args) -> None:
     for name, figures in (s.get("lm_eval") or {}).items():
         differ = figures.get("exact_match_differ")
         print(f"lm-eval {name}: exact_match {figures.get('exact_match')}"
-              + (f", differs from mathtune's {figures.get('compared_with')} on {differ} problems" if differ is not None else ""))
+              + (f", differs from mathtune's {figures.get('compared_with')} on {counted(differ, 'problem')}" if differ is not None else ""))
     print(f"scored lines: {s['out']}")
 
 
@@ -456,6 +474,7 @@ def _cmd_doctor(args) -> None:
 
 COMMANDS = {
     "run": _cmd_run,
+    "sweep": _cmd_sweep,
     "train": _cmd_train,
     "plan": _cmd_plan,
     "eval": _cmd_eval,

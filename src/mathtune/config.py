@@ -137,7 +137,12 @@ class FieldsConfig(_Section):
     question: str = "question"
     """The record field holding the question."""
     answer: str = "answer"
-    """The record field holding the answer: a solution ending in '#### N', or a bare number."""
+    """The record field holding the answer: a solution that states its final number as the strict
+    scorer reads one ('#### N', 'The answer is: N', 'The final answer is N', '\\boxed{N}'), or a
+    bare number. The solution is trained as written."""
+    final: str | None = None
+    """A field holding the final number, for data whose solutions do not state it in one of
+    those forms (the solution is still trained as written)."""
 
 
 class MixSource(_Section):
@@ -163,9 +168,10 @@ class DataConfig(_Section):
     """Longest training example in tokens (prompt + answer)."""
     prompt: TrainingPrompt = "chat"
     """Prompt format used for training (the same builder evaluation uses)."""
-    train_limit: int | None = Field(None, gt=0)
+    train_limit: int | None = Field(None, ge=0)
     """Use only the first N training problems after the seeded split (quick runs); the
-    validation half is cut in proportion, to ceil(N * val_fraction / (1 - val_fraction))."""
+    validation half is cut in proportion, to ceil(N * val_fraction / (1 - val_fraction)).
+    0: train on data.mix alone (the validation half then cut in proportion to the mix's examples)."""
     fields: FieldsConfig = FieldsConfig()
     """Field mapping for data sets that name their fields otherwise (GSM-Plus, SVAMP, ...)."""
     config: str | None = None
@@ -179,6 +185,12 @@ class DataConfig(_Section):
     """The day (YYYY-MM-DD) a chat template that writes today's date (Llama 3.1/3.2) is given,
     in training and every evaluation of the run; null: the day the run folder is made, then
     kept in its config.yaml, so prompts never change with the clock."""
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> "DataConfig":
+        if self.train_limit == 0 and not any(entry.weight > 0 for entry in self.mix):
+            raise ValueError("train_limit 0 trains on data.mix alone, and data.mix has no source of weight > 0")
+        return self
 
     @field_validator("prompt_date", mode="before")
     @classmethod
@@ -340,6 +352,12 @@ class ProbeConfig(_Section):
 
 
 class EvalConfig(_Sampled):
+    source: PathOrId | None = None
+    """The data evaluated, when it is not data.source: a hub dataset id, a local folder holding
+    test.jsonl, or one local JSONL file (e.g. train on your own file, evaluate on GSM8K's test
+    split). null: data.source's test split."""
+    fields: FieldsConfig | None = None
+    """The field mapping of the evaluated data; null: data.fields."""
     split: Literal["test", "train", "validation"] = "test"
     """Which split to benchmark; 'test' is the standard GSM8K benchmark."""
     limit: int | None = Field(None, gt=0)

@@ -19,6 +19,7 @@ from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json, size_text, sweep_stale_temps,
                                     write_atomic)
 from mathtune.core.terminal import run_log, say
+from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, other_settings
 from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finished, run_extra_tasks
@@ -28,6 +29,7 @@ from mathtune.models.load import attach_adapter, check_adapter_folder, load_mode
 from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
+from mathtune.task.training_set import training_set
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, RULES_VERSION, write_variants
 from mathtune.task.prompts import NoCleanBoundary
 from mathtune.train.run import run_train
@@ -65,6 +67,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
                   ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
+    reuse_cached_base(base_req, run_dir)
     todo = [(name, req) for name, req in stages
             if finished_summary(EvalPaths.for_name(run_dir, name), req, say_torn=False) is None]
     spec = None
@@ -78,7 +81,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     if config.eval.probe is not None:
         problems, _ = load_problems(base_req)
         ensure_variants(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
-                        source=config.data.source, overwrite=overwrite, kinds=config.eval.probe.kinds)
+                        source=base_req.data, overwrite=overwrite, kinds=config.eval.probe.kinds)
     # One load for both: with model.quantization the tuned model is this same quantized base with
     # the adapter beside it (attach_adapter merges only into float32 weights).
     model, tokenizer = load_model(config.model,
@@ -97,6 +100,33 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer,
                      overwrite=overwrite or of_another_adapter(paths, req))
             say_paths(paths)
+            if name == "base":
+                keep_cached_base(req, run_dir)
+
+
+def reuse_cached_base(request: EvalRequest, run_dir: Path) -> None:
+    """The base evaluation from the cache when another run made the same one (evaluation.base_cache)."""
+    paths = EvalPaths.for_name(run_dir, "base")
+    if finished_summary(paths, request) is not None:
+        return
+    reused = reuse_base_evaluation(dated_request(request, paths), paths)
+    if reused is not None:
+        made = reused["reused_from"]
+        say(f"eval/base: reused from the cache ({made['cache']}), made by {made['made_in']}: the same model content, "
+            "problems, prompt, decoding settings, limit and mathtune version; not decoded again")
+
+
+def keep_cached_base(request: EvalRequest, run_dir: Path) -> None:
+    """A finished base evaluation kept in the cache for the next run that asks the same one; a
+    cache that cannot be written costs the next run its reuse, never this run."""
+    try:
+        kept = keep_base_evaluation(dated_request(request, EvalPaths.for_name(run_dir, "base")),
+                                    EvalPaths.for_name(run_dir, "base"), run_dir)
+    except OSError as err:
+        say(f"eval/base: not kept in the cache ({err})")
+        return
+    if kept is not None:
+        say(f"eval/base: kept in the cache for runs that ask the same evaluation ({kept})")
 
 
 def say_paths(paths: EvalPaths) -> None:
@@ -199,8 +229,11 @@ def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) ->
 
 
 def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
-    """Every check a run can make before hours of work, each once: the model settings,
+    """Every check a run can make before hours of work, each once: the training and test data
+    (a bad record is said here once, not by the plan and again by training), the model settings,
     lm-eval's tasks, finished evaluations of other settings and a hand-edited analysis.json."""
+    training_set(config)
+    load_problems(EvalRequest.from_config(config))  # the test data too, before hours of training
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
         check_extra(ExtraSpec.from_config(config.eval))

@@ -36,8 +36,7 @@ from mathtune.core.provenance import adapter_variant, library_version
 from mathtune.core.runfiles import read_json, size_text, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
 from mathtune.evaluation.request import EvalRequest, load_problems
-from mathtune.task.data import DataFormat, training_splits
-from mathtune.task.mix import mix_training_problems
+from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
@@ -71,8 +70,9 @@ HEAD_TILE_TOKENS, HEAD_TILE_VOCAB, HEAD_TILE_BUFFERS = 4096, 32768, 3
 PARAMS_DEFINITION = "total = the base model's parameters + the LoRA adapter's (the trainable ones)"
 FLOPS_FORMULA = ("training, per example of T tokens with C answer tokens: forward 2*N*T + 2*H*C + 2*L*d*T^2, "
                  "backward (activation gradients only: the base is frozen) 2*N*T + 2*H*C + 4*L*d*T^2, with N the "
-                 "non-embedding parameters, H the output layer's, L layers of attention width d (the adapter's "
-                 "own FLOPs, under 1% at r 8, left out); validation 2*N*T + 2*H*C + 2*L*d*T^2 per example per "
+                 "non-embedding parameters, H the output layer's, L layers of attention width d; plus the "
+                 "adapter's own 6*A*T for its A trainable parameters (forward 2*A*T, backward 2*A*T for its "
+                 "inputs and 2*A*T for its weights); validation 2*(N+A)*T + 2*H*C + 2*L*d*T^2 per example per "
                  "pass; evaluation (assuming every answer runs to max_new_tokens) 2*(N+H) per prompt and "
                  "generated token plus 4*L*d per token of context it attends to, per problem and model; with "
                  "train.select_by exact_match, validation decoding likewise per accuracy problem and pass")
@@ -227,14 +227,22 @@ def _stats(lengths: list[int]) -> dict:
 
 
 def training_example_flops(shape: dict, tokens: int, answer_tokens: int) -> float:
-    """One training example's forward and backward FLOPs (FLOPS_FORMULA)."""
+    """One training example's forward and backward FLOPs (FLOPS_FORMULA), the adapter's own included."""
     n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
-    return 4 * n * tokens + 4 * head * answer_tokens + 6 * layers * d * tokens * tokens
+    return 4 * n * tokens + 4 * head * answer_tokens + 6 * layers * d * tokens * tokens + adapter_flops(shape, tokens)
+
+
+def adapter_flops(shape: dict, tokens: int) -> float:
+    """The adapter's own training FLOPs for `tokens` tokens: each trainable parameter takes part
+    in one multiply-add per token forward, one backward for its input's gradient and one for its
+    own gradient (6*A*T; a LoRA pair r x d_in and d_out x r is r*(d_in + d_out) parameters)."""
+    return 6 * shape["trainable_params"] * tokens
 
 
 def validation_example_flops(shape: dict, tokens: int, answer_tokens: int) -> float:
     n, head, layers, d = shape["non_embedding_params"], shape["head_params"], shape["layers"], shape["attention_width"]
-    return 2 * n * tokens + 2 * head * answer_tokens + 2 * layers * d * tokens * tokens
+    a = shape["trainable_params"]
+    return 2 * (n + a) * tokens + 2 * head * answer_tokens + 2 * layers * d * tokens * tokens
 
 
 def decode_seconds(shape: dict, rates: dict, *, steps: float, rows_per_step: float, context: float,
@@ -259,8 +267,21 @@ def _shipped_train_rate(entry: dict) -> float:
     shape = {"non_embedding_params": entry["params"] - head * (1 if s["tied"] else 2), "head_params": head,
              "layers": s["layers"], "attention_width": s["heads"] * s["head_dim"]}
     n, layers, d = shape["non_embedding_params"], shape["layers"], shape["attention_width"]
-    per_example = 4 * n * ex["tokens_mean"] + 4 * head * ex["answer_tokens_mean"] + 6 * layers * d * ex["tokens_squared_mean"]
+    per_example = (4 * n * ex["tokens_mean"] + 4 * head * ex["answer_tokens_mean"]
+                   + 6 * layers * d * ex["tokens_squared_mean"] + 6 * reference_adapter_params(s) * ex["tokens_mean"])
     return entry["train_tokens_per_s"] * per_example / ex["tokens_mean"]
+
+
+# The shipped throughputs were measured training the reference adapter: LoRA r 8 on every linear
+# layer of each decoder layer (q, k, v, o, gate, up, down).
+REFERENCE_RANK = 8
+
+
+def reference_adapter_params(s: dict) -> int:
+    """The reference adapter's parameters on a measured entry's shape: r * (d_in + d_out) per layer."""
+    h, attention, kv, inter = s["hidden"], s["heads"] * s["head_dim"], s["kv_heads"] * s["head_dim"], s["intermediate"]
+    per_layer = 2 * (h + attention) + 2 * (h + kv) + 3 * (h + inter)
+    return REFERENCE_RANK * per_layer * s["layers"]
 
 
 def _nearest_measurement(shape: dict, field: str) -> dict | None:
@@ -330,15 +351,19 @@ def _training_schedule(config: Config, train_len: list[int], train_ans: list[int
     steps_per_epoch = max(1, math.ceil(rows / per_step))
     steps = math.ceil(steps_per_epoch * t.epochs)
     val_passes = steps // t.eval_every_steps + 1 + (1 if steps % t.eval_every_steps else 0)
-    # One micro-batch of one process is in memory at a time: batch_size packed rows of up to
-    # max_length (never more than the examples hold), or batch_size examples padded to the
-    # longest; its answer tokens at the mean share.
-    kept_tokens = sum(x for x, _ in kept)
-    tokens_in_memory = min(t.batch_size * limit, kept_tokens) if t.packing else t.batch_size * max(x for x, _ in kept)
-    answer_share = sum(c for _, c in kept) / max(1, kept_tokens)
     return {"kept": kept, "kept_val": kept_val, "steps": steps, "steps_per_epoch": steps_per_epoch,
-            "val_passes": val_passes, "tokens_in_memory": tokens_in_memory,
-            "answer_tokens_in_memory": math.ceil(tokens_in_memory * answer_share)}
+            "val_passes": val_passes, **micro_batch_tokens(config, kept, t.batch_size)}
+
+
+def micro_batch_tokens(config: Config, kept: list[tuple[int, int]], batch_size: int) -> dict:
+    """One micro-batch of one process is in memory at a time: batch_size packed rows of up to
+    max_length (never more than the examples hold), or batch_size examples padded to the
+    longest; its answer tokens at the mean share."""
+    kept_tokens = sum(x for x, _ in kept)
+    limit = config.data.max_length
+    tokens = min(batch_size * limit, kept_tokens) if config.train.packing else batch_size * max(x for x, _ in kept)
+    answer_share = sum(c for _, c in kept) / max(1, kept_tokens)
+    return {"tokens_in_memory": tokens, "answer_tokens_in_memory": math.ceil(tokens * answer_share)}
 
 
 def _decoding(config: Config, shape: dict, rates: dict, *, problems: int, prompt: float, on_gpu: bool,
@@ -402,9 +427,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     if device not in known:  # said before the data and the tokenizer are read
         raise MathtuneError(f"no throughput measured on '{device}' and no peak on record "
                             f"(known: {', '.join(sorted(known))})")
-    train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                 train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
-    train = train + mix_training_problems(config)[0]  # data.mix sources train too
+    problems = training_set(config)  # data.mix sources train too
+    train, val = problems.train, problems.val
     test, builder = load_problems(EvalRequest.from_config(config))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)
@@ -421,6 +445,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     on_gpu = device != "cpu"
     rates = _rates(device, shape)
     train_flops = t.epochs * sum(training_example_flops(shape, x, c) for x, c in kept)
+    own = t.epochs * sum(adapter_flops(shape, x) for x, _ in kept)  # the adapter's share, for this model and rank
     val_flops = val_passes * sum(validation_example_flops(shape, x, c) for x, c in kept_val)
     sample = test[:50]  # the prompt length of the evaluation, from the first problems
     prompt = sum(len(prompt_ids(builder.render(p.question, tokenizer), tokenizer, builder.kind))
@@ -461,6 +486,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "params_definition": PARAMS_DEFINITION,
         "shape": {k: v for k, v in shape.items() if k not in ("trainable_params", "total_params")},
         "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA,
+                  "train_adapter": own, "adapter_share_pct": round(100 * own / train_flops, 2) if train_flops else None,
                   **({"validation_decoding": decode_flops} if accuracy_n else {})},
         "time_s": {"train": round_seconds(train_s), "validation": round_seconds(val_s),
                    "evaluation": round_seconds(eval_s), "total": round_seconds(train_s + val_s + eval_s),
@@ -473,7 +499,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "time_basis": basis,
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
-        **_memory_fields(config, shape, sched, on_gpu),
+        **_memory_fields(config, shape, sched, on_gpu, device),
         "quantization": quantization,
         "paths": planned_paths(config.model.attn_implementation, t.packing, on_gpu),
         "adapter": _adapter_variant(config),
@@ -509,19 +535,70 @@ def disk_estimate(config: Config, shape: dict, tokenizer, builder, test: list, s
             "checkpoint": int(checkpoint), "checkpoints_at_once": checkpoints}
 
 
-def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool) -> dict:
-    """The plan's peak training memory, by part, and a quantized base's full-precision figure."""
-    quantization = config.model.quantization
+def _peak_memory(config: Config, shape: dict, tokens: dict, on_gpu: bool, quantization: str) -> tuple[dict, dict | None]:
+    """Peak training memory by part for one micro-batch's tokens (micro_batch_tokens), and this
+    machine's measured runtime it used (None: the default)."""
     measured = None if on_gpu else _nearest_measurement(shape, "cpu_runtime_bytes")
     runtime = 0 if on_gpu else measured["cpu_runtime_bytes"] if measured else CPU_RUNTIME_BYTES
-    memory_args = dict(dtype_bytes=2 if on_gpu else 4, tokens_in_memory=sched["tokens_in_memory"],
-                       answer_tokens_in_memory=sched["answer_tokens_in_memory"], runtime_bytes=runtime)
-    memory = training_memory(shape, config, quantization=quantization, **memory_args)
-    unquantized = training_memory(shape, config, quantization="none", **memory_args)
-    if config.lora.use_dora:  # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
+    memory = training_memory(shape, config, quantization=quantization, dtype_bytes=2 if on_gpu else 4,
+                             tokens_in_memory=tokens["tokens_in_memory"],
+                             answer_tokens_in_memory=tokens["answer_tokens_in_memory"], runtime_bytes=runtime)
+    if config.lora.use_dora and quantization == config.model.quantization:
+        # DoRA's extra pass keeps more for the backward: its measured ratio, as a part
         memory["dora_extra"] = (DORA_MEMORY_RATIO - 1) * memory["total"]
         memory["total"] += memory["dora_extra"]
+    return memory, measured
+
+
+# A plan whose peak is above this share of the memory it would run in is warned about: the rest
+# is for what the estimate leaves out (the allocator's fragmentation, other processes).
+MEMORY_SHARE = 0.85
+
+
+def memory_available(device: str, on_gpu: bool) -> tuple[float, str] | None:
+    """The bytes a run planned for `device` may use here, in words; None for a GPU plan made on
+    a machine without that GPU."""
+    if on_gpu:
+        import torch
+
+        if not torch.cuda.is_available() or _detected_device() != device:
+            return None
+        total = torch.cuda.mem_get_info(0)[1]
+        return total, f"the GPU's {total / 2**30:.1f} GiB"
+    import psutil  # installed with accelerate, which trl requires
+
+    free = psutil.virtual_memory().available
+    return free, f"this machine's {free / 2**30:.1f} GiB of free memory"
+
+
+def memory_fit(config: Config, shape: dict, sched: dict, on_gpu: bool, device: str, peak: float) -> dict | None:
+    """When the peak is above MEMORY_SHARE of the memory here: that memory, and the largest
+    smaller batch_size (with gradient accumulation making up the same examples per optimizer
+    step, so the same steps) whose peak fits; None when the plan fits."""
+    available = memory_available(device, on_gpu)
+    if available is None or peak <= MEMORY_SHARE * available[0]:
+        return None
+    t = config.train
+    per_step = t.batch_size * t.gradient_accumulation_steps
+    fits = None
+    for batch in sorted((b for b in range(1, t.batch_size) if per_step % b == 0), reverse=True):
+        smaller, _ = _peak_memory(config, shape, micro_batch_tokens(config, sched["kept"], batch), on_gpu,
+                                  config.model.quantization)
+        if smaller["total"] <= MEMORY_SHARE * available[0]:
+            fits = {"batch_size": batch, "gradient_accumulation_steps": per_step // batch,
+                    "peak_memory_gib": round(smaller["total"] / 2**30, 1)}
+            break
+    return {"available_bytes": round(available[0]), "available": available[1], "share": MEMORY_SHARE, "fits": fits}
+
+
+def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool, device: str) -> dict:
+    """The plan's peak training memory, by part, a quantized base's full-precision figure, and a
+    warning when it does not fit here."""
+    quantization = config.model.quantization
+    memory, measured = _peak_memory(config, shape, sched, on_gpu, quantization)
+    unquantized, _ = _peak_memory(config, shape, sched, on_gpu, "none")
     return {
+        "memory_warning": memory_fit(config, shape, sched, on_gpu, device, memory["total"]),
         "peak_memory_gib": round(memory["total"] / 2**30, 1),
         "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
         "peak_memory_basis": _memory_basis(quantization, on_gpu, measured),
@@ -642,7 +719,9 @@ def format_plan(plan: dict) -> str:
            else ""),
         f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,} (the base model's "
         f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,}); adapter {plan.get('adapter', 'LoRA')}",
-        f"  FLOPs      train {f['train']:.2e}, validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
+        f"  FLOPs      train {f['train']:.2e}" + (f" (the adapter's own {f['adapter_share_pct']}%)"
+                                                  if f.get("adapter_share_pct") is not None else "")
+        + f", validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
         f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
         + (f" of which decoding {duration(ts['validation_decoding'])}" if "validation_decoding" in ts else "")
         + f", evaluation {duration(ts['evaluation'])} if every answer runs to max_new_tokens)",
@@ -650,11 +729,25 @@ def format_plan(plan: dict) -> str:
                             else plan["cost_basis"]),
         f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan),
         *([f"  disk       {disk_parts(plan['disk_bytes'])}"] if plan.get("disk_bytes") else []),
+        *([f"  WARNING    {memory_warning_text(plan)}"] if plan.get("memory_warning") else []),
         f"  basis      {plan['time_basis']}",
         *([f"  paths      {_paths(plan['paths'])}"] if plan.get("paths") else []),
         f"  FLOPs are  {f['formula']}",
     ]
     return "\n".join(lines)
+
+
+def memory_warning_text(plan: dict) -> str:
+    """The plan's peak against the memory here, and what fits with the same optimizer steps."""
+    w = plan["memory_warning"]
+    text = (f"{plan['peak_memory_gib']} GiB is over {round(w['share'] * 100)}% of {w['available']}; ")
+    fits = w.get("fits")
+    if fits:
+        return text + (f"train.batch_size {fits['batch_size']} with train.gradient_accumulation_steps "
+                       f"{fits['gradient_accumulation_steps']} (the same optimizer steps) needs about "
+                       f"{fits['peak_memory_gib']} GiB")
+    return text + ("no smaller batch fits with the same optimizer steps; try train.gradient_checkpointing, "
+                   "a smaller data.max_length or model.quantization 4bit")
 
 
 def _paths(paths: dict) -> str:

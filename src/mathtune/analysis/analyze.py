@@ -81,6 +81,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
             "base_model": config.model.name_or_path if config else provenance["model"],
             # Resolved, as "What ran" names it: one path for the data in the whole report.
             "data_source": resolved_source(config.data.source) if config else provenance["data"],
+            # eval.source: the data evaluated, when it is not the training source
+            "eval_source": resolved_source(config.eval.source) if config and config.eval.source else None,
             "report_formats": list(config.report.formats) if config else ["md", "html"],
             "provenance": provenance,
         },

@@ -56,6 +56,8 @@ def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
     out["wall_time_s"] = rounded(summary.get("wall_time_s"), 1)
     out["problems_per_s"] = rounded(summary.get("problems_per_s"), 2)
     out["tokens_per_s"] = rounded(summary.get("tokens_per_s"), 1)
+    reused = summary.get("reused_from")  # evaluation.base_cache: the same evaluation, made by another run
+    out["reused_from"] = {k: reused.get(k) for k in ("cache", "key", "made_in", "made")} if reused else None
     return out
 
 

@@ -23,6 +23,7 @@ from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_label, quantization_label
 from mathtune.core.runfiles import read_eval_records, read_json
+from mathtune.core.stats import counted, signed
 from mathtune.core.terminal import duration
 from mathtune.task.variants import PROBE_SUFFIX
 
@@ -79,7 +80,7 @@ def _paired_cell(a: list[dict] | None, b: list[dict] | None) -> str:
         return f"{MISSING} (no common problems)"
     s = paired["strict"]
     lo, hi = s["ci95_pp"]
-    return (f"{s['difference_pp']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {s['mcnemar_p_display']}, "
+    return (f"{signed(s['difference_pp'])} [{signed(lo)}, {signed(hi)}], p {s['mcnemar_p_display']}, "
             f"+{s['improved']}/-{s['regressed']} of {paired['n_paired']}")
 
 
@@ -88,7 +89,8 @@ def _probe_cell(probe: dict, kind: str, model: str) -> str:
     if not m:
         return MISSING
     lo, hi = m["gap"]["ci95_points"]
-    return f"{m['gap']['points']:+.1f} [{lo:+.1f}, {hi:+.1f}], p {m['mcnemar_p']:.3f}, {m['problems']} problems"
+    return (f"{signed(m['gap']['points'])} [{signed(lo)}, {signed(hi)}], p {m['mcnemar_p']:.3f}, "
+            f"{counted(m['problems'], 'problem')}")
 
 
 def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
@@ -103,7 +105,7 @@ def _recipe_cell(recipe: dict) -> str:
     if method == "rft" and recipe["rft"].get("available"):
         r = recipe["rft"]
         return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
-                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {r['problems']} problems "
+                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {counted(r['problems'], 'problem')} "
                 "had a correct sample")
     if method == "grpo" and recipe["grpo"].get("available"):
         g = recipe["grpo"]
@@ -226,26 +228,12 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
     rows.append(["base weights (training and evaluation)", *(_weights_cell(r) for r in runs)])
     rows.append(["adapter (variant, rank, alpha, target modules)", *(_adapter_cell(r) for r in runs)])
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
-
-    def train_value(r: dict, key: str, fmt=str) -> str:
-        value = (r["train"] or {}).get(key)
-        return MISSING if value is None else fmt(value)
-
-    rows.append(["best step", *(train_value(r, "best_step") for r in runs)])
-    if any(_sampling_seconds(r) for r in runs):
-        rows.append(["RFT sampling wall time", *(_sampling_cell(r) for r in runs)])
-    rows.append(["training wall time", *(train_value(r, "wall_time_s", duration) for r in runs)])
-
-    def cost(r: dict) -> str:
-        t = r["train"] or {}
-        if t.get("cost_usd") is None:
-            return MISSING
-        # RFT's sampling ran on the same GPUs before training; price it the same way.
-        sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
-        return f"${t['cost_usd'] + sampling:.2f}"
-
-    rows.append(["training cost (RFT sampling included)", *(cost(r) for r in runs)])
-    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values()) for r in runs]
+    rows += _training_rows(runs)
+    # A base evaluation reused from the cache (evaluation.base_cache) took this run no time.
+    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values() if not s.get("reused_from"))
+                    for r in runs]
+    if any((r["evals"].get("base") or {}).get("reused_from") for r in runs):
+        rows.append(["base evaluation", *(_base_made_cell(r) for r in runs)])
     rows.append(["evaluation wall time", *(duration(e) for e in eval_seconds)])
     rows.append([
         "total wall time",
@@ -261,11 +249,84 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
     raw = [{"dir": str(r["dir"]), "evals": {m: {k: s.get(k) for k in (
         "n", "accuracy_strict", "accuracy_flexible", "ci95_strict", "ci95_flexible", "protocol", "data_identity",
         "wall_time_s")} for m, s in r["evals"].items()}} for r in runs]
-    return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw}
+    return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw,
+            "verdicts": pair_verdicts(runs)}
+
+
+def _base_made_cell(r: dict) -> str:
+    base = r["evals"].get("base")
+    if base is None:
+        return MISSING
+    reused = base.get("reused_from")
+    return f"reused from the cache (made by {Path(str(reused.get('made_in'))).name})" if reused else "decoded here"
+
+
+def _train_value(r: dict, key: str, fmt=str) -> str:
+    value = (r["train"] or {}).get(key)
+    return MISSING if value is None else fmt(value)
+
+
+def _trainable(r: dict) -> str:
+    t = r["train"] or {}
+    if t.get("trainable_params") is None:
+        return MISSING
+    share = f" ({100 * t['trainable_params'] / t['base_params']:.2f}% of the base)" if t.get("base_params") else ""
+    return f"{t['trainable_params']:,}{share}"
+
+
+def _cost(r: dict) -> str:
+    t = r["train"] or {}
+    if t.get("cost_usd") is None:
+        return MISSING
+    # RFT's sampling ran on the same GPUs before training; price it the same way.
+    sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
+    return f"${t['cost_usd'] + sampling:.2f}"
+
+
+def _training_rows(runs: list[dict]) -> list[list[str]]:
+    """What training did: the best validation loss (where runs of one evaluation differ most
+    often), its step, time, speed, trainable parameters and cost."""
+    rows = [["best validation loss", *(_train_value(r, "best_eval_loss", lambda v: f"{v:.4f}") for r in runs)],
+            ["best step", *(_train_value(r, "best_step") for r in runs)],
+            ["trainable parameters", *(_trainable(r) for r in runs)]]
+    if any(_sampling_seconds(r) for r in runs):
+        rows.append(["RFT sampling wall time", *(_sampling_cell(r) for r in runs)])
+    rows.append(["training wall time", *(_train_value(r, "wall_time_s", duration) for r in runs)])
+    rows.append(["training tokens/s", *(_train_value(r, "tokens_per_s", lambda v: f"{v:,.1f}") for r in runs)])
+    rows.append(["training cost (RFT sampling included)", *(_cost(r) for r in runs)])
+    return rows
+
+
+def pair_verdicts(runs: list[dict]) -> list[str]:
+    """One line per pair of runs: the later run's tuned model against the earlier one's, strict,
+    paired on the same problems, with its bootstrap interval and McNemar p, and what it says."""
+    lines = []
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            x, y = a["records"].get("tuned"), b["records"].get("tuned")
+            name_a, name_b = a["dir"].name, b["dir"].name
+            if not x or not y:
+                continue
+            paired = paired_comparison(x, y)
+            if not paired.get("available"):
+                lines.append(f"{name_b} against {name_a}: no common problems")
+                continue
+            s = paired["strict"]
+            lo, hi = s["ci95_pp"]
+            reading = {"better": f"{name_b} is better", "worse": f"{name_a} is better",
+                       "no reliable difference": "no reliable difference (the interval contains 0)"}[paired["verdict"]]
+            lines.append(f"{name_b} against {name_a}, tuned, strict: {signed(s['difference_pp'])} points "
+                         f"[{signed(lo)}, {signed(hi)}], McNemar p {s['mcnemar_p_display']}, "
+                         f"{counted(paired['n_paired'], 'problem')}: {reading}")
+    return lines
 
 
 def render_markdown(table: dict[str, Any]) -> str:
     header, rows = table["header"], table["rows"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    verdicts = table.get("verdicts") or []
+    if verdicts:
+        lines += ["", "Tuned against tuned, each pair (paired bootstrap 95% interval, points):"]
+        lines += [f"- {v}" for v in verdicts]
     return "\n".join(lines + ["", table["note"]])

@@ -61,7 +61,8 @@ def analyze_contamination(config: Config | None, records_by_model: dict[str, lis
                            fmt=DataFormat.of(config.data))
     except MathtuneError as err:
         return {"available": False, "reason": f"training questions not reachable: {err}"}
-    sources = [(config.data.source, [p.question for p in train])]
+    # data.train_limit 0 trains on the mix alone: the main source gives validation problems only
+    sources = [] if config.data.train_limit == 0 else [(config.data.source, [p.question for p in train])]
     for i, entry in enumerate(config.data.mix):  # every training source, each on its own
         if entry.weight > 0:
             try:

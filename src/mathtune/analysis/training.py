@@ -297,4 +297,6 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "gpu_hourly_usd": summary.get("gpu_hourly_usd"),
         "cost_note": summary.get("cost_note"),
         "data_sources": summary.get("data_sources"),
+        "answer_forms": summary.get("answer_forms"),  # how the training answers state their number, with counts
+        "prompt_answer_form": summary.get("prompt_answer_form"),  # the form the chat prompt asked for
     }

@@ -212,7 +212,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield where, json.loads(line)
             except json.JSONDecodeError as err:
-                raise MathtuneError(f"{where}: malformed JSON ({err.msg})") from None
+                # The decoder's position, as a column of this line ("Invalid control character at" column 20).
+                raise MathtuneError(f"{where}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
 
 
 def read_jsonl(path: Path) -> list[dict]:

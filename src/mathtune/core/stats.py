@@ -45,9 +45,20 @@ def difference_points(diff: float, lo: float, hi: float) -> dict:
     return {"points": round(100 * diff, 1), "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]}
 
 
+def signed(value: float, digits: int = 1) -> str:
+    """'+1.5', '-2.0', and '0.0' for no change (never '+0.0' or '-0.0')."""
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 problem', '2 problems', '0 problems'."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def points_text(d: dict) -> str:
     """'-3.0 points [-8.0, 1.0]' for a difference_points dict."""
-    return f"{d['points']:+.1f} points [{d['ci95_points'][0]}, {d['ci95_points'][1]}]"
+    return f"{signed(d['points'])} points [{d['ci95_points'][0]}, {d['ci95_points'][1]}]"
 
 
 def mcnemar_exact(improved: int, regressed: int) -> float:

@@ -82,6 +82,9 @@ LIBRARY_LOGGERS = ("mathtune", "transformers", "trl", "peft", "accelerate", "dat
                    "bitsandbytes", "torch", "py.warnings")
 
 
+_capturing = 0  # _logs_to blocks open: warnings stay captured until the outermost one closes
+
+
 @contextlib.contextmanager
 def _logs_to(handler: logging.Handler, level: int):
     """Every log record of the libraries (and of anything else, through the root logger) and
@@ -96,13 +99,17 @@ def _logs_to(handler: logging.Handler, level: int):
         if lg.level == logging.NOTSET or lg.level > level:
             lg.setLevel(level)
     root.handlers = [handler]  # a library outside the list logs through the root: no stderr fallback
+    global _capturing
     logging.captureWarnings(True)
+    _capturing += 1
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             yield handler
     finally:
-        logging.captureWarnings(False)
+        _capturing -= 1
+        if not _capturing:  # an inner block (a run's run.log inside the command's) leaves the outer one's capture on
+            logging.captureWarnings(False)
         root.handlers = saved_root
         for lg, handlers, propagate, lvl in saved:
             lg.handlers, lg.propagate = handlers, propagate

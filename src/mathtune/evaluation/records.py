@@ -24,6 +24,7 @@ from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
 from mathtune.models.generate import Generation
+from mathtune.task.answers import HASH_FORM
 from mathtune.task.data import Problem, data_identity
 from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
 from mathtune.task.taxonomy import classify_error
@@ -202,6 +203,7 @@ def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
     records under these paths were made with (so a rerun or a resume on another day renders
     the same prompts), else, for a run's adapter, the date that run trained and evaluated with
     (so `eval --adapter RUN/adapter` a week later prompts as the run did), else today (UTC)."""
+    request = with_run_answer_form(request)
     if request.prompt_date is not None:
         return request
     for made in (paths.summary, paths.partial_meta):
@@ -214,14 +216,6 @@ def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
     return replace(request, prompt_date=run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
 
 
-def adapter_run_date(adapter: str) -> str | None:
-    """The data.prompt_date of the mathtune run an adapter folder belongs to (RUN/adapter, or a
-    checkpoint under RUN/train/checkpoints), from the run's config.yaml; None for an adapter
-    from elsewhere."""
-    run = adapter_run(adapter)
-    return saved_prompt_date(run) if run is not None else None
-
-
 def adapter_run_thinking(adapter: str) -> str | None:
     """The model.thinking the run an adapter folder belongs to trained with; None for an adapter
     from elsewhere (so `eval --adapter RUN/adapter` prompts in the mode the adapter learned)."""
@@ -231,12 +225,37 @@ def adapter_run_thinking(adapter: str) -> str | None:
 
 
 def adapter_run(adapter: str) -> Path | None:
-    """The mathtune run folder an adapter folder belongs to, or None."""
+    """The mathtune run folder an adapter folder belongs to (RUN/adapter, or a checkpoint under
+    RUN/train/checkpoints); None for an adapter from elsewhere."""
     folder = Path(adapter).resolve()
     for run in (folder.parent, *folder.parents[1:4]):
         if (run / "config.yaml").is_file() and (run / "train").is_dir():
             return run
     return None
+
+
+def adapter_run_date(adapter: str) -> str | None:
+    """The data.prompt_date of the mathtune run an adapter folder belongs to, from the run's
+    config.yaml; None for an adapter from elsewhere."""
+    run = adapter_run(adapter)
+    return saved_prompt_date(run) if run is not None else None
+
+
+def with_run_answer_form(request: EvalRequest) -> EvalRequest:
+    """A run's adapter evaluated on its own (`mathtune eval --adapter RUN/adapter`) is asked for
+    the answer form its training data used (train/summary.json's prompt_answer_form), as the
+    run's own evaluation asked; any other request is as given."""
+    if request.adapter is None or request.answer_form != HASH_FORM:
+        return request
+    run = adapter_run(request.adapter)
+    summary = run / "train" / "summary.json" if run is not None else None
+    if summary is None or not summary.is_file():
+        return request
+    try:
+        form = read_json(summary).get("prompt_answer_form")
+    except MathtuneError:  # a damaged summary: the run's own check names it; this request stays as given
+        return request
+    return replace(request, answer_form=form) if form else request
 
 
 def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:

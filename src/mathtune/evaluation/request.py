@@ -19,13 +19,15 @@ from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_sha256
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
-from mathtune.task.prompts import CHAT_KINDS, DESCRIPTIONS, PromptBuilder, make_prompt_builder
+from mathtune.task.answers import HASH_FORM
+from mathtune.task.prompts import CHAT_KINDS, PromptBuilder, describe_prompt, make_prompt_builder
+from mathtune.task.training_set import training_answer_form
 
 
 # Settings a request's identity leaves out at their defaults, as records written before these
 # settings existed do: a summary without one of them was made at its default.
-IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FORMAT), "quantization": "none",
-                     "thinking": "auto"}
+IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": GSM8K_FORMAT.as_record(), "quantization": "none",
+                     "thinking": "auto", "answer_form": HASH_FORM}
 
 
 @dataclass(frozen=True)
@@ -53,16 +55,19 @@ class EvalRequest:
     quantization: str  # the base weights as bitsandbytes loads them (models.quantize)
     prompt_date: str | None  # the day a dated chat template is given (task.prompts.template_date); None: settled by the evaluation
     thinking: str  # model.thinking: the chat template's thinking mode (task.prompts.template_kwargs)
+    answer_form: str = HASH_FORM  # what the chat prompt asks for: the training data's answer form (task.answers)
 
     @classmethod
-    def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
+    def from_config(cls, config: Config, adapter: str | Path | None = None, *,
+                    answer_form: str | None = None) -> "EvalRequest":
         """The benchmark a run's config asks for: its model (with `adapter` when given) on its
-        data, under its eval.* settings."""
+        data (eval.source, else data.source), under its eval.* settings, the chat prompt asking
+        for the training data's answer form (unless `answer_form` is given)."""
         e = config.eval
         return cls(
             model=config.model.name_or_path,
             adapter=str(adapter) if adapter is not None else None,
-            data=config.data.source,
+            data=e.source or config.data.source,
             split=e.split,
             limit=e.limit,
             prompt=e.prompt,
@@ -74,10 +79,11 @@ class EvalRequest:
             seed=config.seed,
             val_fraction=config.data.val_fraction,
             trust_remote_code=config.model.trust_remote_code,
-            data_format=DataFormat.of(config.data),
+            data_format=eval_format(config),
             quantization=config.model.quantization,
             prompt_date=config.data.prompt_date,
             thinking=config.model.thinking,
+            answer_form=answer_form or training_answer_form(config),
         )
 
     @classmethod
@@ -87,7 +93,7 @@ class EvalRequest:
         caller that has neither)."""
         from mathtune.models.quantize import check_quantization  # it loads torch
 
-        request = replace(cls.from_config(Config()), model=model, **settings)
+        request = replace(cls.from_config(Config(), answer_form=HASH_FORM), model=model, **settings)
         error = sampling_setting_error(request.samples, request.temperature, request.prompt)
         if error:
             raise MathtuneError(error)
@@ -113,6 +119,10 @@ class EvalRequest:
             ident.pop("trust_remote_code")
         if self.data_format == GSM8K_FORMAT:
             ident.pop("data_format")
+        else:
+            ident["data_format"] = self.data_format.as_record()
+        if self.answer_form == HASH_FORM:
+            ident.pop("answer_form")
         if self.quantization == "none":
             ident.pop("quantization")
         if self.thinking == "auto":
@@ -151,6 +161,15 @@ def portable_path(value: str, home: Path | None) -> str:
         return value
 
 
+def eval_format(config: Config) -> DataFormat:
+    """How the evaluated data reads: eval.fields (else data.fields); data.source's hub config and
+    test split name, or for another eval.source its own defaults."""
+    fields = config.eval.fields or config.data.fields
+    if config.eval.source is None or config.eval.source == config.data.source:
+        return DataFormat.of(config.data, fields)
+    return DataFormat(question=fields.question, answer=fields.answer, final=fields.final)
+
+
 def default_name(request: EvalRequest) -> str:
     stem = Path(request.model.rstrip("/")).name.removesuffix(".gguf")
     if request.adapter:
@@ -170,7 +189,8 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
     # The template's thinking mode decides what the model is asked to do first: said with every chat prompt.
     thinking = f"; template thinking {request.thinking}" if request.prompt in CHAT_KINDS else ""
     return (
-        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} ({DESCRIPTIONS[request.prompt]}){thinking}; "
+        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} "
+        f"({describe_prompt(request.prompt, request.answer_form)}){thinking}; "
         f"{decoding}; max_new_tokens {request.max_new_tokens}; strict = stated final answer after any think block, "
         "flexible = last number; numbers compared as numbers"
     )
@@ -192,4 +212,4 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]
     return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed, date=request.prompt_date,
-                                         thinking=request.thinking)
+                                         thinking=request.thinking, answer_form=request.answer_form)

@@ -83,6 +83,8 @@ def show_interval(pair: list | None, unit: str = "%") -> str:
 def show_signed(value: Any, unit: str = "") -> str:
     if value is None:
         return "n/a"
+    if value == 0:
+        return f"0{unit}" if isinstance(value, int) else f"{abs(value)}{unit}"  # no change has no sign ('0.0', not '-0.0')
     return f"+{value}{unit}" if value > 0 else f"{value}{unit}"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.core.stats import counted
 from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
                                     show_count, show_interval, show_pct, show_signed)
 from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
@@ -27,6 +28,29 @@ from mathtune.report.followup_sections import followup_blocks, followup_figures,
 from mathtune.report.render import render_html, render_markdown
 
 
+def reused_sentence(name: str, reused: dict) -> str:
+    """Where a reused evaluation came from (analysis.benchmark's reused_from)."""
+    return (f"The {name} evaluation was reused, not decoded again: the run {show(reused.get('made_in'))} made it "
+            f"({show(reused.get('made'))}) with the same model content, problems, prompt, decoding settings, limit "
+            f"and mathtune version, and it is kept in the cache ({show(reused.get('cache'))}). Its time and speed "
+            "figures are that run's.")
+
+
+def forms_text(forms: dict) -> str:
+    """"'The answer is: N' 180, '\\boxed{N}' 20": the forms found, most common first."""
+    ordered = sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ", ".join(f"'{f}' {n}" if " N" in f or "{N}" in f else f"{f} {n}" for f, n in ordered)
+
+
+def answer_forms_sentence(forms: dict, asked: str | None) -> str:
+    """How the training answers state their final number, and the form the chat prompt asked for."""
+    text = f"Training answers, by how they state the final number: {forms_text(forms)}."
+    if asked:
+        text += (f" The chat prompt asked for '{asked}', the training data's form, in training and evaluation "
+                 "(the strict score accepts every stated form).")
+    return text
+
+
 def training_blocks(training: dict, figures: set[str]) -> list:
     if training.get("ran") is False:  # an evaluation or probe folder: nothing to say "not available" about
         return []
@@ -38,6 +62,8 @@ def training_blocks(training: dict, figures: set[str]) -> list:
         blocks.append(Table(["training source", "split", "weight", "problems", "examples taken"],
                             [[s["source"], s["split"], show(s["weight"]), show(s["problems"]), show(s["examples"])]
                              for s in training["data_sources"]]))
+    if training.get("answer_forms"):
+        blocks.append(Para(answer_forms_sentence(training["answer_forms"], training.get("prompt_answer_form"))))
     blocks.append(Table(
         ["", "train loss", "validation loss"],
         [
@@ -147,6 +173,9 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Protocol: {benchmark['protocol']}."))
     if not benchmark["same_protocol"]:
         blocks.append(Para("Warning: the models were evaluated under different protocols; their accuracies are not comparable."))
+    for name, m in benchmark["models"].items():
+        if m.get("reused_from"):
+            blocks.append(Para(reused_sentence(name, m["reused_from"])))
     rows = []
     for name, m in benchmark["models"].items():
         rows.append([
@@ -178,7 +207,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             prow,
         ))
         blocks.append(Para(
-            f"{paired_verdict_text(paired)} Paired on {paired['n_paired']} problems joined on '{paired['joined_on']}'; "
+            f"{paired_verdict_text(paired)} Paired on {counted(paired['n_paired'], 'problem')} joined on '{paired['joined_on']}'; "
             f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
         ))
     else:
@@ -422,7 +451,8 @@ def summary_blocks(analysis: dict) -> list:
 def report_blocks(analysis: dict, figures: set[str]) -> list:
     run = analysis["run"]
     blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
-    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}."))
+    evaluated = f" Evaluated on: {show(run['eval_source'])}." if run.get("eval_source") else ""
+    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}.{evaluated}"))
     blocks += summary_blocks(analysis)
     blocks.append(Contents())
     blocks.append(Heading(2, "What ran"))

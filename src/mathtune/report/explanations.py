@@ -7,7 +7,7 @@ measures, the contamination measure and the plan's miss. The analysis stores cod
 
 from __future__ import annotations
 
-from mathtune.core.stats import points_text
+from mathtune.core.stats import counted, points_text, signed
 
 SIGN = "every decrease is (start - end) / start x 100: positive when the loss fell, negative when it rose"
 
@@ -92,7 +92,7 @@ def accuracy_trend_text(trend: dict) -> str:
             f"to {end['correct']}/{end['n']} at step {trend['to_step']}")
     if trend["change"] is None:
         return f"{went} (the per-problem answers are missing, so the change has no paired interval)"
-    return (f"{went}: {points_text(trend['change'])}, paired on the same {trend['paired_problems']} problems "
+    return (f"{went}: {points_text(trend['change'])}, paired on the same {counted(trend['paired_problems'], 'problem')} "
             f"({trend['solved']} newly solved, {trend['lost']} lost): {trend['verdict']}")
 
 
@@ -199,9 +199,10 @@ def paired_verdict_text(paired: dict) -> str:
     code) with its numbers."""
     s = paired["strict"]
     lo, hi = s["ci95_pp"]
-    return (f"Strict accuracy changed by {s['difference_pp']:+.1f} points (paired bootstrap {paired['ci_level_pct']}% "
-            f"interval {lo} to {hi}; exact McNemar p {s['mcnemar_p_display']}; {s['improved']} problems improved, "
-            f"{s['regressed']} regressed, out of {paired['n_paired']}): {PAIRED_READINGS[paired['verdict']]}.")
+    return (f"Strict accuracy changed by {signed(s['difference_pp'])} points (paired bootstrap "
+            f"{paired['ci_level_pct']}% interval {lo} to {hi}; exact McNemar p {s['mcnemar_p_display']}; "
+            f"{counted(s['improved'], 'problem')} improved, {s['regressed']} regressed, out of {paired['n_paired']}): "
+            f"{PAIRED_READINGS[paired['verdict']]}.")
 
 
 def recommendation_text(item: dict, analysis: dict) -> str:
@@ -221,7 +222,7 @@ def recommendation_text(item: dict, analysis: dict) -> str:
         r = analysis["recipe"]["rft"]
         return (f"Only {r['share_from_model_pct']}% of the RFT training solutions came from the model "
                 f"({r['kept_from_model']} of {r['solutions_kept']}; {r['problems_with_correct_sample']} of "
-                f"{r['problems']} problems had a strictly correct sample in {r['samples_per_problem']}): more samples "
+                f"{counted(r['problems'], 'problem')} had a strictly correct sample in {r['samples_per_problem']}): more samples "
                 "per problem (train.rft.samples) would make it more RFT and less SFT.")
     if advice == "grpo few mixed groups":
         return (f"Only {analysis['recipe']['grpo']['mixed_groups_mean_pct']}% of GRPO's prompt groups had mixed "

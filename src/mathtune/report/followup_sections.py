@@ -9,8 +9,8 @@ words, and computes nothing.
 
 from __future__ import annotations
 
-from mathtune.core.stats import p_value_text, points_text
-from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval
+from mathtune.core.stats import counted, p_value_text, points_text
+from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval, show_signed
 from mathtune.report.figures import error_bars, figure_bytes, pyplot
 
 
@@ -23,7 +23,7 @@ def _acc(cell: dict) -> str:
 def _points(p: dict | None) -> str:
     if not p:
         return "n/a"
-    return f"{p['points']:+} {show_interval(p['ci95_points'], '')}"
+    return f"{show_signed(p['points'])} {show_interval(p['ci95_points'], '')}"
 
 
 MAJ_AT_K = ("the most common strict answer among a problem's first k samples (ties: the one drawn first) equals the "
@@ -68,7 +68,7 @@ def _self_consistency(sc: dict, figures: set[str]) -> list:
                        "problems."))
     for name, m in sc["models"].items():
         s = m["sampling"]
-        blocks.append(Para(f"{name}: {m['n']} problems, {m['samples']} samples each at temperature "
+        blocks.append(Para(f"{name}: {counted(m['n'], 'problem')}, {m['samples']} samples each at temperature "
                            f"{show(s['temperature'])}, top-p {show(s['top_p'])}, seed {show(s['seed'])}, "
                            f"max_new_tokens {show(s['max_new_tokens'])}."))
         blocks.append(Table(["k", "maj@k (strict)", "pass@k (strict)", "maj@k (flexible)", "pass@k (flexible)"],

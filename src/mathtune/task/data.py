@@ -3,8 +3,10 @@
 A source is a hub dataset id (loaded with `datasets`; config `main` for openai/gsm8k), a
 local folder holding `train.jsonl` and `test.jsonl`, or one local JSONL file (a test set).
 Records are JSON objects with a question and an answer; GSM8K's field names are the default
-and `DataFormat` maps others (GSM-Plus, SVAMP, ASDiv, users' own sets). An answer is a
-solution ending in `#### N` or a bare number.
+and `DataFormat` maps others (GSM-Plus, SVAMP, ASDiv, MetaMathQA, users' own sets). An answer is
+a solution that states its final number in a form the strict scorer accepts ('#### N', 'The
+answer is: N', '\\boxed{N}', ...: task.answers), a bare number, or a solution whose final number
+is in a field of its own (`DataFormat.final`). The solution is kept as written.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from mathtune.core.errors import MathtuneError
 from mathtune.core.hub import hub_reachable, hub_unavailable, not_in_offline_cache, offline_variable
 from mathtune.core.runfiles import check_unique_id, iter_jsonl
-from mathtune.task.score import extract_gold
+from mathtune.task.answers import BARE_FORM, HASH_FORM, NONE_STATED, read_gold, stated_answer
+from mathtune.task.score import normalize_number
 
 HUB_DEFAULT = "openai/gsm8k"
 SPLITS = ("train", "validation", "test")
@@ -31,9 +34,11 @@ class Problem:
     """Stable id: the source split and the 0-based line (row) index, e.g. 'test-17'."""
     question: str
     answer: str
-    """The full gold solution, ending in '#### N'."""
+    """The gold solution as the data set writes it ('#### N' alone for a bare-number answer)."""
     gold: str
     """The normalized gold number."""
+    form: str = HASH_FORM
+    """How the solution states its final number (task.answers: '#### N', 'The answer is: N', ...)."""
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,22 @@ class DataFormat:
     answer: str = "answer"
     config: str | None = None
     test_split: str = "test"
+    final: str | None = None
+    """A field holding the final number, when the answer field's solution does not state it."""
 
     @classmethod
-    def of(cls, section) -> "DataFormat":
+    def of(cls, section, fields=None) -> "DataFormat":
         """How a config section that names a source reads it (data, or a data.mix entry): its
-        `fields`, hub `config` and `split`."""
-        return cls(question=section.fields.question, answer=section.fields.answer, config=section.config,
-                   test_split=section.split)
+        `fields` (or the fields given), hub `config` and `split`."""
+        fields = fields or section.fields
+        return cls(question=fields.question, answer=fields.answer, config=section.config,
+                   test_split=section.split, final=fields.final)
+
+    def as_record(self) -> dict:
+        """The mapping as a summary records it (final only where it is set, as before it existed)."""
+        record = {"question": self.question, "answer": self.answer, "config": self.config,
+                  "test_split": self.test_split}
+        return record | ({"final": self.final} if self.final else {})
 
 
 GSM8K_FORMAT = DataFormat()
@@ -69,25 +83,55 @@ def _looks_local(source: str) -> bool:
     return source.startswith((".", "/", "~")) or os.path.exists(os.path.expanduser(source))
 
 
+ANSWER_FORMS = ("a solution stating its final number ('#### N', 'The answer is: N', '\\boxed{N}', ...) "
+                "or a bare number")
+
+
+def _fields_present(obj: dict) -> str:
+    names = [str(k) for k in obj][:12]
+    return "the record has " + (", ".join(f"'{n}'" for n in names) + (", ..." if len(obj) > 12 else "")
+                                if names else "no fields")
+
+
+def _field(obj: dict, name: str, where: str) -> object:
+    if name not in obj:
+        raise MathtuneError(f"{where}: no field '{name}' ({_fields_present(obj)}); map yours with fields.question, "
+                            "fields.answer (and fields.final)")
+    return obj[name]
+
+
 def _make_problem(obj: object, pid: str, where: str, fmt: DataFormat = GSM8K_FORMAT) -> Problem:
     if not isinstance(obj, dict):
         raise MathtuneError(f"{where}: expected a JSON object with '{fmt.question}' and '{fmt.answer}'")
-    question, answer = obj.get(fmt.question), obj.get(fmt.answer)
+    question, answer = _field(obj, fmt.question, where), _field(obj, fmt.answer, where)
     if not isinstance(question, str) or not question.strip():
         raise MathtuneError(f"{where}: missing or empty '{fmt.question}'")
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         answer = str(answer)  # a bare number, as SVAMP and ASDiv give it
     if not isinstance(answer, str) or not answer.strip():
-        raise MathtuneError(f"{where}: '{fmt.answer}' must be a solution ending in '#### N' or a bare number")
+        raise MathtuneError(f"{where}: '{fmt.answer}' must be {ANSWER_FORMS}")
+    if fmt.final is not None:
+        return _with_final_field(obj, pid, where, fmt, question, answer)
     try:
-        gold = extract_gold(answer)
+        gold, form = read_gold(answer)
     except ValueError:
         if "####" in answer:
             raise MathtuneError(f"{where}: the text after '####' is not a number") from None
-        raise MathtuneError(f"{where}: '{fmt.answer}' must be a solution ending in '#### N' or a bare number") from None
-    if "####" not in answer:
-        answer = f"#### {answer.strip()}"  # one form for the scorer, the taxonomy and training
-    return Problem(id=pid, question=question, answer=answer, gold=gold)
+        raise MathtuneError(f"{where}: '{fmt.answer}' must be {ANSWER_FORMS} (or name a field holding the final "
+                            "number with fields.final)") from None
+    if form == BARE_FORM:
+        answer = f"#### {answer.strip()}"  # no solution to train: the number in the chat prompt's default form
+    return Problem(id=pid, question=question, answer=answer, gold=gold, form=form)
+
+
+def _with_final_field(obj: dict, pid: str, where: str, fmt: DataFormat, question: str, answer: str) -> Problem:
+    """A record whose final number is in a field of its own: the solution as written, whatever it states."""
+    value = _field(obj, fmt.final, where)
+    gold = normalize_number(str(value)) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if gold is None:
+        raise MathtuneError(f"{where}: '{fmt.final}' (fields.final) must be a number, got {str(value)[:40]!r}")
+    form = stated_answer(answer)[1] or NONE_STATED
+    return Problem(id=pid, question=question, answer=answer, gold=gold, form=form)
 
 
 def read_jsonl_problems(path: Path, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
@@ -141,23 +185,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# GSM8K's published splits (openai/grade-school-math, 7,473 train and 1,319 test problems),
-# fingerprinted by their text rather than their bytes, so that a copy written with other JSON
-# spacing or escaping is still recognised: sha256 over "question NUL answer NEWLINE" per problem,
-# in file order. Any other file (a subset, an edit, other problems) is not called GSM8K.
-GSM8K_CONTENT_SHA256 = {
-    "train": "17791e939e35e50749e1b669b7a932de00a780e3415be4c36a7a38e00515d8e0",
-    "test": "288f91040ca635f5233fe60c9789c0392ef354580f2a11ce0024d8efbc632c50",
+# Known data sets' published splits (GSM8K: openai/grade-school-math, 7,473 train and 1,319 test
+# problems), recognised by their text rather than their bytes or field names: sha256 over
+# "question NUL gold number NEWLINE" per problem, in file order. So a copy written with other
+# JSON spacing, other field names or its answers in another stated form is still recognised; a
+# subset, an edit or other problems is not.
+KNOWN_SETS = {
+    "7cfbcccc1047de8e6c13b487be9108b74e8d24d28229e787463090e6bd312bd6": ("GSM8K", "train"),
+    "cc309d35b75ab0b1d11fd93617c71ef0b34b0b749825986397c199a26c4dd0b6": ("GSM8K", "test"),
 }
 GSM8K_HUB_ID = "openai/gsm8k"
 DEMO_DATA_NAME = "GSM8K-style demo problems (not GSM8K)"
 
 
-def content_sha256(path: Path) -> str:
+def text_fingerprint(problems: list[Problem]) -> str:
+    """The fingerprint KNOWN_SETS holds: the problems' question text and gold numbers, in order."""
     digest = hashlib.sha256()
-    for _, obj in iter_jsonl(path):
-        if isinstance(obj, dict):
-            digest.update(f"{obj.get('question')}\x00{obj.get('answer')}\n".encode())
+    for p in problems:
+        digest.update(f"{p.question}\x00{p.gold}\n".encode())
     return digest.hexdigest()
 
 
@@ -165,24 +210,31 @@ def _demo_folder() -> Path:
     return Path(str(resources.files("mathtune") / "demo_data")).resolve()
 
 
+def _local_name(path: Path, split: str, fmt: DataFormat) -> str:
+    """A local file's name: a known set's (with its split) when its text is that set's."""
+    if path.parent == _demo_folder():
+        return DEMO_DATA_NAME
+    try:
+        known = KNOWN_SETS.get(text_fingerprint(read_jsonl_problems(path, split, fmt)))
+    except MathtuneError:
+        known = None
+    if known is not None:
+        name, known_split = known
+        return name if known_split == split else f"{name}'s {known_split} split"
+    return f"local file {path.parent.name}/{path.name} (not GSM8K's published {split} split)"
+
+
 def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> dict:
     """Which data a split came from, exactly: a local file's absolute path and sha256, or the
     hub id with the revision the hub reports (None where it cannot be asked); and its name:
-    'GSM8K' only for the hub's openai/gsm8k or a file with GSM8K's published text."""
+    'GSM8K' only for the hub's openai/gsm8k or a file with GSM8K's published text (KNOWN_SETS)."""
     source = resolve_source(source)
     file_split = "train" if split == "validation" else split  # validation is carved from train
-    mapped = {} if fmt == GSM8K_FORMAT else {"format": {"question": fmt.question, "answer": fmt.answer,
-                                                         "config": fmt.config, "test_split": fmt.test_split}}
+    mapped = {} if fmt == GSM8K_FORMAT else {"format": fmt.as_record()}
     if _looks_local(source):
         path = _source_file(source, file_split, fmt).resolve()
-        folder = path.parent
-        if folder == _demo_folder():
-            name = DEMO_DATA_NAME
-        elif fmt.question == "question" and content_sha256(path) == GSM8K_CONTENT_SHA256.get(file_split):
-            name = "GSM8K"
-        else:
-            name = f"local file {folder.name}/{path.name} (not GSM8K's published {file_split} split)"
-        return {"kind": "local", "name": name, "split": split, "path": str(path), "sha256": file_sha256(path), **mapped}
+        return {"kind": "local", "name": _local_name(path, file_split, fmt), "split": split, "path": str(path),
+                "sha256": file_sha256(path), **mapped}
     revision = None
     if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False") and hub_reachable():
         try:  # the commit the hub serves now, best effort: unreachable, it stays None
@@ -217,7 +269,11 @@ def load_source_split(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -
     """The raw 'train' or 'test' split of a source."""
     source = resolve_source(source)
     if _looks_local(source):
-        return read_jsonl_problems(_source_file(source, split, fmt), split, fmt)
+        path = _source_file(source, split, fmt)
+        if split == "test" and not path.is_file():
+            raise MathtuneError(f"data file not found: {path} (a run evaluates on its data's test split unless "
+                                "eval.source names other data, e.g. a folder holding GSM8K's test.jsonl)")
+        return read_jsonl_problems(path, split, fmt)
     return _load_hub(source, fmt.test_split if split == "test" else split, fmt)
 
 

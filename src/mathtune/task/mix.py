@@ -15,6 +15,7 @@ probability, which would not give the exact, recorded counts per source.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from mathtune.config import Config, MixSource
 from mathtune.task.data import DataFormat, Problem, load_source_split
@@ -32,7 +33,7 @@ def load_mix_source(entry: MixSource, index: int) -> list[Problem]:
     source's ids. A mix source is read the way a test set is (DataFormat.of(entry) names its split
     as the one to read): one file whole, FOLDER/SPLIT.jsonl, or the hub's split."""
     problems = load_source_split(entry.source, "test", DataFormat.of(entry))
-    return [Problem(id=f"mix{index}:{p.id}", question=p.question, answer=p.answer, gold=p.gold) for p in problems]
+    return [replace(p, id=f"mix{index}:{p.id}") for p in problems]
 
 
 def mix_training_problems(config: Config) -> tuple[list[Problem], list[dict]]:

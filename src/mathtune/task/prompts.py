@@ -1,8 +1,9 @@
 """The three prompt formats, shared by training and evaluation so the two cannot drift.
 
 * chat   -- zero-shot through the tokenizer's chat template; asks for step-by-step work and
-            a final line `#### N`. Training uses the same rendered prompt with the gold
-            solution as the assistant turn.
+            a final line `#### N` (or the answer form the training data uses, such as
+            `The answer is: N`: task.answers). Training uses the same rendered prompt with the
+            gold solution as the assistant turn.
 * cot8   -- the 8 fixed chain-of-thought exemplars of Wei et al. (2022), as used by the
             field's reference GSM8K CoT evaluation: "Q: ...\\nA: ... The answer is N."
             joined by blank lines, ending in "Q: {question}\\nA:".
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 from mathtune.config import EVAL_PROMPTS
 from mathtune.core.errors import MathtuneError
+from mathtune.task.answers import HASH_FORM, form_pattern
 from mathtune.task.data import Problem
 from mathtune.task.score import THINK_CLOSE, THINK_OPEN, opens_think
 
@@ -33,6 +35,11 @@ CHAT_INSTRUCTION = (
     "Solve the math problem below. Explain your reasoning step by step. After the reasoning, "
     "end with a line of the form '#### <number>' that gives the final answer."
 )
+
+
+def chat_instruction(answer_form: str = HASH_FORM) -> str:
+    """The chat prompt's instruction, asking for the answer in the training data's form."""
+    return CHAT_INSTRUCTION.replace("'#### <number>'", f"'{form_pattern(answer_form)}'")
 
 # ChatML, for tokenizers that ship no chat template (some base models). Qwen's own
 # templates render the same turns.
@@ -103,13 +110,25 @@ STOP_STRINGS = {
 }
 # What each format is, as the protocol line of a summary and the report state it.
 DESCRIPTIONS = {
-    "chat": "zero-shot chat template, asks for '#### N'",
+    "chat": "zero-shot chat template, asks for '#### N'",  # the form asked for: describe_prompt
     "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
     "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
     "chat-verify": "zero-shot chat template, then a second turn asking the model to check its work; "
                    "scored on the final turn",
 }
 assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every prompt named in config has its format here"
+
+
+
+def describe_prompt(kind: str, answer_form: str = HASH_FORM) -> str:
+    """DESCRIPTIONS[kind], naming the answer form a chat prompt asks for when it is the training
+    data's own rather than GSM8K's."""
+    if kind == "chat" and answer_form != HASH_FORM:
+        return f"zero-shot chat template, asks for '{answer_form}', the training data's answer form"
+    if kind == "chat-verify" and answer_form != HASH_FORM:
+        return DESCRIPTIONS[kind] + f"; asks for '{answer_form}', the training data's answer form"
+    return DESCRIPTIONS[kind]
+
 
 _CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
@@ -126,10 +145,11 @@ class PromptBuilder:
     fewshot: tuple[Problem, ...] = ()
     date: str | None = None
     thinking: str = "auto"  # model.thinking: the chat template's thinking mode (render_chat)
+    answer_form: str = HASH_FORM  # what the chat instruction asks for (task.answers)
 
     def render(self, question: str, tokenizer=None) -> str:
         if self.kind in CHAT_KINDS:  # chat-verify's first turn is the chat prompt
-            return render_chat_prompt(question, tokenizer, self.date, self.thinking)
+            return render_chat_prompt(question, tokenizer, self.date, self.thinking, self.answer_form)
         if self.kind == "cot8":
             shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
             return "\n\n".join(shots + [f"Q: {question}\nA:"])
@@ -174,10 +194,10 @@ def ensure_chat_template(tokenizer) -> None:
                         "(eval.prompt / data.prompt), or a tokenizer that has a chat template")
 
 
-def chat_messages(question: str) -> list[dict[str, str]]:
+def chat_messages(question: str, answer_form: str = HASH_FORM) -> list[dict[str, str]]:
     """The conversation of the chat prompt: one user turn. No system turn, so templates that
     refuse one (Gemma's) or fold it into the first user turn (Mistral's) render it as written."""
-    return [{"role": "user", "content": f"{CHAT_INSTRUCTION}\n\nProblem: {question}"}]
+    return [{"role": "user", "content": f"{chat_instruction(answer_form)}\n\nProblem: {question}"}]
 
 
 # The self-check turn of the chat-verify prompt: asked after the model's first answer, in the
@@ -262,17 +282,19 @@ def render_chat(messages: list[dict[str, str]], tokenizer, date: str | None, *,
 
 
 def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None,
-                       thinking: str = "auto") -> str:
+                       thinking: str = "auto", answer_form: str = HASH_FORM) -> str:
     """The chat-verify prompt's second turn: the first exchange, then the check request."""
-    messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
-                                          {"role": "user", "content": VERIFY_INSTRUCTION}]
+    verify = VERIFY_INSTRUCTION.replace("'#### <number>'", f"'{form_pattern(answer_form)}'")
+    messages = chat_messages(question, answer_form) + [{"role": "assistant", "content": first_answer},
+                                                       {"role": "user", "content": verify}]
     return render_chat(messages, tokenizer, date, thinking=thinking)
 
 
-def render_chat_prompt(question: str, tokenizer, date: str | None = None, thinking: str = "auto") -> str:
+def render_chat_prompt(question: str, tokenizer, date: str | None = None, thinking: str = "auto",
+                       answer_form: str = HASH_FORM) -> str:
     if tokenizer is None:
         raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
-    prompt = render_chat(chat_messages(question), tokenizer, date, thinking=thinking)
+    prompt = render_chat(chat_messages(question, answer_form), tokenizer, date, thinking=thinking)
     if thinking == "off" and opens_think(prompt):
         raise ThinkingRefused(f"model.thinking is off, but the chat template of {_name(tokenizer)} opens a think block "
                               f"('{THINK_OPEN}') in its generation prompt whatever it is told, so it has no "
@@ -301,7 +323,7 @@ _EMPTY_THINK = re.compile(re.escape(THINK_OPEN) + r"\s*" + re.escape(THINK_CLOSE
 
 def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
                   solution: str | None = None, fewshot: tuple[Problem, ...] = (),
-                  thinking: str = "auto") -> tuple[str, str]:
+                  thinking: str = "auto", answer_form: str = HASH_FORM) -> tuple[str, str]:
     """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
     solution (the gold one unless given) as the model should continue it. For a chat prompt
     the answer is the rest of the conversation as the template renders it, turn end included,
@@ -314,11 +336,11 @@ def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str 
     '#### N' line after it (thinking_reply); never an empty block under the loss."""
     given = solution is not None
     solution = clean_solution(problem.answer) if solution is None else solution
-    prompt = PromptBuilder(kind, fewshot, date, thinking).render(problem.question, tokenizer)
+    prompt = PromptBuilder(kind, fewshot, date, thinking, answer_form).render(problem.question, tokenizer)
     if kind not in CHAT_KINDS:
         return prompt, " " + solution
     if not opens_think(prompt):
-        conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]
+        conversation = chat_messages(problem.question, answer_form) + [{"role": "assistant", "content": solution}]
         whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False, thinking=thinking)
         if not whole.startswith(prompt):
             raise NoCleanBoundary(f"the chat template of {_name(tokenizer)} does not render a reply as the evaluation "
@@ -336,13 +358,14 @@ def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str 
         raise ThinkingRefused(f"the chat template of {_name(tokenizer)} thinks (model.thinking {thinking}), and "
                               "training on the model's own samples in thinking mode is not supported; use "
                               "model.thinking off, or train.method sft")
-    answer = thinking_reply(problem, solution, prompt, tokenizer, date, thinking)
+    answer = thinking_reply(problem, solution, prompt, tokenizer, date, thinking, answer_form)
     if _EMPTY_THINK.search(answer) or (opens_think(prompt) and answer.lstrip().startswith(THINK_CLOSE)):
         raise ThinkingRefused(f"{problem.id}: the thinking format would train an empty think block")
     return prompt, answer
 
 
-def thinking_reply(problem: Problem, solution: str, prompt: str, tokenizer, date: str | None, thinking: str) -> str:
+def thinking_reply(problem: Problem, solution: str, prompt: str, tokenizer, date: str | None, thinking: str,
+                   answer_form: str = HASH_FORM) -> str:
     """The reply in the thinking format: `<think>\\n` (unless the prompt opened the block), the
     solution's steps, `\\n</think>\\n\\n`, its `#### N` line, the turn end. Rendered by the template
     where it keeps the reasoning of the reply it renders (Qwen3's); written out after the
@@ -354,7 +377,7 @@ def thinking_reply(problem: Problem, solution: str, prompt: str, tokenizer, date
         raise ThinkingRefused(f"{problem.id}: the thinking format puts the solution's steps inside the think block, "
                               "and this answer has no steps before its '#### N' line; use model.thinking off")
     content = f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{final}"
-    conversation = chat_messages(problem.question) + [{"role": "assistant", "content": content}]
+    conversation = chat_messages(problem.question, answer_form) + [{"role": "assistant", "content": content}]
     whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False, thinking=thinking)
     if whole.startswith(prompt) and steps in whole[len(prompt):]:
         return whole[len(prompt):].rstrip("\n")
@@ -394,11 +417,12 @@ def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple
 
 
 def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42,
-                        date: str | None = None, thinking: str = "auto") -> PromptBuilder:
+                        date: str | None = None, thinking: str = "auto",
+                        answer_form: str = HASH_FORM) -> PromptBuilder:
     if kind not in EVAL_PROMPTS:
         raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
     if kind == "plain5":
         if train is None:
             raise ValueError("plain5 needs the train split for its exemplars")
-        return PromptBuilder(kind, draw_fewshot(train, seed), date, thinking)
-    return PromptBuilder(kind, date=date, thinking=thinking)
+        return PromptBuilder(kind, draw_fewshot(train, seed), date, thinking, answer_form)
+    return PromptBuilder(kind, date=date, thinking=thinking, answer_form=answer_form)

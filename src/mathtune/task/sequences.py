@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mathtune.task.data import Problem
+from mathtune.task.answers import HASH_FORM
 from mathtune.task.prompts import CHAT_KINDS, template_turn_end, training_pair
 
 
@@ -73,9 +74,9 @@ def example_from_text(prompt: str, answer: str, tokenizer, kind: str) -> Trainin
 
 def training_example(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
                      solution: str | None = None, fewshot: tuple[Problem, ...] = (),
-                     thinking: str = "auto") -> TrainingExample:
+                     thinking: str = "auto", answer_form: str = HASH_FORM) -> TrainingExample:
     """The supervised example of one problem: its evaluation prompt, then the solution (the
     gold one unless given: RFT passes the model's own), in the template's thinking mode."""
     prompt, answer = training_pair(problem, tokenizer, kind, date=date, solution=solution, fewshot=fewshot,
-                                   thinking=thinking)
+                                   thinking=thinking, answer_form=answer_form)
     return example_from_text(prompt, answer, tokenizer, kind)

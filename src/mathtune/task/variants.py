@@ -57,7 +57,7 @@ from mathtune.config import PROBE_KINDS
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
 from mathtune.task.chain import (CHAIN_HELD_RULES, CHAIN_SKIP_REASONS, FRACTION, Chain, parse_chain,
-                                  question_numbers, to_fraction, trace)
+                                  question_numbers, trace)
 from mathtune.task.data import Problem
 from mathtune.task.implied import naming_spans, time_spans
 from mathtune.task.renaming import RENAME_SKIP_REASONS, rename_people

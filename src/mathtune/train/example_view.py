@@ -15,8 +15,7 @@ from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
 from mathtune.evaluation.request import EvalRequest, load_problems
 from mathtune.models.load import load_tokenizer
-from mathtune.task.data import DataFormat, training_splits
-from mathtune.task.mix import mix_training_problems
+from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
 from mathtune.train.trainer import gold_examples, training_fewshot
 
@@ -26,9 +25,7 @@ def show_example(config: Config, index: int = 0) -> dict:
     data.max_length are dropped) and its question's evaluation prompt under eval.prompt."""
     if index < 0:
         raise MathtuneError(f"--show-example takes an example number from 0 (given {index})")
-    train, _ = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                               train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
-    train = train + mix_training_problems(config)[0]
+    train = training_set(config).train
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     kept = [(problem, example) for problem, example in zip(train, gold_examples(config, tokenizer, train, training_fewshot(config)))
             if len(example) <= config.data.max_length]

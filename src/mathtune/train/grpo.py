@@ -27,6 +27,7 @@ from mathtune.task.data import Problem
 from mathtune.core.errors import MathtuneError
 from mathtune.task.prompts import CHAT_KINDS, chat_messages, ensure_chat_template, make_prompt_builder, template_kwargs
 from mathtune.task.score import extract_strict, numbers_equal, opens_think
+from mathtune.task.training_set import training_answer_form
 from mathtune.train.trainer import trainer_arguments
 
 
@@ -98,7 +99,8 @@ def prompt_rows(config: Config, tokenizer, problems: list[Problem]) -> list[dict
             raise MathtuneError("train.method grpo with a chat template that opens a think block in its generation "
                                 "prompt is not supported; use model.thinking off where the template has it, or "
                                 "train.method sft")
-        return [{"prompt": chat_messages(p.question), "gold": p.gold} for p in problems]
+        form = training_answer_form(config)  # the form the evaluation's chat prompt asks for
+        return [{"prompt": chat_messages(p.question, form), "gold": p.gold} for p in problems]
     builder = make_prompt_builder(config.data.prompt, train=problems, seed=config.seed)  # few-shot: no template
     return [{"prompt": builder.render(p.question, tokenizer), "gold": p.gold} for p in problems]
 

@@ -29,6 +29,7 @@ from mathtune.evaluation.request import EvalRequest
 from mathtune.models.load import decoding
 from mathtune.task.data import Problem
 from mathtune.task.prompts import training_pair
+from mathtune.task.training_set import training_answer_form
 from mathtune.train.trainer import training_fewshot
 
 SAMPLES_NAME = "rft_samples"
@@ -103,7 +104,8 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         # own solutions in place of the gold one.
         def pair(solution: str | None) -> tuple[str, str]:
             return training_pair(problem, tokenizer, config.data.prompt, date=config.data.prompt_date, solution=solution,
-                                 fewshot=fewshot, thinking=config.model.thinking)
+                                 fewshot=fewshot, thinking=config.model.thinking,
+                                 answer_form=training_answer_form(config))
 
         chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(*pair(c)))
         from_model += len(chosen)

@@ -39,8 +39,8 @@ from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn,
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
-from mathtune.task.data import DataFormat, data_identity, training_splits
-from mathtune.task.mix import mix_training_problems
+from mathtune.task.data import DataFormat, data_identity
+from mathtune.task.training_set import training_answer_form, training_set
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.checkpoints import (checkpoint_step, complete_checkpoints, file_problem, last_complete_checkpoint,
@@ -109,6 +109,7 @@ class TrainingData:
     val_problems: list
     sources: list[dict]
     tokenizer: Any
+    forms: dict = field(default_factory=dict)  # the training answers' forms, with counts (task.answers)
     train_set: Any = None
     val_set: Any = None
     counts: dict = field(default_factory=dict)
@@ -160,15 +161,9 @@ METHODS = {
 
 def _data(config: Config, method: Method) -> TrainingData:
     """Data first (no network for a local folder), then the tokenizer (no weights yet)."""
-    train_problems, val_problems = training_splits(
-        config.data.source, val_fraction=config.data.val_fraction, seed=config.seed, train_limit=config.data.train_limit,
-        fmt=DataFormat.of(config.data),
-    )
-    extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
-    sources = [{"source": config.data.source, "split": "train (after the seeded split)", "weight": 1.0,
-                "problems": len(train_problems), "examples": len(train_problems)}] + mixed
+    problems = training_set(config)  # the main source's split, data.mix's sources beside it
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
-    data = TrainingData(train_problems + extra, val_problems, sources, tokenizer)
+    data = TrainingData(problems.train, problems.val, problems.sources, tokenizer, problems.forms)
     data.train_set, data.val_set, data.counts = method.datasets(config, data)
     return data
 
@@ -251,7 +246,8 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         drop_replaced_run(run_dir)
-        summary = make_summary(config, trainer, data.counts | {"sources": data.sources}, resumed_from=checkpoint)
+        summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms},
+                               resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
         summary |= paths  # which fast paths ran, and why
         if recipe_stats is not None:
@@ -464,6 +460,8 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "val_examples": data_counts["val_examples"],
         "dropped_too_long": data_counts["dropped_too_long"],
         "data_sources": data_counts.get("sources"),
+        "answer_forms": data_counts.get("answer_forms"),
+        "prompt_answer_form": training_answer_form(config),
         "wall_time_s": wall,
         "tokens_seen": tokens,
         "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",

@@ -25,7 +25,8 @@ from mathtune.core.provenance import library_version
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
-from mathtune.task.data import DataFormat, Problem, training_splits
+from mathtune.task.data import Problem
+from mathtune.task.training_set import training_answer_form, training_set
 from mathtune.task.sequences import TrainingExample, example_from_text, training_example
 from mathtune.train.divergence import DivergenceCallback
 from mathtune.train.lm_head import use_lm_head
@@ -70,8 +71,9 @@ def gold_examples(config: Config, tokenizer, problems: list[Problem],
     """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
     gold solution's; what training feeds, the plan counts and `plan --show-example` shows.
     fewshot: training_fewshot(config), drawn once by the caller for all its splits."""
+    form = training_answer_form(config)  # the chat prompt asks for the training data's answer form
     return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot,
-                             thinking=config.model.thinking) for p in problems]
+                             thinking=config.model.thinking, answer_form=form) for p in problems]
 
 
 class AllTooLong(MathtuneError):
@@ -102,8 +104,8 @@ def build_datasets(config: Config, tokenizer, train: list[Problem] | None = None
     from datasets import Dataset
 
     if train is None or val is None:
-        train, val = training_splits(config.data.source, val_fraction=config.data.val_fraction, seed=config.seed,
-                                     train_limit=config.data.train_limit, fmt=DataFormat.of(config.data))
+        problems = training_set(config)
+        train, val = problems.train, problems.val
 
     def rows(examples: list[TrainingExample], split: str) -> tuple[list[dict], int]:
         refuse_all_too_long([len(e) for e in examples], config.data.max_length, split)

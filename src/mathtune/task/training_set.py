@@ -1,0 +1,67 @@
+"""The problems a run trains and validates on, and the answer form its prompts ask for.
+
+    data = training_set(config)      # .train, .val, .sources (counts per source), .forms
+    form = training_answer_form(config)
+
+The main source gives the seeded train/validation split (cut by data.train_limit); data.mix
+sources add training problems. data.train_limit 0 trains on the mix alone: the main source
+then gives only the validation problems, cut in proportion to the mix's examples. Training,
+the plan and `plan --show-example` all build their sets here, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from mathtune.config import Config
+from mathtune.task.answers import HASH_FORM, prompt_form
+from mathtune.task.data import GSM8K_FORMAT, HUB_DEFAULT, DataFormat, Problem, training_splits
+from mathtune.task.mix import mix_training_problems
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    train: list[Problem]
+    val: list[Problem]
+    sources: list[dict]
+    """Per source: source, split, weight, problems, examples (train/summary.json's data_sources)."""
+
+    @property
+    def forms(self) -> dict[str, int]:
+        """The answer forms of the training problems, with counts (task.answers)."""
+        return dict(Counter(p.form for p in self.train).most_common())
+
+
+def training_set(config: Config) -> TrainingSet:
+    d = config.data
+    mix_only = d.train_limit == 0
+    train, val = training_splits(d.source, val_fraction=d.val_fraction, seed=config.seed,
+                                 train_limit=None if mix_only else d.train_limit, fmt=DataFormat.of(d))
+    extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
+    if mix_only:
+        train = []
+        val = val[: max(1, math.ceil(len(extra) * d.val_fraction / (1 - d.val_fraction)))]
+    sources = [{"source": d.source, "split": "train (after the seeded split)", "weight": 1.0,
+                "problems": len(train), "examples": len(train)}] + mixed
+    return TrainingSet(train + extra, val, sources)
+
+
+def training_answer_form(config: Config) -> str:
+    """The answer form the chat prompt asks for in this run's training and evaluation: the
+    training data's most common stated form (task.answers.prompt_form). GSM8K's own source
+    (the hub id, or MATHTUNE_DATA's copy of it) with its own fields and no mix is '#### N'
+    without reading it."""
+    d = config.data
+    if d.source == HUB_DEFAULT and DataFormat.of(d) == GSM8K_FORMAT and not d.mix:
+        return HASH_FORM
+    return _form_of_data(config.model_dump_json(include={"seed": True, "data": True}))
+
+
+@functools.lru_cache(maxsize=16)
+def _form_of_data(settings: str) -> str:
+    """Cached by the settings that decide the training set: every request of one run asks."""
+    config = Config.model_validate_json(settings)
+    return prompt_form(training_set(config).forms)
