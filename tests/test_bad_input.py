@@ -279,7 +279,7 @@ CASES = [
     Case("analysis.json edited by hand", lambda c: ["report", str(_edited_analysis(c))],
          lambda c: ["analysis.json", "changed after mathtune wrote it", "--overwrite"]),
     Case("analysis.json cut short", lambda c: ["report", str(_truncated_analysis(c))],
-         lambda c: ["analysis.json", "changed after mathtune wrote it"]),
+         lambda c: ["analysis.json", "is not whole JSON (cut short"]),
     Case("summary not JSON", lambda c: ["report", str(_malformed_summary(c))],
          lambda c: ["base.summary.json", "malformed JSON"]),
     Case("metrics edited by hand", lambda c: ["report", str(_edited_metrics(c))],

@@ -31,7 +31,7 @@ from mathtune.core import terminal
 from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import this_process
-from mathtune.core.runfiles import check_output_folder
+from mathtune.core.runfiles import check_output_folder, disk_full_is_one_line, disk_full_message, is_disk_full
 from mathtune.core.stats import counted
 from mathtune.core.terminal import say
 from mathtune.demo import run_demo
@@ -392,10 +392,12 @@ def _cmd_eval(args) -> None:
 
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
-    summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
-                       model=model, tokenizer=tokenizer)
+    with disk_full_is_one_line(out):
+        summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
+                           model=model, tokenizer=tokenizer)
     if spec is not None:
-        extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
+        with disk_full_is_one_line(out):
+            extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
         summary["extra"] = extra["tasks"]
         if not args.json:
             for task, t in extra["tasks"].items():
@@ -539,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OSError as err:  # the machine's answer, not a mistake in mathtune: a full disk, a read-only folder
-        print(f"mathtune: error: {os_error_line(err)}", file=sys.stderr)
+        line = disk_full_message(err) if is_disk_full(err) else os_error_line(err)
+        print(f"mathtune: error: {line}", file=sys.stderr)
         return 1
     finally:
         terminal.QUIET = False  # --quiet is this command's, not the process's (main may run again)

@@ -585,7 +585,13 @@ def config_to_yaml(config: Config) -> str:
 
 
 def config_from_yaml_text(text: str, origin: str) -> Config:
-    return config_from_dict(_load_yaml(text) or {}, origin)
+    """A config from YAML text (a run folder's config.yaml); text that is not YAML, as a file cut
+    short leaves it, is a one-line error naming origin."""
+    try:
+        loaded = _load_yaml(text)
+    except yaml.YAMLError as err:
+        raise MathtuneError(yaml_error_line(origin, text, err)) from None
+    return config_from_dict(loaded or {}, origin)
 
 
 def name_for_model(name_or_path: str) -> str:

@@ -10,23 +10,23 @@ last finished batch.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from mathtune.analysis.analyze import check_not_hand_edited, run_analysis
 from mathtune.config import Config, config_to_yaml, with_prompt_date
-from mathtune.core.errors import MathtuneError
-from mathtune.core.runfiles import read_json, sweep_stale_temps, write_atomic
+from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json, size_text, sweep_stale_temps,
+                                    write_atomic)
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
 from mathtune.evaluation.evaluate import evaluate
-from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, refuse_other_settings
+from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, other_settings
 from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finished, run_extra_tasks
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.models.attention import training_attention  # unpacked rows: what decoding runs
 from mathtune.models.load import attach_adapter, check_adapter_folder, load_model, resolve_model_path
-from mathtune.plan import format_plan, make_plan, record_measured_rates, write_plan
+from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
 from mathtune.task.training_set import training_set
@@ -36,12 +36,25 @@ from mathtune.train.run import run_train
 from mathtune.train.trainer import AllTooLong, check_before_loading
 
 
+# The adapter is training's product, not an evaluation setting: a finished evaluation of another
+# adapter (matched by content, EvalRequest.identity) is evaluated again, never refused or reused.
+ADAPTER_KEYS = ("adapter", "adapter_sha256")
+
+
 def check_eval_settings(config: Config, run_dir: Path) -> None:
     """Finished evaluations are never replaced in silence: a run whose eval.* settings differ
     from its finished records is refused (before anything runs or is written) unless --overwrite."""
     for name, req in (("base", EvalRequest.from_config(config)), ("tuned", EvalRequest.from_config(config, run_dir / "adapter"))):
-        refuse_other_settings(EvalPaths.for_name(run_dir, name), req, str(run_dir), f"eval/{name}.jsonl",
-                              "use --overwrite to replace it, or another --out")
+        differs = [k for k in other_settings(EvalPaths.for_name(run_dir, name), req) if k not in ADAPTER_KEYS]
+        if differs:
+            raise MathtuneError(f"{run_dir} holds a finished eval/{name}.jsonl with other settings (differs in "
+                                f"{listing(differs)}); use --overwrite to replace it, or another --out")
+
+
+def of_another_adapter(paths: EvalPaths, request: EvalRequest) -> bool:
+    """A finished evaluation under these paths that differs from the request in its adapter alone."""
+    differs = other_settings(paths, request)
+    return bool(differs) and all(k in ADAPTER_KEYS for k in differs)
 
 
 def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = False) -> None:
@@ -55,7 +68,8 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
                   ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
     reuse_cached_base(base_req, run_dir)
-    todo = [(name, req) for name, req in stages if finished_summary(EvalPaths.for_name(run_dir, name), req) is None]
+    todo = [(name, req) for name, req in stages
+            if finished_summary(EvalPaths.for_name(run_dir, name), req, say_torn=False) is None]
     spec = None
     if config.eval.extra:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
         spec = ExtraSpec.from_config(config.eval)
@@ -82,8 +96,10 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             say(f"extra: lm-evaluation-harness tasks {', '.join(spec.tasks)} on {name}")
             run_extra_tasks(model, tokenizer, name, run_dir, spec)
         else:
-            evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer, overwrite=overwrite)
-            say_paths(EvalPaths.for_name(run_dir, name))
+            paths = EvalPaths.for_name(run_dir, name)
+            evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer,
+                     overwrite=overwrite or of_another_adapter(paths, req))
+            say_paths(paths)
             if name == "base":
                 keep_cached_base(req, run_dir)
 
@@ -177,7 +193,8 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     if None in done:
         model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
         for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
-            evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
+            with disk_full_is_one_line(out_dir):
+                evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
             say_paths(EvalPaths.for_name(out_dir, n))
     return rebuild_report(out_dir)
 
@@ -194,18 +211,21 @@ def probe_request(config: Config, run_dir: Path, adapter: Path | None) -> EvalRe
 
 
 def run_experiment(config: Config, run_dir: Path, *, overwrite: bool = False) -> Path:
-    """`mathtune run`, step by step; returns the path of the main report file."""
+    """`mathtune run`, step by step; returns the path of the main report file. A disk that fills
+    up on the way is one line naming the file, and the same command then resumes."""
     run_dir = Path(run_dir)
-    config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder, on any day
-    preflight(config, run_dir, overwrite=overwrite)
-    plan = plan_before_training(config, run_dir)
-    run_train(config, run_dir, overwrite=overwrite, checked=True)  # checks the folder before anything is removed
-    say(f"adapter: {run_dir / 'adapter'}")
-    keep_run_files(config, run_dir, plan, overwrite=overwrite)
-    with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
-        evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
-    record_rates(run_dir)
-    return rebuild_report(run_dir)
+    with disk_full_is_one_line(run_dir):
+        config = with_prompt_date(config, run_dir)  # one date for every prompt of this run folder, on any day
+        preflight(config, run_dir, overwrite=overwrite)
+        plan = plan_before_training(config, run_dir, overwrite=overwrite)
+        check_free_space(plan, run_dir)
+        run_train(config, run_dir, overwrite=overwrite, checked=True)  # checks the folder before anything is removed
+        say(f"adapter: {run_dir / 'adapter'}")
+        keep_run_files(config, run_dir, plan)
+        with run_log(run_dir):  # library warnings and logs to run.log, not the terminal
+            evaluate_base_and_tuned(config, run_dir, overwrite=overwrite)
+        record_rates(run_dir)
+        return rebuild_report(run_dir)
 
 
 def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
@@ -222,13 +242,11 @@ def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
         check_not_hand_edited(run_dir)
 
 
-def keep_run_files(config: Config, run_dir: Path, plan: dict | None, *, overwrite: bool) -> None:
-    """After training: the plan it was started under, nothing left of an overwritten run's later
-    stages, and the config as the evaluation uses it."""
+def keep_run_files(config: Config, run_dir: Path, plan: dict | None) -> None:
+    """After training: the plan it was started under, and the config as the evaluation uses it
+    (an overwritten run's later stages were set aside before training wrote anything)."""
     if plan is not None:
         write_plan(plan, run_dir)
-    if overwrite:
-        clear_downstream(run_dir)
     # Training only reads the training keys; eval.* and report.* may have changed since, and
     # config.yaml must say what this run actually used.
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
@@ -246,11 +264,42 @@ def record_rates(run_dir: Path) -> None:
         say(f"measured rates: kept in {written} for the next plan on this machine")
 
 
-def plan_before_training(config: Config, run_dir: Path) -> dict | None:
-    """The plan, printed before anything runs (kept from an earlier start of the same run)."""
+def check_free_space(plan: dict | None, run_dir: Path) -> None:
+    """Before training writes anything: the plan's estimate of what the run writes (less what
+    its folder already holds, on a resume) against the free space of the folder's disk. Refused
+    when it does not fit, said when it is close; no estimate (a plan not available), no check."""
+    if plan is None and (run_dir / "plan.json").is_file():
+        plan = read_json(run_dir / "plan.json")
+    disk = (plan or {}).get("disk_bytes")
+    free = free_bytes(run_dir)
+    if not disk or free is None:
+        return
+    held = sum(f.stat().st_size for f in run_dir.rglob("*") if f.is_file()) if run_dir.is_dir() else 0
+    need = disk["total"] - held
+    if need > free:
+        raise MathtuneError(f"not enough space for this run in {run_dir}: it writes about {size_text(need)} "
+                            f"more ({disk_parts(disk)}) and {size_text(free)} is free there; make room, or choose "
+                            "another --out")
+    if need > free / CLOSE_TO_FULL:
+        say(f"disk: {size_text(free)} free in {run_dir} for about {size_text(need)} this run writes (estimate): "
+            "close to full")
+
+
+# A run whose estimate takes more than 1/CLOSE_TO_FULL of the free space is told it is close:
+# the estimate is rough (the report's size, the records' length) by a third or so.
+CLOSE_TO_FULL = 1.5
+
+
+def plan_before_training(config: Config, run_dir: Path, *, overwrite: bool = False) -> dict | None:
+    """The plan, printed before anything runs (kept from an earlier start of the same run; an
+    overwritten run's plan is set aside with the rest of it)."""
     saved = run_dir / "plan.json"
-    if saved.is_file():
-        return None  # planned when this run first started; a resume keeps that plan
+    if saved.is_file() and not overwrite:
+        try:
+            read_json(saved)
+            return None  # planned when this run first started; a resume keeps that plan
+        except MathtuneError as err:
+            say(f"plan: {err}; planned again")
     try:
         plan = make_plan(config)
     except (AllTooLong, NoCleanBoundary):
@@ -262,23 +311,15 @@ def plan_before_training(config: Config, run_dir: Path) -> dict | None:
     return plan
 
 
-def clear_downstream(run_dir: Path) -> None:
-    """What the evaluation and report stages of an overwritten run left behind."""
-    shutil.rmtree(run_dir / "eval", ignore_errors=True)
-    shutil.rmtree(run_dir / "figures", ignore_errors=True)
-    shutil.rmtree(run_dir / PROBE_FOLDER, ignore_errors=True)
-    for name in ("analysis.json", "report.md", "report.html"):
-        (run_dir / name).unlink(missing_ok=True)
-
-
 def rebuild_report(run_dir: Path, *, overwrite: bool = False) -> Path:
     """analysis.json and the report from the files in run_dir; never runs a model."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")
     sweep_stale_temps(run_dir)  # what a write killed before its rename left behind
-    run_analysis(run_dir, overwrite=overwrite)
-    written = build_report(run_dir)
+    with disk_full_is_one_line(run_dir):
+        run_analysis(run_dir, overwrite=overwrite)
+        written = build_report(run_dir)
     main = next((p for p in written if p.suffix == ".html"), written[0] if written else run_dir)
     figures = [p for p in written if p.suffix == ".png"]
     for path in written:

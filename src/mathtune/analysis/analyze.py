@@ -189,8 +189,9 @@ def check_not_hand_edited(run_dir: Path) -> None:
         return
     try:
         analysis = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:  # not JSON: writes are atomic, so no crash of mathtune's left it so
-        analysis = None
+    except ValueError:  # writes are atomic, but a power cut after the rename can still cut a file short
+        raise MathtuneError(f"{path} is not whole JSON (cut short, or edited by hand); the report is rebuilt from "
+                            "the run's own files: move it away, or pass --overwrite") from None
     stored = analysis.pop(CHECKSUM_KEY, None) if isinstance(analysis, dict) else None
     if stored is None or hashlib.sha256(_json_text(analysis).encode()).hexdigest() != stored:
         raise MathtuneError(f"{path} was changed after mathtune wrote it (edited by hand, or by another tool); "

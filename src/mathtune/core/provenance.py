@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import platform
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -62,6 +65,43 @@ def describe_adapter(adapter_dir: str | Path) -> dict | None:
     # PEFT writes either module names or the full paths it expanded 'all-linear' to: the names say it.
     names = sorted({t.rsplit(".", 1)[-1] for t in targets}) if isinstance(targets, list) else targets
     return {"variant": variant, "r": settings.get("r"), "alpha": settings.get("lora_alpha"), "target_modules": names}
+
+
+# The files that make a PEFT adapter what it is: its settings and its weights (a model card or a
+# tokenizer beside them changes nothing it computes).
+ADAPTER_CONTENT = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def adapter_sha256(adapter_dir: str | Path) -> str | None:
+    """The adapter's content hash (sha256 over its settings and weights, in ADAPTER_CONTENT's
+    order): what a finished evaluation of it is matched by, wherever the folder lies. None
+    where the folder holds no complete adapter (yet)."""
+    files = [Path(adapter_dir) / name for name in ADAPTER_CONTENT]
+    try:
+        stamps = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+        return _hash_files(stamps)
+    except (OSError, ValueError):
+        return None
+
+
+@lru_cache(maxsize=16)
+def _hash_files(stamps: tuple) -> str:
+    """Keyed by path, size and modification time: an adapter is hashed once per process, and
+    again whenever it is rewritten. The settings are hashed as parsed: PEFT writes the target
+    modules it expanded 'all-linear' to in an order that changes from one process to the next."""
+    digest = hashlib.sha256()
+    for path, _, _ in stamps:
+        digest.update(Path(path).name.encode() + b"\0")
+        if path.endswith(".json"):
+            settings = json.loads(Path(path).read_text(encoding="utf-8"))
+            if isinstance(settings.get("target_modules"), list):
+                settings["target_modules"] = sorted(settings["target_modules"])
+            digest.update(json.dumps(settings, sort_keys=True).encode())
+            continue
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def quantization_label(record: dict | None) -> str:

@@ -6,8 +6,11 @@ never leaves half a file behind and a reader never sees one.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +34,11 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.filename is None:  # a failed write() names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -47,6 +55,96 @@ def sweep_stale_temps(folder: Path) -> list[Path]:
                 stale.unlink(missing_ok=True)
                 removed.append(stale)
     return removed
+
+
+# ---------------------------------------------------------------------------------------
+# A full disk
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free space (for this user) on the disk that holds path, or would hold it; None where
+    it cannot be asked."""
+    existing = Path(os.path.abspath(os.path.expanduser(path)))
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        return shutil.disk_usage(existing).free
+    except OSError:
+        return None
+
+
+def size_text(n: float | None) -> str:
+    """'148 KB', '3.2 MB', '1.5 GB' (powers of 1000, as df -H and file managers show them)."""
+    if n is None:
+        return "unknown"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:,.0f} {unit}"
+    return f"{int(n)} bytes"
+
+
+# A write short of space, in the words of the libraries that write a run's files: Python's
+# OSError; safetensors' "I/O error: No space left on device"; torch's zip writer, which loses
+# the errno and says only where its position went wrong (then the disk's own free space decides).
+_NO_SPACE_WORDS = ("No space left on device", "Disk quota exceeded", "os error 28")
+_TORCH_WRITER_WORDS = ("PytorchStreamWriter", "inline_container.cc", "unexpected pos")
+NEARLY_FULL = 1 << 20
+
+
+def is_disk_full(err: BaseException, folder: Path | None = None) -> bool:
+    """Whether an exception (or one it was raised from) is a write that ran out of space."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(err)
+        if any(words in text for words in _NO_SPACE_WORDS):
+            return True
+        if folder is not None and any(words in text for words in _TORCH_WRITER_WORDS):
+            free = free_bytes(folder)
+            if free is not None and free < NEARLY_FULL:
+                return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _file_being_written(err: BaseException, folder: Path | None) -> Path | None:
+    """The file a write short of space was writing: the one the error names, else the newest
+    file in the output folder (the libraries that lose the name leave their file behind, cut
+    short)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.filename:
+            return Path(err.filename)
+        err = err.__cause__ or err.__context__
+    if folder is None or not Path(folder).is_dir():
+        return None
+    files = (p for p in Path(folder).rglob("*") if p.is_file() and not p.is_symlink())
+    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def disk_full_message(err: BaseException, folder: Path | None = None) -> str:
+    """One line: the file being written, the space that was free, and how to go on."""
+    written = _file_being_written(err, folder)
+    where = f" writing {written}" if written else ""
+    free = free_bytes(written or folder or Path.cwd())
+    return (f"No space left on device{where} ({size_text(free)} free there); make room, or copy the folder to "
+            "a disk with room, and run the same command again (with --out at the copy): it resumes where it "
+            "stopped")
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(folder: Path):
+    """A write into folder short of space, whichever library made it, becomes one MathtuneError
+    line (disk_full_message) rather than its own traceback."""
+    try:
+        yield
+    except MathtuneError:
+        raise
+    except Exception as err:
+        if not is_disk_full(err, folder):
+            raise
+        raise MathtuneError(disk_full_message(err, folder)) from None
 
 
 def check_output_folder(path: Path, option: str = "--out") -> None:

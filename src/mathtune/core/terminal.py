@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -65,6 +66,13 @@ class _HeldFileHandler(logging.FileHandler):
             self.held.append(record)
         else:
             super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """A line run.log cannot take (a full disk) is lost, without logging's own traceback on
+        stderr: the run's next write of its own files meets the same fault and says it in one line."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handleError(record)
 
 
 # The loggers of the libraries mathtune drives. Each library that sets up its own terminal

@@ -171,7 +171,7 @@ def read_partials(paths: EvalPaths) -> dict[str, dict]:
 def resume(paths: EvalPaths, request: EvalRequest, here: Process) -> dict[str, dict]:
     """Open (or continue) the partial records and read what they hold, the same in every process."""
     if here.is_first:
-        start_partial(paths, request.identity())
+        start_partial(paths, request.identity(paths.home))
     here.wait()
     records = read_partials(paths)
     here.wait()  # every process has read the same records before any appends more
@@ -211,7 +211,7 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
     weights = next(model.parameters())
     summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=run.batch_size,
                         device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
-                        attention=getattr(model.config, "_attn_implementation", None))
+                        attention=getattr(model.config, "_attn_implementation", None), home=paths.home)
     summary["world_size"] = run.world_size
     summary["decoder"] = run.decoder
     summary["fast_paths"] = eval_paths(model)  # which attention and decoder ran, and why

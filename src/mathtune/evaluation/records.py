@@ -20,6 +20,7 @@ from pathlib import Path
 from mathtune.config import saved_config, saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
+from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
 from mathtune.models.generate import Generation
@@ -104,7 +105,7 @@ def session_timing(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
-              device: str, dtype: str, attention: str | None = None) -> dict:
+              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> dict:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
     identity = data_identity(request.data, request.split, request.data_format)
@@ -120,7 +121,7 @@ def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_
         "dtype": dtype,
         "attention": attention,
         "protocol": protocol_text(request, n, identity["name"]),
-        **request.summary_identity(),
+        **request.summary_identity(home),
         "data_name": identity["name"],
         "data_identity": identity,
     }
@@ -143,6 +144,12 @@ class EvalPaths:
         return cls(d / f"{name}.jsonl", d / f"{name}.summary.json", d / f"{name}.partial.jsonl",
                    d / f"{name}.partial.json")
 
+    @property
+    def home(self) -> Path:
+        """The folder this evaluation writes into (OUT of OUT/eval/, a run folder): paths inside
+        it are recorded relative to it (EvalRequest.identity)."""
+        return self.records.parent.parent
+
     def partial_for_rank(self, rank: int) -> Path:
         """Each process of a sharded evaluation appends to a file of its own."""
         return self.partial.with_name(self.partial.name.removesuffix(".jsonl") + f".rank{rank}.jsonl")
@@ -154,12 +161,18 @@ class EvalPaths:
         return [f for f in found if f.is_file()]
 
 
-def finished_summary(paths: EvalPaths, request: EvalRequest) -> dict | None:
-    """The summary of an already finished evaluation of the same request, else None."""
+def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> dict | None:
+    """The summary of an already finished evaluation of the same request, else None (also for a
+    summary cut short, which is said unless say_torn is off: a caller only looking ahead)."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
-    summary = read_json(paths.summary)
-    return None if request.differing_settings(summary) else summary
+    try:
+        summary = read_json(paths.summary)
+    except MathtuneError as err:  # cut short (a power cut after its rename): the evaluation is made again
+        if say_torn:
+            say(f"{err}: evaluated again")
+        return None
+    return None if request.differing_settings(summary, paths.home) else summary
 
 
 def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
@@ -170,8 +183,8 @@ def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
     try:
         summary = json.loads(paths.summary.read_text())
     except ValueError:
-        return ["(unreadable summary)"]
-    return request.differing_settings(summary)
+        return []  # cut short or damaged: nothing to compare, the evaluation is made again (finished_summary)
+    return request.differing_settings(summary, paths.home)
 
 
 def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:

@@ -10,12 +10,14 @@ other settings) by comparing identities.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import adapter_sha256
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
 from mathtune.task.answers import HASH_FORM
 from mathtune.task.prompts import CHAT_KINDS, PromptBuilder, describe_prompt, make_prompt_builder
@@ -105,7 +107,11 @@ class EvalRequest:
         return ModelConfig.model_construct(name_or_path=self.model, dtype=self.dtype,
                                            trust_remote_code=self.trust_remote_code, quantization=self.quantization)
 
-    def identity(self) -> dict:
+    def identity(self, home: Path | None = None) -> dict:
+        """The settings that decide the results, as a summary and a partial file record them. The
+        adapter is matched by its content hash; a path inside `home` (the folder the evaluation
+        writes into: a run's own adapter/, the probe's variants) is kept relative to it, so a
+        run folder copied or moved anywhere still matches its finished evaluations."""
         ident = asdict(self)
         ident.pop("batch_size")
         # At their defaults, as in every record written before these keys existed:
@@ -123,22 +129,36 @@ class EvalRequest:
             ident.pop("thinking")
         if self.prompt_date is None:  # not yet settled (see evaluation.records.dated_request)
             ident.pop("prompt_date")
-        ident["data"] = resolve_source(self.data)
+        ident["data"] = portable_path(resolve_source(self.data), home)
+        if self.adapter is not None:
+            ident["adapter"] = portable_path(self.adapter, home)
+            ident["adapter_sha256"] = adapter_sha256(self.adapter)
         return ident
 
-    def summary_identity(self) -> dict:
+    def summary_identity(self, home: Path | None = None) -> dict:
         """The request as a summary holds it: what was asked for; the summary's `dtype` is what ran."""
-        ident = self.identity()
+        ident = self.identity(home)
         ident["dtype_requested"] = ident.pop("dtype")
         return ident
 
-    def differing_settings(self, summary: dict) -> list[str]:
+    def differing_settings(self, summary: dict, home: Path | None = None) -> list[str]:
         """The settings in which the evaluation a summary records differs from this request ([]: the
         same). A setting either side leaves out is at its default (a 4-bit record does not match a
         full-precision request)."""
-        ident = self.summary_identity()
+        ident = self.summary_identity(home)
         keys = list(ident) + [k for k in IDENTITY_DEFAULTS if k in summary and k not in ident]
         return [k for k in keys if summary.get(k, IDENTITY_DEFAULTS.get(k)) != ident.get(k, IDENTITY_DEFAULTS.get(k))]
+
+
+def portable_path(value: str, home: Path | None) -> str:
+    """A local path inside `home` as a path relative to it (a run folder's own files); anything
+    else as given (a hub id, an outside file: the inputs whose identity is where they come from)."""
+    if home is None or not os.path.exists(os.path.expanduser(value)):
+        return value
+    try:
+        return Path(os.path.expanduser(value)).resolve().relative_to(Path(home).resolve()).as_posix()
+    except ValueError:
+        return value
 
 
 def eval_format(config: Config) -> DataFormat:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import shutil
 from dataclasses import dataclass, field
@@ -30,12 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from transformers import TrainerCallback
 
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.processes import Process, this_process
-from mathtune.core.provenance import describe_adapter, library_versions
-from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic, write_json_atomic
+from mathtune.core.provenance import ADAPTER_CONTENT, describe_adapter, library_versions
+from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic, write_json_atomic
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
@@ -43,6 +43,8 @@ from mathtune.task.data import DataFormat, data_identity
 from mathtune.task.training_set import training_answer_form, training_set
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
+from mathtune.train.checkpoints import (checkpoint_step, complete_checkpoints, file_problem, last_complete_checkpoint,
+                                       repoint_best)
 from mathtune.train.divergence import DivergenceCallback, Diverged, divergence_message
 from mathtune.train.lm_head import use_lm_head
 from mathtune.train.progress import replace_progress
@@ -71,11 +73,11 @@ def run_train(config: Config, out_dir: Path, overwrite: bool = False, *, checked
             say(f"training already finished in {run_dir} (adapter/ and train/summary.json exist); skipping")
         return run_dir
     # Library warnings and logs go to run.log, not the terminal; held until the checks pass.
-    with run_log(run_dir, start=False) as log:
-        return _train(config, run_dir, here, status, log, checked)
+    with disk_full_is_one_line(run_dir), run_log(run_dir, start=False) as log:
+        return _train(config, run_dir, here, log, checked, overwrite)
 
 
-def _train(config: Config, run_dir: Path, here: Process, status: str, log, checked: bool) -> Path:
+def _train(config: Config, run_dir: Path, here: Process, log, checked: bool, overwrite: bool) -> Path:
     """The training steps, in order: data, model, resume, (RFT's samples), fit, save."""
     check_trackers(config.train.report_to)
     if not checked:
@@ -83,9 +85,11 @@ def _train(config: Config, run_dir: Path, here: Process, status: str, log, check
     method = METHODS[config.train.method]
     data = _data(config, method)
     model, peft_config, head, fast_paths = _model(config, method)
-    checkpoint = _resume(config, run_dir, here, status, log)
+    checkpoint = _resume(config, run_dir, here, log, overwrite)
     recipe_stats = _sample_training_pairs(config, run_dir, model, data) if method.samples_first else None
     trainer = method.trainer(config, run_dir, model, data, peft_config, checkpoint)
+    if here.is_first:
+        trainer.add_callback(DropReplacedRun(run_dir))
     if method.trainer is _supervised_trainer:
         head = use_lm_head(trainer.model, head)  # lean unless its check failed here (then TRL's own)
     # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
@@ -181,19 +185,31 @@ def _model(config: Config, method: Method):
     return model, make_lora_config(config, model), head, fast_paths
 
 
-def _resume(config: Config, run_dir: Path, here: Process, status: str, log) -> Path | None:
-    """The checkpoint to resume from (None: a fresh start), with the run folder made ready for it."""
-    checkpoint = last_complete_checkpoint(run_dir / "train" / "checkpoints") if status == "resume" else None
+def _resume(config: Config, run_dir: Path, here: Process, log, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start), with the run folder made ready for it:
+    checkpoints cut short are named and removed (the resumed run writes them again), and an
+    overwritten run's outputs are set aside before anything new is written."""
+    newest, passed = (None, []) if overwrite else complete_checkpoints(run_dir / "train" / "checkpoints")
     here.wait()  # every process has read the folder before the first one changes it
     if here.is_first:
-        prepare_run_dir(run_dir, config, fresh=checkpoint is None)
+        for path, problem in passed:
+            say(f"{path} skipped: {problem}")
+        if overwrite:
+            set_aside_run(run_dir)
+        prepare_run_dir(run_dir, config, fresh=newest is None)
+        for path, _ in passed:
+            shutil.rmtree(path, ignore_errors=True)
         log.start()
-        if checkpoint is not None:
+        if newest is not None:
+            repoint_best(newest)
+            drop_replaced_run(run_dir)
             for kept in ("metrics.jsonl", ANSWERS_FILE):  # what the resumed run will log again goes
-                truncate_metrics(run_dir / "train" / kept, checkpoint_step(checkpoint))
-            say(f"resuming from {checkpoint}")
+                truncate_metrics(run_dir / "train" / kept, checkpoint_step(newest))
+            say(f"resuming from {newest}")
+        elif passed:
+            say("no complete checkpoint to resume from: training starts over")
     here.wait()
-    return checkpoint
+    return newest
 
 
 def _sample_training_pairs(config: Config, run_dir: Path, model, data: TrainingData) -> dict:
@@ -229,6 +245,7 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
     refuse_non_finite_adapter(trainer.model)
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
+        drop_replaced_run(run_dir)
         summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms},
                                resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
@@ -267,8 +284,8 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh', without writing anything. A folder holding another
     config's training is an error unless overwrite is set."""
     config = with_prompt_date(config, run_dir)  # an unset date is the one the folder holds
-    adapter_done = (run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    summary_done = (run_dir / "train" / "summary.json").is_file()
+    adapter_done = all(whole(run_dir / "adapter" / name) for name in ADAPTER_CONTENT)
+    summary_done = whole(run_dir / "train" / "summary.json")
     has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()
     saved = run_dir / "config.yaml"
     if overwrite:
@@ -291,6 +308,17 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     return "resume" if last_complete_checkpoint(run_dir / "train" / "checkpoints") else "fresh"
 
 
+def whole(path: Path) -> bool:
+    """A finished training's output is there and whole; one cut short (a power cut after its
+    rename) is said, and made again from the last complete checkpoint."""
+    if not path.is_file():
+        return False
+    problem = file_problem(path)
+    if problem:
+        say(f"{path} is {problem}: training's last stage is done again")
+    return problem is None
+
+
 def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
     for key in sorted(set(a) | set(b)):
@@ -302,6 +330,46 @@ def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+# Where `--overwrite` moves the outputs of the run it replaces, before anything new is written;
+# removed once the new run has its first checkpoint (or its adapter). Nothing reads it: an
+# interrupted overwrite leaves nothing of the old run that a resume could take as its own.
+REPLACED = ".replaced"
+# A run's outputs, by name; run.log (appended to) and RFT's samples (reused only when their own
+# settings match) stay.
+RUN_OUTPUTS = ("config.yaml", "plan.json", "adapter", "adapter.tmp", "eval", "probe", "extra", "figures",
+               "analysis.json", "report.md", "report.html")
+
+
+def set_aside_run(run_dir: Path) -> None:
+    """Move every output of the run in run_dir into run_dir/.replaced (an earlier one set aside
+    goes first)."""
+    aside = run_dir / REPLACED
+    shutil.rmtree(aside, ignore_errors=True)
+    moving = [run_dir / name for name in RUN_OUTPUTS if (run_dir / name).exists()] + training_outputs(run_dir)
+    if not moving:
+        return
+    aside.mkdir(parents=True)
+    for path in moving:
+        target = aside / path.relative_to(run_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    say(f"--overwrite: the earlier run's outputs set aside in {aside} until this run's first checkpoint")
+
+
+def drop_replaced_run(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / REPLACED, ignore_errors=True)
+
+
+class DropReplacedRun(TrainerCallback):
+    """The run's first checkpoint is written: what --overwrite set aside can go."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        drop_replaced_run(self.run_dir)
+
+
 def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
     """Write config.yaml; on a fresh start, clear what an earlier attempt of this stage left,
     except RFT's samples (they are reused only when their settings match, see train.rft)."""
@@ -311,25 +379,6 @@ def prepare_run_dir(run_dir: Path, config: Config, fresh: bool) -> None:
             shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     (run_dir / "train" / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_atomic(run_dir / "config.yaml", config_to_yaml(config))
-
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(_CHECKPOINT.match(path.name).group(1))
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest checkpoint that was written to the end. Hand-written because
-    transformers' get_last_checkpoint takes the newest folder even when a kill interrupted
-    its writing; trainer_state.json is the last file the Trainer writes into it."""
-    if not folder.is_dir():
-        return None
-    complete = [
-        p for p in folder.iterdir() if _CHECKPOINT.match(p.name) and (p / "trainer_state.json").is_file()
-    ]
-    return max(complete, key=checkpoint_step, default=None)
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -360,7 +409,11 @@ def save_adapter(model, target: Path) -> None:
     """Save into a sibling folder and rename, so adapter/ is never half-written."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
+    try:
+        model.save_pretrained(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # on a full disk, the space it took is given back
+        raise
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
 
