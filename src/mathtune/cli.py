@@ -163,7 +163,8 @@ def _model_args(sp, *, sampling: bool):
                     help="auto: bfloat16 on a GPU, float32 on a CPU")
     sp.add_argument("--quantization", default=defaults.model.quantization, choices=QUANTIZATIONS,
                     help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
-                         "8bit: LLM.int8()), as a run with model.quantization does; needs mathtune[qlora]")
+                         "8bit: LLM.int8()), as a run with model.quantization does; needs bitsandbytes: "
+                         "pip install -c constraints.txt -e '.[qlora]'")
     sp.add_argument("--seed", type=int, default=defaults.seed, help="seeds the split, the few-shot draw and sampling")
     sp.add_argument("--trust-remote-code", action="store_true",
                     help="run Python code shipped with the model (a custom architecture); off by default")
@@ -195,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plan", help="what a run will do and cost: tokens, steps, FLOPs, time, memory; loads no weights")
     _config_args(sp, writes=False)
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
-    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON (formulas and rates' derivation included)")
+    sp.add_argument("--verbose", action="store_true",
+                    help="also print how the rates were measured, and the FLOPs, decoding and memory formulas")
     sp.add_argument("--show-example", nargs="?", type=int, const=0, metavar="N",
                     help="also show training example N (default 0) token by token as the trainer feeds it, "
                          "with its loss mask, and the same question's evaluation prompt")
@@ -204,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(sp, sampling=True)
     sp.add_argument("--extra", nargs="+", default=[], metavar="TASK",
                     help="also score lm-evaluation-harness tasks on the same loaded model (e.g. mmlu arc_easy); "
-                         "needs mathtune[extra]")
+                         "needs lm-evaluation-harness: pip install -c constraints.txt -e '.[extra]'")
     sp.add_argument("--extra-data", action="append", default=[], metavar="TASK=PATH",
                     help="a local data folder for a task, e.g. mmlu=data/mmlu (MMLU's CSV layout)")
     sp.add_argument("--extra-subjects", nargs="+", metavar="SUBJECT", help="MMLU subjects (default: all in the folder)")
@@ -302,7 +305,9 @@ def _cmd_plan(args) -> None:
     if args.json:
         print(json.dumps(plan))
         return
-    print(format_plan(plan))
+    print(format_plan(plan, verbose=args.verbose))
+    if not args.verbose:
+        print("  (--verbose: how the rates were measured; the FLOPs, decoding and memory formulas)")
     if view is not None:
         print(format_example(view))
 
