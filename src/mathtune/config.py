@@ -103,7 +103,8 @@ class ModelConfig(_Section):
     quantization: Quantization = "none"
     """Base weights loaded quantized by bitsandbytes (QLoRA), for training and for both
     evaluations: 4bit = NF4 with double quantization, computing in model.dtype (bf16 on a GPU,
-    fp32 on a CPU); 8bit = LLM.int8(). Needs the `qlora` extra (`pip install -c constraints.txt -e '.[qlora]'`); not for a .gguf."""
+    fp32 on a CPU); 8bit = LLM.int8(). Needs bitsandbytes, the `qlora` extra
+    (`pip install -c constraints.txt -e '.[qlora]'`); not for a .gguf."""
 
     @field_validator("quantization")
     @classmethod
