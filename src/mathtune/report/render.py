@@ -86,7 +86,6 @@ td { overflow-wrap: anywhere; }
 @media print {
   body { max-width: none; margin: 0; font-size: 10.5pt; }
   nav.toc { display: none; }
-  details > summary { display: none; }
   h1, h2, h3 { break-after: avoid; page-break-after: avoid; }
   table, figure, pre, tr { break-inside: avoid; page-break-inside: avoid; }
   h2 { break-before: auto; }
