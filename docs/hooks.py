@@ -12,9 +12,9 @@ reference cannot drift from what mathtune accepts.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import re
+import types
 import typing
 
 from pydantic import BaseModel
@@ -30,7 +30,7 @@ def _type_name(annotation) -> str:
         return " | ".join(json.dumps(a) for a in args)
     if origin is typing.Annotated:
         return _type_name(args[0])
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in args)
     if origin in (list, tuple):
         return f"list of {_type_name(args[0])}" if args else "list"
@@ -118,7 +118,7 @@ def commands_reference() -> str:
             parts.append("\n".join(["| option | what it does |", "|---|---|"] + [_option_line(a) for a in actions])
                          + "\n")
         if sub.epilog:
-            parts.append(f"```text\n{html.unescape(sub.epilog)}\n```\n")
+            parts.append(f"```text\n{sub.epilog}\n```\n")
     return "\n".join(parts)
 
 

@@ -306,8 +306,7 @@ def error_blocks(errors: dict, figures: set[str]) -> list:
             blocks.append(Para(f"{sentence(c.replace('_', ' '))}: no wrong answer in this category."))
             continue
         shown: list = []
-        blocks.append(Details(f"{sentence(c.replace('_', ' '))}: {len(examples)} example"
-                              f"{'' if len(examples) == 1 else 's'}", shown))
+        blocks.append(Details(f"{sentence(c.replace('_', ' '))}: examples", shown))
         for ex in examples:
             evidence = f" Evidence: {ex['evidence']}." if ex.get("evidence") else ""
             shown.append(Para(
@@ -375,8 +374,8 @@ def provenance_blocks(run: dict) -> list:
     blocks: list = [Details("Each stage's model, data, device, paths and versions", shown)]
     checks = [f"{s['stage']}: {line}" for s in stages for line in s.get("path_checks") or []]
     if checks:
-        blocks.append(Details(f"Fast paths: {len(checks)} check{'' if len(checks) == 1 else 's'}, each against its "
-                              "reference on the device before first use", [Bullets(checks)]))
+        blocks.append(Details("Fast paths, each checked against its reference on the device before its first use",
+                              [Bullets(checks)]))
     return blocks
 
 
