@@ -31,6 +31,47 @@ ONE_PLURAL = re.compile(r"(?<![\d.,/$])\b1 ([a-z]+(?<![su])s)\b")
 
 
 DIGITS = re.compile(r"\d+")
+# The text classes a careful writer would not sign (each should be 0).
+MONEY_4_DIGITS = re.compile(r"\$\d{4,}(?:\.\d\d)?\b")
+TIME_NUMBER = re.compile(r"\b(\d[\d,]*(?:\.\d+)?)[\s-]*(?:hours?|days?|weeks?|months?|years?)\b", re.I)
+HOURS_A_DAY = re.compile(r"\b(\d[\d,]*(?:\.\d+)?)\s*hours?\s+(?:a|per|each|every)\s+day\b", re.I)
+CLOCK_NUMBER = re.compile(r"\b(\d{1,2}(?::\d\d)?)\s*(?:am|pm|a\.m\.|p\.m\.|o'clock)", re.I)
+AGE = re.compile(r"\b(\d[\d,]*)[\s-]*years?[\s-]*old\b|\bage (?:of )?(\d[\d,]*)", re.I)
+PARTS = re.compile(r"\b(\d+)[\s-]+(?:legs?|wheels?|sides?|wings?)\b", re.I)
+PLACE = re.compile(r"\b(?:San|Santa|St\.?|Mount|Lake|Fort|Port)\s+([A-Z][a-z]+)|\b([A-Z][a-z]+)(?:'s)?\s+(?:Street|"
+                   r"Avenue|Road|County|City|Park|River|Island|Beach|School|Store|Restaurant|Pizza|Bakery|Market)\b")
+TITLE = re.compile(r"\b(Mr\.?|Mrs\.?|Ms\.?|Miss|brother|sister|son|daughter|wife|husband|mother|father|uncle|aunt)"
+                   r",?\s+([A-Z][a-z]+)\b")
+MALE_TITLES = {"Mr", "Mr.", "brother", "son", "husband", "father", "uncle"}
+
+
+def _text_classes(original: str, question: str, kind: str) -> Counter:
+    """The classes of text no careful writer would sign, found in a numbers or magnitudes variant."""
+    found = Counter()
+    found["money_without_separator_added"] += bool(
+        kind == "magnitudes" and set(MONEY_4_DIGITS.findall(question)) - set(MONEY_4_DIGITS.findall(original)))
+    found["clock_time_changed"] += CLOCK_NUMBER.findall(question) != CLOCK_NUMBER.findall(original)
+    found["hours_a_day_over_24"] += any(Fraction(h.replace(",", "")) > 24 for h in HOURS_A_DAY.findall(question))
+    found["age_over_100"] += any(Fraction((a or b).replace(",", "")) > 100 for a, b in AGE.findall(question))
+    found["parts_of_a_thing_changed"] += PARTS.findall(question) != PARTS.findall(original)
+    if kind == "magnitudes":
+        found["time_scaled"] += TIME_NUMBER.findall(question) != TIME_NUMBER.findall(original)
+    return found
+
+
+def _name_classes(original: str, row: dict) -> Counter:
+    """Places renamed, titles that no longer fit, old names left in any casing."""
+    from mathtune.task.renaming import GENDER
+
+    found = Counter()
+    places = {n for m in PLACE.finditer(original) for n in m.groups() if n}
+    found["place_renamed"] += bool(places & set(row["changed"]))
+    found["title_disagrees"] += any(GENDER.get(name) in ("male", "female")
+                                    and GENDER[name] != ("male" if title in MALE_TITLES else "female")
+                                    for title, name in TITLE.findall(row["question"]) if name in row["changed"].values())
+    found["old_name_left_any_casing"] += any(re.search(rf"\b{old}\b", row["question"] + row["answer"], re.I)
+                                             for old in row["changed"])
+    return found
 
 
 def audit(problems: list[Problem], rows: list[dict]) -> Counter:
@@ -43,7 +84,9 @@ def audit(problems: list[Problem], rows: list[dict]) -> Counter:
             found["names_gold_changed"] += row["answer"].rsplit("#### ", 1)[1] != original.answer.rsplit("#### ", 1)[1]
             found["names_none_changed"] += not row["changed"] or any(
                 re.search(rf"\b{old}\b", row["question"]) for old in row["changed"])
+            found.update(_name_classes(original.question, row))
             continue
+        found.update(_text_classes(original.question, row["question"], row["kind"]))
         if row["kind"] == "magnitudes":
             found["magnitudes_below_10x"] += any(Fraction(new.replace(",", "")) < 10 * Fraction(old.replace(",", ""))
                                                  for old, new in row["changed"].items())
@@ -83,10 +126,12 @@ def main() -> None:
     for row in random.Random(0).sample(rows, min(args.sample, len(rows))):
         print(f"--- {row['original_id']} {row['changed']}\n  was: {by_id[row['original_id']].question}\n"
               f"  now: {row['question']}\n  gold {by_id[row['original_id']].gold} -> {row['answer'].rsplit('#### ', 1)[1]}")
-    checks = ("names_digits_changed", "names_gold_changed", "names_none_changed") if args.kind == "names" else (
+    checks = ("names_digits_changed", "names_gold_changed", "names_none_changed", "place_renamed",
+              "title_disagrees", "old_name_left_any_casing") if args.kind == "names" else (
         "one_before_a_plural_added", "a_1_changed", "fraction_changed", "unit_fact_or_year_changed",
-        "distinct_numbers_made_equal", "chain_does_not_recompute") + (
-        ("magnitudes_below_10x",) if args.kind == "magnitudes" else ())
+        "distinct_numbers_made_equal", "chain_does_not_recompute", "money_without_separator_added",
+        "clock_time_changed", "hours_a_day_over_24", "age_over_100", "parts_of_a_thing_changed") + (
+        ("magnitudes_below_10x", "time_scaled") if args.kind == "magnitudes" else ())
     print(json.dumps({"kind": args.kind, "problems": len(problems), "kept": counts["kept"],
                       "variants": counts["variants"], "draws_rejected": counts.get("draws_rejected"),
                       "held": counts.get("held"), "skipped": counts["skipped"],

@@ -28,7 +28,7 @@ from mathtune.models.load import attach_adapter, check_adapter_folder, load_mode
 from mathtune.plan import format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
-from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, write_variants
+from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, RULES_VERSION, write_variants
 from mathtune.task.prompts import NoCleanBoundary
 from mathtune.train.run import run_train
 from mathtune.train.trainer import AllTooLong, check_before_loading
@@ -94,12 +94,17 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
     are refused (their records would no longer match) unless overwrite."""
     summary_path = out_dir / PROBE_FOLDER / "summary.json"
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
-              "kinds": list(kinds)}
+              "kinds": list(kinds), "rules_version": RULES_VERSION}
     if summary_path.is_file() and not overwrite:
         have = read_json(summary_path)
         differs = [k for k, v in wanted.items() if have.get(k) != v]
         if not differs:
             return
+        if "rules_version" in differs:
+            raise MathtuneError(f"{summary_path.parent} holds variants made under older rules (version "
+                                f"{have.get('rules_version', 'before 3')}; these are version {RULES_VERSION}), whose golds "
+                                "were not all checked: their results are not mixed with new ones; use --overwrite to "
+                                "make the variants and the probe's records anew, or another --out")
         raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
                             "use --overwrite to replace them, or another --out")
     folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source, kinds=kinds)

@@ -30,6 +30,7 @@ from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, difference
 from mathtune.core.stats import wilson_share as share
 from mathtune.evaluation.metrics import check_turn_effect, curve, same_answer
 from mathtune.evaluation.regression import EXTRA_FOLDER
+from mathtune.task.probe_audit import hand_audit
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX
 
 TOP_P = 1.0  # the engine samples from the whole softmax at the temperature: no nucleus cut
@@ -160,7 +161,7 @@ def probe_analysis(run_dir: Path, records_by_model: dict[str, list[dict]]) -> di
                 models[name] = gap
         if models:
             kinds[kind] = {"generator": summary.get("by_kind", {}).get(kind, {}), "models": models,
-                           **_tuned_minus_base(models)}
+                           "hand_audit": hand_audit(kind, summary.get("rules_version")), **_tuned_minus_base(models)}
     out = {"available": bool(kinds), "generator": {k: v for k, v in summary.items() if k != "by_kind"},
            "kinds": kinds, "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
     return out

@@ -103,11 +103,23 @@ PROBE_TITLES = {"numbers": "Robustness to changed numbers",
 PROBE_CHANGES = {"numbers": "the question's numbers changed, the gold answer recomputed through the solution's "
                             "calculator annotations",
                  "names": "the people's first names replaced, every occurrence, by names of the same grammatical "
-                          "gender; digits and gold answer unchanged (GSM-Symbolic's memorization check: a problem "
+                          "gender that agree with their titles and relations (places and businesses keep their "
+                          "names); digits and gold answer unchanged (GSM-Symbolic's memorization check: a problem "
                           "solved as written but not renamed was remembered, not reasoned)",
-                 "magnitudes": "the question's numbers scaled by one factor of 10, 100 or 1,000 (percentages, facts of "
-                               "units and numbers a unit bounds held), the gold answer recomputed through the "
-                               "calculator annotations"}
+                 "magnitudes": "the question's numbers scaled by one factor of 10, 100 or 1,000 (percentages, "
+                               "multipliers, times, facts of units and numbers a unit bounds held; questions about "
+                               "ages skipped), the gold answer recomputed through the calculator annotations"}
+
+
+def _audit_text(audit: dict | None) -> str:
+    """The hand audit of this kind's golds, or that there is none for these variants."""
+    if not audit:
+        return ("Gold answers: no hand audit was made of variants written under these rules; a wrong gold would "
+                "count a right answer as wrong.")
+    wrong = f"{audit['wrong']} had a wrong gold" if audit["wrong"] else "none had a wrong gold"
+    return (f"Gold answers audited by hand ({audit['date']}): {audit['checked']} variants of this kind, drawn at random "
+            f"(seed {audit['sample_seed']}) from the probe's variants of {audit['drawn_from']}, each solved from its "
+            f"text alone; {wrong}. The wrong-gold rate is below {audit['upper95_pct']}% (exact one-sided 95% bound).")
 
 
 def _probe(kind: str, probe: dict, figures: set[str]) -> list:
@@ -119,6 +131,7 @@ def _probe(kind: str, probe: dict, figures: set[str]) -> list:
     blocks.append(Para(f"Variants of {counts.get('kept')} of {g.get('problems')} test problems "
                        f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): "
                        f"{PROBE_CHANGES.get(kind, kind)}. Skipped: {skipped}." + _draw_rules(counts)))
+    blocks.append(Para(_audit_text(k.get("hand_audit"))))
     rows = []
     for name, m in k["models"].items():
         rows.append([name, _acc(m["original"]), _acc(m["variant"]), _points(m["gap"]),

@@ -7,14 +7,13 @@ GSM-Symbolic and GSM-Plus.
 
 (analysis.followup_measures pairs a model's records on the variants with its records on the originals.)
 
-A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. Each number in
-an annotation comes from the question, from an earlier step's result, or is a constant the
-solver brought (the 2 of "half", the 60 of an hour). A variant gives the question's numbers
-new values, recomputes every step in order with the safe arithmetic parser (never `eval`),
-and takes the last step's result as the new gold answer.
-
-A problem is kept only when its whole chain can be recomputed: every annotation is plain
-arithmetic that gives its stated result, and the gold answer is a step's result. A variant
+A GSM8K solution carries calculator annotations, `<<48/2=24>>`, one per step. A variant gives
+the question's numbers new values, recomputes every step in order with the safe arithmetic
+parser (never `eval`), and takes the last step's result as the new gold answer. That gold is
+right only when every number of the chain is accounted for beyond doubt, which task.chain
+checks: a problem whose chain has a step in prose, an unexplained constant or an operand that
+could come from two places is skipped under a named reason, never guessed at. A variant
+is kept only when it makes senseA variant
 is kept only when it makes sense: every step's result stays positive where the original's
 was, whole where the original's was whole (no division leaves a fraction the original did
 not have), with no more decimals than the original's, and numbers the question keeps apart
@@ -30,8 +29,14 @@ A variant is also one a careful writer would sign:
   as numbers of the question), so "1/4 of the seniors" and "3/4ths" stay as they are while the
   question's other numbers change.
 - A number stated as a fact of the calendar or of units ("28 days in the month", "12 inches in
-  a foot", task.stated_facts), or a year ("in 2019"), is held; a number a unit bounds ("8 hours
-  a day", "12 years old") is drawn within the bound.
+  a foot", task.stated_facts), a year ("in 2019"), a number that names a thing ("2 x 4" lumber,
+  "$20 bills", "Route 66", a date, a range "grades 4 - 7") and a time of the clock ("3 pm") are
+  held; a number a unit bounds ("8 hours a day", "12 years old") is drawn within the bound.
+- Magnitudes scale quantities only: percentages, multipliers, times (the calendar and the clock
+  do not scale) are held, questions about ages are skipped, and money keeps its separators
+  ("$3,000.00").
+- Names rename people only (task.renaming): never a place or a business, with titles and
+  relations that agree, and no old name left in any casing.
 Draws these rules turn down are counted by rule in the summary, beside the skip reasons.
 
 Written here because neither lm-evaluation-harness nor the GSM-Symbolic release builds
@@ -40,62 +45,65 @@ variants from GSM8K's own annotations; their templates are written by hand.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from mathtune.config import PROBE_KINDS
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
+from mathtune.task.chain import (CHAIN_HELD_RULES, CHAIN_SKIP_REASONS, FRACTION, Chain, parse_chain,
+                                  question_numbers, to_fraction, trace)
 from mathtune.task.data import Problem
-from mathtune.task.renaming import rename_people
+from mathtune.task.implied import naming_spans, time_spans
+from mathtune.task.renaming import RENAME_SKIP_REASONS, rename_people
 from mathtune.task.stated_facts import fixed_numbers
 from mathtune.task.taxonomy import evaluate_arithmetic
 
-ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-EXPR_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)")
-# A number in the question: '1,200', '48', '2.5'; not part of a word ('2nd', 'B12') or a time ('3:30').
-# A fraction's parts ('1/4', '3/4ths') and dates ('3/15') are no numbers of their own: see FRACTION.
-QUESTION_NUMBER = re.compile(r"(?<![\w.,:/])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w:/]|\.\d|,\d{3})")
-FRACTION = re.compile(r"(?<![\w.,/])(\d+)/(\d+)(?:ths|rds|nds|sts|th|rd|nd|st)?(?![\w/]|\.\d)")
+__all__ = ["FRACTION", "build_variants", "format_number", "parse_chain", "question_numbers", "write_variants"]
+
 KINDS = PROBE_KINDS  # what a variant changes: see build_variants
 MAGNITUDE_FACTORS = (10, 100, 1000)
 DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
 MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
 
-# Constants that a question's words bring into a solution. When the question also states the
-# same number and the solution uses it more often than the question states it, some uses are
-# the word's, and changing them all would change "half" too: such a problem is skipped.
-WORD_CONSTANTS = {
-    2: ("half", "twice", "double", "pair", "two times", "both"), 3: ("triple", "third", "three times"),
-    4: ("quarter", "fourth"), 7: ("week",), 10: ("ten", "dime"), 12: ("dozen", "month", "year", "feet", "foot", "inch"),
-    24: ("day",), 30: ("month",), 52: ("year", "week"), 60: ("hour", "minute", "second"),
-    100: ("percent", "%", "cent", "century"), 365: ("year",), 1000: ("thousand", "kilo"),
+# What a variant's rules count. The rules version is kept in the probe's summary: variants made
+# under other rules are refused, never mixed with these (pipeline.ensure_variants).
+RULES_VERSION = 3
+# GSM8K test problems whose published solution misreads its own question, found by the hand
+# audit (task.probe_audit): a variant recomputed through that solution would carry the misreading.
+# Keyed by the first 16 hex digits of the question's SHA-256, so that no other data set's ids
+# can match by chance.
+DISPUTED_ORIGINALS = {
+    "fd00105695254e90": "54 students in six groups of equal size make 6 groups of 9, which the solution counts as 9 groups",
+    "fbfe67e3ade2b0bd": "Ahmed read half of Ezra's books of this hour; the solution halves Ezra's books with the ones "
+                        "he decided to read later",
+    "18becb25c8a05be7": "whole flagstones of 75 pounds fill a 2,000-pound truck with 26, so 80 need 4 trucks; the "
+                        "solution divides the total weight and answers 3",
 }
-
 SKIP_REASONS = {
-    "no_annotations": "the solution has no calculator annotations",
-    "not_arithmetic": "an annotation is not plain arithmetic",
-    "wrong_annotation": "an annotation does not compute to its stated result",
-    "gold_not_a_step": "the gold answer is not the result of an annotated step",
-    "no_question_number": "no number of the question enters the calculation",
-    "percent_two_forms": "a number of the question enters the calculation in two forms (20 and 0.2)",
-    "ambiguous_constant": "a number of the question is also a constant its words imply (2 and 'half')",
+    **CHAIN_SKIP_REASONS,
+    "original_gold_disputed": "the published solution misreads its own question (found by the hand audit); a variant "
+                              "would carry the misreading",
     "numbers_collapse": f"every sensible draw in {DRAWS} made two distinct numbers of the question equal",
     "no_sensible_variant": f"no sensible variant in {DRAWS} draws",
-    "nothing_to_scale": "every number of the calculation is a percentage, held, or bounded by its unit",
+    "nothing_to_scale": "every number of the calculation is a percentage, a time, a multiplier, held, or bounded "
+                        "by its unit",
+    "ages": "the question is about ages, which a larger scale would put beyond a human life",
     "no_person_name": "no person's name from the list of first names in the question",
-    "all_numbers_held": "every number of the question that enters the calculation is held (a 1, a unit fact, a year)",
+    **RENAME_SKIP_REASONS,
 }
 # The rules a draw must pass beyond recomputing; a draw turned down is drawn again.
 DRAW_RULES = {
     "count_of_one": "a number drawn as 1 (its noun would lose its number: '1 hours')",
     "beyond_unit_bound": "a number drawn past what its unit allows (more than 24 hours a day, 7 days a week, age 100)",
     "numbers_collapse": "two distinct numbers of the question made equal",
+    "share_over_whole": "an answer asked as a percentage of a whole drawn past 100% (a 5-hour day spent 10 hours "
+                        "cleaning)",
 }
 # Numbers of the question left as they are, by rule.
 HELD_RULES = {
@@ -103,31 +111,11 @@ HELD_RULES = {
     "unit_fact": "a fact of the calendar or of units ('28 days in the month', '12 inches in a foot')",
     "year": "a year of the calendar ('in 2019')",
     "fraction": "a fraction a/b, one value whose parts are not drawn",
+    "name": "a number that names a thing ('2 x 4' lumber, 'Route 66', a date), not a quantity",
+    "clock": "a time of the clock ('3 pm', '7:30')",
+    "parts": "how many parts a kind of thing has ('spiders with 8 legs', 'a 6-sided die')",
+    **CHAIN_HELD_RULES,
 }
-
-
-@dataclass
-class Operand:
-    start: int
-    end: int
-    kind: str  # "question" | "step" | "const"
-    value: Fraction
-    step: int = -1  # for kind "step": which earlier step
-
-
-@dataclass
-class Step:
-    expr: str
-    result: Fraction
-    operands: list[Operand]
-
-
-def _fraction(text: str) -> Fraction | None:
-    text = text.strip().replace(",", "").removeprefix("$")
-    try:
-        return Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        return None
 
 
 def _decimals(value: Fraction) -> int | None:
@@ -145,70 +133,12 @@ def format_number(value: Fraction, like: str = "") -> str:
     places = _decimals(value) or 0
     if "." in like and len(like.split(".")[1]) == 2 and places <= 2:
         places = 2  # money keeps its cents: '$0.75' becomes '$0.50', not '$0.5'
-    text = f"{float(value):.{places}f}" if places else str(value.numerator // value.denominator)
-    if "," in like and places == 0:
-        text = f"{int(text):,}"
-    return text
+    if "," in like:  # thousands separated as the question separates them: '$3,000.00'
+        return f"{float(value):,.{places}f}" if places else f"{value.numerator // value.denominator:,}"
+    return f"{float(value):.{places}f}" if places else str(value.numerator // value.denominator)
 
 
-def question_numbers(question: str) -> list[tuple[int, int, Fraction, str]]:
-    """(start, end, value, text) of each number in the question."""
-    found = []
-    for m in QUESTION_NUMBER.finditer(question):
-        value = _fraction(m.group(0))
-        if value is not None:
-            found.append((m.start(), m.end(), value, m.group(0)))
-    return found
-
-
-def parse_chain(problem: Problem, numbers: list | None = None) -> tuple[list[Step] | None, str | None]:
-    """The annotated steps with each operand's source, or (None, skip reason); `numbers` is
-    question_numbers(problem.question) where the caller has it already."""
-    annotations = ANNOTATION.findall(problem.answer)
-    if not annotations:
-        return None, "no_annotations"
-    in_question = {value for _, _, value, _ in (numbers or question_numbers(problem.question))}
-    fractions = {(m.group(1), m.group(2)) for m in FRACTION.finditer(problem.question)}
-    steps: list[Step] = []
-    for expr, stated in annotations:
-        result = _fraction(stated)
-        try:
-            value = evaluate_arithmetic(expr)
-        except ValueError:
-            return None, "not_arithmetic"
-        if result is None:
-            return None, "not_arithmetic"
-        if value != result:
-            return None, "wrong_annotation"
-        operands = []
-        # The parts of a question's fraction written as that fraction ('32*3/4') are its value,
-        # not numbers of the question that another number of the same value would change.
-        in_fraction = {i for f in re.finditer(r"(?<![\d.])(\d+)\s*/\s*(\d+)(?![\d.])", expr)
-                       if (f.group(1), f.group(2)) in fractions for i in (f.start(1), f.start(2))}
-        for m in EXPR_NUMBER.finditer(expr):
-            v = Fraction(m.group(0))
-            if m.start() in in_fraction:
-                operands.append(Operand(m.start(), m.end(), "const", v))
-                continue
-            earlier = [j for j, s in enumerate(steps) if s.result == v]
-            if earlier:  # a result carried forward; the latest one when several match
-                operands.append(Operand(m.start(), m.end(), "step", v, earlier[-1]))
-            elif v in in_question:
-                operands.append(Operand(m.start(), m.end(), "question", v))
-            else:
-                operands.append(Operand(m.start(), m.end(), "const", v))
-        steps.append(Step(expr, result, operands))
-    return steps, None
-
-
-def _answer_step(steps: list[Step], gold: Fraction) -> int | None:
-    for j in range(len(steps) - 1, -1, -1):
-        if steps[j].result == gold:
-            return j
-    return None
-
-
-def recompute(steps: list[Step], values: dict[Fraction, Fraction]) -> list[tuple[str, Fraction]] | None:
+def recompute(steps: list, values: dict[Fraction, Fraction]) -> list[tuple[str, Fraction]] | None:
     """Each step's expression and result with the question's numbers replaced; None when a
     step stops making sense (see the module's docstring)."""
     done: list[tuple[str, Fraction]] = []
@@ -268,10 +198,16 @@ def collapses(values: dict[Fraction, Fraction], originals: set[Fraction]) -> boo
     return len(set(new)) < len(new)
 
 
+def question_key(question: str) -> str:
+    """The key of DISPUTED_ORIGINALS: the first 16 hex digits of the question's SHA-256."""
+    return hashlib.sha256(question.encode()).hexdigest()[:16]
+
+
 def held_numbers(question: str, numbers: list) -> tuple[dict[Fraction, str], dict[Fraction, int]]:
     """(values held with the rule that holds them, upper bounds of the others) for a question's
     numbers. A value held anywhere is held everywhere: a variant changes values, not places."""
     spans, bounds_at = fixed_numbers(question)
+    spans = {**naming_spans(question), **spans}
     held: dict[Fraction, str] = {}
     bounds: dict[Fraction, int] = {}
     for start, end, value, _ in numbers:
@@ -313,24 +249,26 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
                 made, by_kind[kind] = _number_variants(problems, variants, seed, kind)
             rows += made
     return rows, {"problems": len(problems), "kinds": [k for k in KINDS if k in kinds], "variants": len(rows),
-                  "variants_per_problem": variants, "seed": seed, "by_kind": by_kind}
+                  "variants_per_problem": variants, "seed": seed, "rules_version": RULES_VERSION, "by_kind": by_kind}
 
 
 def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
-    rng = random.Random(f"{seed}-names")
     rows, skipped, kept = [], Counter(), 0
     for problem in problems:
+        rng = random.Random(f"{seed}-names-{problem.id}")
         made: list[tuple[str, str, dict]] = []
+        why = None
         for _ in range(DRAWS):
             if len(made) == variants:
                 break
             renamed = rename_people(problem.question, problem.answer, rng)
-            if renamed is None:
+            if isinstance(renamed, str):
+                why = renamed
                 break
             if all(renamed[2] != m for _, _, m in made):
                 made.append(renamed)
         if not made:
-            skipped["no_person_name"] += 1
+            skipped[why or "no_sensible_variant"] += 1
             continue
         kept += 1
         for k, (question, solution, mapping) in enumerate(made, start=1):
@@ -361,7 +299,7 @@ def fix_articles(question: str, new_numbers: set[str]) -> str:
 
 def _scaled_text(value: Fraction, text: str) -> str:
     """A scaled number as a writer would put it: '1,200', '$250.00' (cents where it had cents)."""
-    if value >= 1000 and value.denominator == 1:
+    if value >= 1000:
         return format_number(value, like="1,000" + (text[text.index("."):] if "." in text else ""))
     return format_number(value, like=text)
 
@@ -370,9 +308,7 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
                      kind: str = "numbers") -> tuple[list[dict], dict]:
     """"numbers": each number of the question drawn anew within its size; "magnitudes": the
     question's numbers all scaled by one factor of 10, 100 or 1,000, so that the story keeps
-    its proportions (what was twice another stays twice it) at a larger scale. Percentages,
-    and numbers a unit bounds below ten times their size (24 hours a day), are held there."""
-    rng = random.Random(seed) if kind == "numbers" else random.Random(f"{seed}-{kind}")
+    its proportions (what was twice another stays twice it) at a larger scale."""
     rows, skipped, kept = [], Counter(), 0
     rejected = Counter({rule: 0 for rule in DRAW_RULES})
     held_count = Counter({rule: 0 for rule in HELD_RULES})
@@ -380,81 +316,105 @@ def _number_variants(problems: list[Problem], variants: int, seed: int,
         numbers = question_numbers(problem.question)
         held_count["fraction"] += len(FRACTION.findall(problem.question))
         held, bounds = held_numbers(problem.question, numbers)
-        held_count.update(rule for v, rule in held.items())
-        steps, why = parse_chain(problem, numbers)
-        gold = _fraction(problem.gold)
-        if steps is not None:
-            answer_at = _answer_step(steps, gold) if gold is not None else None
-            if answer_at is None:
-                why = "gold_not_a_step"
-        if steps is not None and why is None:
-            uses = Counter(op.value for s in steps for op in s.operands if op.kind == "question")
-            consts = {op.value for s in steps for op in s.operands if op.kind == "const"}
-            used = sorted(v for v in uses if v not in held)
-            if not uses:
-                why = "no_question_number"
-            elif not used:
-                why = "all_numbers_held"
-            elif any(v / 100 in consts for v in used if v >= 1):
-                why = "percent_two_forms"
-            else:
-                lower = problem.question.lower()
-                stated = Counter(v for _, _, v, _ in numbers)
-                if any(uses[v] > stated[v] and any(w in lower for w in WORD_CONSTANTS.get(int(v), ()))
-                       for v in used if v.denominator == 1):
-                    why = "ambiguous_constant"
+        chain, why = trace(problem, numbers, held)
+        if why is None and question_key(problem.question) in DISPUTED_ORIGINALS:
+            why = "original_gold_disputed"
+        if why is None:
+            options, why = _options(problem, numbers, chain, bounds, kind)
         if why is not None:
             skipped[why] += 1
             continue
-        percent = {v for start, end, v, _ in numbers if problem.question[end:end + 1] == "%"
-                   or problem.question[end:end + 8].strip().startswith("percent")}
-        if kind == "magnitudes":
-            # A multiplier ("3 times as many") scaled is another story, not the same one larger.
-            times = {v for _, end, v, _ in numbers if re.match(r"\s*(?:times|x)\b", problem.question[end:])}
-            used = [v for v in used if v not in percent | times and bounds.get(v, MAX_VALUE) >= 10 * v]
-            if not used:
-                skipped["nothing_to_scale"] += 1
-                continue
-            options = {v: [v * factor for factor in MAGNITUDE_FACTORS] for v in used}
-        else:
-            options = {v: _candidates(v, v in percent) for v in used}
-        originals = {v for _, _, v, _ in numbers}
-        made, seen, sensible = [], set(), 0
-        for _ in range(DRAWS):
-            if len(made) == variants:
-                break
-            if kind == "magnitudes":
-                factor = rng.choice(MAGNITUDE_FACTORS)
-                values = {v: v * factor for v in used}
-            else:
-                values = {v: rng.choice(options[v]) for v in used if options[v]}
-            key = tuple(sorted(values.items()))
-            if not values or key in seen:
-                continue
-            seen.add(key)
-            rule = _draw_rule(values, bounds)
-            if rule is not None:
-                rejected[rule] += 1
-                continue
-            chain = recompute(steps, values)
-            if chain is None:
-                continue
-            sensible += 1
-            if collapses(values, originals):
-                rejected["numbers_collapse"] += 1
-                continue
-            made.append((values, chain))
-        if not made:
-            skipped["numbers_collapse" if sensible else "no_sensible_variant"] += 1
+        held_count.update(held.values())
+        # Each problem draws from its own seeded generator: whether another problem is kept, or
+        # which problems are asked for, never changes this one's variants.
+        rng = random.Random(f"{seed}-{kind}-{problem.id}")
+        made = _draw(rng, chain, options, (bounds, _share_cap(problem, chain)), numbers, kind, rejected, variants)
+        if isinstance(made, str):
+            skipped[made] += 1
             continue
         kept += 1
-        rows += [_variant_row(problem, k, kind, numbers, values, chain, answer_at)
-                 for k, (values, chain) in enumerate(made, start=1)]
+        rows += [_variant_row(problem, k, kind, numbers, values, done, len(chain.steps) - 1)
+                 for k, (values, done) in enumerate(made, start=1)]
     return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
                   # retried; a problem left with none is skipped
                   "draws_rejected": dict(rejected), "draw_rules": dict(DRAW_RULES),
                   "held": dict(held_count), "held_rules": dict(HELD_RULES),
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
+
+
+SCALABLE_TIME = ("second", "minute", "sec", "min")
+AGE_WORDS = re.compile(r"\b(?:years? old|year-old|how old|older|younger|age|ages|aged|birthday|born|turns? \d+|"
+                       r"turned \d+)\b", re.IGNORECASE)
+
+
+def _options(problem: Problem, numbers: list, chain: Chain, bounds: dict, kind: str) -> tuple[dict, str | None]:
+    """The values each changed number may take, or the skip reason. Magnitudes scale neither a
+    percentage, a multiplier ("3 times as many": scaled, it is another story), a time (8 hours
+    a day, 3 days, 12 years: the calendar and the clock do not scale), nor an age."""
+    question = problem.question
+    percent = {v for _, end, v, _ in numbers if question[end:end + 1] == "%" or
+               question[end:end + 8].strip().startswith("percent")}
+    if kind != "magnitudes":
+        return {v: _candidates(v, v in percent) for v in chain.used}, None
+    if AGE_WORDS.search(question):
+        return {}, "ages"
+    times = {v for _, end, v, _ in numbers if re.match(r"\s*(?:times|x)\b", question[end:])}
+    # Hours, days, weeks, months and years do not scale; a 15-minute walk may take 150 minutes.
+    timed = {span for span, unit in time_spans(question).items() if unit not in SCALABLE_TIME}
+    times |= {v for start, end, v, _ in numbers if (start, end) in timed}
+    used = [v for v in chain.used if v not in percent | times and bounds.get(v, MAX_VALUE) >= 10 * v]
+    if not used:
+        return {}, "nothing_to_scale"
+    return {v: [v * factor for factor in MAGNITUDE_FACTORS] for v in used}, None
+
+
+ASKS_PERCENT = re.compile(r"(?:percent|percentage|%)[^.?!]*\?\s*$|\b(?:what|which) (?:percent|percentage)",
+                          re.IGNORECASE)
+
+
+def _share_cap(problem: Problem, chain: Chain) -> Fraction | None:
+    """100 where the question asks for a percentage that the original answer keeps within a whole."""
+    gold = chain.steps[-1].result
+    return Fraction(100) if ASKS_PERCENT.search(problem.question) and gold <= 100 else None
+
+
+def _draw(rng: random.Random, chain: Chain, options: dict, limits: tuple, numbers: list, kind: str,
+          rejected: Counter, variants: int) -> list | str:
+    """Up to DRAWS draws of new values, each kept when its chain recomputes sensibly and keeps
+    the question's distinct numbers distinct; the variants made, or why there are none."""
+    originals = {v for _, _, v, _ in numbers}
+    bounds, cap = limits
+    made, seen, sensible = [], set(), 0
+    for _ in range(DRAWS):
+        if len(made) == variants:
+            break
+        if kind == "magnitudes":
+            factor = rng.choice(MAGNITUDE_FACTORS)
+            values = {v: v * factor for v in options}
+        else:
+            values = {v: rng.choice(options[v]) for v in options if options[v]}
+        key = tuple(sorted(values.items()))
+        if not values or key in seen:
+            continue
+        seen.add(key)
+        rule = _draw_rule(values, bounds)
+        if rule is not None:
+            rejected[rule] += 1
+            continue
+        done = recompute(chain.steps, values)
+        if done is None:
+            continue
+        if cap is not None and done[-1][1] > cap:
+            rejected["share_over_whole"] += 1
+            continue
+        sensible += 1
+        if collapses(values, originals):
+            rejected["numbers_collapse"] += 1
+            continue
+        made.append((values, done))
+    if not made:
+        return "numbers_collapse" if sensible else "no_sensible_variant"
+    return made
 
 
 def _variant_row(problem: Problem, k: int, kind: str, numbers: list, values: dict, chain: list,
