@@ -662,9 +662,9 @@ def format_plan(plan: dict, verbose: bool = False) -> str:
     f, ts = plan["flops"], plan["time_s"]
     rates = plan.get("rates") or {}
     fields = [
-        ("data", f"train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length "
-                 f"{d['max_length']}, dropped), validation {va['examples']} ({va['dropped_over_max_length']} "
-                 f"dropped), test {d['test_problems']} problems"),
+        ("data", f"train {tr['examples']:,} examples ({tr['dropped_over_max_length']:,} over max_length "
+                 f"{d['max_length']}, dropped), validation {va['examples']:,} ({va['dropped_over_max_length']:,} "
+                 f"dropped), test {d['test_problems']:,} problems"),
         ("tokens", f"{plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
                    f"max {tr['max']}"),
         ("steps", f"{plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "
