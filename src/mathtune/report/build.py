@@ -385,6 +385,11 @@ def verdict_text(analysis: dict) -> str:
     benchmark, training = analysis["benchmark"], analysis["training"]
     if benchmark.get("available") and benchmark["paired"].get("available"):
         return paired_verdict_text(benchmark["paired"])
+    if benchmark.get("available") and len(benchmark["models"]) == 1:  # an evaluation folder: its one accuracy
+        (name, m), = benchmark["models"].items()
+        return (f"{name}: strict exact match {show_pct(m['strict']['accuracy_pct'])} "
+                f"{show_interval(m['strict']['ci95_pct'])} ({benchmark['ci_level_pct']}% Wilson) on {show(m['n'])} "
+                f"problems of {benchmark['data_name']}.")
     if benchmark.get("available"):
         return f"No paired comparison of tuned and base: {benchmark['paired'].get('reason')}."
     if training.get("available") and training.get("trend", {}).get("verdict"):
