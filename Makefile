@@ -9,7 +9,8 @@ DEMO_MODEL := qwen2.5-coder-0.5b-instruct
 .PHONY: setup model browser demo test test-fast docs clean
 
 # constraints.txt pins torch to the CPU build (2.13.0) so no multi-GB CUDA wheel is pulled, and the
-# bitsandbytes whose CPU backend the quantization tests run on; the package itself only asks for ranges.
+# bitsandbytes whose CPU backend the quantization tests run on, and the MkDocs versions the site is
+# built with; the package itself only asks for ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -42,7 +43,7 @@ test-fast: setup
 # The documentation site (MkDocs Material) at http://127.0.0.1:8000; the config reference is
 # generated from the config schema at build time (docs/hooks.py).
 docs: setup
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache site
