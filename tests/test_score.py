@@ -215,3 +215,79 @@ def test_long_digit_runs_score_without_error(tmp_path, capsys):
     rows.write_text(json.dumps({"completion": f"#### {long_number}.000", "answer": "#### 18"}) + "\n")
     assert cli.main(["score", str(rows), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy_strict"] == 0.0
+
+
+# --- reasoning models: the answer is read after the think block, never inside it -----------------
+
+@pytest.mark.parametrize(
+    "text, thinking_open, strict, flexible",
+    [
+        # Closed, then the answer: read after the closing tag only.
+        ("<think>\nShe earns 9 * 2 = 16? No, 18. So #### 16 maybe\n</think>\n\n#### 18", False, "18", "18"),
+        ("<think>\n#### 16\n</think>\n\nShe makes 18 dollars.", False, None, "18"),
+        # Never closed: no answer at all, though a stated '#### 18' and a last number sit inside.
+        ("<think>\nJanet sells 16 - 3 - 4 = 9 eggs. So #### 18\nWait, maybe 16-3=13", False, None, None),
+        ("<think>\nJanet sells 9 eggs at $2: 9*2 = 18", False, None, None),
+        # The prompt opened the block (R1-Distill, Qwen3 Thinking-2507): the completion starts inside it.
+        ("9*2 = 18, so #### 18", True, None, None),
+        ("9*2 = 18\n</think>\n\n#### 18", True, "18", "18"),
+        ("9*2 = 18\n</think>\n\nThe answer is 17.", True, "17", "17"),
+        # Qwen3's non-thinking reply: an empty block, then the answer.
+        ("<think>\n\n</think>\n\n#### 18", False, "18", "18"),
+        # A second block opened after the first closed and never closed: still thinking.
+        ("<think>a</think> #### 18 <think> hmm 20", False, None, None),
+        # No think block: as before.
+        ("#### 18", False, "18", "18"),
+    ],
+)
+def test_the_think_block_is_never_scored(text, thinking_open, strict, flexible):
+    assert extract_strict(text, thinking_open=thinking_open) == strict
+    assert extract_flexible(text, thinking_open=thinking_open) == flexible
+
+
+def test_a_prompt_opens_a_think_block_only_when_it_ends_inside_one():
+    from mathtune.task.score import opens_think
+
+    assert opens_think("<｜User｜>q<｜Assistant｜><think>\n")
+    assert opens_think("<|im_start|>assistant\n<think>\n")
+    assert not opens_think("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    assert not opens_think("<|im_start|>assistant\n")
+
+
+def test_score_command_reads_no_think_block_and_counts_the_unclosed_as_truncated(tmp_path, capsys):
+    """The four completions of a reasoning model, gold 18: closed then '#### 18' is right; an
+    unclosed block is no answer, strict or flexible, and truncated."""
+    from mathtune.cli import main
+
+    lines = [
+        {"completion": "<think>\nShe sells 9 eggs, 9*2=18.\n</think>\n\n#### 18", "answer": "18"},
+        {"completion": "<think>\nJanet sells 16 - 3 - 4 = 9. So #### 18\nWait, maybe 16-3=13", "answer": "18"},
+        {"completion": "<think>\nJanet sells 9 eggs at $2: 9*2 = 18", "answer": "18"},
+        {"prompt": "<｜User｜>q<｜Assistant｜><think>\n", "completion": "9*2 = 18 so #### 18", "answer": "18"},
+    ]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert main(["score", str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    scored = [json.loads(line) for line in (tmp_path / "c.scored.jsonl").read_text().splitlines()]
+    assert [(r["pred_strict"], r["pred_flexible"]) for r in scored] == [("18", "18")] + [(None, None)] * 3
+    assert [r.get("truncated", False) for r in scored] == [False, True, True, True]
+    assert summary["accuracy_strict"] == summary["accuracy_flexible"] == 0.25 and summary["unclosed_think"] == 3
+
+
+def test_an_evaluation_record_of_an_unclosed_think_block_is_truncated_with_no_answer():
+    """eval, the probe and self-consistency all score through build_record."""
+    from mathtune.evaluation.records import build_record
+    from mathtune.models.generate import Generation
+    from mathtune.task.data import Problem
+
+    problem = Problem(id="t-0", question="q", answer="9*2=18\n#### 18", gold="18")
+    prompt = "<|im_start|>assistant\n<think>\n"
+    record = build_record(problem, prompt, [Generation("9*2 = 18 so #### 18", 8, False)])
+    assert (record["pred_strict"], record["pred_flexible"], record["truncated"]) == (None, None, True)
+    assert record["error_category"] == "truncated"
+    # Self-consistency: the unclosed samples cast no vote; the closed one decides.
+    voted = build_record(problem, prompt, [Generation("#### 17", 3, True), Generation("x</think>\n#### 18", 5, False),
+                                           Generation("#### 17 ... ", 3, True)])
+    assert voted["pred_strict"] == "18" and voted["correct_strict"]
+    assert [s["truncated"] for s in voted["samples"]] == [True, False, True]

@@ -181,6 +181,9 @@ def _model_args(sp, *, sampling: bool):
                     help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
                          "8bit: LLM.int8()), as a run with model.quantization does; needs bitsandbytes: "
                          "pip install -c constraints.txt -e '.[qlora]'")
+    sp.add_argument("--thinking", choices=_choices(ModelConfig, "thinking"),
+                    help="the chat template's thinking mode: auto (its default), on, off (model.thinking); default: "
+                         "the adapter's run's, else auto")
     sp.add_argument("--seed", type=int, default=defaults.seed, help="seeds the split, the few-shot draw and sampling")
     sp.add_argument("--trust-remote-code", action="store_true",
                     help="run Python code shipped with the model (a custom architecture); off by default")
@@ -338,6 +341,7 @@ def _eval_request(args):
     error = sampling_setting_error(samples, temperature, args.prompt)
     if error:
         raise MathtuneError(f"{error} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
+    from mathtune.evaluation.records import adapter_run_thinking
     from mathtune.models.quantize import check_quantization
 
     check_quantization(args.quantization, args.model)  # a .gguf, or bitsandbytes missing: before any data is read
@@ -360,6 +364,8 @@ def _eval_request(args):
                                test_split=args.data_split),
         quantization=args.quantization,
         prompt_date=None,  # settled by the evaluation: the date its records hold, else today
+        # As the adapter's run trained, unless given: an adapter learned one mode's format.
+        thinking=args.thinking or (adapter_run_thinking(args.adapter) if args.adapter else None) or "auto",
     )
 
 

@@ -24,6 +24,9 @@ from mathtune.core.errors import MathtuneError
 Quantization = Literal["none", "4bit", "8bit"]
 QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 
+# A chat template's thinking mode (task.prompts.template_kwargs renders it).
+Thinking = Literal["auto", "on", "off"]
+
 # The prompt formats: the one place their names are written (task.prompts renders them).
 TrainingPrompt = Literal["chat", "cot8", "plain5"]
 EvalPrompt = Literal[TrainingPrompt, "chat-verify"]  # chat-verify: a second, self-check turn
@@ -105,6 +108,22 @@ class ModelConfig(_Section):
     evaluations: 4bit = NF4 with double quantization, computing in model.dtype (bf16 on a GPU,
     fp32 on a CPU); 8bit = LLM.int8(). Needs bitsandbytes, the `qlora` extra
     (`pip install -c constraints.txt -e '.[qlora]'`); not for a .gguf."""
+    thinking: Thinking = "auto"
+    """The chat template's thinking mode, alike in training, validation, both evaluations, the
+    probe and the plan: auto = the template's default (Qwen3's thinks); on / off = its
+    enable_thinking set true / false. off: Qwen3's non-thinking prompt (ending with the empty
+    think block), trained as that prompt, the solution and the turn end. Where the template
+    thinks (on, or auto on a thinking template), the reply is trained in the thinking format:
+    the solution's steps inside <think>...</think>, its '#### N' line after it. A template that
+    always opens <think> in its generation prompt (DeepSeek-R1-Distill, Qwen3 Thinking-2507)
+    has no off. Only the chat prompts use a template; the scorer never reads inside a think
+    block."""
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _on_off_as_words(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on` / `off` as true / false: `thinking: off` means the word.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("quantization")
     @classmethod
@@ -572,10 +591,17 @@ def with_prompt_date(config: Config, run_dir: Path) -> Config:
 def saved_prompt_date(run_dir: Path) -> str | None:
     """The data.prompt_date a run folder's config.yaml holds; None without one (or with one that
     cannot be read: the folder's own check names what is wrong with it)."""
+    saved = saved_config(run_dir)
+    return saved.data.prompt_date if saved is not None else None
+
+
+def saved_config(run_dir: Path) -> Config | None:
+    """The config a run folder's config.yaml holds; None without one (or with one that cannot be
+    read: the folder's own check names what is wrong with it)."""
     saved = Path(run_dir) / "config.yaml"
     if not saved.is_file():
         return None
     try:
-        return config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved)).data.prompt_date
+        return config_from_yaml_text(saved.read_text(encoding="utf-8"), str(saved))
     except (MathtuneError, OSError, UnicodeDecodeError):
         return None

@@ -482,6 +482,8 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         "name": config.name,  # the report's title and the run folder's default name
         "device": device,
         "world_size": world_size,
+        # What the model is asked, as every summary of the run states it (evaluation.request.protocol_text).
+        "prompts": {"train": config.data.prompt, "eval": config.eval.prompt, "thinking": config.model.thinking},
         "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
                  "validation": {**_stats(val_len), "dropped_over_max_length": len(val_len) - len(kept_val)},
                  "test_problems": len(test), "max_length": limit},
@@ -665,6 +667,8 @@ def format_plan(plan: dict, verbose: bool = False) -> str:
         ("data", f"train {tr['examples']:,} examples ({tr['dropped_over_max_length']:,} over max_length "
                  f"{d['max_length']}, dropped), validation {va['examples']:,} ({va['dropped_over_max_length']:,} "
                  f"dropped), test {d['test_problems']:,} problems"),
+        ("prompts", f"training {plan['prompts']['train']}, evaluation {plan['prompts']['eval']}; template thinking "
+                    f"{plan['prompts']['thinking']}"),
         ("tokens", f"{plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
                    f"max {tr['max']}"),
         ("steps", f"{plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "

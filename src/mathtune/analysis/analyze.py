@@ -37,7 +37,8 @@ SCHEMA_VERSION = 1
 
 def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     if not training.get("available"):
-        return {"available": False, "ran": training.get("ran", True), "reason": "no training in this run"}
+        return {"available": False, "ran": training.get("ran", True),
+                "reason": training.get("reason") if training.get("diverged") else "no training in this run"}
     tuned = benchmark.get("models", {}).get("tuned") if benchmark.get("available") else None
     if tuned is None:
         return {"available": False, "reason": "no tuned-model evaluation in this run"}
@@ -65,7 +66,8 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     training = analyze_training(run_dir, config)
     benchmark, records_by_model = analyze_benchmark(run_dir)
     recipe = analyze_recipe(run_dir, config)
-    if not training["available"] and not benchmark["available"] and not recipe.get("grpo", {}).get("available"):
+    if (not training["available"] and not training.get("diverged") and not benchmark["available"]
+            and not recipe.get("grpo", {}).get("available")):
         raise MathtuneError(f"{run_dir} holds neither train/metrics.jsonl nor eval/*.jsonl: nothing to analyze")
     errors = analyze_errors(records_by_model) if records_by_model else {"available": False, "reason": benchmark.get("reason")}
     if records_by_model:
@@ -154,6 +156,8 @@ def recommendations(analysis: dict) -> list[dict]:
     training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
     if training.get("available"):
         out.append({"advice": "training"})  # its code and numbers: training.recommendation
+    if training.get("diverged"):
+        out.append({"advice": "diverged", **training["diverged"]})
     out += analysis.get("recipe", {}).get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):

@@ -15,6 +15,7 @@ from mathtune.analysis.common import UNNAMED_DATA, eval_record_files, pct, round
 from mathtune.core.runfiles import read_eval_records, read_json
 from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, mcnemar_exact, p_value_text,
                                  paired_bootstrap_difference, paired_counts, wilson_interval, wilson_share)
+from mathtune.task.score import opens_think, think_unclosed
 from mathtune.task.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 from mathtune.task.variants import PROBE_SUFFIX
 
@@ -46,6 +47,9 @@ def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
             "ci95_pct": [pct(lo), pct(hi)],
         }
     out["truncated"] = sum(1 for r in records if r.get("truncated"))
+    # Of those, the ones that ran out inside a think block, which have no answer (task.score).
+    out["truncated_in_think"] = sum(1 for r in records if r.get("truncated") and think_unclosed(
+        r.get("completion") or "", thinking_open=opens_think(r.get("final_turn_prompt") or r.get("prompt") or "")))
     for key in ("model", "adapter", "prompt", "max_new_tokens", "samples", "temperature", "device", "dtype", "protocol",
                 "data_name"):
         out[key] = summary.get(key)

@@ -16,6 +16,7 @@ from mathtune.analysis.common import (SMOOTHING_WINDOW_FRACTION, first_last_wind
                                       window_size)
 from mathtune.analysis.selection import analyze_selection
 from mathtune.config import Config
+from mathtune.core.divergence import WATCHED, first_non_finite
 from mathtune.core.runfiles import read_json, read_metrics
 from mathtune.core.stats import linear_change_pct
 
@@ -233,6 +234,18 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         # "ran": false: the report leaves the section out (an evaluation or probe folder), where a
         # training that ran but left no readable log is said in its place.
         return {"available": False, "ran": False, "reason": "no training in this run (no train/metrics.jsonl)"}
+    # float16 training logs an inf gradient norm where its loss scaler skipped a step (train.divergence).
+    fp16 = config is not None and config.model.dtype == "float16"
+    diverged = first_non_finite(read_metrics(metrics_path), tuple(k for k in WATCHED if not (fp16 and k == "grad_norm")))
+    if diverged is not None:
+        if config is not None:  # what the recommendation to try next starts from
+            diverged |= {"learning_rate": config.train.learning_rate, "dtype": config.model.dtype}
+        # No curve or table of a diverged run: its last figures are NaN and the finite ones before
+        # them describe a training that did not finish.
+        return {"available": False, "diverged": diverged, "reason": (
+            f"training diverged at step {diverged['step']}: {diverged['metric']} was {diverged['value']}, so training "
+            "stopped there and no adapter was kept from it; the loss curves and training figures of this run are "
+            "not shown")}
     if config is not None and config.train.method == "grpo":
         return {"available": False, "reason": (
             "method grpo maximises a reward and has no supervised loss curve or validation loss; its reward, "

@@ -114,7 +114,8 @@ def decode_two_turns(model, tokenizer, problems: list[Problem], prompts: dict[st
         first: dict[str, Generation] = {}
         decode_problems(model, tokenizer, part, prompts, request, stop_strings,
                         lambda p, g: first.__setitem__(p.id, g[0]), token_ids)
-        second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer, request.prompt_date)
+        second = {p.id: render_verify_turn(p.question, first[p.id].completion, tokenizer, request.prompt_date,
+                                         request.thinking)
                   for p in part}
         part = sorted(part, key=lambda p: -len(second[p.id]))  # longest first, as decode_problems expects
         size, decoder = decode_problems(model, tokenizer, part, second, request, stop_strings,

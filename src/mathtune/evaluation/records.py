@@ -17,14 +17,14 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mathtune.config import saved_prompt_date
+from mathtune.config import saved_config, saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
 from mathtune.models.generate import Generation
 from mathtune.task.data import Problem, data_identity
-from mathtune.task.score import majority_vote, numbers_equal, score_completion
+from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
 from mathtune.task.taxonomy import classify_error
 
 def build_record(problem: Problem, prompt: str, generations: list[Generation],
@@ -32,14 +32,14 @@ def build_record(problem: Problem, prompt: str, generations: list[Generation],
     """One scored line of eval/NAME.jsonl. With several samples the answer is the majority
     vote; every sample is kept under 'samples'. With a first turn (chat-verify) the record is
     scored on the final turn, whose exact prompt is kept under 'final_turn_prompt', and the
-    first is kept, scored, under 'first_turn'."""
-    scored = [score_completion(g.completion, problem.gold) for g in generations]
+    first is kept, scored, under 'first_turn'. A completion whose think block never closes has
+    no answer (task.score) and counts as truncated."""
+    opened = opens_think(final_prompt if final_prompt is not None else prompt)
+    scored = [_scored(g, problem.gold, opened) for g in generations]
     record = {"id": problem.id, "question": problem.question, "answer": problem.answer, "gold": problem.gold,
               "prompt": prompt}
     if len(generations) == 1:
-        g = generations[0]
-        record.update(completion=g.completion, **scored[0],
-                      num_generated_tokens=g.num_generated_tokens, truncated=g.truncated)
+        record.update(scored[0])
     else:
         vote_strict = majority_vote([s["pred_strict"] for s in scored])
         vote_flexible = majority_vote([s["pred_flexible"] for s in scored])
@@ -49,23 +49,26 @@ def build_record(problem: Problem, prompt: str, generations: list[Generation],
         voted = {"pred_strict": vote_strict, "pred_flexible": vote_flexible,
                  "correct_strict": numbers_equal(vote_strict, problem.gold),
                  "correct_flexible": numbers_equal(vote_flexible, problem.gold)}
-        record.update(completion=generations[shown].completion, **voted,
+        record.update(completion=scored[shown]["completion"], **voted,
                       num_generated_tokens=sum(g.num_generated_tokens for g in generations),
-                      truncated=generations[shown].truncated)
-        record["samples"] = [
-            {"completion": g.completion, **s, "num_generated_tokens": g.num_generated_tokens, "truncated": g.truncated}
-            for g, s in zip(generations, scored)
-        ]
+                      truncated=scored[shown]["truncated"])
+        record["samples"] = scored
     if final_prompt is not None:
         record["final_turn_prompt"] = final_prompt
     if first_turn is not None:
-        record["first_turn"] = {"completion": first_turn.completion,
-                                **score_completion(first_turn.completion, problem.gold),
-                                "num_generated_tokens": first_turn.num_generated_tokens,
-                                "truncated": first_turn.truncated}
+        record["first_turn"] = _scored(first_turn, problem.gold, opens_think(prompt))
         record["num_generated_tokens"] += first_turn.num_generated_tokens  # both turns were generated
     record["error_category"] = classify_error(record)
     return record
+
+
+def _scored(generation: Generation, gold: str, thinking_open: bool) -> dict:
+    """One generation's completion, its four scored fields, its length, and whether it ran out:
+    at max_new_tokens, or inside a think block that never closed."""
+    text = generation.completion
+    return {"completion": text, **score_completion(text, gold, thinking_open=thinking_open),
+            "num_generated_tokens": generation.num_generated_tokens,
+            "truncated": generation.truncated or think_unclosed(text, thinking_open=thinking_open)}
 
 
 # Each record in a partial file carries when it was written: (session id, process rank,
@@ -202,10 +205,24 @@ def adapter_run_date(adapter: str) -> str | None:
     """The data.prompt_date of the mathtune run an adapter folder belongs to (RUN/adapter, or a
     checkpoint under RUN/train/checkpoints), from the run's config.yaml; None for an adapter
     from elsewhere."""
+    run = adapter_run(adapter)
+    return saved_prompt_date(run) if run is not None else None
+
+
+def adapter_run_thinking(adapter: str) -> str | None:
+    """The model.thinking the run an adapter folder belongs to trained with; None for an adapter
+    from elsewhere (so `eval --adapter RUN/adapter` prompts in the mode the adapter learned)."""
+    run = adapter_run(adapter)
+    config = saved_config(run) if run is not None else None
+    return config.model.thinking if config is not None else None
+
+
+def adapter_run(adapter: str) -> Path | None:
+    """The mathtune run folder an adapter folder belongs to, or None."""
     folder = Path(adapter).resolve()
     for run in (folder.parent, *folder.parents[1:4]):
         if (run / "config.yaml").is_file() and (run / "train").is_dir():
-            return saved_prompt_date(run)
+            return run
     return None
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
-from mathtune.task.prompts import DESCRIPTIONS, PromptBuilder, make_prompt_builder
+from mathtune.task.prompts import CHAT_KINDS, DESCRIPTIONS, PromptBuilder, make_prompt_builder
 
 
 # Settings a request's identity leaves out at their defaults, as records written before these
 # settings existed do: a summary without one of them was made at its default.
-IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FORMAT), "quantization": "none"}
+IDENTITY_DEFAULTS = {"trust_remote_code": False, "data_format": asdict(GSM8K_FORMAT), "quantization": "none",
+                     "thinking": "auto"}
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class EvalRequest:
     data_format: DataFormat
     quantization: str  # the base weights as bitsandbytes loads them (models.quantize)
     prompt_date: str | None  # the day a dated chat template is given (task.prompts.template_date); None: settled by the evaluation
+    thinking: str  # model.thinking: the chat template's thinking mode (task.prompts.template_kwargs)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None) -> "EvalRequest":
@@ -73,6 +75,7 @@ class EvalRequest:
             data_format=DataFormat.of(config.data),
             quantization=config.model.quantization,
             prompt_date=config.data.prompt_date,
+            thinking=config.model.thinking,
         )
 
     @classmethod
@@ -106,6 +109,8 @@ class EvalRequest:
             ident.pop("data_format")
         if self.quantization == "none":
             ident.pop("quantization")
+        if self.thinking == "auto":
+            ident.pop("thinking")
         if self.prompt_date is None:  # not yet settled (see evaluation.records.dated_request)
             ident.pop("prompt_date")
         ident["data"] = resolve_source(self.data)
@@ -142,10 +147,12 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
         if request.samples == 1 and request.temperature == 0
         else f"{request.samples} samples at T={request.temperature}, majority vote"
     )
+    # The template's thinking mode decides what the model is asked to do first: said with every chat prompt.
+    thinking = f"; template thinking {request.thinking}" if request.prompt in CHAT_KINDS else ""
     return (
-        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} ({DESCRIPTIONS[request.prompt]}); "
-        f"{decoding}; max_new_tokens {request.max_new_tokens}; strict = stated final answer, flexible = last number; "
-        "numbers compared as numbers"
+        f"{data_name} {request.split}, {n} problems; prompt {request.prompt} ({DESCRIPTIONS[request.prompt]}){thinking}; "
+        f"{decoding}; max_new_tokens {request.max_new_tokens}; strict = stated final answer after any think block, "
+        "flexible = last number; numbers compared as numbers"
     )
 
 
@@ -164,4 +171,5 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
                            fmt=request.data_format)
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]
-    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed, date=request.prompt_date)
+    return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed, date=request.prompt_date,
+                                         thinking=request.thinking)

@@ -35,7 +35,7 @@ from pathlib import Path
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import iter_jsonl, write_jsonl_atomic
 from mathtune.evaluation.metrics import accuracy_figures
-from mathtune.task.score import extract_gold, score_completion
+from mathtune.task.score import extract_gold, opens_think, score_completion, think_unclosed
 
 # Keys every line of a --log_samples file carries (the hashes and `arguments` are not needed).
 _REQUIRED = ("doc_id", "doc", "target", "resps", "filtered_resps", "filter", "metrics")
@@ -216,8 +216,14 @@ def score_file(path: Path, out: Path | None = None) -> dict:
             gold = extract_gold(str(row["answer"]))
         except ValueError:
             raise MathtuneError(f"{where}: 'answer' is neither a number nor a solution ending in '#### N'") from None
-        row.update(score_completion(row["completion"], gold))
+        # A completion of a prompt that opened a think block starts inside it (task.score).
+        opened = isinstance(row.get("prompt"), str) and opens_think(row["prompt"])
+        row.update(score_completion(row["completion"], gold, thinking_open=opened))
+        if think_unclosed(row["completion"], thinking_open=opened):
+            row["truncated"] = True  # out of tokens while thinking: no answer, counted as truncated
         rows.append(row)
     if not rows:
         raise MathtuneError(f"{path}: no lines to score")
-    return {**accuracy_figures(rows), "out": str(write_scored(path, out, rows))}
+    unclosed = sum(think_unclosed(r["completion"], thinking_open=isinstance(r.get("prompt"), str)
+                                  and opens_think(r["prompt"])) for r in rows)
+    return {**accuracy_figures(rows), "unclosed_think": unclosed, "out": str(write_scored(path, out, rows))}

@@ -58,10 +58,14 @@ def special_token_texts(tokenizer) -> set[str]:
 def stop_token_ids(tokenizer, model, stop_strings: tuple[str, ...] = ()) -> list[int]:
     """Every turn-end token we know of: base Qwen models end with <|endoftext|>, chat
     models with <|im_end|>; a base model only told about one runs on to max_new_tokens. Stop
-    strings that are special tokens of this tokenizer (a template's turn end) stop by id."""
+    strings that are special tokens of this tokenizer (a template's turn end) stop by id. A
+    name is a stop token only where it is a special (or added) token, or in the generation
+    config: in Qwen's vocabulary `</s>` is ordinary text (id 128247), which a model may write."""
     ids: set[int] = set()
     specials = special_token_texts(tokenizer)
-    for token in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>") + tuple(s for s in stop_strings if s in specials):
+    for token in ("<|im_end|>", "<|endoftext|>", "</s>", "<|eot_id|>") + tuple(stop_strings):
+        if token not in specials:
+            continue
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)

@@ -302,6 +302,21 @@ def check_adapter_fits(model, adapter_dir: Path) -> None:
                 )
 
 
+def check_adapter_finite(adapter_dir: Path) -> None:
+    """Refuse an adapter with a NaN or infinite weight: it is what a diverged training leaves,
+    and a model carrying it says nothing worth scoring (every logit NaN)."""
+    bad = total = 0
+    with safe_open(str(adapter_dir / "adapter_model.safetensors"), "pt") as fh:
+        for key in fh.keys():
+            tensor = fh.get_tensor(key)
+            if tensor.is_floating_point():
+                bad += int((~torch.isfinite(tensor)).sum())
+                total += tensor.numel()
+    if bad:
+        raise MathtuneError(f"adapter {adapter_dir} has {bad:,} non-finite weights (NaN or inf) of {total:,}: its "
+                            "training diverged; train again with a lower train.learning_rate")
+
+
 def check_adapter_folder(adapter: str | Path) -> Path:
     adapter_dir = Path(adapter)
     if not adapter_dir.is_dir():
@@ -309,6 +324,8 @@ def check_adapter_folder(adapter: str | Path) -> Path:
     if not (adapter_dir / "adapter_config.json").is_file():
         raise MathtuneError(f"not a PEFT adapter folder (no adapter_config.json): {adapter}")
     read_json(adapter_dir / "adapter_config.json")  # a malformed file is one line naming it
+    if (adapter_dir / "adapter_model.safetensors").is_file():  # its absence: check_adapter_fits says so
+        check_adapter_finite(adapter_dir)
     return adapter_dir
 
 

@@ -154,7 +154,9 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
             name, short_name(m["model"]) + (" + adapter" if m.get("adapter") else ""), show(m["n"]),
             f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}",
             f"{show_pct(m['flexible']['accuracy_pct'])} {show_interval(m['flexible']['ci95_pct'])}",
-            show(m["truncated"]),
+            show(m["truncated"]) + f" (budget {show(m['max_new_tokens'])} tokens"
+            + (f"; {show(m['truncated_in_think'])} still inside a think block" if m.get("truncated_in_think") else "")
+            + ")",
         ])
     blocks.append(Table(
         ["run", "model", "problems", f"exact match, strict ({level}% Wilson)", f"exact match, flexible ({level}% Wilson)",
@@ -383,6 +385,10 @@ def verdict_text(analysis: dict) -> str:
     """The report's answer in one sentence: the paired test of tuned against base where there is
     one, else what there is."""
     benchmark, training = analysis["benchmark"], analysis["training"]
+    if training.get("diverged"):  # first: no figure of this run is a finished training's
+        d = training["diverged"]
+        return (f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there and no "
+                "adapter was kept from it.")
     if benchmark.get("available") and benchmark["paired"].get("available"):
         return paired_verdict_text(benchmark["paired"])
     if benchmark.get("available") and len(benchmark["models"]) == 1:  # an evaluation folder: its one accuracy

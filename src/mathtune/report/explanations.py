@@ -231,6 +231,13 @@ def recommendation_text(item: dict, analysis: dict) -> str:
         return (f"The {item['model']} model's most common error is {item['category'].replace('_', ' ')} "
                 f"({item['count']} of {item['wrong']} wrong answers, {item['share_pct']}%): "
                 f"{ERROR_ADVICE[item['category']]}.")
+    if advice == "diverged":
+        lr = item.get("learning_rate")
+        lower = f"a lower train.learning_rate (it was {lr:g}; try {lr / 4:g})" if lr else "a lower train.learning_rate"
+        dtype = ", model.dtype bfloat16 or float32 instead of float16" if item.get("dtype") == "float16" else ""
+        return (f"Training diverged at step {item['step']} ({item['metric']} {item['value']}), so this run has no "
+                f"tuned model: train again with {lower}{dtype}, or look for a bad training line (an empty or huge "
+                "answer), with --overwrite or another --out.")
     if advice == "contamination":
         c = analysis["contamination"]
         return (f"Test questions sharing at least half of their {c['n']}-grams with training questions: "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from mathtune.config import EVAL_PROMPTS
 from mathtune.core.errors import MathtuneError
 from mathtune.task.data import Problem
+from mathtune.task.score import THINK_CLOSE, THINK_OPEN, opens_think
 
 # Worded so that small instruct models work before they answer. Measured on the first 16
 # GSM8K test problems with Qwen2.5-Coder-0.5B-Instruct: "...then write the final answer on
@@ -124,10 +125,11 @@ class PromptBuilder:
     kind: str
     fewshot: tuple[Problem, ...] = ()
     date: str | None = None
+    thinking: str = "auto"  # model.thinking: the chat template's thinking mode (render_chat)
 
     def render(self, question: str, tokenizer=None) -> str:
         if self.kind in CHAT_KINDS:  # chat-verify's first turn is the chat prompt
-            return render_chat_prompt(question, tokenizer, self.date)
+            return render_chat_prompt(question, tokenizer, self.date, self.thinking)
         if self.kind == "cot8":
             shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
             return "\n\n".join(shots + [f"Q: {question}\nA:"])
@@ -142,10 +144,13 @@ class PromptBuilder:
         """The stop strings, and for a chat prompt the token that closes a turn in this
         tokenizer's template (Gemma's <end_of_turn>, Phi-3's <|end|>): training ends every
         answer with it, so evaluation stops there whatever the generation config lists."""
-        closing = turn_end_token(tokenizer) if self.kind in CHAT_KINDS else None
-        if closing is None or closing in self.stop_strings:
+        if self.kind not in CHAT_KINDS:
             return self.stop_strings
-        return self.stop_strings + (closing,)
+        # The turn-end names this tokenizer has as plain text (Qwen's '</s>') are text a reply may hold.
+        specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+        stops = tuple(s for s in self.stop_strings if s not in _CHAT_STOPS or s in specials)
+        closing = turn_end_token(tokenizer)
+        return stops if closing is None or closing in stops else stops + (closing,)
 
 
 def clean_solution(answer: str) -> str:
@@ -184,7 +189,8 @@ VERIFY_INSTRUCTION = (
     "'#### <number>' that gives the final answer."
 )
 
-# How a template is told the date (Llama 3.1/3.2's `date_string`, rendered '26 Jul 2024').
+# How a template that reads today's date is told the day instead (Llama 3.2's `date_string`,
+# rendered '26 Jul 2024').
 DATE_STRING_FORMAT = "%d %b %Y"
 
 
@@ -224,64 +230,153 @@ def _frozen_template_clock(day: datetime.date):
         module.datetime = clock
 
 
+def template_text(tokenizer) -> str:
+    """The chat template's source (the default one, for a tokenizer holding several)."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return template.get("default", "") if isinstance(template, dict) else template
+
+
+def template_kwargs(tokenizer, date: str | None, thinking: str = "auto") -> dict:
+    """What mathtune tells a chat template beyond the turns, so it renders as the family does by
+    default: `date_string` only for a template that would otherwise read today's date
+    (`strftime_now`, Llama 3.2's), never for one with a date of its own (Llama 3.1's fixed
+    '26 Jul 2024'); `enable_thinking` only when model.thinking is on or off (auto: the
+    template's default; Qwen3's thinks)."""
+    kwargs: dict = {}
+    if "strftime_now" in template_text(tokenizer):
+        kwargs["date_string"] = template_date(date).strftime(DATE_STRING_FORMAT)
+    if thinking != "auto":
+        kwargs["enable_thinking"] = thinking == "on"
+    return kwargs
+
+
 def render_chat(messages: list[dict[str, str]], tokenizer, date: str | None, *,
-                add_generation_prompt: bool = True) -> str:
-    """The chat template's text for these turns, on the given day: every chat rendering in
-    mathtune (training, evaluation, the self-check turn) goes through here."""
+                add_generation_prompt: bool = True, thinking: str = "auto") -> str:
+    """The chat template's text for these turns, on the given day, in the given thinking mode:
+    every chat rendering in mathtune (training, evaluation, the self-check turn) goes through
+    here. A template that calls strftime_now is held to the day while it renders."""
     ensure_chat_template(tokenizer)
-    day = template_date(date)
-    with _frozen_template_clock(day):
+    with _frozen_template_clock(template_date(date)):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             date_string=day.strftime(DATE_STRING_FORMAT))
+                                             **template_kwargs(tokenizer, date, thinking))
 
 
-def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None) -> str:
+def render_verify_turn(question: str, first_answer: str, tokenizer, date: str | None = None,
+                       thinking: str = "auto") -> str:
     """The chat-verify prompt's second turn: the first exchange, then the check request."""
     messages = chat_messages(question) + [{"role": "assistant", "content": first_answer},
                                           {"role": "user", "content": VERIFY_INSTRUCTION}]
-    return render_chat(messages, tokenizer, date)
+    return render_chat(messages, tokenizer, date, thinking=thinking)
 
 
-def render_chat_prompt(question: str, tokenizer, date: str | None = None) -> str:
+def render_chat_prompt(question: str, tokenizer, date: str | None = None, thinking: str = "auto") -> str:
     if tokenizer is None:
         raise ValueError("the chat prompt needs a tokenizer (for its chat template)")
-    return render_chat(chat_messages(question), tokenizer, date)
+    prompt = render_chat(chat_messages(question), tokenizer, date, thinking=thinking)
+    if thinking == "off" and opens_think(prompt):
+        raise ThinkingRefused(f"model.thinking is off, but the chat template of {_name(tokenizer)} opens a think block "
+                              f"('{THINK_OPEN}') in its generation prompt whatever it is told, so it has no "
+                              "non-thinking prompt; use model.thinking auto or on (training then puts the solution's "
+                              "steps inside the think block and '#### N' after it), or data.prompt and eval.prompt "
+                              "cot8 or plain5")
+    return prompt
+
+
+def _name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or "this model"
 
 
 class NoCleanBoundary(MathtuneError):
     """The chat template does not render a reply as the evaluation prompt followed by the answer."""
 
 
+class ThinkingRefused(MathtuneError):
+    """model.thinking asks for what the chat template cannot render."""
+
+
+# A think block with nothing in it: what Qwen3's template writes into a reply when it is not
+# told the reasoning. Training on it teaches a thinking model to skip its reasoning.
+_EMPTY_THINK = re.compile(re.escape(THINK_OPEN) + r"\s*" + re.escape(THINK_CLOSE))
+
+
 def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
-                  solution: str | None = None, fewshot: tuple[Problem, ...] = ()) -> tuple[str, str]:
+                  solution: str | None = None, fewshot: tuple[Problem, ...] = (),
+                  thinking: str = "auto") -> tuple[str, str]:
     """(prompt, answer) texts for supervised fine-tuning: the evaluation prompt, then the
     solution (the gold one unless given) as the model should continue it. For a chat prompt
     the answer is the rest of the conversation as the template renders it, turn end included,
     so the model learns to stop where evaluation stops; for a few-shot prompt it is the
     solution after the space the exemplars put after 'A:' / 'Answer:'. plain5's exemplars
-    (`fewshot`) are those evaluation draws."""
+    (`fewshot`) are those evaluation draws.
+
+    Where the template thinks (its generation prompt opens a think block, or it writes one into
+    the reply), the reply is the thinking format: the solution's steps inside the block and its
+    '#### N' line after it (thinking_reply); never an empty block under the loss."""
+    given = solution is not None
     solution = clean_solution(problem.answer) if solution is None else solution
-    prompt = PromptBuilder(kind, fewshot, date).render(problem.question, tokenizer)
+    prompt = PromptBuilder(kind, fewshot, date, thinking).render(problem.question, tokenizer)
     if kind not in CHAT_KINDS:
         return prompt, " " + solution
-    conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]
-    whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False)
-    if not whole.startswith(prompt):
-        name = getattr(tokenizer, "name_or_path", "") or "this model"
-        raise NoCleanBoundary(f"the chat template of {name} does not render a reply as the evaluation prompt followed "
-                            "by the answer, so training and evaluation would see different tokens; use data.prompt "
-                            "cot8 or plain5, or a tokenizer whose template does")
-    return prompt, whole[len(prompt):].rstrip("\n")
+    if not opens_think(prompt):
+        conversation = chat_messages(problem.question) + [{"role": "assistant", "content": solution}]
+        whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False, thinking=thinking)
+        if not whole.startswith(prompt):
+            raise NoCleanBoundary(f"the chat template of {_name(tokenizer)} does not render a reply as the evaluation "
+                                  "prompt followed by the answer, so training and evaluation would see different "
+                                  "tokens; use data.prompt and eval.prompt cot8 or plain5, or a tokenizer whose "
+                                  "template does")
+        answer = whole[len(prompt):].rstrip("\n")
+        if THINK_OPEN not in answer and THINK_CLOSE not in answer:
+            return prompt, answer
+    if thinking == "off":
+        raise ThinkingRefused(f"model.thinking is off, but the chat template of {_name(tokenizer)} writes a think block "
+                              "into the reply it renders; use model.thinking auto or on, or data.prompt and "
+                              "eval.prompt cot8 or plain5")
+    if given:  # RFT's own samples already hold whatever the model thought
+        raise ThinkingRefused(f"the chat template of {_name(tokenizer)} thinks (model.thinking {thinking}), and "
+                              "training on the model's own samples in thinking mode is not supported; use "
+                              "model.thinking off, or train.method sft")
+    answer = thinking_reply(problem, solution, prompt, tokenizer, date, thinking)
+    if _EMPTY_THINK.search(answer) or (opens_think(prompt) and answer.lstrip().startswith(THINK_CLOSE)):
+        raise ThinkingRefused(f"{problem.id}: the thinking format would train an empty think block")
+    return prompt, answer
 
 
-def end_of_turn(tokenizer) -> str:
-    """The text that closes an assistant turn in the chat template (e.g. '<|im_end|>')."""
+def thinking_reply(problem: Problem, solution: str, prompt: str, tokenizer, date: str | None, thinking: str) -> str:
+    """The reply in the thinking format: `<think>\\n` (unless the prompt opened the block), the
+    solution's steps, `\\n</think>\\n\\n`, its `#### N` line, the turn end. Rendered by the template
+    where it keeps the reasoning of the reply it renders (Qwen3's); written out after the
+    prompt where the template drops it (DeepSeek-R1-Distill's keeps only what follows
+    `</think>`), which is what such a model generates after its prompt."""
+    steps, mark, final = solution.rpartition("####")
+    steps, final = steps.strip(), (mark + final).strip()
+    if not mark or not steps:
+        raise ThinkingRefused(f"{problem.id}: the thinking format puts the solution's steps inside the think block, "
+                              "and this answer has no steps before its '#### N' line; use model.thinking off")
+    content = f"{THINK_OPEN}\n{steps}\n{THINK_CLOSE}\n\n{final}"
+    conversation = chat_messages(problem.question) + [{"role": "assistant", "content": content}]
+    whole = render_chat(conversation, tokenizer, date, add_generation_prompt=False, thinking=thinking)
+    if whole.startswith(prompt) and steps in whole[len(prompt):]:
+        return whole[len(prompt):].rstrip("\n")
+    opened = "" if opens_think(prompt) else f"{THINK_OPEN}\n"
+    turn_end = template_turn_end(tokenizer).rstrip("\n")
+    return f"{opened}{steps}\n{THINK_CLOSE}\n\n{final}{turn_end}"
+
+
+def template_turn_end(tokenizer) -> str:
+    """What the chat template writes after an assistant turn's text ('<|im_end|>\\n',
+    '<end_of_turn>\\n'); '' for a template that writes no turn end at all."""
     ensure_chat_template(tokenizer)
     probe = "\x00PROBE\x00"
     rendered = render_chat([{"role": "user", "content": "x"}, {"role": "assistant", "content": probe}], tokenizer,
                            None, add_generation_prompt=False)
-    tail = rendered.split(probe, 1)[1]
-    return tail.rstrip("\n") or (tokenizer.eos_token or "")
+    return rendered.split(probe, 1)[1]
+
+
+def end_of_turn(tokenizer) -> str:
+    """The text that closes an assistant turn in the chat template (e.g. '<|im_end|>'); the
+    tokenizer's end token where the template writes none."""
+    return template_turn_end(tokenizer).rstrip("\n") or (tokenizer.eos_token or "")
 
 
 def turn_end_token(tokenizer) -> str | None:
@@ -299,11 +394,11 @@ def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple
 
 
 def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42,
-                        date: str | None = None) -> PromptBuilder:
+                        date: str | None = None, thinking: str = "auto") -> PromptBuilder:
     if kind not in EVAL_PROMPTS:
         raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
     if kind == "plain5":
         if train is None:
             raise ValueError("plain5 needs the train split for its exemplars")
-        return PromptBuilder(kind, draw_fewshot(train, seed), date)
-    return PromptBuilder(kind, date=date)
+        return PromptBuilder(kind, draw_fewshot(train, seed), date, thinking)
+    return PromptBuilder(kind, date=date, thinking=thinking)

@@ -31,6 +31,15 @@ filters (each is covered by a test in tests/test_score.py):
    number, as in lm-eval.
 6. A `####` heading followed by list numbering (`#### 1. Text` on one line) is not an answer;
    lm-eval reads it as 1.
+
+Reasoning models (Qwen3, DeepSeek-R1 distills) think inside `<think>...</think>` before they
+answer; `<think>` is an ordinary token in their vocabularies, so decoded text keeps the tags.
+Both extractors read only the text after the last closing tag, as the serving engines'
+reasoning parsers split a reply. A think block that never closes (the budget ran out while the
+model was thinking) leaves no answer, strict or flexible, and the evaluation counts it as
+truncated: a number the model was still weighing is not its answer. A prompt that itself opens
+the block (R1-Distill's and Qwen3 Thinking-2507's generation prompts end in `<think>\n`) starts
+its completion inside it: `thinking_open`.
 """
 
 from __future__ import annotations
@@ -53,6 +62,8 @@ STRICT_RES = [
     re.compile(r"the\s+(?:final\s+)?answer\s+is" + _GAP + r"(?:\\text\{\s*)?(" + _NUM + ")", re.I),
     re.compile(r"\\boxed\{\s*(?:\\text\{\s*)?\\?(" + _NUM + ")"),
 ]
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\u2013": "-", "\u2014": "-"})
 
@@ -87,18 +98,45 @@ def _last_strict_match(text: str) -> str | None:
     return best[1] if best else None
 
 
-def extract_strict(completion: str) -> str | None:
-    """The last explicitly stated final answer, normalized; None when the model stated none."""
-    if not completion:
-        return None
-    return normalize_number(_last_strict_match(completion.translate(_MINUS_SIGNS)))
+def opens_think(prompt: str) -> bool:
+    """Whether a prompt ends inside an open think block, so that its completion starts in the
+    model's reasoning (R1-Distill's and Qwen3 Thinking-2507's generation prompts end '<think>\\n';
+    Qwen3's non-thinking prompt ends with the closed, empty block)."""
+    return prompt.rfind(THINK_OPEN) > prompt.rfind(THINK_CLOSE)
 
 
-def extract_flexible(completion: str) -> str | None:
-    """The last number in the text, normalized; None when there is no number at all."""
-    if not completion:
+def answer_text(completion: str, *, thinking_open: bool = False) -> str | None:
+    """The part of a completion an answer is read from: everything after the last `</think>`,
+    or the whole text when it has no think block; None when a think block never closes
+    (thinking_open: the prompt opened one)."""
+    close = completion.rfind(THINK_CLOSE)
+    if close != -1:
+        rest = completion[close + len(THINK_CLOSE):]
+        return None if THINK_OPEN in rest else rest
+    return None if thinking_open or THINK_OPEN in completion else completion
+
+
+def think_unclosed(completion: str, *, thinking_open: bool = False) -> bool:
+    """A think block that never closes: no answer, counted as truncated."""
+    return answer_text(completion, thinking_open=thinking_open) is None
+
+
+def extract_strict(completion: str, *, thinking_open: bool = False) -> str | None:
+    """The last explicitly stated final answer, normalized; None when the model stated none
+    (outside any think block)."""
+    text = answer_text(completion or "", thinking_open=thinking_open)
+    if not text:
         return None
-    matches = NUMBER_RE.findall(completion.translate(_MINUS_SIGNS))
+    return normalize_number(_last_strict_match(text.translate(_MINUS_SIGNS)))
+
+
+def extract_flexible(completion: str, *, thinking_open: bool = False) -> str | None:
+    """The last number in the text (outside any think block), normalized; None when there is
+    no number at all."""
+    text = answer_text(completion or "", thinking_open=thinking_open)
+    if not text:
+        return None
+    matches = NUMBER_RE.findall(text.translate(_MINUS_SIGNS))
     return normalize_number(matches[-1]) if matches else None
 
 
@@ -119,10 +157,10 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
     return Decimal(pred) == Decimal(gold)
 
 
-def score_completion(completion: str, gold: str) -> dict:
+def score_completion(completion: str, gold: str, *, thinking_open: bool = False) -> dict:
     """The four fields `mathtune score` adds to every record (README: Scoring)."""
-    pred_strict = extract_strict(completion)
-    pred_flexible = extract_flexible(completion)
+    pred_strict = extract_strict(completion, thinking_open=thinking_open)
+    pred_flexible = extract_flexible(completion, thinking_open=thinking_open)
     return {
         "pred_strict": pred_strict,
         "pred_flexible": pred_flexible,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mathtune.task.data import Problem
-from mathtune.task.prompts import CHAT_KINDS, training_pair
+from mathtune.task.prompts import CHAT_KINDS, template_turn_end, training_pair
 
 
 def adds_special_tokens(kind: str) -> bool:
@@ -53,7 +53,11 @@ def example_from_text(prompt: str, answer: str, tokenizer, kind: str) -> Trainin
     text after the prompt's, so a word is split as in running text; where the tokenizer merges
     across the boundary (the prompt's ids are then no prefix of the whole), the answer is
     tokenized on its own, since the prompt's ids are what the model is given at evaluation.
-    The tokenizer's end token closes the answer unless it already does (as trainers append it)."""
+
+    The tokenizer's end token closes a few-shot answer (as trainers append it), and a chat
+    answer only where the template writes no turn end at all: after Gemma's <end_of_turn> or
+    Qwen's <|im_end|> the format has no <eos>, and training one would teach a token the model
+    never writes there."""
     head = prompt_ids(prompt, tokenizer, kind)
     whole = tokenizer(prompt + answer, add_special_tokens=adds_special_tokens(kind))["input_ids"]
     eos = tokenizer.eos_token_id
@@ -61,14 +65,17 @@ def example_from_text(prompt: str, answer: str, tokenizer, kind: str) -> Trainin
         tail = whole[len(head):]
     else:
         tail = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if eos is not None and (not tail or tail[-1] != eos):
+    closed_by_template = kind in CHAT_KINDS and bool(template_turn_end(tokenizer).strip())
+    if eos is not None and not closed_by_template and (not tail or tail[-1] != eos):
         tail = tail + [eos]
     return TrainingExample(tuple(head), tuple(tail))
 
 
 def training_example(problem: Problem, tokenizer, kind: str = "chat", *, date: str | None = None,
-                     solution: str | None = None, fewshot: tuple[Problem, ...] = ()) -> TrainingExample:
+                     solution: str | None = None, fewshot: tuple[Problem, ...] = (),
+                     thinking: str = "auto") -> TrainingExample:
     """The supervised example of one problem: its evaluation prompt, then the solution (the
-    gold one unless given: RFT passes the model's own)."""
-    prompt, answer = training_pair(problem, tokenizer, kind, date=date, solution=solution, fewshot=fewshot)
+    gold one unless given: RFT passes the model's own), in the template's thinking mode."""
+    prompt, answer = training_pair(problem, tokenizer, kind, date=date, solution=solution, fewshot=fewshot,
+                                   thinking=thinking)
     return example_from_text(prompt, answer, tokenizer, kind)

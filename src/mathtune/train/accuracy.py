@@ -84,6 +84,6 @@ def exact_match_callback(config: Config, run_dir: Path, tokenizer, val_problems:
     prompt (plain5 draws its exemplars from the training problems)."""
     request = accuracy_request(config)
     builder = make_prompt_builder(request.prompt, train=train_problems if request.prompt == "plain5" else None,
-                                  seed=config.seed, date=request.prompt_date)
+                                  seed=config.seed, date=request.prompt_date, thinking=request.thinking)
     problems = accuracy_subset(val_problems, config.train.accuracy_problems, config.seed)
     return ValidationExactMatch(problems, builder, request, tokenizer, Path(run_dir) / "train" / ANSWERS_FILE, score)

@@ -46,6 +46,7 @@ def show_example(config: Config, index: int = 0) -> dict:
         "eval_prompt_ids": eval_ids,
         "train_prompt": config.data.prompt,
         "eval_prompt": builder.kind,
+        "thinking": config.model.thinking,
         "eval_prompt_is_training_prefix": list(example.prompt_ids) == eval_ids,
         "loss_on_prompt": any(mask[:len(eval_ids)]),
         "bos_token": tokenizer.bos_token,
@@ -57,7 +58,7 @@ def show_example(config: Config, index: int = 0) -> dict:
 
 
 # What `plan --json` adds under "example": the view without its display texts.
-JSON_KEYS = ("id", "train_input_ids", "train_loss_mask", "eval_prompt_ids", "train_prompt", "eval_prompt",
+JSON_KEYS = ("id", "train_input_ids", "train_loss_mask", "eval_prompt_ids", "train_prompt", "eval_prompt", "thinking",
              "eval_prompt_is_training_prefix", "loss_on_prompt", "bos_token", "bos_in_training", "bos_in_evaluation")
 
 
@@ -65,7 +66,8 @@ def format_example(view: dict) -> str:
     """One training token per line (position, id, text; '*' where it carries the loss), the
     evaluation prompt's ids, and last a line saying whether that prompt is the training prefix."""
     ids, mask = view["train_input_ids"], view["train_loss_mask"]
-    lines = [f"training example {view['id']} (data.prompt {view['train_prompt']}): {len(ids)} tokens, "
+    lines = [f"training example {view['id']} (data.prompt {view['train_prompt']}, model.thinking {view['thinking']}): "
+             f"{len(ids)} tokens, "
              f"{sum(mask)} carry the loss (marked *)",
              "   pos      id  token"]
     for pos, (token_id, loss, text) in enumerate(zip(ids, mask, view["tokens"])):

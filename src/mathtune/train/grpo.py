@@ -24,9 +24,9 @@ from typing import Callable
 
 from mathtune.config import GRPO_REWARDS, Config
 from mathtune.task.data import Problem
-from mathtune.task.prompts import CHAT_KINDS, DATE_STRING_FORMAT, chat_messages, ensure_chat_template, \
-    make_prompt_builder, template_date
-from mathtune.task.score import extract_strict, numbers_equal
+from mathtune.core.errors import MathtuneError
+from mathtune.task.prompts import CHAT_KINDS, chat_messages, ensure_chat_template, make_prompt_builder, template_kwargs
+from mathtune.task.score import extract_strict, numbers_equal, opens_think
 from mathtune.train.trainer import trainer_arguments
 
 
@@ -91,8 +91,15 @@ def prompt_rows(config: Config, tokenizer, problems: list[Problem]) -> list[dict
     with the tokenizer's BOS, as evaluation feeds it."""
     if config.data.prompt in CHAT_KINDS:
         ensure_chat_template(tokenizer)
+        chat = make_prompt_builder("chat", date=config.data.prompt_date, thinking=config.model.thinking)
+        if problems and opens_think(chat.render(problems[0].question, tokenizer)):
+            # TRL hands the rewards the completion alone, which then starts inside the think
+            # block: the scorer could not tell the reasoning from the answer.
+            raise MathtuneError("train.method grpo with a chat template that opens a think block in its generation "
+                                "prompt is not supported; use model.thinking off where the template has it, or "
+                                "train.method sft")
         return [{"prompt": chat_messages(p.question), "gold": p.gold} for p in problems]
-    builder = make_prompt_builder(config.data.prompt, train=problems, seed=config.seed)
+    builder = make_prompt_builder(config.data.prompt, train=problems, seed=config.seed)  # few-shot: no template
     return [{"prompt": builder.render(p.question, tokenizer), "gold": p.gold} for p in problems]
 
 
@@ -120,8 +127,9 @@ def build_grpo_trainer(config: Config, run_dir, model, tokenizer, train_set, pef
         # function; LoRA dropout would make them differ at every token.
         disable_dropout=True,
         eval_strategy="no",  # no validation loss; checkpoints only
-        # The run's date for a template that writes today's (task.prompts.template_date).
-        chat_template_kwargs={"date_string": template_date(config.data.prompt_date).strftime(DATE_STRING_FORMAT)},
+        # What evaluation tells the template: the run's date where it would read today's, the
+        # thinking mode where one is set (task.prompts.template_kwargs).
+        chat_template_kwargs=template_kwargs(tokenizer, config.data.prompt_date, config.model.thinking),
     )
     return GRPOTrainer(
         model=model,

@@ -103,7 +103,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         # own solutions in place of the gold one.
         def pair(solution: str | None) -> tuple[str, str]:
             return training_pair(problem, tokenizer, config.data.prompt, date=config.data.prompt_date, solution=solution,
-                                 fewshot=fewshot)
+                                 fewshot=fewshot, thinking=config.model.thinking)
 
         chosen, left_out = select_solutions(record, config.train.rft.keep, lambda c: fits(*pair(c)))
         from_model += len(chosen)

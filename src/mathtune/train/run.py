@@ -43,6 +43,7 @@ from mathtune.task.data import DataFormat, data_identity, training_splits
 from mathtune.task.mix import mix_training_problems
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
+from mathtune.train.divergence import DivergenceCallback, Diverged, divergence_message
 from mathtune.train.lm_head import use_lm_head
 from mathtune.train.progress import replace_progress
 from mathtune.train.selfcheck import checked_training_paths
@@ -91,7 +92,7 @@ def _train(config: Config, run_dir: Path, here: Process, status: str, log, check
     # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
     adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
                          None)
-    _fit(trainer, run_dir, config.train.method, checkpoint)
+    _fit(trainer, run_dir, config, checkpoint)
     _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype, recipe_stats,
           {"lm_head": head, "fast_paths": fast_paths})
     return run_dir
@@ -133,7 +134,7 @@ def _supervised_trainer(config: Config, run_dir: Path, model, data: TrainingData
 def _grpo_trainer(config: Config, run_dir: Path, model, data: TrainingData, peft_config, checkpoint):
     from mathtune.train.grpo import FIELD_ORDER, build_grpo_trainer, step_fields
 
-    callbacks = [MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
+    callbacks = [DivergenceCallback(), MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
     return build_grpo_trainer(config, run_dir, model, data.tokenizer, data.train_set, peft_config, callbacks)
 
 
@@ -214,17 +215,23 @@ def _sample_training_pairs(config: Config, run_dir: Path, model, data: TrainingD
     return recipe_stats
 
 
-def _fit(trainer, run_dir: Path, method: str, checkpoint: Path | None) -> None:
-    replace_progress(trainer, run_dir / "run.log", f"train ({method})")
+def _fit(trainer, run_dir: Path, config: Config, checkpoint: Path | None) -> None:
+    """Train; a run that diverged (train.divergence) ends here, exit 1, with no adapter written."""
+    replace_progress(trainer, run_dir / "run.log", f"train ({config.train.method})")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    watch = next(c for c in trainer.callback_handler.callbacks if isinstance(c, DivergenceCallback))
+    if watch.found is not None:
+        kept = last_complete_checkpoint(run_dir / "train" / "checkpoints")
+        raise Diverged(divergence_message(watch.found, config, kept))
 
 
 def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingData, checkpoint: Path | None,
           adapter_dtype: str | None, recipe_stats: dict | None, paths: dict) -> None:
     """The adapter and train/summary.json. load_best_model_at_end has put the best checkpoint's
     adapter back into the model."""
+    refuse_non_finite_adapter(trainer.model)
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         summary = make_summary(config, trainer, data.counts | {"sources": data.sources}, resumed_from=checkpoint)
@@ -340,6 +347,17 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 # ---------------------------------------------------------------------------------------
 # Outputs
+
+
+def refuse_non_finite_adapter(model) -> None:
+    """An adapter with a non-finite weight is never written as the run's (a divergence the logs
+    did not show). Every process checks, so under torchrun all of them stop together."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in trained)
+    if bad:
+        total = sum(p.numel() for p in trained)
+        raise Diverged(f"training diverged: {bad:,} of the adapter's {total:,} weights are not finite, so no adapter "
+                       "was written; try a lower train.learning_rate, or model.dtype bfloat16 or float32")
 
 
 def save_adapter(model, target: Path) -> None:

@@ -27,6 +27,7 @@ from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
 from mathtune.task.data import DataFormat, Problem, training_splits
 from mathtune.task.sequences import TrainingExample, example_from_text, training_example
+from mathtune.train.divergence import DivergenceCallback
 from mathtune.train.lm_head import use_lm_head
 
 # The fields of one metrics.jsonl line, in order. Train steps carry the first group, eval
@@ -69,8 +70,8 @@ def gold_examples(config: Config, tokenizer, problems: list[Problem],
     """Each problem's supervised example (task.sequences): its evaluation prompt's ids, then the
     gold solution's; what training feeds, the plan counts and `plan --show-example` shows.
     fewshot: training_fewshot(config), drawn once by the caller for all its splits."""
-    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot)
-            for p in problems]
+    return [training_example(p, tokenizer, config.data.prompt, date=config.data.prompt_date, fewshot=fewshot,
+                             thinking=config.model.thinking) for p in problems]
 
 
 class AllTooLong(MathtuneError):
@@ -228,6 +229,9 @@ def trainer_arguments(config: Config, run_dir: Path) -> dict:
         save_total_limit=2,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        # The Trainer's default replaces a NaN or inf step loss with the mean of the others before
+        # logging it: a diverged step must log what it was (train.divergence stops there).
+        logging_nan_inf_filter=False,
         report_to=list(t.report_to) or "none",
         # Every LoRA parameter receives a gradient each step, so DDP need not search for unused ones.
         ddp_find_unused_parameters=False,
@@ -268,9 +272,11 @@ def build_trainer(config, run_dir, model, tokenizer, train_set, val_set, peft_co
         greater_is_better=by_exact_match,
         include_num_input_tokens_seen="non_padding",
     )
-    # In this order: the exact match joins a validation point's metrics, the metrics file
-    # writes them, early stopping reads them.
-    callbacks = ([accuracy] if by_exact_match else []) + [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")]
+    # In this order: a non-finite figure stops training at its step (train.divergence), the
+    # exact match joins a validation point's metrics, the metrics file writes them (a diverged
+    # step's line included), early stopping reads them.
+    callbacks = ([DivergenceCallback()] + ([accuracy] if by_exact_match else [])
+                 + [MetricsFileCallback(run_dir / "train" / "metrics.jsonl")])
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = SFTTrainer(
