@@ -6,15 +6,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 DEMO_MODEL := qwen2.5-coder-0.5b-instruct
 
-.PHONY: setup model browser demo test test-fast clean
+.PHONY: setup model browser demo test test-fast docs clean
 
 # constraints.txt pins torch to the CPU build (2.13.0) so no multi-GB CUDA wheel is pulled, and the
-# bitsandbytes whose CPU backend the quantization tests run on; the package itself only asks for ranges.
+# bitsandbytes whose CPU backend the quantization tests run on, and the MkDocs versions the site is
+# built with; the package itself only asks for ranges.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt torch
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,extra,qlora]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,docs,extra,qlora]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -39,5 +40,10 @@ test: model browser
 test-fast: setup
 	$(VENV)/bin/pytest -q -m "not slow"
 
+# The documentation site (MkDocs Material) at http://127.0.0.1:8000; the config reference is
+# generated from the config schema at build time (docs/hooks.py).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first screen of a run's HTML report as a PNG (the README's picture), with headless Chromium:
+# The first screen of a run's HTML report as a PNG (the README's picture), at 1280 x 720, with headless Chromium:
 #   bash scripts/report_screenshot.sh RUN_DIR [OUT.png]     (default OUT: docs/report.png)
 # The README's picture is of `mathtune demo`'s run: bash scripts/report_screenshot.sh runs/demo
 set -euo pipefail
@@ -11,7 +11,7 @@ profile=$(mktemp -d)
 trap 'rm -rf "$profile"' EXIT
 mkdir -p "$(dirname "$out")"
 "$chromium" --headless --no-sandbox --disable-gpu --hide-scrollbars --no-first-run --disable-background-networking \
-  --disable-component-update --disable-sync --user-data-dir="$profile" --screenshot="$out" --window-size=1200,1500 \
+  --disable-component-update --disable-sync --user-data-dir="$profile" --screenshot="$out" --window-size=1280,720 \
   "file://$(realpath "$run")/report.html" >/dev/null 2>&1
 [ -s "$out" ] || { echo "chromium wrote no screenshot" >&2; exit 1; }
 echo "$out"

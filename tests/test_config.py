@@ -1,3 +1,4 @@
+import argparse
 from pathlib import Path
 
 import pytest
@@ -253,3 +254,20 @@ def test_every_command_reaches_its_stage_function():
                "mathtune.analysis.compare": "compare_table", "mathtune.models.export": "export_merged"}
     for module, name in targets.items():
         assert callable(getattr(importlib.import_module(module), name)), f"{module}.{name}"
+
+
+def test_every_option_has_help_and_every_help_fits_80_columns(capsys, monkeypatch):
+    """Each option of each command says what it does, and --help wraps at 80 columns even in a
+    wider terminal (the examples are written to fit)."""
+    from mathtune.cli import build_parser, main
+
+    monkeypatch.setenv("COLUMNS", "200")
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, sub in commands.items():
+        silent = [a.dest for a in sub._actions if not a.help and not isinstance(a, argparse._HelpAction)]
+        assert silent == [], f"mathtune {name}: options without help: {silent}"
+    for argv in [["--help"]] + [[name, "--help"] for name in commands]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= 80, (argv, max(lines, key=len))

@@ -96,10 +96,14 @@ def test_a_mistyped_local_path_is_a_missing_folder_not_a_hub_failure(monkeypatch
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setattr(hub, "_unreachable", "test: no network")
     start = time.monotonic()
-    with pytest.raises(MathtuneError, match=r"^data folder not found: data/gsm8k \(no such local path"):
+    with pytest.raises(MathtuneError, match=r"^data folder not found: data/gsm8k \(no such local path") as missing:
         load_source_split("data/gsm8k", "test")
-    with pytest.raises(MathtuneError, match=r"^model path not found: Qwen/Qwen2-1.5B-typo \(no such local path"):
+    # ... and says how to use a local copy instead (the reference config's openai/gsm8k offline)
+    assert "--set data.source=DIR" in str(missing.value) and "MATHTUNE_DATA=DIR" in str(missing.value)
+    with pytest.raises(MathtuneError,
+                       match=r"^model path not found: Qwen/Qwen2-1.5B-typo \(no such local path") as missing:
         resolve_model_path("Qwen/Qwen2-1.5B-typo")
+    assert "--set model.name_or_path=PATH" in str(missing.value)
     assert time.monotonic() - start < 5
     # Offline mode asked for: the library's own cache decides, no verdict here.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -2,6 +2,7 @@
 measured throughput, and no weights read."""
 
 import json
+import re
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_plan_and_training_count_parameters_alike(trained_run, tiny_model_dir, s
     assert (plan["trainable_params"], plan["total_params"]) == (summary["trainable_params"], summary["total_params"])
     assert plan["base_params"] == summary["base_params"] == plan["total_params"] - plan["trainable_params"]
     t, total, base = plan["trainable_params"], plan["total_params"], plan["base_params"]
-    assert f"{t:,} trainable of {total:,} (the base model's {base:,} + the adapter's {t:,})" in format_plan(plan)
+    assert f"{t:,} trainable of {total:,} (base {base:,} + adapter)" in " ".join(format_plan(plan).split())
 
 
 @pytest.mark.usefixtures("shipped_rates_only")
@@ -102,7 +103,45 @@ def test_plan_command_reads_no_weights(tiny_model_dir, small_data_dir, tmp_path,
     assert plan["device"] == "h100" and plan["optimizer_steps"] >= 1 and plan["cost_usd"] is not None
     assert main(["plan", str(config), "--device", "cpu"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith(f"plan of {tiny_model_dir.name}-gsm8k-lora on cpu") and "optimizer steps" in text and "FLOPs are" in text
+    assert text.startswith(f"plan of {tiny_model_dir.name}-gsm8k-lora on cpu") and "optimizer steps" in text
+    assert "FLOPs are" not in text and "--verbose" in text  # the formulas are one option away
+    assert main(["plan", str(config), "--device", "cpu", "--verbose"]) == 0
+    assert "FLOPs are" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("shipped_rates_only")
+def test_the_plan_fits_a_terminal_and_names_the_rates_once(tiny_model_dir, small_data_dir, tmp_path, capsys):
+    """No line over 100 characters on any device, verbose or not; the rates' source is named in
+    one line; a GPU cost too small for cents is not shown as $0.0."""
+    from mathtune.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {tiny_model_dir}\ndata:\n  source: {small_data_dir}\n")
+    for extra in ([], ["--device", "h100"], ["--device", "a100", "--verbose"], ["--verbose"]):
+        assert main(["plan", str(config), *extra]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert max(len(line) for line in lines) <= 100, max(lines, key=len)
+        named = sum("throughputs.json" in line or "no throughput measured" in line for line in lines)
+        assert named == 1 or "--verbose" in extra and named == 2  # verbose adds the derivation
+        assert not any(re.search(r"cost +\$0\.0+ ", line) for line in lines)
+    assert main(["plan", str(config), "--device", "h100", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["flops"]["formula"] and plan["time_basis"] and plan["rates_from"]
+
+
+@pytest.mark.usefixtures("shipped_rates_only")
+def test_evaluation_time_is_expected_from_answer_lengths_with_the_bound_beside_it(tiny_model_dir, small_data_dir):
+    """Answers as long as the gold solutions cost less than answers at max_new_tokens; the bound
+    grows with max_new_tokens, the expected time does not when no answer reaches it."""
+    from mathtune.plan import format_plan
+
+    short = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "eval.max_new_tokens=1024"), device="cpu")
+    long = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "eval.max_new_tokens=2048"), device="cpu")
+    assert short["evaluation"]["answer_tokens_from"].startswith("the data's gold solutions")
+    assert short["time_s"]["evaluation"] < short["time_s"]["evaluation_bound"] < long["time_s"]["evaluation_bound"]
+    assert short["time_s"]["evaluation"] == long["time_s"]["evaluation"]
+    text = " ".join(format_plan(short).split())
+    assert "the data's gold solutions: mean" in text and "if every answer runs to max_new_tokens 1024" in text
 
 
 def test_packed_rows_follow_best_fit_decreasing():
@@ -150,8 +189,8 @@ def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, 
     config_file = tmp_path / "c.yaml"
     config_file.write_text(f"model:\n  name_or_path: {tiny_model_dir}\n  quantization: 4bit\ndata:\n  source: {small_data_dir}\n")
     assert main(["plan", str(config_file), "--device", "cpu"]) == 0
-    text = capsys.readouterr().out
-    assert "the base in 4bit (a float32 base: " in text and "8,192); adapter LoRA r 8, alpha 16" in text
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the base in 4bit (a float32 base: " in text and "+ adapter); LoRA r 8, alpha 16" in text
 
 
 def test_plan_refuses_what_run_refuses_in_the_same_words(tiny_model_dir, small_data_dir, tmp_path, capsys):

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from conftest import tiny_train_config, torch_threads
 from mathtune.core.errors import MathtuneError
 
-pytest.importorskip("bitsandbytes", reason="the qlora extra is not installed (pip install 'mathtune[qlora]')")
+pytest.importorskip("bitsandbytes", reason="the qlora extra is not installed (pip install -c constraints.txt -e '.[qlora]')")
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -244,7 +244,7 @@ def test_settings_are_checked_before_any_weights_load(tmp_path, tiny_model_dir, 
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a))
     missing = tiny_train_config(tiny_model_dir, small_data_dir, "model.quantization=4bit")
-    with pytest.raises(MathtuneError, match=r"needs bitsandbytes, which is not installed: pip install 'mathtune\[qlora\]'"):
+    with pytest.raises(MathtuneError, match=r"needs bitsandbytes, which is not installed: pip install -c constraints.txt -e '\.\[qlora\]'"):
         run_train(missing, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

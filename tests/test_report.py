@@ -182,15 +182,93 @@ def test_html_renders_in_headless_chromium_with_its_images(run, tmp_path):
     assert np.isfinite(pixels).all()
 
 
-def test_summary_first_and_contents_link_every_section(run):
+def test_the_answer_comes_first_and_contents_link_every_section(run):
+    """The verdict is the first thing after the title, the summary table and the accuracy figure
+    follow it, and the contents link every section."""
     page = (run / "report.html").read_text()
+    body = page.split("<body>", 1)[1]
+    assert re.match(r'\s*<h1[^>]*>[^<]*</h1>\s*<p class="verdict">', body)
+    first = body.split('<nav class="toc">')[0]
+    assert '<div class="columns">' in first and "<table>" in first and first.count("<img ") == 1
     headings = re.findall(r'<h2 id="([^"]+)">', page)
-    assert headings[0] == "summary"  # the one-screen summary comes before everything else
     nav = re.search(r'<nav class="toc">(.*?)</nav>', page, re.S).group(1)
-    assert re.findall(r'href="#([^"]+)"', nav) == headings[1:]
+    assert re.findall(r'href="#([^"]+)"', nav) == headings
     markdown = (run / "report.md").read_text()
-    assert "## Summary" in markdown.split("## What ran")[0]
+    assert markdown.split("\n\n")[1].startswith("**Strict accuracy changed by")  # the same order in Markdown
     assert "@media print" in page
+
+
+def _sentences(markdown: str) -> list[str]:
+    prose = re.sub(r"```text\n.*?\n```", "", markdown, flags=re.S)  # model text may repeat itself
+    lines = [line.strip("-* ") for line in prose.splitlines() if line.strip() and not line.startswith("|")]
+    return [s for line in lines for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", line) if len(s) > 30]
+
+
+def test_no_sentence_is_said_twice_and_no_markdown_leaks_into_the_html(run):
+    sentences = _sentences((run / "report.md").read_text())
+    assert [s for s in set(sentences) if sentences.count(s) > 1] == []
+    assert sum("Strict accuracy changed by" in s for s in sentences) == 1  # the verdict, once
+    page = (run / "report.html").read_text()
+    text = re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)  # model text is shown as written
+    text = re.sub(r"<[^>]+>", "", text.split("<body>", 1)[1])
+    assert "`" not in text and "**" not in text and "](#" not in text
+
+
+def test_provenance_plan_basis_and_examples_are_collapsed(tmp_path, gsm8k_dir):
+    """Long full paths, versions and examples sit in <details>; the tables show short names."""
+    run = built_run(tmp_path, gsm8k_dir, shape="overfitting")
+    page = (run / "report.html").read_text()
+    collapsed = "".join(re.findall(r"<details>.*?</details>", page, flags=re.S))
+    assert "Each stage&#x27;s model, data, device, paths and versions" in collapsed
+    assert collapsed.count('<p class="label">completion:</p>') == page.count('<p class="label">completion:</p>') > 0
+    assert "<details" not in page.split('<p class="verdict">')[0]
+
+
+FOLD_PX = (1280, 720)  # a laptop's browser window at 1280 px wide
+
+
+def _layout(tmp_path, run, width: int, height: int) -> dict:
+    """Where the verdict, the summary table and the first figure sit when the report fills a
+    window of this size in headless Chromium: the page in an iframe of exactly that size (a
+    headless window has a minimum width), read by a script of the outer page, whose DOM
+    Chromium dumps."""
+    outer = tmp_path / f"layout-{width}.html"
+    outer.write_text(
+        f'<!DOCTYPE html><html><body style="margin:0"><iframe id="f" src="{(run / "report.html").resolve().as_uri()}" '
+        f'style="width:{width}px;height:{height}px;border:0"></iframe><script>'
+        "window.addEventListener('load', () => { const w = document.getElementById('f').contentWindow, d = w.document;"
+        " const box = s => { const e = d.querySelector(s); if (!e) return null; const r = e.getBoundingClientRect();"
+        " return [r.top, r.bottom, r.left, r.right]; };"
+        " const out = document.createElement('pre'); out.id = 'layout'; out.textContent = JSON.stringify("
+        "{verdict: box('p.verdict'), figure: box('div.columns img'), table: box('div.columns table'),"
+        " width: d.documentElement.scrollWidth, viewport: [w.innerWidth, w.innerHeight]});"
+        " document.body.appendChild(out); });</script></body></html>")
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--allow-file-access-from-files",
+           f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={width + 100},{height + 100}",
+           "--virtual-time-budget=5000", "--dump-dom", outer.resolve().as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
+    found = re.search(r'<pre id="layout">(.*?)</pre>', dom)
+    assert found, "chromium dumped no layout"
+    layout = json.loads(found.group(1).replace("&quot;", '"'))
+    assert layout["viewport"] == [width, height]
+    return layout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_the_verdict_and_the_figure_are_above_the_fold_at_1280_px(run, tmp_path):
+    width, height = FOLD_PX
+    layout = _layout(tmp_path, run, width, height)
+    assert 0 <= layout["verdict"][0] and layout["verdict"][1] <= height, layout
+    assert layout["figure"] and layout["figure"][1] <= height, layout
+    assert layout["figure"][2] >= layout["table"][3], "the figure sits beside the table"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_at_a_phone_width_the_verdict_leads_and_nothing_overflows(run, tmp_path):
+    layout = _layout(tmp_path, run, 390, 844)
+    assert layout["verdict"][1] <= 844 and layout["figure"][0] >= layout["table"][1], layout
+    assert layout["width"] <= 390 + 1, "the page is wider than the phone's screen"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

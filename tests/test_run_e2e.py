@@ -147,7 +147,7 @@ def test_plan_is_set_beside_what_happened(run_dir):
     assert rows["optimizer steps"]["planned"] == plan["optimizer_steps"]
     assert rows["optimizer steps"]["actual"] == analysis["training"]["global_step"]
     assert plan["optimizer_steps"] == analysis["training"]["global_step"]  # best-fit-decreasing packing, simulated
-    assert "plan (cpu) and actual" in (out / "report.md").read_text()
+    assert "The plan (cpu) against what happened" in (out / "report.md").read_text()
 
 
 def test_changed_eval_settings_are_refused_not_silently_rewritten(run_dir, capsys, tmp_path):

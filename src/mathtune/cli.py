@@ -19,7 +19,9 @@ import atexit
 import gc
 import json
 import os
+import shutil
 import sys
+import textwrap
 from pathlib import Path
 from typing import get_args
 
@@ -80,9 +82,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+HELP_WIDTH = 80  # --help wraps at 80 columns, or the terminal's width where it is narrower
+
+
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """--help shows each option's default (where it has one and the text does not already say
-    it), and the examples as written."""
+    it), and the examples as written (each written to fit HELP_WIDTH); the description is
+    wrapped here, since the raw formatter keeps it as given."""
+
+    def __init__(self, prog: str, **kwargs):
+        kwargs["width"] = min(HELP_WIDTH, shutil.get_terminal_size().columns)
+        super().__init__(prog, **kwargs)
 
     def _get_help_string(self, action):
         text = action.help or ""
@@ -93,19 +103,22 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
 
 EXAMPLES = {
     "run": "examples:\n  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml\n"
-           "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --set eval.limit=200 --out runs/quick\n"
+           "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 \\\n"
+           "      --set eval.limit=200 --out runs/quick\n"
            "  mathtune run configs/qwen2-1.5b-gsm8k-lora.yaml --print-config",
     "plan": "examples:\n  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --device h100\n"
             "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --set train.epochs=1 --json\n"
             "  mathtune plan configs/qwen2-1.5b-gsm8k-lora.yaml --show-example 3",
     "train": "examples:\n  mathtune train configs/qwen2-1.5b-gsm8k-rft.yaml --out runs/rft\n"
-             "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml --set train.learning_rate=1e-4",
+             "  mathtune train configs/qwen2-1.5b-gsm8k-lora.yaml \\\n      --set train.learning_rate=1e-4",
     "eval": "examples:\n  mathtune eval --model Qwen/Qwen2-1.5B --limit 200\n"
-            "  mathtune eval --model Qwen/Qwen2-1.5B --adapter runs/qwen2-1.5b-gsm8k-lora/adapter --prompt cot8\n"
+            "  mathtune eval --model Qwen/Qwen2-1.5B --prompt cot8 \\\n"
+            "      --adapter runs/qwen2-1.5b-gsm8k-lora/adapter\n"
             "  mathtune eval --model ./my-model --data ../gsm8k --samples 8 --temperature 0.7\n"
-            "  mathtune eval --model ./my-model --data ../gsm8k --prompt chat-verify --limit 100",
+            "  mathtune eval --model ./my-model --data ../gsm8k --prompt chat-verify \\\n      --limit 100",
     "probe": "examples:\n  mathtune probe --model Qwen/Qwen2-1.5B --limit 200 --variants 2\n"
-             "  mathtune probe --model Qwen/Qwen2-1.5B --adapter runs/qwen2-1.5b-gsm8k-lora/adapter --out runs/probe-tuned",
+             "  mathtune probe --model Qwen/Qwen2-1.5B --out runs/probe-tuned \\\n"
+             "      --adapter runs/qwen2-1.5b-gsm8k-lora/adapter",
     "score": "examples:\n  mathtune score runs/eval/eval/base.jsonl\n"
              "  mathtune score samples_gsm8k_2026-11-27.jsonl --out rescored.jsonl",
     "report": "example:\n  mathtune report runs/qwen2-1.5b-gsm8k-lora",
@@ -144,13 +157,16 @@ def _model_args(sp, *, sampling: bool):
     sp.add_argument("--adapter", help="PEFT adapter folder to attach")
     sp.add_argument("--data", default=defaults.data.source,
                     help="hub dataset id, folder with train.jsonl/test.jsonl, or one JSONL file (a test set)")
-    sp.add_argument("--split", default=defaults.eval.split, choices=_choices(EvalConfig, "split"))
+    sp.add_argument("--split", default=defaults.eval.split, choices=_choices(EvalConfig, "split"),
+                    help="which split to benchmark: test (the source's test split, named by --data-split), or "
+                         "train or validation as a run splits the source's train split (seeded)")
     sp.add_argument("--question-field", default=defaults.data.fields.question, help="the record field holding the question")
     sp.add_argument("--answer-field", default=defaults.data.fields.answer,
                     help="the record field holding the answer (a solution ending in '#### N', or a bare number)")
     sp.add_argument("--data-config", help="hub dataset config (default: 'main' for openai/gsm8k)")
     sp.add_argument("--data-split", default=defaults.data.split,
-                    help="the source's split read as the test set (hub split name, or file stem in a folder)")
+                    help="the name of the source's split that --split test reads: a hub split name, or a file "
+                         "stem in a folder (e.g. testmini for GSM-Plus)")
     sp.add_argument("--limit", type=_positive_int, help="only the first N problems")
     sp.add_argument("--prompt", default=defaults.eval.prompt, choices=EVAL_PROMPTS,
                     help="prompt format (chat-verify: chat, then a self-check turn, scored on the final turn)")
@@ -166,7 +182,8 @@ def _model_args(sp, *, sampling: bool):
                     help="auto: bfloat16 on a GPU, float32 on a CPU")
     sp.add_argument("--quantization", default=defaults.model.quantization, choices=QUANTIZATIONS,
                     help="load the base weights quantized by bitsandbytes (4bit: NF4, double quantization; "
-                         "8bit: LLM.int8()), as a run with model.quantization does; needs mathtune[qlora]")
+                         "8bit: LLM.int8()), as a run with model.quantization does; needs bitsandbytes: "
+                         "pip install -c constraints.txt -e '.[qlora]'")
     sp.add_argument("--thinking", choices=_choices(ModelConfig, "thinking"),
                     help="the chat template's thinking mode: auto (its default), on, off (model.thinking); default: "
                          "the adapter's run's, else auto")
@@ -180,13 +197,15 @@ def _model_args(sp, *, sampling: bool):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.")
+    p = _Parser(prog="mathtune", description="LoRA fine-tuning and an honest GSM8K benchmark from one config file.",
+                formatter_class=_Help)
     p.add_argument("--version", action="version", version=f"mathtune {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     add = sub.add_parser
 
     def add_parser(name: str, **kwargs):
-        return add(name, formatter_class=_Help, epilog=EXAMPLES[name], description=kwargs.get("help"), **kwargs)
+        description = textwrap.fill(kwargs.get("help") or "", HELP_WIDTH - 2)
+        return add(name, formatter_class=_Help, epilog=EXAMPLES[name], description=description, **kwargs)
 
     sub.add_parser = add_parser
 
@@ -207,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plan", help="what a run will do and cost: tokens, steps, FLOPs, time, memory; loads no weights")
     _config_args(sp, writes=False)
     sp.add_argument("--device", help="plan for this device (h100, a100, h200, l4, cpu; default: this machine's)")
-    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON (formulas and rates' derivation included)")
+    sp.add_argument("--verbose", action="store_true",
+                    help="also print how the rates were measured, and the FLOPs, decoding and memory formulas")
     sp.add_argument("--show-example", nargs="?", type=int, const=0, metavar="N",
                     help="also show training example N (default 0) token by token as the trainer feeds it, "
                          "with its loss mask, and the same question's evaluation prompt")
@@ -216,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(sp, sampling=True)
     sp.add_argument("--extra", nargs="+", default=[], metavar="TASK",
                     help="also score lm-evaluation-harness tasks on the same loaded model (e.g. mmlu arc_easy); "
-                         "needs mathtune[extra]")
+                         "needs lm-evaluation-harness: pip install -c constraints.txt -e '.[extra]'")
     sp.add_argument("--extra-data", action="append", default=[], metavar="TASK=PATH",
                     help="a local data folder for a task, e.g. mmlu=data/mmlu (MMLU's CSV layout)")
     sp.add_argument("--extra-subjects", nargs="+", metavar="SUBJECT", help="MMLU subjects (default: all in the folder)")
@@ -323,7 +344,9 @@ def _cmd_plan(args) -> None:
     if args.json:
         print(json.dumps(plan))
         return
-    print(format_plan(plan))
+    print(format_plan(plan, verbose=args.verbose))
+    if not args.verbose:
+        print("  (--verbose: how the rates were measured; the FLOPs, decoding and memory formulas)")
     if view is not None:
         print(format_example(view))
 

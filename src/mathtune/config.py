@@ -106,7 +106,8 @@ class ModelConfig(_Section):
     quantization: Quantization = "none"
     """Base weights loaded quantized by bitsandbytes (QLoRA), for training and for both
     evaluations: 4bit = NF4 with double quantization, computing in model.dtype (bf16 on a GPU,
-    fp32 on a CPU); 8bit = LLM.int8(). Needs `pip install 'mathtune[qlora]'`; not for a .gguf."""
+    fp32 on a CPU); 8bit = LLM.int8(). Needs bitsandbytes, the `qlora` extra
+    (`pip install -c constraints.txt -e '.[qlora]'`); not for a .gguf."""
     thinking: Thinking = "auto"
     """The chat template's thinking mode, alike in training, validation, both evaluations, the
     probe and the plan: auto = the template's default (Qwen3's thinks); on / off = its

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import textwrap
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -33,7 +34,7 @@ from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
 from mathtune.core.measured_rates import measured_rates, record_rates
 from mathtune.core.provenance import adapter_variant, library_version
-from mathtune.core.runfiles import read_json, size_text, write_json_atomic
+from mathtune.core.runfiles import read_json, read_jsonl, size_text, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
 from mathtune.evaluation.request import EvalRequest, load_problems
 from mathtune.task.training_set import training_set
@@ -312,9 +313,11 @@ def _rates(device: str, shape: dict) -> dict:
                           f"GFLOP/s by these FLOPs; decoding: weights read at "
                           f"{rates['weight_bytes_per_s'] / 1e9:,.1f} GB/s, {rates['decode_flops_per_s'] / 1e9:,.1f} "
                           f"GFLOP/s ({entry['decode']['source']})")
+        rates["short"] = f"the measurement '{entry['id']}' shipped in throughputs.json (BENCHMARKS.md)"
         if not 1 / EXTRAPOLATION_FACTOR <= scale <= EXTRAPOLATION_FACTOR:
             rates["extrapolated"] = True
             size = f"{1 / scale:,.0f}x smaller" if scale < 1 else f"{scale:,.0f}x larger"
+            rates["short"] += f"; extrapolated: this model is {size} than the measured one, a rough estimate"
             rates["basis"] += (f"; extrapolated: this model ({shape['base_params']:,} parameters) is {size} than the "
                                "measured one, whose rate carries its own share of the fixed costs of every step "
                                "(kernel launches, Python) that FLOPs leave out: a rough estimate"
@@ -325,7 +328,9 @@ def _rates(device: str, shape: dict) -> dict:
                  "weight_bytes_per_s": BANDWIDTH_TBPS[device] * 1e12, "extrapolated": False,
                  "basis": (f"no throughput measured on {device}: FLOPs at {round(ASSUMED_UTILISATION * 100)}% of its "
                            f"{PEAK_TFLOPS[device]} TFLOP/s bf16 peak, weights read at its specified "
-                           f"{BANDWIDTH_TBPS[device]} TB/s")}
+                           f"{BANDWIDTH_TBPS[device]} TB/s"),
+                 "short": (f"no throughput measured on {device}: {round(ASSUMED_UTILISATION * 100)}% of its "
+                           f"{PEAK_TFLOPS[device]} TFLOP/s peak, its {BANDWIDTH_TBPS[device]} TB/s")}
     fields = ("train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")
     measured = {k: _nearest_measurement(shape, k) for k in fields} if device == _detected_device() else {}
     measured = {k: m for k, m in measured.items() if m is not None}
@@ -337,6 +342,9 @@ def _rates(device: str, shape: dict) -> dict:
                           + ", ".join(f"{words[k].format(m[k] / 1e9)} (the run {m['run']}, {m['when']}, a model of "
                                       f"{m['base_params']:,} parameters)" for k, m in measured.items())
                           + ("" if len(measured) == len(fields) else "; the rest from " + rates["basis"]))
+        newest = max(measured.values(), key=lambda m: m["when"])
+        rates["short"] = (f"this machine's own runs (newest: {newest['when']})"
+                          + ("" if len(measured) == len(fields) else "; the rest from " + rates["short"]))
     return rates
 
 
@@ -367,8 +375,9 @@ def micro_batch_tokens(config: Config, kept: list[tuple[int, int]], batch_size: 
 
 
 def _decoding(config: Config, shape: dict, rates: dict, *, problems: int, prompt: float, on_gpu: bool,
-              dtype_bytes: int) -> float:
-    """One model's evaluation of `problems` problems, every answer at max_new_tokens."""
+              dtype_bytes: int, answer_lengths: list[int] | None = None) -> float:
+    """One model's evaluation of `problems` problems: answers of `answer_lengths` (the lengths
+    expected, each cut at max_new_tokens), or every answer at max_new_tokens (the bound)."""
     from mathtune.models.generate import CPU_BATCH_SIZE, GPU_START_BATCH_SIZE
 
     rows = problems * config.eval.samples
@@ -378,8 +387,29 @@ def _decoding(config: Config, shape: dict, rates: dict, *, problems: int, prompt
         GPU_START_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE)
     at_once = min(batch, rows)
     new = config.eval.max_new_tokens
-    return decode_seconds(shape, rates, steps=math.ceil(rows / at_once) * new, rows_per_step=at_once,
-                          context=prompt + new / 2, prompt_tokens=prompt, rows=rows, dtype_bytes=dtype_bytes)
+    lengths = sorted(min(n, new) for n in answer_lengths or [new])
+    mean = sum(lengths) / len(lengths)
+    # Finished rows leave the batch and the next problems take their places, so the steps are
+    # the tokens over the batch; but a batch runs until its longest answer ends: the expected
+    # longest of `at_once` answers is the quantile 1 - 1/(at_once + 1) of the lengths.
+    longest = lengths[min(len(lengths) - 1, math.floor(len(lengths) * at_once / (at_once + 1)))]
+    steps = max(rows * mean / at_once, longest)
+    return decode_seconds(shape, rates, steps=steps, rows_per_step=rows * mean / steps,
+                          context=prompt + mean / 2, prompt_tokens=prompt, rows=rows, dtype_bytes=dtype_bytes)
+
+
+def expected_answer_lengths(config: Config, gold_answer_lengths: list[int]) -> tuple[list[int], str]:
+    """The answer lengths the evaluation time expects, and where they come from: the tokens this
+    model generated under this prompt in a finished run on this machine (the newest), else the
+    data's gold solutions as training tokenizes them."""
+    model, prompt = config.model.name_or_path, config.eval.prompt
+    for entry in reversed(measured_rates(this_machine())):
+        if entry.get("model") == model and entry.get("eval_prompt") == prompt and entry.get("answer_lengths"):
+            lengths = entry["answer_lengths"]
+            return lengths, (f"this model's answers in {entry['run']} ({entry['when']}): mean "
+                             f"{sum(lengths) / len(lengths):.0f} tokens")
+    lengths = gold_answer_lengths or [config.eval.max_new_tokens]
+    return lengths, f"the data's gold solutions: mean {sum(lengths) / len(lengths):.0f} tokens"
 
 
 def _answer_flops(config: Config, shape: dict, prompt: float) -> float:
@@ -390,16 +420,20 @@ def _answer_flops(config: Config, shape: dict, prompt: float) -> float:
 
 
 def _times(config: Config, shape: dict, rates: dict, *, train_flops: float, val_flops: float, test_problems: int,
-           accuracy_n: int, val_passes: int, prompt: float, on_gpu: bool, world_size: int) -> tuple:
-    """Seconds of training, validation (its decoding included), evaluation (base and tuned) and
-    validation decoding, each variant's measured ratio applied; and the ratios applied, in words."""
+           accuracy_n: int, val_passes: int, prompt: float, on_gpu: bool, world_size: int,
+           answer_lengths: list[int]) -> tuple:
+    """Seconds of training, validation (its decoding included), evaluation (base and tuned),
+    validation decoding, and the evaluation's bound (every answer at max_new_tokens), each
+    variant's measured ratio applied; and the ratios applied, in words."""
     t, dtype_bytes = config.train, 2 if on_gpu else 4
     train_s = train_flops / rates["train_flops_per_s"] / world_size
     val_s = val_flops / rates["train_flops_per_s"] / world_size
-    eval_s = 2 * _decoding(config, shape, rates, problems=math.ceil(test_problems / world_size), prompt=prompt,
-                           on_gpu=on_gpu, dtype_bytes=dtype_bytes)
-    decode_s = val_passes * _decoding(config, shape, rates, problems=accuracy_n, prompt=prompt, on_gpu=on_gpu,
-                                      dtype_bytes=dtype_bytes)
+    test_share = math.ceil(test_problems / world_size)
+    decoding = dict(prompt=prompt, on_gpu=on_gpu, dtype_bytes=dtype_bytes)
+    eval_s = 2 * _decoding(config, shape, rates, problems=test_share, answer_lengths=answer_lengths, **decoding)
+    bound_s = 2 * _decoding(config, shape, rates, problems=test_share, **decoding)
+    decode_s = val_passes * _decoding(config, shape, rates, problems=accuracy_n, answer_lengths=answer_lengths,
+                                      **decoding)
     variant_costs = []
     if config.lora.use_dora:
         train_s, val_s, decode_s = (x * DORA_TIME_RATIO for x in (train_s, val_s, decode_s))
@@ -408,9 +442,9 @@ def _times(config: Config, shape: dict, rates: dict, *, train_flops: float, val_
         train_s *= CHECKPOINTING_TIME_RATIO
         variant_costs.append(f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO} training time")
     if config.model.quantization != "none" and not on_gpu:
-        eval_s, decode_s = eval_s * CPU_QUANTIZED_DECODE_RATIO, decode_s * CPU_QUANTIZED_DECODE_RATIO
+        eval_s, decode_s, bound_s = (x * CPU_QUANTIZED_DECODE_RATIO for x in (eval_s, decode_s, bound_s))
         variant_costs.append(f"a quantized base on a CPU x{CPU_QUANTIZED_DECODE_RATIO} decoding time")
-    return train_s, val_s + decode_s, eval_s, decode_s, variant_costs
+    return train_s, val_s + decode_s, eval_s, decode_s, bound_s, variant_costs
 
 
 def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
@@ -456,9 +490,11 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
     per_answer = _answer_flops(config, shape, prompt)
     eval_flops = 2 * len(test) * config.eval.samples * per_answer  # base and tuned
     decode_flops = val_passes * accuracy_n * per_answer
-    train_s, val_s, eval_s, decode_s, variant_costs = _times(
+    answer_lengths, answers_from = expected_answer_lengths(config, [c for _, c in kept])
+    train_s, val_s, eval_s, decode_s, bound_s, variant_costs = _times(
         config, shape, rates, train_flops=train_flops, val_flops=val_flops, test_problems=len(test),
-        accuracy_n=accuracy_n, val_passes=val_passes, prompt=prompt, on_gpu=on_gpu, world_size=world_size)
+        accuracy_n=accuracy_n, val_passes=val_passes, prompt=prompt, on_gpu=on_gpu, world_size=world_size,
+        answer_lengths=answer_lengths)
     quantization = config.model.quantization
     basis = rates["basis"]
     if variant_costs:
@@ -490,13 +526,19 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                   **({"validation_decoding": decode_flops} if accuracy_n else {})},
         "time_s": {"train": round_seconds(train_s), "validation": round_seconds(val_s),
                    "evaluation": round_seconds(eval_s), "total": round_seconds(train_s + val_s + eval_s),
+                   "evaluation_bound": round_seconds(bound_s),
                    **({"validation_decoding": round_seconds(decode_s)} if accuracy_n else {})},
         "evaluation": {"prompt_tokens_mean": round(prompt, 1), "samples": config.eval.samples,
-                       "dtype_bytes": 2 if on_gpu else 4, "decode_formula": DECODE_FORMULA},
+                       "dtype_bytes": 2 if on_gpu else 4, "decode_formula": DECODE_FORMULA,
+                       "model": config.model.name_or_path, "prompt": config.eval.prompt,
+                       "max_new_tokens": config.eval.max_new_tokens,
+                       "answer_tokens_mean": round(sum(answer_lengths) / len(answer_lengths), 1),
+                       "answer_tokens_from": answers_from},
         "rates": {k: rates[k] for k in ("source", "train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")},
         "accuracy_problems": accuracy_n or None,
         "time_extrapolated": rates["extrapolated"],
         "time_basis": basis,
+        "rates_from": rates["short"],
         "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
         "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
         **_memory_fields(config, shape, sched, on_gpu, device),
@@ -656,9 +698,26 @@ def record_measured_rates(run_dir: Path) -> Path | None:
         entry["decode_flops_per_s"] = used["decode_flops_per_s"] * modeled / taken
         entry["weight_bytes_per_s"] = used["weight_bytes_per_s"] * modeled / taken
         entry["evaluation_modeled_actual_s"] = [round(modeled, 3), round(taken, 3)]
+    lengths = _answer_lengths(run_dir)
+    if lengths and plan["evaluation"].get("model"):  # for the next plan's expected evaluation time
+        entry.update(model=plan["evaluation"]["model"], eval_prompt=plan["evaluation"]["prompt"],
+                     answer_lengths=lengths)
     if len(entry) == 5:
         return None
     return record_rates(this_machine(), entry)
+
+
+def _answer_lengths(run_dir: Path, kept: int = 400) -> list[int]:
+    """The tokens the base and tuned evaluations generated per answer (at most `kept`, spread
+    evenly, sorted): what the next plan of this model expects an answer to cost."""
+    lengths = []
+    for name in ("base", "tuned"):
+        path = run_dir / "eval" / f"{name}.jsonl"
+        if path.is_file():
+            lengths += [r["num_generated_tokens"] for r in read_jsonl(path) if r.get("num_generated_tokens")]
+    lengths.sort()
+    step = max(1, math.ceil(len(lengths) / kept))
+    return lengths[::step]
 
 
 def _measured_runtime_bytes(plan: dict, summary: dict) -> int | None:
@@ -701,39 +760,53 @@ def _adapter_variant(config: Config) -> str:
     return f"{adapter_variant(lora.use_dora, lora.use_rslora)} r {lora.r}, alpha {lora.alpha}"
 
 
-def format_plan(plan: dict) -> str:
+# The plan's text fits a terminal: no line over this many characters; the formulas and the rates'
+# full derivation are in --verbose and --json.
+LINE_WIDTH = 100
+
+
+def format_plan(plan: dict, verbose: bool = False) -> str:
     d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
-    f, ts = plan["flops"], plan["time_s"]
-    lines = [
-        f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else ""),
-        f"  data       train {tr['examples']} examples ({tr['dropped_over_max_length']} over max_length {d['max_length']}, "
-        f"dropped), validation {va['examples']} ({va['dropped_over_max_length']} dropped), test {d['test_problems']} problems",
-        f"  prompts    training {plan['prompts']['train']}, evaluation {plan['prompts']['eval']}; template thinking "
-        f"{plan['prompts']['thinking']}",
-        f"  tokens     {plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
-        f"max {tr['max']}",
-        f"  steps      {plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "
-        f"({plan['steps_per_epoch']} per epoch), {plan['validation_passes']} validation pass"
-        f"{'' if plan['validation_passes'] == 1 else 'es'}"
-        + (f", each decoding {plan['accuracy_problems']} problems for exact match" if plan.get("accuracy_problems")
-           else ""),
-        f"  params     {plan['trainable_params']:,} trainable of {plan['total_params']:,} (the base model's "
-        f"{plan['base_params']:,} + the adapter's {plan['trainable_params']:,}); adapter {plan.get('adapter', 'LoRA')}",
-        f"  FLOPs      train {f['train']:.2e}" + (f" (the adapter's own {f['adapter_share_pct']}%)"
-                                                  if f.get("adapter_share_pct") is not None else "")
-        + f", validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e}",
-        f"  time       {duration(ts['total'])} (train {duration(ts['train'])}, validation {duration(ts['validation'])}"
-        + (f" of which decoding {duration(ts['validation_decoding'])}" if "validation_decoding" in ts else "")
-        + f", evaluation {duration(ts['evaluation'])} if every answer runs to max_new_tokens)",
-        "  cost       " + (f"${plan['cost_usd']} ({plan['cost_basis']})" if plan["cost_usd"] is not None
-                            else plan["cost_basis"]),
-        f"  memory     about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan),
-        *([f"  disk       {disk_parts(plan['disk_bytes'])}"] if plan.get("disk_bytes") else []),
-        *([f"  WARNING    {memory_warning_text(plan)}"] if plan.get("memory_warning") else []),
-        f"  basis      {plan['time_basis']}",
-        *([f"  paths      {_paths(plan['paths'])}"] if plan.get("paths") else []),
-        f"  FLOPs are  {f['formula']}",
+    f = plan["flops"]
+    rates = plan.get("rates") or {}
+    fields = [
+        ("data", f"train {tr['examples']:,} examples ({tr['dropped_over_max_length']:,} over max_length "
+                 f"{d['max_length']}, dropped), validation {va['examples']:,} ({va['dropped_over_max_length']:,} "
+                 f"dropped), test {d['test_problems']:,} problems"),
+        ("prompts", f"training {plan['prompts']['train']}, evaluation {plan['prompts']['eval']}; template thinking "
+                    f"{plan['prompts']['thinking']}"),
+        ("tokens", f"{plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
+                   f"max {tr['max']}"),
+        ("steps", f"{plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "
+                  f"({plan['steps_per_epoch']} per epoch), {plan['validation_passes']} validation pass"
+                  f"{'' if plan['validation_passes'] == 1 else 'es'}"
+                  + (f", each decoding {plan['accuracy_problems']} problems for exact match"
+                     if plan.get("accuracy_problems") else "")),
+        ("params", f"{plan['trainable_params']:,} trainable of {plan['total_params']:,} (base "
+                   f"{plan['base_params']:,} + adapter); {plan.get('adapter', 'LoRA')}"),
+        ("FLOPs", f"train {f['train']:.2e}" + (f" (the adapter's own {f['adapter_share_pct']}%)"
+                                                if f.get("adapter_share_pct") is not None else "")
+                  + f", validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e} (at most)"),
+        ("time", _time_text(plan)),
+        ("cost", _cost_text(plan)),
+        ("memory", f"about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan)),
+        *([("disk", disk_parts(plan["disk_bytes"]))] if plan.get("disk_bytes") else []),
+        *([("WARNING", memory_warning_text(plan))] if plan.get("memory_warning") else []),
+        ("rates", (f"training {rates['train_flops_per_s'] / 1e9:,.1f} GFLOP/s, decoding "
+                   f"{rates['decode_flops_per_s'] / 1e9:,.1f} GFLOP/s, weights read at "
+                   f"{rates['weight_bytes_per_s'] / 1e9:,.1f} GB/s; from {plan.get('rates_from', plan['time_basis'])}")
+         if rates else plan["time_basis"]),
+        *([("paths", _paths(plan["paths"]))] if plan.get("paths") else []),
     ]
+    if verbose:
+        fields += [("basis", plan["time_basis"]), ("FLOPs are", f["formula"]),
+                   ("decoding", plan["evaluation"].get("decode_formula", "")),
+                   ("memory is", plan.get("peak_memory_basis", ""))]
+    title = f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else "")
+    lines = [title]
+    for label, text in fields:
+        lines += textwrap.wrap(text, LINE_WIDTH, initial_indent=f"  {label:<10} ", subsequent_indent=" " * 13,
+                               break_on_hyphens=False)
     return "\n".join(lines)
 
 
@@ -750,6 +823,24 @@ def memory_warning_text(plan: dict) -> str:
                    "a smaller data.max_length or model.quantization 4bit")
 
 
+def _time_text(plan: dict) -> str:
+    ts, ev = plan["time_s"], plan["evaluation"]
+    text = (f"about {duration(ts['total'])}: train {duration(ts['train'])}, validation {duration(ts['validation'])}"
+            + (f" (decoding {duration(ts['validation_decoding'])})" if "validation_decoding" in ts else "")
+            + f", evaluation {duration(ts['evaluation'])}")
+    if "evaluation_bound" not in ts:  # a plan written before expected answer lengths
+        return text + " if every answer runs to max_new_tokens"
+    return (text + f" for answers as long as {ev['answer_tokens_from']}; at most "
+            f"{duration(ts['evaluation_bound'])} if every answer runs to max_new_tokens {ev['max_new_tokens']}")
+
+
+def _cost_text(plan: dict) -> str:
+    cost = plan["cost_usd"]
+    if cost is None:
+        return plan["cost_basis"]
+    return (f"${cost:.2f}" if cost >= 0.01 else "under $0.01") + f" ({plan['cost_basis']})"
+
+
 def _paths(paths: dict) -> str:
     return (", ".join(f"{kind} {path}" for kind, path in paths.items())
             + " (each fast one checked on the device before its first use)")
@@ -764,10 +855,10 @@ def disk_parts(disk: dict) -> str:
 
 def _memory_parts(plan: dict) -> str:
     parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.get("peak_memory_parts_bytes") or {}).items()}
-    text = (f"base weights {parts.get('weights')} GiB, adapter and optimizer {parts.get('adapter_and_optimizer')} GiB, "
-            f"activations and logits {parts.get('activations')} GiB"
-            + (f", DoRA's extra pass {parts['dora_extra']} GiB" if "dora_extra" in parts else "")
-            + (f", the process's runtime {parts['runtime']} GiB" if float(parts.get("runtime") or 0) else ""))
+    text = (f"weights {parts.get('weights')}, adapter and optimizer {parts.get('adapter_and_optimizer')}, "
+            f"activations and logits {parts.get('activations')}"
+            + (f", DoRA's extra pass {parts['dora_extra']}" if "dora_extra" in parts else "")
+            + (f", runtime {parts['runtime']}" if float(parts.get("runtime") or 0) else "") + " GiB")
     full = plan.get("full_precision")
     if full:
         text += (f"; the base in {plan['quantization']} (a {full['dtype']} base: {full['weights_gib']} GiB of weights, "

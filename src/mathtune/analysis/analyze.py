@@ -134,7 +134,11 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     ]
     for row in rows:
         row["missed_by"] = plan_miss(row["planned"], row["actual"])
-    return {"available": True, "device": plan["device"], "basis": plan["time_basis"], "rows": rows}
+    ev, bound = plan.get("evaluation") or {}, plan["time_s"].get("evaluation_bound")
+    expected = (f"; evaluation time expected for answers as long as {ev['answer_tokens_from']}, at most {bound} s "
+                f"if every answer runs to max_new_tokens {ev['max_new_tokens']}" if bound is not None
+                else "; evaluation time as if every answer ran to max_new_tokens")
+    return {"available": True, "device": plan["device"], "basis": plan["time_basis"] + expected, "rows": rows}
 
 
 def plan_miss(planned, actual) -> dict | None:

@@ -58,12 +58,20 @@ def offline_variable() -> str | None:
     return next((v for v in _OFFLINE_VARIABLES if _set(v)), None)
 
 
+# How to point mathtune at a local copy instead, said with every "not found" of a hub name.
+LOCAL_COPY = {
+    "data": "for a local copy, give a folder with train.jsonl and test.jsonl: --set data.source=DIR (eval: "
+            "--data DIR), or MATHTUNE_DATA=DIR in place of the default source",
+    "model": "for a local copy, give its folder or .gguf file: --set model.name_or_path=PATH (eval: --model PATH)",
+}
+
+
 def not_in_offline_cache(kind: str, name: str) -> str:
     """The error line for a name that is no local path while offline mode keeps the hub out and
     the cache has no copy: most often a mistyped local path, so it reads as one."""
     folder, thing = ("model path", "model") if kind == "model" else ("data folder", "dataset")
     return (f"{folder} not found: {name} (no such local path; {offline_variable() or 'offline mode'} is set, so "
-            f"the Hugging Face hub is not asked, and its cache holds no {thing} of this name)")
+            f"the Hugging Face hub is not asked, and its cache holds no {thing} of this name; {LOCAL_COPY[kind]})")
 
 
 def hub_unavailable(kind: str, name: str, *, cached_file: str | None = None, repo_type: str = "model") -> str | None:
@@ -78,4 +86,5 @@ def hub_unavailable(kind: str, name: str, *, cached_file: str | None = None, rep
     folder = "model path" if kind == "model" else "data folder"
     offline = "HF_HUB_OFFLINE=1" if kind == "model" else "HF_DATASETS_OFFLINE=1"
     return (f"{folder} not found: {name} (no such local path, and the Hugging Face hub, where a name like "
-            f"this would come from, cannot be reached from this machine; for a copy in the hub cache set {offline})")
+            f"this would come from, cannot be reached from this machine; for a copy in the hub cache set {offline}; "
+            f"{LOCAL_COPY[kind]})")

@@ -30,7 +30,7 @@ from mathtune.core.stats import wilson_share as share
 EXTRA_FOLDER = "extra"
 LOCAL_TASKS = ("mmlu",)  # the tasks whose data may come from a local folder (eval.extra_data)
 METRIC = "acc"  # lm-eval's accuracy of the highest-likelihood choice, for every multiple-choice task
-INSTALL = "pip install 'mathtune[extra]' (lm-evaluation-harness)"
+INSTALL = "pip install -c constraints.txt -e '.[extra]' (lm-evaluation-harness; in a clone of mathtune)"
 
 MMLU_DOC_TO_TEXT = "{{question.strip()}}\nA. {{A}}\nB. {{B}}\nC. {{C}}\nD. {{D}}\nAnswer:"
 

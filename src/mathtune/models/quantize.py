@@ -23,7 +23,9 @@ from mathtune.config import quantization_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_version
 
-INSTALL = "pip install 'mathtune[qlora]'"
+# From a clone, the way make installs it (constraints.txt keeps torch's CPU build and the tested
+# bitsandbytes); mathtune is not on a package registry.
+INSTALL = "pip install -c constraints.txt -e '.[qlora]' (in a clone of mathtune)"
 
 
 def check_quantization(quantization: str, name_or_path: str) -> None:

@@ -51,6 +51,41 @@ class Contents:
     """The table of contents: every level-2 heading after it, linked by its anchor."""
 
 
+@dataclass
+class Verdict:
+    """The report's answer, in one sentence: the first thing a reader sees."""
+
+    text: str
+
+
+@dataclass
+class Columns:
+    """Blocks side by side where the page is wide enough (one above the other where it is not,
+    and in Markdown)."""
+
+    left: list
+    right: list
+
+
+@dataclass
+class Details:
+    """Blocks collapsed under a one-line summary (HTML <details>; Markdown keeps the same tags,
+    which GitHub renders the same way)."""
+
+    summary: str
+    blocks: list
+
+
+def short_name(text: Any) -> str:
+    """A model or data name as a table shows it: a local path by its last part (the full path is
+    in "What ran"), a hub id (org/name) as it is."""
+    text = show(text)
+    if text.startswith(("/", "~", "./", "../")) or "\\" in text:
+        parts = [p for p in re.split(r"[\\/]", text) if p]
+        return parts[-1] if parts else text
+    return text
+
+
 def sentence(text: str) -> str:
     """First letter upper-cased, the rest as written (str.capitalize would lower 'KL', 'GRPO')."""
     return text[:1].upper() + text[1:]

@@ -15,8 +15,9 @@ from pathlib import Path
 from mathtune.core.errors import MathtuneError
 from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.core.stats import counted
-from mathtune.report.blocks import (Bullets, Contents, Figure, Heading, ModelText, Para, Table, sentence, show,
-                                    show_count, show_interval, show_pct, show_signed)
+from mathtune.report.blocks import (Bullets, Columns, Contents, Details, Figure, Heading, ModelText, Para, Table,
+                                    Verdict, sentence, short_name, show, show_count, show_interval, show_pct,
+                                    show_signed)
 from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
                                           RFT_SHARE_FROM_MODEL, SIGN, TOKEN_ACCURACY, TREND_RULE,
                                           VALIDATION_EXACT_MATCH, accuracy_trend_text, contamination_definition,
@@ -179,7 +180,7 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
     rows = []
     for name, m in benchmark["models"].items():
         rows.append([
-            name, show(m["model"]) + (f" + {m['adapter']}" if m.get("adapter") else ""), show(m["n"]),
+            name, short_name(m["model"]) + (" + adapter" if m.get("adapter") else ""), show(m["n"]),
             f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}",
             f"{show_pct(m['flexible']['accuracy_pct'])} {show_interval(m['flexible']['ci95_pct'])}",
             show(m["truncated"]) + f" (budget {show(m['max_new_tokens'])} tokens"
@@ -206,15 +207,13 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
              "improved", "regressed", "both right", "both wrong"],
             prow,
         ))
-        blocks.append(Para(
-            f"{paired_verdict_text(paired)} Paired on {counted(paired['n_paired'], 'problem')} joined on '{paired['joined_on']}'; "
+        blocks.append(Para(  # the verdict itself is the report's first line
+            f"Paired on {counted(paired['n_paired'], 'problem')} joined on '{paired['joined_on']}'; "
             f"{paired['bootstrap_resamples']} bootstrap resamples (seed {paired['bootstrap_seed']})."
         ))
     else:
         blocks.append(Para(f"No paired comparison: {paired.get('reason')}."))
-    if "accuracy.png" in figures:
-        blocks.append(Figure("accuracy.png", f"Exact match on {benchmark['data_name']} with {level}% Wilson intervals."))
-    return blocks
+    return blocks  # its figure is on the first screen
 
 
 def recipe_blocks(recipe: dict, figures: set[str]) -> list:
@@ -334,17 +333,19 @@ def error_blocks(errors: dict, figures: set[str]) -> list:
     blocks.append(Heading(3, "Examples"))
     for c in errors["categories"]:
         examples = errors["examples"][c]
-        blocks.append(Heading(4, c.replace("_", " ")))
         if not examples:
-            blocks.append(Para("No wrong answer in this category."))
+            blocks.append(Para(f"{sentence(c.replace('_', ' '))}: no wrong answer in this category."))
+            continue
+        shown: list = []
+        blocks.append(Details(f"{sentence(c.replace('_', ' '))}: examples", shown))
         for ex in examples:
             evidence = f" Evidence: {ex['evidence']}." if ex.get("evidence") else ""
-            blocks.append(Para(
+            shown.append(Para(
                 f"{ex['model']} model, problem {ex['id']} ({ex['steps']} steps): gold {show(ex['gold'])}, strict "
                 f"answer {show(ex['pred_strict'])}, last number {show(ex['pred_flexible'])}.{evidence}"
             ))
-            blocks.append(ModelText("question", ex["question"] or ""))
-            blocks.append(ModelText("completion", ex["completion"]))
+            shown.append(ModelText("question", ex["question"] or ""))
+            shown.append(ModelText("completion", ex["completion"]))
     return blocks
 
 
@@ -372,94 +373,125 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     return blocks
 
 
-def provenance_blocks(provenance: dict) -> list:
-    """What each stage ran with, as its summary recorded it."""
+def provenance_blocks(run: dict) -> list:
+    """What each stage ran with, as its summary recorded it, collapsed: a table with short names,
+    then the full paths and versions, then the fast-path checks."""
+    provenance = run.get("provenance") or {}
     stages = provenance.get("stages") or []
     if not stages:
-        return []
+        return [Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}.")]
 
     def versions(v: dict) -> str:
         return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
 
-    rows = [[s["stage"], show(s["model"] if s["adapter"] is None else f"{s['model']} + {s['adapter']}"), show(s["data"]),
+    rows = [[s["stage"], short_name(s["model"]) + ("" if s["adapter"] is None else " + adapter"), short_name(s["data"]),
              show(s["device"]), show(s["dtype"]), show(s.get("weights")), show(s["attention"]), show(s.get("lm_head")),
-             show(s.get("decoder")), show(s["batch_size"]), versions(s["versions"])]
+             show(s.get("decoder")), show(s["batch_size"])]
             for s in stages]
     remote = provenance.get("remote_code_stages") or []
     said = (f"trust_remote_code was on for {', '.join(remote)}: Python code shipped with the model ran in that stage."
             if remote else "trust_remote_code was off: no code shipped with the model ran.")
-    blocks: list = [Table(["stage", "model", "data", "device", "dtype", "base weights", "attention", "LM head", "decoder",
-                           "batch", "versions"], rows)]
-    checks = [f"{s['stage']}: {line}" for s in stages for line in s.get("path_checks") or []]
-    if checks:
-        blocks.append(Para("Fast paths, each checked against its reference on the device before its first use "
-                           "(`mathtune doctor`):"))
-        blocks.append(Bullets(checks))
+    table = Table(["stage", "model", "data", "device", "dtype", "base weights", "attention", "LM head", "decoder",
+                   "batch"], rows)
+    full = [f"{s['stage']}: model {show(s['model'])}" + (f", adapter {s['adapter']}" if s["adapter"] else "")
+            + f"; data {show(s['data'])}; {versions(s['versions'])}" for s in stages]
+    shown: list = [table, Bullets(full)]
     for a in provenance.get("adapters") or []:
         trained = f"; its weights trained in {a['trained_dtype']}" if a.get("trained_dtype") else ""
-        blocks.append(Para(f"Adapter ({', '.join(a['stages'])}): {a['adapter']}{trained}."))
+        shown.append(Para(f"Adapter ({', '.join(a['stages'])}): {a['adapter']}{trained}."))
     if provenance.get("weights"):
-        blocks.append(Para(provenance["weights"]))
-    return blocks + [Para(said)]
+        shown.append(Para(provenance["weights"]))
+    shown.append(Para(said))
+    blocks: list = [Details("Each stage's model, data, device, paths and versions", shown)]
+    checks = [f"{s['stage']}: {line}" for s in stages for line in s.get("path_checks") or []]
+    if checks:
+        blocks.append(Details("Fast paths, each checked against its reference on the device before its first use",
+                              [Bullets(checks)]))
+    return blocks
 
 
-def summary_blocks(analysis: dict) -> list:
-    """One screen: base vs tuned with intervals and the paired test, time and cost, verdicts."""
-    blocks: list = [Heading(2, "Summary")]
+def verdict_text(analysis: dict) -> str:
+    """The report's answer in one sentence: the paired test of tuned against base where there is
+    one, else what there is."""
     benchmark, training = analysis["benchmark"], analysis["training"]
-    rows = []
+    if training.get("diverged"):  # first: no figure of this run is a finished training's
+        d = training["diverged"]
+        return (f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there and no "
+                "adapter was kept from it.")
+    if benchmark.get("available") and benchmark["paired"].get("available"):
+        return paired_verdict_text(benchmark["paired"])
+    if benchmark.get("available") and len(benchmark["models"]) == 1:  # an evaluation folder: its one accuracy
+        (name, m), = benchmark["models"].items()
+        return (f"{name}: strict exact match {show_pct(m['strict']['accuracy_pct'])} "
+                f"{show_interval(m['strict']['ci95_pct'])} ({benchmark['ci_level_pct']}% Wilson) on {show(m['n'])} "
+                f"problems of {benchmark['data_name']}.")
     if benchmark.get("available"):
+        return f"No paired comparison of tuned and base: {benchmark['paired'].get('reason')}."
+    if training.get("available") and training.get("trend", {}).get("verdict"):
+        return f"Training trend: {training['trend']['verdict']}; {benchmark.get('reason', 'no evaluation in this run')}."
+    return sentence(benchmark.get("reason", "no evaluation in this run")) + "."
+
+
+def summary_table(analysis: dict) -> Table:
+    """The short summary beside the figure: short names, each figure once."""
+    run, benchmark, training = analysis["run"], analysis["benchmark"], analysis["training"]
+    rows = [["base model", short_name(run["base_model"])]]
+    if benchmark.get("available"):
+        rows.append(["data", f"{benchmark['data_name']}, {show(next(iter(benchmark['models'].values()))['n'])} problems"])
         for name, m in benchmark["models"].items():
-            rows.append([f"{name}: exact match on {benchmark['data_name']}, strict",
-                         f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])} "
-                         f"of {show(m['n'])}"])
+            rows.append([f"{name}, strict", f"{show_pct(m['strict']['accuracy_pct'])} {show_interval(m['strict']['ci95_pct'])}"])
         paired = benchmark["paired"]
         if paired.get("available"):
             p = paired["strict"]
-            rows.append(["tuned - base, strict, paired",
-                         f"{show_signed(p['difference_pp'])} points {show_interval(p['ci95_pp'], '')}, "
-                         f"McNemar p {p['mcnemar_p_display']}"])
-        for name, m in benchmark["models"].items():
-            rows.append([f"evaluation time, {name}", f"{show(m.get('wall_time_s'))} s"])
+            rows.append(["tuned - base", f"{show_signed(p['difference_pp'])} points {show_interval(p['ci95_pp'], '')}, "
+                                         f"McNemar p {p['mcnemar_p_display']}"])
+        rows.append(["evaluation time", ", ".join(f"{name} {show(m.get('wall_time_s'))} s"
+                                                  for name, m in benchmark["models"].items())])
+    else:
+        rows.append(["data", short_name(run["data_source"])])
+    if run.get("eval_source"):  # trained on one source, evaluated on another
+        rows.append(["evaluated on", short_name(run["eval_source"])])
     if training.get("available"):
-        rows.append(["training time", f"{show(training['wall_time_min'])} min on {show(training['device'])}"])
+        rows.append(["training", f"{show(training['wall_time_min'])} min on {show(training['device'])}, trend "
+                                 f"{show(training.get('trend', {}).get('verdict'))}"])
         cost = training.get("cost_usd")
         rows.append(["training cost", f"${cost}" if cost is not None else show(training.get("cost_note"))])
-    if rows:
-        blocks.append(Table(["", "measured"], rows))
-    plan = analysis.get("plan") or {}
-    if plan.get("available"):
-        blocks.append(Table([f"plan ({plan['device']}) and actual", "planned", "actual", "missed by"],
-                            [[r["figure"], show(r["planned"]), show(r["actual"]), plan_miss_text(r.get("missed_by"))]
-                             for r in plan["rows"]]))
-        blocks.append(Para(f"Plan basis: {plan['basis']}; planned evaluation time assumes every answer runs to "
-                           "max_new_tokens; an estimate, not a bound."))
-    verdicts = []
-    if training.get("diverged"):  # first: no figure of this run is a finished training's
-        d = training["diverged"]
-        verdicts.append(f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there "
-                        "and no adapter was kept from it.")
-    if training.get("available") and training.get("trend", {}).get("verdict"):
-        verdicts.append(f"Training trend: {training['trend']['verdict']}.")
-    if benchmark.get("available") and benchmark.get("paired", {}).get("verdict"):
-        verdicts.append(paired_verdict_text(benchmark["paired"]))
-    if verdicts:
-        blocks.append(Bullets(verdicts))
-    return blocks
+    return Table(["summary", ""], rows)
+
+
+def plan_blocks(plan: dict) -> list:
+    """The plan set beside what happened, collapsed: its basis is long and the answer comes first."""
+    if not plan.get("available"):
+        return []
+    return [Details(f"The plan ({plan['device']}) against what happened", [
+        Table(["figure", "planned", "actual", "missed by"],
+              [[r["figure"], show(r["planned"]), show(r["actual"]), plan_miss_text(r.get("missed_by"))]
+               for r in plan["rows"]]),
+        Para(f"Plan basis: {plan['basis']}. An estimate, not a bound."),
+    ])]
+
+
+def first_screen_blocks(analysis: dict, figures: set[str]) -> list:
+    """The answer first: the verdict in one sentence, the summary beside the base-versus-tuned
+    figure, then the plan against what happened, collapsed."""
+    right = []
+    if "accuracy.png" in figures:
+        benchmark = analysis["benchmark"]
+        right.append(Figure("accuracy.png", f"Exact match on {benchmark['data_name']} with "
+                                            f"{benchmark['ci_level_pct']}% Wilson intervals."))
+    blocks: list = [Verdict(verdict_text(analysis)), Columns([summary_table(analysis)], right)]
+    return blocks + plan_blocks(analysis.get("plan") or {})
 
 
 def report_blocks(analysis: dict, figures: set[str]) -> list:
     run = analysis["run"]
     blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
-    evaluated = f" Evaluated on: {show(run['eval_source'])}." if run.get("eval_source") else ""
-    blocks.append(Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}.{evaluated}"))
-    blocks += summary_blocks(analysis)
+    blocks += first_screen_blocks(analysis, figures)
     blocks.append(Contents())
-    blocks.append(Heading(2, "What ran"))
-    blocks += provenance_blocks(run.get("provenance") or {})
     blocks.append(Heading(2, "Recommendations"))
-    blocks.append(Bullets([recommendation_text(item, analysis) for item in analysis["recommendations"]]
-                          or ["Nothing to recommend: the run holds too little data."]))
+    # The paired verdict is the report's first line; the list holds what to do.
+    advice = [recommendation_text(item, analysis) for item in analysis["recommendations"] if item["advice"] != "paired"]
+    blocks.append(Bullets(advice or ["Nothing to recommend beyond the verdict above."]))
     if analysis.get("recipe", {}).get("method", "sft") != "sft":
         blocks += recipe_blocks(analysis["recipe"], figures)
     blocks += training_blocks(analysis["training"], figures)
@@ -469,6 +501,8 @@ def report_blocks(analysis: dict, figures: set[str]) -> list:
     blocks += error_blocks(analysis["errors"], figures)
     blocks += contamination_blocks(analysis["contamination"], figures)
     blocks += renamed_people_blocks(analysis, figures)
+    blocks.append(Heading(2, "What ran"))
+    blocks += provenance_blocks(run)
     return blocks
 
 
