@@ -99,7 +99,7 @@ def test_without_lm_eval_the_error_says_what_to_install(monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))
-    with pytest.raises(MathtuneError, match=r"pip install 'mathtune\[extra\]'"):
+    with pytest.raises(MathtuneError, match=r"pip install -c constraints.txt -e '\.\[extra\]'"):
         check_extra(ExtraSpec(tasks=("mmlu",)))
 
 

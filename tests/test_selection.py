@@ -159,7 +159,7 @@ def test_plan_counts_the_validation_decoding(tiny_model_dir, small_data_dir):
     assert plan["flops"]["validation_decoding"] > 0 and "validation_decoding" in plan["time_s"]
     assert plan["time_s"]["validation"] == pytest.approx(plain["time_s"]["validation"]
                                                          + plan["time_s"]["validation_decoding"], abs=0.11)
-    assert "each decoding 2 problems for exact match" in format_plan(plan)
+    assert "each decoding 2 problems for exact match" in " ".join(format_plan(plan).split())
 
 
 # --- a kill, and the same command again ------------------------------------------------------

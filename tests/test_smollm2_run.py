@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 def test_smollm2_runs_end_to_end_on_its_own_token_sequence(small_data_dir, tmp_path, capsys):
     gguf = ensure_model("smollm2-135m-instruct")
+    capsys.readouterr()  # a first fetch says what it did: the plan's JSON below is read alone
     config = tmp_path / "smollm2.yaml"
     config.write_text("seed: 1\n")
     sets = [f"model.name_or_path={gguf}", f"data.source={small_data_dir}", "data.train_limit=2",

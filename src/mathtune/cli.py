@@ -124,7 +124,8 @@ EXAMPLES = {
     "report": "example:\n  mathtune report runs/qwen2-1.5b-gsm8k-lora",
     "compare": "example:\n  mathtune compare runs/sft runs/rft runs/grpo",
     "sweep": "examples:\n  mathtune sweep configs/qwen2-1.5b-gsm8k-lora.yaml --grid lora.r=8,32\n"
-             "  mathtune sweep my.yaml --grid lora.r=8,32 --grid train.learning_rate=1e-4,2e-4 --out runs/r-lr",
+             "  mathtune sweep my.yaml --grid lora.r=8,32 \\\n"
+             "      --grid train.learning_rate=1e-4,2e-4 --out runs/r-lr",
     "export": "example:\n  mathtune export runs/qwen2-1.5b-gsm8k-lora --merged merged/qwen2-1.5b-gsm8k",
     "demo": "example:\n  mathtune demo",
     "doctor": "examples:\n  mathtune doctor\n  mathtune doctor --device cpu --json",
