@@ -133,6 +133,11 @@ def test_magnitudes_keep_money_separators_and_never_scale_hours_clock_times_or_a
     for row in rows:
         assert set(row["changed"]) == {"12.5"} and "8 hours a day from 9 am" in row["question"]
         assert "$1,250.00" in row["question"] or "$125.00" in row["question"] or "$12,500.00" in row["question"]
+    cloth = Problem("t-15", "4 masks take 2.25 yards of cloth. How many yards do 8 masks take?",
+                    "2.25/4=<<2.25/4=0.5625>>0.5625\n0.5625*8=<<0.5625*8=4.5>>4.5\n#### 4.5", "4.5")
+    rows, _ = build_variants([cloth], variants=3, seed=8, kinds=["magnitudes"])
+    for row in rows:  # a quantity made whole is written whole; only money keeps its cents
+        assert ".00 yards" not in row["question"], row["question"]
     age = Problem("t-14", "Tom is 12 years old and his sister is 3 years older. What is their total age?",
                   "12+3=<<12+3=15>>15\n15+12=<<15+12=27>>27\n#### 27", "27")
     assert _skipped(age, "magnitudes") == {"ages": 1}

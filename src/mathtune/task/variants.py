@@ -297,8 +297,11 @@ def fix_articles(question: str, new_numbers: set[str]) -> str:
     return re.sub(r"\b([Aa]n?)(\s+\$?)(\d[\d,]*(?:\.\d+)?)", article, question)
 
 
-def _scaled_text(value: Fraction, text: str) -> str:
-    """A scaled number as a writer would put it: '1,200', '$250.00' (cents where it had cents)."""
+def _scaled_text(value: Fraction, text: str, money: bool) -> str:
+    """A scaled number as a writer would put it: '1,200'; money keeps its cents ('$250.00',
+    '$3,000.00'), a quantity drops them once it is whole (2.25 yards a thousandfold: '2,250')."""
+    if not money:
+        return format_number(value, like="1,000" if value >= 1000 else "")
     if value >= 1000:
         return format_number(value, like="1,000" + (text[text.index("."):] if "." in text else ""))
     return format_number(value, like=text)
@@ -421,15 +424,15 @@ def _variant_row(problem: Problem, k: int, kind: str, numbers: list, values: dic
                  answer_at: int) -> dict:
     """The k-th variant of a problem as a data row: the question with the drawn values written
     in, the recomputed chain up to the answer as its solution."""
+    written = {start: format_number(values[v], like=text) if kind == "numbers"
+               else _scaled_text(values[v], text, money=problem.question[start - 1:start] == "$")
+               for start, _, v, text in numbers if v in values}
     question, shift = problem.question, 0
-    for start, end, v, text in numbers:
-        if v in values:
-            new = format_number(values[v], like=text) if kind == "numbers" else _scaled_text(values[v], text)
-            question = question[: start + shift] + new + question[end + shift:]
-            shift += len(new) - (end - start)
-    question = fix_articles(question, {format_number(values[v], like=text) if kind == "numbers"
-                                       else _scaled_text(values[v], text)
-                                       for _, _, v, text in numbers if v in values})
+    for start, end, _, _ in numbers:
+        if start in written:
+            question = question[: start + shift] + written[start] + question[end + shift:]
+            shift += len(written[start]) - (end - start)
+    question = fix_articles(question, set(written.values()))
     new_gold = chain[answer_at][1]
     solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
                          for expr, res in chain[: answer_at + 1])
