@@ -29,7 +29,7 @@ from mathtune.core.provenance import library_version
 from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.evaluation.records import EvalPaths
 from mathtune.evaluation.request import EvalRequest, load_problems, protocol_text
-from mathtune.task.data import data_identity
+from mathtune.task.data import data_identity, file_sha256
 
 FOLDER = "base-evaluations"
 HASHES_FILE = "content-hashes.json"
@@ -51,11 +51,7 @@ def _file_sha256(path: Path, memo: dict) -> str:
     stat = real.stat()
     key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
     if key not in memo:
-        digest = hashlib.sha256()
-        with open(real, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        memo[key] = digest.hexdigest()
+        memo[key] = file_sha256(real)
     return memo[key]
 
 
