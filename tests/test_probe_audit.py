@@ -3,12 +3,12 @@ and still what the probe writes."""
 
 import pytest
 
-from mathtune.task.probe_audit import _audit, draw_sample, hand_audit, upper_bound_pct
+from mathtune.task.probe_audit import draw_sample, hand_audit, load_audit, upper_bound_pct
 from mathtune.task.variants import RULES_VERSION, build_variants
 
 
 def test_the_audit_covers_each_kind_under_these_rules_and_its_bound_is_exact():
-    audit = _audit()
+    audit = load_audit()
     assert audit["rules_version"] == RULES_VERSION
     for kind, size in audit["sizes"].items():
         figures = hand_audit(kind, RULES_VERSION)
@@ -26,7 +26,7 @@ def test_the_audit_covers_each_kind_under_these_rules_and_its_bound_is_exact():
 def test_the_sample_draws_again_and_the_probe_still_writes_each_audited_variant(gsm8k_dir):
     from mathtune.task.data import load_split
 
-    audit = _audit()
+    audit = load_audit()
     problems = load_split(str(gsm8k_dir), "test")
     rows, _ = build_variants(problems, variants=audit["variants_per_problem"], seed=audit["probe_seed"],
                              kinds=["numbers", "names", "magnitudes"])

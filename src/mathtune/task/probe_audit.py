@@ -28,7 +28,7 @@ AUDIT_ORDER = ("numbers", "magnitudes", "names")
 
 
 @cache
-def _audit() -> dict:
+def load_audit() -> dict:
     return json.loads(AUDIT_FILE.read_text())
 
 
@@ -50,7 +50,7 @@ def upper_bound_pct(wrong: int, checked: int) -> float:
 
 def hand_audit(kind: str, rules_version: int | None) -> dict | None:
     """The audit of one kind of variant, or None when none was made under these rules."""
-    audit = _audit()
+    audit = load_audit()
     if rules_version != audit["rules_version"]:
         return None
     items = [i for i in audit["items"] if i["kind"] == kind]
