@@ -14,6 +14,7 @@ from mathtune.analysis.followup_measures import probe_analysis, self_check, self
 from mathtune.evaluation.metrics import curve, ks_for
 from mathtune.task.variants import build_variants, format_number, parse_chain
 from mathtune.report.followup_sections import probe_verdict_text
+from mathtune.evaluation.resolve import settled
 
 
 def _sample(pred: str | None, gold: str) -> dict:
@@ -246,7 +247,7 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
 
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
                       prompt="chat-verify", batch_size=2)
-    summary = evaluate(req, tmp_path, name="v")
+    summary = evaluate(settled(req, tmp_path, "v"), tmp_path, name="v")
     assert "second turn asking the model to check its work" in summary["protocol"]
     from mathtune.task.score import score_completion
 
@@ -267,7 +268,7 @@ def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_th
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
                       temperature=1.0, batch_size=3, seed=5)
     for out in ("a", "b"):
-        evaluate(req, tmp_path / out, name="s")
+        evaluate(settled(req, tmp_path / out, "s"), tmp_path / out, name="s")
     assert (tmp_path / "a" / "eval" / "s.jsonl").read_bytes() == (tmp_path / "b" / "eval" / "s.jsonl").read_bytes()
 
 

@@ -28,8 +28,9 @@ from mathtune.core.cache import cache_root, read_cache_file
 from mathtune.core.provenance import library_version
 from mathtune.core.runfiles import read_json, write_json_atomic
 from mathtune.evaluation.records import EvalPaths
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems, protocol_text
-from mathtune.task.data import data_identity, file_sha256
+from mathtune.task.data import file_sha256
 
 FOLDER = "base-evaluations"
 HASHES_FILE = "content-hashes.json"
@@ -133,6 +134,7 @@ def _folder(key: dict) -> Path:
 def reuse_base_evaluation(request: EvalRequest, paths: EvalPaths) -> dict | None:
     """The cached evaluation for this request copied to `paths`, its summary naming this request
     (the model and data as this run names them) and where it came from; None when there is none."""
+    request = resolve_request(request, paths)  # as the evaluation it stands in for would be
     key = base_evaluation_key(request)
     if key is None:
         return None
@@ -142,7 +144,7 @@ def reuse_base_evaluation(request: EvalRequest, paths: EvalPaths) -> dict | None
     summary = read_json(cached.summary)
     made_in = summary.pop("made_in", None)
     summary.update(request.summary_identity())
-    identity = data_identity(request.data, request.split, request.data_format)  # the data as this run names it
+    identity = request.data_identity  # the data as this run names it
     summary.update(data_identity=identity, data_name=identity["name"],
                    protocol=protocol_text(request, summary["n"], identity["name"]))
     summary["reused_from"] = {"cache": str(_folder(key)), "key": key["key"], "made_in": made_in,
@@ -160,6 +162,7 @@ def keep_base_evaluation(request: EvalRequest, paths: EvalPaths, run_dir: Path) 
     is); returns the cache folder, or None when it was not kept."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
+    request = resolve_request(request, paths)
     summary = read_json(paths.summary)
     if summary.get("reused_from"):
         return None  # it came from the cache

@@ -29,7 +29,7 @@ from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
-from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_request, finished_summary,
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary,
                                          refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
                                          summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
@@ -95,7 +95,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     and summary one process writes."""
     name = name or default_name(request)
     paths = paths or EvalPaths.for_name(out_dir, name)
-    request = dated_request(request, paths)  # one date for every prompt of this evaluation, on any day
+    if request.data_identity is None:
+        raise ValueError("evaluate() takes a request settled at its door: evaluation.resolve.resolve_request")
     problems, builder = load_problems(request)  # data errors surface before the slow model load
     done = finished_summary(paths, request)
     if done is not None:

@@ -12,20 +12,17 @@ NAME.summary.json appear only when every problem is done.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from mathtune.config import saved_config, saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
 from mathtune.models.generate import Generation
-from mathtune.task.answers import HASH_FORM
-from mathtune.task.data import Problem, data_identity
+from mathtune.task.data import Problem
 from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
 from mathtune.task.taxonomy import classify_error
 
@@ -108,7 +105,7 @@ def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_
               device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> dict:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
-    identity = data_identity(request.data, request.split, request.data_format)
+    identity = request.data_identity  # recorded at the door (evaluation.resolve)
     return {
         **accuracy_figures(records),
         "correct_strict": sum(r["correct_strict"] for r in records),
@@ -196,66 +193,6 @@ def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, wh
         raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
                             f"{advice}")
     return differs
-
-
-def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
-    """The request with its prompt date settled: as given, else the date the finished or partial
-    records under these paths were made with (so a rerun or a resume on another day renders
-    the same prompts), else, for a run's adapter, the date that run trained and evaluated with
-    (so `eval --adapter RUN/adapter` a week later prompts as the run did), else today (UTC)."""
-    request = with_run_answer_form(request)
-    if request.prompt_date is not None:
-        return request
-    for made in (paths.summary, paths.partial_meta):
-        if made.is_file():
-            try:
-                return replace(request, prompt_date=read_json(made).get("prompt_date"))
-            except (OSError, ValueError):
-                break
-    run_date = adapter_run_date(request.adapter) if request.adapter else None
-    return replace(request, prompt_date=run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
-
-
-def adapter_run_thinking(adapter: str) -> str | None:
-    """The model.thinking the run an adapter folder belongs to trained with; None for an adapter
-    from elsewhere (so `eval --adapter RUN/adapter` prompts in the mode the adapter learned)."""
-    run = adapter_run(adapter)
-    config = saved_config(run) if run is not None else None
-    return config.model.thinking if config is not None else None
-
-
-def adapter_run(adapter: str) -> Path | None:
-    """The mathtune run folder an adapter folder belongs to (RUN/adapter, or a checkpoint under
-    RUN/train/checkpoints); None for an adapter from elsewhere."""
-    folder = Path(adapter).resolve()
-    for run in (folder.parent, *folder.parents[1:4]):
-        if (run / "config.yaml").is_file() and (run / "train").is_dir():
-            return run
-    return None
-
-
-def adapter_run_date(adapter: str) -> str | None:
-    """The data.prompt_date of the mathtune run an adapter folder belongs to, from the run's
-    config.yaml; None for an adapter from elsewhere."""
-    run = adapter_run(adapter)
-    return saved_prompt_date(run) if run is not None else None
-
-
-def with_run_answer_form(request: EvalRequest) -> EvalRequest:
-    """A run's adapter evaluated on its own (`mathtune eval --adapter RUN/adapter`) is asked for
-    the answer form its training data used (train/summary.json's prompt_answer_form), as the
-    run's own evaluation asked; any other request is as given."""
-    if request.adapter is None or request.answer_form != HASH_FORM:
-        return request
-    run = adapter_run(request.adapter)
-    summary = run / "train" / "summary.json" if run is not None else None
-    if summary is None or not summary.is_file():
-        return request
-    try:
-        form = read_json(summary).get("prompt_answer_form")
-    except MathtuneError:  # a damaged summary: the run's own check names it; this request stays as given
-        return request
-    return replace(request, answer_form=form) if form else request
 
 
 def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:

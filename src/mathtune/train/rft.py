@@ -24,6 +24,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn
 from mathtune.evaluation.evaluate import evaluate
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.records import EvalPaths, finished_summary
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.load import decoding
@@ -143,6 +144,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
 def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPaths) -> dict:
     """Run (or resume, or reuse) the sampling; the model is put in eval mode and, where a
     GPU is present, on it, with an attention the decoder supports."""
+    request = resolve_request(request, paths)
     done = finished_summary(paths, request)
     if done is not None:
         say(f"rft: reusing the samples in {paths.records}")

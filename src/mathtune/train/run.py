@@ -39,8 +39,7 @@ from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn,
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
-from mathtune.task.data import DataFormat, data_identity
-from mathtune.task.training_set import training_answer_form, training_set
+from mathtune.task.training_set import training_set
 from mathtune.task.sequences import example_from_text
 from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
 from mathtune.train.checkpoints import (checkpoint_step, complete_checkpoints, file_problem, last_complete_checkpoint,
@@ -110,6 +109,8 @@ class TrainingData:
     sources: list[dict]
     tokenizer: Any
     forms: dict = field(default_factory=dict)  # the training answers' forms, with counts (task.answers)
+    identity: dict = field(default_factory=dict)  # the main source's train split exactly (task.data)
+    answer_form: str = ""  # what the chat prompt asks for (task.training_set.training_answer_form)
     train_set: Any = None
     val_set: Any = None
     counts: dict = field(default_factory=dict)
@@ -163,7 +164,8 @@ def _data(config: Config, method: Method) -> TrainingData:
     """Data first (no network for a local folder), then the tokenizer (no weights yet)."""
     problems = training_set(config)  # the main source's split, data.mix's sources beside it
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
-    data = TrainingData(problems.train, problems.val, problems.sources, tokenizer, problems.forms)
+    data = TrainingData(problems.train, problems.val, problems.sources, tokenizer, problems.forms, problems.identity,
+                        problems.answer_form)
     data.train_set, data.val_set, data.counts = method.datasets(config, data)
     return data
 
@@ -246,7 +248,9 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         drop_replaced_run(run_dir)
-        summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms},
+        summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms,
+                                                              "data_identity": data.identity,
+                                                              "prompt_answer_form": data.answer_form},
                                resumed_from=checkpoint)
         summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
         summary |= paths  # which fast paths ran, and why
@@ -461,7 +465,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "dropped_too_long": data_counts["dropped_too_long"],
         "data_sources": data_counts.get("sources"),
         "answer_forms": data_counts.get("answer_forms"),
-        "prompt_answer_form": training_answer_form(config),
+        "prompt_answer_form": data_counts["prompt_answer_form"],
         "wall_time_s": wall,
         "tokens_seen": tokens,
         "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",
@@ -481,7 +485,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "quantization_record": quantization_record(trainer.model),
         "batch_size": config.train.batch_size,
         "trust_remote_code": config.model.trust_remote_code,
-        "data_identity": data_identity(config.data.source, "train", DataFormat.of(config.data)),
+        "data_identity": data_counts["data_identity"],
         "gpu_hourly_usd": hourly,
         "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
         "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
