@@ -405,6 +405,7 @@ def _extra_spec(args):
 def _cmd_eval(args) -> None:
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.records import EvalPaths
+    from mathtune.evaluation.summary import eval_summary_json
 
     from mathtune.evaluation.resolve import resolve_request
 
@@ -419,8 +420,8 @@ def _cmd_eval(args) -> None:
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
     with disk_full_is_one_line(out):
-        summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
-                           model=model, tokenizer=tokenizer)
+        summary = eval_summary_json(evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
+                                             model=model, tokenizer=tokenizer))
     if spec is not None:
         with disk_full_is_one_line(out):
             extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed

@@ -113,8 +113,8 @@ def reuse_cached_base(request: EvalRequest, run_dir: Path) -> None:
         return
     reused = reuse_base_evaluation(request, paths)
     if reused is not None:
-        made = reused["reused_from"]
-        say(f"eval/base: reused from the cache ({made['cache']}), made by {made['made_in']}: the same model content, "
+        made = reused.reused_from
+        say(f"eval/base: reused from the cache ({made.cache}), made by {made.made_in}: the same model content, "
             "problems, prompt, decoding settings, limit and mathtune version; not decoded again")
 
 

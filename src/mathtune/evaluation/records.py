@@ -21,6 +21,7 @@ from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
+from mathtune.evaluation.summary import DecodingSession, EvalSummary, eval_summary_json, read_eval_summary
 from mathtune.models.generate import Generation
 from mathtune.task.data import Problem
 from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
@@ -78,7 +79,8 @@ TIMING = "_timing"
 
 def session_timing(records: list[dict]) -> dict:
     """Problems, tokens and wall time of each decoding session found in the records, and the
-    rates over the timed work only. A session's wall time is its slowest process's last record."""
+    rates over the timed work only (EvalSummary's timing fields). A session's wall time is its
+    slowest process's last record."""
     sessions: dict[str, dict] = {}
     for r in records:
         mark = r.get(TIMING)
@@ -89,12 +91,12 @@ def session_timing(records: list[dict]) -> dict:
         s["problems"] += 1
         s["generated_tokens"] += r["num_generated_tokens"]
         s["ranks"][mark["rank"]] = max(s["ranks"].get(mark["rank"], 0.0), mark["elapsed_s"])
-    listed = [{"started": s["started"], "problems": s["problems"], "generated_tokens": s["generated_tokens"],
-               "wall_time_s": round(max(s["ranks"].values()), 3)}
+    listed = [DecodingSession(started=s["started"], problems=s["problems"], generated_tokens=s["generated_tokens"],
+                              wall_time_s=round(max(s["ranks"].values()), 3))
               for s in sorted(sessions.values(), key=lambda s: s["started"])]
-    wall = sum(s["wall_time_s"] for s in listed)
-    problems = sum(s["problems"] for s in listed)
-    tokens = sum(s["generated_tokens"] for s in listed)
+    wall = sum(s.wall_time_s for s in listed)
+    problems = sum(s.problems for s in listed)
+    tokens = sum(s.generated_tokens for s in listed)
     return {"sessions": listed, "wall_time_s": round(wall, 3), "timed_problems": problems,
             "untimed_problems": len(records) - problems,
             "problems_per_s": problems / wall if wall > 0 else None,
@@ -102,26 +104,26 @@ def session_timing(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
-              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> dict:
+              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> EvalSummary:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
     identity = request.data_identity  # recorded at the door (evaluation.resolve)
-    return {
+    return EvalSummary(
         **accuracy_figures(records),
-        "correct_strict": sum(r["correct_strict"] for r in records),
-        "correct_flexible": sum(r["correct_flexible"] for r in records),
-        "generated_tokens": tokens,
-        "truncated": sum(r["truncated"] for r in records),
+        correct_strict=sum(r["correct_strict"] for r in records),
+        correct_flexible=sum(r["correct_flexible"] for r in records),
+        generated_tokens=tokens,
+        truncated=sum(r["truncated"] for r in records),
         **timing,
-        "batch_size": batch_size,
-        "device": device,
-        "dtype": dtype,
-        "attention": attention,
-        "protocol": protocol_text(request, n, identity["name"]),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        protocol=protocol_text(request, n, identity["name"]),
         **request.summary_identity(home),
-        "data_name": identity["name"],
-        "data_identity": identity,
-    }
+        data_name=identity["name"],
+        data_identity=identity,
+    )
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,18 @@ class EvalPaths:
         return [f for f in found if f.is_file()]
 
 
-def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> dict | None:
+def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> EvalSummary | None:
     """The summary of an already finished evaluation of the same request, else None (also for a
     summary cut short, which is said unless say_torn is off: a caller only looking ahead)."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
     try:
-        summary = read_json(paths.summary)
+        summary = read_eval_summary(paths.summary)
     except MathtuneError as err:  # cut short (a power cut after its rename): the evaluation is made again
         if say_torn:
             say(f"{err}: evaluated again")
         return None
-    return None if request.differing_settings(summary, paths.home) else summary
+    return None if request.differing_settings(eval_summary_json(summary), paths.home) else summary
 
 
 def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
