@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import Process, this_process
-from mathtune.core.provenance import describe_adapter, library_versions
+from mathtune.core.provenance import library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_jsonl_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
@@ -36,7 +36,7 @@ from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
 from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
-from mathtune.models.load import check_adapter_folder, load_model
+from mathtune.models.load import load_model
 from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
 
@@ -149,8 +149,6 @@ def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwri
 
 def load_evaluated_model(request: EvalRequest):
     """(model, tokenizer) of the request, the adapter merged in where that is exact."""
-    if request.adapter is not None:
-        check_adapter_folder(request.adapter)  # before the slow model load
     return load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
 
 
@@ -159,7 +157,7 @@ def weights_record(model, request: EvalRequest) -> dict:
     adapter's variant, rank and target modules, and whether it was merged into the base."""
     record: dict = {"quantization_record": quantization_record(model)}
     if request.adapter is not None:
-        record["adapter_settings"] = describe_adapter(request.adapter)
+        record["adapter_settings"] = request.adapter_settings  # read at the door
         record["adapter_merged"] = not hasattr(model, "peft_config")  # merge_and_unload returns the bare model
     return record
 

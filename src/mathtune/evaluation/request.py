@@ -61,11 +61,19 @@ class EvalRequest:
     # neither decides the results beyond `data` itself, so neither is part of the identity.
     source: DataSource | None = field(default=None, compare=False, repr=False)
     data_identity: dict | None = field(default=None, compare=False, repr=False)
+    # The adapter as its content identifies it: (folder, sha256 of its settings and weights, None
+    # while it holds no complete adapter), hashed when the request is made; and what the adapter
+    # is (variant, rank, modules), read by the door.
+    adapter_content: tuple[str, str | None] | None = field(default=None, compare=False, repr=False)
+    adapter_settings: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.source is None or (self.source.given, self.source.fmt) != (self.data, self.data_format):
             object.__setattr__(self, "source", resolve_data(self.data, self.data_format))
             object.__setattr__(self, "data_identity", None)
+        if self.adapter is None or self.adapter_content is None or self.adapter_content[0] != self.adapter:
+            content = None if self.adapter is None else (self.adapter, adapter_sha256(self.adapter))
+            object.__setattr__(self, "adapter_content", content)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None, *,
@@ -123,7 +131,7 @@ class EvalRequest:
         writes into: a run's own adapter/, the probe's variants) is kept relative to it, so a
         run folder copied or moved anywhere still matches its finished evaluations."""
         ident = asdict(self)
-        for unrecorded in ("batch_size", "source", "data_identity"):
+        for unrecorded in ("batch_size", "source", "data_identity", "adapter_content", "adapter_settings"):
             ident.pop(unrecorded)
         # At their defaults, as in every record written before these keys existed:
         if not ident["trust_remote_code"]:
@@ -143,7 +151,7 @@ class EvalRequest:
         ident["data"] = portable_path(self.source.location, home)
         if self.adapter is not None:
             ident["adapter"] = portable_path(self.adapter, home)
-            ident["adapter_sha256"] = adapter_sha256(self.adapter)
+            ident["adapter_sha256"] = self.adapter_content[1]
         return ident
 
     def summary_identity(self, home: Path | None = None) -> dict:
