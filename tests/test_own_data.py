@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+import mathtune
 from conftest import tiny_train_config
 
 from mathtune.core.errors import MathtuneError
@@ -125,16 +127,18 @@ def replace_limit(request, limit):
 
 
 def test_a_runs_adapter_evaluated_alone_is_asked_for_its_training_form(tmp_path):
-    from mathtune.evaluation.records import EvalPaths, dated_request
+    from mathtune.evaluation.records import EvalPaths
     from mathtune.evaluation.request import EvalRequest
+    from mathtune.evaluation.resolve import resolve_request
 
+    demo = str(Path(mathtune.__file__).parent / "demo_data")
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "train").mkdir()
     (run / "config.yaml").write_text("data: {prompt_date: 2026-12-05}\n")
     (run / "train" / "summary.json").write_text(json.dumps({"prompt_answer_form": "The answer is: N"}))
-    request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"))
-    settled = dated_request(request, EvalPaths.for_name(tmp_path / "out", "x"))
+    request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"), data=demo)
+    settled = resolve_request(request, EvalPaths.for_name(tmp_path / "out", "x"))
     assert (settled.answer_form, settled.prompt_date) == ("The answer is: N", "2026-12-05")
-    alone = EvalRequest.with_config_defaults("some/model")
-    assert dated_request(alone, EvalPaths.for_name(tmp_path / "out", "y")).answer_form == "#### N"
+    alone = EvalRequest.with_config_defaults("some/model", data=demo)
+    assert resolve_request(alone, EvalPaths.for_name(tmp_path / "out", "y")).answer_form == "#### N"
