@@ -29,9 +29,8 @@ from mathtune.core.runfiles import read_jsonl_until_torn, write_jsonl_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
-from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary,
-                                         refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
-                                         summarize)
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_evaluation, refuse_changed_prompts,
+                                         session_timing, start_partial, summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
 from mathtune.models.first_use import checked_decoder, eval_paths
@@ -99,11 +98,11 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if request.data_identity is None:
         raise ValueError("evaluate() takes a request settled at its door: evaluation.resolve.resolve_request")
     problems, builder = load_problems(request)  # data errors surface before the slow model load
-    done = finished_summary(paths, request)
+    done = finished_evaluation(paths, request, overwrite=overwrite, replacing=lambda differs: say(
+        f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})"))
     if done is not None:
         say(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
-    check_replacement(paths, request, name, overwrite)
     if model is None:
         model, tokenizer = load_evaluated_model(request)
     checked_decoder(model)  # the decoder checked before its first use here; its record goes in the summary
@@ -137,14 +136,6 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     here.wait()
     print_summary(name, summary, [records[p.id] for p in problems])
     return summary
-
-
-def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwrite: bool) -> None:
-    """Finished records of other settings under this name are refused unless overwrite."""
-    differs = refuse_other_settings(paths, request, str(paths.records), "evaluation",
-                                    "" if overwrite else "use --name for a record of its own, or --overwrite to replace it")
-    if differs:
-        say(f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})")
 
 
 def load_evaluated_model(request: EvalRequest):

@@ -23,6 +23,7 @@ import torch
 
 from mathtune.core.cache import cache_root, read_cache_file
 from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.models import engine
@@ -61,7 +62,9 @@ def remember(key: str, name: str, found: dict) -> None:
     _seen[(key, name)] = found
     path = verdicts_file()
     verdicts = read_cache_file(path)
-    verdicts.setdefault(key, {})[name] = found
+    if not isinstance(verdicts.get(key), dict):  # none yet, or damaged: this key starts again
+        verdicts[key] = {}
+    verdicts[key][name] = found
     try:
         write_json_atomic(path, verdicts)
     except OSError:
@@ -73,7 +76,7 @@ def _verdict(kind: str, path: str, device: torch.device, dtype: torch.dtype, lea
     key, name = verdict_key(device), verdict_name(f"{kind} {path}", dtype)
     if (key, name) in _seen:
         return _seen[(key, name)] | {"checked": "remembered"}
-    stored = read_cache_file(verdicts_file()).get(key, {}).get(name)
+    stored = stored_verdict(key, name)
     if stored is not None:
         _seen[(key, name)] = stored
         return stored | {"checked": "remembered"}
@@ -89,6 +92,20 @@ def _verdict(kind: str, path: str, device: torch.device, dtype: torch.dtype, lea
     say(f"check {kind} {path}: {found['verdict']} ({_difference(found)})")
     remember(key, name, found)
     return found | {"checked": "now"}
+
+
+def stored_verdict(key: str, name: str) -> dict | None:
+    """The verdict the cache holds for this check in this environment, when it is finished
+    (core.finished): a verdict is kept under its whole identity, the environment's key and the
+    check's name, so one found is one made with the same settings and is reused; a verdict of
+    another environment is another key, checked on its own, never a conflict. A damaged entry
+    is no verdict: the check runs again."""
+    identity = {"environment": key, "check": name}
+    stored = read_cache_file(verdicts_file()).get(key)
+    stored = stored.get(name) if isinstance(stored, dict) else None
+    held = identity if isinstance(stored, dict) and "verdict" in stored else None
+    return stored if finished_stage(held, identity, where=str(verdicts_file()), what="another verdict",
+                                    overwrite=False) else None
 
 
 def _difference(found: dict) -> str:

@@ -32,7 +32,8 @@ import torch
 from transformers import TrainerCallback
 
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
-from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import ADAPTER_CONTENT, describe_adapter, library_versions
 from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic
@@ -294,20 +295,18 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     saved = run_dir / "config.yaml"
     if overwrite:
         return "fresh"
+    held = None
     if saved.is_file():
         try:
-            previous = config_from_yaml_text(saved.read_text(), str(saved))
+            held = training_part(config_from_yaml_text(saved.read_text(), str(saved)))
         except MathtuneError:
             raise MathtuneError(f"{saved} is not a valid mathtune config; use --overwrite or another --out") from None
-        if training_part(previous) != training_part(config):
-            keys = differing_keys(training_part(previous), training_part(config))
-            raise MathtuneError(
-                f"{run_dir} holds a run of a different config (differs in {listing(keys)}); "
-                "use --overwrite to replace it, or another --out"
-            )
     elif has_training:
         raise MathtuneError(f"{run_dir} holds training output but no config.yaml; use --overwrite or another --out")
-    if adapter_done and summary_done:
+    # Another config's training, finished or not, is refused: a resume would mix the two.
+    same = finished_stage(held, training_part(config), where=str(run_dir), what="a run of a different config",
+                          overwrite=False)
+    if same and adapter_done and summary_done:
         return "done"
     return "resume" if last_complete_checkpoint(run_dir / "train" / "checkpoints") else "fresh"
 
@@ -321,17 +320,6 @@ def whole(path: Path) -> bool:
     if problem:
         say(f"{path} is {problem}: training's last stage is done again")
     return problem is None
-
-
-def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += differing_keys(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 # Where `--overwrite` moves the outputs of the run it replaces, before anything new is written;
