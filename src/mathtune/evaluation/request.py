@@ -15,12 +15,13 @@ import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_error
+from mathtune.config import Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_sha256
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
 from mathtune.task.answers import HASH_FORM
-from mathtune.task.prompts import CHAT_KINDS, PromptBuilder, describe_prompt, make_prompt_builder
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
+from mathtune.task.prompts import PromptBuilder, describe_prompt, make_prompt_builder
 from mathtune.task.training_set import training_answer_form
 
 
@@ -187,7 +188,7 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
         else f"{request.samples} samples at T={request.temperature}, majority vote"
     )
     # The template's thinking mode decides what the model is asked to do first: said with every chat prompt.
-    thinking = f"; template thinking {request.thinking}" if request.prompt in CHAT_KINDS else ""
+    thinking = f"; template thinking {request.thinking}" if PROMPT_KIND_TABLE.get(request.prompt).chat else ""
     return (
         f"{data_name} {request.split}, {n} problems; prompt {request.prompt} "
         f"({describe_prompt(request.prompt, request.answer_form)}){thinking}; "
@@ -199,14 +200,13 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
 def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     """The problems to evaluate (the split, cut to `limit`) and the prompt builder; plain5's
     exemplars come from the train split, never from the problems evaluated."""
-    if request.prompt not in EVAL_PROMPTS:  # before any data is read
-        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
+    entry = PROMPT_KIND_TABLE.get(request.prompt)  # an unknown name: the one-line error, before any data is read
     problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
                           fmt=request.data_format)
     if request.limit is not None:
         problems = problems[: request.limit]
     train = None
-    if request.prompt == "plain5":
+    if entry.shots_from_train:
         train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed,
                            fmt=request.data_format)
         exclude = {p.question for p in problems}
