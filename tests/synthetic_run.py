@@ -7,11 +7,13 @@ and each training verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
+from mathtune.evaluation.summary import EvalSummary
 from mathtune.task.prompts import clean_solution
 from mathtune.task.score import extract_gold, score_completion
 from mathtune.core.stats import wilson_interval
@@ -63,16 +65,29 @@ def eval_records(problems: list[dict], correct_ids: set[str], wrong_kind_offset:
     return records
 
 
+def with_every_field(record_type, given: dict) -> dict:
+    """A record's JSON with the keys `given` leaves out present and null (a record file holds
+    every field its type requires; what a test does not set reads as not recorded)."""
+    required = [f.name for f in dataclasses.fields(record_type)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return {**dict.fromkeys(required), **given}
+
+
+def full_eval_summary(**given) -> dict:
+    """An eval/NAME.summary.json with the given keys, the others null."""
+    return with_every_field(EvalSummary, given)
+
+
 def eval_summary(records: list[dict], model: str, adapter: str | None) -> dict:
     n = len(records)
     cs = sum(r["correct_strict"] for r in records)
     cf = sum(r["correct_flexible"] for r in records)
-    return {"n": n, "accuracy_strict": cs / n, "accuracy_flexible": cf / n, "ci95_strict": list(wilson_interval(cs, n)),
+    return full_eval_summary(**{"n": n, "accuracy_strict": cs / n, "accuracy_flexible": cf / n, "ci95_strict": list(wilson_interval(cs, n)),
             "ci95_flexible": list(wilson_interval(cf, n)), "correct_strict": cs,
             "correct_flexible": cf, "generated_tokens": 1234, "truncated": sum(r["truncated"] for r in records),
             "wall_time_s": 61.25, "problems_per_s": n / 61.25, "tokens_per_s": 20.1, "model": model,
             "adapter": adapter, "prompt": "chat", "max_new_tokens": 64, "samples": 1, "temperature": 0.0,
-            "device": "cpu", "dtype": "float32", "protocol": PROTOCOL}
+            "device": "cpu", "dtype": "float32", "protocol": PROTOCOL})
 
 
 def loss_curve(step: int, shape: str) -> tuple[float, float | None]:

@@ -9,6 +9,7 @@ from mathtune.analysis.training import TREND_THRESHOLD_PCT, read_training_curves
 from mathtune.core.errors import MathtuneError
 from mathtune.report.explanations import seed_claim_text, training_advice
 from mathtune.task.taxonomy import CATEGORIES
+from mathtune.evaluation.resolve import settled
 from synthetic_run import write_run
 
 
@@ -250,7 +251,7 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
     from mathtune.evaluation.request import EvalRequest
 
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
-    evaluate(req, tmp_path, name="base")
+    evaluate(settled(req, tmp_path, "base"), tmp_path, name="base")
     run = build_analysis(tmp_path)["run"]
     assert run["base_model"] == str(tiny_model_dir)
     assert run["data_source"].startswith(str((small_data_dir / "test.jsonl").resolve()) + " (sha256 ")

@@ -12,6 +12,8 @@ from mathtune.cli import main
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.generate import cut_at_stop, generate_batch
+from mathtune.evaluation.summary import eval_summary_json as as_json
+from mathtune.evaluation.resolve import settled
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +70,7 @@ def _read(path):
 
 def test_eval_writes_scored_records_and_summary(tiny_model_dir, small_data_dir, tmp_path):
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=6, max_new_tokens=16, batch_size=4)
-    summary = evaluate(req, tmp_path, name="base")
+    summary = as_json(evaluate(settled(req, tmp_path, "base"), tmp_path, name="base"))
     recs = _read(tmp_path / "eval" / "base.jsonl")
     assert [r["id"] for r in recs] == [f"test-{i}" for i in range(6)]
     fields = {"id", "question", "answer", "completion", "pred_strict", "pred_flexible", "correct_strict",
@@ -99,7 +101,7 @@ def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
     """A partial file from a killed run (including a line cut mid-write) is continued."""
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=8, max_new_tokens=12, batch_size=2)
     full = tmp_path / "full"
-    evaluate(req, full, name="m")
+    as_json(evaluate(settled(req, full, "m"), full, name="m"))
     expected = _read(full / "eval" / "m.jsonl")
 
     resumed = tmp_path / "resumed"
@@ -108,7 +110,7 @@ def test_eval_resumes_after_a_kill(tiny_model_dir, small_data_dir, tmp_path):
     marker = dict(expected[3], completion="FROM THE FIRST RUN")
     partial = [json.dumps(expected[0]), json.dumps(marker), json.dumps(expected[5])[:40]]
     (resumed / "eval" / "m.partial.jsonl").write_text("\n".join(partial))
-    summary = evaluate(req, resumed, name="m")
+    summary = as_json(evaluate(settled(req, resumed, "m"), resumed, name="m"))
     got = _read(resumed / "eval" / "m.jsonl")
     assert got[3]["completion"] == "FROM THE FIRST RUN"  # kept, not redone
     assert [r["id"] for r in got] == [r["id"] for r in expected]
@@ -156,7 +158,7 @@ def test_eval_kill_and_rerun_as_a_user_would(tiny_model_dir, small_data_dir, tmp
 def test_self_consistency_records_every_sample_and_the_vote(tiny_model_dir, small_data_dir, tmp_path):
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3,
                       samples=4, temperature=1.0)
-    evaluate(req, tmp_path, name="sc")
+    as_json(evaluate(settled(req, tmp_path, "sc"), tmp_path, name="sc"))
     for r in _read(tmp_path / "eval" / "sc.jsonl"):
         assert len(r["samples"]) == 4
         from mathtune.task.score import majority_vote
@@ -233,8 +235,9 @@ def test_adapter_is_applied(tiny_model_dir, small_data_dir, tmp_path):
                 param.normal_(0, 5.0)
     peft_model.save_pretrained(tmp_path / "adapter")
     req = dict(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=10, batch_size=3)
-    plain = evaluate(EvalRequest.with_config_defaults(**req), tmp_path / "a", name="x")
-    tuned = evaluate(EvalRequest.with_config_defaults(**req, adapter=str(tmp_path / "adapter")), tmp_path / "b", name="x")
+    plain = as_json(evaluate(settled(EvalRequest.with_config_defaults(**req), tmp_path / "a", "x"), tmp_path / "a", name="x"))
+    tuned = as_json(evaluate(settled(EvalRequest.with_config_defaults(**req, adapter=str(tmp_path / "adapter")),
+                                     tmp_path / "b", "x"), tmp_path / "b", name="x"))
     assert tuned["adapter"] and not plain["adapter"]
     a, b = _read(tmp_path / "a" / "eval" / "x.jsonl"), _read(tmp_path / "b" / "eval" / "x.jsonl")
     assert [r["completion"] for r in a] != [r["completion"] for r in b]

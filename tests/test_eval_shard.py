@@ -10,6 +10,8 @@ import sys
 
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.request import EvalRequest
+from mathtune.evaluation.summary import eval_summary_json as as_json
+from mathtune.evaluation.resolve import settled
 
 
 def _lines(path):
@@ -18,7 +20,7 @@ def _lines(path):
 
 def test_two_processes_write_what_one_writes(tmp_path, tiny_model_dir, small_data_dir, one_thread):
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=9, max_new_tokens=12, batch_size=2)
-    single = evaluate(req, tmp_path / "one", name="m")
+    single = as_json(evaluate(settled(req, tmp_path / "one", "m"), tmp_path / "one", name="m"))
 
     out = tmp_path / "two"
     command = [

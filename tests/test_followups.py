@@ -14,6 +14,9 @@ from mathtune.analysis.followup_measures import probe_analysis, self_check, self
 from mathtune.evaluation.metrics import curve, ks_for
 from mathtune.task.variants import build_variants, format_number, parse_chain
 from mathtune.report.followup_sections import probe_verdict_text
+from mathtune.evaluation.summary import eval_summary_json as as_json
+from mathtune.evaluation.resolve import settled
+from synthetic_run import full_eval_summary
 
 
 def _sample(pred: str | None, gold: str) -> dict:
@@ -47,8 +50,9 @@ def test_maj_and_pass_at_k_take_the_first_k_samples():
 def test_vote_is_compared_with_greedy_of_the_same_model(tmp_path):
     (tmp_path / "eval").mkdir()
     same = {"model": "m", "adapter": None, "data": "d", "split": "test", "prompt": "chat"}
-    (tmp_path / "eval" / "m-sc4.summary.json").write_text(json.dumps({**same, "samples": 4, "temperature": 0.7, "seed": 1}))
-    (tmp_path / "eval" / "m.summary.json").write_text(json.dumps({**same, "samples": 1, "temperature": 0.0}))
+    (tmp_path / "eval" / "m-sc4.summary.json").write_text(
+        json.dumps(full_eval_summary(**same, samples=4, temperature=0.7, seed=1)))
+    (tmp_path / "eval" / "m.summary.json").write_text(json.dumps(full_eval_summary(**same, samples=1, temperature=0.0)))
     voted = [dict(_sampled("a", "5", ["5", "5"]), pred_strict="5", correct_strict=True),
              dict(_sampled("b", "5", ["4", "4"]), pred_strict="4", correct_strict=False)]
     greedy = [{"id": "a", "pred_strict": "5.0", "correct_strict": True},
@@ -246,7 +250,7 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
 
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=4, max_new_tokens=6,
                       prompt="chat-verify", batch_size=2)
-    summary = evaluate(req, tmp_path, name="v")
+    summary = as_json(evaluate(settled(req, tmp_path, "v"), tmp_path, name="v"))
     assert "second turn asking the model to check its work" in summary["protocol"]
     from mathtune.task.score import score_completion
 
@@ -256,8 +260,8 @@ def test_chat_verify_records_both_turns_and_scores_the_last(tiny_model_dir, smal
         assert r["correct_strict"] == score_completion(r["completion"], r["gold"])["correct_strict"]
         assert r["num_generated_tokens"] > r["first_turn"]["num_generated_tokens"]
     with pytest.raises(Exception, match="samples 1"):
-        evaluate(EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
-                             samples=2, temperature=0.7), tmp_path, name="v2")
+        as_json(evaluate(EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=2, prompt="chat-verify",
+                             samples=2, temperature=0.7), tmp_path, name="v2"))
 
 
 def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_thread):
@@ -267,7 +271,7 @@ def test_same_seed_same_samples(tiny_model_dir, small_data_dir, tmp_path, one_th
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=6, samples=3,
                       temperature=1.0, batch_size=3, seed=5)
     for out in ("a", "b"):
-        evaluate(req, tmp_path / out, name="s")
+        as_json(evaluate(settled(req, tmp_path / out, "s"), tmp_path / out, name="s"))
     assert (tmp_path / "a" / "eval" / "s.jsonl").read_bytes() == (tmp_path / "b" / "eval" / "s.jsonl").read_bytes()
 
 

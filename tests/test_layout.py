@@ -69,3 +69,17 @@ def test_package_faces_are_empty_and_help_imports_no_torch():
     probe = "import sys; from mathtune.cli import build_parser; build_parser(); print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_no_module_takes_a_private_name_from_trl():
+    """TRL's underscore names (its lm-head chunk size among them) can go in any release."""
+    found = []
+    for path in sorted(SRC.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if "_CHUNKED_LOGPROB_CHUNK_SIZE" in text:
+            found.append(f"{path.relative_to(SRC)} _CHUNKED_LOGPROB_CHUNK_SIZE")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "trl":
+                found += [f"{path.relative_to(SRC)}:{node.lineno} {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_")]
+    assert found == []

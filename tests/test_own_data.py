@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+
+import mathtune
 from conftest import tiny_train_config
+from synthetic_run import full_eval_summary
 
 from mathtune.core.errors import MathtuneError
 
@@ -92,13 +95,14 @@ def test_the_base_evaluation_cache_is_keyed_by_content(tmp_path, tiny_model_dir,
     from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
     from mathtune.evaluation.records import EvalPaths
     from mathtune.evaluation.request import EvalRequest
+    from mathtune.evaluation.summary import eval_summary_json
 
     monkeypatch.setenv("MATHTUNE_BASE_EVALS", str(tmp_path / "cache"))
     config = tiny_train_config(tiny_model_dir, small_data_dir, "eval.limit=3", "data.prompt_date=2026-12-05")
     made = EvalPaths.for_name(tmp_path / "a", "base")
     made.records.parent.mkdir(parents=True)
     made.records.write_text('{"id": "test-0"}\n')
-    made.summary.write_text(json.dumps({"n": 3, "wall_time_s": 9.0}))
+    made.summary.write_text(json.dumps(full_eval_summary(n=3, wall_time_s=9.0, sessions=[])))
     request = EvalRequest.from_config(config)
     kept = keep_base_evaluation(request, made, tmp_path / "a")
     assert kept is not None and (kept / "key.json").is_file()
@@ -106,7 +110,7 @@ def test_the_base_evaluation_cache_is_keyed_by_content(tmp_path, tiny_model_dir,
     shutil.copytree(tiny_model_dir, copy)
     other = EvalRequest.from_config(tiny_train_config(copy, small_data_dir, "eval.limit=3", "data.prompt_date=2026-12-05"))
     into = EvalPaths.for_name(tmp_path / "b", "base")
-    summary = reuse_base_evaluation(other, into)
+    summary = eval_summary_json(reuse_base_evaluation(other, into))
     assert summary["reused_from"]["made_in"] == str((tmp_path / "a").resolve()) and summary["model"] == str(copy)
     assert into.records.read_text() == '{"id": "test-0"}\n' and summary["wall_time_s"] == 9.0
     assert other.differing_settings(json.loads(into.summary.read_text())) == []  # a finished evaluation of this run
@@ -125,16 +129,18 @@ def replace_limit(request, limit):
 
 
 def test_a_runs_adapter_evaluated_alone_is_asked_for_its_training_form(tmp_path):
-    from mathtune.evaluation.records import EvalPaths, dated_request
+    from mathtune.evaluation.records import EvalPaths
     from mathtune.evaluation.request import EvalRequest
+    from mathtune.evaluation.resolve import resolve_request
 
+    demo = str(Path(mathtune.__file__).parent / "demo_data")
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "train").mkdir()
     (run / "config.yaml").write_text("data: {prompt_date: 2026-12-05}\n")
     (run / "train" / "summary.json").write_text(json.dumps({"prompt_answer_form": "The answer is: N"}))
-    request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"))
-    settled = dated_request(request, EvalPaths.for_name(tmp_path / "out", "x"))
+    request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"), data=demo)
+    settled = resolve_request(request, EvalPaths.for_name(tmp_path / "out", "x"))
     assert (settled.answer_form, settled.prompt_date) == ("The answer is: N", "2026-12-05")
-    alone = EvalRequest.with_config_defaults("some/model")
-    assert dated_request(alone, EvalPaths.for_name(tmp_path / "out", "y")).answer_form == "#### N"
+    alone = EvalRequest.with_config_defaults("some/model", data=demo)
+    assert resolve_request(alone, EvalPaths.for_name(tmp_path / "out", "y")).answer_form == "#### N"

@@ -9,6 +9,8 @@ import pytest
 from mathtune.evaluation.evaluate import evaluate
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.registry import ensure_model
+from mathtune.evaluation.summary import eval_summary_json as as_json
+from mathtune.evaluation.resolve import settled
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +32,7 @@ def test_real_model_solves_gsm8k_problems(real_model, gsm8k_dir, tmp_path):
     a margin of one problem for numerical differences between CPUs."""
     req = EvalRequest.with_config_defaults(model=str(real_model), data=str(gsm8k_dir), limit=N_PROBLEMS, prompt="cot8",
                       max_new_tokens=256, batch_size=8)
-    summary = evaluate(req, tmp_path, name="real")
+    summary = as_json(evaluate(settled(req, tmp_path, "real"), tmp_path, name="real"))
     records = [json.loads(line) for line in (tmp_path / "eval" / "real.jsonl").read_text().splitlines()]
     assert summary["n"] == N_PROBLEMS == len(records)
     # Strict answers need the model to say "The answer is N", as the exemplars do.

@@ -14,6 +14,8 @@ from mathtune.core.errors import MathtuneError
 from mathtune.task.data import load_split
 from mathtune.task.prompts import make_prompt_builder, training_pair
 from mathtune.task.sequences import prompt_ids, training_example
+from mathtune.evaluation.summary import eval_summary_json as as_json
+from mathtune.evaluation.resolve import settled
 from tiny import build_tokenizer, corpus_from_jsonl
 
 # Short templates in the manner of the families' own (written here; nothing is read from a hub).
@@ -136,7 +138,7 @@ def test_a_resume_from_records_of_other_prompts_is_refused(tiny_model_dir, small
 
     req = EvalRequest.with_config_defaults(str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=4,
                       prompt_date="2026-12-05")
-    evaluate(req, tmp_path / "full", name="m")
+    as_json(evaluate(settled(req, tmp_path / "full", "m"), tmp_path / "full", name="m"))
     records = [json.loads(line) for line in (tmp_path / "full" / "eval" / "m.jsonl").read_text().splitlines()]
     eval_dir = tmp_path / "resumed" / "eval"
     eval_dir.mkdir(parents=True)
@@ -144,8 +146,8 @@ def test_a_resume_from_records_of_other_prompts_is_refused(tiny_model_dir, small
     changed = dict(records[0], prompt=records[0]["prompt"].replace("Solve", "Answer"))
     (eval_dir / "m.partial.jsonl").write_text(json.dumps(changed) + "\n")
     with pytest.raises(MathtuneError, match="made from other prompts"):
-        evaluate(req, tmp_path / "resumed", name="m")
-    summary = evaluate(req, tmp_path / "resumed", name="m", overwrite=True)  # starts again
+        as_json(evaluate(settled(req, tmp_path / "resumed", "m"), tmp_path / "resumed", name="m"))
+    summary = as_json(evaluate(settled(req, tmp_path / "resumed", "m"), tmp_path / "resumed", name="m", overwrite=True))  # starts again
     assert summary["n"] == 3 and summary["prompt_date"] == "2026-12-05"
 
 
@@ -155,14 +157,14 @@ def test_standalone_eval_records_its_date_and_keeps_it_on_a_rerun(tiny_model_dir
 
     req = EvalRequest.with_config_defaults(str(tiny_model_dir), data=str(small_data_dir), limit=2, max_new_tokens=4,
                       prompt="chat-verify")
-    summary = evaluate(req, tmp_path, name="v")
+    summary = as_json(evaluate(settled(req, tmp_path, "v"), tmp_path, name="v"))
     today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     assert summary["prompt_date"] == today
     record = json.loads((tmp_path / "eval" / "v.jsonl").read_text().splitlines()[0])
     assert record["final_turn_prompt"].startswith(record["prompt"])  # the second turn's exact prompt, kept
     assert record["final_turn_prompt"].endswith("<|im_start|>assistant\n")
     # Rerun with the recorded date gone from the request: it is read back, and nothing is redone.
-    assert evaluate(req, tmp_path, name="v")["prompt_date"] == today
+    assert as_json(evaluate(settled(req, tmp_path, "v"), tmp_path, name="v"))["prompt_date"] == today
 
 
 def test_plan_show_example_json(tiny_model_dir, small_data_dir, tmp_path, capsys):

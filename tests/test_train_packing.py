@@ -301,6 +301,19 @@ def test_lean_lm_head_scores_only_answer_tokens_and_equals_trls(tmp_path, tiny_m
         assert lean_metrics[key] == pytest.approx(trl_metrics[key], rel=1e-5)
 
 
+def test_lean_lm_head_tiles_the_vocabulary_as_trls_head_does():
+    """The chunk width is ours; while the installed TRL still names its own, they agree (the
+    width decides how the running log-sum-exp is summed)."""
+    import trl.trainer.utils
+
+    from mathtune.train.lm_head import VOCAB_CHUNK_SIZE
+
+    trls = getattr(trl.trainer.utils, "_CHUNKED_LOGPROB_CHUNK_SIZE", None)
+    if trls is None:
+        pytest.skip("this TRL no longer names its chunk width")
+    assert VOCAB_CHUNK_SIZE == trls
+
+
 def hand_metrics(model, examples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
     """(token-weighted accuracy, token-weighted loss): argmax of the shifted logits against
     the labels where a label exists. examples: (input_ids [1, T], labels [1, T])"""

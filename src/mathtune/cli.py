@@ -360,7 +360,6 @@ def _eval_request(args):
     error = sampling_setting_error(samples, temperature, args.prompt)
     if error:
         raise MathtuneError(f"{error} (given --samples {samples}, --temperature {temperature}, --prompt {args.prompt})")
-    from mathtune.evaluation.records import adapter_run_thinking
     from mathtune.models.quantize import check_quantization
 
     check_quantization(args.quantization, args.model)  # a .gguf, or bitsandbytes missing: before any data is read
@@ -382,9 +381,9 @@ def _eval_request(args):
         data_format=DataFormat(question=args.question_field, answer=args.answer_field, config=args.data_config,
                                test_split=args.data_split),
         quantization=args.quantization,
-        prompt_date=None,  # settled by the evaluation: the date its records hold, else today
-        # As the adapter's run trained, unless given: an adapter learned one mode's format.
-        thinking=args.thinking or (adapter_run_thinking(args.adapter) if args.adapter else None) or "auto",
+        prompt_date=None,  # settled at the door (resolve_request): the date its records hold, else today
+        # As the adapter's run trained, unless given (settled at the door): an adapter learned one mode's format.
+        thinking=args.thinking,
     )
 
 
@@ -406,10 +405,14 @@ def _extra_spec(args):
 def _cmd_eval(args) -> None:
     from mathtune.evaluation.evaluate import evaluate
     from mathtune.evaluation.records import EvalPaths
+    from mathtune.evaluation.summary import eval_summary_json
+
+    from mathtune.evaluation.resolve import resolve_request
 
     out = _out(args, Path("runs") / "eval")
     request, spec = _eval_request(args), _extra_spec(args)
     name = args.name or default_name(request)
+    request = resolve_request(request, EvalPaths.for_name(out, name))  # the door: nothing below settles these again
     model = tokenizer = None
     if spec is not None and not extra_finished(out, name, spec):  # one load for GSM8K and the lm-eval tasks
         from mathtune.models.load import load_model
@@ -417,8 +420,8 @@ def _cmd_eval(args) -> None:
         load_problems(request)  # data errors before the slow load
         model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
     with disk_full_is_one_line(out):
-        summary = evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
-                           model=model, tokenizer=tokenizer)
+        summary = eval_summary_json(evaluate(request, out_dir=out, name=name, overwrite=args.overwrite,
+                                             model=model, tokenizer=tokenizer))
     if spec is not None:
         with disk_full_is_one_line(out):
             extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed

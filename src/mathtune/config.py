@@ -636,14 +636,25 @@ def name_for_model(name_or_path: str) -> str:
     return re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-") + "-gsm8k-lora"
 
 
+def today_utc() -> str:
+    """Today's date in UTC, as prompts are dated when nothing has fixed a day yet."""
+    return datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+
+
+def settled_prompt_date(given: str | None, *recorded: str | None) -> str:
+    """The one rule for the day prompts are rendered with: as given; else the first date already
+    recorded (a run folder's config.yaml, an evaluation's own files, the run an adapter came
+    from); else today (UTC). Settled once, at a command's door, so training, every evaluation,
+    the probe and a resume render the same prompts on any day."""
+    return given or next((date for date in recorded if date), None) or today_utc()
+
+
 def with_prompt_date(config: Config, run_dir: Path) -> Config:
-    """The config with its data.prompt_date settled for this run folder: as given, else the one
-    the folder's config.yaml already holds (a resumed or re-evaluated run), else today (UTC).
-    Chosen once per run folder, so training, every evaluation, the probe and a resume render
-    the same prompts on any day."""
+    """The config with its data.prompt_date settled for this run folder (settled_prompt_date: as
+    given, else the one the folder's config.yaml already holds, else today)."""
     if config.data.prompt_date is not None:
         return config
-    date = saved_prompt_date(run_dir) or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    date = settled_prompt_date(None, saved_prompt_date(run_dir))
     return config.model_copy(update={"data": config.data.model_copy(update={"prompt_date": date})})
 
 

@@ -22,9 +22,10 @@ from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
 from mathtune.evaluation.evaluate import evaluate
-from mathtune.evaluation.records import EvalPaths, dated_request, finished_summary, other_settings
+from mathtune.evaluation.records import EvalPaths, finished_summary, other_settings
 from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finished, run_extra_tasks
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.models.attention import training_attention  # unpacked rows: what decoding runs
 from mathtune.models.load import attach_adapter, check_adapter_folder, load_model, resolve_model_path
 from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_rates, write_plan
@@ -62,8 +63,8 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
     """Both benchmarks on one loaded base model, base first: the tuned one is the same
     weights plus the adapter (merged in float32, see attach_adapter), so the comparison
     isolates the adapter."""
-    base_req = EvalRequest.from_config(config)
-    tuned_req = EvalRequest.from_config(config, run_dir / "adapter")
+    base_req = resolve_request(EvalRequest.from_config(config), EvalPaths.for_name(run_dir, "base"))
+    tuned_req = resolve_request(EvalRequest.from_config(config, run_dir / "adapter"), EvalPaths.for_name(run_dir, "tuned"))
     stages = [("base", base_req), ("tuned", tuned_req)]
     if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
         stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
@@ -98,6 +99,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             run_extra_tasks(model, tokenizer, name, run_dir, spec)
         else:
             paths = EvalPaths.for_name(run_dir, name)
+            req = resolve_request(req, paths)  # the probe's variants exist by now
             evaluate(req, run_dir, name=name, model=model, tokenizer=tokenizer,
                      overwrite=overwrite or of_another_adapter(paths, req))
             say_paths(paths)
@@ -110,10 +112,10 @@ def reuse_cached_base(request: EvalRequest, run_dir: Path) -> None:
     paths = EvalPaths.for_name(run_dir, "base")
     if finished_summary(paths, request) is not None:
         return
-    reused = reuse_base_evaluation(dated_request(request, paths), paths)
+    reused = reuse_base_evaluation(request, paths)
     if reused is not None:
-        made = reused["reused_from"]
-        say(f"eval/base: reused from the cache ({made['cache']}), made by {made['made_in']}: the same model content, "
+        made = reused.reused_from
+        say(f"eval/base: reused from the cache ({made.cache}), made by {made.made_in}: the same model content, "
             "problems, prompt, decoding settings, limit and mathtune version; not decoded again")
 
 
@@ -121,8 +123,7 @@ def keep_cached_base(request: EvalRequest, run_dir: Path) -> None:
     """A finished base evaluation kept in the cache for the next run that asks the same one; a
     cache that cannot be written costs the next run its reuse, never this run."""
     try:
-        kept = keep_base_evaluation(dated_request(request, EvalPaths.for_name(run_dir, "base")),
-                                    EvalPaths.for_name(run_dir, "base"), run_dir)
+        kept = keep_base_evaluation(request, EvalPaths.for_name(run_dir, "base"), run_dir)
     except OSError as err:
         say(f"eval/base: not kept in the cache ({err})")
         return
@@ -181,7 +182,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     analysis and report, whose probe section pairs the two."""
     out_dir = Path(out_dir)
     name = name or default_name(request)
-    request = dated_request(request, EvalPaths.for_name(out_dir, name))  # one date for the problems and variants
+    request = resolve_request(request, EvalPaths.for_name(out_dir, name))  # one date for the problems and variants
     problems, _ = load_problems(request)  # data errors before anything is written or loaded
     variant_req = variants_request(request, out_dir)
     done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
@@ -195,6 +196,7 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
         model, tokenizer = load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
         for n, r in ((name, request), (name + PROBE_SUFFIX, variant_req)):
             with disk_full_is_one_line(out_dir):
+                r = resolve_request(r, EvalPaths.for_name(out_dir, n))  # the variants exist by now
                 evaluate(r, out_dir, name=n, model=model, tokenizer=tokenizer, overwrite=overwrite)
             say_paths(EvalPaths.for_name(out_dir, n))
     return rebuild_report(out_dir)
@@ -234,7 +236,7 @@ def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
     (a bad record is said here once, not by the plan and again by training), the model settings,
     lm-eval's tasks, finished evaluations of other settings and a hand-edited analysis.json."""
     training_set(config)
-    load_problems(EvalRequest.from_config(config))  # the test data too, before hours of training
+    load_problems(resolve_request(EvalRequest.from_config(config)))  # the test data too, before hours of training
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
         check_extra(ExtraSpec.from_config(config.eval))

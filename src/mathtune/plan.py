@@ -36,6 +36,7 @@ from mathtune.core.measured_rates import measured_rates, record_rates
 from mathtune.core.provenance import adapter_variant, library_version
 from mathtune.core.runfiles import read_json, read_jsonl, size_text, write_json_atomic
 from mathtune.core.terminal import duration, round_seconds
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems
 from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
@@ -470,7 +471,7 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
                             f"(known: {', '.join(sorted(known))})")
     problems = training_set(config)  # data.mix sources train too
     train, val = problems.train, problems.val
-    test, builder = load_problems(EvalRequest.from_config(config))
+    test, builder = load_problems(resolve_request(EvalRequest.from_config(config)))
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
     shape = _model_shape(config.model.name_or_path, config)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from mathtune.analysis.common import UNNAMED_DATA, eval_record_files, pct, rounded
-from mathtune.core.runfiles import read_eval_records, read_json
+from mathtune.core.runfiles import read_eval_records
 from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CI_LEVEL, mcnemar_exact, p_value_text,
                                  paired_bootstrap_difference, paired_counts, wilson_interval, wilson_share)
+from mathtune.evaluation.summary import EvalSummary, eval_summary_if_any
 from mathtune.task.score import opens_think, think_unclosed
 from mathtune.task.taxonomy import CATEGORIES, PRECEDENCE, RULES, arithmetic_slips, classify_error, count_reasoning_steps
 from mathtune.task.variants import PROBE_SUFFIX
@@ -35,7 +36,7 @@ def _category(record: dict) -> str | None:
     return classify_error(record)
 
 
-def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
+def model_accuracy(records: list[dict], summary: EvalSummary | None) -> dict[str, Any]:
     n = len(records)
     out: dict[str, Any] = {"n": n}
     for kind in ("strict", "flexible"):
@@ -52,12 +53,13 @@ def model_accuracy(records: list[dict], summary: dict) -> dict[str, Any]:
         r.get("completion") or "", thinking_open=opens_think(r.get("final_turn_prompt") or r.get("prompt") or "")))
     for key in ("model", "adapter", "prompt", "max_new_tokens", "samples", "temperature", "device", "dtype", "protocol",
                 "data_name"):
-        out[key] = summary.get(key)
-    out["wall_time_s"] = rounded(summary.get("wall_time_s"), 1)
-    out["problems_per_s"] = rounded(summary.get("problems_per_s"), 2)
-    out["tokens_per_s"] = rounded(summary.get("tokens_per_s"), 1)
-    reused = summary.get("reused_from")  # evaluation.base_cache: the same evaluation, made by another run
-    out["reused_from"] = {k: reused.get(k) for k in ("cache", "key", "made_in", "made")} if reused else None
+        out[key] = getattr(summary, key) if summary else None
+    out["wall_time_s"] = rounded(summary.wall_time_s if summary else None, 1)
+    out["problems_per_s"] = rounded(summary.problems_per_s if summary else None, 2)
+    out["tokens_per_s"] = rounded(summary.tokens_per_s if summary else None, 1)
+    reused = summary.reused_from if summary else None  # evaluation.base_cache: the same evaluation, made by another run
+    out["reused_from"] = ({"cache": reused.cache, "key": reused.key, "made_in": reused.made_in, "made": reused.made}
+                          if reused else None)
     return out
 
 
@@ -161,8 +163,7 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
     records_by_model, models = {}, {}
     for name, path in files.items():
         records = read_eval_records(path)
-        summary_path = path.with_name(f"{name}.summary.json")
-        summary = read_json(summary_path) if summary_path.is_file() else {}
+        summary = eval_summary_if_any(path.with_name(f"{name}.summary.json"))
         records_by_model[name] = records
         if name.endswith(PROBE_SUFFIX):  # variants with changed numbers: the probe's section, not the benchmark
             continue

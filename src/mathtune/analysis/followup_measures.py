@@ -30,27 +30,33 @@ from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, difference
 from mathtune.core.stats import wilson_share as share
 from mathtune.evaluation.metrics import check_turn_effect, curve, same_answer
 from mathtune.evaluation.regression import EXTRA_FOLDER
+from mathtune.evaluation.summary import EvalSummary, eval_summary_if_any
 from mathtune.task.probe_audit import hand_audit
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX
 
 TOP_P = 1.0  # the engine samples from the whole softmax at the temperature: no nucleus cut
 
 
-def _summary(run_dir: Path, name: str) -> dict:
-    path = run_dir / "eval" / f"{name}.summary.json"
-    return read_json(path) if path.is_file() else {}
+def _summary(run_dir: Path, name: str) -> EvalSummary | None:
+    return eval_summary_if_any(run_dir / "eval" / f"{name}.summary.json")
 
 
-def _greedy_partner(run_dir: Path, name: str, summaries: dict[str, dict], records_by_model: dict) -> str | None:
+def _greedy_partner(run_dir: Path, name: str, summaries: dict[str, EvalSummary | None],
+                    records_by_model: dict) -> str | None:
     """A greedy evaluation in the folder of the same model, adapter and data as `name`."""
     mine = summaries[name]
     for other, s in summaries.items():
         if other == name or other not in records_by_model:
             continue
-        if s.get("samples", 1) == 1 and s.get("temperature", 0) == 0 and all(
-                s.get(key) == mine.get(key) for key in ("model", "adapter", "data", "split", "prompt")):
+        if _setting(s, "samples", 1) == 1 and _setting(s, "temperature", 0) == 0 and all(
+                _setting(s, key) == _setting(mine, key) for key in ("model", "adapter", "data", "split", "prompt")):
             return other
     return None
+
+
+def _setting(summary: EvalSummary | None, key: str, default=None):
+    """A setting of an evaluation's summary; `default` where the evaluation has none."""
+    return getattr(summary, key) if summary is not None else default
 
 
 def self_consistency(run_dir: Path, records_by_model: dict[str, list[dict]]) -> dict:
@@ -67,8 +73,8 @@ def self_consistency(run_dir: Path, records_by_model: dict[str, list[dict]]) -> 
         entry = {
             "samples": min(len(r["samples"]) for r in records),
             "n": len(records),
-            "sampling": {"temperature": s.get("temperature"), "top_p": TOP_P, "seed": s.get("seed"),
-                         "max_new_tokens": s.get("max_new_tokens")},
+            "sampling": {"temperature": _setting(s, "temperature"), "top_p": TOP_P, "seed": _setting(s, "seed"),
+                         "max_new_tokens": _setting(s, "max_new_tokens")},
             "strict": curve(records, "strict"),
             "flexible": curve(records, "flexible"),
         }

@@ -20,16 +20,19 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mathtune import __version__
 from mathtune.core.cache import cache_root, read_cache_file
 from mathtune.core.provenance import library_version
-from mathtune.core.runfiles import read_json, write_json_atomic
+from mathtune.core.runfiles import write_json_atomic
 from mathtune.evaluation.records import EvalPaths
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems, protocol_text
-from mathtune.task.data import data_identity, file_sha256
+from mathtune.evaluation.summary import EvalSummary, ReusedFrom, read_eval_summary, write_eval_summary
+from mathtune.task.data import file_sha256
 
 FOLDER = "base-evaluations"
 HASHES_FILE = "content-hashes.json"
@@ -130,28 +133,28 @@ def _folder(key: dict) -> Path:
     return cache_folder() / key["key"]
 
 
-def reuse_base_evaluation(request: EvalRequest, paths: EvalPaths) -> dict | None:
+def reuse_base_evaluation(request: EvalRequest, paths: EvalPaths) -> EvalSummary | None:
     """The cached evaluation for this request copied to `paths`, its summary naming this request
     (the model and data as this run names them) and where it came from; None when there is none."""
+    request = resolve_request(request, paths)  # as the evaluation it stands in for would be
     key = base_evaluation_key(request)
     if key is None:
         return None
     cached = EvalPaths.in_folder(_folder(key), "base")
     if not (cached.records.is_file() and cached.summary.is_file()):
         return None
-    summary = read_json(cached.summary)
-    made_in = summary.pop("made_in", None)
-    summary.update(request.summary_identity())
-    identity = data_identity(request.data, request.split, request.data_format)  # the data as this run names it
-    summary.update(data_identity=identity, data_name=identity["name"],
-                   protocol=protocol_text(request, summary["n"], identity["name"]))
-    summary["reused_from"] = {"cache": str(_folder(key)), "key": key["key"], "made_in": made_in,
-                              "made": summary.get("made"), "what_decides_it": {k: v for k, v in key.items()
-                                                                                 if k != "key"}}
+    summary = read_eval_summary(cached.summary)
+    made_in = summary.made_in
+    summary = replace(summary, made_in=None, **request.summary_identity())
+    identity = request.data_identity  # the data as this run names it
+    summary = replace(summary, data_identity=identity, data_name=identity["name"],
+                      protocol=protocol_text(request, summary.n, identity["name"]))
+    summary.reused_from = ReusedFrom(cache=str(_folder(key)), key=key["key"], made_in=made_in, made=summary.made,
+                                     what_decides_it={k: v for k, v in key.items() if k != "key"})
     paths.records.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached.records, paths.records.with_suffix(".tmp"))
     os.replace(paths.records.with_suffix(".tmp"), paths.records)
-    write_json_atomic(paths.summary, summary)
+    write_eval_summary(paths.summary, summary)
     return summary
 
 
@@ -160,8 +163,9 @@ def keep_base_evaluation(request: EvalRequest, paths: EvalPaths, run_dir: Path) 
     is); returns the cache folder, or None when it was not kept."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
-    summary = read_json(paths.summary)
-    if summary.get("reused_from"):
+    request = resolve_request(request, paths)
+    summary = read_eval_summary(paths.summary)
+    if summary.reused_from:
         return None  # it came from the cache
     key = base_evaluation_key(request)
     if key is None:
@@ -174,8 +178,8 @@ def keep_base_evaluation(request: EvalRequest, paths: EvalPaths, run_dir: Path) 
     try:
         shutil.copyfile(paths.records, staging / "base.jsonl")
         made = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        write_json_atomic(staging / "base.summary.json", {**summary, "made_in": str(Path(run_dir).resolve()),
-                                                          "made": made})
+        write_eval_summary(staging / "base.summary.json", replace(summary, made_in=str(Path(run_dir).resolve()),
+                                                                  made=made))
         write_json_atomic(staging / "key.json", key)
         os.replace(staging, folder)  # whole or not at all; a folder another run kept first stays
     except OSError:

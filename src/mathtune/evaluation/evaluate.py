@@ -15,7 +15,7 @@ import json
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,14 +25,15 @@ from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import describe_adapter, library_versions
-from mathtune.core.runfiles import read_json, read_jsonl_until_torn, write_json_atomic, write_jsonl_atomic
+from mathtune.core.runfiles import read_jsonl_until_torn, write_jsonl_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
-from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, dated_request, finished_summary,
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary,
                                          refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
                                          summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
+from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
 from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
 from mathtune.models.load import check_adapter_folder, load_model
@@ -85,7 +86,7 @@ class PartialWriter:
 
 
 def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, model=None, tokenizer=None,
-             paths: EvalPaths | None = None, overwrite: bool = False) -> dict:
+             paths: EvalPaths | None = None, overwrite: bool = False) -> EvalSummary:
     """Benchmark one model; returns the summary. Pass a loaded model/tokenizer to reuse it
     (the pipeline evaluates base and tuned without loading twice), and paths to write
     somewhere other than OUT/eval/NAME.* (RFT keeps its samples in train/). What it prints
@@ -96,7 +97,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     and summary one process writes."""
     name = name or default_name(request)
     paths = paths or EvalPaths.for_name(out_dir, name)
-    request = dated_request(request, paths)  # one date for every prompt of this evaluation, on any day
+    if request.data_identity is None:
+        raise ValueError("evaluate() takes a request settled at its door: evaluation.resolve.resolve_request")
     problems, builder = load_problems(request)  # data errors surface before the slow model load
     done = finished_summary(paths, request)
     if done is not None:
@@ -128,7 +130,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     here.wait()
     if not here.is_first:
         here.wait()  # the first process writes the merged files
-        return read_json(paths.summary)
+        return read_eval_summary(paths.summary)
     if not whole:  # the other processes' records are only on disk
         records = read_partials(paths)
     run = DecodingRun(batch_size, decoder, resumed=len(problems) - len(pending), world_size=here.world_size)
@@ -198,7 +200,7 @@ def progress_bar(name: str, here: Process, *, total: int, done: int):
 
 
 def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: dict[str, dict], request: EvalRequest,
-                model, run: DecodingRun) -> dict:
+                model, run: DecodingRun) -> EvalSummary:
     """NAME.jsonl in problem order and NAME.summary.json; then the partial files go."""
     missing = [p.id for p in problems if p.id not in records]
     if missing:
@@ -213,34 +215,34 @@ def write_final(paths: EvalPaths, name: str, problems: list[Problem], records: d
     summary = summarize(final, request, timing=session_timing(in_written_order), batch_size=run.batch_size,
                         device=str(weights.device), dtype=str(weights.dtype).removeprefix("torch."),
                         attention=getattr(model.config, "_attn_implementation", None), home=paths.home)
-    summary["world_size"] = run.world_size
-    summary["decoder"] = run.decoder
-    summary["fast_paths"] = eval_paths(model)  # which attention and decoder ran, and why
-    summary |= weights_record(model, request)
+    summary.world_size = run.world_size
+    summary.decoder = run.decoder
+    summary.fast_paths = eval_paths(model)  # which attention and decoder ran, and why
+    summary = replace(summary, **weights_record(model, request))
     if run.resumed:
-        summary["resumed_from"] = run.resumed
-    if len(summary["sessions"]) > 1 or summary["untimed_problems"]:
-        summary["rate_note"] = ("wall time and rates add up the decoding sessions' own problems and time; a "
-                                "problem cut off by an interruption was redone and counts once")
-    summary["platform"] = library_versions()
+        summary.resumed_from = run.resumed
+    if len(summary.sessions) > 1 or summary.untimed_problems:
+        summary.rate_note = ("wall time and rates add up the decoding sessions' own problems and time; a "
+                             "problem cut off by an interruption was redone and counts once")
+    summary.platform = library_versions()
     write_jsonl_atomic(paths.records, final)
-    write_json_atomic(paths.summary, summary)
+    write_eval_summary(paths.summary, summary)
     for used in paths.partial_files():
         used.unlink(missing_ok=True)
     paths.partial_meta.unlink(missing_ok=True)
     return summary
 
 
-def print_summary(name: str, s: dict, records: list[dict]) -> None:
+def print_summary(name: str, s: EvalSummary, records: list[dict]) -> None:
     """The closing lines: accuracy with intervals (with maj@k and pass@k, or the self-check's
     effect, where they apply). The files are the command's to name (`mathtune eval` prints
     them as its final paths)."""
-    lo, hi = s["ci95_strict"]
-    flo, fhi = s["ci95_flexible"]
-    say(f"{name}: strict {s['accuracy_strict']:.1%} [{lo:.1%}, {hi:.1%}]  "
-        f"flexible {s['accuracy_flexible']:.1%} [{flo:.1%}, {fhi:.1%}]  "
-        f"n={s['n']}  truncated={s['truncated']}  "
-        + (f"{s['problems_per_s']:.2f} problems/s" if s["problems_per_s"] else ""))
+    lo, hi = s.ci95_strict
+    flo, fhi = s.ci95_flexible
+    say(f"{name}: strict {s.accuracy_strict:.1%} [{lo:.1%}, {hi:.1%}]  "
+        f"flexible {s.accuracy_flexible:.1%} [{flo:.1%}, {fhi:.1%}]  "
+        f"n={s.n}  truncated={s.truncated}  "
+        + (f"{s.problems_per_s:.2f} problems/s" if s.problems_per_s else ""))
     if records and all(len(r.get("samples") or []) >= 2 for r in records):
         rows = curve(records)
         say("  maj@k " + ", ".join(f"k={r['k']} {r['maj']['accuracy_pct']}%" for r in rows)

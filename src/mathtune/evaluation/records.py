@@ -12,20 +12,18 @@ NAME.summary.json appear only when every problem is done.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from mathtune.config import saved_config, saved_prompt_date
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
+from mathtune.evaluation.summary import DecodingSession, EvalSummary, eval_summary_json, read_eval_summary
 from mathtune.models.generate import Generation
-from mathtune.task.answers import HASH_FORM
-from mathtune.task.data import Problem, data_identity
+from mathtune.task.data import Problem
 from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
 from mathtune.task.taxonomy import classify_error
 
@@ -81,7 +79,8 @@ TIMING = "_timing"
 
 def session_timing(records: list[dict]) -> dict:
     """Problems, tokens and wall time of each decoding session found in the records, and the
-    rates over the timed work only. A session's wall time is its slowest process's last record."""
+    rates over the timed work only (EvalSummary's timing fields). A session's wall time is its
+    slowest process's last record."""
     sessions: dict[str, dict] = {}
     for r in records:
         mark = r.get(TIMING)
@@ -92,12 +91,12 @@ def session_timing(records: list[dict]) -> dict:
         s["problems"] += 1
         s["generated_tokens"] += r["num_generated_tokens"]
         s["ranks"][mark["rank"]] = max(s["ranks"].get(mark["rank"], 0.0), mark["elapsed_s"])
-    listed = [{"started": s["started"], "problems": s["problems"], "generated_tokens": s["generated_tokens"],
-               "wall_time_s": round(max(s["ranks"].values()), 3)}
+    listed = [DecodingSession(started=s["started"], problems=s["problems"], generated_tokens=s["generated_tokens"],
+                              wall_time_s=round(max(s["ranks"].values()), 3))
               for s in sorted(sessions.values(), key=lambda s: s["started"])]
-    wall = sum(s["wall_time_s"] for s in listed)
-    problems = sum(s["problems"] for s in listed)
-    tokens = sum(s["generated_tokens"] for s in listed)
+    wall = sum(s.wall_time_s for s in listed)
+    problems = sum(s.problems for s in listed)
+    tokens = sum(s.generated_tokens for s in listed)
     return {"sessions": listed, "wall_time_s": round(wall, 3), "timed_problems": problems,
             "untimed_problems": len(records) - problems,
             "problems_per_s": problems / wall if wall > 0 else None,
@@ -105,26 +104,26 @@ def session_timing(records: list[dict]) -> dict:
 
 
 def summarize(records: list[dict], request: EvalRequest, *, timing: dict, batch_size: int,
-              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> dict:
+              device: str, dtype: str, attention: str | None = None, home: Path | None = None) -> EvalSummary:
     n = len(records)
     tokens = sum(r["num_generated_tokens"] for r in records)
-    identity = data_identity(request.data, request.split, request.data_format)
-    return {
+    identity = request.data_identity  # recorded at the door (evaluation.resolve)
+    return EvalSummary(
         **accuracy_figures(records),
-        "correct_strict": sum(r["correct_strict"] for r in records),
-        "correct_flexible": sum(r["correct_flexible"] for r in records),
-        "generated_tokens": tokens,
-        "truncated": sum(r["truncated"] for r in records),
+        correct_strict=sum(r["correct_strict"] for r in records),
+        correct_flexible=sum(r["correct_flexible"] for r in records),
+        generated_tokens=tokens,
+        truncated=sum(r["truncated"] for r in records),
         **timing,
-        "batch_size": batch_size,
-        "device": device,
-        "dtype": dtype,
-        "attention": attention,
-        "protocol": protocol_text(request, n, identity["name"]),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        attention=attention,
+        protocol=protocol_text(request, n, identity["name"]),
         **request.summary_identity(home),
-        "data_name": identity["name"],
-        "data_identity": identity,
-    }
+        data_name=identity["name"],
+        data_identity=identity,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,18 +160,18 @@ class EvalPaths:
         return [f for f in found if f.is_file()]
 
 
-def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> dict | None:
+def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> EvalSummary | None:
     """The summary of an already finished evaluation of the same request, else None (also for a
     summary cut short, which is said unless say_torn is off: a caller only looking ahead)."""
     if not (paths.records.is_file() and paths.summary.is_file()):
         return None
     try:
-        summary = read_json(paths.summary)
+        summary = read_eval_summary(paths.summary)
     except MathtuneError as err:  # cut short (a power cut after its rename): the evaluation is made again
         if say_torn:
             say(f"{err}: evaluated again")
         return None
-    return None if request.differing_settings(summary, paths.home) else summary
+    return None if request.differing_settings(eval_summary_json(summary), paths.home) else summary
 
 
 def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
@@ -196,66 +195,6 @@ def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, wh
         raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
                             f"{advice}")
     return differs
-
-
-def dated_request(request: EvalRequest, paths: EvalPaths) -> EvalRequest:
-    """The request with its prompt date settled: as given, else the date the finished or partial
-    records under these paths were made with (so a rerun or a resume on another day renders
-    the same prompts), else, for a run's adapter, the date that run trained and evaluated with
-    (so `eval --adapter RUN/adapter` a week later prompts as the run did), else today (UTC)."""
-    request = with_run_answer_form(request)
-    if request.prompt_date is not None:
-        return request
-    for made in (paths.summary, paths.partial_meta):
-        if made.is_file():
-            try:
-                return replace(request, prompt_date=read_json(made).get("prompt_date"))
-            except (OSError, ValueError):
-                break
-    run_date = adapter_run_date(request.adapter) if request.adapter else None
-    return replace(request, prompt_date=run_date or datetime.datetime.now(datetime.timezone.utc).date().isoformat())
-
-
-def adapter_run_thinking(adapter: str) -> str | None:
-    """The model.thinking the run an adapter folder belongs to trained with; None for an adapter
-    from elsewhere (so `eval --adapter RUN/adapter` prompts in the mode the adapter learned)."""
-    run = adapter_run(adapter)
-    config = saved_config(run) if run is not None else None
-    return config.model.thinking if config is not None else None
-
-
-def adapter_run(adapter: str) -> Path | None:
-    """The mathtune run folder an adapter folder belongs to (RUN/adapter, or a checkpoint under
-    RUN/train/checkpoints); None for an adapter from elsewhere."""
-    folder = Path(adapter).resolve()
-    for run in (folder.parent, *folder.parents[1:4]):
-        if (run / "config.yaml").is_file() and (run / "train").is_dir():
-            return run
-    return None
-
-
-def adapter_run_date(adapter: str) -> str | None:
-    """The data.prompt_date of the mathtune run an adapter folder belongs to, from the run's
-    config.yaml; None for an adapter from elsewhere."""
-    run = adapter_run(adapter)
-    return saved_prompt_date(run) if run is not None else None
-
-
-def with_run_answer_form(request: EvalRequest) -> EvalRequest:
-    """A run's adapter evaluated on its own (`mathtune eval --adapter RUN/adapter`) is asked for
-    the answer form its training data used (train/summary.json's prompt_answer_form), as the
-    run's own evaluation asked; any other request is as given."""
-    if request.adapter is None or request.answer_form != HASH_FORM:
-        return request
-    run = adapter_run(request.adapter)
-    summary = run / "train" / "summary.json" if run is not None else None
-    if summary is None or not summary.is_file():
-        return request
-    try:
-        form = read_json(summary).get("prompt_answer_form")
-    except MathtuneError:  # a damaged summary: the run's own check names it; this request stays as given
-        return request
-    return replace(request, answer_form=form) if form else request
 
 
 def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mathtune.config import Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_sha256
-from mathtune.task.data import GSM8K_FORMAT, DataFormat, Problem, load_split, resolve_source
+from mathtune.task.data import GSM8K_FORMAT, DataFormat, DataSource, Problem, resolve_data
 from mathtune.task.answers import HASH_FORM
 from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
 from mathtune.task.prompts import PromptBuilder, describe_prompt, make_prompt_builder
@@ -57,6 +57,16 @@ class EvalRequest:
     prompt_date: str | None  # the day a dated chat template is given (task.prompts.template_date); None: settled by the evaluation
     thinking: str  # model.thinking: the chat template's thinking mode (task.prompts.template_kwargs)
     answer_form: str = HASH_FORM  # what the chat prompt asks for: the training data's answer form (task.answers)
+    # Where `data` is read from, resolved when the request is made (a copy with other data
+    # resolves its own), and that data's identity, recorded by the door (evaluation.resolve):
+    # neither decides the results beyond `data` itself, so neither is part of the identity.
+    source: DataSource | None = field(default=None, compare=False, repr=False)
+    data_identity: dict | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.source is None or (self.source.given, self.source.fmt) != (self.data, self.data_format):
+            object.__setattr__(self, "source", resolve_data(self.data, self.data_format))
+            object.__setattr__(self, "data_identity", None)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None, *,
@@ -114,7 +124,8 @@ class EvalRequest:
         writes into: a run's own adapter/, the probe's variants) is kept relative to it, so a
         run folder copied or moved anywhere still matches its finished evaluations."""
         ident = asdict(self)
-        ident.pop("batch_size")
+        for unrecorded in ("batch_size", "source", "data_identity"):
+            ident.pop(unrecorded)
         # At their defaults, as in every record written before these keys existed:
         if not ident["trust_remote_code"]:
             ident.pop("trust_remote_code")
@@ -128,9 +139,9 @@ class EvalRequest:
             ident.pop("quantization")
         if self.thinking == "auto":
             ident.pop("thinking")
-        if self.prompt_date is None:  # not yet settled (see evaluation.records.dated_request)
+        if self.prompt_date is None:  # not yet settled (see evaluation.resolve.resolve_request)
             ident.pop("prompt_date")
-        ident["data"] = portable_path(resolve_source(self.data), home)
+        ident["data"] = portable_path(self.source.location, home)
         if self.adapter is not None:
             ident["adapter"] = portable_path(self.adapter, home)
             ident["adapter_sha256"] = adapter_sha256(self.adapter)
@@ -201,14 +212,12 @@ def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     """The problems to evaluate (the split, cut to `limit`) and the prompt builder; plain5's
     exemplars come from the train split, never from the problems evaluated."""
     entry = PROMPT_KIND_TABLE.get(request.prompt)  # an unknown name: the one-line error, before any data is read
-    problems = load_split(request.data, request.split, val_fraction=request.val_fraction, seed=request.seed,
-                          fmt=request.data_format)
+    problems = request.source.split(request.split, val_fraction=request.val_fraction, seed=request.seed)
     if request.limit is not None:
         problems = problems[: request.limit]
     train = None
     if entry.shots_from_train:
-        train = load_split(request.data, "train", val_fraction=request.val_fraction, seed=request.seed,
-                           fmt=request.data_format)
+        train = request.source.split("train", val_fraction=request.val_fraction, seed=request.seed)
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]
     return problems, make_prompt_builder(request.prompt, train=train, seed=request.seed, date=request.prompt_date,

@@ -37,7 +37,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from mathtune.models.generate import (CPU_BATCH_SIZE, Decoding, Generation, cut_at_stop, special_token_texts,
+from mathtune.models.generate import (CPU_BATCH_SIZE, Decoding, Generation, finish_row, special_token_texts,
                                       stop_token_ids)
 from mathtune.models.static_cache import ATTENTION, Slots, static_cache_by_default
 
@@ -294,11 +294,7 @@ class _Session:
             row.stopped_by_string = any(s in tail for s in self.text_stops)
 
     def result(self, row: _Row) -> Generation:
-        text, hit_stop_string = cut_at_stop(self.tokenizer.decode(row.tokens, skip_special_tokens=True),
-                                            self.stop_strings)
-        n_tokens = len(row.tokens) + (1 if row.stopped_by_token else 0)
-        truncated = not row.stopped_by_token and not hit_stop_string and len(row.tokens) >= self.max_new_tokens
-        return Generation(text, min(n_tokens, self.max_new_tokens), truncated)
+        return finish_row(self.tokenizer, row.tokens, row.stopped_by_token, self.stop_strings, self.max_new_tokens)
 
     def record(self, rows: list[_Row], tokens: list[int]) -> Iterator[tuple[int, list[Generation]]]:
         """Give each running row its chosen token; yield the prompts whose rows all finished."""

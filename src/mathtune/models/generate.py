@@ -4,6 +4,7 @@ The steps, smallest first:
   encode_batch     prompts -> left-padded input_ids / attention_mask
   generate_batch   one model.generate call -> one Generation per prompt (x samples)
   cut_at_stop      a row's text, cut at its own first stop string
+  finish_row       a row's tokens -> its Generation (the engine ends its rows here too)
   pick_batch_size  'auto' -> the largest batch that fits (GPU), CPU_BATCH_SIZE on a CPU
 """
 
@@ -95,6 +96,18 @@ def cut_at_stop(text: str, stop_strings: tuple[str, ...]) -> tuple[str, bool]:
     return text[:cut], cut < len(text)
 
 
+def finish_row(tokenizer, tokens: list[int], stopped_by_token: bool, stop_strings: tuple[str, ...],
+               max_new_tokens: int) -> Generation:
+    """How every decoder ends a row. tokens: what the row produced before its stop token (the
+    stop token itself left out). The text is cut at its first stop string; the count includes
+    the stop token; the row is truncated when it ran to max_new_tokens with neither a stop
+    token nor a stop string."""
+    text, hit_stop_string = cut_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stop_strings)
+    n_tokens = len(tokens) + (1 if stopped_by_token else 0)
+    truncated = not stopped_by_token and not hit_stop_string and len(tokens) >= max_new_tokens
+    return Generation(text, min(n_tokens, max_new_tokens), truncated)
+
+
 @torch.inference_mode()
 def generate_batch(
     model,
@@ -142,12 +155,9 @@ def generate_batch(
     for row_index, row in enumerate(new_tokens):
         end = next((i for i, tok in enumerate(row) if tok in stop_set), None)
         kept = row if end is None else row[:end]
-        text, hit_stop_string = cut_at_stop(tokenizer.decode(kept, skip_special_tokens=True), stop_strings)
-        n_tokens = len(kept) + (0 if end is None else 1)
-        truncated = end is None and not hit_stop_string and len(kept) >= max_new_tokens
         if row_index % samples == 0:
             results.append([])
-        results[-1].append(Generation(text, min(n_tokens, max_new_tokens), truncated))
+        results[-1].append(finish_row(tokenizer, kept, end is not None, stop_strings, max_new_tokens))
     return results
 
 

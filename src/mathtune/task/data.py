@@ -71,6 +71,73 @@ class DataFormat:
 GSM8K_FORMAT = DataFormat()
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A data source resolved once, at a command's door (resolve_data): where it is read from
+    (MATHTUNE_DATA applied), whether that is a local path, and how its records read. Every stage
+    loads its splits and records its identity from this, never from the name again."""
+
+    given: str
+    """The source as the config or the command line names it."""
+    location: str
+    local: bool
+    fmt: DataFormat = GSM8K_FORMAT
+
+    def checked(self) -> "DataSource":
+        """This source, once a hub id has been found fetchable here: a mistyped local path, or no
+        network, is said now in one line, not after the hub client's retries."""
+        why = None if self.local else hub_unavailable("data", self.location)
+        if why:
+            raise MathtuneError(why)
+        return self
+
+    def raw(self, split: str) -> list[Problem]:
+        """The source's own 'train' or 'test' split, as written."""
+        if not self.local:
+            return _load_hub(self.location, self.fmt.test_split if split == "test" else split, self.fmt)
+        return read_jsonl_problems(self._file(split), split, self.fmt)
+
+    def _file(self, split: str) -> Path:
+        """The local file of a source split ('train' or 'test'), which must exist."""
+        path = _source_file(self.location, split, self.fmt)
+        if split == "test" and not path.is_file():
+            raise MathtuneError(f"data file not found: {path} (a run evaluates on its data's test split unless "
+                                "eval.source names other data, e.g. a folder holding GSM8K's test.jsonl)")
+        if not path.is_file():
+            raise MathtuneError(f"data file not found: {path}")
+        return path
+
+    def split(self, split: str, *, val_fraction: float, seed: int) -> list[Problem]:
+        """'train' and 'validation' come from the seeded split of the source's train split;
+        'test' is the source's test split, which training never reads."""
+        if split not in SPLITS:
+            raise MathtuneError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
+        if split == "test":
+            return self.raw("test")
+        train, val = split_train_val(self.raw("train"), val_fraction, seed)
+        return train if split == "train" else val
+
+    def identity(self, split: str) -> dict:
+        """Which data a split came from, exactly: a local file's absolute path and sha256, or the
+        hub id with the revision the hub reports (None where it cannot be asked); and its name:
+        'GSM8K' only for the hub's openai/gsm8k or a file with GSM8K's published text (KNOWN_SETS)."""
+        fmt = self.fmt
+        file_split = "train" if split == "validation" else split  # validation is carved from train
+        mapped = {} if fmt == GSM8K_FORMAT else {"format": fmt.as_record()}
+        if self.local:
+            path = self._file(file_split).resolve()
+            return {"kind": "local", "name": _local_name(path, file_split, fmt), "split": split, "path": str(path),
+                    "sha256": file_sha256(path), **mapped}
+        return _hub_identity(self.location, split, file_split, fmt) | mapped
+
+
+def resolve_data(source: str, fmt: DataFormat = GSM8K_FORMAT) -> DataSource:
+    """Where a source named by its text is read from: MATHTUNE_DATA in place of the hub default,
+    a local path told from a hub id. Nothing is read or asked here (DataSource.checked asks)."""
+    location = resolve_source(source)
+    return DataSource(source, location, _looks_local(location), fmt)
+
+
 def resolve_source(source: str) -> str:
     """MATHTUNE_DATA, when set, replaces the hub default (so offline machines need no edits)."""
     env = os.environ.get("MATHTUNE_DATA")
@@ -157,9 +224,7 @@ def _hub_config(source: str, fmt: DataFormat) -> str | None:
 
 
 def _load_hub(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
-    why = hub_unavailable("data", source)
-    if why:  # a mistyped local path, or no network: say so now, not after the client's retries
-        raise MathtuneError(why)
+    """A hub split; the source was checked at the door (resolve_data)."""
     try:
         import datasets
 
@@ -224,17 +289,7 @@ def _local_name(path: Path, split: str, fmt: DataFormat) -> str:
     return f"local file {path.parent.name}/{path.name} (not GSM8K's published {split} split)"
 
 
-def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> dict:
-    """Which data a split came from, exactly: a local file's absolute path and sha256, or the
-    hub id with the revision the hub reports (None where it cannot be asked); and its name:
-    'GSM8K' only for the hub's openai/gsm8k or a file with GSM8K's published text (KNOWN_SETS)."""
-    source = resolve_source(source)
-    file_split = "train" if split == "validation" else split  # validation is carved from train
-    mapped = {} if fmt == GSM8K_FORMAT else {"format": fmt.as_record()}
-    if _looks_local(source):
-        path = _source_file(source, file_split, fmt).resolve()
-        return {"kind": "local", "name": _local_name(path, file_split, fmt), "split": split, "path": str(path),
-                "sha256": file_sha256(path), **mapped}
+def _hub_identity(source: str, split: str, file_split: str, fmt: DataFormat) -> dict:
     revision = None
     if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false", "False") and hub_reachable():
         try:  # the commit the hub serves now, best effort: unreachable, it stays None
@@ -247,7 +302,12 @@ def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> di
     hub_split = fmt.test_split if file_split == "test" else file_split
     name = "GSM8K" if source == GSM8K_HUB_ID and fmt == GSM8K_FORMAT else (
         f"hub dataset {source}" + (f" ({config})" if config else "") + f" [{hub_split}]")
-    return {"kind": "hub", "name": name, "split": split, "id": source, "config": config, "revision": revision, **mapped}
+    return {"kind": "hub", "name": name, "split": split, "id": source, "config": config, "revision": revision}
+
+
+def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> dict:
+    """DataSource.identity of a source named by its text (resolved here)."""
+    return resolve_data(source, fmt).identity(split)
 
 
 def _source_file(source: str, split: str, fmt: DataFormat) -> Path:
@@ -266,15 +326,8 @@ def _source_file(source: str, split: str, fmt: DataFormat) -> Path:
 
 
 def load_source_split(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
-    """The raw 'train' or 'test' split of a source."""
-    source = resolve_source(source)
-    if _looks_local(source):
-        path = _source_file(source, split, fmt)
-        if split == "test" and not path.is_file():
-            raise MathtuneError(f"data file not found: {path} (a run evaluates on its data's test split unless "
-                                "eval.source names other data, e.g. a folder holding GSM8K's test.jsonl)")
-        return read_jsonl_problems(path, split, fmt)
-    return _load_hub(source, fmt.test_split if split == "test" else split, fmt)
+    """The raw 'train' or 'test' split of a source named by its text."""
+    return resolve_data(source, fmt).checked().raw(split)
 
 
 def split_train_val(problems: list[Problem], val_fraction: float, seed: int) -> tuple[list[Problem], list[Problem]]:
@@ -304,24 +357,19 @@ def split_train_val(problems: list[Problem], val_fraction: float, seed: int) -> 
 
 def load_split(source: str, split: str, *, val_fraction: float = 0.10, seed: int = 42,
                fmt: DataFormat = GSM8K_FORMAT) -> list[Problem]:
-    """'train' and 'validation' come from the seeded split of the source's train split;
-    'test' is the source's test split, which training never reads."""
-    if split not in SPLITS:
-        raise MathtuneError(f"unknown split '{split}' (expected one of {', '.join(SPLITS)})")
-    if split == "test":
-        return load_source_split(source, "test", fmt)
-    train, val = split_train_val(load_source_split(source, "train", fmt), val_fraction, seed)
-    return train if split == "train" else val
+    """DataSource.split of a source named by its text."""
+    return resolve_data(source, fmt).checked().split(split, val_fraction=val_fraction, seed=seed)
 
 
 def training_splits(
-    source: str, *, val_fraction: float, seed: int, train_limit: int | None = None, fmt: DataFormat = GSM8K_FORMAT
+    source: "str | DataSource", *, val_fraction: float, seed: int, train_limit: int | None = None, fmt: DataFormat = GSM8K_FORMAT
 ) -> tuple[list[Problem], list[Problem]]:
     """(train, validation) for fine-tuning. With train_limit, both halves are cut so the
     split keeps its proportion: the first N training problems and the first
     ceil(N * f / (1 - f)) validation problems (64 and 8 at f = 0.1), so a quick run does not
     spend most of its time validating on all 747 held-out problems."""
-    train, val = split_train_val(load_source_split(source, "train", fmt), val_fraction, seed)
+    data = source if isinstance(source, DataSource) else resolve_data(source, fmt).checked()
+    train, val = split_train_val(data.raw("train"), val_fraction, seed)
     if train_limit is not None:
         train = train[:train_limit]
         val = val[: max(1, math.ceil(train_limit * val_fraction / (1 - val_fraction)))]

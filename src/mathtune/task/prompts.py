@@ -11,6 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 
+from mathtune.config import today_utc
 from mathtune.core.errors import MathtuneError
 from mathtune.task.answers import HASH_FORM, form_pattern
 from mathtune.task.data import Problem
@@ -136,7 +137,7 @@ def template_date(date: str | None) -> datetime.date:
     folder fixes one (config data.prompt_date) and an evaluation records the one it used, so a
     template that writes 'Today Date: ...' renders the same prompt on every day."""
     if date is None:
-        return datetime.datetime.now(datetime.timezone.utc).date()
+        date = today_utc()
     try:
         return datetime.date.fromisoformat(date)
     except ValueError:

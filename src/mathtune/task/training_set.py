@@ -14,11 +14,11 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mathtune.config import Config
 from mathtune.task.answers import HASH_FORM, prompt_form
-from mathtune.task.data import GSM8K_FORMAT, HUB_DEFAULT, DataFormat, Problem, training_splits
+from mathtune.task.data import GSM8K_FORMAT, HUB_DEFAULT, DataFormat, Problem, resolve_data, training_splits
 from mathtune.task.mix import mix_training_problems
 
 
@@ -28,6 +28,10 @@ class TrainingSet:
     val: list[Problem]
     sources: list[dict]
     """Per source: source, split, weight, problems, examples (train/summary.json's data_sources)."""
+    identity: dict = field(default_factory=dict)
+    """The main source's train split exactly (task.data.DataSource.identity), as the summary records it."""
+    answer_form: str = HASH_FORM
+    """The answer form the chat prompt asks for in training and evaluation (training_answer_form)."""
 
     @property
     def forms(self) -> dict[str, int]:
@@ -38,15 +42,24 @@ class TrainingSet:
 def training_set(config: Config) -> TrainingSet:
     d = config.data
     mix_only = d.train_limit == 0
-    train, val = training_splits(d.source, val_fraction=d.val_fraction, seed=config.seed,
-                                 train_limit=None if mix_only else d.train_limit, fmt=DataFormat.of(d))
+    source = resolve_data(d.source, DataFormat.of(d)).checked()  # resolved once: split and identity read it
+    train, val = training_splits(source, val_fraction=d.val_fraction, seed=config.seed,
+                                 train_limit=None if mix_only else d.train_limit)
     extra, mixed = mix_training_problems(config)  # data.mix: extra training sources, counted per source
     if mix_only:
         train = []
         val = val[: max(1, math.ceil(len(extra) * d.val_fraction / (1 - d.val_fraction)))]
     sources = [{"source": d.source, "split": "train (after the seeded split)", "weight": 1.0,
                 "problems": len(train), "examples": len(train)}] + mixed
-    return TrainingSet(train + extra, val, sources)
+    forms = dict(Counter(p.form for p in train + extra).most_common())
+    form = HASH_FORM if _gsm8k_itself(config) else prompt_form(forms)
+    return TrainingSet(train + extra, val, sources, source.identity("train"), form)
+
+
+def _gsm8k_itself(config: Config) -> bool:
+    """GSM8K's own source (the hub id, or MATHTUNE_DATA's copy of it) with its own fields and no mix."""
+    d = config.data
+    return d.source == HUB_DEFAULT and DataFormat.of(d) == GSM8K_FORMAT and not d.mix
 
 
 def training_answer_form(config: Config) -> str:
@@ -54,8 +67,7 @@ def training_answer_form(config: Config) -> str:
     training data's most common stated form (task.answers.prompt_form). GSM8K's own source
     (the hub id, or MATHTUNE_DATA's copy of it) with its own fields and no mix is '#### N'
     without reading it."""
-    d = config.data
-    if d.source == HUB_DEFAULT and DataFormat.of(d) == GSM8K_FORMAT and not d.mix:
+    if _gsm8k_itself(config):
         return HASH_FORM
     return _form_of_data(config.model_dump_json(include={"seed": True, "data": True}))
 
@@ -64,4 +76,4 @@ def training_answer_form(config: Config) -> str:
 def _form_of_data(settings: str) -> str:
     """Cached by the settings that decide the training set: every request of one run asks."""
     config = Config.model_validate_json(settings)
-    return prompt_form(training_set(config).forms)
+    return training_set(config).answer_form

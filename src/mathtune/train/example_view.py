@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems
 from mathtune.models.load import load_tokenizer
 from mathtune.task.training_set import training_set
@@ -32,7 +33,7 @@ def show_example(config: Config, index: int = 0) -> dict:
     if index >= len(kept):
         raise MathtuneError(f"--show-example {index}: the training set has {len(kept)} examples (0 to {len(kept) - 1})")
     problem, example = kept[index]
-    _, builder = load_problems(EvalRequest.from_config(config))  # eval.prompt's builder, plain5's exemplars drawn
+    _, builder = load_problems(resolve_request(EvalRequest.from_config(config)))  # eval.prompt's builder, plain5's exemplars drawn
     eval_ids = prompt_ids(builder.render(problem.question, tokenizer), tokenizer, builder.kind)
     train_ids, mask = example.input_ids, example.loss_mask
     bos = tokenizer.bos_token_id

@@ -31,6 +31,10 @@ OUTPUTS = ("log_probs", "entropy", "is_top1")  # what SFTTrainer's loss and metr
 # Config fields that change the logits after the projection; TRL's head handles them, this one does not.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
                      "logits_scaling")
+# Vocabulary entries per tile of the chunked log-probabilities. TRL's own head uses 32,768 (TRL
+# 1.16 keeps it in a private name, no setting), and the tile width decides how the running
+# log-sum-exp is summed: the same width keeps "lean" computing exactly what TRL's head computes.
+VOCAB_CHUNK_SIZE = 32768
 
 
 def use_lm_head(model, head: str = "lean") -> str:
@@ -83,10 +87,9 @@ def use_lm_head(model, head: str = "lean") -> str:
 def _chunked_scores(hidden: torch.Tensor, lm_head, targets: torch.Tensor):
     """TRL's chunked log-probabilities. hidden: [C, H]; targets: [C] -> 3 x [C]"""
     from trl.kernels import ChunkedLogProbFunction
-    from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE
 
     log_probs, entropy, _, _, is_top1 = ChunkedLogProbFunction.apply(
-        hidden, lm_head.weight, lm_head.bias, targets, 1.0, _CHUNKED_LOGPROB_CHUNK_SIZE, None, 1.0, OUTPUTS)
+        hidden, lm_head.weight, lm_head.bias, targets, 1.0, VOCAB_CHUNK_SIZE, None, 1.0, OUTPUTS)
     return log_probs, entropy, is_top1
 
 

@@ -30,6 +30,8 @@ class TrainingData:
     sources: list[dict]
     tokenizer: Any
     forms: dict = field(default_factory=dict)  # the training answers' forms, with counts (task.answers)
+    identity: dict = field(default_factory=dict)  # the main source's train split exactly (task.data)
+    answer_form: str = ""  # what the chat prompt asks for (task.training_set.training_answer_form)
     train_set: Any = None
     val_set: Any = None
     counts: dict = field(default_factory=dict)

@@ -24,7 +24,9 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn
 from mathtune.evaluation.evaluate import evaluate
+from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.records import EvalPaths, finished_summary
+from mathtune.evaluation.summary import EvalSummary
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models.load import decoding
 from mathtune.task.data import Problem
@@ -87,7 +89,7 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
     unless train/rft_samples.jsonl already holds these settings' samples."""
     request = sampling_request(config)
     paths = sample_paths(run_dir)
-    summary = _sample(request, run_dir, model, tokenizer, paths)
+    summary, reused = _sample(request, run_dir, model, tokenizer, paths)
     records = {r["id"]: r for r in read_jsonl_until_torn(paths.records)}
 
     fewshot = training_fewshot(config)  # plain5: the evaluation's exemplars
@@ -128,9 +130,9 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
         "kept_from_gold": kept - from_model,
         "share_from_model": from_model / kept if kept else None,
         "sample_accuracy_strict": correct_samples / (len(problems) * request.samples) if problems else None,
-        "sampling_generated_tokens": summary.get("generated_tokens"),
-        "sampling_wall_time_s": summary.get("wall_time_s"),
-        "sampling_reused": summary.get("_reused", False),
+        "sampling_generated_tokens": summary.generated_tokens,
+        "sampling_wall_time_s": summary.wall_time_s,
+        "sampling_reused": reused,
         "samples_file": "train/rft_samples.jsonl",
     }
     say(
@@ -140,14 +142,16 @@ def rft_training_pairs(config: Config, run_dir: Path, model, tokenizer, problems
     return pairs, stats
 
 
-def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPaths) -> dict:
-    """Run (or resume, or reuse) the sampling; the model is put in eval mode and, where a
-    GPU is present, on it, with an attention the decoder supports."""
+def _sample(request: EvalRequest, run_dir: Path, model, tokenizer, paths: EvalPaths) -> tuple[EvalSummary, bool]:
+    """Run (or resume, or reuse) the sampling: its summary, and whether finished samples were
+    reused. The model is put in eval mode and, where a GPU is present, on it, with an attention
+    the decoder supports."""
+    request = resolve_request(request, paths)
     done = finished_summary(paths, request)
     if done is not None:
         say(f"rft: reusing the samples in {paths.records}")
-        return {**done, "_reused": True}
+        return done, True
     with decoding(model):
         # The samples file is this run's own, redrawn when the sampling settings change.
         return evaluate(request, run_dir, model=model, tokenizer=tokenizer, paths=paths, name=SAMPLES_NAME,
-                        overwrite=True)
+                        overwrite=True), False

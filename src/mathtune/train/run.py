@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,12 +34,12 @@ from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_
 from mathtune.core.errors import MathtuneError, listing
 from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import ADAPTER_CONTENT, describe_adapter, library_versions
-from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic, write_json_atomic
+from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic
 from mathtune.core.terminal import duration, run_log, say
 from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
-from mathtune.task.data import DataFormat, data_identity
-from mathtune.task.training_set import training_answer_form, training_set
+from mathtune.task.training_set import training_set
+from mathtune.task.train_summary import ExactMatch, TrainSummary, write_train_summary
 from mathtune.train.accuracy import ANSWERS_FILE
 from mathtune.train.checkpoints import (checkpoint_step, complete_checkpoints, file_problem, last_complete_checkpoint,
                                        repoint_best)
@@ -95,8 +96,8 @@ def _train(config: Config, run_dir: Path, here: Process, log, checked: bool, ove
     adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
                          None)
     _fit(trainer, run_dir, config, checkpoint)
-    _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype, {} if sampled is None else {method.saves: sampled},
-          {"lm_head": head, "fast_paths": fast_paths})
+    _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype,
+          {} if sampled is None else {method.saves: sampled}, {"lm_head": head, "fast_paths": fast_paths})
     return run_dir
 
 
@@ -104,7 +105,8 @@ def _data(config: Config, method: TrainingMethod) -> TrainingData:
     """Data first (no network for a local folder), then the tokenizer (no weights yet)."""
     problems = training_set(config)  # the main source's split, data.mix's sources beside it
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
-    data = TrainingData(problems.train, problems.val, problems.sources, tokenizer, problems.forms)
+    data = TrainingData(problems.train, problems.val, problems.sources, tokenizer, problems.forms, problems.identity,
+                        problems.answer_form)
     data.train_set, data.val_set, data.counts = method.datasets(config, data)
     return data
 
@@ -173,20 +175,22 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
     if here.is_first:
         save_adapter(trainer.model, run_dir / "adapter")
         drop_replaced_run(run_dir)
-        summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms},
+        summary = make_summary(config, trainer, data.counts | {"sources": data.sources, "answer_forms": data.forms,
+                                                              "data_identity": data.identity,
+                                                              "prompt_answer_form": data.answer_form},
                                resumed_from=checkpoint)
-        summary["adapter_settings"] = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
-        summary |= paths  # which fast paths ran, and why
-        summary |= sampled  # the counts of the model's own samples, under the method's key
-        write_json_atomic(run_dir / "train" / "summary.json", summary)
-        em = summary["best_val_exact_match"]
-        best = ("adapter of the last step" if summary["best_step"] is None else
-                f"best step {summary['best_step']} (validation exact match {em['correct']}/{em['n']}, "
-                f"eval_loss {summary['best_eval_loss']:.4f})" if em else
-                f"best step {summary['best_step']} (eval_loss {summary['best_eval_loss']:.4f})")
-        steps = summary["global_step"]
+        summary.adapter_settings = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
+        summary = replace(summary, **paths)  # which fast paths ran, and why
+        summary = replace(summary, **sampled)  # the counts of the model's own samples, under the method's key
+        write_train_summary(run_dir / "train" / "summary.json", summary)
+        em = summary.best_val_exact_match
+        best = ("adapter of the last step" if summary.best_step is None else
+                f"best step {summary.best_step} (validation exact match {em.correct}/{em.n}, "
+                f"eval_loss {summary.best_eval_loss:.4f})" if em else
+                f"best step {summary.best_step} (eval_loss {summary.best_eval_loss:.4f})")
+        steps = summary.global_step
         say(f"training done ({config.train.method}): {best}, {steps} step{'' if steps == 1 else 's'} in "
-            f"{duration(summary['wall_time_s'])}")  # the adapter's path: the command's final line
+            f"{duration(summary.wall_time_s)}")  # the adapter's path: the command's final line
     here.wait()
 
 
@@ -351,7 +355,7 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "cpu_max_rss"
 
 
-def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path | None) -> dict:
+def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path | None) -> TrainSummary:
     state, metrics_path = trainer.state, Path(trainer.args.output_dir).parent / "metrics.jsonl"
     lines = read_jsonl_until_torn(metrics_path) if metrics_path.is_file() else []
     wall = lines[-1]["elapsed_s"] if lines else 0.0
@@ -365,7 +369,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
     hourly = config.train.gpu_hourly_usd
     by_exact_match = config.train.select_by == "exact_match"
     at_best = next((line for line in lines if line["step"] == best_step and "eval_loss" in line), {})
-    return {
+    return TrainSummary(**{
         "method": config.train.method,
         "model": config.model.name_or_path,
         "global_step": state.global_step,
@@ -375,8 +379,8 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "best_step": best_step,
         # By exact match the Trainer's best metric is the accuracy; the loss is that step's own.
         "best_eval_loss": at_best.get("eval_loss") if by_exact_match else state.best_metric,
-        "best_val_exact_match": {"correct": at_best["val_exact_match_correct"],
-                                 "n": at_best["val_exact_match_problems"]} if by_exact_match and at_best else None,
+        "best_val_exact_match": ExactMatch(correct=at_best["val_exact_match_correct"],
+                                           n=at_best["val_exact_match_problems"]) if by_exact_match and at_best else None,
         "best_checkpoint": os.path.relpath(state.best_model_checkpoint, metrics_path.parent.parent)
         if state.best_model_checkpoint
         else None,
@@ -387,7 +391,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "dropped_too_long": data_counts["dropped_too_long"],
         "data_sources": data_counts.get("sources"),
         "answer_forms": data_counts.get("answer_forms"),
-        "prompt_answer_form": training_answer_form(config),
+        "prompt_answer_form": data_counts["prompt_answer_form"],
         "wall_time_s": wall,
         "tokens_seen": tokens,
         "tokens_seen_kind": "input tokens (prompt + answer, no padding) of all training steps, all processes",
@@ -407,7 +411,7 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
         "quantization_record": quantization_record(trainer.model),
         "batch_size": config.train.batch_size,
         "trust_remote_code": config.model.trust_remote_code,
-        "data_identity": data_identity(config.data.source, "train", DataFormat.of(config.data)),
+        "data_identity": data_counts["data_identity"],
         "gpu_hourly_usd": hourly,
         "cost_usd": round(hourly * world * wall / 3600, 4) if on_gpu else None,
         "cost_note": f"{world} GPU(s) x {wall / 3600:.3f} h x ${hourly}/h" if on_gpu else "not applicable on CPU",
@@ -416,6 +420,6 @@ def make_summary(config: Config, trainer, data_counts: dict, resumed_from: Path 
                          "ran; steps lost after the last checkpoint were redone and count once"}
            if resumed_from else {}),
         "versions": library_versions(),
-    }
+    })
 
 

@@ -1,0 +1,87 @@
+"""The records stages hand to each other: written as the files always were (key order, indentation,
+keys left out), read back the same, and a file missing a field or holding an unknown one is a
+one-line error naming the file and the field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mathtune.core.errors import MathtuneError
+from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
+from mathtune.task.train_summary import ExactMatch, TrainSummary, read_train_summary, write_train_summary
+
+SESSION = {"started": "2026-12-07T13:44:01+00:00", "problems": 2, "generated_tokens": 40, "wall_time_s": 3.5}
+EVAL = {"n": 2, "accuracy_strict": 0.5, "accuracy_flexible": 0.5, "ci95_strict": [0.09, 0.91],
+        "ci95_flexible": [0.09, 0.91], "correct_strict": 1, "correct_flexible": 1, "generated_tokens": 40,
+        "truncated": 0, "sessions": [SESSION], "wall_time_s": 3.5, "timed_problems": 2, "untimed_problems": 0,
+        "problems_per_s": 0.57, "tokens_per_s": 11.4, "batch_size": 8, "device": "cpu", "dtype": "float32",
+        "attention": "sdpa", "protocol": "GSM8K test, 2 problems", "model": "m", "adapter": "adapter",
+        "data": "gsm8k", "split": "test", "limit": 2, "prompt": "chat", "samples": 1, "temperature": 0.0,
+        "max_new_tokens": 64, "seed": 42, "val_fraction": 0.1, "prompt_date": "2026-12-07",
+        "adapter_sha256": "ab12", "dtype_requested": "float32", "data_name": "GSM8K",
+        "data_identity": {"kind": "hub", "name": "GSM8K"}, "world_size": 1, "decoder": "dynamic_cache",
+        "fast_paths": {"decoder": {"kind": "decoder", "check": None}}, "quantization_record": None,
+        "adapter_settings": {"variant": "LoRA", "r": 8}, "adapter_merged": True,
+        "platform": {"python": "3.11.7", "torch": None}}
+TRAIN = {"method": "sft", "model": "m", "global_step": 8, "max_steps": 8, "epochs_completed": 2.0,
+         "select_by": "exact_match", "best_step": 8, "best_eval_loss": 0.35,
+         "best_val_exact_match": {"correct": 1, "n": 2}, "best_checkpoint": "train/checkpoints/checkpoint-8",
+         "stopped_early": False, "early_stopping_patience": 5, "train_examples": 16, "val_examples": 2,
+         "dropped_too_long": {"train": 0, "validation": 0}, "data_sources": [{"source": "d", "examples": 16}],
+         "answer_forms": {"hash": 16}, "prompt_answer_form": "hash", "wall_time_s": 467.63, "tokens_seen": 4388,
+         "tokens_seen_kind": "input tokens", "tokens_per_s": 9.38, "peak_memory_bytes": 7100977152,
+         "peak_memory_kind": "cpu_max_rss", "trainable_params": 4, "base_params": 6, "total_params": 10,
+         "device": "cpu", "world_size": 1, "dtype": "float32", "dtype_requested": "float32",
+         "attention": "sdpa", "quantization_record": None, "batch_size": 2, "trust_remote_code": False,
+         "data_identity": {"kind": "local"}, "gpu_hourly_usd": 2.0, "cost_usd": None,
+         "cost_note": "not applicable on CPU", "resumed_from_step": None,
+         "versions": {"python": "3.11.7"}, "adapter_settings": {"variant": "LoRA", "trained_dtype": "float32"},
+         "lm_head": "lean", "fast_paths": {}}
+CASES = [(EVAL, read_eval_summary, write_eval_summary), (TRAIN, read_train_summary, write_train_summary)]
+
+
+def _as_written(obj: dict) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("given, read, write", CASES)
+def test_a_record_is_written_byte_for_byte_as_read(tmp_path, given, read, write):
+    path, again = tmp_path / "summary.json", tmp_path / "again.json"
+    path.write_text(_as_written(given))
+    write(again, read(path))
+    assert again.read_text() == path.read_text()
+
+
+def test_nested_parts_are_records_and_absent_keys_stay_absent(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(_as_written(EVAL))
+    summary = read_eval_summary(path)
+    assert isinstance(summary, EvalSummary) and summary.sessions[0].wall_time_s == 3.5
+    assert summary.resumed_from is None and summary.thinking is None
+    path.write_text(_as_written(TRAIN))
+    train = read_train_summary(path)
+    assert isinstance(train, TrainSummary) and train.best_val_exact_match == ExactMatch(correct=1, n=2)
+    write_train_summary(path, train)
+    assert "rate_note" not in json.loads(path.read_text()) and "rft" not in json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("given, read, write", CASES)
+def test_a_missing_or_unknown_field_is_one_line_naming_the_file(tmp_path, given, read, write):
+    path = tmp_path / "old.json"
+    path.write_text(_as_written({k: v for k, v in given.items() if k != "model"}))
+    with pytest.raises(MathtuneError, match=r"old\.json: missing field 'model'") as err:
+        read(path)
+    assert "\n" not in str(err.value)
+    path.write_text(_as_written({**given, "renamed_key": 1}))
+    with pytest.raises(MathtuneError, match=r"old\.json: unknown field 'renamed_key'") as err:
+        read(path)
+    assert "\n" not in str(err.value)
+
+
+def test_a_nested_part_missing_a_field_names_where(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(_as_written({**EVAL, "sessions": [{k: v for k, v in SESSION.items() if k != "started"}]}))
+    with pytest.raises(MathtuneError, match=r"s\.json: sessions: missing field 'started' of DecodingSession"):
+        read_eval_summary(path)
