@@ -17,6 +17,7 @@ from mathtune.analysis.analyze import check_not_hand_edited, run_analysis
 from mathtune.config import Config, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError
 from mathtune.core.finished import REPLACE_ADVICE, finished_stage
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json, size_text, sweep_stale_temps,
                                     write_atomic)
 from mathtune.core.terminal import run_log, say
@@ -192,7 +193,7 @@ def variants_line(summary: dict, folder: Path) -> str:
     for kind, counts in summary["by_kind"].items():
         skipped = summary["problems"] - counts["kept"]
         line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
-               f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if kind != "numbers" else "") + \
+               f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if PROBE_KIND_TABLE.get(kind).named_in_line else "") + \
                f" in {folder}"
         if skipped:
             reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())

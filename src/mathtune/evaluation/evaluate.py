@@ -38,6 +38,7 @@ from mathtune.models.generate import Generation
 from mathtune.models.load import load_model
 from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class DecodingRun:
     """How an evaluation's problems were decoded, as its summary records it."""
 
     batch_size: int
-    decoder: str  # what ran (a DECODERS key, after the first-use check), or none when all were resumed
+    decoder: str  # what ran (a models.decoders name, after the first-use check), or none when all were resumed
     resumed: int  # problems whose records an earlier, interrupted session wrote
     world_size: int  # processes that shared the problems
 
@@ -122,7 +123,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     bar = progress_bar(name, here, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
     own = paths.partial if whole else paths.partial_for_rank(here.rank)
     with PartialWriter(own, prompts, records, bar, here) as writer:
-        decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+        decode = decode_two_turns if PROMPT_KIND_TABLE.get(request.prompt).second_turn else decode_problems
         batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stops_for(tokenizer),
                                      writer.write, token_ids)
     here.wait()

@@ -27,6 +27,7 @@ from mathtune.core.finished import finished_stage
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.models import engine
+from mathtune.models.decoders import DECODER_TABLE
 from mathtune.models.selfcheck import DECODER_CHECK_DTYPE, FALLBACK, check_model, environment, run_check
 from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
 from mathtune.models.static_cache import asked_static_cache
@@ -149,7 +150,7 @@ def checked_path(kind: str, path: str, device: torch.device, dtype: torch.dtype,
 
 
 def auto_decoder(model) -> str:
-    """The decoder `mathtune eval` picks for this model before any check (a DECODERS key)."""
+    """The decoder `mathtune eval` picks for this model before any check (a models.decoders name)."""
     if not engine.supports(model):
         return "generate"
     if engine.uses_static_cache(model):
@@ -162,14 +163,14 @@ def checked_decoder(model) -> dict:
     the model (decoder_of reads it)."""
     path = auto_decoder(model)
     record = checked_path("decoder", path, next(model.parameters()).device, DECODER_CHECK_DTYPE,
-                          explicit=path.startswith("fixed_slots") and asked_static_cache() is True,
+                          explicit=DECODER_TABLE.get(path).static_cache and asked_static_cache() is True,
                           setting=f"{STATIC_CACHE_SETTING}=1")
     model.mathtune_decoder = record
     return record
 
 
 def decoder_of(model) -> str:
-    """The decoder to run for this model (a DECODERS key), checked before its first use here:
+    """The decoder to run for this model (a models.decoders name), checked before its first use here:
     every place that decodes (evaluation, validation exact match, RFT's sampling) asks this."""
     record = getattr(model, "mathtune_decoder", None) or checked_decoder(model)
     return record["path"]
