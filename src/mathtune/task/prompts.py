@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-from mathtune.config import today_utc
+from mathtune.config import settled_prompt_date
 from mathtune.core.errors import MathtuneError
 from mathtune.task.answers import HASH_FORM, form_pattern
 from mathtune.task.data import Problem
@@ -133,11 +133,11 @@ DATE_STRING_FORMAT = "%d %b %Y"
 
 
 def template_date(date: str | None) -> datetime.date:
-    """The day a chat template sees: the given ISO date ('2026-12-05'), else today (UTC). A run
-    folder fixes one (config data.prompt_date) and an evaluation records the one it used, so a
-    template that writes 'Today Date: ...' renders the same prompt on every day."""
-    if date is None:
-        date = today_utc()
+    """The day a chat template sees: the given ISO date ('2026-12-05'), else as
+    config.settled_prompt_date settles an open one (today, UTC). A run folder fixes one (config
+    data.prompt_date) and an evaluation records the one it used, so a template that writes
+    'Today Date: ...' renders the same prompt on every day."""
+    date = settled_prompt_date(date)
     try:
         return datetime.date.fromisoformat(date)
     except ValueError:

@@ -213,8 +213,8 @@ def training_outputs(run_dir: Path) -> list[Path]:
 
 def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     """'done', 'resume' or 'fresh', without writing anything. A folder holding another
-    config's training is an error unless overwrite is set."""
-    config = with_prompt_date(config, run_dir)  # an unset date is the one the folder holds
+    config's training is an error unless overwrite is set. The config's prompt date is settled
+    (run_train's door)."""
     adapter_done = all(whole(run_dir / "adapter" / name) for name in ADAPTER_CONTENT)
     summary_done = whole(run_dir / "train" / "summary.json")
     has_training = bool(training_outputs(run_dir)) or (run_dir / "adapter").exists()
