@@ -10,7 +10,8 @@ from mathtune.core.errors import MathtuneError
 from mathtune.report.explanations import seed_claim_text, training_advice
 from mathtune.task.taxonomy import CATEGORIES
 from mathtune.evaluation.resolve import settled
-from synthetic_run import write_run
+from mathtune.task.train_summary import TrainSummary
+from synthetic_run import full_train_summary, write_run
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +48,10 @@ def test_trend_rules_on_hand_made_curves():
 
 
 def _advice(trend, summary, curves, config) -> str:
-    """The analysis' next step for a trend, in the report's words."""
-    return training_advice(trend, training_next_step(trend, summary, curves, config))
+    """The analysis' next step for a trend, in the report's words (summary: the train/summary.json
+    fields a test sets, None for none)."""
+    typed = TrainSummary(**full_train_summary(**summary)) if summary else None
+    return training_advice(trend, training_next_step(trend, typed, curves, config))
 
 
 def test_no_verdict_from_too_few_points():
@@ -219,7 +222,7 @@ def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, g
     with (run / "train" / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 101, "loss": NaN, "mean_token_accuracy": NaN}\n')
         fh.write('{"step": 102, "loss": 0.5}\n')
-    (run / "train" / "summary.json").write_text("{}")
+    (run / "train" / "summary.json").write_text(json.dumps(full_train_summary()))
     path = run_analysis(run)
     text = path.read_text()
     assert "NaN" not in text
@@ -236,7 +239,7 @@ def test_missing_values_do_not_break_the_analysis(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir)
     with (run / "train" / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 102, "loss": 0.5}\n')
-    (run / "train" / "summary.json").write_text("{}")
+    (run / "train" / "summary.json").write_text(json.dumps(full_train_summary()))
     training = json.loads(run_analysis(run).read_text())["training"]
     assert training["curves"]["train"]["step"][-1] == 102
     assert training["cost_usd"] is None and training["best_step"] is None

@@ -38,8 +38,10 @@ from mathtune.core.runfiles import read_json, read_jsonl, size_text, write_json_
 from mathtune.core.terminal import duration, round_seconds
 from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems
+from mathtune.evaluation.summary import read_eval_summary
 from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
+from mathtune.task.train_summary import TrainSummary, read_train_summary
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
 # assumed where no throughput was measured on that device; their specified memory bandwidth
@@ -684,11 +686,11 @@ def record_measured_rates(run_dir: Path) -> Path | None:
     entry = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "run": str(run_dir.resolve()),
              "base_params": plan["base_params"], "quantization": plan["quantization"], "adapter": plan.get("adapter")}
     train = run_dir / "train" / "summary.json"
-    summary = read_json(train) if train.is_file() else {}
+    summary = read_train_summary(train) if train.is_file() else None
     decoding = time_s.get("validation_decoding") or 0
     planned = time_s["train"] + time_s["validation"] - decoding
-    actual = (summary.get("wall_time_s") or 0) - decoding
-    if summary and not summary.get("resumed_from_step") and planned > 0 and actual > 0:
+    actual = ((summary.wall_time_s if summary else None) or 0) - decoding
+    if summary and not summary.resumed_from_step and planned > 0 and actual > 0:
         entry["train_flops_per_s"] = used["train_flops_per_s"] * planned / actual
         entry["training_planned_actual_s"] = [round(planned, 3), round(actual, 3)]
         runtime = _measured_runtime_bytes(plan, summary)
@@ -721,15 +723,15 @@ def _answer_lengths(run_dir: Path, kept: int = 400) -> list[int]:
     return lengths[::step]
 
 
-def _measured_runtime_bytes(plan: dict, summary: dict) -> int | None:
+def _measured_runtime_bytes(plan: dict, summary: TrainSummary) -> int | None:
     """On a CPU: the training process's peak resident memory beyond the tensors the plan adds up
     (the libraries, the allocator's free blocks, the tokenizer and data), for the next plan's
     "runtime" part."""
     parts = plan.get("peak_memory_parts_bytes") or {}
-    if summary.get("peak_memory_kind") != "cpu_max_rss" or not summary.get("peak_memory_bytes") or not parts:
+    if summary.peak_memory_kind != "cpu_max_rss" or not summary.peak_memory_bytes or not parts:
         return None
     tensors = sum(v for k, v in parts.items() if k != "runtime")
-    return max(0, round(summary["peak_memory_bytes"] - tensors))
+    return max(0, round(summary.peak_memory_bytes - tensors))
 
 
 def _evaluations_modeled(run_dir: Path, plan: dict) -> tuple[float, float]:
@@ -739,16 +741,16 @@ def _evaluations_modeled(run_dir: Path, plan: dict) -> tuple[float, float]:
     ev = plan["evaluation"]
     for name in ("base", "tuned"):
         path = run_dir / "eval" / f"{name}.summary.json"
-        s = read_json(path) if path.is_file() else {}
-        rows = (s.get("timed_problems") or 0) * ev["samples"]
-        if not rows or not s.get("wall_time_s") or s.get("untimed_problems"):
+        s = read_eval_summary(path) if path.is_file() else None
+        rows = (s.timed_problems if s else 0) * ev["samples"]
+        if not rows or not s.wall_time_s or s.untimed_problems:
             continue
-        at_once = min(s.get("batch_size") or 1, rows)
-        per_row = s["generated_tokens"] / rows
-        modeled += decode_seconds(plan["shape"], plan["rates"], steps=s["generated_tokens"] / at_once,
+        at_once = min(s.batch_size or 1, rows)
+        per_row = s.generated_tokens / rows
+        modeled += decode_seconds(plan["shape"], plan["rates"], steps=s.generated_tokens / at_once,
                                   rows_per_step=at_once, context=ev["prompt_tokens_mean"] + per_row / 2,
                                   prompt_tokens=ev["prompt_tokens_mean"], rows=rows, dtype_bytes=ev["dtype_bytes"])
-        taken += s["wall_time_s"]
+        taken += s.wall_time_s
     return modeled, taken
 
 
