@@ -93,4 +93,4 @@ def test_the_plan_counts_the_mix(tmp_path, tiny_model_dir, small_data_dir):
     plain = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     mixed = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"data.mix=[{{source: {path}, weight: 0.5}}]"),
                       device="cpu")
-    assert mixed["data"]["train"]["examples"] == plain["data"]["train"]["examples"] + 4
+    assert mixed.data.train.examples == plain.data.train.examples + 4

@@ -155,10 +155,9 @@ def test_plan_counts_the_validation_decoding(tiny_model_dir, small_data_dir):
     plain = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.select_by=exact_match")
     plan = make_plan(config, device="cpu")
-    assert plan["accuracy_problems"] == 2 and "validation_decoding" not in plain["time_s"]
-    assert plan["flops"]["validation_decoding"] > 0 and "validation_decoding" in plan["time_s"]
-    assert plan["time_s"]["validation"] == pytest.approx(plain["time_s"]["validation"]
-                                                         + plan["time_s"]["validation_decoding"], abs=0.11)
+    assert plan.accuracy_problems == 2 and plain.time_s.validation_decoding is None
+    assert plan.flops.validation_decoding > 0 and plan.time_s.validation_decoding is not None
+    assert plan.time_s.validation == pytest.approx(plain.time_s.validation + plan.time_s.validation_decoding, abs=0.11)
     assert "each decoding 2 problems for exact match" in " ".join(format_plan(plan).split())
 
 

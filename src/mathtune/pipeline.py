@@ -30,6 +30,7 @@ from mathtune.models.load import attach_adapter, check_adapter_folder, load_mode
 from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
+from mathtune.task.plan_record import Plan, read_plan
 from mathtune.task.training_set import training_set
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, RULES_VERSION, write_variants
 from mathtune.task.prompts import NoCleanBoundary
@@ -244,7 +245,7 @@ def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
         check_not_hand_edited(run_dir)
 
 
-def keep_run_files(config: Config, run_dir: Path, plan: dict | None) -> None:
+def keep_run_files(config: Config, run_dir: Path, plan: Plan | None) -> None:
     """After training: the plan it was started under, and the config as the evaluation uses it
     (an overwritten run's later stages were set aside before training wrote anything)."""
     if plan is not None:
@@ -266,13 +267,13 @@ def record_rates(run_dir: Path) -> None:
         say(f"measured rates: kept in {written} for the next plan on this machine")
 
 
-def check_free_space(plan: dict | None, run_dir: Path) -> None:
+def check_free_space(plan: Plan | None, run_dir: Path) -> None:
     """Before training writes anything: the plan's estimate of what the run writes (less what
     its folder already holds, on a resume) against the free space of the folder's disk. Refused
     when it does not fit, said when it is close; no estimate (a plan not available), no check."""
     if plan is None and (run_dir / "plan.json").is_file():
-        plan = read_json(run_dir / "plan.json")
-    disk = (plan or {}).get("disk_bytes")
+        plan = read_plan(run_dir / "plan.json")
+    disk = plan.disk_bytes if plan else None
     free = free_bytes(run_dir)
     if not disk or free is None:
         return
@@ -292,13 +293,13 @@ def check_free_space(plan: dict | None, run_dir: Path) -> None:
 CLOSE_TO_FULL = 1.5
 
 
-def plan_before_training(config: Config, run_dir: Path, *, overwrite: bool = False) -> dict | None:
+def plan_before_training(config: Config, run_dir: Path, *, overwrite: bool = False) -> Plan | None:
     """The plan, printed before anything runs (kept from an earlier start of the same run; an
     overwritten run's plan is set aside with the rest of it)."""
     saved = run_dir / "plan.json"
     if saved.is_file() and not overwrite:
         try:
-            read_json(saved)
+            read_plan(saved)
             return None  # planned when this run first started; a resume keeps that plan
         except MathtuneError as err:
             say(f"plan: {err}; planned again")

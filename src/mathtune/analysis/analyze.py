@@ -27,8 +27,9 @@ from mathtune.analysis.recipe import analyze_recipe
 from mathtune.analysis.training import analyze_training
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import run_provenance
-from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.core.runfiles import write_atomic
 from mathtune.core.terminal import round_seconds
+from mathtune.task.plan_record import read_plan
 from mathtune.task.taxonomy import CATEGORIES
 
 SCHEMA_VERSION = 1
@@ -117,28 +118,27 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     if not path.is_file():
         return {"available": False, "reason": "no plan.json (the run was started before plans were kept, or "
                                               "its method has no plan)"}
-    plan = read_json(path)
+    plan = read_plan(path)
     evals = benchmark.get("models", {}) if benchmark.get("available") else {}
     eval_s = sum(m.get("wall_time_s") or 0 for m in evals.values()) if evals else None
     rows = [
-        {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
+        {"figure": "optimizer steps", "planned": plan.optimizer_steps,
          "actual": training.get("global_step") if training.get("available") else None},
-        {"figure": "training time incl. validation (s)", "planned": round_seconds(plan["time_s"]["train"] + plan["time_s"]["validation"]),
+        {"figure": "training time incl. validation (s)", "planned": round_seconds(plan.time_s.train + plan.time_s.validation),
          "actual": training.get("wall_time_s") if training.get("available") else None},
-        {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
+        {"figure": "evaluation time, base and tuned (s)", "planned": plan.time_s.evaluation,
          "actual": round(eval_s, 1) if eval_s is not None else None},
-        {"figure": "peak training memory (GiB)", "planned": plan.get("peak_memory_gib"),
+        {"figure": "peak training memory (GiB)", "planned": plan.peak_memory_gib,
          "actual": training.get("peak_memory_gib") if training.get("available") else None},
-        {"figure": "training cost (USD)", "planned": plan["cost_usd"],
+        {"figure": "training cost (USD)", "planned": plan.cost_usd,
          "actual": training.get("cost_usd") if training.get("available") else None},
     ]
     for row in rows:
         row["missed_by"] = plan_miss(row["planned"], row["actual"])
-    ev, bound = plan.get("evaluation") or {}, plan["time_s"].get("evaluation_bound")
-    expected = (f"; evaluation time expected for answers as long as {ev['answer_tokens_from']}, at most {bound} s "
-                f"if every answer runs to max_new_tokens {ev['max_new_tokens']}" if bound is not None
-                else "; evaluation time as if every answer ran to max_new_tokens")
-    return {"available": True, "device": plan["device"], "basis": plan["time_basis"] + expected, "rows": rows}
+    ev, bound = plan.evaluation, plan.time_s.evaluation_bound
+    expected = (f"; evaluation time expected for answers as long as {ev.answer_tokens_from}, at most {bound} s "
+                f"if every answer runs to max_new_tokens {ev.max_new_tokens}")
+    return {"available": True, "device": plan.device, "basis": plan.time_basis + expected, "rows": rows}
 
 
 def plan_miss(planned, actual) -> dict | None:
