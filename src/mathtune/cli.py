@@ -426,11 +426,11 @@ def _cmd_eval(args) -> None:
     if spec is not None:
         with disk_full_is_one_line(out):
             extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
-        summary["extra"] = extra["tasks"]
+        summary["extra"] = to_json(extra.tasks)
         if not args.json:
-            for task, t in extra["tasks"].items():
-                lo, hi = t["ci95_pct"]
-                say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
+            for task, t in extra.tasks.items():
+                lo, hi = t.ci95_pct
+                say(f"{task}: {t.metric} {t.accuracy_pct}% [{lo}%, {hi}%] of {t.n} (lm-eval {extra.lm_eval_version})")
     if not this_process().is_first:  # the final paths are said once
         return
     if args.json:

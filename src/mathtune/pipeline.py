@@ -16,7 +16,7 @@ from pathlib import Path
 from mathtune.analysis.analyze import check_not_hand_edited, run_analysis
 from mathtune.config import Config, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError, listing
-from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json, size_text, sweep_stale_temps,
+from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, size_text, sweep_stale_temps,
                                     write_atomic)
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
@@ -31,6 +31,7 @@ from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_ra
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
 from mathtune.task.plan_record import Plan, read_plan
+from mathtune.task.probe_summary import ProbeSummary, read_probe_summary
 from mathtune.task.training_set import training_set
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, RULES_VERSION, write_variants
 from mathtune.task.prompts import NoCleanBoundary
@@ -144,33 +145,33 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
               "kinds": list(kinds), "rules_version": RULES_VERSION}
     if summary_path.is_file() and not overwrite:
-        have = read_json(summary_path)
-        differs = [k for k, v in wanted.items() if have.get(k) != v]
+        have = read_probe_summary(summary_path)
+        differs = [k for k, v in wanted.items() if getattr(have, k) != v]
         if not differs:
             return
         if "rules_version" in differs:
             raise MathtuneError(f"{summary_path.parent} holds variants made under older rules (version "
-                                f"{have.get('rules_version', 'before 3')}; these are version {RULES_VERSION}), whose golds "
+                                f"{have.rules_version or 'before 3'}; these are version {RULES_VERSION}), whose golds "
                                 "were not all checked: their results are not mixed with new ones; use --overwrite to "
                                 "make the variants and the probe's records anew, or another --out")
         raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
                             "use --overwrite to replace them, or another --out")
     folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source, kinds=kinds)
-    say(variants_line(read_json(folder / "summary.json"), folder))
+    say(variants_line(read_probe_summary(folder / "summary.json"), folder))
 
 
-def variants_line(summary: dict, folder: Path) -> str:
+def variants_line(summary: ProbeSummary, folder: Path) -> str:
     """'probe: 7 variants of 7 problems in OUT/probe; 1 of 8 skipped (...)': what was kept, and
     what was not, as probe/summary.json counts them; a line for each kind of change."""
     lines = []
-    for kind, counts in summary["by_kind"].items():
-        skipped = summary["problems"] - counts["kept"]
+    for kind, counts in summary.by_kind.items():
+        skipped = summary.problems - counts["kept"]
         line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
                f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if kind != "numbers" else "") + \
                f" in {folder}"
         if skipped:
             reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
-            line += f"; {skipped} of {summary['problems']} skipped ({reasons})"
+            line += f"; {skipped} of {summary.problems} skipped ({reasons})"
         lines.append(line)
     return "\n".join(lines)
 
