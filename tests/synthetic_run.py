@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
+from mathtune.core.analysis_record import Analysis, AnalysisRun
 from mathtune.evaluation.summary import EvalSummary
 from mathtune.task.train_summary import TrainSummary
 from mathtune.task.prompts import clean_solution
@@ -82,6 +83,15 @@ def full_eval_summary(**given) -> dict:
 def full_train_summary(**given) -> dict:
     """A train/summary.json with the given keys, the others null."""
     return with_every_field(TrainSummary, given)
+
+
+def analysis_with(**parts) -> Analysis:
+    """An analysis holding the given parts, every other part not available."""
+    empty = {f.name: {"available": False} for f in dataclasses.fields(Analysis)
+             if f.name not in ("schema_version", "run", "config", "recommendations", "sha256_of_the_rest")}
+    run = AnalysisRun(name="synthetic", base_model="m", data_source="d", eval_source=None,
+                      report_formats=["md"], provenance={})
+    return Analysis(schema_version=1, run=run, config=None, recommendations=[], **{**empty, **parts})
 
 
 def eval_summary(records: list[dict], model: str, adapter: str | None) -> dict:

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from mathtune.core.analysis_record import Analysis, read_analysis, write_analysis
 from mathtune.core.errors import MathtuneError
 from mathtune.evaluation.extra_summary import ExtraTaskResult, read_extra_summary, write_extra_summary
 from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
@@ -163,3 +164,30 @@ def test_nested_parts_of_the_plan_and_the_extra_results_are_records(tmp_path):
     path = tmp_path / "summary.json"
     path.write_text(_as_written({k: v for k, v in PROBE.items() if k != "rules_version"}))
     assert read_probe_summary(path).rules_version is None  # variants made before the rules were versioned
+
+
+ANALYSIS = {"schema_version": 1,
+            "run": {"name": "demo", "base_model": "m", "data_source": "/data", "eval_source": None,
+                    "report_formats": ["md", "html"], "provenance": {"stages": []}},
+            "config": {"name": "demo"}, "training": {"available": False, "ran": False, "reason": "no training"},
+            "benchmark": {"available": True, "models": {"base": {"n": 2}}}, "errors": {"available": False},
+            "recipe": {"method": "sft", "recommendations": []}, "contamination": {"available": False},
+            "self_consistency": {"available": False}, "probe": {"available": False}, "self_check": {"available": False},
+            "regression": {"available": False}, "seed_claim": {"available": False}, "plan": {"available": False},
+            "recommendations": [{"advice": "paired"}], "sha256_of_the_rest": "ab12"}
+
+
+def test_the_analysis_is_written_as_read_and_refuses_another_versions_file(tmp_path):
+    path, again = tmp_path / "analysis.json", tmp_path / "again.json"
+    path.write_text(_as_written(ANALYSIS))
+    analysis = read_analysis(path)
+    assert isinstance(analysis, Analysis) and analysis.run.name == "demo" and analysis.benchmark["available"]
+    write_analysis(again, analysis)
+    assert again.read_text() == path.read_text()
+    path.write_text(_as_written({k: v for k, v in ANALYSIS.items() if k != "regression"}))
+    with pytest.raises(MathtuneError, match=r"analysis\.json: missing field 'regression'") as err:
+        read_analysis(path)
+    assert "\n" not in str(err.value)
+    path.write_text(_as_written({**ANALYSIS, "run": {**ANALYSIS["run"], "owner": "x"}}))
+    with pytest.raises(MathtuneError, match=r"analysis\.json: run: unknown field 'owner' in AnalysisRun"):
+        read_analysis(path)

@@ -25,9 +25,10 @@ from mathtune.analysis.contamination import analyze_contamination
 from mathtune.analysis.followup_measures import probe_analysis, regression_analysis, self_check, self_consistency
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.analysis.training import analyze_training
+from mathtune.core.analysis_record import Analysis, AnalysisRun, write_analysis
 from mathtune.core.errors import MathtuneError
+from mathtune.core.record_json import to_json
 from mathtune.core.provenance import run_provenance
-from mathtune.core.runfiles import write_atomic
 from mathtune.core.terminal import round_seconds
 from mathtune.task.plan_record import read_plan
 from mathtune.task.taxonomy import CATEGORIES
@@ -59,7 +60,7 @@ def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     }
 
 
-def build_analysis(run_dir: Path) -> dict[str, Any]:
+def build_analysis(run_dir: Path) -> Analysis:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")
@@ -74,34 +75,35 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     if records_by_model:
         errors["available"] = True
     provenance = run_provenance(run_dir)
-    analysis = {
-        "schema_version": SCHEMA_VERSION,
-        "run": {
-            "name": config.name if config else run_dir.name,
+    analysis = Analysis(
+        schema_version=SCHEMA_VERSION,
+        run=AnalysisRun(
+            name=config.name if config else run_dir.name,
             # An evaluation-only folder has no config; its summaries still say what ran.
-            "base_model": config.model.name_or_path if config else provenance["model"],
+            base_model=config.model.name_or_path if config else provenance["model"],
             # Resolved, as "What ran" names it: one path for the data in the whole report.
-            "data_source": resolved_source(config.data.source) if config else provenance["data"],
+            data_source=resolved_source(config.data.source) if config else provenance["data"],
             # eval.source: the data evaluated, when it is not the training source
-            "eval_source": resolved_source(config.eval.source) if config and config.eval.source else None,
-            "report_formats": list(config.report.formats) if config else ["md", "html"],
-            "provenance": provenance,
-        },
-        "config": config.model_dump(mode="json") if config else None,
-        "training": training,
-        "benchmark": benchmark,
-        "errors": errors,
-        "recipe": recipe,
-        "contamination": analyze_contamination(config, records_by_model),
+            eval_source=resolved_source(config.eval.source) if config and config.eval.source else None,
+            report_formats=list(config.report.formats) if config else ["md", "html"],
+            provenance=provenance,
+        ),
+        config=config.model_dump(mode="json") if config else None,
+        training=training,
+        benchmark=benchmark,
+        errors=errors,
+        recipe=recipe,
+        contamination=analyze_contamination(config, records_by_model),
         # The follow-ups, each from its own module; empty ("available": false) unless the run asked.
-        "self_consistency": self_consistency(run_dir, records_by_model),
-        "probe": probe_analysis(run_dir, records_by_model),
-        "self_check": self_check(records_by_model),
-        "regression": regression_analysis(run_dir),
-        "seed_claim": seed_claim(training, benchmark),
-    }
-    analysis["plan"] = plan_vs_actual(run_dir, training, benchmark)
-    analysis["recommendations"] = recommendations(analysis)
+        self_consistency=self_consistency(run_dir, records_by_model),
+        probe=probe_analysis(run_dir, records_by_model),
+        self_check=self_check(records_by_model),
+        regression=regression_analysis(run_dir),
+        seed_claim=seed_claim(training, benchmark),
+        plan=plan_vs_actual(run_dir, training, benchmark),
+        recommendations=[],
+    )
+    analysis.recommendations = recommendations(analysis)
     return analysis
 
 
@@ -151,16 +153,16 @@ def plan_miss(planned, actual) -> dict | None:
     return {"on_plan": round(ratio, 2) == 1, "pct": round((ratio - 1) * 100), "ratio": round(ratio, 2)}
 
 
-def recommendations(analysis: dict) -> list[dict]:
+def recommendations(analysis: Analysis) -> list[dict]:
     """Next steps, each an advice code with the numbers it follows from (report.explanations
     words each)."""
     out: list[dict] = []
-    training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
+    training, benchmark, errors = analysis.training, analysis.benchmark, analysis.errors
     if training.get("available"):
         out.append({"advice": "training"})  # its code and numbers: training.recommendation
     if training.get("diverged"):
         out.append({"advice": "diverged", **training["diverged"]})
-    out += analysis.get("recipe", {}).get("recommendations", [])
+    out += analysis.recipe.get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):
         out.append({"advice": "paired"})
@@ -172,7 +174,7 @@ def recommendations(analysis: dict) -> list[dict]:
             top = max(CATEGORIES, key=lambda c: (counts[c], -CATEGORIES.index(c)))
             out.append({"advice": "top error", "model": model, "category": top, "count": counts[top],
                         "wrong": wrong, "share_pct": pct(counts[top] / wrong)})
-    contamination = analysis["contamination"]
+    contamination = analysis.contamination
     if contamination.get("available") and contamination["test_questions_half_overlapping"]:
         out.append({"advice": "contamination"})
     return out
@@ -209,7 +211,7 @@ def run_analysis(run_dir: Path, *, overwrite: bool = False) -> Path:
     if not overwrite:
         check_not_hand_edited(run_dir)
     analysis = build_analysis(run_dir)
-    analysis[CHECKSUM_KEY] = hashlib.sha256(_json_text(analysis).encode()).hexdigest()
+    analysis.sha256_of_the_rest = hashlib.sha256(_json_text(to_json(analysis)).encode()).hexdigest()
     path = run_dir / "analysis.json"
-    write_atomic(path, _json_text(analysis))
+    write_analysis(path, analysis)
     return path

@@ -9,6 +9,7 @@ words, and computes nothing.
 
 from __future__ import annotations
 
+from mathtune.core.analysis_record import Analysis
 from mathtune.core.stats import counted, p_value_text, points_text
 from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval, show_signed
 from mathtune.report.figures import error_bars, figure_bytes, pyplot
@@ -152,9 +153,9 @@ def _probe(kind: str, probe: dict, figures: set[str]) -> list:
     return blocks
 
 
-def renamed_people_blocks(analysis: dict, figures: set[str]) -> list:
+def renamed_people_blocks(analysis: Analysis, figures: set[str]) -> list:
     """The names probe, which the report puts beside the contamination check."""
-    probe = analysis.get("probe", {})
+    probe = analysis.probe
     return _probe("names", probe, figures) if probe.get("available") and "names" in probe.get("kinds", {}) else []
 
 
@@ -195,26 +196,26 @@ def _regression(reg: dict) -> list:
     return blocks
 
 
-def followup_blocks(analysis: dict, figures: set[str]) -> list:
+def followup_blocks(analysis: Analysis, figures: set[str]) -> list:
     blocks: list = []
-    if analysis.get("regression", {}).get("available"):
-        blocks += _regression(analysis["regression"])
-    if analysis.get("self_consistency", {}).get("available"):
-        blocks += _self_consistency(analysis["self_consistency"], figures)
-    probe = analysis.get("probe", {})
+    if analysis.regression.get("available"):
+        blocks += _regression(analysis.regression)
+    if analysis.self_consistency.get("available"):
+        blocks += _self_consistency(analysis.self_consistency, figures)
+    probe = analysis.probe
     if probe.get("available"):
         for kind in probe.get("kinds", {}):
             if kind != "names":  # beside the contamination check: renamed_people_blocks
                 blocks += _probe(kind, probe, figures)
-    if analysis.get("self_check", {}).get("available"):
-        blocks += _self_check(analysis["self_check"])
+    if analysis.self_check.get("available"):
+        blocks += _self_check(analysis.self_check)
     return blocks
 
 
-def followup_figures(analysis: dict) -> dict[str, bytes]:
+def followup_figures(analysis: Analysis) -> dict[str, bytes]:
     plt = pyplot()
     out: dict[str, bytes] = {}
-    sc = analysis.get("self_consistency", {})
+    sc = analysis.self_consistency
     if sc.get("available"):
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, m in sc["models"].items():
@@ -227,7 +228,7 @@ def followup_figures(analysis: dict) -> dict[str, bytes]:
         ax.set(xlabel="samples k", ylabel="strict exact match %", ylim=(0, 100), title="Self-consistency")
         ax.legend()
         out["self_consistency.png"] = figure_bytes(fig)
-    probe = analysis.get("probe", {}).get("kinds", {}).get("numbers", {})
+    probe = analysis.probe.get("kinds", {}).get("numbers", {})
     if probe.get("models"):
         models = list(probe["models"])
         fig, ax = plt.subplots(figsize=(7, 4))
