@@ -29,7 +29,8 @@ def _type_name(annotation) -> str:
     if origin is typing.Literal:
         return " | ".join(json.dumps(a) for a in args)
     if origin is typing.Annotated:
-        return _type_name(args[0])
+        names = _kind_names(annotation.__metadata__)
+        return " | ".join(json.dumps(n) for n in names) if names is not None else _type_name(args[0])
     if origin in (typing.Union, types.UnionType):
         return " | ".join(_type_name(a) for a in args)
     if origin in (list, tuple):
@@ -41,6 +42,16 @@ def _type_name(annotation) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return "section" if annotation.__name__ != "MixSource" else "source"
     return getattr(annotation, "__name__", str(annotation))
+
+
+def _kind_names(metadata) -> list[str] | None:
+    """The names a key naming a kind accepts (config.kind_name), or None for another key."""
+    return next((m.func.names for m in metadata if hasattr(getattr(m, "func", None), "names")), None)
+
+
+def _field_type(field) -> str:
+    names = _kind_names(field.metadata)
+    return " | ".join(json.dumps(n) for n in names) if names is not None else _type_name(field.annotation)
 
 
 def _default(field) -> str:
@@ -87,7 +98,7 @@ def config_reference() -> str:
         for name, field in model.model_fields.items():
             default = _default(field)
             default = default if default == "see below" else f"`{_cell(default)}`"
-            rows.append(f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {default} "
+            rows.append(f"| `{prefix}{name}` | {_cell(_field_type(field))} | {default} "
                         f"| {_cell(field.description or '')} |")
         parts.append("\n".join(rows) + "\n")
     return "\n".join(parts)

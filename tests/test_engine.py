@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from mathtune.models import static_cache
 from mathtune.models.engine import Batching, common_prefix_length, generate_stream, supports
 from mathtune.models.generate import Decoding, generate_batch
-from mathtune.task.prompts import STOP_STRINGS, make_prompt_builder
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
+from mathtune.task.prompts import make_prompt_builder
 
 QUESTIONS = [
     "Tom has 3 apples and buys 4 more. How many?",
@@ -61,7 +62,7 @@ def test_greedy_tokens_equal_batch1_generate(tiny, one_thread, kind, batch_size,
     assert supports(model)
     builder = make_prompt_builder(kind)
     prompts = [builder.render(q, tok) for q in QUESTIONS]
-    stops = STOP_STRINGS[kind]
+    stops = PROMPT_KIND_TABLE.get(kind).stops
     kwargs = dict(max_new_tokens=20, stop_strings=stops, add_special_tokens=kind != "chat", static_cache=static)
     reference = [generate_batch(model, tok, [p], **{k: v for k, v in kwargs.items() if k != "static_cache"})[0]
                  for p in prompts]

@@ -94,7 +94,8 @@ def test_identity_holds_the_adapter_content_and_paths_inside_the_folder_relative
     assert not any(str(run) in json.dumps(v) for k, v in summary.items() if k not in ("data", "model", "data_identity"))
     request = EvalRequest.with_config_defaults("m", adapter=str(moved / "adapter"))
     assert request.identity(moved)["adapter_sha256"] == summary["adapter_sha256"]
-    (moved / "adapter" / "adapter_model.safetensors").write_bytes(b"other")
+    (moved / "adapter" / "adapter_model.safetensors").write_bytes(b"other")  # a request made now sees other content
+    request = EvalRequest.with_config_defaults("m", adapter=str(moved / "adapter"))
     assert request.identity(moved)["adapter_sha256"] != summary["adapter_sha256"]
     assert portable_path("openai/gsm8k", moved) == "openai/gsm8k"
     assert portable_path(str(tmp_path), moved) == str(tmp_path)  # outside the folder: as given

@@ -137,6 +137,7 @@ def test_a_runs_adapter_evaluated_alone_is_asked_for_its_training_form(tmp_path)
     run = tmp_path / "run"
     (run / "adapter").mkdir(parents=True)
     (run / "train").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}))
     (run / "config.yaml").write_text("data: {prompt_date: 2026-12-05}\n")
     (run / "train" / "summary.json").write_text(json.dumps(full_train_summary(prompt_answer_form="The answer is: N")))
     request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"), data=demo)

@@ -1,7 +1,8 @@
 from transformers import AutoTokenizer
 
 from mathtune.task.data import load_split
-from mathtune.task.prompts import COT8_EXEMPLARS, make_prompt_builder, training_pair
+from mathtune.task.prompt_kinds import COT8_EXEMPLARS
+from mathtune.task.prompts import make_prompt_builder, training_pair
 
 
 def test_cot8_is_the_fixed_eight_exemplars():

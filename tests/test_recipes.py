@@ -33,6 +33,8 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
                                                                                small_data_dir):
     from mathtune.models.load import load_tokenizer
     from mathtune.task.prompts import end_of_turn, training_pair
+    from mathtune.evaluation.resolve import resolve_request
+    from mathtune.evaluation.summary import write_eval_summary
     from mathtune.train.rft import rft_training_pairs, sample_paths, sampling_request
 
     config = tiny_train_config(tiny_model_dir, small_data_dir, "data.train_limit=3", "train.method=rft",
@@ -54,12 +56,12 @@ def test_rft_keeps_only_strictly_correct_distinct_samples_and_falls_back_to_gold
     for problem in problems:
         generations = [Generation(c, 5, (problem.id, i) in truncated) for i, c in enumerate(samples[problem.id])]
         records.append(build_record(problem, "prompt", generations))
-    request = sampling_request(config)
     paths = sample_paths(tmp_path)
+    request = resolve_request(sampling_request(config), paths)
     paths.records.parent.mkdir(parents=True)
     write_jsonl_atomic(paths.records, records)
-    write_json_atomic(paths.summary, summarize(records, request, timing=session_timing(records), batch_size=4,
-                                               device="cpu", dtype="float32"))
+    write_eval_summary(paths.summary, summarize(records, request, timing=session_timing(records), batch_size=4,
+                                                device="cpu", dtype="float32"))
 
     pairs, stats = rft_training_pairs(config, tmp_path, None, tokenizer, problems, lambda p, c: True)
 

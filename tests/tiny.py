@@ -13,7 +13,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from mathtune.task.prompts import CHAT_INSTRUCTION, COT8_EXEMPLARS, FALLBACK_CHAT_TEMPLATE
+from mathtune.task.prompt_kinds import COT8_EXEMPLARS
+from mathtune.task.prompts import CHAT_INSTRUCTION, FALLBACK_CHAT_TEMPLATE
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -415,7 +415,8 @@ def _cmd_eval(args) -> None:
     name = args.name or default_name(request)
     request = resolve_request(request, EvalPaths.for_name(out, name))  # the door: nothing below settles these again
     model = tokenizer = None
-    if spec is not None and not extra_finished(out, name, spec):  # one load for GSM8K and the lm-eval tasks
+    # one load for GSM8K and the lm-eval tasks; lm-eval results of another spec refused before it
+    if spec is not None and not extra_finished(out, name, spec, overwrite=args.overwrite):
         from mathtune.models.load import load_model
 
         load_problems(request)  # data errors before the slow load
@@ -425,7 +426,8 @@ def _cmd_eval(args) -> None:
                                              model=model, tokenizer=tokenizer))
     if spec is not None:
         with disk_full_is_one_line(out):
-            extra = run_extra_tasks(model, tokenizer, name, out, spec)  # a finished spec is read back, no model needed
+            # a finished spec is read back, no model needed
+            extra = run_extra_tasks(model, tokenizer, name, out, spec, overwrite=args.overwrite)
         summary["extra"] = to_json(extra.tasks)
         if not args.json:
             for task, t in extra.tasks.items():

@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
 
 from mathtune.core.cache import dequantized_folder
 from mathtune.core.errors import MathtuneError
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 
 # How the base weights are held: the one place these names are written (models.quantize loads them).
 Quantization = Literal["none", "4bit", "8bit"]
@@ -27,11 +30,43 @@ QUANTIZATIONS: tuple[str, ...] = get_args(Quantization)
 # A chat template's thinking mode (task.prompts.template_kwargs renders it).
 Thinking = Literal["auto", "on", "off"]
 
-# The prompt formats: the one place their names are written (task.prompts renders them).
-TrainingPrompt = Literal["chat", "cot8", "plain5"]
-EvalPrompt = Literal[TrainingPrompt, "chat-verify"]  # chat-verify: a second, self-check turn
-PROMPTS: tuple[str, ...] = get_args(TrainingPrompt)
-EVAL_PROMPTS: tuple[str, ...] = get_args(EvalPrompt)
+# The names a config key accepts for a kind: the built-in prompt formats and training methods
+# are named here, and what each one is lives in its table (task.prompt_kinds, train.methods),
+# which adds the name of a kind registered there. The lists grow in place, so the command
+# line's choices are always the current ones.
+PROMPTS: list[str] = ["chat", "cot8", "plain5"]  # the prompts a model can be trained on
+EVAL_PROMPTS: list[str] = [*PROMPTS, "chat-verify"]  # chat-verify: a second, self-check turn
+TRAINING_METHODS: list[str] = ["sft", "rft", "grpo"]
+
+
+def add_kind_name(names: list[str], name: str) -> None:
+    """A kind registered in its table becomes a value its config key accepts."""
+    if name not in names:
+        names.append(name)
+
+
+class KindName:
+    """A config value that must be one of `names` (a list that grows as kinds are registered):
+    refused with the message a Literal gives, so the one-line error reads the same."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, value: Any) -> Any:
+        if value not in self.names:
+            quoted = [repr(n) for n in self.names]
+            expected = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+
+
+def kind_name(names: list[str]) -> Any:
+    """The type of a config key naming a kind (docs/hooks.py lists `names` as its values)."""
+    return Annotated[str, BeforeValidator(KindName(names))]
+
+
+TrainingPrompt = kind_name(PROMPTS)
+EvalPrompt = kind_name(EVAL_PROMPTS)
 
 
 def sampling_setting_error(samples: int, temperature: float, prompt: str | None = None) -> str | None:
@@ -280,7 +315,7 @@ class GrpoConfig(_Section):
 
 
 class TrainConfig(_Section):
-    method: Literal["sft", "rft", "grpo"] = "sft"
+    method: kind_name(TRAINING_METHODS) = "sft"
     """sft: LoRA on the gold solutions (the seed's recipe); rft: LoRA on the base model's own
     strictly correct samples (gold where none is correct); grpo: TRL's GRPO with the strict
     exact-match scorer as the reward."""
@@ -339,14 +374,14 @@ class TrainConfig(_Section):
         return self
 
 
-PROBE_KINDS = ("numbers", "names", "magnitudes")
+PROBE_KINDS = PROBE_KIND_TABLE.names()
 
 
 class ProbeConfig(_Section):
     variants: int = Field(1, gt=0)
     """Perturbed copies of each test problem whose calculation can be recomputed (numbers
     changed, gold answer recomputed from the solution's annotations); seeded by `seed`."""
-    kinds: list[Literal["numbers", "names", "magnitudes"]] = Field(["numbers"], min_length=1)
+    kinds: list[kind_name(list(PROBE_KINDS))] = Field(["numbers"], min_length=1)
     """What the variants change: numbers (gold recomputed), names (the people renamed, gold
     unchanged), magnitudes (the numbers scaled by 10, 100 or 1,000, gold recomputed); each
     kind paired with the originals on its own."""

@@ -15,13 +15,15 @@ from pathlib import Path
 
 from mathtune.analysis.analyze import check_not_hand_edited, run_analysis
 from mathtune.config import Config, config_to_yaml, with_prompt_date
-from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import REPLACE_ADVICE, finished_stage
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, size_text, sweep_stale_temps,
                                     write_atomic)
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
 from mathtune.evaluation.evaluate import evaluate
-from mathtune.evaluation.records import EvalPaths, finished_summary, other_settings
+from mathtune.evaluation.records import EvalPaths, finished_evaluation, finished_summary, held_summary
 from mathtune.evaluation.regression import ExtraSpec, check_extra, extra_finished, run_extra_tasks
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.evaluation.resolve import resolve_request
@@ -44,39 +46,57 @@ from mathtune.train.trainer import AllTooLong, check_before_loading
 ADAPTER_KEYS = ("adapter", "adapter_sha256")
 
 
-def check_eval_settings(config: Config, run_dir: Path) -> None:
+def check_eval_settings(config: Config, run_dir: Path, problems: list) -> None:
     """Finished evaluations are never replaced in silence: a run whose eval.* settings differ
-    from its finished records is refused (before anything runs or is written) unless --overwrite."""
-    for name, req in (("base", EvalRequest.from_config(config)), ("tuned", EvalRequest.from_config(config, run_dir / "adapter"))):
-        differs = [k for k in other_settings(EvalPaths.for_name(run_dir, name), req) if k not in ADAPTER_KEYS]
-        if differs:
-            raise MathtuneError(f"{run_dir} holds a finished eval/{name}.jsonl with other settings (differs in "
-                                f"{listing(differs)}); use --overwrite to replace it, or another --out")
+    from its finished records (the benchmarks, the probe's variants and evaluations, the extra
+    tasks) is refused (before anything runs or is written) unless --overwrite."""
+    for name, req in eval_stages(config, run_dir):
+        finished_evaluation(EvalPaths.for_name(run_dir, name), req, overwrite=False, where=str(run_dir),
+                            what=f"a finished eval/{name}.jsonl with other settings", advice=REPLACE_ADVICE,
+                            ignored=ADAPTER_KEYS, say_torn=False)
+    if config.eval.probe is not None:
+        variants_finished(run_dir, problems, variants=config.eval.probe.variants, seed=config.seed,
+                          source=EvalRequest.from_config(config).data, overwrite=False, kinds=config.eval.probe.kinds)
+    if config.eval.extra:
+        spec = ExtraSpec.from_config(config.eval)
+        for name in ("base", "tuned"):
+            extra_finished(run_dir, name, spec, overwrite=False)
 
 
 def of_another_adapter(paths: EvalPaths, request: EvalRequest) -> bool:
     """A finished evaluation under these paths that differs from the request in its adapter alone."""
-    differs = other_settings(paths, request)
+    held = held_summary(paths, say_torn=False)
+    differs = request.differing_settings(held, paths.home) if held is not None else []
     return bool(differs) and all(k in ADAPTER_KEYS for k in differs)
+
+
+def eval_stages(config: Config, run_dir: Path) -> list[tuple[str, EvalRequest]]:
+    """The evaluations of a run, by name, in the order they run: base and tuned, each followed by
+    its probe's when eval.probe is set."""
+    base_req = EvalRequest.from_config(config)
+    tuned_req = EvalRequest.from_config(config, run_dir / "adapter")
+    if config.eval.probe is None:
+        return [("base", base_req), ("tuned", tuned_req)]
+    return [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
+            ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
 
 
 def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = False) -> None:
     """Both benchmarks on one loaded base model, base first: the tuned one is the same
     weights plus the adapter (merged in float32, see attach_adapter), so the comparison
     isolates the adapter."""
-    base_req = resolve_request(EvalRequest.from_config(config), EvalPaths.for_name(run_dir, "base"))
-    tuned_req = resolve_request(EvalRequest.from_config(config, run_dir / "adapter"), EvalPaths.for_name(run_dir, "tuned"))
-    stages = [("base", base_req), ("tuned", tuned_req)]
-    if config.eval.probe is not None:  # the robustness probe: both models on variants of the test problems
-        stages = [("base", base_req), ("base" + PROBE_SUFFIX, probe_request(config, run_dir, None)),
-                  ("tuned", tuned_req), ("tuned" + PROBE_SUFFIX, probe_request(config, run_dir, run_dir / "adapter"))]
+    # base and tuned settled at their door here; the probe's once its variants exist
+    stages = [(name, req if name.endswith(PROBE_SUFFIX) else resolve_request(req, EvalPaths.for_name(run_dir, name)))
+              for name, req in eval_stages(config, run_dir)]
+    base_req = stages[0][1]
     reuse_cached_base(base_req, run_dir)
     todo = [(name, req) for name, req in stages
             if finished_summary(EvalPaths.for_name(run_dir, name), req, say_torn=False) is None]
     spec = None
     if config.eval.extra:  # the regression check: lm-eval tasks on the same loaded models, after their benchmark
         spec = ExtraSpec.from_config(config.eval)
-        todo += [(name, None) for name in ("base", "tuned") if not extra_finished(run_dir, name, spec)]
+        todo += [(name, None) for name in ("base", "tuned")
+                 if not extra_finished(run_dir, name, spec, overwrite=overwrite)]
         todo.sort(key=lambda item: item[0].startswith("tuned"))  # base first: the adapter is merged once
     if not todo:
         say("eval: " + ", ".join(name for name, _ in stages) + " already finished")
@@ -97,7 +117,7 @@ def evaluate_base_and_tuned(config: Config, run_dir: Path, overwrite: bool = Fal
             attached = True
         if req is None:
             say(f"extra: lm-evaluation-harness tasks {', '.join(spec.tasks)} on {name}")
-            run_extra_tasks(model, tokenizer, name, run_dir, spec)
+            run_extra_tasks(model, tokenizer, name, run_dir, spec, overwrite=overwrite)
         else:
             paths = EvalPaths.for_name(run_dir, name)
             req = resolve_request(req, paths)  # the probe's variants exist by now
@@ -140,24 +160,32 @@ def say_paths(paths: EvalPaths) -> None:
 def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool,
                     kinds: list[str] | tuple[str, ...] = ("numbers",)) -> None:
     """The probe's variants in OUT/probe/, built once; variants of other settings already there
-    are refused (their records would no longer match) unless overwrite."""
-    summary_path = out_dir / PROBE_FOLDER / "summary.json"
-    wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
-              "kinds": list(kinds), "rules_version": RULES_VERSION}
-    if summary_path.is_file() and not overwrite:
-        have = read_probe_summary(summary_path)
-        differs = [k for k, v in wanted.items() if getattr(have, k) != v]
-        if not differs:
-            return
-        if "rules_version" in differs:
-            raise MathtuneError(f"{summary_path.parent} holds variants made under older rules (version "
-                                f"{have.rules_version or 'before 3'}; these are version {RULES_VERSION}), whose golds "
-                                "were not all checked: their results are not mixed with new ones; use --overwrite to "
-                                "make the variants and the probe's records anew, or another --out")
-        raise MathtuneError(f"{summary_path.parent} holds variants made with other settings ({', '.join(differs)}); "
-                            "use --overwrite to replace them, or another --out")
+    are refused (their records would no longer match) unless overwrite, which makes them anew."""
+    if variants_finished(out_dir, problems, variants=variants, seed=seed, source=source, overwrite=overwrite,
+                         kinds=kinds):
+        return
     folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source, kinds=kinds)
     say(variants_line(read_probe_summary(folder / "summary.json"), folder))
+
+
+def variants_finished(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool,
+                      kinds: list[str] | tuple[str, ...]) -> bool:
+    """Whether OUT/probe/ holds these variants (core.finished: other settings are refused unless
+    overwrite; variants made under older rules too, their golds not all checked)."""
+    summary_path = out_dir / PROBE_FOLDER / "summary.json"
+    if overwrite or not summary_path.is_file():
+        return False
+    wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
+              "kinds": list(kinds), "rules_version": RULES_VERSION}
+    have = read_probe_summary(summary_path)
+    if have.rules_version != RULES_VERSION:
+        raise MathtuneError(f"{summary_path.parent} holds variants made under older rules (version "
+                            f"{have.rules_version or 'before 3'}; these are version {RULES_VERSION}), whose golds "
+                            "were not all checked: their results are not mixed with new ones; use --overwrite to "
+                            "make the variants and the probe's records anew, or another --out")
+    return finished_stage({k: getattr(have, k) for k in wanted}, wanted, where=str(summary_path.parent),
+                          what="variants made with other settings", overwrite=False,
+                          advice="use --overwrite to replace them, or another --out")
 
 
 def variants_line(summary: ProbeSummary, folder: Path) -> str:
@@ -167,7 +195,7 @@ def variants_line(summary: ProbeSummary, folder: Path) -> str:
     for kind, counts in summary.by_kind.items():
         skipped = summary.problems - counts["kept"]
         line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
-               f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if kind != "numbers" else "") + \
+               f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if PROBE_KIND_TABLE.get(kind).named_in_line else "") + \
                f" in {folder}"
         if skipped:
             reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
@@ -186,8 +214,8 @@ def run_probe(request: EvalRequest, out_dir: Path, *, variants: int, name: str |
     request = resolve_request(request, EvalPaths.for_name(out_dir, name))  # one date for the problems and variants
     problems, _ = load_problems(request)  # data errors before anything is written or loaded
     variant_req = variants_request(request, out_dir)
-    done = [finished_summary(EvalPaths.for_name(out_dir, n), r) for n, r in
-            ((name, request), (name + PROBE_SUFFIX, variant_req))]
+    done = [finished_evaluation(EvalPaths.for_name(out_dir, n), r, overwrite=overwrite) for n, r in
+            ((name, request), (name + PROBE_SUFFIX, variant_req))]  # other settings: refused before anything is written
     resolve_model_path(request.model)  # a wrong model is one line before the variants are written
     if request.adapter is not None:
         check_adapter_folder(request.adapter)
@@ -237,12 +265,12 @@ def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
     (a bad record is said here once, not by the plan and again by training), the model settings,
     lm-eval's tasks, finished evaluations of other settings and a hand-edited analysis.json."""
     training_set(config)
-    load_problems(resolve_request(EvalRequest.from_config(config)))  # the test data too, before hours of training
+    problems, _ = load_problems(resolve_request(EvalRequest.from_config(config)))  # the test data too, before hours of training
     check_before_loading(config)  # quantization, LoRA settings and target modules, before the plan
     if config.eval.extra:  # lm-eval installed and every task's data reachable, before hours of training
         check_extra(ExtraSpec.from_config(config.eval))
     if not overwrite:
-        check_eval_settings(config, run_dir)
+        check_eval_settings(config, run_dir, problems)
         check_not_hand_edited(run_dir)
 
 

@@ -453,15 +453,22 @@ def _times(config: Config, shape: dict, rates: dict, *, train_flops: float, val_
     return train_s, val_s + decode_s, eval_s, decode_s, bound_s, variant_costs
 
 
+def _refuse_unplannable(config: Config) -> None:
+    """A method that trains on the model's own samples has lengths no plan can know before it runs."""
+    from mathtune.train.methods import TRAINING_METHOD_TABLE
+
+    if not TRAINING_METHOD_TABLE.get(config.train.method).plannable:
+        raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
+                            "whose lengths cannot be known before it runs")
+
+
 def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> Plan:
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
     from mathtune.models.load import load_tokenizer
     from mathtune.models.selfcheck import planned_paths
     from mathtune.train.trainer import refuse_all_too_long, training_fewshot
 
-    if config.train.method != "sft":
-        raise MathtuneError(f"mathtune plan covers train.method sft; {config.train.method} samples from the model, "
-                            "whose lengths cannot be known before it runs")
+    _refuse_unplannable(config)
     device = (device or _detected_device()).lower()
     known = {e["device"] for e in throughputs()} | set(PEAK_TFLOPS)
     if device not in known:  # said before the data and the tokenizer are read

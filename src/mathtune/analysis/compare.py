@@ -21,6 +21,8 @@ from mathtune.analysis.followup_measures import probe_analysis
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.config import config_from_yaml_text
 from mathtune.core.errors import MathtuneError
+from mathtune.core.method_kinds import METHOD_KIND_TABLE
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.provenance import adapter_label, quantization_label
 from mathtune.core.runfiles import read_eval_records
 from mathtune.core.stats import counted, signed
@@ -102,18 +104,27 @@ def _same_results(a: list[dict] | None, b: list[dict] | None) -> str:
     return "yes" if key(a) == key(b) else "no"
 
 
+def _rft_cell(r: dict) -> str:
+    return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
+            f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {counted(r['problems'], 'problem')} "
+            "had a correct sample")
+
+
+def _grpo_cell(g: dict) -> str:
+    return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
+            f"mixed groups {g['mixed_groups_mean_pct']}%")
+
+
+RECIPE_CELLS = {"rft": _rft_cell, "grpo": _grpo_cell}  # a method's own section of analysis.json, in one cell
+
+
 def _recipe_cell(recipe: dict) -> str:
     method = recipe.get("method", "sft")
-    if method == "rft" and recipe["rft"].get("available"):
-        r = recipe["rft"]
-        return (f"kept {r['solutions_kept']} solutions, {r['kept_from_model']} from the model "
-                f"({r['share_from_model_pct']}%); {r['problems_with_correct_sample']} of {counted(r['problems'], 'problem')} "
-                "had a correct sample")
-    if method == "grpo" and recipe["grpo"].get("available"):
-        g = recipe["grpo"]
-        return (f"mean reward {g['reward']['start']} -> {g['reward']['end']} over {g['steps']} steps; "
-                f"mixed groups {g['mixed_groups_mean_pct']}%")
-    return "gold solutions" if method == "sft" else MISSING
+    section = recipe.get(method) if method in RECIPE_CELLS else None
+    if section and section.get("available"):
+        return RECIPE_CELLS[method](section)
+    entry = METHOD_KIND_TABLE.find(method)
+    return (entry.data_text if entry else None) or MISSING
 
 
 def _weights_cell(r: dict) -> str:
@@ -195,7 +206,7 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
 
     def setting(r: dict, key: str) -> Any:
         # train.rft.* and train.grpo.* mean something only in a run of that method.
-        for method in ("rft", "grpo"):
+        for method in METHOD_KIND_TABLE.names():
             if key.startswith(f"train.{method}.") and r["config"].get("train.method") != method:
                 return MISSING
         return r["config"].get(key)
@@ -225,7 +236,7 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
                      *(_same_results(first["records"].get("base"), r["records"].get("base")) for r in runs[1:])])
         rows.append([f"tuned - {name} tuned, strict, paired", MISSING,
                      *(_paired_cell(first["records"].get("tuned"), r["records"].get("tuned")) for r in runs[1:])])
-    kinds = [k for k in ("numbers", "names", "magnitudes") if any(k in r["probe"].get("kinds", {}) for r in runs)]
+    kinds = [k for k in PROBE_KIND_TABLE.names() if any(k in r["probe"].get("kinds", {}) for r in runs)]
     for kind in kinds:  # the robustness probe's gap, per kind of variant
         for model in MODELS:
             rows.append([f"{model} probe, {kind}: variants - originals, strict (points [95% CI], McNemar p)",

@@ -31,14 +31,14 @@ def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
     summary = read_train_summary(summary_path) if summary_path.is_file() else None
     method = (summary.method if summary else None) or (config.train.method if config else "sft")
     out: dict[str, Any] = {"method": method, "recommendations": []}
-    if method == "rft":
-        out["rft"] = _rft(summary, out["recommendations"])
-    elif method == "grpo":
-        out["grpo"] = _grpo(run_dir, config, summary, out["recommendations"])
+    section = RECIPE_SECTIONS.get(method)  # a method's own section: what it sampled, how its reward moved
+    if section is not None:
+        out[method] = section(run_dir, config, summary, out["recommendations"])
     return out
 
 
-def _rft(summary: TrainSummary | None, recommendations: list[dict]) -> dict[str, Any]:
+def _rft(run_dir: Path, config: Config | None, summary: TrainSummary | None,
+         recommendations: list[dict]) -> dict[str, Any]:
     stats = summary.rft if summary else None
     if not stats:
         return {"available": False, "reason": "train/summary.json holds no RFT counts (training unfinished?)"}
@@ -110,3 +110,8 @@ def _grpo(run_dir: Path, config: Config | None, summary: TrainSummary | None, re
     if mixed_pct is not None and mixed_pct < LOW_MIXED_GROUPS_PCT:
         recommendations.append({"advice": "grpo few mixed groups"})
     return result
+
+
+# The methods whose runs have a section of their own in analysis.json, under the method's name
+# (core.method_kinds says which methods the report gives one).
+RECIPE_SECTIONS = {"rft": _rft, "grpo": _grpo}

@@ -17,6 +17,7 @@ from mathtune.analysis.common import (SMOOTHING_WINDOW_FRACTION, first_last_wind
 from mathtune.analysis.selection import analyze_selection
 from mathtune.config import Config
 from mathtune.core.divergence import WATCHED, first_non_finite
+from mathtune.core.method_kinds import METHOD_KIND_TABLE
 from mathtune.core.runfiles import read_metrics
 from mathtune.core.stats import linear_change_pct
 from mathtune.task.train_summary import TrainSummary, read_train_summary
@@ -248,10 +249,9 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
             f"training diverged at step {diverged['step']}: {diverged['metric']} was {diverged['value']}, so training "
             "stopped there and no adapter was kept from it; the loss curves and training figures of this run are "
             "not shown")}
-    if config is not None and config.train.method == "grpo":
-        return {"available": False, "reason": (
-            "method grpo maximises a reward and has no supervised loss curve or validation loss; its reward, "
-            "KL and completion length per step are in the GRPO section")}
+    no_curve = METHOD_KIND_TABLE.get(config.train.method).no_loss_curve if config is not None else None
+    if no_curve:
+        return {"available": False, "reason": no_curve}
     curves = read_training_curves(metrics_path)
     if not curves["train"]["step"]:
         return {"available": False, "reason": "train/metrics.jsonl holds no logged training step"}

@@ -18,10 +18,12 @@ import torch
 from mathtune.evaluation.records import build_record
 from mathtune.evaluation.request import EvalRequest
 from mathtune.models import engine
+from mathtune.models.decoders import DECODER_TABLE
 from mathtune.models.engine import Batching
 from mathtune.models.first_use import decoder_of
 from mathtune.models.generate import Decoding, Generation, generate_batch, pick_batch_size
 from mathtune.task.data import Problem
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
 from mathtune.task.prompts import PromptBuilder, render_verify_turn
 from mathtune.task.sequences import adds_special_tokens, prompt_ids
 
@@ -50,12 +52,12 @@ def decode_problems(model, tokenizer, problems: list[Problem], prompts: dict[str
     if not problems:
         return (request.batch_size if request.batch_size != "auto" else 1), "none (all resumed)"
     decoder = decoder_of(model)  # auto's pick, or its fallback where its check failed on this device
-    if decoder == "generate":
+    if not DECODER_TABLE.get(decoder).engine:
         return _decode_with_generate(model, tokenizer, problems, texts, request, decoding, on_done), decoder
 
     ids = ([token_ids[p.id] for p in problems] if token_ids is not None else
            [tokenizer(t, add_special_tokens=decoding.add_special_tokens)["input_ids"] for t in texts])
-    static = decoder.startswith("fixed_slots")
+    static = DECODER_TABLE.get(decoder).static_cache
     size = request.batch_size
     if size == "auto":
         row_tokens = len(ids[0]) + request.max_new_tokens  # problems come longest first
@@ -143,7 +145,7 @@ def decode_and_score(model, tokenizer, problems: list[Problem], builder: PromptB
         records[problem.id] = build_record(problem, prompts[problem.id], generations, first_turn, final_prompt)
 
     token_ids = prompt_token_ids(problems, prompts, tokenizer, request)
-    decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+    decode = decode_two_turns if PROMPT_KIND_TABLE.get(request.prompt).second_turn else decode_problems
     decode(model, tokenizer, longest_first(problems, token_ids), prompts, request, builder.stops_for(tokenizer), keep,
            token_ids)
     return [records[p.id] for p in problems]

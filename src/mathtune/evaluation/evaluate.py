@@ -24,21 +24,21 @@ from tqdm.auto import tqdm
 from mathtune.core import terminal
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import Process, this_process
-from mathtune.core.provenance import describe_adapter, library_versions
+from mathtune.core.provenance import library_versions
 from mathtune.core.runfiles import read_jsonl_until_torn, write_jsonl_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.decode import decode_problems, decode_two_turns, longest_first, prompt_token_ids
 from mathtune.evaluation.metrics import check_turn_effect, curve
-from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_summary,
-                                         refuse_changed_prompts, refuse_other_settings, session_timing, start_partial,
-                                         summarize)
+from mathtune.evaluation.records import (TIMING, EvalPaths, build_record, finished_evaluation, refuse_changed_prompts,
+                                         session_timing, start_partial, summarize)
 from mathtune.evaluation.request import EvalRequest, default_name, load_problems
 from mathtune.evaluation.summary import EvalSummary, read_eval_summary, write_eval_summary
 from mathtune.models.first_use import checked_decoder, eval_paths
 from mathtune.models.generate import Generation
-from mathtune.models.load import check_adapter_folder, load_model
+from mathtune.models.load import load_model
 from mathtune.models.quantize import quantization_record
 from mathtune.task.data import Problem
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class DecodingRun:
     """How an evaluation's problems were decoded, as its summary records it."""
 
     batch_size: int
-    decoder: str  # what ran (a DECODERS key, after the first-use check), or none when all were resumed
+    decoder: str  # what ran (a models.decoders name, after the first-use check), or none when all were resumed
     resumed: int  # problems whose records an earlier, interrupted session wrote
     world_size: int  # processes that shared the problems
 
@@ -99,11 +99,11 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     if request.data_identity is None:
         raise ValueError("evaluate() takes a request settled at its door: evaluation.resolve.resolve_request")
     problems, builder = load_problems(request)  # data errors surface before the slow model load
-    done = finished_summary(paths, request)
+    done = finished_evaluation(paths, request, overwrite=overwrite, replacing=lambda differs: say(
+        f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})"))
     if done is not None:
         say(f"eval/{name}: already finished for these settings ({paths.summary})")
         return done
-    check_replacement(paths, request, name, overwrite)
     if model is None:
         model, tokenizer = load_evaluated_model(request)
     checked_decoder(model)  # the decoder checked before its first use here; its record goes in the summary
@@ -123,7 +123,7 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     bar = progress_bar(name, here, total=len(problems) if whole else len(mine), done=len(records) if whole else 0)
     own = paths.partial if whole else paths.partial_for_rank(here.rank)
     with PartialWriter(own, prompts, records, bar, here) as writer:
-        decode = decode_two_turns if request.prompt == "chat-verify" else decode_problems
+        decode = decode_two_turns if PROMPT_KIND_TABLE.get(request.prompt).second_turn else decode_problems
         batch_size, decoder = decode(model, tokenizer, mine, prompts, request, builder.stops_for(tokenizer),
                                      writer.write, token_ids)
     here.wait()
@@ -139,18 +139,8 @@ def evaluate(request: EvalRequest, out_dir: Path, name: str | None = None, *, mo
     return summary
 
 
-def check_replacement(paths: EvalPaths, request: EvalRequest, name: str, overwrite: bool) -> None:
-    """Finished records of other settings under this name are refused unless overwrite."""
-    differs = refuse_other_settings(paths, request, str(paths.records), "evaluation",
-                                    "" if overwrite else "use --name for a record of its own, or --overwrite to replace it")
-    if differs:
-        say(f"eval/{name}: replacing the finished evaluation in {paths.records} (differs in {', '.join(differs)})")
-
-
 def load_evaluated_model(request: EvalRequest):
     """(model, tokenizer) of the request, the adapter merged in where that is exact."""
-    if request.adapter is not None:
-        check_adapter_folder(request.adapter)  # before the slow model load
     return load_model(request.model_section(), adapter=request.adapter, merge_adapter=True)
 
 
@@ -159,7 +149,7 @@ def weights_record(model, request: EvalRequest) -> dict:
     adapter's variant, rank and target modules, and whether it was merged into the base."""
     record: dict = {"quantization_record": quantization_record(model)}
     if request.adapter is not None:
-        record["adapter_settings"] = describe_adapter(request.adapter)
+        record["adapter_settings"] = request.adapter_settings  # read at the door
         record["adapter_merged"] = not hasattr(model, "peft_config")  # merge_and_unload returns the bare model
     return record
 

@@ -12,20 +12,25 @@ NAME.summary.json appear only when every problem is done.
 from __future__ import annotations
 
 import contextlib
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.runfiles import read_json, repair_jsonl, write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.evaluation.metrics import accuracy_figures
 from mathtune.evaluation.request import EvalRequest, protocol_text
-from mathtune.evaluation.summary import DecodingSession, EvalSummary, eval_summary_json, read_eval_summary
+from mathtune.evaluation.summary import DecodingSession, EvalSummary, read_eval_summary
 from mathtune.models.generate import Generation
 from mathtune.task.data import Problem
 from mathtune.task.score import majority_vote, numbers_equal, opens_think, score_completion, think_unclosed
 from mathtune.task.taxonomy import classify_error
+
+# How a refused evaluation of `mathtune eval` may go on.
+EVAL_ADVICE = "use --name for a record of its own, or --overwrite to replace it"
+
 
 def build_record(problem: Problem, prompt: str, generations: list[Generation],
                  first_turn: Generation | None = None, final_prompt: str | None = None) -> dict:
@@ -160,41 +165,48 @@ class EvalPaths:
         return [f for f in found if f.is_file()]
 
 
-def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> EvalSummary | None:
-    """The summary of an already finished evaluation of the same request, else None (also for a
-    summary cut short, which is said unless say_torn is off: a caller only looking ahead)."""
-    if not (paths.records.is_file() and paths.summary.is_file()):
+def held_summary(paths: EvalPaths, *, say_torn: bool = True) -> dict | None:
+    """The settings the evaluation finished under these paths was made with: its summary as the
+    file holds it, else None (also for a summary cut short, which is said, when its records are
+    there too, unless say_torn is off: a caller only looking ahead)."""
+    if not paths.summary.is_file():
         return None
     try:
-        summary = read_eval_summary(paths.summary)
+        return read_json(paths.summary)
     except MathtuneError as err:  # cut short (a power cut after its rename): the evaluation is made again
+        if say_torn and paths.records.is_file():
+            say(f"{err}: evaluated again")
+        return None
+
+
+def finished_evaluation(paths: EvalPaths, request: EvalRequest, *, overwrite: bool, where: str | None = None,
+                        what: str = "a finished evaluation with other settings", advice: str = EVAL_ADVICE,
+                        ignored: tuple[str, ...] = (), say_torn: bool = True,
+                        replacing: Callable[[list[str]], None] | None = None) -> EvalSummary | None:
+    """The summary of the evaluation finished under these paths with the request's settings
+    (reused), else None: none there, cut short, or one of other settings that overwrite replaces.
+    One of other settings (`ignored` aside) is refused unless overwrite (core.finished)."""
+    held = held_summary(paths, say_torn=say_torn)
+
+    def differs(summary: dict, req: EvalRequest) -> list[str]:
+        return [k for k in req.differing_settings(summary, paths.home) if k not in ignored]
+
+    done = finished_stage(held, request, where=where or str(paths.records), what=what, overwrite=overwrite,
+                          advice=advice, differs=differs, replacing=replacing)
+    if not (done and paths.records.is_file()):
+        return None
+    try:
+        return read_eval_summary(paths.summary)
+    except MathtuneError as err:  # not a summary of this version (a field missing): the evaluation is made again
         if say_torn:
             say(f"{err}: evaluated again")
         return None
-    return None if request.differing_settings(eval_summary_json(summary), paths.home) else summary
 
 
-def other_settings(paths: EvalPaths, request: EvalRequest) -> list[str]:
-    """The settings in which a finished evaluation under these paths differs from the
-    request ([] when there is none, or it is the same)."""
-    if not paths.summary.is_file():
-        return []
-    try:
-        summary = json.loads(paths.summary.read_text())
-    except ValueError:
-        return []  # cut short or damaged: nothing to compare, the evaluation is made again (finished_summary)
-    return request.differing_settings(summary, paths.home)
-
-
-def refuse_other_settings(paths: EvalPaths, request: EvalRequest, where: str, what: str, advice: str) -> list[str]:
-    """Finished records are never replaced in silence: MathtuneError when a finished
-    evaluation under these paths has other settings and `advice` says how to proceed;
-    returns the differing settings (to report a replacement) when advice is empty."""
-    differs = other_settings(paths, request)
-    if differs and advice:
-        raise MathtuneError(f"{where} holds a finished {what} with other settings (differs in {listing(differs)}); "
-                            f"{advice}")
-    return differs
+def finished_summary(paths: EvalPaths, request: EvalRequest, *, say_torn: bool = True) -> EvalSummary | None:
+    """Looking ahead: the summary of an already finished evaluation of the same request, else
+    None. It refuses nothing: the evaluation itself does (evaluation.evaluate)."""
+    return finished_evaluation(paths, request, overwrite=True, say_torn=say_torn)
 
 
 def refuse_changed_prompts(resumed: dict[str, dict], prompts: dict[str, str], name: str, partial: Path) -> None:

@@ -19,14 +19,17 @@ bootstrap interval and McNemar's exact test.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mathtune.config import EvalConfig
 from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.record_json import to_json
 from mathtune.core.runfiles import jsonl_text, write_atomic
 from mathtune.core.stats import wilson_share as share
+from mathtune.core.terminal import say
 from mathtune.evaluation.extra_summary import (ExtraIdentity, ExtraSummary, ExtraTaskResult, read_extra_summary,
                                                write_extra_summary)
 
@@ -150,16 +153,37 @@ def _paths(out_dir: Path, name: str) -> tuple[Path, Path]:
     return folder / f"{name}.jsonl", folder / f"{name}.summary.json"
 
 
-def extra_finished(out_dir: Path, name: str, spec: ExtraSpec) -> bool:
+# The settings of ExtraSpec.identity(), named as the config names them (eval.extra, eval.extra_data, ...).
+SETTING_NAMES = {"tasks": "extra", "data": "extra_data", "subjects": "extra_subjects", "limit": "extra_limit"}
+
+
+def extra_finished(out_dir: Path, name: str, spec: ExtraSpec, *, overwrite: bool = False,
+                   replacing: Callable[[list[str]], None] | None = None) -> bool:
+    """Whether OUT/extra/NAME holds the finished results of this spec (reused). Results of another
+    spec are refused unless overwrite, which replaces them (core.finished)."""
     summary_path = _paths(out_dir, name)[1]
-    return summary_path.is_file() and to_json(read_extra_summary(summary_path).spec) == spec.identity()
+    held = to_json(read_extra_summary(summary_path).spec) if summary_path.is_file() else None
+
+    def named(identity: dict) -> dict:
+        return {SETTING_NAMES.get(k, k): v for k, v in identity.items()}
+
+    return finished_stage(None if held is None else named(held), named(spec.identity()), where=str(out_dir),
+                          what=f"finished {EXTRA_FOLDER}/{name} results with other settings",
+                          advice="use --overwrite to replace them, or another --out", overwrite=overwrite,
+                          replacing=replacing)
 
 
-def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec) -> ExtraSummary:
+def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec, *,
+                    overwrite: bool = False) -> ExtraSummary:
     """Score the loaded model on spec.tasks with lm-eval; writes OUT/extra/NAME.jsonl (one
-    line per document) and NAME.summary.json; a finished run of the same spec is kept."""
+    line per document) and NAME.summary.json; a finished run of the same spec is kept, one of
+    another spec refused unless overwrite."""
     records_path, summary_path = _paths(out_dir, name)
-    if extra_finished(out_dir, name, spec):
+
+    def replacing(differs: list[str]) -> None:
+        say(f"{EXTRA_FOLDER}/{name}: replacing the finished results in {records_path} (differs in {', '.join(differs)})")
+
+    if extra_finished(out_dir, name, spec, overwrite=overwrite, replacing=replacing):
         return read_extra_summary(summary_path)
     import lm_eval
     from lm_eval import simple_evaluate

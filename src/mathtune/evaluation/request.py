@@ -15,12 +15,13 @@ import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from mathtune.config import EVAL_PROMPTS, Config, ModelConfig, sampling_setting_error
+from mathtune.config import Config, ModelConfig, sampling_setting_error
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import adapter_sha256
 from mathtune.task.data import GSM8K_FORMAT, DataFormat, DataSource, Problem, resolve_data
 from mathtune.task.answers import HASH_FORM
-from mathtune.task.prompts import CHAT_KINDS, PromptBuilder, describe_prompt, make_prompt_builder
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
+from mathtune.task.prompts import PromptBuilder, describe_prompt, make_prompt_builder
 from mathtune.task.training_set import training_answer_form
 
 
@@ -61,11 +62,19 @@ class EvalRequest:
     # neither decides the results beyond `data` itself, so neither is part of the identity.
     source: DataSource | None = field(default=None, compare=False, repr=False)
     data_identity: dict | None = field(default=None, compare=False, repr=False)
+    # The adapter as its content identifies it: (folder, sha256 of its settings and weights, None
+    # while it holds no complete adapter), hashed when the request is made; and what the adapter
+    # is (variant, rank, modules), read by the door.
+    adapter_content: tuple[str, str | None] | None = field(default=None, compare=False, repr=False)
+    adapter_settings: dict | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.source is None or (self.source.given, self.source.fmt) != (self.data, self.data_format):
             object.__setattr__(self, "source", resolve_data(self.data, self.data_format))
             object.__setattr__(self, "data_identity", None)
+        if self.adapter is None or self.adapter_content is None or self.adapter_content[0] != self.adapter:
+            content = None if self.adapter is None else (self.adapter, adapter_sha256(self.adapter))
+            object.__setattr__(self, "adapter_content", content)
 
     @classmethod
     def from_config(cls, config: Config, adapter: str | Path | None = None, *,
@@ -123,7 +132,7 @@ class EvalRequest:
         writes into: a run's own adapter/, the probe's variants) is kept relative to it, so a
         run folder copied or moved anywhere still matches its finished evaluations."""
         ident = asdict(self)
-        for unrecorded in ("batch_size", "source", "data_identity"):
+        for unrecorded in ("batch_size", "source", "data_identity", "adapter_content", "adapter_settings"):
             ident.pop(unrecorded)
         # At their defaults, as in every record written before these keys existed:
         if not ident["trust_remote_code"]:
@@ -143,7 +152,7 @@ class EvalRequest:
         ident["data"] = portable_path(self.source.location, home)
         if self.adapter is not None:
             ident["adapter"] = portable_path(self.adapter, home)
-            ident["adapter_sha256"] = adapter_sha256(self.adapter)
+            ident["adapter_sha256"] = self.adapter_content[1]
         return ident
 
     def summary_identity(self, home: Path | None = None) -> dict:
@@ -198,7 +207,7 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
         else f"{request.samples} samples at T={request.temperature}, majority vote"
     )
     # The template's thinking mode decides what the model is asked to do first: said with every chat prompt.
-    thinking = f"; template thinking {request.thinking}" if request.prompt in CHAT_KINDS else ""
+    thinking = f"; template thinking {request.thinking}" if PROMPT_KIND_TABLE.get(request.prompt).chat else ""
     return (
         f"{data_name} {request.split}, {n} problems; prompt {request.prompt} "
         f"({describe_prompt(request.prompt, request.answer_form)}){thinking}; "
@@ -210,13 +219,12 @@ def protocol_text(request: EvalRequest, n: int, data_name: str = "GSM8K") -> str
 def load_problems(request: EvalRequest) -> tuple[list[Problem], PromptBuilder]:
     """The problems to evaluate (the split, cut to `limit`) and the prompt builder; plain5's
     exemplars come from the train split, never from the problems evaluated."""
-    if request.prompt not in EVAL_PROMPTS:  # before any data is read
-        raise MathtuneError(f"unknown prompt '{request.prompt}' (expected one of {', '.join(EVAL_PROMPTS)})")
+    entry = PROMPT_KIND_TABLE.get(request.prompt)  # an unknown name: the one-line error, before any data is read
     problems = request.source.split(request.split, val_fraction=request.val_fraction, seed=request.seed)
     if request.limit is not None:
         problems = problems[: request.limit]
     train = None
-    if request.prompt == "plain5":
+    if entry.shots_from_train:
         train = request.source.split("train", val_fraction=request.val_fraction, seed=request.seed)
         exclude = {p.question for p in problems}
         train = [p for p in train if p.question not in exclude]

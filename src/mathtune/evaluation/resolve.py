@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from mathtune.config import saved_config, settled_prompt_date
 from mathtune.core.errors import MathtuneError
+from mathtune.core.provenance import describe_adapter
 from mathtune.core.runfiles import read_json
 from mathtune.evaluation.request import EvalRequest, default_name
 from mathtune.task.answers import HASH_FORM
@@ -37,9 +38,21 @@ def resolve_request(request: EvalRequest, paths: EvalPaths | None = None) -> Eva
     saved = saved_config(run) if run is not None else None
     date = _prompt_date(request, paths, saved.data.prompt_date if saved is not None else None)
     source = request.source.checked()
+    identity = source.identity(request.split)
     return replace(request, prompt_date=date, answer_form=_answer_form(request, run),
                    thinking=request.thinking or (saved.model.thinking if saved is not None else None) or "auto",
-                   source=source, data_identity=source.identity(request.split))
+                   source=source, data_identity=identity, adapter_settings=_adapter_settings(request.adapter))
+
+
+def _adapter_settings(adapter: str | None) -> dict | None:
+    """What the adapter is (variant, rank, modules), once its folder has been found to hold a
+    readable, finite adapter: before any model loads."""
+    if adapter is None:
+        return None
+    from mathtune.models.load import check_adapter_folder  # it loads torch
+
+    check_adapter_folder(adapter)
+    return describe_adapter(adapter)
 
 
 def _prompt_date(request: EvalRequest, paths: EvalPaths | None, run_date: str | None) -> str | None:

@@ -23,9 +23,11 @@ import torch
 
 from mathtune.core.cache import cache_root, read_cache_file
 from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.runfiles import write_json_atomic
 from mathtune.core.terminal import say
 from mathtune.models import engine
+from mathtune.models.decoders import DECODER_TABLE
 from mathtune.models.selfcheck import DECODER_CHECK_DTYPE, FALLBACK, check_model, environment, run_check
 from mathtune.models.static_cache import SETTING as STATIC_CACHE_SETTING
 from mathtune.models.static_cache import asked_static_cache
@@ -61,7 +63,9 @@ def remember(key: str, name: str, found: dict) -> None:
     _seen[(key, name)] = found
     path = verdicts_file()
     verdicts = read_cache_file(path)
-    verdicts.setdefault(key, {})[name] = found
+    if not isinstance(verdicts.get(key), dict):  # none yet, or damaged: this key starts again
+        verdicts[key] = {}
+    verdicts[key][name] = found
     try:
         write_json_atomic(path, verdicts)
     except OSError:
@@ -73,7 +77,7 @@ def _verdict(kind: str, path: str, device: torch.device, dtype: torch.dtype, lea
     key, name = verdict_key(device), verdict_name(f"{kind} {path}", dtype)
     if (key, name) in _seen:
         return _seen[(key, name)] | {"checked": "remembered"}
-    stored = read_cache_file(verdicts_file()).get(key, {}).get(name)
+    stored = stored_verdict(key, name)
     if stored is not None:
         _seen[(key, name)] = stored
         return stored | {"checked": "remembered"}
@@ -89,6 +93,20 @@ def _verdict(kind: str, path: str, device: torch.device, dtype: torch.dtype, lea
     say(f"check {kind} {path}: {found['verdict']} ({_difference(found)})")
     remember(key, name, found)
     return found | {"checked": "now"}
+
+
+def stored_verdict(key: str, name: str) -> dict | None:
+    """The verdict the cache holds for this check in this environment, when it is finished
+    (core.finished): a verdict is kept under its whole identity, the environment's key and the
+    check's name, so one found is one made with the same settings and is reused; a verdict of
+    another environment is another key, checked on its own, never a conflict. A damaged entry
+    is no verdict: the check runs again."""
+    identity = {"environment": key, "check": name}
+    stored = read_cache_file(verdicts_file()).get(key)
+    stored = stored.get(name) if isinstance(stored, dict) else None
+    held = identity if isinstance(stored, dict) and "verdict" in stored else None
+    return stored if finished_stage(held, identity, where=str(verdicts_file()), what="another verdict",
+                                    overwrite=False) else None
 
 
 def _difference(found: dict) -> str:
@@ -132,7 +150,7 @@ def checked_path(kind: str, path: str, device: torch.device, dtype: torch.dtype,
 
 
 def auto_decoder(model) -> str:
-    """The decoder `mathtune eval` picks for this model before any check (a DECODERS key)."""
+    """The decoder `mathtune eval` picks for this model before any check (a models.decoders name)."""
     if not engine.supports(model):
         return "generate"
     if engine.uses_static_cache(model):
@@ -145,14 +163,14 @@ def checked_decoder(model) -> dict:
     the model (decoder_of reads it)."""
     path = auto_decoder(model)
     record = checked_path("decoder", path, next(model.parameters()).device, DECODER_CHECK_DTYPE,
-                          explicit=path.startswith("fixed_slots") and asked_static_cache() is True,
+                          explicit=DECODER_TABLE.get(path).static_cache and asked_static_cache() is True,
                           setting=f"{STATIC_CACHE_SETTING}=1")
     model.mathtune_decoder = record
     return record
 
 
 def decoder_of(model) -> str:
-    """The decoder to run for this model (a DECODERS key), checked before its first use here:
+    """The decoder to run for this model (a models.decoders name), checked before its first use here:
     every place that decodes (evaluation, validation exact match, RFT's sampling) asks this."""
     record = getattr(model, "mathtune_decoder", None) or checked_decoder(model)
     return record["path"]

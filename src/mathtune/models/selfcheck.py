@@ -14,7 +14,7 @@ decides nothing about the paths checked).
 
 Paths are named the same everywhere (plan, summaries, report, `mathtune doctor`): attention
 by its attn_implementation (mathtune_varlen, mathtune_segments, sdpa, ...), the LM head by
-train.lm_head's names (lean, trl, liger), the decoder by DECODERS' keys.
+train.lm_head's names (lean, trl, liger), the decoder by models.decoders' names.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from mathtune.core.errors import MathtuneError
 from mathtune.core.provenance import library_version
+from mathtune.models.decoders import DECODER_TABLE
 from mathtune.models.attention import register, torch_varlen_kernel
 from mathtune.models.engine import Batching, generate_stream
 from mathtune.models.generate import Decoding
@@ -51,16 +52,10 @@ TOLERANCE = {torch.float32: {"loss": 1e-4, "grad": 1e-3},
              torch.bfloat16: {"loss": 2e-2, "grad": 5e-2}}
 
 
-# The evaluation decoders, fastest first; each falls back to the next when its check fails.
-DECODERS = {
-    "fixed_slots_cuda_graph": "mathtune engine: shared prefix, fixed slots refilled in place, one CUDA graph per step",
-    "fixed_slots": "mathtune engine: shared prefix, fixed slots refilled in place, uncaptured",
-    "dynamic_cache": "mathtune engine: shared prefix, dynamic cache, refilled batch",
-    "generate": "transformers generate, batched",
-}
-# What runs instead of a fast path whose check fails: the library's own path.
+# What runs instead of a fast path whose check fails: the library's own path (the decoders'
+# own, fastest first, are in their table: models.decoders).
 FALLBACK = {"mathtune_varlen": "sdpa", "mathtune_segments": "sdpa", "lean": "trl",
-            "fixed_slots_cuda_graph": "dynamic_cache", "fixed_slots": "dynamic_cache", "dynamic_cache": "generate"}
+            **{name: d.fallback for name, d in DECODER_TABLE.items() if d.fallback}}
 CHECK_MODEL_ENV = "MATHTUNE_CHECK_MODEL"
 
 
@@ -295,14 +290,14 @@ class DecoderBench:
     def tokens(self, decoder: str) -> dict[int, str]:
         """Each prompt's greedy completion by one decoder: "generate" (batch 1) or an engine path."""
         if decoder not in self.found:
-            if decoder == "generate":
+            if not DECODER_TABLE.get(decoder).engine:
                 device = next(self.model.parameters()).device
                 done = _greedy_one_by_one(self.model, self.prompts, device)
                 self.found[decoder] = {i: self.tokenizer.decode(t) for i, t in enumerate(done)}
             else:
                 self.found[decoder] = {i: g[0].completion for i, g in generate_stream(
                     self.model, self.tokenizer, [""] * len(self.prompts), Decoding(NEW_TOKENS, stop_strings=()),
-                    Batching(batch_size=2, prefill_size=1, static_cache=decoder.startswith("fixed_slots")),
+                    Batching(batch_size=2, prefill_size=1, static_cache=DECODER_TABLE.get(decoder).static_cache),
                     prompt_ids=self.prompts)}
         return self.found[decoder]
 
@@ -314,10 +309,10 @@ def check_decoder(model_name, device, dtype: torch.dtype, path: str, auto_picks:
     fixed slots also against the dynamic cache: greedy tokens over prompts of different
     lengths, two at a time so that rows are refilled. max_diff: prompts whose tokens differ."""
     start = time.perf_counter()
-    if path == "fixed_slots_cuda_graph" and device.type != "cuda":
+    if DECODER_TABLE.get(path).cuda_graph and device.type != "cuda":
         raise MathtuneError("the CUDA-graph decoder needs a CUDA GPU")
     bench = bench or DecoderBench(model_name, device, dtype)
-    static = path.startswith("fixed_slots")
+    static = DECODER_TABLE.get(path).static_cache
     found = bench.tokens(path)
     references = [bench.tokens("generate")] + ([bench.tokens("dynamic_cache")] if static else [])
     differ = sum(any(ref[i] != found[i] for ref in references) for i in range(len(bench.prompts)))

@@ -14,12 +14,13 @@ from pathlib import Path
 
 from mathtune.core.analysis_record import Analysis, AnalysisRun, read_analysis
 from mathtune.core.errors import MathtuneError
+from mathtune.core.method_kinds import METHOD_KIND_TABLE
 from mathtune.core.runfiles import write_atomic
 from mathtune.core.stats import counted
 from mathtune.report.blocks import (Bullets, Columns, Contents, Details, Figure, Heading, ModelText, Para, Table,
                                     Verdict, sentence, short_name, show, show_count, show_interval, show_pct,
                                     show_signed)
-from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, METHOD_DESCRIPTIONS, RFT_KEPT,
+from mathtune.report.explanations import (GRPO_KL, GRPO_MIXED_GROUPS, GRPO_REWARD, RFT_KEPT,
                                           RFT_SHARE_FROM_MODEL, SIGN, TOKEN_ACCURACY, TREND_RULE,
                                           VALIDATION_EXACT_MATCH, accuracy_trend_text, contamination_definition,
                                           disagreement_text, final_stretch_definition, grpo_window_definition,
@@ -218,69 +219,81 @@ def benchmark_blocks(benchmark: dict, figures: set[str]) -> list:
 
 
 def recipe_blocks(recipe: dict, figures: set[str]) -> list:
-    """The training method, and what RFT kept or how GRPO's reward moved."""
+    """The training method, and its own section (what RFT kept, how GRPO's reward moved)."""
     method = recipe.get("method", "sft")
+    entry = METHOD_KIND_TABLE.find(method)
     blocks: list = [Heading(2, f"Training method: {method}"),
-                    Para(sentence(METHOD_DESCRIPTIONS.get(method, method)) + ".")]
-    if method == "rft":
-        r = recipe["rft"]
-        if not r.get("available"):
-            return blocks + [Para(sentence(r["reason"]) + ".")]
-        blocks.append(Table(["RFT", "value"], [
-            ["training problems", show(r["problems"])],
-            ["samples per problem (temperature, max new tokens)",
-             f"{show(r['samples_per_problem'])} ({show(r['temperature'])}, {show(r['max_new_tokens'])})"],
-            ["strictly correct samples", f"{show(r['strictly_correct_samples'])} of {show(r['sampled_solutions'])} "
-                                         f"({show_pct(r['sample_accuracy_strict_pct'])})"],
-            ["problems with at least one strictly correct sample",
-             f"{show(r['problems_with_correct_sample'])} ({show_pct(r['problems_with_correct_sample_pct'])})"],
-            ["distinct correct samples left out as longer than data.max_length",
-             f"{show(r.get('correct_samples_too_long'))} ({show(r.get('max_length'))} tokens)"],
-            ["solutions kept for training (at most per problem)", f"{show(r['solutions_kept'])} ({show(r['keep_per_problem'])})"],
-            ["from the model / from the gold solutions", f"{show(r['kept_from_model'])} / {show(r['kept_from_gold'])}"],
-            ["share from the model", show_pct(r["share_from_model_pct"])],
-            ["sampling: generated tokens, wall time",
-             f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
-             + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
-        ]))
-        blocks.append(Para(f"Kept: {RFT_KEPT}. Share from the model: {RFT_SHARE_FROM_MODEL}. "
-                           f"Every sample is in {r['samples_file']}."))
-    elif method == "grpo":
-        g = recipe["grpo"]
-        if not g.get("available"):
-            return blocks + [Para(sentence(g["reason"]) + ".")]
-        settings = g.get("settings") or {}
-        rows = [
-            ["steps (prompts per step x group size)",
-             f"{show(g['steps'])} ({show(g['prompts_per_step'])} x {show(settings.get('group_size'))})"],
-            ["rewards (weights)", show(", ".join(f"{k}: {v}" for k, v in (settings.get("rewards") or {}).items()))],
-            ["KL coefficient beta, temperature, learning rate",
-             f"{show(settings.get('beta'))}, {show(settings.get('temperature'))}, {show(g['learning_rate'])}"],
-            ["mean reward, start -> end", f"{show(g['reward']['start'])} -> {show(g['reward']['end'])}"],
-        ]
-        for name, ends in g["per_reward"].items():
-            rows.append([f"reward '{name}', start -> end", f"{show(ends['start'])} -> {show(ends['end'])}"])
-        rows += [
-            ["groups with mixed rewards (mean over steps)", show_pct(g["mixed_groups_mean_pct"])],
-            ["KL to the base model, start -> end",
-             f"{show(g['kl']['start'])} -> {show(g['kl']['end'])}" if g.get("kl") else "not computed (beta 0)"],
-            ["completion length in tokens, start -> end",
-             f"{show(g['completion_length']['start'])} -> {show(g['completion_length']['end'])}"],
-            ["completions cut by max_completion_length, start -> end",
-             f"{show(g['truncated_share']['start'])} -> {show(g['truncated_share']['end'])}"],
-            ["wall time (per step)", f"{show(g['wall_time_s'])} s ({show(g['wall_time_per_step_s'])} s)"],
-            ["tokens (prompts and completions)", show(g["tokens_seen"])],
-            ["device", show(g["device"])],
-            ["estimated cost", (f"${g['cost_usd']}" if g.get("cost_usd") is not None else "n/a")
-             + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
-        ]
-        blocks.append(Table(["GRPO", "value"], rows))
-        blocks.append(Para(f"Reward: {GRPO_REWARD}. Mixed groups: {GRPO_MIXED_GROUPS}. KL: {GRPO_KL}. "
-                           f"Windows: {grpo_window_definition(g)}. The adapter is the one of the last step."))
-        if "grpo.png" in figures:
-            blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
-                                             "completion length (right)."))
+                    Para(sentence(entry.description if entry else method) + ".")]
+    section = recipe.get(method) if method in RECIPE_SECTIONS else None
+    if section is not None:
+        blocks += RECIPE_SECTIONS[method](section, figures)
     return blocks
+
+
+def _rft_blocks(r: dict, figures: set[str]) -> list:
+    if not r.get("available"):
+        return [Para(sentence(r["reason"]) + ".")]
+    blocks: list = [Table(["RFT", "value"], [
+        ["training problems", show(r["problems"])],
+        ["samples per problem (temperature, max new tokens)",
+         f"{show(r['samples_per_problem'])} ({show(r['temperature'])}, {show(r['max_new_tokens'])})"],
+        ["strictly correct samples", f"{show(r['strictly_correct_samples'])} of {show(r['sampled_solutions'])} "
+                                     f"({show_pct(r['sample_accuracy_strict_pct'])})"],
+        ["problems with at least one strictly correct sample",
+         f"{show(r['problems_with_correct_sample'])} ({show_pct(r['problems_with_correct_sample_pct'])})"],
+        ["distinct correct samples left out as longer than data.max_length",
+         f"{show(r.get('correct_samples_too_long'))} ({show(r.get('max_length'))} tokens)"],
+        ["solutions kept for training (at most per problem)", f"{show(r['solutions_kept'])} ({show(r['keep_per_problem'])})"],
+        ["from the model / from the gold solutions", f"{show(r['kept_from_model'])} / {show(r['kept_from_gold'])}"],
+        ["share from the model", show_pct(r["share_from_model_pct"])],
+        ["sampling: generated tokens, wall time",
+         f"{show(r['sampling_generated_tokens'])}, {show(r['sampling_wall_time_s'])} s"
+         + (" (sampled earlier; this run reused the samples file)" if r.get("sampling_reused") else "")],
+    ])]
+    blocks.append(Para(f"Kept: {RFT_KEPT}. Share from the model: {RFT_SHARE_FROM_MODEL}. "
+                       f"Every sample is in {r['samples_file']}."))
+    return blocks
+
+
+def _grpo_blocks(g: dict, figures: set[str]) -> list:
+    if not g.get("available"):
+        return [Para(sentence(g["reason"]) + ".")]
+    settings = g.get("settings") or {}
+    rows = [
+        ["steps (prompts per step x group size)",
+         f"{show(g['steps'])} ({show(g['prompts_per_step'])} x {show(settings.get('group_size'))})"],
+        ["rewards (weights)", show(", ".join(f"{k}: {v}" for k, v in (settings.get("rewards") or {}).items()))],
+        ["KL coefficient beta, temperature, learning rate",
+         f"{show(settings.get('beta'))}, {show(settings.get('temperature'))}, {show(g['learning_rate'])}"],
+        ["mean reward, start -> end", f"{show(g['reward']['start'])} -> {show(g['reward']['end'])}"],
+    ]
+    for name, ends in g["per_reward"].items():
+        rows.append([f"reward '{name}', start -> end", f"{show(ends['start'])} -> {show(ends['end'])}"])
+    rows += [
+        ["groups with mixed rewards (mean over steps)", show_pct(g["mixed_groups_mean_pct"])],
+        ["KL to the base model, start -> end",
+         f"{show(g['kl']['start'])} -> {show(g['kl']['end'])}" if g.get("kl") else "not computed (beta 0)"],
+        ["completion length in tokens, start -> end",
+         f"{show(g['completion_length']['start'])} -> {show(g['completion_length']['end'])}"],
+        ["completions cut by max_completion_length, start -> end",
+         f"{show(g['truncated_share']['start'])} -> {show(g['truncated_share']['end'])}"],
+        ["wall time (per step)", f"{show(g['wall_time_s'])} s ({show(g['wall_time_per_step_s'])} s)"],
+        ["tokens (prompts and completions)", show(g["tokens_seen"])],
+        ["device", show(g["device"])],
+        ["estimated cost", (f"${g['cost_usd']}" if g.get("cost_usd") is not None else "n/a")
+         + (f" ({g['cost_note']})" if g.get("cost_note") else "")],
+    ]
+    blocks: list = [Table(["GRPO", "value"], rows)]
+    blocks.append(Para(f"Reward: {GRPO_REWARD}. Mixed groups: {GRPO_MIXED_GROUPS}. KL: {GRPO_KL}. "
+                       f"Windows: {grpo_window_definition(g)}. The adapter is the one of the last step."))
+    if "grpo.png" in figures:
+        blocks.append(Figure("grpo.png", "GRPO per step: mean reward and share of mixed groups (left), "
+                                         "completion length (right)."))
+    return blocks
+
+
+# The methods whose analysis has a section of their own, under the method's name (analysis.recipe).
+RECIPE_SECTIONS = {"rft": _rft_blocks, "grpo": _grpo_blocks}
 
 
 def seed_claim_blocks(claim: dict) -> list:
@@ -493,7 +506,8 @@ def report_blocks(analysis: Analysis, figures: set[str]) -> list:
     # The paired verdict is the report's first line; the list holds what to do.
     advice = [recommendation_text(item, analysis) for item in analysis.recommendations if item["advice"] != "paired"]
     blocks.append(Bullets(advice or ["Nothing to recommend beyond the verdict above."]))
-    if analysis.recipe.get("method", "sft") != "sft":
+    method = METHOD_KIND_TABLE.find(analysis.recipe.get("method", "sft"))
+    if method is None or method.recipe_section:
         blocks += recipe_blocks(analysis.recipe, figures)
     blocks += training_blocks(analysis.training, figures)
     blocks += benchmark_blocks(analysis.benchmark, figures)

@@ -51,14 +51,6 @@ VALIDATION_EXACT_MATCH = ("strict exact match of the same validation problems at
                          "first best among the checkpointed points (step 0 excluded), as the Trainer picks it")
 
 
-METHOD_DESCRIPTIONS = {
-    "sft": "LoRA fine-tuning on the gold solutions (the seed's recipe)",
-    "rft": ("rejection-sampling fine-tuning: the base model sampled solutions to the training problems, "
-            "the strictly correct ones (gold where none was) were the LoRA fine-tuning data"),
-    "grpo": ("GRPO (TRL's GRPOTrainer) with a LoRA adapter: completions sampled in groups per prompt, "
-             "rewarded by mathtune's strict exact-match scorer, each compared with its group's mean"),
-}
-
 RFT_KEPT = ("strictly correct, stopped on its own (not cut by max_new_tokens), fits data.max_length, distinct after "
             "collapsing whitespace; at most keep_per_problem per problem")
 RFT_SHARE_FROM_MODEL = "kept solutions written by the model / all training solutions (the rest are gold)"

@@ -10,6 +10,7 @@ words, and computes nothing.
 from __future__ import annotations
 
 from mathtune.core.analysis_record import Analysis
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.stats import counted, p_value_text, points_text
 from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval, show_signed
 from mathtune.report.figures import error_bars, figure_bytes, pyplot
@@ -32,16 +33,10 @@ MAJ_AT_K = ("the most common strict answer among a problem's first k samples (ti
 PASS_AT_K = ("at least one of the first k samples is strictly right: what a perfect verifier choosing among them "
              "would reach")
 
-# What each kind of variant changed, as a model's verdict on it names it.
-SURFACE = {"numbers": ("their particular numbers", "the same problem with other numbers", "changed numbers"),
-           "names": ("their particular names", "the same problem with its people renamed", "renamed people"),
-           "magnitudes": ("the size of their numbers", "the same problem at ten to a thousand times the scale",
-                          "larger numbers")}
-
-
 def probe_verdict_text(kind: str, model: dict) -> str:
     """What a model's gap on one kind of variant means (analysis.followup_measures' verdict code)."""
-    surface, same, changed = SURFACE.get(kind, SURFACE["numbers"])
+    entry = PROBE_KIND_TABLE.find(kind) or next(iter(PROBE_KIND_TABLE))  # a kind unknown here: read as the first
+    surface, same, changed = entry.surface
     return {"lower on variants": ("the drop is outside the interval: part of what this model solves rests on the "
                                   f"surface of the original problems ({surface}), not on reasoning that carries "
                                   f"over to {same}"),
@@ -98,20 +93,6 @@ def _draw_rules(g: dict) -> str:
         (f" Numbers of the questions held as they are: {held}." if held else "")
 
 
-PROBE_TITLES = {"numbers": "Robustness to changed numbers",
-                "names": "Renamed people: the memorization check beside the contamination check",
-                "magnitudes": "Robustness to larger numbers"}
-PROBE_CHANGES = {"numbers": "the question's numbers changed, the gold answer recomputed through the solution's "
-                            "calculator annotations",
-                 "names": "the people's first names replaced, every occurrence, by names of the same grammatical "
-                          "gender that agree with their titles and relations (places and businesses keep their "
-                          "names); digits and gold answer unchanged (GSM-Symbolic's memorization check: a problem "
-                          "solved as written but not renamed was remembered, not reasoned)",
-                 "magnitudes": "the question's numbers scaled by one factor of 10, 100 or 1,000 (percentages, "
-                               "multipliers, times, facts of units and numbers a unit bounds held; questions about "
-                               "ages skipped), the gold answer recomputed through the calculator annotations"}
-
-
 def _audit_text(audit: dict | None) -> str:
     """The hand audit of this kind's golds, or that there is none for these variants."""
     if not audit:
@@ -125,13 +106,14 @@ def _audit_text(audit: dict | None) -> str:
 
 def _probe(kind: str, probe: dict, figures: set[str]) -> list:
     """One kind of variant: what was kept and skipped, and each model's paired accuracy."""
-    blocks: list = [Heading(2, PROBE_TITLES.get(kind, f"Robustness: {kind}"))]
+    entry = PROBE_KIND_TABLE.find(kind)
+    blocks: list = [Heading(2, entry.title if entry else f"Robustness: {kind}")]
     g, k = probe["generator"], probe["kinds"][kind]
     counts = k["generator"]
     skipped = "; ".join(f"{n} {counts['skip_reasons'][r]}" for r, n in counts.get("skipped", {}).items()) or "none"
     blocks.append(Para(f"Variants of {counts.get('kept')} of {g.get('problems')} test problems "
                        f"({g.get('variants_per_problem')} per problem, seed {g.get('seed')}): "
-                       f"{PROBE_CHANGES.get(kind, kind)}. Skipped: {skipped}." + _draw_rules(counts)))
+                       f"{entry.changes if entry else kind}. Skipped: {skipped}." + _draw_rules(counts)))
     blocks.append(Para(_audit_text(k.get("hand_audit"))))
     rows = []
     for name, m in k["models"].items():
@@ -148,15 +130,22 @@ def _probe(kind: str, probe: dict, figures: set[str]) -> list:
     if tb:
         blocks.append(Para(f"Tuned minus base, points [95% paired bootstrap]: on the originals "
                            f"{_points(tb['originals'])}, on the variants {_points(tb['variants'])}."))
-    if kind == "numbers" and "probe.png" in figures:
-        blocks.append(Figure("probe.png", "strict accuracy on the original problems and on their variants, 95% Wilson"))
+    if entry and entry.figure and entry.figure in figures:
+        blocks.append(Figure(entry.figure, "strict accuracy on the original problems and on their variants, 95% Wilson"))
     return blocks
 
 
 def renamed_people_blocks(analysis: Analysis, figures: set[str]) -> list:
     """The names probe, which the report puts beside the contamination check."""
     probe = analysis.probe
-    return _probe("names", probe, figures) if probe.get("available") and "names" in probe.get("kinds", {}) else []
+    if not probe.get("available"):
+        return []
+    return [b for kind in probe.get("kinds", {}) if _beside_contamination(kind) for b in _probe(kind, probe, figures)]
+
+
+def _beside_contamination(kind: str) -> bool:
+    entry = PROBE_KIND_TABLE.find(kind)
+    return bool(entry and entry.beside_contamination)
 
 
 def _self_check(check: dict) -> list:
@@ -205,7 +194,7 @@ def followup_blocks(analysis: Analysis, figures: set[str]) -> list:
     probe = analysis.probe
     if probe.get("available"):
         for kind in probe.get("kinds", {}):
-            if kind != "names":  # beside the contamination check: renamed_people_blocks
+            if not _beside_contamination(kind):  # beside the contamination check: renamed_people_blocks
                 blocks += _probe(kind, probe, figures)
     if analysis.self_check.get("available"):
         blocks += _self_check(analysis.self_check)
@@ -228,7 +217,9 @@ def followup_figures(analysis: Analysis) -> dict[str, bytes]:
         ax.set(xlabel="samples k", ylabel="strict exact match %", ylim=(0, 100), title="Self-consistency")
         ax.legend()
         out["self_consistency.png"] = figure_bytes(fig)
-    probe = analysis.probe.get("kinds", {}).get("numbers", {})
+    kinds = analysis.probe.get("kinds", {})
+    figured = [(entry.figure, kinds[name]) for name in kinds if (entry := PROBE_KIND_TABLE.find(name)) and entry.figure]
+    figure, probe = figured[0] if figured else (None, {})
     if probe.get("models"):
         models = list(probe["models"])
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -241,5 +232,5 @@ def followup_figures(analysis: Analysis) -> dict[str, bytes]:
         ax.set_xticks([j + width / 2 for j in range(len(models))], models)
         ax.set(ylabel="strict exact match %", ylim=(0, 100), title="Original problems vs changed numbers")
         ax.legend()
-        out["probe.png"] = figure_bytes(fig)
+        out[figure] = figure_bytes(fig)
     return out

@@ -24,7 +24,6 @@ from functools import cache
 from pathlib import Path
 
 AUDIT_FILE = Path(__file__).with_name("probe_audit.json")
-AUDIT_ORDER = ("numbers", "magnitudes", "names")
 
 
 @cache
@@ -33,10 +32,11 @@ def load_audit() -> dict:
 
 
 def draw_sample(rows: list[dict], sizes: dict[str, int], seed: int) -> list[dict]:
-    """The variants the audit solves: sizes[kind] of each kind, drawn as the module says."""
+    """The variants the audit solves: sizes[kind] of each kind, the kinds in the order `sizes`
+    lists them, drawn as the module says."""
     rng = random.Random(seed)
     sample = []
-    for kind in AUDIT_ORDER:
+    for kind in sizes:
         sample += rng.sample([r for r in rows if r["kind"] == kind], sizes[kind])
     return sample
 

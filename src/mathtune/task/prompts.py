@@ -1,14 +1,5 @@
-"""The three prompt formats, shared by training and evaluation so the two cannot drift.
-
-* chat   -- zero-shot through the tokenizer's chat template; asks for step-by-step work and
-            a final line `#### N` (or the answer form the training data uses, such as
-            `The answer is: N`: task.answers). Training uses the same rendered prompt with the
-            gold solution as the assistant turn.
-* cot8   -- the 8 fixed chain-of-thought exemplars of Wei et al. (2022), as used by the
-            field's reference GSM8K CoT evaluation: "Q: ...\\nA: ... The answer is N."
-            joined by blank lines, ending in "Q: {question}\\nA:".
-* plain5 -- "Question: ...\\nAnswer: ..." with 5 exemplars drawn (seeded) from the train
-            split, ending in "Question: {question}\\nAnswer:".
+"""Prompt rendering, shared by training and evaluation so the two cannot drift; what each
+prompt kind is (chat, cot8, plain5, chat-verify) is its entry in task.prompt_kinds.
 """
 
 from __future__ import annotations
@@ -20,10 +11,11 @@ import re
 import sys
 from dataclasses import dataclass
 
-from mathtune.config import EVAL_PROMPTS, today_utc
+from mathtune.config import today_utc
 from mathtune.core.errors import MathtuneError
 from mathtune.task.answers import HASH_FORM, form_pattern
 from mathtune.task.data import Problem
+from mathtune.task.prompt_kinds import CHAT_STOPS, PROMPT_KIND_TABLE, PromptKind
 from mathtune.task.score import THINK_CLOSE, THINK_OPEN, opens_think
 
 # Worded so that small instruct models work before they answer. Measured on the first 16
@@ -50,90 +42,13 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-COT8_EXEMPLARS: tuple[tuple[str, str], ...] = (
-    (
-        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. "
-        "After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
-        "There are 15 trees originally. Then there were 21 trees after some more were planted. "
-        "So there must have been 21 - 15 = 6. The answer is 6.",
-    ),
-    (
-        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
-        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.",
-    ),
-    (
-        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
-        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. "
-        "After eating 35, they had 74 - 35 = 39. The answer is 39.",
-    ),
-    (
-        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. "
-        "How many lollipops did Jason give to Denny?",
-        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. "
-        "So he gave Denny 20 - 12 = 8. The answer is 8.",
-    ),
-    (
-        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. "
-        "How many toys does he have now?",
-        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
-        "5 + 4 = 9. The answer is 9.",
-    ),
-    (
-        "There were nine computers in the server room. Five more computers were installed each day, "
-        "from monday to thursday. How many computers are now in the server room?",
-        "There were originally 9 computers. For each of 4 days, 5 more computers were added. "
-        "So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29.",
-    ),
-    (
-        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. "
-        "How many golf balls did he have at the end of wednesday?",
-        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. "
-        "After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33.",
-    ),
-    (
-        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
-        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. "
-        "So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8.",
-    ),
-)
-
-PLAIN_SHOTS = 5
-
-# Turn-end markers of the chat models we target, and the start of a hallucinated next
-# question in the few-shot formats. Generation stops at the first of them in each row.
-_CHAT_STOPS = ("<|im_end|>", "<|endoftext|>", "</s>")
-STOP_STRINGS = {
-    "chat": _CHAT_STOPS,
-    "chat-verify": _CHAT_STOPS,  # chat, then a second user turn: check the work, restate the answer
-    "cot8": ("Q:", "\n\n\n") + _CHAT_STOPS,
-    "plain5": ("Question:", "\n\n\n") + _CHAT_STOPS,
-}
-# What each format is, as the protocol line of a summary and the report state it.
-DESCRIPTIONS = {
-    "chat": "zero-shot chat template, asks for '#### N'",  # the form asked for: describe_prompt
-    "cot8": "8-shot chain-of-thought (Wei et al. exemplars)",
-    "plain5": "5-shot 'Question:/Answer:' exemplars from the train split",
-    "chat-verify": "zero-shot chat template, then a second turn asking the model to check its work; "
-                   "scored on the final turn",
-}
-assert set(STOP_STRINGS) == set(DESCRIPTIONS) == set(EVAL_PROMPTS), "every prompt named in config has its format here"
-
-
-
 def describe_prompt(kind: str, answer_form: str = HASH_FORM) -> str:
-    """DESCRIPTIONS[kind], naming the answer form a chat prompt asks for when it is the training
-    data's own rather than GSM8K's."""
-    if kind == "chat" and answer_form != HASH_FORM:
-        return f"zero-shot chat template, asks for '{answer_form}', the training data's answer form"
-    if kind == "chat-verify" and answer_form != HASH_FORM:
-        return DESCRIPTIONS[kind] + f"; asks for '{answer_form}', the training data's answer form"
-    return DESCRIPTIONS[kind]
+    """What the prompt kind is, as the protocol line of a summary and the report state it,
+    naming the answer form a chat prompt asks for when it is the training data's own."""
+    return PROMPT_KIND_TABLE.get(kind).describe(answer_form)
 
 
 _CALC_ANNOTATION = re.compile(r"<<[^<>]*>>")
-
-
-CHAT_KINDS = ("chat", "chat-verify")
 
 
 @dataclass(frozen=True)
@@ -147,28 +62,31 @@ class PromptBuilder:
     thinking: str = "auto"  # model.thinking: the chat template's thinking mode (render_chat)
     answer_form: str = HASH_FORM  # what the chat instruction asks for (task.answers)
 
+    @property
+    def entry(self) -> PromptKind:
+        return PROMPT_KIND_TABLE.get(self.kind)
+
     def render(self, question: str, tokenizer=None) -> str:
-        if self.kind in CHAT_KINDS:  # chat-verify's first turn is the chat prompt
+        entry = self.entry
+        if entry.chat:  # a second turn's first turn is the chat prompt
             return render_chat_prompt(question, tokenizer, self.date, self.thinking, self.answer_form)
-        if self.kind == "cot8":
-            shots = [f"Q: {q}\nA: {a}" for q, a in COT8_EXEMPLARS]
-            return "\n\n".join(shots + [f"Q: {question}\nA:"])
-        shots = [f"Question: {p.question}\nAnswer: {clean_solution(p.answer)}" for p in self.fewshot]
-        return "\n\n".join(shots + [f"Question: {question}\nAnswer:"])
+        ask, answer = entry.labels
+        shots = list(entry.exemplars) + [(p.question, clean_solution(p.answer)) for p in self.fewshot]
+        return "\n\n".join([f"{ask} {q}\n{answer} {a}" for q, a in shots] + [f"{ask} {question}\n{answer}"])
 
     @property
     def stop_strings(self) -> tuple[str, ...]:
-        return STOP_STRINGS[self.kind]
+        return self.entry.stops
 
     def stops_for(self, tokenizer) -> tuple[str, ...]:
         """The stop strings, and for a chat prompt the token that closes a turn in this
         tokenizer's template (Gemma's <end_of_turn>, Phi-3's <|end|>): training ends every
         answer with it, so evaluation stops there whatever the generation config lists."""
-        if self.kind not in CHAT_KINDS:
+        if not self.entry.chat:
             return self.stop_strings
         # The turn-end names this tokenizer has as plain text (Qwen's '</s>') are text a reply may hold.
         specials = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
-        stops = tuple(s for s in self.stop_strings if s not in _CHAT_STOPS or s in specials)
+        stops = tuple(s for s in self.stop_strings if s not in CHAT_STOPS or s in specials)
         closing = turn_end_token(tokenizer)
         return stops if closing is None or closing in stops else stops + (closing,)
 
@@ -337,7 +255,7 @@ def training_pair(problem: Problem, tokenizer, kind: str = "chat", *, date: str 
     given = solution is not None
     solution = clean_solution(problem.answer) if solution is None else solution
     prompt = PromptBuilder(kind, fewshot, date, thinking, answer_form).render(problem.question, tokenizer)
-    if kind not in CHAT_KINDS:
+    if not PROMPT_KIND_TABLE.get(kind).chat:
         return prompt, " " + solution
     if not opens_think(prompt):
         conversation = chat_messages(problem.question, answer_form) + [{"role": "assistant", "content": solution}]
@@ -409,9 +327,9 @@ def turn_end_token(tokenizer) -> str | None:
     return next((t for t in tokenizer.tokenize(end_of_turn(tokenizer)) if t in specials), None)
 
 
-def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple[Problem, ...]:
+def draw_fewshot(train: list[Problem], seed: int, k: int, kind: str) -> tuple[Problem, ...]:
     if len(train) < k:
-        raise MathtuneError(f"plain5 needs at least {k} training problems for its exemplars, found {len(train)}")
+        raise MathtuneError(f"{kind} needs at least {k} training problems for its exemplars, found {len(train)}")
     rng = random.Random(seed)
     return tuple(rng.sample(train, k))
 
@@ -419,10 +337,9 @@ def draw_fewshot(train: list[Problem], seed: int, k: int = PLAIN_SHOTS) -> tuple
 def make_prompt_builder(kind: str, *, train: list[Problem] | None = None, seed: int = 42,
                         date: str | None = None, thinking: str = "auto",
                         answer_form: str = HASH_FORM) -> PromptBuilder:
-    if kind not in EVAL_PROMPTS:
-        raise MathtuneError(f"unknown prompt '{kind}' (expected one of {', '.join(EVAL_PROMPTS)})")
-    if kind == "plain5":
+    entry = PROMPT_KIND_TABLE.get(kind)  # an unknown name: the one-line error
+    if entry.shots_from_train:
         if train is None:
-            raise ValueError("plain5 needs the train split for its exemplars")
-        return PromptBuilder(kind, draw_fewshot(train, seed), date, thinking, answer_form)
+            raise ValueError(f"{kind} needs the train split for its exemplars")
+        return PromptBuilder(kind, draw_fewshot(train, seed, entry.shots_from_train, kind), date, thinking, answer_form)
     return PromptBuilder(kind, date=date, thinking=thinking, answer_form=answer_form)

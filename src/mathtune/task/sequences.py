@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 from mathtune.task.data import Problem
 from mathtune.task.answers import HASH_FORM
-from mathtune.task.prompts import CHAT_KINDS, template_turn_end, training_pair
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
+from mathtune.task.prompts import template_turn_end, training_pair
 
 
 def adds_special_tokens(kind: str) -> bool:
     """Whether the tokenizer's own special tokens go around a prompt of this kind (see above)."""
-    return kind not in CHAT_KINDS
+    return not PROMPT_KIND_TABLE.get(kind).chat
 
 
 def prompt_ids(text: str, tokenizer, kind: str) -> list[int]:
@@ -66,7 +67,7 @@ def example_from_text(prompt: str, answer: str, tokenizer, kind: str) -> Trainin
         tail = whole[len(head):]
     else:
         tail = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    closed_by_template = kind in CHAT_KINDS and bool(template_turn_end(tokenizer).strip())
+    closed_by_template = PROMPT_KIND_TABLE.get(kind).chat and bool(template_turn_end(tokenizer).strip())
     if eos is not None and not closed_by_template and (not tail or tail[-1] != eos):
         tail = tail + [eos]
     return TrainingExample(tuple(head), tuple(tail))

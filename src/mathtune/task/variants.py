@@ -53,8 +53,8 @@ from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
-from mathtune.config import PROBE_KINDS
 from mathtune.core.errors import MathtuneError
+from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.runfiles import jsonl_text, write_atomic
 from mathtune.task.chain import (CHAIN_HELD_RULES, CHAIN_SKIP_REASONS, FRACTION, Chain, parse_chain,
                                   question_numbers, trace)
@@ -67,7 +67,6 @@ from mathtune.task.taxonomy import evaluate_arithmetic
 
 __all__ = ["FRACTION", "build_variants", "format_number", "parse_chain", "question_numbers", "write_variants"]
 
-KINDS = PROBE_KINDS  # what a variant changes: see build_variants
 MAGNITUDE_FACTORS = (10, 100, 1000)
 DRAWS = 200  # draws tried for each variant before the problem counts as having no sensible variant
 MAX_VALUE = 10**9  # a recomputed step larger than this is not a grade-school quantity
@@ -238,25 +237,25 @@ def build_variants(problems: list[Problem], *, variants: int = 1, seed: int = 42
     returns (variant rows for a data file, per kind the counts kept and skipped with their
     reasons). Each kind draws from its own seeded generator, so asking for another kind
     beside one leaves that one's variants as they were."""
-    unknown = [k for k in kinds if k not in KINDS]
+    known = PROBE_KIND_TABLE.names()  # what a variant changes (core.probe_kinds)
+    unknown = [k for k in kinds if k not in known]
     if unknown or not kinds:
-        raise MathtuneError(f"unknown probe kind {', '.join(unknown) or '(none)'}; the kinds are {', '.join(KINDS)}")
+        raise MathtuneError(f"unknown probe kind {', '.join(unknown) or '(none)'}; the kinds are {', '.join(known)}")
     rows, by_kind = [], {}
-    for kind in KINDS:
+    for kind in known:
         if kind in kinds:
-            if kind == "names":
-                made, by_kind[kind] = _name_variants(problems, variants, seed)
-            else:
-                made, by_kind[kind] = _number_variants(problems, variants, seed, kind)
+            maker = _name_variants if PROBE_KIND_TABLE.get(kind).renames else _number_variants
+            made, by_kind[kind] = maker(problems, variants, seed, kind)
             rows += made
-    return rows, {"problems": len(problems), "kinds": [k for k in KINDS if k in kinds], "variants": len(rows),
+    return rows, {"problems": len(problems), "kinds": [k for k in known if k in kinds], "variants": len(rows),
                   "variants_per_problem": variants, "seed": seed, "rules_version": RULES_VERSION, "by_kind": by_kind}
 
 
-def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[list[dict], dict]:
+def _name_variants(problems: list[Problem], variants: int, seed: int, kind: str) -> tuple[list[dict], dict]:
     rows, skipped, kept = [], Counter(), 0
+    entry = PROBE_KIND_TABLE.get(kind)
     for problem in problems:
-        rng = random.Random(f"{seed}-names-{problem.id}")
+        rng = random.Random(f"{seed}-{kind}-{problem.id}")
         made: list[tuple[str, str, dict]] = []
         why = None
         for _ in range(DRAWS):
@@ -273,7 +272,7 @@ def _name_variants(problems: list[Problem], variants: int, seed: int) -> tuple[l
             continue
         kept += 1
         for k, (question, solution, mapping) in enumerate(made, start=1):
-            rows.append({"id": f"{problem.id}~names-v{k}", "original_id": problem.id, "kind": "names",
+            rows.append({"id": entry.variant_id(problem.id, k), "original_id": problem.id, "kind": kind,
                          "question": question, "answer": solution, "changed": mapping})
     return rows, {"kept": kept, "variants": len(rows), "skipped": dict(sorted(skipped.items())),
                   "skip_reasons": {k: SKIP_REASONS[k] for k in sorted(skipped)}}
@@ -308,8 +307,7 @@ def _scaled_text(value: Fraction, text: str, money: bool) -> str:
     return format_number(value, like=text)
 
 
-def _number_variants(problems: list[Problem], variants: int, seed: int,
-                     kind: str = "numbers") -> tuple[list[dict], dict]:
+def _number_variants(problems: list[Problem], variants: int, seed: int, kind: str) -> tuple[list[dict], dict]:
     """"numbers": each number of the question drawn anew within its size; "magnitudes": the
     question's numbers all scaled by one factor of 10, 100 or 1,000, so that the story keeps
     its proportions (what was twice another stays twice it) at a larger scale."""
@@ -358,7 +356,7 @@ def _options(problem: Problem, numbers: list, chain: Chain, bounds: dict, kind: 
     question = problem.question
     percent = {v for _, end, v, _ in numbers if question[end:end + 1] == "%" or
                question[end:end + 8].strip().startswith("percent")}
-    if kind != "magnitudes":
+    if not PROBE_KIND_TABLE.get(kind).scales:
         return {v: _candidates(v, v in percent) for v in chain.used}, None
     if AGE_WORDS.search(question):
         return {}, "ages"
@@ -392,7 +390,7 @@ def _draw(rng: random.Random, chain: Chain, options: dict, limits: tuple, number
     for _ in range(DRAWS):
         if len(made) == variants:
             break
-        if kind == "magnitudes":
+        if PROBE_KIND_TABLE.get(kind).scales:
             factor = rng.choice(MAGNITUDE_FACTORS)
             values = {v: v * factor for v in options}
         else:
@@ -425,7 +423,8 @@ def _variant_row(problem: Problem, k: int, kind: str, numbers: list, values: dic
                  answer_at: int) -> dict:
     """The k-th variant of a problem as a data row: the question with the drawn values written
     in, the recomputed chain up to the answer as its solution."""
-    written = {start: format_number(values[v], like=text) if kind == "numbers"
+    entry = PROBE_KIND_TABLE.get(kind)
+    written = {start: format_number(values[v], like=text) if not entry.scales
                else _scaled_text(values[v], text, money=problem.question[start - 1:start] == "$")
                for start, _, v, text in numbers if v in values}
     question, shift = problem.question, 0
@@ -437,7 +436,7 @@ def _variant_row(problem: Problem, k: int, kind: str, numbers: list, values: dic
     new_gold = chain[answer_at][1]
     solution = "\n".join(f"{expr} = <<{expr}={format_number(res)}>>{format_number(res)}"
                          for expr, res in chain[: answer_at + 1])
-    return {"id": f"{problem.id}~v{k}" if kind == "numbers" else f"{problem.id}~{kind}-v{k}",
+    return {"id": entry.variant_id(problem.id, k),
             "original_id": problem.id, "kind": kind,
             "question": question, "answer": f"{solution}\n#### {format_number(new_gold)}",
             "changed": {format_number(v): format_number(n) for v, n in sorted(values.items())}}

@@ -81,9 +81,9 @@ class ValidationExactMatch(TrainerCallback):
 def exact_match_callback(config: Config, run_dir: Path, tokenizer, val_problems: list[Problem],
                          train_problems: list[Problem], score: Callable | None = None) -> ValidationExactMatch:
     """The callback for this run: its subset of the validation problems, and the evaluation's
-    prompt (plain5 draws its exemplars from the training problems)."""
+    prompt (a kind with exemplars from the train split draws them from the training problems)."""
     request = accuracy_request(config)
-    builder = make_prompt_builder(request.prompt, train=train_problems if request.prompt == "plain5" else None,
+    builder = make_prompt_builder(request.prompt, train=train_problems,
                                   seed=config.seed, date=request.prompt_date, thinking=request.thinking,
                                   answer_form=request.answer_form)
     problems = accuracy_subset(val_problems, config.train.accuracy_problems, config.seed)

@@ -25,7 +25,8 @@ from typing import Callable
 from mathtune.config import GRPO_REWARDS, Config
 from mathtune.task.data import Problem
 from mathtune.core.errors import MathtuneError
-from mathtune.task.prompts import CHAT_KINDS, chat_messages, ensure_chat_template, make_prompt_builder, template_kwargs
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
+from mathtune.task.prompts import chat_messages, ensure_chat_template, make_prompt_builder, template_kwargs
 from mathtune.task.score import extract_strict, numbers_equal, opens_think
 from mathtune.task.training_set import training_answer_form
 from mathtune.train.trainer import trainer_arguments
@@ -90,9 +91,9 @@ def prompt_rows(config: Config, tokenizer, problems: list[Problem]) -> list[dict
     the tokenizer's special tokens (the template writes its own), as evaluation does; as text
     TRL would tokenize it with them (a second BOS for Llama 3). A few-shot prompt goes as text,
     with the tokenizer's BOS, as evaluation feeds it."""
-    if config.data.prompt in CHAT_KINDS:
+    if PROMPT_KIND_TABLE.get(config.data.prompt).chat:
         ensure_chat_template(tokenizer)
-        chat = make_prompt_builder("chat", date=config.data.prompt_date, thinking=config.model.thinking)
+        chat = make_prompt_builder(config.data.prompt, date=config.data.prompt_date, thinking=config.model.thinking)
         if problems and opens_think(chat.render(problems[0].question, tokenizer)):
             # TRL hands the rewards the completion alone, which then starts inside the think
             # block: the scorer could not tell the reasoning from the answer.

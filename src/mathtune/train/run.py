@@ -24,15 +24,15 @@ import json
 import os
 import resource
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
 
 import torch
 from transformers import TrainerCallback
 
 from mathtune.config import Config, config_from_yaml_text, config_to_yaml, with_prompt_date
-from mathtune.core.errors import MathtuneError, listing
+from mathtune.core.errors import MathtuneError
+from mathtune.core.finished import finished_stage
 from mathtune.core.processes import Process, this_process
 from mathtune.core.provenance import ADAPTER_CONTENT, describe_adapter, library_versions
 from mathtune.core.runfiles import disk_full_is_one_line, read_jsonl_until_torn, write_atomic
@@ -41,16 +41,15 @@ from mathtune.models.load import load_model, load_tokenizer, process_device
 from mathtune.models.quantize import prepare_for_training, quantization_record
 from mathtune.task.training_set import training_set
 from mathtune.task.train_summary import ExactMatch, TrainSummary, write_train_summary
-from mathtune.task.sequences import example_from_text
-from mathtune.train.accuracy import ANSWERS_FILE, exact_match_callback
+from mathtune.train.accuracy import ANSWERS_FILE
 from mathtune.train.checkpoints import (checkpoint_step, complete_checkpoints, file_problem, last_complete_checkpoint,
                                        repoint_best)
 from mathtune.train.divergence import DivergenceCallback, Diverged, divergence_message
 from mathtune.train.lm_head import use_lm_head
+from mathtune.train.methods import TRAINING_METHOD_TABLE, TrainingData, TrainingMethod
 from mathtune.train.progress import replace_progress
 from mathtune.train.selfcheck import checked_training_paths
-from mathtune.train.trainer import (MetricsFileCallback, build_datasets, build_trainer, check_before_loading,
-                                    check_trackers, make_lora_config)
+from mathtune.train.trainer import check_before_loading, check_trackers, make_lora_config
 
 # The sections that decide what gets trained; eval.* and report.* may change between a
 # training run and a later evaluation of it.
@@ -82,86 +81,28 @@ def _train(config: Config, run_dir: Path, here: Process, log, checked: bool, ove
     check_trackers(config.train.report_to)
     if not checked:
         check_before_loading(config)  # quantization, LoRA settings, target modules: before data or weights load
-    method = METHODS[config.train.method]
+    method = TRAINING_METHOD_TABLE.get(config.train.method)
     data = _data(config, method)
     model, peft_config, head, fast_paths = _model(config, method)
     checkpoint = _resume(config, run_dir, here, log, overwrite)
-    recipe_stats = _sample_training_pairs(config, run_dir, model, data) if method.samples_first else None
+    # A method that trains on the model's own samples draws them first; their counts are saved with the summary.
+    sampled = method.samples_first(config, run_dir, model, data) if method.samples_first else None
     trainer = method.trainer(config, run_dir, model, data, peft_config, checkpoint)
     if here.is_first:
         trainer.add_callback(DropReplacedRun(run_dir))
-    if method.trainer is _supervised_trainer:
+    if method.fused_head:
         head = use_lm_head(trainer.model, head)  # lean unless its check failed here (then TRL's own)
     # The adapter's dtype while it trains: TRL keeps a quantized base's adapter in bf16, as the
     # QLoRA paper did (the best checkpoint's adapter is read back in fp32 at the end).
     adapter_dtype = next((str(p.dtype).removeprefix("torch.") for p in trainer.model.parameters() if p.requires_grad),
                          None)
     _fit(trainer, run_dir, config, checkpoint)
-    _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype, recipe_stats,
-          {"lm_head": head, "fast_paths": fast_paths})
+    _save(config, run_dir, here, trainer, data, checkpoint, adapter_dtype,
+          {} if sampled is None else {method.saves: sampled}, {"lm_head": head, "fast_paths": fast_paths})
     return run_dir
 
 
-@dataclass
-class TrainingData:
-    """The problems a run trains and validates on, the tokenizer, and the datasets built from them."""
-    train_problems: list
-    val_problems: list
-    sources: list[dict]
-    tokenizer: Any
-    forms: dict = field(default_factory=dict)  # the training answers' forms, with counts (task.answers)
-    identity: dict = field(default_factory=dict)  # the main source's train split exactly (task.data)
-    answer_form: str = ""  # what the chat prompt asks for (task.training_set.training_answer_form)
-    train_set: Any = None
-    val_set: Any = None
-    counts: dict = field(default_factory=dict)
-
-
-def _supervised_sets(config: Config, data: TrainingData) -> tuple:
-    return build_datasets(config, data.tokenizer, data.train_problems, data.val_problems)
-
-
-def _prompt_sets(config: Config, data: TrainingData) -> tuple:
-    from datasets import Dataset
-
-    from mathtune.train.grpo import prompt_rows
-
-    train_set = Dataset.from_list(prompt_rows(config, data.tokenizer, data.train_problems))
-    return train_set, None, {"train_examples": len(train_set), "val_examples": 0,
-                             "dropped_too_long": {"train": 0, "validation": 0}}
-
-
-def _supervised_trainer(config: Config, run_dir: Path, model, data: TrainingData, peft_config, checkpoint):
-    accuracy = (exact_match_callback(config, run_dir, data.tokenizer, data.val_problems, data.train_problems)
-                if config.train.select_by == "exact_match" else None)
-    return build_trainer(config, run_dir, model, data.tokenizer, data.train_set, data.val_set, peft_config,
-                         eval_on_start=checkpoint is None, accuracy=accuracy)
-
-
-def _grpo_trainer(config: Config, run_dir: Path, model, data: TrainingData, peft_config, checkpoint):
-    from mathtune.train.grpo import FIELD_ORDER, build_grpo_trainer, step_fields
-
-    callbacks = [DivergenceCallback(), MetricsFileCallback(run_dir / "train" / "metrics.jsonl", step_fields, FIELD_ORDER)]
-    return build_grpo_trainer(config, run_dir, model, data.tokenizer, data.train_set, peft_config, callbacks)
-
-
-@dataclass(frozen=True)
-class Method:
-    """What differs between the training methods; every other step is the same for all."""
-    packs: bool  # trains on packed rows (GRPO: unpacked, padded batches)
-    datasets: Callable  # (config, data) -> (train set, validation set, counts)
-    samples_first: bool  # trains on the base model's own correct samples, drawn before training (RFT)
-    trainer: Callable  # (config, run_dir, model, data, peft_config, checkpoint) -> a TRL trainer
-
-
-METHODS = {
-    "sft": Method(packs=True, datasets=_supervised_sets, samples_first=False, trainer=_supervised_trainer),
-    "rft": Method(packs=True, datasets=_supervised_sets, samples_first=True, trainer=_supervised_trainer),
-    "grpo": Method(packs=False, datasets=_prompt_sets, samples_first=False, trainer=_grpo_trainer),
-}
-
-
-def _data(config: Config, method: Method) -> TrainingData:
+def _data(config: Config, method: TrainingMethod) -> TrainingData:
     """Data first (no network for a local folder), then the tokenizer (no weights yet)."""
     problems = training_set(config)  # the main source's split, data.mix's sources beside it
     tokenizer = load_tokenizer(config.model.name_or_path, trust_remote_code=config.model.trust_remote_code)
@@ -171,11 +112,11 @@ def _data(config: Config, method: Method) -> TrainingData:
     return data
 
 
-def _model(config: Config, method: Method):
+def _model(config: Config, method: TrainingMethod):
     """The base model, ready for its adapter, and the adapter's configuration."""
     quantized = config.model.quantization != "none"
     # GRPO trains on unpacked, padded batches. Each fast path is checked here before its first use.
-    attention, head, fast_paths = checked_training_paths(config, config.train.packing and method.packs)
+    attention, head, fast_paths = checked_training_paths(config, config.train.packing and method.packs, method.fused_head)
     model, _ = load_model(
         config.model,
         attn_implementation=attention,
@@ -215,20 +156,6 @@ def _resume(config: Config, run_dir: Path, here: Process, log, overwrite: bool) 
     return newest
 
 
-def _sample_training_pairs(config: Config, run_dir: Path, model, data: TrainingData) -> dict:
-    """RFT: the base model's strictly correct samples (gold where none was) become the training
-    set; returns the sampling's counts."""
-    from mathtune.train.rft import rft_training_pairs
-
-    def fits(prompt: str, answer: str) -> bool:
-        return len(example_from_text(prompt, answer, data.tokenizer, config.data.prompt)) <= config.data.max_length
-
-    pairs, recipe_stats = rft_training_pairs(config, run_dir, model, data.tokenizer, data.train_problems, fits)
-    data.train_set, data.val_set, data.counts = build_datasets(config, data.tokenizer, data.train_problems,
-                                                               data.val_problems, train_pairs=pairs)
-    return recipe_stats
-
-
 def _fit(trainer, run_dir: Path, config: Config, checkpoint: Path | None) -> None:
     """Train; a run that diverged (train.divergence) ends here, exit 1, with no adapter written."""
     replace_progress(trainer, run_dir / "run.log", f"train ({config.train.method})")
@@ -242,7 +169,7 @@ def _fit(trainer, run_dir: Path, config: Config, checkpoint: Path | None) -> Non
 
 
 def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingData, checkpoint: Path | None,
-          adapter_dtype: str | None, recipe_stats: dict | None, paths: dict) -> None:
+          adapter_dtype: str | None, sampled: dict, paths: dict) -> None:
     """The adapter and train/summary.json. load_best_model_at_end has put the best checkpoint's
     adapter back into the model."""
     refuse_non_finite_adapter(trainer.model)
@@ -255,7 +182,7 @@ def _save(config: Config, run_dir: Path, here: Process, trainer, data: TrainingD
                                resumed_from=checkpoint)
         summary.adapter_settings = describe_adapter(run_dir / "adapter") | {"trained_dtype": adapter_dtype}
         summary = replace(summary, **paths)  # which fast paths ran, and why
-        summary.rft = recipe_stats
+        summary = replace(summary, **sampled)  # the counts of the model's own samples, under the method's key
         write_train_summary(run_dir / "train" / "summary.json", summary)
         em = summary.best_val_exact_match
         best = ("adapter of the last step" if summary.best_step is None else
@@ -294,20 +221,18 @@ def inspect_run_dir(run_dir: Path, config: Config, overwrite: bool) -> str:
     saved = run_dir / "config.yaml"
     if overwrite:
         return "fresh"
+    held = None
     if saved.is_file():
         try:
-            previous = config_from_yaml_text(saved.read_text(), str(saved))
+            held = training_part(config_from_yaml_text(saved.read_text(), str(saved)))
         except MathtuneError:
             raise MathtuneError(f"{saved} is not a valid mathtune config; use --overwrite or another --out") from None
-        if training_part(previous) != training_part(config):
-            keys = differing_keys(training_part(previous), training_part(config))
-            raise MathtuneError(
-                f"{run_dir} holds a run of a different config (differs in {listing(keys)}); "
-                "use --overwrite to replace it, or another --out"
-            )
     elif has_training:
         raise MathtuneError(f"{run_dir} holds training output but no config.yaml; use --overwrite or another --out")
-    if adapter_done and summary_done:
+    # Another config's training, finished or not, is refused: a resume would mix the two.
+    same = finished_stage(held, training_part(config), where=str(run_dir), what="a run of a different config",
+                          overwrite=False)
+    if same and adapter_done and summary_done:
         return "done"
     return "resume" if last_complete_checkpoint(run_dir / "train" / "checkpoints") else "fresh"
 
@@ -321,17 +246,6 @@ def whole(path: Path) -> bool:
     if problem:
         say(f"{path} is {problem}: training's last stage is done again")
     return problem is None
-
-
-def differing_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += differing_keys(va, vb, f"{prefix}{key}.")
-        elif va != vb:
-            keys.append(f"{prefix}{key}")
-    return keys
 
 
 # Where `--overwrite` moves the outputs of the run it replaces, before anything new is written;

@@ -1,7 +1,7 @@
 """`mathtune doctor`, and the training paths checked before their first use.
 
     mathtune doctor [--model M] [--device cuda|cpu] [--json]
-    attention, head, records = checked_training_paths(config, packing)   # train.run, before the model loads
+    attention, head, records = checked_training_paths(config, packing, fused_head)   # train.run, before the model loads
 
 The checks themselves are models.selfcheck's, but for the lean LM head's, which is the
 training stage's (train.lm_head) and so lives here. Doctor runs every check for the device
@@ -150,9 +150,10 @@ def format_report(report: dict) -> str:
 # ---------------------------------------------------------------------------------- first use
 
 
-def checked_training_paths(config, packing: bool) -> tuple[str, str | None, dict]:
+def checked_training_paths(config, packing: bool, fused_head: bool = True) -> tuple[str, str | None, dict]:
     """(attention, LM head, records) a training run uses: auto's picks (or the paths named in
-    the config), each fast one checked on this device before its first use."""
+    the config), each fast one checked on this device before its first use; no LM head where
+    the method scores with its trainer's own loss (`fused_head` false)."""
     from mathtune.models.attention import training_attention
     from mathtune.models.first_use import checked_path
     from mathtune.models.load import resolve_dtype
@@ -164,7 +165,7 @@ def checked_training_paths(config, packing: bool) -> tuple[str, str | None, dict
     records = {"attention": checked_path("attention", attention, device, dtype, explicit=asked != "auto",
                                          setting=f"model.attn_implementation: {asked}")}
     head = None
-    if config.train.method != "grpo":  # GRPO scores with TRL's own loss, not a fused head
+    if fused_head:  # GRPO scores with TRL's own loss, not a fused head
         records["lm_head"] = checked_path("lm_head", "lean", device, dtype, explicit=False,
                                           lean_head_check=check_lean_head)
         head = records["lm_head"]["path"]

@@ -26,6 +26,7 @@ from mathtune.core.terminal import say
 from mathtune.core.runfiles import read_jsonl_until_torn, write_atomic
 from mathtune.models.load import resolve_dtype
 from mathtune.task.data import Problem
+from mathtune.task.prompt_kinds import PROMPT_KIND_TABLE
 from mathtune.task.training_set import training_answer_form, training_set
 from mathtune.task.sequences import TrainingExample, example_from_text, training_example
 from mathtune.train.divergence import DivergenceCallback
@@ -57,13 +58,13 @@ def check_trackers(report_to: list[str]) -> None:
 def training_fewshot(config: Config) -> tuple[Problem, ...]:
     """plain5's exemplars as evaluation draws them (seeded, from the train split, never a test
     problem), so a plain5 training prompt is the evaluation's; () for the other prompts."""
-    if config.data.prompt != "plain5":
+    if not PROMPT_KIND_TABLE.get(config.data.prompt).shots_from_train:
         return ()
     from dataclasses import replace
 
     from mathtune.evaluation.request import EvalRequest, load_problems
 
-    return load_problems(replace(EvalRequest.from_config(config), prompt="plain5"))[1].fewshot
+    return load_problems(replace(EvalRequest.from_config(config), prompt=config.data.prompt))[1].fewshot
 
 
 def gold_examples(config: Config, tokenizer, problems: list[Problem],
