@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 
 from mathtune.config import Config, config_to_yaml
+from mathtune.core.analysis_record import Analysis, AnalysisRun
 from mathtune.evaluation.summary import EvalSummary
+from mathtune.task.train_summary import TrainSummary
 from mathtune.task.prompts import clean_solution
 from mathtune.task.score import extract_gold, score_completion
 from mathtune.core.stats import wilson_interval
@@ -78,6 +80,20 @@ def full_eval_summary(**given) -> dict:
     return with_every_field(EvalSummary, given)
 
 
+def full_train_summary(**given) -> dict:
+    """A train/summary.json with the given keys, the others null."""
+    return with_every_field(TrainSummary, given)
+
+
+def analysis_with(**parts) -> Analysis:
+    """An analysis holding the given parts, every other part not available."""
+    empty = {f.name: {"available": False} for f in dataclasses.fields(Analysis)
+             if f.name not in ("schema_version", "run", "config", "recommendations", "sha256_of_the_rest")}
+    run = AnalysisRun(name="synthetic", base_model="m", data_source="d", eval_source=None,
+                      report_formats=["md"], provenance={})
+    return Analysis(schema_version=1, run=run, config=None, recommendations=[], **{**empty, **parts})
+
+
 def eval_summary(records: list[dict], model: str, adapter: str | None) -> dict:
     n = len(records)
     cs = sum(r["correct_strict"] for r in records)
@@ -134,12 +150,12 @@ def write_run(root: Path, gsm8k_dir: Path, *, shape: str = "plateaued", with_tra
                               "eval_mean_token_accuracy": 0.58 + 0.3 * (1 - math.exp(-step / 30))})
         (run / "train" / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
         best = min((loss_curve(s, shape)[1], s) for s in range(10, 101, 10))
-        (run / "train" / "summary.json").write_text(json.dumps({
+        (run / "train" / "summary.json").write_text(json.dumps(full_train_summary(**{
             "wall_time_s": 3725.5, "tokens_seen": 512000, "tokens_per_s": 137.43, "peak_memory_bytes": 3 * 2**30,
             "trainable_params": 4358144, "base_params": 1543714304, "total_params": 1548072448, "best_step": best[1], "best_eval_loss": best[0],
             "stopped_early": shape == "overfitting", "early_stopping_patience": 5, "global_step": 100,
             "device": "NVIDIA H100", "cost_usd": 2.07, "cost_note": "1.03 GPU-hours at $2.0/h", "gpu_hourly_usd": 2.0,
-        }), encoding="utf-8")
+        })), encoding="utf-8")
 
     base_correct = {p["id"] for p in test[: n_problems // 3]}
     tuned_correct = {p["id"] for p in test[1 : n_problems // 2 + 1]}

@@ -10,7 +10,8 @@ from mathtune.core.errors import MathtuneError
 from mathtune.report.explanations import seed_claim_text, training_advice
 from mathtune.task.taxonomy import CATEGORIES
 from mathtune.evaluation.resolve import settled
-from synthetic_run import write_run
+from mathtune.task.train_summary import TrainSummary
+from synthetic_run import full_train_summary, write_run
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def plateau_run(tmp_path_factory, gsm8k_dir):
                                             ("overfitting", "overfitting")])
 def test_trend_verdict_follows_the_curves(tmp_path, gsm8k_dir, shape, verdict):
     run = write_run(tmp_path, gsm8k_dir, shape=shape)
-    training = build_analysis(run)["training"]
+    training = build_analysis(run).training
     assert training["trend"]["verdict"] == verdict
     # The recommendation names the verdict and quotes the numbers behind it.
     rec = training_advice(training["trend"], training["recommendation"], training.get("exact_match"))
@@ -47,8 +48,10 @@ def test_trend_rules_on_hand_made_curves():
 
 
 def _advice(trend, summary, curves, config) -> str:
-    """The analysis' next step for a trend, in the report's words."""
-    return training_advice(trend, training_next_step(trend, summary, curves, config))
+    """The analysis' next step for a trend, in the report's words (summary: the train/summary.json
+    fields a test sets, None for none)."""
+    typed = TrainSummary(**full_train_summary(**summary)) if summary else None
+    return training_advice(trend, training_next_step(trend, typed, curves, config))
 
 
 def test_no_verdict_from_too_few_points():
@@ -102,7 +105,7 @@ def test_eval_lines_merged_or_separate(tmp_path):
 
 
 def test_benchmark_is_paired_on_id(plateau_run):
-    bench = build_analysis(plateau_run)["benchmark"]
+    bench = build_analysis(plateau_run).benchmark
     base, tuned = bench["models"]["base"], bench["models"]["tuned"]
     assert base["n"] == tuned["n"] == 24
     paired = bench["paired"]
@@ -115,10 +118,10 @@ def test_benchmark_is_paired_on_id(plateau_run):
 
 def test_shuffled_tuned_file_gives_the_same_paired_numbers(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir)
-    before = build_analysis(run)["benchmark"]["paired"]
+    before = build_analysis(run).benchmark["paired"]
     path = run / "eval" / "tuned.jsonl"
     path.write_text("".join(reversed(path.read_text().splitlines(keepends=True))))
-    after = build_analysis(run)["benchmark"]["paired"]
+    after = build_analysis(run).benchmark["paired"]
     for key in ("improved", "regressed", "difference_pp", "mcnemar_p"):
         assert before["strict"][key] == after["strict"][key]
 
@@ -126,17 +129,17 @@ def test_shuffled_tuned_file_gives_the_same_paired_numbers(tmp_path, gsm8k_dir):
 def test_errors_every_wrong_answer_counted_once(plateau_run):
     analysis = build_analysis(plateau_run)
     for model in ("base", "tuned"):
-        wrong = analysis["benchmark"]["models"][model]["n"] - analysis["benchmark"]["models"][model]["strict"]["correct"]
-        assert sum(analysis["errors"]["counts"][model].values()) == wrong
-        assert sum(r["n"] for r in analysis["errors"]["accuracy_by_steps"][model]) == 24
-    examples = analysis["errors"]["examples"]
+        wrong = analysis.benchmark["models"][model]["n"] - analysis.benchmark["models"][model]["strict"]["correct"]
+        assert sum(analysis.errors["counts"][model].values()) == wrong
+        assert sum(r["n"] for r in analysis.errors["accuracy_by_steps"][model]) == 24
+    examples = analysis.errors["examples"]
     assert set(examples) == set(CATEGORIES)
     assert all(len(v) <= 3 for v in examples.values())
     assert all(ex["completion"] for v in examples.values() for ex in v)
 
 
 def test_contamination_finds_the_leaked_question(plateau_run):
-    c = build_analysis(plateau_run)["contamination"]
+    c = build_analysis(plateau_run).contamination
     assert c["available"] and c["n"] == 13
     assert c["test_questions_half_overlapping"] == 1
     assert sum(c["histogram_counts"]) == c["test_questions"]
@@ -153,7 +156,7 @@ def test_unreachable_data_source_is_recorded_not_raised(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir)
     config = (run / "config.yaml").read_text().replace(str(tmp_path / "data"), str(tmp_path / "gone"))
     (run / "config.yaml").write_text(config)
-    c = build_analysis(run)["contamination"]
+    c = build_analysis(run).contamination
     assert c["available"] is False and "not reachable" in c["reason"]
 
 
@@ -164,16 +167,16 @@ def test_the_data_source_is_named_resolved_as_what_ran_names_it(tmp_path, gsm8k_
     (tmp_path / "linked").symlink_to(tmp_path / "data")
     config = (run / "config.yaml").read_text().replace(str(tmp_path / "data"), str(tmp_path / "linked"))
     (run / "config.yaml").write_text(config)
-    assert build_analysis(run)["run"]["data_source"] == str((tmp_path / "data").resolve())
+    assert build_analysis(run).run.data_source == str((tmp_path / "data").resolve())
 
 
 def test_eval_only_folder(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir, with_train=False)
     analysis = build_analysis(run)
-    assert analysis["training"] == {"available": False, "ran": False,
+    assert analysis.training == {"available": False, "ran": False,
                                     "reason": "no training in this run (no train/metrics.jsonl)"}
-    assert analysis["seed_claim"]["available"] is False
-    assert analysis["benchmark"]["paired"]["available"]
+    assert analysis.seed_claim["available"] is False
+    assert analysis.benchmark["paired"]["available"]
 
 
 def test_a_report_without_training_leaves_out_what_did_not_run(tmp_path, gsm8k_dir):
@@ -194,7 +197,7 @@ def test_a_report_without_training_leaves_out_what_did_not_run(tmp_path, gsm8k_d
 
 
 def test_seed_claim_puts_token_accuracy_next_to_exact_match(plateau_run):
-    claim = build_analysis(plateau_run)["seed_claim"]
+    claim = build_analysis(plateau_run).seed_claim
     assert claim["token_accuracy_validation_end_pct"] > claim["gsm8k_exact_match_strict_pct"]
     assert "teacher-forced" in seed_claim_text(claim)
     assert f"{claim['gsm8k_exact_match_strict_pct']}%" in seed_claim_text(claim)
@@ -219,7 +222,7 @@ def test_diverged_steps_and_missing_values_do_not_break_the_analysis(tmp_path, g
     with (run / "train" / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 101, "loss": NaN, "mean_token_accuracy": NaN}\n')
         fh.write('{"step": 102, "loss": 0.5}\n')
-    (run / "train" / "summary.json").write_text("{}")
+    (run / "train" / "summary.json").write_text(json.dumps(full_train_summary()))
     path = run_analysis(run)
     text = path.read_text()
     assert "NaN" not in text
@@ -236,7 +239,7 @@ def test_missing_values_do_not_break_the_analysis(tmp_path, gsm8k_dir):
     run = write_run(tmp_path, gsm8k_dir)
     with (run / "train" / "metrics.jsonl").open("a") as fh:
         fh.write('{"step": 102, "loss": 0.5}\n')
-    (run / "train" / "summary.json").write_text("{}")
+    (run / "train" / "summary.json").write_text(json.dumps(full_train_summary()))
     training = json.loads(run_analysis(run).read_text())["training"]
     assert training["curves"]["train"]["step"][-1] == 102
     assert training["cost_usd"] is None and training["best_step"] is None
@@ -252,10 +255,10 @@ def test_eval_only_folder_names_its_model_and_data(tiny_model_dir, small_data_di
 
     req = EvalRequest.with_config_defaults(model=str(tiny_model_dir), data=str(small_data_dir), limit=3, max_new_tokens=8, batch_size=3)
     evaluate(settled(req, tmp_path, "base"), tmp_path, name="base")
-    run = build_analysis(tmp_path)["run"]
-    assert run["base_model"] == str(tiny_model_dir)
-    assert run["data_source"].startswith(str((small_data_dir / "test.jsonl").resolve()) + " (sha256 ")
-    (stage,) = run["provenance"]["stages"]
+    run = build_analysis(tmp_path).run
+    assert run.base_model == str(tiny_model_dir)
+    assert run.data_source.startswith(str((small_data_dir / "test.jsonl").resolve()) + " (sha256 ")
+    (stage,) = run.provenance["stages"]
     assert stage["stage"] == "eval base" and stage["dtype"] == "float32" and stage["attention"] == "sdpa"
     assert stage["versions"]["mathtune"] and stage["batch_size"] == 3
 

@@ -16,7 +16,7 @@ from mathtune.task.variants import build_variants, format_number, parse_chain
 from mathtune.report.followup_sections import probe_verdict_text
 from mathtune.evaluation.summary import eval_summary_json as as_json
 from mathtune.evaluation.resolve import settled
-from synthetic_run import full_eval_summary
+from synthetic_run import analysis_with, full_eval_summary
 
 
 def _sample(pred: str | None, gold: str) -> dict:
@@ -238,7 +238,7 @@ def test_probe_table_shows_mcnemar_p_as_every_table_does():
              "generator": {"problems": 5, "variants_per_problem": 1, "seed": 42},
              "kinds": {"numbers": {"generator": counts, "models": {"base": {**model, "mcnemar_p": 1.0},
                                                                     "tuned": {**model, "mcnemar_p": 0.6875}}}}}
-    blocks = followup_blocks({"probe": probe}, set())
+    blocks = followup_blocks(analysis_with(probe=probe), set())
     table = next(b for b in blocks if isinstance(b, Table))
     assert [row[-1] for row in table.rows] == ["1.000", "0.688"]
     assert any(isinstance(b, Para) and "drawn again: 3 two distinct numbers" in b.text for b in blocks)

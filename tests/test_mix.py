@@ -80,7 +80,7 @@ def test_contamination_is_checked_per_source(tmp_path, gsm8k_dir):
     config = config_from_yaml_text((run / "config.yaml").read_text(), "config.yaml")
     config = config.model_copy(update={"data": config.data.model_copy(update={"mix": [MixSource(source=str(path))]})})
     (run / "config.yaml").write_text(config_to_yaml(config))
-    c = build_analysis(run)["contamination"]
+    c = build_analysis(run).contamination
     rows = {s["source"]: s for s in c["per_source"]}
     assert rows[str(path)]["train_questions"] == 2 and rows[str(path)]["test_questions_half_overlapping"] >= 1
     assert c["train_questions"] == sum(s["train_questions"] for s in c["per_source"])
@@ -93,4 +93,4 @@ def test_the_plan_counts_the_mix(tmp_path, tiny_model_dir, small_data_dir):
     plain = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     mixed = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"data.mix=[{{source: {path}, weight: 0.5}}]"),
                       device="cpu")
-    assert mixed["data"]["train"]["examples"] == plain["data"]["train"]["examples"] + 4
+    assert mixed.data.train.examples == plain.data.train.examples + 4

@@ -10,7 +10,7 @@ import pytest
 
 import mathtune
 from conftest import tiny_train_config
-from synthetic_run import full_eval_summary
+from synthetic_run import full_eval_summary, full_train_summary
 
 from mathtune.core.errors import MathtuneError
 
@@ -139,7 +139,7 @@ def test_a_runs_adapter_evaluated_alone_is_asked_for_its_training_form(tmp_path)
     (run / "train").mkdir()
     (run / "adapter" / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}))
     (run / "config.yaml").write_text("data: {prompt_date: 2026-12-05}\n")
-    (run / "train" / "summary.json").write_text(json.dumps({"prompt_answer_form": "The answer is: N"}))
+    (run / "train" / "summary.json").write_text(json.dumps(full_train_summary(prompt_answer_form="The answer is: N")))
     request = EvalRequest.with_config_defaults("some/model", adapter=str(run / "adapter"), data=demo)
     settled = resolve_request(request, EvalPaths.for_name(tmp_path / "out", "x"))
     assert (settled.answer_form, settled.prompt_date) == ("The answer is: N", "2026-12-05")

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import max_length_dropping_some, tiny_train_config, training_lengths
 from mathtune.core.errors import MathtuneError
+from mathtune.core.record_json import to_json
 from mathtune.plan import ASSUMED_UTILISATION, PEAK_TFLOPS, make_plan
 
 
@@ -32,28 +33,28 @@ def test_plan_counts_match_what_training_builds(tiny_model_dir, small_data_dir):
     config = tiny_train_config(tiny_model_dir, small_data_dir, f"data.max_length={max_length}")
     plan = make_plan(config, device="cpu")
     train_set, _, counts = build_datasets(config, tokenizer)
-    assert plan["data"]["train"]["examples"] - plan["data"]["train"]["dropped_over_max_length"] == counts["train_examples"]
-    assert plan["data"]["train"]["dropped_over_max_length"] == counts["dropped_too_long"]["train"] > 0
-    assert plan["data"]["validation"]["examples"] - plan["data"]["validation"]["dropped_over_max_length"] == counts["val_examples"]
+    assert plan.data.train.examples - plan.data.train.dropped_over_max_length == counts["train_examples"]
+    assert plan.data.train.dropped_over_max_length == counts["dropped_too_long"]["train"] > 0
+    assert plan.data.validation.examples - plan.data.validation.dropped_over_max_length == counts["val_examples"]
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     trainable = sum(p.numel() for p in get_peft_model(model, make_lora_config(config, model)).parameters() if p.requires_grad)
-    assert plan["trainable_params"] == trainable
-    assert plan["train_tokens_per_epoch"] == sum(x for x in lengths if x <= max_length) == sum(
+    assert plan.trainable_params == trainable
+    assert plan.train_tokens_per_epoch == sum(x for x in lengths if x <= max_length) == sum(
         map(len, train_set["input_ids"]))
-    assert plan["data"]["train"]["max"] == max(lengths)
-    assert plan["time_basis"].startswith("measured throughput 'cpu-")
-    assert plan["cost_usd"] is None
+    assert plan.data.train.max == max(lengths)
+    assert plan.time_basis.startswith("measured throughput 'cpu-")
+    assert plan.cost_usd is None
 
 
 def test_a_device_without_a_measurement_uses_a_stated_share_of_its_peak(tiny_model_dir, small_data_dir):
     config = tiny_train_config(tiny_model_dir, small_data_dir)
     plan = make_plan(config, device="a100")
-    assert f"{round(ASSUMED_UTILISATION * 100)}% of its {PEAK_TFLOPS['a100']} TFLOP/s" in plan["time_basis"]
+    assert f"{round(ASSUMED_UTILISATION * 100)}% of its {PEAK_TFLOPS['a100']} TFLOP/s" in plan.time_basis
     rate = PEAK_TFLOPS["a100"] * 1e12 * ASSUMED_UTILISATION
     # Kept to two significant digits below 0.1 s (the tiny model's microseconds), never rounded to 0.
-    assert plan["time_s"]["train"] == pytest.approx(plan["flops"]["train"] / rate, rel=0.05)
-    assert plan["time_s"]["train"] > 0
-    assert plan["cost_usd"] is not None
+    assert plan.time_s.train == pytest.approx(plan.flops.train / rate, rel=0.05)
+    assert plan.time_s.train > 0
+    assert plan.cost_usd is not None
     with pytest.raises(MathtuneError, match="no throughput measured on 'tpu9'"):
         make_plan(config, device="tpu9")
     with pytest.raises(MathtuneError, match="covers train.method sft"):
@@ -67,9 +68,9 @@ def test_plan_and_training_count_parameters_alike(trained_run, tiny_model_dir, s
 
     plan = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     summary = json.loads((trained_run / "train" / "summary.json").read_text())
-    assert (plan["trainable_params"], plan["total_params"]) == (summary["trainable_params"], summary["total_params"])
-    assert plan["base_params"] == summary["base_params"] == plan["total_params"] - plan["trainable_params"]
-    t, total, base = plan["trainable_params"], plan["total_params"], plan["base_params"]
+    assert (plan.trainable_params, plan.total_params) == (summary["trainable_params"], summary["total_params"])
+    assert plan.base_params == summary["base_params"] == plan.total_params - plan.trainable_params
+    t, total, base = plan.trainable_params, plan.total_params, plan.base_params
     assert f"{t:,} trainable of {total:,} (base {base:,} + adapter)" in " ".join(format_plan(plan).split())
 
 
@@ -80,9 +81,9 @@ def test_a_model_far_from_every_measurement_is_said_to_be_extrapolated(tiny_mode
     from mathtune.plan import format_plan
 
     plan = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
-    assert plan["time_extrapolated"] is True and "extrapolated: this model" in plan["time_basis"]
-    assert "smaller than the measured one" in plan["time_basis"] and "x0.00 " not in plan["time_basis"]
-    assert all(value > 0 for value in plan["time_s"].values())
+    assert plan.time_extrapolated is True and "extrapolated: this model" in plan.time_basis
+    assert "smaller than the measured one" in plan.time_basis and "x0.00 " not in plan.time_basis
+    assert all(value > 0 for value in to_json(plan.time_s).values())
     text = format_plan(plan)
     assert " 0 s" not in text and "under 1 s" in text
 
@@ -137,9 +138,9 @@ def test_evaluation_time_is_expected_from_answer_lengths_with_the_bound_beside_i
 
     short = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "eval.max_new_tokens=1024"), device="cpu")
     long = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "eval.max_new_tokens=2048"), device="cpu")
-    assert short["evaluation"]["answer_tokens_from"].startswith("the data's gold solutions")
-    assert short["time_s"]["evaluation"] < short["time_s"]["evaluation_bound"] < long["time_s"]["evaluation_bound"]
-    assert short["time_s"]["evaluation"] == long["time_s"]["evaluation"]
+    assert short.evaluation.answer_tokens_from.startswith("the data's gold solutions")
+    assert short.time_s.evaluation < short.time_s.evaluation_bound < long.time_s.evaluation_bound
+    assert short.time_s.evaluation == long.time_s.evaluation
     text = " ".join(format_plan(short).split())
     assert "the data's gold solutions: mean" in text and "if every answer runs to max_new_tokens 1024" in text
 
@@ -163,28 +164,28 @@ def test_the_plan_reflects_quantization_and_the_adapter_variant(tiny_model_dir, 
 
     plans = {q: make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"model.quantization={q}"), device="cpu")
              for q in ("none", "8bit", "4bit")}
-    weights = {q: p["peak_memory_parts_bytes"]["weights"] for q, p in plans.items()}
+    weights = {q: p.peak_memory_parts_bytes["weights"] for q, p in plans.items()}
     assert weights["4bit"] < weights["8bit"] < weights["none"]
-    assert plans["none"]["full_precision"] is None and plans["none"]["quantization"] == "none"
+    assert plans["none"].full_precision is None and plans["none"].quantization == "none"
     for q in ("8bit", "4bit"):
-        assert plans[q]["full_precision"]["peak_memory_gib"] == plans["none"]["peak_memory_gib"]
-        assert plans[q]["peak_memory_parts_bytes"]["activations"] == plans["none"]["peak_memory_parts_bytes"]["activations"]
-        assert plans[q]["trainable_params"] == plans["none"]["trainable_params"]
+        assert plans[q].full_precision.peak_memory_gib == plans["none"].peak_memory_gib
+        assert plans[q].peak_memory_parts_bytes["activations"] == plans["none"].peak_memory_parts_bytes["activations"]
+        assert plans[q].trainable_params == plans["none"].trainable_params
 
     # Accumulated micro-batches run one after another: they add steps' worth of tokens, not memory.
     accumulated = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=1",
                                               "train.gradient_accumulation_steps=2"), device="cpu")
     single = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=1"), device="cpu")
-    assert accumulated["peak_memory_parts_bytes"] == single["peak_memory_parts_bytes"]
-    assert plans["none"]["peak_memory_parts_bytes"]["activations"] == 2 * single["peak_memory_parts_bytes"]["activations"]
+    assert accumulated.peak_memory_parts_bytes == single.peak_memory_parts_bytes
+    assert plans["none"].peak_memory_parts_bytes["activations"] == 2 * single.peak_memory_parts_bytes["activations"]
 
     dora_config = tiny_train_config(tiny_model_dir, small_data_dir, "lora.use_dora=true", "lora.use_rslora=true")
     dora = make_plan(dora_config, device="cpu")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     built = get_peft_model(model, make_lora_config(dora_config, model))
-    assert dora["trainable_params"] == sum(p.numel() for p in built.parameters() if p.requires_grad)
-    assert dora["trainable_params"] > plans["none"]["trainable_params"]
-    assert dora["adapter"] == "DoRA + rsLoRA r 8, alpha 16"
+    assert dora.trainable_params == sum(p.numel() for p in built.parameters() if p.requires_grad)
+    assert dora.trainable_params > plans["none"].trainable_params
+    assert dora.adapter == "DoRA + rsLoRA r 8, alpha 16"
 
     config_file = tmp_path / "c.yaml"
     config_file.write_text(f"model:\n  name_or_path: {tiny_model_dir}\n  quantization: 4bit\ndata:\n  source: {small_data_dir}\n")
@@ -217,16 +218,16 @@ def test_a_dora_plan_costs_more_time_and_memory_than_a_lora_plan(tiny_model_dir,
 
     lora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     dora = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "lora.use_dora=true"), device="cpu")
-    lora_bytes = sum(lora["peak_memory_parts_bytes"].values())
-    dora_bytes = sum(dora["peak_memory_parts_bytes"].values())
-    assert dora_bytes > lora_bytes and dora["peak_memory_parts_bytes"]["dora_extra"] > 0
-    assert dora["time_s"]["train"] > lora["time_s"]["train"]
-    assert f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory" in dora["time_basis"]
-    assert "DoRA's extra pass" in format_plan(dora) and "DoRA" not in lora["time_basis"]
+    lora_bytes = sum(lora.peak_memory_parts_bytes.values())
+    dora_bytes = sum(dora.peak_memory_parts_bytes.values())
+    assert dora_bytes > lora_bytes and dora.peak_memory_parts_bytes["dora_extra"] > 0
+    assert dora.time_s.train > lora.time_s.train
+    assert f"DoRA x{DORA_TIME_RATIO} training and validation time, x{DORA_MEMORY_RATIO} memory" in dora.time_basis
+    assert "DoRA's extra pass" in format_plan(dora) and "DoRA" not in lora.time_basis
     ckpt = make_plan(tiny_train_config(tiny_model_dir, small_data_dir, "train.gradient_checkpointing=true"),
                      device="cpu")
-    assert f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO}" in ckpt["time_basis"]
-    assert ckpt["time_s"]["train"] > lora["time_s"]["train"]
+    assert f"gradient checkpointing x{CHECKPOINTING_TIME_RATIO}" in ckpt.time_basis
+    assert ckpt.time_s.train > lora.time_s.train
 
 
 # How far a plan calibrated by one finished run on this machine may miss the next run, a
@@ -288,16 +289,16 @@ def test_the_adapters_own_flops_count_at_its_rank(tiny_model_dir, small_data_dir
     from mathtune.plan import format_plan
 
     r8, r32 = (make_plan(tiny_train_config(tiny_model_dir, small_data_dir, f"lora.r={r}"), device="cpu") for r in (8, 32))
-    assert r32["trainable_params"] == 4 * r8["trainable_params"]
+    assert r32.trainable_params == 4 * r8.trainable_params
     for plan in (r8, r32):
-        tokens = plan["train_tokens_per_epoch"]  # one epoch (tiny_train_config)
-        assert plan["flops"]["train_adapter"] == 6 * plan["trainable_params"] * tokens
-        assert plan["flops"]["adapter_share_pct"] == round(100 * plan["flops"]["train_adapter"] / plan["flops"]["train"], 2)
-    extra = r32["flops"]["train"] - r8["flops"]["train"]
-    assert extra == pytest.approx(6 * (r32["trainable_params"] - r8["trainable_params"]) * r8["train_tokens_per_epoch"])
-    assert r32["flops"]["adapter_share_pct"] > r8["flops"]["adapter_share_pct"] > 0
+        tokens = plan.train_tokens_per_epoch  # one epoch (tiny_train_config)
+        assert plan.flops.train_adapter == 6 * plan.trainable_params * tokens
+        assert plan.flops.adapter_share_pct == round(100 * plan.flops.train_adapter / plan.flops.train, 2)
+    extra = r32.flops.train - r8.flops.train
+    assert extra == pytest.approx(6 * (r32.trainable_params - r8.trainable_params) * r8.train_tokens_per_epoch)
+    assert r32.flops.adapter_share_pct > r8.flops.adapter_share_pct > 0
     text = format_plan(r32)
-    assert f"(the adapter's own {r32['flops']['adapter_share_pct']}%)" in text and "under 1%" not in text
+    assert f"(the adapter's own {r32.flops.adapter_share_pct}%)" in text and "under 1%" not in text
 
 
 @pytest.mark.usefixtures("shipped_rates_only")
@@ -307,15 +308,15 @@ def test_a_plan_that_does_not_fit_warns_with_a_batch_that_does(tiny_model_dir, s
     monkeypatch.setattr(plan_module, "CPU_RUNTIME_BYTES", 0)  # the tiny model's peak is then its activations
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.batch_size=8", "train.gradient_accumulation_steps=2")
     roomy = make_plan(config, device="cpu")
-    peak = sum(roomy["peak_memory_parts_bytes"].values())
+    peak = sum(roomy.peak_memory_parts_bytes.values())
     monkeypatch.setattr(plan_module, "memory_available", lambda device, on_gpu: (1e15, "lots"))
-    assert make_plan(config, device="cpu")["memory_warning"] is None
+    assert make_plan(config, device="cpu").memory_warning is None
     monkeypatch.setattr(plan_module, "memory_available", lambda device, on_gpu: (peak, "this machine's free memory"))
     tight = make_plan(config, device="cpu")
-    warning = tight["memory_warning"]
+    warning = tight.memory_warning
     assert warning["fits"]["batch_size"] < 8
     assert warning["fits"]["batch_size"] * warning["fits"]["gradient_accumulation_steps"] == 16  # the same steps
-    assert warning["fits"]["peak_memory_gib"] <= roomy["peak_memory_gib"]
+    assert warning["fits"]["peak_memory_gib"] <= roomy.peak_memory_gib
     text = " ".join(plan_module.format_plan(tight).split())  # the terminal's wrapping undone
     assert "WARNING" in text and "over 85% of this machine's free memory" in text
     assert f"train.batch_size {warning['fits']['batch_size']} with train.gradient_accumulation_steps" in text

@@ -39,8 +39,8 @@ def test_mmlu_equals_lm_eval_run_directly(mmlu, tiny_model_dir, tmp_path, one_th
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     spec = ExtraSpec(tasks=("mmlu",), data={"mmlu": str(mmlu)}, subjects=SUBJECTS, limit=12, batch_size=4)
     model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), device="cpu")
-    ours = run_extra_tasks(model, tokenizer, "base", tmp_path, spec)["tasks"]["mmlu"]
-    assert ours["n"] == 24 and ours["metric"] == "acc" and len(ours["subtasks"]) == 2
+    ours = run_extra_tasks(model, tokenizer, "base", tmp_path, spec).tasks["mmlu"]
+    assert ours.n == 24 and ours.metric == "acc" and len(ours.subtasks) == 2
 
     # lm_eval's own command line, loading the same model from its folder, on the same task files
     names, task_dir = lmeval_tasks(spec, tmp_path)
@@ -52,7 +52,7 @@ def test_mmlu_equals_lm_eval_run_directly(mmlu, tiny_model_dir, tmp_path, one_th
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(next((tmp_path / "direct").rglob("results_*.json")).read_text())
     direct = sum(result["results"][n]["acc,none"] * 12 for n in names) / 24
-    assert ours["accuracy_pct"] == round(100 * direct, 1)
+    assert ours.accuracy_pct == round(100 * direct, 1)
     # Document by document too: the same documents right and wrong.
     mine = {(r["subtask"], r["doc_id"]): r["correct"] for r in map(json.loads, (tmp_path / "extra" / "base.jsonl").open())}
     theirs = {}
@@ -69,9 +69,12 @@ def test_base_and_tuned_are_paired_on_documents(tmp_path):
     for name, right in (("base", {0, 1, 2, 3}), ("tuned", {0, 1})):
         rows = [{"task": "mmlu", "subtask": "s", "doc_id": i, "correct": i in right} for i in range(8)]
         (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (folder / f"{name}.summary.json").write_text(json.dumps({"lm_eval_version": "0.4.13", "tasks": {
-            "mmlu": {"correct": len(right), "n": 8, "accuracy_pct": 100 * len(right) / 8, "ci95_pct": [0, 100],
-                     "metric": "acc"}}}))
+        (folder / f"{name}.summary.json").write_text(json.dumps({
+            "name": name, "spec": {"tasks": ["mmlu"], "data": {}, "subjects": None, "limit": None},
+            "lm_eval_version": "0.4.13", "tasks": {
+                "mmlu": {"correct": len(right), "n": 8, "accuracy_pct": 100 * len(right) / 8, "ci95_pct": [0, 100],
+                         "metric": "acc", "subtasks": ["s"], "versions": {"s": 1.0}, "n_shot": ["0"],
+                         "data": "MMLU"}}}))
     reg = regression_analysis(tmp_path)
     p = reg["paired"]["mmlu"]
     assert (p["n"], p["improved"], p["regressed"]) == (8, 0, 2) and p["difference"]["points"] == -25.0

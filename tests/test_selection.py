@@ -21,6 +21,7 @@ from mathtune.analysis.selection import accuracy_trend, analyze_selection, best_
 from mathtune.core.errors import MathtuneError
 from mathtune.report.explanations import accuracy_trend_text, disagreement_text
 from mathtune.task.data import Problem
+from mathtune.task.train_summary import read_train_summary
 from mathtune.train import run as train_mod
 from mathtune.train.accuracy import ANSWERS_FILE, accuracy_subset
 from mathtune.train.run import run_train
@@ -109,7 +110,7 @@ def test_best_step_and_early_stopping_follow_exact_match(tmp_path, tiny_model_di
     assert [a["step"] for a in answers] == [0, 2, 4, 6, 8]
     assert [sum(x["correct_strict"] for x in a["answers"]) for a in answers] == [0, 1, 3, 2, 1]
 
-    analysis = analyze_selection(run_dir, summary, summary["wall_time_s"])
+    analysis = analyze_selection(run_dir, read_train_summary(run_dir / "train" / "summary.json"), summary["wall_time_s"])
     assert analysis["best_step_by_exact_match"] == 4 == analysis["kept_step"]
     assert analysis["best_step_by_loss"] == by_loss
     assert disagreement_text(analysis["disagreement"]).startswith("Loss and accuracy disagree on the best step")
@@ -155,10 +156,9 @@ def test_plan_counts_the_validation_decoding(tiny_model_dir, small_data_dir):
     plain = make_plan(tiny_train_config(tiny_model_dir, small_data_dir), device="cpu")
     config = tiny_train_config(tiny_model_dir, small_data_dir, "train.select_by=exact_match")
     plan = make_plan(config, device="cpu")
-    assert plan["accuracy_problems"] == 2 and "validation_decoding" not in plain["time_s"]
-    assert plan["flops"]["validation_decoding"] > 0 and "validation_decoding" in plan["time_s"]
-    assert plan["time_s"]["validation"] == pytest.approx(plain["time_s"]["validation"]
-                                                         + plan["time_s"]["validation_decoding"], abs=0.11)
+    assert plan.accuracy_problems == 2 and plain.time_s.validation_decoding is None
+    assert plan.flops.validation_decoding > 0 and plan.time_s.validation_decoding is not None
+    assert plan.time_s.validation == pytest.approx(plain.time_s.validation + plan.time_s.validation_decoding, abs=0.11)
     assert "each decoding 2 problems for exact match" in " ".join(format_plan(plan).split())
 
 

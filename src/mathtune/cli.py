@@ -33,6 +33,7 @@ from mathtune.core import terminal
 from mathtune.core.cpu_share import share_cpu
 from mathtune.core.errors import MathtuneError
 from mathtune.core.processes import this_process
+from mathtune.core.record_json import to_json
 from mathtune.core.runfiles import check_output_folder, disk_full_is_one_line, disk_full_message, is_disk_full
 from mathtune.core.stats import counted
 from mathtune.core.terminal import say
@@ -341,9 +342,9 @@ def _cmd_plan(args) -> None:
         from mathtune.train.example_view import JSON_KEYS, format_example, show_example
 
         view = show_example(config, args.show_example)
-        plan["example"] = {k: view[k] for k in JSON_KEYS}
+        plan.example = {k: view[k] for k in JSON_KEYS}
     if args.json:
-        print(json.dumps(plan))
+        print(json.dumps(to_json(plan)))
         return
     print(format_plan(plan, verbose=args.verbose))
     if not args.verbose:
@@ -427,11 +428,11 @@ def _cmd_eval(args) -> None:
         with disk_full_is_one_line(out):
             # a finished spec is read back, no model needed
             extra = run_extra_tasks(model, tokenizer, name, out, spec, overwrite=args.overwrite)
-        summary["extra"] = extra["tasks"]
+        summary["extra"] = to_json(extra.tasks)
         if not args.json:
-            for task, t in extra["tasks"].items():
-                lo, hi = t["ci95_pct"]
-                say(f"{task}: {t['metric']} {t['accuracy_pct']}% [{lo}%, {hi}%] of {t['n']} (lm-eval {extra['lm_eval_version']})")
+            for task, t in extra.tasks.items():
+                lo, hi = t.ci95_pct
+                say(f"{task}: {t.metric} {t.accuracy_pct}% [{lo}%, {hi}%] of {t.n} (lm-eval {extra.lm_eval_version})")
     if not this_process().is_first:  # the final paths are said once
         return
     if args.json:

@@ -18,7 +18,7 @@ from mathtune.config import Config, config_to_yaml, with_prompt_date
 from mathtune.core.errors import MathtuneError
 from mathtune.core.finished import REPLACE_ADVICE, finished_stage
 from mathtune.core.probe_kinds import PROBE_KIND_TABLE
-from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, read_json, size_text, sweep_stale_temps,
+from mathtune.core.runfiles import (disk_full_is_one_line, free_bytes, size_text, sweep_stale_temps,
                                     write_atomic)
 from mathtune.core.terminal import run_log, say
 from mathtune.evaluation.base_cache import keep_base_evaluation, reuse_base_evaluation
@@ -32,6 +32,8 @@ from mathtune.models.load import attach_adapter, check_adapter_folder, load_mode
 from mathtune.plan import disk_parts, format_plan, make_plan, record_measured_rates, write_plan
 from mathtune.report.build import build_report
 from mathtune.task.data import GSM8K_FORMAT
+from mathtune.task.plan_record import Plan, read_plan
+from mathtune.task.probe_summary import ProbeSummary, read_probe_summary
 from mathtune.task.training_set import training_set
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX, RULES_VERSION, write_variants
 from mathtune.task.prompts import NoCleanBoundary
@@ -163,7 +165,7 @@ def ensure_variants(out_dir: Path, problems: list, *, variants: int, seed: int, 
                          kinds=kinds):
         return
     folder = write_variants(out_dir, problems, variants=variants, seed=seed, source=source, kinds=kinds)
-    say(variants_line(read_json(folder / "summary.json"), folder))
+    say(variants_line(read_probe_summary(folder / "summary.json"), folder))
 
 
 def variants_finished(out_dir: Path, problems: list, *, variants: int, seed: int, source: str, overwrite: bool,
@@ -175,29 +177,29 @@ def variants_finished(out_dir: Path, problems: list, *, variants: int, seed: int
         return False
     wanted = {"problems": len(problems), "variants_per_problem": variants, "seed": seed, "source": source,
               "kinds": list(kinds), "rules_version": RULES_VERSION}
-    have = read_json(summary_path)
-    if have.get("rules_version") != RULES_VERSION:
+    have = read_probe_summary(summary_path)
+    if have.rules_version != RULES_VERSION:
         raise MathtuneError(f"{summary_path.parent} holds variants made under older rules (version "
-                            f"{have.get('rules_version', 'before 3')}; these are version {RULES_VERSION}), whose golds "
+                            f"{have.rules_version or 'before 3'}; these are version {RULES_VERSION}), whose golds "
                             "were not all checked: their results are not mixed with new ones; use --overwrite to "
                             "make the variants and the probe's records anew, or another --out")
-    return finished_stage({k: have.get(k) for k in wanted}, wanted, where=str(summary_path.parent),
+    return finished_stage({k: getattr(have, k) for k in wanted}, wanted, where=str(summary_path.parent),
                           what="variants made with other settings", overwrite=False,
                           advice="use --overwrite to replace them, or another --out")
 
 
-def variants_line(summary: dict, folder: Path) -> str:
+def variants_line(summary: ProbeSummary, folder: Path) -> str:
     """'probe: 7 variants of 7 problems in OUT/probe; 1 of 8 skipped (...)': what was kept, and
     what was not, as probe/summary.json counts them; a line for each kind of change."""
     lines = []
-    for kind, counts in summary["by_kind"].items():
-        skipped = summary["problems"] - counts["kept"]
+    for kind, counts in summary.by_kind.items():
+        skipped = summary.problems - counts["kept"]
         line = f"probe: {counts['variants']} variant{'' if counts['variants'] == 1 else 's'} of {counts['kept']} " \
                f"problem{'' if counts['kept'] == 1 else 's'}" + (f" ({kind})" if PROBE_KIND_TABLE.get(kind).named_in_line else "") + \
                f" in {folder}"
         if skipped:
             reasons = "; ".join(f"{n} {counts['skip_reasons'][k]}" for k, n in counts["skipped"].items())
-            line += f"; {skipped} of {summary['problems']} skipped ({reasons})"
+            line += f"; {skipped} of {summary.problems} skipped ({reasons})"
         lines.append(line)
     return "\n".join(lines)
 
@@ -272,7 +274,7 @@ def preflight(config: Config, run_dir: Path, *, overwrite: bool) -> None:
         check_not_hand_edited(run_dir)
 
 
-def keep_run_files(config: Config, run_dir: Path, plan: dict | None) -> None:
+def keep_run_files(config: Config, run_dir: Path, plan: Plan | None) -> None:
     """After training: the plan it was started under, and the config as the evaluation uses it
     (an overwritten run's later stages were set aside before training wrote anything)."""
     if plan is not None:
@@ -294,13 +296,13 @@ def record_rates(run_dir: Path) -> None:
         say(f"measured rates: kept in {written} for the next plan on this machine")
 
 
-def check_free_space(plan: dict | None, run_dir: Path) -> None:
+def check_free_space(plan: Plan | None, run_dir: Path) -> None:
     """Before training writes anything: the plan's estimate of what the run writes (less what
     its folder already holds, on a resume) against the free space of the folder's disk. Refused
     when it does not fit, said when it is close; no estimate (a plan not available), no check."""
     if plan is None and (run_dir / "plan.json").is_file():
-        plan = read_json(run_dir / "plan.json")
-    disk = (plan or {}).get("disk_bytes")
+        plan = read_plan(run_dir / "plan.json")
+    disk = plan.disk_bytes if plan else None
     free = free_bytes(run_dir)
     if not disk or free is None:
         return
@@ -320,13 +322,13 @@ def check_free_space(plan: dict | None, run_dir: Path) -> None:
 CLOSE_TO_FULL = 1.5
 
 
-def plan_before_training(config: Config, run_dir: Path, *, overwrite: bool = False) -> dict | None:
+def plan_before_training(config: Config, run_dir: Path, *, overwrite: bool = False) -> Plan | None:
     """The plan, printed before anything runs (kept from an earlier start of the same run; an
     overwritten run's plan is set aside with the rest of it)."""
     saved = run_dir / "plan.json"
     if saved.is_file() and not overwrite:
         try:
-            read_json(saved)
+            read_plan(saved)
             return None  # planned when this run first started; a resume keeps that plan
         except MathtuneError as err:
             say(f"plan: {err}; planned again")

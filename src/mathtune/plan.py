@@ -21,6 +21,7 @@ next to what happened, and once the run has finished records the rates it reache
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import math
 import os
@@ -34,12 +35,16 @@ from mathtune.config import Config
 from mathtune.core.errors import MathtuneError
 from mathtune.core.measured_rates import measured_rates, record_rates
 from mathtune.core.provenance import adapter_variant, library_version
-from mathtune.core.runfiles import read_json, read_jsonl, size_text, write_json_atomic
+from mathtune.core.runfiles import read_jsonl, size_text
 from mathtune.core.terminal import duration, round_seconds
 from mathtune.evaluation.resolve import resolve_request
 from mathtune.evaluation.request import EvalRequest, load_problems
+from mathtune.evaluation.summary import read_eval_summary
 from mathtune.task.training_set import training_set
 from mathtune.task.sequences import prompt_ids
+from mathtune.task.plan_record import (FullPrecision, Plan, PlanData, PlanEvaluation, PlanFlops, PlanPrompts, PlanRates,
+                                      PlanTimes, SplitPlan, read_plan, write_plan_record)
+from mathtune.task.train_summary import TrainSummary, read_train_summary
 
 # Dense bf16 peak (TFLOP/s) of devices a plan can be asked for by name, and the share of it
 # assumed where no throughput was measured on that device; their specified memory bandwidth
@@ -457,7 +462,7 @@ def _refuse_unplannable(config: Config) -> None:
                             "whose lengths cannot be known before it runs")
 
 
-def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> dict:
+def make_plan(config: Config, device: str | None = None, world_size: int = 1) -> Plan:
     """The plan for this config on `device` (h100, a100, cpu, ...; default: this machine's)."""
     from mathtune.models.load import load_tokenizer
     from mathtune.models.selfcheck import planned_paths
@@ -511,50 +516,50 @@ def make_plan(config: Config, device: str | None = None, world_size: int = 1) ->
         basis += ("; measured without quantization: a quantized base also dequantizes every layer in each pass, "
                   "which this time does not count on a GPU (not measured there)")
     hours = (train_s + val_s + eval_s) / 3600
-    return {
-        "name": config.name,  # the report's title and the run folder's default name
-        "device": device,
-        "world_size": world_size,
+    return Plan(
+        name=config.name,  # the report's title and the run folder's default name
+        device=device,
+        world_size=world_size,
         # What the model is asked, as every summary of the run states it (evaluation.request.protocol_text).
-        "prompts": {"train": config.data.prompt, "eval": config.eval.prompt, "thinking": config.model.thinking},
-        "data": {"train": {**_stats(train_len), "dropped_over_max_length": len(train_len) - len(kept)},
-                 "validation": {**_stats(val_len), "dropped_over_max_length": len(val_len) - len(kept_val)},
-                 "test_problems": len(test), "max_length": limit},
-        "train_tokens_per_epoch": sum(x for x, _ in kept),
-        "optimizer_steps": steps,
-        "steps_per_epoch": sched["steps_per_epoch"],
-        "validation_passes": val_passes,
-        "trainable_params": shape["trainable_params"],
-        "base_params": shape["base_params"],
-        "total_params": shape["total_params"],
-        "params_definition": PARAMS_DEFINITION,
-        "shape": {k: v for k, v in shape.items() if k not in ("trainable_params", "total_params")},
-        "flops": {"train": train_flops, "validation": val_flops, "evaluation": eval_flops, "formula": FLOPS_FORMULA,
-                  "train_adapter": own, "adapter_share_pct": round(100 * own / train_flops, 2) if train_flops else None,
-                  **({"validation_decoding": decode_flops} if accuracy_n else {})},
-        "time_s": {"train": round_seconds(train_s), "validation": round_seconds(val_s),
-                   "evaluation": round_seconds(eval_s), "total": round_seconds(train_s + val_s + eval_s),
-                   "evaluation_bound": round_seconds(bound_s),
-                   **({"validation_decoding": round_seconds(decode_s)} if accuracy_n else {})},
-        "evaluation": {"prompt_tokens_mean": round(prompt, 1), "samples": config.eval.samples,
-                       "dtype_bytes": 2 if on_gpu else 4, "decode_formula": DECODE_FORMULA,
-                       "model": config.model.name_or_path, "prompt": config.eval.prompt,
-                       "max_new_tokens": config.eval.max_new_tokens,
-                       "answer_tokens_mean": round(sum(answer_lengths) / len(answer_lengths), 1),
-                       "answer_tokens_from": answers_from},
-        "rates": {k: rates[k] for k in ("source", "train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")},
-        "accuracy_problems": accuracy_n or None,
-        "time_extrapolated": rates["extrapolated"],
-        "time_basis": basis,
-        "rates_from": rates["short"],
-        "cost_usd": round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
-        "cost_basis": f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
+        prompts=PlanPrompts(train=config.data.prompt, eval=config.eval.prompt, thinking=config.model.thinking),
+        data=PlanData(train=SplitPlan(**_stats(train_len), dropped_over_max_length=len(train_len) - len(kept)),
+                      validation=SplitPlan(**_stats(val_len), dropped_over_max_length=len(val_len) - len(kept_val)),
+                      test_problems=len(test), max_length=limit),
+        train_tokens_per_epoch=sum(x for x, _ in kept),
+        optimizer_steps=steps,
+        steps_per_epoch=sched["steps_per_epoch"],
+        validation_passes=val_passes,
+        trainable_params=shape["trainable_params"],
+        base_params=shape["base_params"],
+        total_params=shape["total_params"],
+        params_definition=PARAMS_DEFINITION,
+        shape={k: v for k, v in shape.items() if k not in ("trainable_params", "total_params")},
+        flops=PlanFlops(train=train_flops, validation=val_flops, evaluation=eval_flops, formula=FLOPS_FORMULA,
+                        train_adapter=own, adapter_share_pct=round(100 * own / train_flops, 2) if train_flops else None,
+                        validation_decoding=decode_flops if accuracy_n else None),
+        time_s=PlanTimes(train=round_seconds(train_s), validation=round_seconds(val_s),
+                         evaluation=round_seconds(eval_s), total=round_seconds(train_s + val_s + eval_s),
+                         evaluation_bound=round_seconds(bound_s),
+                         validation_decoding=round_seconds(decode_s) if accuracy_n else None),
+        evaluation=PlanEvaluation(prompt_tokens_mean=round(prompt, 1), samples=config.eval.samples,
+                                  dtype_bytes=2 if on_gpu else 4, decode_formula=DECODE_FORMULA,
+                                  model=config.model.name_or_path, prompt=config.eval.prompt,
+                                  max_new_tokens=config.eval.max_new_tokens,
+                                  answer_tokens_mean=round(sum(answer_lengths) / len(answer_lengths), 1),
+                                  answer_tokens_from=answers_from),
+        rates=PlanRates(**{k: rates[k] for k in ("source", "train_flops_per_s", "decode_flops_per_s", "weight_bytes_per_s")}),
+        accuracy_problems=accuracy_n or None,
+        time_extrapolated=rates["extrapolated"],
+        time_basis=basis,
+        rates_from=rates["short"],
+        cost_usd=round(hours * t.gpu_hourly_usd * world_size, 2) if on_gpu else None,
+        cost_basis=f"{world_size} GPU(s) x ${t.gpu_hourly_usd}/h" if on_gpu else "not applicable on a CPU",
         **_memory_fields(config, shape, sched, on_gpu, device),
-        "quantization": quantization,
-        "paths": planned_paths(config.model.attn_implementation, t.packing, on_gpu),
-        "adapter": _adapter_variant(config),
-        "disk_bytes": disk_estimate(config, shape, tokenizer, builder, test, steps),
-    }
+        quantization=quantization,
+        paths=planned_paths(config.model.attn_implementation, t.packing, on_gpu),
+        adapter=_adapter_variant(config),
+        disk_bytes=disk_estimate(config, shape, tokenizer, builder, test, steps),
+    )
 
 
 # What a run writes beside its checkpoints and records, measured on the tiny test runs and on
@@ -652,10 +657,10 @@ def _memory_fields(config: Config, shape: dict, sched: dict, on_gpu: bool, devic
         "peak_memory_gib": round(memory["total"] / 2**30, 1),
         "peak_memory_parts_bytes": {k: round(v) for k, v in memory.items() if k != "total"},
         "peak_memory_basis": _memory_basis(quantization, on_gpu, measured),
-        "full_precision": None if quantization == "none" else {
-            "dtype": "bfloat16" if on_gpu else "float32",
-            "peak_memory_gib": round(unquantized["total"] / 2**30, 1),
-            "weights_gib": round(unquantized["weights"] / 2**30, 2)},
+        "full_precision": None if quantization == "none" else FullPrecision(
+            dtype="bfloat16" if on_gpu else "float32",
+            peak_memory_gib=round(unquantized["total"] / 2**30, 1),
+            weights_gib=round(unquantized["weights"] / 2**30, 2)),
     }
 
 
@@ -684,31 +689,33 @@ def record_measured_rates(run_dir: Path) -> Path | None:
     run has nothing to measure (no plan with shapes, planned for another device, resumed)."""
     run_dir = Path(run_dir)
     path = run_dir / "plan.json"
-    plan = read_json(path) if path.is_file() else {}
-    if "rates" not in plan or "shape" not in plan or plan["device"] != _detected_device() or plan["world_size"] != 1:
+    if not path.is_file():
         return None
-    used, time_s = plan["rates"], plan["time_s"]
+    plan = read_plan(path)
+    if plan.device != _detected_device() or plan.world_size != 1:
+        return None
+    used, time_s = plan.rates, plan.time_s
     entry = {"when": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "run": str(run_dir.resolve()),
-             "base_params": plan["base_params"], "quantization": plan["quantization"], "adapter": plan.get("adapter")}
+             "base_params": plan.base_params, "quantization": plan.quantization, "adapter": plan.adapter}
     train = run_dir / "train" / "summary.json"
-    summary = read_json(train) if train.is_file() else {}
-    decoding = time_s.get("validation_decoding") or 0
-    planned = time_s["train"] + time_s["validation"] - decoding
-    actual = (summary.get("wall_time_s") or 0) - decoding
-    if summary and not summary.get("resumed_from_step") and planned > 0 and actual > 0:
-        entry["train_flops_per_s"] = used["train_flops_per_s"] * planned / actual
+    summary = read_train_summary(train) if train.is_file() else None
+    decoding = time_s.validation_decoding or 0
+    planned = time_s.train + time_s.validation - decoding
+    actual = ((summary.wall_time_s if summary else None) or 0) - decoding
+    if summary and not summary.resumed_from_step and planned > 0 and actual > 0:
+        entry["train_flops_per_s"] = used.train_flops_per_s * planned / actual
         entry["training_planned_actual_s"] = [round(planned, 3), round(actual, 3)]
         runtime = _measured_runtime_bytes(plan, summary)
         if runtime is not None:
             entry["cpu_runtime_bytes"] = runtime
     modeled, taken = _evaluations_modeled(run_dir, plan)
-    if plan["quantization"] == "none" and modeled > 0 and taken > 0:  # a quantized base's ratio is its own
-        entry["decode_flops_per_s"] = used["decode_flops_per_s"] * modeled / taken
-        entry["weight_bytes_per_s"] = used["weight_bytes_per_s"] * modeled / taken
+    if plan.quantization == "none" and modeled > 0 and taken > 0:  # a quantized base's ratio is its own
+        entry["decode_flops_per_s"] = used.decode_flops_per_s * modeled / taken
+        entry["weight_bytes_per_s"] = used.weight_bytes_per_s * modeled / taken
         entry["evaluation_modeled_actual_s"] = [round(modeled, 3), round(taken, 3)]
     lengths = _answer_lengths(run_dir)
-    if lengths and plan["evaluation"].get("model"):  # for the next plan's expected evaluation time
-        entry.update(model=plan["evaluation"]["model"], eval_prompt=plan["evaluation"]["prompt"],
+    if lengths and plan.evaluation.model:  # for the next plan's expected evaluation time
+        entry.update(model=plan.evaluation.model, eval_prompt=plan.evaluation.prompt,
                      answer_lengths=lengths)
     if len(entry) == 5:
         return None
@@ -728,34 +735,34 @@ def _answer_lengths(run_dir: Path, kept: int = 400) -> list[int]:
     return lengths[::step]
 
 
-def _measured_runtime_bytes(plan: dict, summary: dict) -> int | None:
+def _measured_runtime_bytes(plan: Plan, summary: TrainSummary) -> int | None:
     """On a CPU: the training process's peak resident memory beyond the tensors the plan adds up
     (the libraries, the allocator's free blocks, the tokenizer and data), for the next plan's
     "runtime" part."""
-    parts = plan.get("peak_memory_parts_bytes") or {}
-    if summary.get("peak_memory_kind") != "cpu_max_rss" or not summary.get("peak_memory_bytes") or not parts:
+    parts = plan.peak_memory_parts_bytes or {}
+    if summary.peak_memory_kind != "cpu_max_rss" or not summary.peak_memory_bytes or not parts:
         return None
     tensors = sum(v for k, v in parts.items() if k != "runtime")
-    return max(0, round(summary["peak_memory_bytes"] - tensors))
+    return max(0, round(summary.peak_memory_bytes - tensors))
 
 
-def _evaluations_modeled(run_dir: Path, plan: dict) -> tuple[float, float]:
+def _evaluations_modeled(run_dir: Path, plan: Plan) -> tuple[float, float]:
     """The decoding time the plan's rates give for the work the base and tuned evaluations did
     (their generated tokens, rows at their batch, refilled as rows finish), and the time taken."""
     modeled = taken = 0.0
-    ev = plan["evaluation"]
+    ev, rates = plan.evaluation, dataclasses.asdict(plan.rates)
     for name in ("base", "tuned"):
         path = run_dir / "eval" / f"{name}.summary.json"
-        s = read_json(path) if path.is_file() else {}
-        rows = (s.get("timed_problems") or 0) * ev["samples"]
-        if not rows or not s.get("wall_time_s") or s.get("untimed_problems"):
+        s = read_eval_summary(path) if path.is_file() else None
+        rows = (s.timed_problems if s else 0) * ev.samples
+        if not rows or not s.wall_time_s or s.untimed_problems:
             continue
-        at_once = min(s.get("batch_size") or 1, rows)
-        per_row = s["generated_tokens"] / rows
-        modeled += decode_seconds(plan["shape"], plan["rates"], steps=s["generated_tokens"] / at_once,
-                                  rows_per_step=at_once, context=ev["prompt_tokens_mean"] + per_row / 2,
-                                  prompt_tokens=ev["prompt_tokens_mean"], rows=rows, dtype_bytes=ev["dtype_bytes"])
-        taken += s["wall_time_s"]
+        at_once = min(s.batch_size or 1, rows)
+        per_row = s.generated_tokens / rows
+        modeled += decode_seconds(plan.shape, rates, steps=s.generated_tokens / at_once,
+                                  rows_per_step=at_once, context=ev.prompt_tokens_mean + per_row / 2,
+                                  prompt_tokens=ev.prompt_tokens_mean, rows=rows, dtype_bytes=ev.dtype_bytes)
+        taken += s.wall_time_s
     return modeled, taken
 
 
@@ -773,44 +780,42 @@ def _adapter_variant(config: Config) -> str:
 LINE_WIDTH = 100
 
 
-def format_plan(plan: dict, verbose: bool = False) -> str:
-    d, tr, va = plan["data"], plan["data"]["train"], plan["data"]["validation"]
-    f = plan["flops"]
-    rates = plan.get("rates") or {}
+def format_plan(plan: Plan, verbose: bool = False) -> str:
+    d, tr, va = plan.data, plan.data.train, plan.data.validation
+    f, rates = plan.flops, plan.rates
     fields = [
-        ("data", f"train {tr['examples']:,} examples ({tr['dropped_over_max_length']:,} over max_length "
-                 f"{d['max_length']}, dropped), validation {va['examples']:,} ({va['dropped_over_max_length']:,} "
-                 f"dropped), test {d['test_problems']:,} problems"),
-        ("prompts", f"training {plan['prompts']['train']}, evaluation {plan['prompts']['eval']}; template thinking "
-                    f"{plan['prompts']['thinking']}"),
-        ("tokens", f"{plan['train_tokens_per_epoch']:,} per epoch; example length mean {tr['mean']}, p99 {tr['p99']}, "
-                   f"max {tr['max']}"),
-        ("steps", f"{plan['optimizer_steps']} optimizer step{_s(plan['optimizer_steps'])} "
-                  f"({plan['steps_per_epoch']} per epoch), {plan['validation_passes']} validation pass"
-                  f"{'' if plan['validation_passes'] == 1 else 'es'}"
-                  + (f", each decoding {plan['accuracy_problems']} problems for exact match"
-                     if plan.get("accuracy_problems") else "")),
-        ("params", f"{plan['trainable_params']:,} trainable of {plan['total_params']:,} (base "
-                   f"{plan['base_params']:,} + adapter); {plan.get('adapter', 'LoRA')}"),
-        ("FLOPs", f"train {f['train']:.2e}" + (f" (the adapter's own {f['adapter_share_pct']}%)"
-                                                if f.get("adapter_share_pct") is not None else "")
-                  + f", validation {f['validation']:.2e}, evaluation {f['evaluation']:.2e} (at most)"),
+        ("data", f"train {tr.examples:,} examples ({tr.dropped_over_max_length:,} over max_length "
+                 f"{d.max_length}, dropped), validation {va.examples:,} ({va.dropped_over_max_length:,} "
+                 f"dropped), test {d.test_problems:,} problems"),
+        ("prompts", f"training {plan.prompts.train}, evaluation {plan.prompts.eval}; template thinking "
+                    f"{plan.prompts.thinking}"),
+        ("tokens", f"{plan.train_tokens_per_epoch:,} per epoch; example length mean {tr.mean}, p99 {tr.p99}, "
+                   f"max {tr.max}"),
+        ("steps", f"{plan.optimizer_steps} optimizer step{_s(plan.optimizer_steps)} "
+                  f"({plan.steps_per_epoch} per epoch), {plan.validation_passes} validation pass"
+                  f"{'' if plan.validation_passes == 1 else 'es'}"
+                  + (f", each decoding {plan.accuracy_problems} problems for exact match"
+                     if plan.accuracy_problems else "")),
+        ("params", f"{plan.trainable_params:,} trainable of {plan.total_params:,} (base "
+                   f"{plan.base_params:,} + adapter); {plan.adapter}"),
+        ("FLOPs", f"train {f.train:.2e}" + (f" (the adapter's own {f.adapter_share_pct}%)"
+                                             if f.adapter_share_pct is not None else "")
+                  + f", validation {f.validation:.2e}, evaluation {f.evaluation:.2e} (at most)"),
         ("time", _time_text(plan)),
         ("cost", _cost_text(plan)),
-        ("memory", f"about {plan['peak_memory_gib']} GiB at the peak of training (estimate): " + _memory_parts(plan)),
-        *([("disk", disk_parts(plan["disk_bytes"]))] if plan.get("disk_bytes") else []),
-        *([("WARNING", memory_warning_text(plan))] if plan.get("memory_warning") else []),
-        ("rates", (f"training {rates['train_flops_per_s'] / 1e9:,.1f} GFLOP/s, decoding "
-                   f"{rates['decode_flops_per_s'] / 1e9:,.1f} GFLOP/s, weights read at "
-                   f"{rates['weight_bytes_per_s'] / 1e9:,.1f} GB/s; from {plan.get('rates_from', plan['time_basis'])}")
-         if rates else plan["time_basis"]),
-        *([("paths", _paths(plan["paths"]))] if plan.get("paths") else []),
+        ("memory", f"about {plan.peak_memory_gib} GiB at the peak of training (estimate): " + _memory_parts(plan)),
+        *([("disk", disk_parts(plan.disk_bytes))] if plan.disk_bytes else []),
+        *([("WARNING", memory_warning_text(plan))] if plan.memory_warning else []),
+        ("rates", f"training {rates.train_flops_per_s / 1e9:,.1f} GFLOP/s, decoding "
+                  f"{rates.decode_flops_per_s / 1e9:,.1f} GFLOP/s, weights read at "
+                  f"{rates.weight_bytes_per_s / 1e9:,.1f} GB/s; from {plan.rates_from}"),
+        *([("paths", _paths(plan.paths))] if plan.paths else []),
     ]
     if verbose:
-        fields += [("basis", plan["time_basis"]), ("FLOPs are", f["formula"]),
-                   ("decoding", plan["evaluation"].get("decode_formula", "")),
-                   ("memory is", plan.get("peak_memory_basis", ""))]
-    title = f"plan of {plan['name']} on {plan['device']}" + (f" x{plan['world_size']}" if plan["world_size"] > 1 else "")
+        fields += [("basis", plan.time_basis), ("FLOPs are", f.formula),
+                   ("decoding", plan.evaluation.decode_formula),
+                   ("memory is", plan.peak_memory_basis)]
+    title = f"plan of {plan.name} on {plan.device}" + (f" x{plan.world_size}" if plan.world_size > 1 else "")
     lines = [title]
     for label, text in fields:
         lines += textwrap.wrap(text, LINE_WIDTH, initial_indent=f"  {label:<10} ", subsequent_indent=" " * 13,
@@ -818,10 +823,10 @@ def format_plan(plan: dict, verbose: bool = False) -> str:
     return "\n".join(lines)
 
 
-def memory_warning_text(plan: dict) -> str:
+def memory_warning_text(plan: Plan) -> str:
     """The plan's peak against the memory here, and what fits with the same optimizer steps."""
-    w = plan["memory_warning"]
-    text = (f"{plan['peak_memory_gib']} GiB is over {round(w['share'] * 100)}% of {w['available']}; ")
+    w = plan.memory_warning
+    text = (f"{plan.peak_memory_gib} GiB is over {round(w['share'] * 100)}% of {w['available']}; ")
     fits = w.get("fits")
     if fits:
         return text + (f"train.batch_size {fits['batch_size']} with train.gradient_accumulation_steps "
@@ -831,22 +836,20 @@ def memory_warning_text(plan: dict) -> str:
                    "a smaller data.max_length or model.quantization 4bit")
 
 
-def _time_text(plan: dict) -> str:
-    ts, ev = plan["time_s"], plan["evaluation"]
-    text = (f"about {duration(ts['total'])}: train {duration(ts['train'])}, validation {duration(ts['validation'])}"
-            + (f" (decoding {duration(ts['validation_decoding'])})" if "validation_decoding" in ts else "")
-            + f", evaluation {duration(ts['evaluation'])}")
-    if "evaluation_bound" not in ts:  # a plan written before expected answer lengths
-        return text + " if every answer runs to max_new_tokens"
-    return (text + f" for answers as long as {ev['answer_tokens_from']}; at most "
-            f"{duration(ts['evaluation_bound'])} if every answer runs to max_new_tokens {ev['max_new_tokens']}")
+def _time_text(plan: Plan) -> str:
+    ts, ev = plan.time_s, plan.evaluation
+    text = (f"about {duration(ts.total)}: train {duration(ts.train)}, validation {duration(ts.validation)}"
+            + (f" (decoding {duration(ts.validation_decoding)})" if ts.validation_decoding is not None else "")
+            + f", evaluation {duration(ts.evaluation)}")
+    return (text + f" for answers as long as {ev.answer_tokens_from}; at most "
+            f"{duration(ts.evaluation_bound)} if every answer runs to max_new_tokens {ev.max_new_tokens}")
 
 
-def _cost_text(plan: dict) -> str:
-    cost = plan["cost_usd"]
+def _cost_text(plan: Plan) -> str:
+    cost = plan.cost_usd
     if cost is None:
-        return plan["cost_basis"]
-    return (f"${cost:.2f}" if cost >= 0.01 else "under $0.01") + f" ({plan['cost_basis']})"
+        return plan.cost_basis
+    return (f"${cost:.2f}" if cost >= 0.01 else "under $0.01") + f" ({plan.cost_basis})"
 
 
 def _paths(paths: dict) -> str:
@@ -861,18 +864,18 @@ def disk_parts(disk: dict) -> str:
             f"{size_text(disk['records'])}, report and logs {size_text(disk['report_and_logs'])}")
 
 
-def _memory_parts(plan: dict) -> str:
-    parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.get("peak_memory_parts_bytes") or {}).items()}
+def _memory_parts(plan: Plan) -> str:
+    parts = {k: f"{v / 2**30:.2f}" for k, v in (plan.peak_memory_parts_bytes or {}).items()}
     text = (f"weights {parts.get('weights')}, adapter and optimizer {parts.get('adapter_and_optimizer')}, "
             f"activations and logits {parts.get('activations')}"
             + (f", DoRA's extra pass {parts['dora_extra']}" if "dora_extra" in parts else "")
             + (f", runtime {parts['runtime']}" if float(parts.get("runtime") or 0) else "") + " GiB")
-    full = plan.get("full_precision")
+    full = plan.full_precision
     if full:
-        text += (f"; the base in {plan['quantization']} (a {full['dtype']} base: {full['weights_gib']} GiB of weights, "
-                 f"about {full['peak_memory_gib']} GiB at the peak)")
+        text += (f"; the base in {plan.quantization} (a {full.dtype} base: {full.weights_gib} GiB of weights, "
+                 f"about {full.peak_memory_gib} GiB at the peak)")
     return text
 
 
-def write_plan(plan: dict, run_dir: Path) -> None:
-    write_json_atomic(Path(run_dir) / "plan.json", plan)
+def write_plan(plan: Plan, run_dir: Path) -> None:
+    write_plan_record(Path(run_dir) / "plan.json", plan)

@@ -25,10 +25,12 @@ from mathtune.analysis.contamination import analyze_contamination
 from mathtune.analysis.followup_measures import probe_analysis, regression_analysis, self_check, self_consistency
 from mathtune.analysis.recipe import analyze_recipe
 from mathtune.analysis.training import analyze_training
+from mathtune.core.analysis_record import Analysis, AnalysisRun, write_analysis
 from mathtune.core.errors import MathtuneError
+from mathtune.core.record_json import to_json
 from mathtune.core.provenance import run_provenance
-from mathtune.core.runfiles import read_json, write_atomic
 from mathtune.core.terminal import round_seconds
+from mathtune.task.plan_record import read_plan
 from mathtune.task.taxonomy import CATEGORIES
 
 SCHEMA_VERSION = 1
@@ -58,7 +60,7 @@ def seed_claim(training: dict, benchmark: dict) -> dict[str, Any]:
     }
 
 
-def build_analysis(run_dir: Path) -> dict[str, Any]:
+def build_analysis(run_dir: Path) -> Analysis:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MathtuneError(f"run folder not found: {run_dir}")
@@ -73,34 +75,35 @@ def build_analysis(run_dir: Path) -> dict[str, Any]:
     if records_by_model:
         errors["available"] = True
     provenance = run_provenance(run_dir)
-    analysis = {
-        "schema_version": SCHEMA_VERSION,
-        "run": {
-            "name": config.name if config else run_dir.name,
+    analysis = Analysis(
+        schema_version=SCHEMA_VERSION,
+        run=AnalysisRun(
+            name=config.name if config else run_dir.name,
             # An evaluation-only folder has no config; its summaries still say what ran.
-            "base_model": config.model.name_or_path if config else provenance["model"],
+            base_model=config.model.name_or_path if config else provenance["model"],
             # Resolved, as "What ran" names it: one path for the data in the whole report.
-            "data_source": resolved_source(config.data.source) if config else provenance["data"],
+            data_source=resolved_source(config.data.source) if config else provenance["data"],
             # eval.source: the data evaluated, when it is not the training source
-            "eval_source": resolved_source(config.eval.source) if config and config.eval.source else None,
-            "report_formats": list(config.report.formats) if config else ["md", "html"],
-            "provenance": provenance,
-        },
-        "config": config.model_dump(mode="json") if config else None,
-        "training": training,
-        "benchmark": benchmark,
-        "errors": errors,
-        "recipe": recipe,
-        "contamination": analyze_contamination(config, records_by_model),
+            eval_source=resolved_source(config.eval.source) if config and config.eval.source else None,
+            report_formats=list(config.report.formats) if config else ["md", "html"],
+            provenance=provenance,
+        ),
+        config=config.model_dump(mode="json") if config else None,
+        training=training,
+        benchmark=benchmark,
+        errors=errors,
+        recipe=recipe,
+        contamination=analyze_contamination(config, records_by_model),
         # The follow-ups, each from its own module; empty ("available": false) unless the run asked.
-        "self_consistency": self_consistency(run_dir, records_by_model),
-        "probe": probe_analysis(run_dir, records_by_model),
-        "self_check": self_check(records_by_model),
-        "regression": regression_analysis(run_dir),
-        "seed_claim": seed_claim(training, benchmark),
-    }
-    analysis["plan"] = plan_vs_actual(run_dir, training, benchmark)
-    analysis["recommendations"] = recommendations(analysis)
+        self_consistency=self_consistency(run_dir, records_by_model),
+        probe=probe_analysis(run_dir, records_by_model),
+        self_check=self_check(records_by_model),
+        regression=regression_analysis(run_dir),
+        seed_claim=seed_claim(training, benchmark),
+        plan=plan_vs_actual(run_dir, training, benchmark),
+        recommendations=[],
+    )
+    analysis.recommendations = recommendations(analysis)
     return analysis
 
 
@@ -117,28 +120,27 @@ def plan_vs_actual(run_dir: Path, training: dict, benchmark: dict) -> dict:
     if not path.is_file():
         return {"available": False, "reason": "no plan.json (the run was started before plans were kept, or "
                                               "its method has no plan)"}
-    plan = read_json(path)
+    plan = read_plan(path)
     evals = benchmark.get("models", {}) if benchmark.get("available") else {}
     eval_s = sum(m.get("wall_time_s") or 0 for m in evals.values()) if evals else None
     rows = [
-        {"figure": "optimizer steps", "planned": plan["optimizer_steps"],
+        {"figure": "optimizer steps", "planned": plan.optimizer_steps,
          "actual": training.get("global_step") if training.get("available") else None},
-        {"figure": "training time incl. validation (s)", "planned": round_seconds(plan["time_s"]["train"] + plan["time_s"]["validation"]),
+        {"figure": "training time incl. validation (s)", "planned": round_seconds(plan.time_s.train + plan.time_s.validation),
          "actual": training.get("wall_time_s") if training.get("available") else None},
-        {"figure": "evaluation time, base and tuned (s)", "planned": plan["time_s"]["evaluation"],
+        {"figure": "evaluation time, base and tuned (s)", "planned": plan.time_s.evaluation,
          "actual": round(eval_s, 1) if eval_s is not None else None},
-        {"figure": "peak training memory (GiB)", "planned": plan.get("peak_memory_gib"),
+        {"figure": "peak training memory (GiB)", "planned": plan.peak_memory_gib,
          "actual": training.get("peak_memory_gib") if training.get("available") else None},
-        {"figure": "training cost (USD)", "planned": plan["cost_usd"],
+        {"figure": "training cost (USD)", "planned": plan.cost_usd,
          "actual": training.get("cost_usd") if training.get("available") else None},
     ]
     for row in rows:
         row["missed_by"] = plan_miss(row["planned"], row["actual"])
-    ev, bound = plan.get("evaluation") or {}, plan["time_s"].get("evaluation_bound")
-    expected = (f"; evaluation time expected for answers as long as {ev['answer_tokens_from']}, at most {bound} s "
-                f"if every answer runs to max_new_tokens {ev['max_new_tokens']}" if bound is not None
-                else "; evaluation time as if every answer ran to max_new_tokens")
-    return {"available": True, "device": plan["device"], "basis": plan["time_basis"] + expected, "rows": rows}
+    ev, bound = plan.evaluation, plan.time_s.evaluation_bound
+    expected = (f"; evaluation time expected for answers as long as {ev.answer_tokens_from}, at most {bound} s "
+                f"if every answer runs to max_new_tokens {ev.max_new_tokens}")
+    return {"available": True, "device": plan.device, "basis": plan.time_basis + expected, "rows": rows}
 
 
 def plan_miss(planned, actual) -> dict | None:
@@ -151,16 +153,16 @@ def plan_miss(planned, actual) -> dict | None:
     return {"on_plan": round(ratio, 2) == 1, "pct": round((ratio - 1) * 100), "ratio": round(ratio, 2)}
 
 
-def recommendations(analysis: dict) -> list[dict]:
+def recommendations(analysis: Analysis) -> list[dict]:
     """Next steps, each an advice code with the numbers it follows from (report.explanations
     words each)."""
     out: list[dict] = []
-    training, benchmark, errors = analysis["training"], analysis["benchmark"], analysis["errors"]
+    training, benchmark, errors = analysis.training, analysis.benchmark, analysis.errors
     if training.get("available"):
         out.append({"advice": "training"})  # its code and numbers: training.recommendation
     if training.get("diverged"):
         out.append({"advice": "diverged", **training["diverged"]})
-    out += analysis.get("recipe", {}).get("recommendations", [])
+    out += analysis.recipe.get("recommendations", [])
     paired = benchmark.get("paired", {}) if benchmark.get("available") else {}
     if paired.get("available"):
         out.append({"advice": "paired"})
@@ -172,7 +174,7 @@ def recommendations(analysis: dict) -> list[dict]:
             top = max(CATEGORIES, key=lambda c: (counts[c], -CATEGORIES.index(c)))
             out.append({"advice": "top error", "model": model, "category": top, "count": counts[top],
                         "wrong": wrong, "share_pct": pct(counts[top] / wrong)})
-    contamination = analysis["contamination"]
+    contamination = analysis.contamination
     if contamination.get("available") and contamination["test_questions_half_overlapping"]:
         out.append({"advice": "contamination"})
     return out
@@ -209,7 +211,7 @@ def run_analysis(run_dir: Path, *, overwrite: bool = False) -> Path:
     if not overwrite:
         check_not_hand_edited(run_dir)
     analysis = build_analysis(run_dir)
-    analysis[CHECKSUM_KEY] = hashlib.sha256(_json_text(analysis).encode()).hexdigest()
+    analysis.sha256_of_the_rest = hashlib.sha256(_json_text(to_json(analysis)).encode()).hexdigest()
     path = run_dir / "analysis.json"
-    write_atomic(path, _json_text(analysis))
+    write_analysis(path, analysis)
     return path

@@ -24,9 +24,11 @@ from mathtune.core.errors import MathtuneError
 from mathtune.core.method_kinds import METHOD_KIND_TABLE
 from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.provenance import adapter_label, quantization_label
-from mathtune.core.runfiles import read_eval_records, read_json
+from mathtune.core.runfiles import read_eval_records
 from mathtune.core.stats import counted, signed
 from mathtune.core.terminal import duration
+from mathtune.evaluation.summary import EvalSummary, read_eval_summary
+from mathtune.task.train_summary import TrainSummary, read_train_summary
 from mathtune.task.variants import PROBE_SUFFIX
 
 MODELS = ("base", "tuned")
@@ -55,7 +57,7 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
         raise MathtuneError(f"{run_dir} is not a run folder (no config.yaml)")
     config = config_from_yaml_text(config_path.read_text(encoding="utf-8"), str(config_path))
     evals = {m: run_dir / "eval" / f"{m}.summary.json" for m in MODELS}
-    evals = {m: read_json(p) for m, p in evals.items() if p.is_file()}
+    evals = {m: read_eval_summary(p) for m, p in evals.items() if p.is_file()}
     if not evals:
         raise MathtuneError(f"{run_dir} is unfinished: no eval/base.summary.json or eval/tuned.summary.json yet")
     train_path = run_dir / "train" / "summary.json"
@@ -68,7 +70,7 @@ def load_run_facts(run_dir: Path) -> dict[str, Any]:
         "config": _flatten(config.model_dump(mode="json")),
         "evals": evals,
         "records": {m: read_eval_records(p) for m, p in records.items() if p.is_file()},
-        "train": read_json(train_path) if train_path.is_file() else None,
+        "train": read_train_summary(train_path) if train_path.is_file() else None,
         "recipe": analyze_recipe(run_dir, config),
     }
 
@@ -129,33 +131,36 @@ def _weights_cell(r: dict) -> str:
     """The base weights as each stage loaded them (quantization and its library version); one
     label where training and every evaluation agree."""
     summaries = [s for s in [r["train"], *r["evals"].values()] if s]
-    labels = sorted({quantization_label(s.get("quantization_record")) for s in summaries})
+    labels = sorted({quantization_label(s.quantization_record) for s in summaries})
     return "; ".join(labels) if labels else MISSING
 
 
 def _adapter_cell(r: dict) -> str:
     """The adapter's variant, rank, alpha and target modules, as training recorded them."""
-    return _show(adapter_label((r["train"] or {}).get("adapter_settings")))
+    return _show(adapter_label(r["train"].adapter_settings if r["train"] else None))
 
 
 def _sampling_seconds(r: dict) -> float:
     # The samples are this run's own even when a resumed attempt reused them: count them once.
-    rft = (r["train"] or {}).get("rft") or {}
+    rft = (r["train"].rft if r["train"] else None) or {}
     return float(rft.get("sampling_wall_time_s") or 0.0)
 
 
 def _sampling_cell(r: dict) -> str:
     """RFT's sampling time; a run of another method did no sampling, which is not '0 s'."""
-    rft = (r["train"] or {}).get("rft")
+    rft = r["train"].rft if r["train"] else None
     return duration(_sampling_seconds(r)) if rft and rft.get("sampling_wall_time_s") is not None else MISSING
 
 
-def _accuracy_cell(summary: dict | None, kind: str) -> str:
-    if summary is None or summary.get(f"accuracy_{kind}") is None:
+def _accuracy_cell(summary: EvalSummary | None, kind: str) -> str:
+    if summary is None:
         return MISSING
-    ci = summary.get(f"ci95_{kind}")
+    accuracy, ci = ((summary.accuracy_strict, summary.ci95_strict) if kind == "strict"
+                    else (summary.accuracy_flexible, summary.ci95_flexible))
+    if accuracy is None:
+        return MISSING
     interval = f" [{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]" if ci else ""
-    return f"{summary[f'accuracy_{kind}'] * 100:.1f}%{interval}"
+    return f"{accuracy * 100:.1f}%{interval}"
 
 
 def _show(value: Any) -> str:
@@ -166,12 +171,12 @@ def _show(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _evaluated_on(summary: dict) -> str:
+def _evaluated_on(summary: EvalSummary) -> str:
     """The data and protocol an accuracy was measured on, as one comparable string."""
-    ident = summary.get("data_identity") or {}
+    ident = summary.data_identity or {}
     data = (f"{ident.get('path')} sha256 {ident.get('sha256')}" if ident.get("kind") == "local"
-            else f"{ident.get('id') or summary.get('data')} revision {ident.get('revision')}")
-    return f"{data} | split {summary.get('split')} | {summary.get('protocol')}"
+            else f"{ident.get('id') or summary.data} revision {ident.get('revision')}")
+    return f"{data} | split {summary.split} | {summary.protocol}"
 
 
 def compare_runs(run_dirs: list[Path], *, force: bool = False) -> str:
@@ -218,7 +223,7 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
             continue
         for kind in ("strict", "flexible"):
             rows.append([f"{model} accuracy, {kind} (95% CI)", *(_accuracy_cell(r["evals"].get(model), kind) for r in runs)])
-    protocols = [_show((r["evals"].get("tuned") or r["evals"].get("base") or {}).get("protocol")) for r in runs]
+    protocols = [_show(_protocol(r["evals"].get("tuned") or r["evals"].get("base"))) for r in runs]
     shared_protocol = len(set(protocols)) == 1
     if not shared_protocol:
         rows.append(["protocol", *protocols])
@@ -241,14 +246,13 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
     rows.append(["training data / reward", *(_recipe_cell(r["recipe"]) for r in runs)])
     rows += _training_rows(runs)
     # A base evaluation reused from the cache (evaluation.base_cache) took this run no time.
-    eval_seconds = [sum(s.get("wall_time_s") or 0 for s in r["evals"].values() if not s.get("reused_from"))
-                    for r in runs]
-    if any((r["evals"].get("base") or {}).get("reused_from") for r in runs):
+    eval_seconds = [sum(s.wall_time_s or 0 for s in r["evals"].values() if not s.reused_from) for r in runs]
+    if any(r["evals"]["base"].reused_from for r in runs if "base" in r["evals"]):
         rows.append(["base evaluation", *(_base_made_cell(r) for r in runs)])
     rows.append(["evaluation wall time", *(duration(e) for e in eval_seconds)])
     rows.append([
         "total wall time",
-        *(duration(_sampling_seconds(r) + ((r['train'] or {}).get('wall_time_s') or 0) + e)
+        *(duration(_sampling_seconds(r) + ((r["train"].wall_time_s if r["train"] else None) or 0) + e)
           for r, e in zip(runs, eval_seconds)),
     ])
 
@@ -257,9 +261,10 @@ def compare_table(run_dirs: list[Path], *, force: bool = False) -> dict[str, Any
     else:
         note = ("Warning (--force): the runs were evaluated on different data or under different protocols; "
                 "their accuracies are not comparable.")
-    raw = [{"dir": str(r["dir"]), "evals": {m: {k: s.get(k) for k in (
-        "n", "accuracy_strict", "accuracy_flexible", "ci95_strict", "ci95_flexible", "protocol", "data_identity",
-        "wall_time_s")} for m, s in r["evals"].items()}} for r in runs]
+    raw = [{"dir": str(r["dir"]), "evals": {m: {
+        "n": s.n, "accuracy_strict": s.accuracy_strict, "accuracy_flexible": s.accuracy_flexible,
+        "ci95_strict": s.ci95_strict, "ci95_flexible": s.ci95_flexible, "protocol": s.protocol,
+        "data_identity": s.data_identity, "wall_time_s": s.wall_time_s} for m, s in r["evals"].items()}} for r in runs]
     return {"header": header, "rows": rows, "note": note, "comparable": len(measured) <= 1, "runs": raw,
             "verdicts": pair_verdicts(runs)}
 
@@ -268,30 +273,35 @@ def _base_made_cell(r: dict) -> str:
     base = r["evals"].get("base")
     if base is None:
         return MISSING
-    reused = base.get("reused_from")
-    return f"reused from the cache (made by {Path(str(reused.get('made_in'))).name})" if reused else "decoded here"
+    reused = base.reused_from
+    return f"reused from the cache (made by {Path(str(reused.made_in)).name})" if reused else "decoded here"
+
+
+def _protocol(summary: EvalSummary | None) -> str | None:
+    return summary.protocol if summary else None
 
 
 def _train_value(r: dict, key: str, fmt=str) -> str:
-    value = (r["train"] or {}).get(key)
+    """One field of a run's training summary (a TrainSummary field name), as a cell."""
+    value = getattr(r["train"], key) if r["train"] else None
     return MISSING if value is None else fmt(value)
 
 
 def _trainable(r: dict) -> str:
-    t = r["train"] or {}
-    if t.get("trainable_params") is None:
+    t: TrainSummary | None = r["train"]
+    if t is None or t.trainable_params is None:
         return MISSING
-    share = f" ({100 * t['trainable_params'] / t['base_params']:.2f}% of the base)" if t.get("base_params") else ""
-    return f"{t['trainable_params']:,}{share}"
+    share = f" ({100 * t.trainable_params / t.base_params:.2f}% of the base)" if t.base_params else ""
+    return f"{t.trainable_params:,}{share}"
 
 
 def _cost(r: dict) -> str:
-    t = r["train"] or {}
-    if t.get("cost_usd") is None:
+    t: TrainSummary | None = r["train"]
+    if t is None or t.cost_usd is None:
         return MISSING
     # RFT's sampling ran on the same GPUs before training; price it the same way.
-    sampling = (t.get("gpu_hourly_usd") or 0) * (t.get("world_size") or 1) * _sampling_seconds(r) / 3600
-    return f"${t['cost_usd'] + sampling:.2f}"
+    sampling = (t.gpu_hourly_usd or 0) * (t.world_size or 1) * _sampling_seconds(r) / 3600
+    return f"${t.cost_usd + sampling:.2f}"
 
 
 def _training_rows(runs: list[dict]) -> list[list[str]]:

@@ -24,14 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mathtune.core.runfiles import iter_jsonl, read_json, read_jsonl
+from mathtune.core.runfiles import iter_jsonl, read_jsonl
 from mathtune.core.stats import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, difference_points, mcnemar_exact,
                                  paired_bootstrap_difference, paired_counts)
 from mathtune.core.stats import wilson_share as share
 from mathtune.evaluation.metrics import check_turn_effect, curve, same_answer
+from mathtune.evaluation.extra_summary import read_extra_summary
 from mathtune.evaluation.regression import EXTRA_FOLDER
+from mathtune.core.record_json import to_json
 from mathtune.evaluation.summary import EvalSummary, eval_summary_if_any
 from mathtune.task.probe_audit import hand_audit
+from mathtune.task.probe_summary import ProbeSummary, probe_summary_if_any
 from mathtune.task.variants import PROBE_FOLDER, PROBE_SUFFIX
 
 TOP_P = 1.0  # the engine samples from the whole softmax at the temperature: no nucleus cut
@@ -102,15 +105,14 @@ def self_check(records_by_model: dict[str, list[dict]]) -> dict:
             "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
 
 
-def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], dict]:
+def _read_variants(run_dir: Path) -> tuple[dict[str, dict[str, str]], ProbeSummary | None]:
     """{kind: {variant id: original id}} and the generator's summary, per kind."""
     folder = run_dir / PROBE_FOLDER
     mapping: dict[str, dict[str, str]] = {}
     if (folder / "test.jsonl").is_file():
         for _, row in iter_jsonl(folder / "test.jsonl"):
             mapping.setdefault(str(row["kind"]), {})[str(row["id"])] = str(row["original_id"])
-    summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
-    return mapping, summary
+    return mapping, probe_summary_if_any(folder / "summary.json")
 
 
 def _cluster_bootstrap(original: list[bool], variant_means: list[float]) -> tuple[float, float, float]:
@@ -166,9 +168,11 @@ def probe_analysis(run_dir: Path, records_by_model: dict[str, list[dict]]) -> di
             if gap is not None:
                 models[name] = gap
         if models:
-            kinds[kind] = {"generator": summary.get("by_kind", {}).get(kind, {}), "models": models,
-                           "hand_audit": hand_audit(kind, summary.get("rules_version")), **_tuned_minus_base(models)}
-    out = {"available": bool(kinds), "generator": {k: v for k, v in summary.items() if k != "by_kind"},
+            kinds[kind] = {"generator": summary.by_kind.get(kind, {}) if summary else {}, "models": models,
+                           "hand_audit": hand_audit(kind, summary.rules_version if summary else None),
+                           **_tuned_minus_base(models)}
+    generator = {k: v for k, v in to_json(summary).items() if k != "by_kind"} if summary else {}
+    out = {"available": bool(kinds), "generator": generator,
            "kinds": kinds, "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
     return out
 
@@ -193,17 +197,17 @@ def _tuned_minus_base(models: dict) -> dict:
 
 def regression_analysis(run_dir: Path) -> dict:
     folder = Path(run_dir) / EXTRA_FOLDER
-    summaries = {p.name.removesuffix(".summary.json"): read_json(p)
+    summaries = {p.name.removesuffix(".summary.json"): read_extra_summary(p)
                  for p in sorted(folder.glob("*.summary.json"))} if folder.is_dir() else {}
     if not summaries:
         return {"available": False, "reason": "no general benchmarks in this run (eval.extra: [mmlu, ...])"}
     records = {name: read_jsonl(folder / f"{name}.jsonl") for name in summaries}
-    out = {"available": True, "models": {n: s["tasks"] for n, s in summaries.items()},
-           "lm_eval_version": next(iter(summaries.values())).get("lm_eval_version"),
+    out = {"available": True, "models": {n: to_json(s.tasks) for n, s in summaries.items()},
+           "lm_eval_version": next(iter(summaries.values())).lm_eval_version,
            "bootstrap_resamples": BOOTSTRAP_RESAMPLES}
     if "base" in summaries and "tuned" in summaries:
         paired = {}
-        for task in summaries["base"]["tasks"]:
+        for task in summaries["base"].tasks:
             b = {(r["subtask"], r["doc_id"]): r["correct"] for r in records["base"] if r["task"] == task}
             t = {(r["subtask"], r["doc_id"]): r["correct"] for r in records["tuned"] if r["task"] == task}
             keys = sorted(set(b) & set(t))

@@ -14,7 +14,8 @@ from typing import Any
 
 from mathtune.analysis.common import first_last_window_means, pct, rounded, window_size
 from mathtune.config import Config
-from mathtune.core.runfiles import read_json, read_jsonl
+from mathtune.core.runfiles import read_jsonl
+from mathtune.task.train_summary import TrainSummary, read_train_summary
 
 WINDOW_FRACTION = 0.25
 """GRPO's start and end are the means of the first and last quarter of the logged steps
@@ -27,8 +28,8 @@ LOW_SHARE_FROM_MODEL_PCT = 50.0
 def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
     run_dir = Path(run_dir)
     summary_path = run_dir / "train" / "summary.json"
-    summary = read_json(summary_path) if summary_path.is_file() else {}
-    method = summary.get("method") or (config.train.method if config else "sft")
+    summary = read_train_summary(summary_path) if summary_path.is_file() else None
+    method = (summary.method if summary else None) or (config.train.method if config else "sft")
     out: dict[str, Any] = {"method": method, "recommendations": []}
     section = RECIPE_SECTIONS.get(method)  # a method's own section: what it sampled, how its reward moved
     if section is not None:
@@ -36,8 +37,9 @@ def analyze_recipe(run_dir: Path, config: Config | None) -> dict[str, Any]:
     return out
 
 
-def _rft(run_dir: Path, config: Config | None, summary: dict, recommendations: list[dict]) -> dict[str, Any]:
-    stats = summary.get("rft")
+def _rft(run_dir: Path, config: Config | None, summary: TrainSummary | None,
+         recommendations: list[dict]) -> dict[str, Any]:
+    stats = summary.rft if summary else None
     if not stats:
         return {"available": False, "reason": "train/summary.json holds no RFT counts (training unfinished?)"}
     share = pct(stats.get("share_from_model"))
@@ -62,7 +64,7 @@ def _rft(run_dir: Path, config: Config | None, summary: dict, recommendations: l
     return result
 
 
-def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: list[dict]) -> dict[str, Any]:
+def _grpo(run_dir: Path, config: Config | None, summary: TrainSummary | None, recommendations: list[dict]) -> dict[str, Any]:
     metrics_path = run_dir / "train" / "metrics.jsonl"
     rows = [r for r in read_jsonl(metrics_path) if isinstance(r.get("step"), int)] if metrics_path.is_file() else []
     rows = [r for r in rows if isinstance(r.get("reward"), (int, float))]
@@ -82,7 +84,7 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
     mixed = [v for v in curves["mixed_groups"] if isinstance(v, (int, float))]
     mixed_pct = pct(sum(mixed) / len(mixed)) if mixed else None
     g = config.train.grpo if config else None
-    wall = summary.get("wall_time_s")
+    wall = summary.wall_time_s if summary else None
     result = {
         "available": True,
         "settings": g.model_dump(mode="json") if g else None,
@@ -99,10 +101,10 @@ def _grpo(run_dir: Path, config: Config | None, summary: dict, recommendations: 
         "truncated_share": ends("truncated_share"),
         "wall_time_s": rounded(wall, 1),
         "wall_time_per_step_s": rounded(wall / len(rows), 1) if isinstance(wall, (int, float)) and rows else None,
-        "tokens_seen": summary.get("tokens_seen"),
-        "device": summary.get("device"),
-        "cost_usd": summary.get("cost_usd"),
-        "cost_note": summary.get("cost_note"),
+        "tokens_seen": summary.tokens_seen if summary else None,
+        "device": summary.device if summary else None,
+        "cost_usd": summary.cost_usd if summary else None,
+        "cost_note": summary.cost_note if summary else None,
         "window_fraction_pct": round(WINDOW_FRACTION * 100),
     }
     if mixed_pct is not None and mixed_pct < LOW_MIXED_GROUPS_PCT:

@@ -20,6 +20,7 @@ from mathtune.analysis.common import rounded
 from mathtune.core.runfiles import read_jsonl_until_torn, read_metrics
 from mathtune.core.stats import (difference_points, mcnemar_exact, paired_bootstrap_difference, paired_counts,
                                  wilson_share)
+from mathtune.task.train_summary import TrainSummary
 
 TREND_POINTS = 3
 """The accuracy trend compares the first and the last of the last 3 validation points."""
@@ -77,11 +78,11 @@ def accuracy_trend(points: list[dict], answers: dict[int, dict[str, bool]]) -> d
     return out
 
 
-def analyze_selection(run_dir: Path, summary: dict, wall_time_s: float | None) -> dict[str, Any]:
+def analyze_selection(run_dir: Path, summary: TrainSummary | None, wall_time_s: float | None) -> dict[str, Any]:
     metrics_path = Path(run_dir) / "train" / "metrics.jsonl"
     points = read_points(metrics_path) if metrics_path.is_file() else []
     if not points:
-        return {"available": False, "select_by": summary.get("select_by", "eval_loss"),
+        return {"available": False, "select_by": summary.select_by if summary else "eval_loss",
                 "reason": "no validation exact match in this run (train.select_by: exact_match measures it)"}
     by_loss = best_step(points, "eval_loss", higher_is_better=False)
     by_accuracy = best_step(points, "correct", higher_is_better=True)
@@ -93,13 +94,13 @@ def analyze_selection(run_dir: Path, summary: dict, wall_time_s: float | None) -
     decode = sum(p["decode_s"] or 0.0 for p in points)
     return {
         "available": True,
-        "select_by": summary.get("select_by", "eval_loss"),
+        "select_by": summary.select_by if summary else "eval_loss",
         "problems": points[-1]["n"],
         "points": [{"step": p["step"], "eval_loss": rounded(p["eval_loss"], 4), **wilson_share(p["correct"], p["n"])}
                    for p in points],
         "best_step_by_loss": by_loss,
         "best_step_by_exact_match": by_accuracy,
-        "kept_step": summary.get("best_step"),
+        "kept_step": summary.best_step if summary else None,
         "disagreement": disagreement,
         "trend": accuracy_trend(points, _answers(run_dir)),
         "decode_s": rounded(decode, 1),

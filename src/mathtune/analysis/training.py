@@ -18,8 +18,9 @@ from mathtune.analysis.selection import analyze_selection
 from mathtune.config import Config
 from mathtune.core.divergence import WATCHED, first_non_finite
 from mathtune.core.method_kinds import METHOD_KIND_TABLE
-from mathtune.core.runfiles import read_json, read_metrics
+from mathtune.core.runfiles import read_metrics
 from mathtune.core.stats import linear_change_pct
+from mathtune.task.train_summary import TrainSummary, read_train_summary
 
 FINAL_STRETCH_FRACTION = 0.10
 """The final stretch = the last 10% of the logged step range."""
@@ -175,9 +176,9 @@ def _interval_used(curves: dict, series: str, key: str, config: Config | None) -
     return min(gaps) if gaps else None
 
 
-def _how_to_get_a_verdict(trend: dict, summary: dict, curves: dict, config: Config | None) -> dict[str, Any]:
+def _how_to_get_a_verdict(trend: dict, summary: TrainSummary | None, curves: dict, config: Config | None) -> dict[str, Any]:
     """What would give the trend a verdict: never a setting already in effect."""
-    steps = summary.get("global_step") or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
+    steps = (summary.global_step if summary else None) or (curves["train"]["step"][-1] if curves["train"]["step"] else None)
     if curves["validation"]["step"]:
         every = _interval_used(curves, "validation", "eval_every_steps", config)
         step = {"advice": "more validation points", "have": trend["validation_points_used"],
@@ -194,7 +195,7 @@ def _how_to_get_a_verdict(trend: dict, summary: dict, curves: dict, config: Conf
             "logging_steps": _interval_used(curves, "train", "logging_steps", config)}
 
 
-def training_next_step(trend: dict, summary: dict, curves: dict, config: Config | None,
+def training_next_step(trend: dict, summary: TrainSummary | None, curves: dict, config: Config | None,
                        accuracy: dict | None = None) -> dict[str, Any]:
     """What to do next, as an advice code (the trend's verdict, or what would give one) with the
     numbers it quotes beside the trend's own; where validation exact match was measured, the
@@ -213,18 +214,19 @@ def _moved(decrease: float | None) -> dict[str, Any] | None:
     return {"direction": "did not change" if decrease == 0 else "fell" if decrease > 0 else "rose", "pct": abs(decrease)}
 
 
-def _loss_next_step(trend: dict, summary: dict, curves: dict, config: Config | None) -> dict[str, Any]:
+def _loss_next_step(trend: dict, summary: TrainSummary | None, curves: dict, config: Config | None) -> dict[str, Any]:
     verdict = trend["verdict"]
     if verdict == "not enough points":
         return _how_to_get_a_verdict(trend, summary, curves, config)
     moved = {"validation_loss_moved": _moved(trend["validation_decrease_pct"]),
              "train_loss_moved": _moved(trend["train_decrease_pct"])}
-    best = {"best_step": summary.get("best_step"), "best_eval_loss": rounded(summary.get("best_eval_loss"), 4)}
+    best_step = summary.best_step if summary else None
+    best = {"best_step": best_step, "best_eval_loss": rounded(summary.best_eval_loss if summary else None, 4)}
     if verdict == "overfitting":
-        return {"advice": verdict, **moved, **best, "best_epoch": _epochs_at(curves, summary.get("best_step"))}
+        return {"advice": verdict, **moved, **best, "best_epoch": _epochs_at(curves, best_step)}
     if verdict == "still improving":
         return {"advice": verdict, **moved, "epochs": config.train.epochs if config else None,
-                "stopped_early": bool(summary.get("stopped_early"))}
+                "stopped_early": bool(summary and summary.stopped_early)}
     return {"advice": verdict, **moved, **best}
 
 
@@ -253,15 +255,14 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
     curves = read_training_curves(metrics_path)
     if not curves["train"]["step"]:
         return {"available": False, "reason": "train/metrics.jsonl holds no logged training step"}
-    summary = read_json(summary_path) if summary_path.is_file() else {}
+    summary = read_train_summary(summary_path) if summary_path.is_file() else None
     trend = training_trend(curves)
 
     def token_accuracy(series: dict) -> dict[str, Any]:
         start, end = first_last_window_means(series["mean_token_accuracy"])
         return {"start_pct": pct(start), "end_pct": pct(end)}
 
-    wall = summary.get("wall_time_s")
-    accuracy = analyze_selection(run_dir, summary, wall)
+    accuracy = analyze_selection(run_dir, summary, summary.wall_time_s if summary else None)
     return {
         "available": True,
         "summary_available": summary_path.is_file(),
@@ -278,25 +279,41 @@ def analyze_training(run_dir: Path, config: Config | None) -> dict[str, Any]:
         "recommendation": training_next_step(trend, summary, curves, config, accuracy),
         "exact_match": accuracy,
         "token_accuracy": {"train": token_accuracy(curves["train"]), "validation": token_accuracy(curves["validation"])},
-        "best_step": summary.get("best_step"),
-        "best_eval_loss": rounded(summary.get("best_eval_loss"), 4),
-        "stopped_early": summary.get("stopped_early"),
-        "early_stopping_patience": summary.get("early_stopping_patience"),
-        "global_step": summary.get("global_step", curves["train"]["step"][-1]),
+        **_summary_figures(summary, curves["train"]["step"][-1]),
+    }
+
+
+def _summary_figures(summary: TrainSummary | None, last_step: int) -> dict[str, Any]:
+    """analysis.json's training figures from train/summary.json; without one (a training not
+    finished) the last logged step and no figure."""
+    if summary is None:
+        return {**dict.fromkeys(("best_step", "best_eval_loss", "stopped_early", "early_stopping_patience")),
+                "global_step": last_step,
+                **dict.fromkeys(("wall_time_s", "wall_time_min", "tokens_seen", "tokens_per_s", "peak_memory_gib",
+                                 "trainable_params", "base_params", "total_params", "device", "cost_usd",
+                                 "gpu_hourly_usd", "cost_note", "data_sources", "answer_forms",
+                                 "prompt_answer_form"))}
+    s, wall = summary, summary.wall_time_s
+    return {
+        "best_step": s.best_step,
+        "best_eval_loss": rounded(s.best_eval_loss, 4),
+        "stopped_early": s.stopped_early,
+        "early_stopping_patience": s.early_stopping_patience,
+        "global_step": s.global_step,
         "wall_time_s": rounded(wall, 1),
         "wall_time_min": rounded(wall / 60, 1) if isinstance(wall, (int, float)) else None,
-        "tokens_seen": summary.get("tokens_seen"),
-        "tokens_per_s": rounded(summary.get("tokens_per_s"), 1),
-        "peak_memory_gib": rounded(summary["peak_memory_bytes"] / 2**30, 2) if summary.get("peak_memory_bytes") else None,
-        "trainable_params": summary.get("trainable_params"),
-        "base_params": summary.get("base_params"),
-        "total_params": summary.get("total_params"),
-        "device": summary.get("device"),
+        "tokens_seen": s.tokens_seen,
+        "tokens_per_s": rounded(s.tokens_per_s, 1),
+        "peak_memory_gib": rounded(s.peak_memory_bytes / 2**30, 2) if s.peak_memory_bytes else None,
+        "trainable_params": s.trainable_params,
+        "base_params": s.base_params,
+        "total_params": s.total_params,
+        "device": s.device,
         # Cents for real runs; a short GPU test run still shows a non-zero cost.
-        "cost_usd": rounded(summary.get("cost_usd"), 2 if (summary.get("cost_usd") or 0) >= 1 else 4),
-        "gpu_hourly_usd": summary.get("gpu_hourly_usd"),
-        "cost_note": summary.get("cost_note"),
-        "data_sources": summary.get("data_sources"),
-        "answer_forms": summary.get("answer_forms"),  # how the training answers state their number, with counts
-        "prompt_answer_form": summary.get("prompt_answer_form"),  # the form the chat prompt asked for
+        "cost_usd": rounded(s.cost_usd, 2 if (s.cost_usd or 0) >= 1 else 4),
+        "gpu_hourly_usd": s.gpu_hourly_usd,
+        "cost_note": s.cost_note,
+        "data_sources": s.data_sources,
+        "answer_forms": s.answer_forms,  # how the training answers state their number, with counts
+        "prompt_answer_form": s.prompt_answer_form,  # the form the chat prompt asked for
     }

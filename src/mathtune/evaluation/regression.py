@@ -26,9 +26,12 @@ from pathlib import Path
 from mathtune.config import EvalConfig
 from mathtune.core.errors import MathtuneError
 from mathtune.core.finished import finished_stage
-from mathtune.core.runfiles import jsonl_text, read_json, write_atomic, write_json_atomic
+from mathtune.core.record_json import to_json
+from mathtune.core.runfiles import jsonl_text, write_atomic
 from mathtune.core.stats import wilson_share as share
 from mathtune.core.terminal import say
+from mathtune.evaluation.extra_summary import (ExtraIdentity, ExtraSummary, ExtraTaskResult, read_extra_summary,
+                                               write_extra_summary)
 
 EXTRA_FOLDER = "extra"
 LOCAL_TASKS = ("mmlu",)  # the tasks whose data may come from a local folder (eval.extra_data)
@@ -159,7 +162,7 @@ def extra_finished(out_dir: Path, name: str, spec: ExtraSpec, *, overwrite: bool
     """Whether OUT/extra/NAME holds the finished results of this spec (reused). Results of another
     spec are refused unless overwrite, which replaces them (core.finished)."""
     summary_path = _paths(out_dir, name)[1]
-    held = read_json(summary_path).get("spec", {}) if summary_path.is_file() else None
+    held = to_json(read_extra_summary(summary_path).spec) if summary_path.is_file() else None
 
     def named(identity: dict) -> dict:
         return {SETTING_NAMES.get(k, k): v for k, v in identity.items()}
@@ -170,7 +173,8 @@ def extra_finished(out_dir: Path, name: str, spec: ExtraSpec, *, overwrite: bool
                           replacing=replacing)
 
 
-def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec, *, overwrite: bool = False) -> dict:
+def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec, *,
+                    overwrite: bool = False) -> ExtraSummary:
     """Score the loaded model on spec.tasks with lm-eval; writes OUT/extra/NAME.jsonl (one
     line per document) and NAME.summary.json; a finished run of the same spec is kept, one of
     another spec refused unless overwrite."""
@@ -180,7 +184,7 @@ def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec,
         say(f"{EXTRA_FOLDER}/{name}: replacing the finished results in {records_path} (differs in {', '.join(differs)})")
 
     if extra_finished(out_dir, name, spec, overwrite=overwrite, replacing=replacing):
-        return read_json(summary_path)
+        return read_extra_summary(summary_path)
     import lm_eval
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -199,13 +203,14 @@ def run_extra_tasks(model, tokenizer, name: str, out_dir: Path, spec: ExtraSpec,
     per_task = {}
     for task in spec.tasks:
         mine = [r for r in records if r["task"] == task]
-        per_task[task] = {**share(sum(r["correct"] for r in mine), len(mine)), "metric": METRIC,
-                          "subtasks": sorted({r["subtask"] for r in mine}),
-                          "versions": {t: results.get("versions", {}).get(t) for t in sorted({r["subtask"] for r in mine})},
-                          "n_shot": sorted({str(v) for t, v in results.get("n-shot", {}).items() if names.get(t) == task}),
-                          "data": spec.data.get(task) or "the hub (lm-eval's task definition)"}
-    summary = {"name": name, "spec": spec.identity(), "lm_eval_version": getattr(lm_eval, "__version__", None),
-               "tasks": per_task}
+        per_task[task] = ExtraTaskResult(
+            **share(sum(r["correct"] for r in mine), len(mine)), metric=METRIC,
+            subtasks=sorted({r["subtask"] for r in mine}),
+            versions={t: results.get("versions", {}).get(t) for t in sorted({r["subtask"] for r in mine})},
+            n_shot=sorted({str(v) for t, v in results.get("n-shot", {}).items() if names.get(t) == task}),
+            data=spec.data.get(task) or "the hub (lm-eval's task definition)")
+    summary = ExtraSummary(name=name, spec=ExtraIdentity(**spec.identity()),
+                           lm_eval_version=getattr(lm_eval, "__version__", None), tasks=per_task)
     write_atomic(records_path, jsonl_text(records))
-    write_json_atomic(summary_path, summary)
+    write_extra_summary(summary_path, summary)
     return summary

@@ -21,6 +21,7 @@ from mathtune.core.provenance import describe_adapter
 from mathtune.core.runfiles import read_json
 from mathtune.evaluation.request import EvalRequest, default_name
 from mathtune.task.answers import HASH_FORM
+from mathtune.task.train_summary import read_train_summary
 
 if TYPE_CHECKING:  # evaluation.records loads torch; `mathtune --help` and the plan do not
     from mathtune.evaluation.records import EvalPaths
@@ -74,7 +75,7 @@ def _answer_form(request: EvalRequest, run: Path | None) -> str:
     if request.answer_form != HASH_FORM or summary is None or not summary.is_file():
         return request.answer_form
     try:
-        return read_json(summary).get("prompt_answer_form") or request.answer_form
+        return read_train_summary(summary).prompt_answer_form or request.answer_form
     except MathtuneError:  # a damaged summary: the run's own check names it; this request stays as given
         return request.answer_form
 

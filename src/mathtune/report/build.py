@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mathtune.core.analysis_record import Analysis, AnalysisRun, read_analysis
 from mathtune.core.errors import MathtuneError
 from mathtune.core.method_kinds import METHOD_KIND_TABLE
-from mathtune.core.runfiles import read_json, write_atomic
+from mathtune.core.runfiles import write_atomic
 from mathtune.core.stats import counted
 from mathtune.report.blocks import (Bullets, Columns, Contents, Details, Figure, Heading, ModelText, Para, Table,
                                     Verdict, sentence, short_name, show, show_count, show_interval, show_pct,
@@ -386,13 +387,13 @@ def contamination_blocks(c: dict, figures: set[str]) -> list:
     return blocks
 
 
-def provenance_blocks(run: dict) -> list:
+def provenance_blocks(run: AnalysisRun) -> list:
     """What each stage ran with, as its summary recorded it, collapsed: a table with short names,
     then the full paths and versions, then the fast-path checks."""
-    provenance = run.get("provenance") or {}
+    provenance = run.provenance or {}
     stages = provenance.get("stages") or []
     if not stages:
-        return [Para(f"Base model: {show(run['base_model'])}. Data: {show(run['data_source'])}.")]
+        return [Para(f"Base model: {show(run.base_model)}. Data: {show(run.data_source)}.")]
 
     def versions(v: dict) -> str:
         return ", ".join(f"{k} {v[k]}" for k in ("mathtune", "torch", "transformers", "peft", "trl") if v.get(k)) or "n/a"
@@ -423,10 +424,10 @@ def provenance_blocks(run: dict) -> list:
     return blocks
 
 
-def verdict_text(analysis: dict) -> str:
+def verdict_text(analysis: Analysis) -> str:
     """The report's answer in one sentence: the paired test of tuned against base where there is
     one, else what there is."""
-    benchmark, training = analysis["benchmark"], analysis["training"]
+    benchmark, training = analysis.benchmark, analysis.training
     if training.get("diverged"):  # first: no figure of this run is a finished training's
         d = training["diverged"]
         return (f"Training diverged at step {d['step']} ({d['metric']} {d['value']}): it was stopped there and no "
@@ -445,10 +446,10 @@ def verdict_text(analysis: dict) -> str:
     return sentence(benchmark.get("reason", "no evaluation in this run")) + "."
 
 
-def summary_table(analysis: dict) -> Table:
+def summary_table(analysis: Analysis) -> Table:
     """The short summary beside the figure: short names, each figure once."""
-    run, benchmark, training = analysis["run"], analysis["benchmark"], analysis["training"]
-    rows = [["base model", short_name(run["base_model"])]]
+    run, benchmark, training = analysis.run, analysis.benchmark, analysis.training
+    rows = [["base model", short_name(run.base_model)]]
     if benchmark.get("available"):
         rows.append(["data", f"{benchmark['data_name']}, {show(next(iter(benchmark['models'].values()))['n'])} problems"])
         for name, m in benchmark["models"].items():
@@ -461,9 +462,9 @@ def summary_table(analysis: dict) -> Table:
         rows.append(["evaluation time", ", ".join(f"{name} {show(m.get('wall_time_s'))} s"
                                                   for name, m in benchmark["models"].items())])
     else:
-        rows.append(["data", short_name(run["data_source"])])
-    if run.get("eval_source"):  # trained on one source, evaluated on another
-        rows.append(["evaluated on", short_name(run["eval_source"])])
+        rows.append(["data", short_name(run.data_source)])
+    if run.eval_source:  # trained on one source, evaluated on another
+        rows.append(["evaluated on", short_name(run.eval_source)])
     if training.get("available"):
         rows.append(["training", f"{show(training['wall_time_min'])} min on {show(training['device'])}, trend "
                                  f"{show(training.get('trend', {}).get('verdict'))}"])
@@ -484,36 +485,36 @@ def plan_blocks(plan: dict) -> list:
     ])]
 
 
-def first_screen_blocks(analysis: dict, figures: set[str]) -> list:
+def first_screen_blocks(analysis: Analysis, figures: set[str]) -> list:
     """The answer first: the verdict in one sentence, the summary beside the base-versus-tuned
     figure, then the plan against what happened, collapsed."""
     right = []
     if "accuracy.png" in figures:
-        benchmark = analysis["benchmark"]
+        benchmark = analysis.benchmark
         right.append(Figure("accuracy.png", f"Exact match on {benchmark['data_name']} with "
                                             f"{benchmark['ci_level_pct']}% Wilson intervals."))
     blocks: list = [Verdict(verdict_text(analysis)), Columns([summary_table(analysis)], right)]
-    return blocks + plan_blocks(analysis.get("plan") or {})
+    return blocks + plan_blocks(analysis.plan)
 
 
-def report_blocks(analysis: dict, figures: set[str]) -> list:
-    run = analysis["run"]
-    blocks: list = [Heading(1, f"mathtune report: {run['name']}")]
+def report_blocks(analysis: Analysis, figures: set[str]) -> list:
+    run = analysis.run
+    blocks: list = [Heading(1, f"mathtune report: {run.name}")]
     blocks += first_screen_blocks(analysis, figures)
     blocks.append(Contents())
     blocks.append(Heading(2, "Recommendations"))
     # The paired verdict is the report's first line; the list holds what to do.
-    advice = [recommendation_text(item, analysis) for item in analysis["recommendations"] if item["advice"] != "paired"]
+    advice = [recommendation_text(item, analysis) for item in analysis.recommendations if item["advice"] != "paired"]
     blocks.append(Bullets(advice or ["Nothing to recommend beyond the verdict above."]))
-    method = METHOD_KIND_TABLE.find(analysis.get("recipe", {}).get("method", "sft"))
+    method = METHOD_KIND_TABLE.find(analysis.recipe.get("method", "sft"))
     if method is None or method.recipe_section:
-        blocks += recipe_blocks(analysis["recipe"], figures)
-    blocks += training_blocks(analysis["training"], figures)
-    blocks += benchmark_blocks(analysis["benchmark"], figures)
+        blocks += recipe_blocks(analysis.recipe, figures)
+    blocks += training_blocks(analysis.training, figures)
+    blocks += benchmark_blocks(analysis.benchmark, figures)
     blocks += followup_blocks(analysis, figures)
-    blocks += seed_claim_blocks(analysis["seed_claim"])
-    blocks += error_blocks(analysis["errors"], figures)
-    blocks += contamination_blocks(analysis["contamination"], figures)
+    blocks += seed_claim_blocks(analysis.seed_claim)
+    blocks += error_blocks(analysis.errors, figures)
+    blocks += contamination_blocks(analysis.contamination, figures)
     blocks += renamed_people_blocks(analysis, figures)
     blocks.append(Heading(2, "What ran"))
     blocks += provenance_blocks(run)
@@ -527,7 +528,7 @@ def build_report(run_dir: Path) -> list[Path]:
     analysis_path = run_dir / "analysis.json"
     if not analysis_path.is_file():
         raise MathtuneError(f"no analysis.json in {run_dir}; run `mathtune report {run_dir}` to build it")
-    analysis = read_json(analysis_path)
+    analysis = read_analysis(analysis_path)
 
     figures = {**make_figures(analysis), **followup_figures(analysis)}
     figure_dir = run_dir / "figures"
@@ -542,14 +543,14 @@ def build_report(run_dir: Path) -> list[Path]:
             path.unlink(missing_ok=True)  # a figure from an earlier build would no longer match
 
     blocks = report_blocks(analysis, set(figures))
-    formats = analysis["run"].get("report_formats") or ["md", "html"]
+    formats = analysis.run.report_formats or ["md", "html"]
     if "md" in formats:
         path = run_dir / "report.md"
         write_atomic(path, render_markdown(blocks).encode("utf-8"))
         written.append(path)
     if "html" in formats:
         path = run_dir / "report.html"
-        title = f"mathtune report: {analysis['run']['name']}"
+        title = f"mathtune report: {analysis.run.name}"
         write_atomic(path, render_html(blocks, title, figures).encode("utf-8"))
         written.append(path)
     return written

@@ -7,6 +7,7 @@ measures, the contamination measure and the plan's miss. The analysis stores cod
 
 from __future__ import annotations
 
+from mathtune.core.analysis_record import Analysis
 from mathtune.core.stats import counted, points_text, signed
 
 SIGN = "every decrease is (start - end) / start x 100: positive when the loss fell, negative when it rose"
@@ -197,27 +198,27 @@ def paired_verdict_text(paired: dict) -> str:
             f"{PAIRED_READINGS[paired['verdict']]}.")
 
 
-def recommendation_text(item: dict, analysis: dict) -> str:
+def recommendation_text(item: dict, analysis: Analysis) -> str:
     """One entry of analysis.json's recommendations (an advice code with its numbers) in words."""
     advice = item["advice"]
     if advice == "training":
-        training = analysis["training"]
+        training = analysis.training
         return training_advice(training["trend"], training["recommendation"], training.get("exact_match"))
     if advice == "paired":
-        return paired_verdict_text(analysis["benchmark"]["paired"])
+        return paired_verdict_text(analysis.benchmark["paired"])
     if advice == "rft samples too long":
         n = item["count"]
         return (f"{n} distinct strictly correct RFT sample{'s were' if n > 1 else ' was'} longer than "
                 f"data.max_length={item['max_length']} tokens and not trained on; a larger data.max_length "
                 f"would keep {'them' if n > 1 else 'it'}.")
     if advice == "rft few model solutions":
-        r = analysis["recipe"]["rft"]
+        r = analysis.recipe["rft"]
         return (f"Only {r['share_from_model_pct']}% of the RFT training solutions came from the model "
                 f"({r['kept_from_model']} of {r['solutions_kept']}; {r['problems_with_correct_sample']} of "
                 f"{counted(r['problems'], 'problem')} had a strictly correct sample in {r['samples_per_problem']}): more samples "
                 "per problem (train.rft.samples) would make it more RFT and less SFT.")
     if advice == "grpo few mixed groups":
-        return (f"Only {analysis['recipe']['grpo']['mixed_groups_mean_pct']}% of GRPO's prompt groups had mixed "
+        return (f"Only {analysis.recipe['grpo']['mixed_groups_mean_pct']}% of GRPO's prompt groups had mixed "
                 "rewards on average: the rest were all right or all wrong and taught nothing. A larger "
                 "train.grpo.group_size, or problems nearer the model's level, would give more signal per step.")
     if advice == "top error":
@@ -232,7 +233,7 @@ def recommendation_text(item: dict, analysis: dict) -> str:
                 f"tuned model: train again with {lower}{dtype}, or look for a bad training line (an empty or huge "
                 "answer), with --overwrite or another --out.")
     if advice == "contamination":
-        c = analysis["contamination"]
+        c = analysis.contamination
         return (f"Test questions sharing at least half of their {c['n']}-grams with training questions: "
                 f"{c['test_questions_half_overlapping']} of {c['test_questions']}; check them before trusting the "
                 "benchmark.")

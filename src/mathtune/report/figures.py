@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 
+from mathtune.core.analysis_record import Analysis
+
 FIGURE_NAMES = (
     "loss.png", "val_exact_match.png", "token_accuracy.png", "accuracy.png", "error_categories.png", "accuracy_by_steps.png",
     "contamination.png", "grpo.png", "self_consistency.png", "probe.png",  # the last two: report.followup_sections
@@ -43,20 +45,20 @@ def error_bars(values: list, intervals: list) -> list[list[float]]:
     return [lows, highs]
 
 
-def make_figures(analysis: dict) -> dict[str, bytes]:
+def make_figures(analysis: Analysis) -> dict[str, bytes]:
     """PNG bytes per figure name, drawn from the arrays analysis.json holds."""
     plt = pyplot()
     out: dict[str, bytes] = {}
-    if analysis["training"].get("available"):
-        out |= training_figures(plt, analysis["training"], analysis["seed_claim"])
-    if analysis["benchmark"].get("available"):
-        out["accuracy.png"] = accuracy_figure(plt, analysis["benchmark"])
-    if analysis["errors"].get("available"):
-        out |= error_figures(plt, analysis["errors"])
-    grpo = analysis.get("recipe", {}).get("grpo", {})
+    if analysis.training.get("available"):
+        out |= training_figures(plt, analysis.training, analysis.seed_claim)
+    if analysis.benchmark.get("available"):
+        out["accuracy.png"] = accuracy_figure(plt, analysis.benchmark)
+    if analysis.errors.get("available"):
+        out |= error_figures(plt, analysis.errors)
+    grpo = analysis.recipe.get("grpo", {})
     if grpo.get("available"):
         out["grpo.png"] = grpo_figure(plt, grpo)
-    contamination = analysis["contamination"]
+    contamination = analysis.contamination
     if contamination.get("available"):
         out["contamination.png"] = contamination_figure(plt, contamination)
     return out

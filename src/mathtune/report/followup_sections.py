@@ -9,6 +9,7 @@ words, and computes nothing.
 
 from __future__ import annotations
 
+from mathtune.core.analysis_record import Analysis
 from mathtune.core.probe_kinds import PROBE_KIND_TABLE
 from mathtune.core.stats import counted, p_value_text, points_text
 from mathtune.report.blocks import Bullets, Figure, Heading, Para, Table, show, show_interval, show_signed
@@ -134,9 +135,9 @@ def _probe(kind: str, probe: dict, figures: set[str]) -> list:
     return blocks
 
 
-def renamed_people_blocks(analysis: dict, figures: set[str]) -> list:
+def renamed_people_blocks(analysis: Analysis, figures: set[str]) -> list:
     """The names probe, which the report puts beside the contamination check."""
-    probe = analysis.get("probe", {})
+    probe = analysis.probe
     if not probe.get("available"):
         return []
     return [b for kind in probe.get("kinds", {}) if _beside_contamination(kind) for b in _probe(kind, probe, figures)]
@@ -184,26 +185,26 @@ def _regression(reg: dict) -> list:
     return blocks
 
 
-def followup_blocks(analysis: dict, figures: set[str]) -> list:
+def followup_blocks(analysis: Analysis, figures: set[str]) -> list:
     blocks: list = []
-    if analysis.get("regression", {}).get("available"):
-        blocks += _regression(analysis["regression"])
-    if analysis.get("self_consistency", {}).get("available"):
-        blocks += _self_consistency(analysis["self_consistency"], figures)
-    probe = analysis.get("probe", {})
+    if analysis.regression.get("available"):
+        blocks += _regression(analysis.regression)
+    if analysis.self_consistency.get("available"):
+        blocks += _self_consistency(analysis.self_consistency, figures)
+    probe = analysis.probe
     if probe.get("available"):
         for kind in probe.get("kinds", {}):
             if not _beside_contamination(kind):  # beside the contamination check: renamed_people_blocks
                 blocks += _probe(kind, probe, figures)
-    if analysis.get("self_check", {}).get("available"):
-        blocks += _self_check(analysis["self_check"])
+    if analysis.self_check.get("available"):
+        blocks += _self_check(analysis.self_check)
     return blocks
 
 
-def followup_figures(analysis: dict) -> dict[str, bytes]:
+def followup_figures(analysis: Analysis) -> dict[str, bytes]:
     plt = pyplot()
     out: dict[str, bytes] = {}
-    sc = analysis.get("self_consistency", {})
+    sc = analysis.self_consistency
     if sc.get("available"):
         fig, ax = plt.subplots(figsize=(7, 4))
         for name, m in sc["models"].items():
@@ -216,7 +217,7 @@ def followup_figures(analysis: dict) -> dict[str, bytes]:
         ax.set(xlabel="samples k", ylabel="strict exact match %", ylim=(0, 100), title="Self-consistency")
         ax.legend()
         out["self_consistency.png"] = figure_bytes(fig)
-    kinds = analysis.get("probe", {}).get("kinds", {})
+    kinds = analysis.probe.get("kinds", {})
     figured = [(entry.figure, kinds[name]) for name in kinds if (entry := PROBE_KIND_TABLE.find(name)) and entry.figure]
     figure, probe = figured[0] if figured else (None, {})
     if probe.get("models"):

@@ -55,11 +55,12 @@ from pathlib import Path
 
 from mathtune.core.errors import MathtuneError
 from mathtune.core.probe_kinds import PROBE_KIND_TABLE
-from mathtune.core.runfiles import jsonl_text, write_atomic, write_json_atomic
+from mathtune.core.runfiles import jsonl_text, write_atomic
 from mathtune.task.chain import (CHAIN_HELD_RULES, CHAIN_SKIP_REASONS, FRACTION, Chain, parse_chain,
                                   question_numbers, trace)
 from mathtune.task.data import Problem
 from mathtune.task.implied import naming_spans, time_spans
+from mathtune.task.probe_summary import ProbeSummary, write_probe_summary
 from mathtune.task.renaming import RENAME_SKIP_REASONS, rename_people
 from mathtune.task.stated_facts import fixed_numbers
 from mathtune.task.taxonomy import evaluate_arithmetic
@@ -457,5 +458,5 @@ def write_variants(out_dir: Path, problems: list[Problem], *, variants: int, see
         raise MathtuneError(f"none of the {len(problems)} problems gave a variant ({reasons})")
     folder = Path(out_dir) / PROBE_FOLDER
     write_atomic(folder / "test.jsonl", jsonl_text(rows))
-    write_json_atomic(folder / "summary.json", {**counts, "source": source})
+    write_probe_summary(folder / "summary.json", ProbeSummary(**counts, source=source))
     return folder
