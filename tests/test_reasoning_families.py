@@ -205,7 +205,11 @@ def test_r1_distill_runs_end_to_end_with_one_token_sequence(r1_model, small_data
 
 
 def test_the_report_counts_truncations_inside_a_think_block_beside_the_budget():
+    from synthetic_run import full_eval_summary
+
     from mathtune.analysis.benchmark import model_accuracy
+    from mathtune.core.record_json import from_json
+    from mathtune.evaluation.summary import EvalSummary
 
     records = [
         {"prompt": "<｜Assistant｜><think>\n", "completion": "9*2=18 so", "truncated": True, "correct_strict": False},
@@ -213,7 +217,7 @@ def test_the_report_counts_truncations_inside_a_think_block_beside_the_budget():
          "correct_strict": True},
         {"prompt": "<|im_start|>assistant\n", "completion": "#### 1 and then 2 and", "truncated": True},
     ]
-    figures = model_accuracy(records, {"max_new_tokens": 4})
+    figures = model_accuracy(records, from_json(EvalSummary, full_eval_summary(max_new_tokens=4, sessions=[]), "summary"))
     assert (figures["truncated"], figures["truncated_in_think"], figures["max_new_tokens"]) == (2, 1, 4)
 
 

@@ -22,7 +22,7 @@ from mathtune.core.errors import MathtuneError
 from mathtune.report.explanations import accuracy_trend_text, disagreement_text
 from mathtune.task.data import Problem
 from mathtune.task.train_summary import read_train_summary
-from mathtune.train import run as train_mod
+from mathtune.train import methods as train_mod
 from mathtune.train.accuracy import ANSWERS_FILE, accuracy_subset
 from mathtune.train.run import run_train
 
