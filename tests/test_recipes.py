@@ -19,7 +19,7 @@ from mathtune import cli
 from mathtune.task.data import training_splits
 from mathtune.evaluation.records import build_record, session_timing, summarize
 from mathtune.models.generate import Generation
-from mathtune.core.runfiles import write_json_atomic, write_jsonl_atomic
+from mathtune.core.runfiles import write_jsonl_atomic
 
 
 def read_jsonl(path: Path) -> list[dict]:
