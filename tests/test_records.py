@@ -43,7 +43,9 @@ TRAIN = {"method": "sft", "model": "m", "global_step": 8, "max_steps": 8, "epoch
          "cost_note": "not applicable on CPU", "resumed_from_step": None,
          "versions": {"python": "3.11.7"}, "adapter_settings": {"variant": "LoRA", "trained_dtype": "float32"},
          "lm_head": "lean", "fast_paths": {}}
-CASES = [(EVAL, read_eval_summary, write_eval_summary), (TRAIN, read_train_summary, write_train_summary)]
+GRPO_TRAIN = TRAIN | {"method": "grpo", "lm_head": None}  # no loss head of its own: the key is there, null
+CASES = [(EVAL, read_eval_summary, write_eval_summary), (TRAIN, read_train_summary, write_train_summary),
+         (GRPO_TRAIN, read_train_summary, write_train_summary)]
 
 
 def _as_written(obj: dict) -> str:

@@ -73,8 +73,8 @@ class TrainSummary:
     rate_note: str | None = absent()  # a resumed run: how wall time and rates add up
     versions: dict[str, str | None]  # core.provenance.library_versions
     adapter_settings: dict[str, Any] | None = None  # core.provenance.describe_adapter, with trained_dtype
-    lm_head: str | None = absent()  # the loss head that ran (train.lm_head)
-    fast_paths: dict[str, Any] | None = absent()  # models.first_use: each path's check record
+    lm_head: str | None = None  # the loss head that ran (train.lm_head); null for a method without one (GRPO)
+    fast_paths: dict[str, Any] | None = None  # models.first_use: each path's check record
     rft: dict[str, Any] | None = absent()  # RFT's sampling counts (train.rft)
 
 
