@@ -294,8 +294,11 @@ def test_a_finished_run_moved_elsewhere_reuses_every_stage(reference, tmp_path, 
 def test_the_free_space_check_refuses_what_does_not_fit_and_warns_when_close(tmp_path, monkeypatch, capsys):
     import mathtune.pipeline as pipeline
 
-    plan = {"disk_bytes": {"adapter": 40_000, "checkpoints": 600_000, "records": 60_000, "report_and_logs": 300_000,
-                           "total": 1_000_000, "checkpoint": 200_000, "checkpoints_at_once": 3}}
+    from types import SimpleNamespace
+
+    plan = SimpleNamespace(disk_bytes={"adapter": 40_000, "checkpoints": 600_000, "records": 60_000,
+                                       "report_and_logs": 300_000, "total": 1_000_000, "checkpoint": 200_000,
+                                       "checkpoints_at_once": 3})  # the plan's one part the check reads
     run = tmp_path / "run"
     for free, refused, warned in ((900_000, True, False), (1_200_000, False, True), (2_000_000, False, False)):
         monkeypatch.setattr(pipeline, "free_bytes", lambda path: free)

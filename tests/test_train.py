@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_train_config
 from mathtune import cli
+from mathtune.config import with_prompt_date
+from mathtune.train import methods as methods_mod
 from mathtune.train import run as train_mod
 from mathtune.core.errors import MathtuneError
 from mathtune.train.run import run_train
@@ -130,7 +132,7 @@ def test_early_stopping_keeps_the_best_not_the_last(tmp_path, tiny_model_dir, sm
     step 4 and worse afterwards: training stops after `patience` worse evaluations and
     adapter/ holds step 4's weights, not the last ones."""
     offsets = {0: 3.0, 2: 2.0, 4: 0.0, 6: 1.0, 8: 1.5, 10: 2.0, 12: 2.5}
-    real_build = train_mod.build_trainer
+    real_build = methods_mod.build_trainer
 
     def build_with_script(*args, **kwargs):
         trainer = real_build(*args, **kwargs)
@@ -143,7 +145,7 @@ def test_early_stopping_keeps_the_best_not_the_last(tmp_path, tiny_model_dir, sm
         trainer.compute_loss = scripted_loss
         return trainer
 
-    monkeypatch.setattr(train_mod, "build_trainer", build_with_script)
+    monkeypatch.setattr(methods_mod, "build_trainer", build_with_script)
     config = tiny_train_config(
         tiny_model_dir, small_data_dir, "data.train_limit=40", "train.epochs=2",
         "train.early_stopping_patience=2", "train.report_to=[]",
@@ -228,10 +230,10 @@ def test_folder_of_another_config_is_refused_unless_overwrite(trained_run, tmp_p
     assert files_under(run_dir) == before
     assert train_mod.inspect_run_dir(run_dir, other, overwrite=True) == "fresh"
     # eval.* and report.* do not decide what is trained: the finished training is reused
-    same_training = tiny_train_config(model_dir, data_dir, "eval.limit=3")
+    same_training = with_prompt_date(tiny_train_config(model_dir, data_dir, "eval.limit=3"), run_dir)  # run_train's door
     assert train_mod.inspect_run_dir(run_dir, same_training, overwrite=False) == "done"
     # Many differences: five named, the rest counted.
     many = tiny_train_config(model_dir, data_dir, "lora.r=4", "lora.alpha=8", "lora.dropout=0.2", "train.epochs=2",
                              "train.learning_rate=1e-3", "train.warmup_ratio=0.1", "seed=7")
     with pytest.raises(MathtuneError, match=r"\(differs in [a-z_., ]+ and 2 more\)"):
-        train_mod.inspect_run_dir(run_dir, many, overwrite=False)
+        train_mod.inspect_run_dir(run_dir, with_prompt_date(many, run_dir), overwrite=False)
