@@ -22,6 +22,8 @@ Phi-3's here, standing in for its SentencePiece vocabulary.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,7 +245,20 @@ def build_family_model(family: Family, out_dir: Path, corpus: list[str], *, seed
 # from the families' documented formats (the assistant-turn, think-block and generation-prompt
 # parts that decide the tokens; no tool calls).
 
-QWEN_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "qwen2.5-tokenizer"
+SHARED_QWEN_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "qwen2.5-tokenizer"
+
+
+@functools.lru_cache(maxsize=1)
+def qwen_tokenizer_folder() -> Path:
+    """The Qwen2.5 tokenizer: ../shared's copy where it is, else the offline registry model's
+    (Qwen2.5-Coder-0.5B-Instruct, which `make test` installs): the same vocabulary, merges and
+    added tokens, so a clone without ../shared runs these tests too."""
+    if (SHARED_QWEN_TOKENIZER / "tokenizer.json").is_file():
+        return SHARED_QWEN_TOKENIZER
+    from mathtune.models.load import resolve_model_path
+    from mathtune.models.registry import ensure_model
+
+    return Path(resolve_model_path(str(ensure_model("qwen2.5-coder-0.5b-instruct"))))
 
 # Qwen3's hybrid template: thinks unless enable_thinking=False, which closes an empty think block in
 # the generation prompt; the last assistant turn after the last user turn is rendered with its
@@ -339,9 +354,7 @@ REASONING_FAMILIES: dict[str, QwenVocabFamily] = {
 
 
 def build_qwen_vocab_tokenizer(family: QwenVocabFamily) -> PreTrainedTokenizerFast:
-    import json
-
-    spec = json.loads((QWEN_TOKENIZER / "tokenizer.json").read_text(encoding="utf-8"))
+    spec = json.loads((qwen_tokenizer_folder() / "tokenizer.json").read_text(encoding="utf-8"))
     # The file (saved from a GGUF) holds every id up to 151935 in its vocabulary, the unused ones
     # as '[PAD<id>]' fillers: a family's token takes its id's entry there and in the added tokens.
     vocab = spec["model"]["vocab"]

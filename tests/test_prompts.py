@@ -35,13 +35,8 @@ def test_training_prompt_is_the_evaluation_prompt(tiny_model_dir, small_data_dir
 
 
 def test_chat_prompt_with_qwen_template():
-    from pathlib import Path
+    from families import qwen_tokenizer_folder
 
-    tok_dir = Path(__file__).resolve().parents[2] / "shared" / "qwen2.5-tokenizer"
-    if not tok_dir.is_dir():
-        import pytest
-
-        pytest.skip("Qwen2.5 tokenizer not available")
-    tok = AutoTokenizer.from_pretrained(tok_dir)
+    tok = AutoTokenizer.from_pretrained(qwen_tokenizer_folder())
     text = make_prompt_builder("chat").render("What is 2+2?", tok)
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
