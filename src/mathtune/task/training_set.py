@@ -14,11 +14,12 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from mathtune.config import Config
 from mathtune.task.answers import HASH_FORM, prompt_form
-from mathtune.task.data import GSM8K_FORMAT, HUB_DEFAULT, DataFormat, Problem, resolve_data, training_splits
+from mathtune.task.data import (GSM8K_FORMAT, HUB_DEFAULT, DataFormat, DataSource, Problem, resolve_data,
+                               training_splits)
 from mathtune.task.mix import mix_training_problems
 
 
@@ -28,10 +29,16 @@ class TrainingSet:
     val: list[Problem]
     sources: list[dict]
     """Per source: source, split, weight, problems, examples (train/summary.json's data_sources)."""
-    identity: dict = field(default_factory=dict)
-    """The main source's train split exactly (task.data.DataSource.identity), as the summary records it."""
+    source: DataSource
+    """The main source, resolved once."""
     answer_form: str = HASH_FORM
     """The answer form the chat prompt asks for in training and evaluation (training_answer_form)."""
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """The main source's train split exactly (task.data.DataSource.identity), as the summary
+        records it: hashed when training writes its summary, not by every check that builds the set."""
+        return self.source.identity("train")
 
     @property
     def forms(self) -> dict[str, int]:
@@ -53,7 +60,7 @@ def training_set(config: Config) -> TrainingSet:
                 "problems": len(train), "examples": len(train)}] + mixed
     forms = dict(Counter(p.form for p in train + extra).most_common())
     form = HASH_FORM if _gsm8k_itself(config) else prompt_form(forms)
-    return TrainingSet(train + extra, val, sources, source.identity("train"), form)
+    return TrainingSet(train + extra, val, sources, source, form)
 
 
 def _gsm8k_itself(config: Config) -> bool:
