@@ -129,29 +129,29 @@ def test_offline_a_mistyped_model_path_is_a_missing_folder(tmp_path, monkeypatch
 def test_gsm8k_is_named_only_for_gsm8k(tmp_path):
     """The published splits are GSM8K (their text, whatever the JSON spacing); the shipped
     demo problems and any other file are named as what they are."""
-    from mathtune.task.data import DEMO_DATA_NAME, data_identity
+    from mathtune.task.data import DEMO_DATA_NAME, resolve_data
     from mathtune.demo import shipped_demo_data
 
     real = Path(__file__).resolve().parents[2] / "shared" / "gsm8k"
     if real.is_dir():
-        assert data_identity(str(real), "test")["name"] == "GSM8K"
+        assert resolve_data(str(real)).identity("test")["name"] == "GSM8K"
         respaced = tmp_path / "respaced"
         respaced.mkdir()
         lines = (real / "test.jsonl").read_text().splitlines()
         (respaced / "test.jsonl").write_text("".join(json.dumps(json.loads(x), indent=None, ensure_ascii=False) + "\n"
                                                      for x in lines))
-        assert data_identity(str(respaced), "test")["name"] == "GSM8K"
+        assert resolve_data(str(respaced)).identity("test")["name"] == "GSM8K"
         (respaced / "test.jsonl").write_text("\n".join(lines[:100]) + "\n")  # a slice is not GSM8K
-        assert data_identity(str(respaced), "test")["name"].startswith("local file respaced/test.jsonl (not GSM8K")
-    assert data_identity(str(shipped_demo_data()), "test")["name"] == DEMO_DATA_NAME
-    assert data_identity("openai/gsm8k", "test")["name"] == "GSM8K"
-    assert data_identity(str(shipped_demo_data()), "validation")["path"].endswith("train.jsonl")
+        assert resolve_data(str(respaced)).identity("test")["name"].startswith("local file respaced/test.jsonl (not GSM8K")
+    assert resolve_data(str(shipped_demo_data())).identity("test")["name"] == DEMO_DATA_NAME
+    assert resolve_data("openai/gsm8k").identity("test")["name"] == "GSM8K"
+    assert resolve_data(str(shipped_demo_data())).identity("validation")["path"].endswith("train.jsonl")
 
 
 def test_other_math_sets_through_a_field_mapping(tmp_path):
     """SVAMP/ASDiv-style records: other field names, a bare-number answer (number or string),
     their own ids; one JSONL file is a test set."""
-    from mathtune.task.data import DataFormat, data_identity, load_split
+    from mathtune.task.data import DataFormat, load_split, resolve_data
 
     path = tmp_path / "svamp.jsonl"
     rows = [{"ID": "chal-1", "Body": "Each pack costs 76 dollars. With 25 off,", "Question": "what is the price?",
@@ -162,7 +162,7 @@ def test_other_math_sets_through_a_field_mapping(tmp_path):
     fmt = DataFormat(question="problem", answer="target")
     problems = load_split(str(path), "test", fmt=fmt)
     assert [(p.id, p.gold, p.answer) for p in problems] == [("chal-1", "51", "#### 51.0"), ("chal-2", "1200", "#### 1,200")]
-    ident = data_identity(str(path), "test", fmt)
+    ident = resolve_data(str(path), fmt).identity("test")
     assert ident["path"] == str(path) and ident["format"]["question"] == "problem" and "GSM8K" not in ident["name"].split(" (")[0]
     with pytest.raises(MathtuneError, match=r"svamp.jsonl:1: no field 'question' \(the record has 'id', 'problem', "
                                             r"'target'\)"):
@@ -234,7 +234,7 @@ def test_the_prompt_asks_for_the_training_forms_majority():
 def test_gsm8k_recognised_by_its_text_whatever_the_fields(tmp_path):
     """GSM8K's test problems with the keys renamed and the answers restated are still GSM8K's
     test split; the same file cut short is not."""
-    from mathtune.task.data import DataFormat, data_identity
+    from mathtune.task.data import DataFormat, resolve_data
 
     real = Path(__file__).resolve().parents[2] / "shared" / "gsm8k" / "test.jsonl"
     if not real.is_file():
@@ -244,6 +244,6 @@ def test_gsm8k_recognised_by_its_text_whatever_the_fields(tmp_path):
     renamed.write_text("".join(json.dumps({"query": r["question"], "response": r["answer"].replace("####", "The answer is:")})
                                + "\n" for r in rows))
     fmt = DataFormat(question="query", answer="response")
-    assert data_identity(str(tmp_path), "test", fmt)["name"] == "GSM8K"
+    assert resolve_data(str(tmp_path), fmt).identity("test")["name"] == "GSM8K"
     renamed.write_text("".join(json.dumps({"query": r["question"], "response": r["answer"]}) + "\n" for r in rows[:-1]))
-    assert data_identity(str(tmp_path), "test", fmt)["name"].startswith("local file")
+    assert resolve_data(str(tmp_path), fmt).identity("test")["name"].startswith("local file")

@@ -175,7 +175,7 @@ def analyze_benchmark(run_dir: Path) -> tuple[dict[str, Any], dict[str, list[dic
     names = sorted({m.get("data_name") or UNNAMED_DATA for m in models.values()})
     out: dict[str, Any] = {
         "available": True,
-        # 'GSM8K' only when the evaluation recorded GSM8K's own data (see data.data_identity).
+        # 'GSM8K' only when the evaluation recorded GSM8K's own data (see task.data.DataSource.identity).
         "data_name": " / ".join(names),
         "ci_level_pct": CI_LEVEL_PCT,
         "interval": "Wilson score interval",

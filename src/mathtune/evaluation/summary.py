@@ -88,7 +88,7 @@ class EvalSummary:
     adapter_sha256: str | None = absent()  # with an adapter
     dtype_requested: str
     data_name: str
-    data_identity: dict[str, Any]  # task.data.data_identity: the data's kind, name, split, path or hub id, hash
+    data_identity: dict[str, Any]  # task.data.DataSource.identity: the data's kind, name, split, path or hub id, hash
     # Completed by evaluation.evaluate.write_final
     world_size: int | None = absent()
     decoder: str | None = absent()

@@ -305,11 +305,6 @@ def _hub_identity(source: str, split: str, file_split: str, fmt: DataFormat) -> 
     return {"kind": "hub", "name": name, "split": split, "id": source, "config": config, "revision": revision}
 
 
-def data_identity(source: str, split: str, fmt: DataFormat = GSM8K_FORMAT) -> dict:
-    """DataSource.identity of a source named by its text (resolved here)."""
-    return resolve_data(source, fmt).identity(split)
-
-
 def _source_file(source: str, split: str, fmt: DataFormat) -> Path:
     """The local file a split of a local source reads: FOLDER/SPLIT.jsonl (the test split under
     its own name, fmt.test_split), or the one file given, which is a test set."""

@@ -65,7 +65,7 @@ class TrainSummary:
     quantization_record: dict[str, Any] | None  # None: full precision
     batch_size: int
     trust_remote_code: bool
-    data_identity: dict[str, Any]  # task.data.data_identity of the training split
+    data_identity: dict[str, Any]  # task.data.DataSource.identity of the training split
     gpu_hourly_usd: float
     cost_usd: float | None  # None off a GPU
     cost_note: str
